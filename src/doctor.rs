@@ -1,0 +1,1 @@
+//! Host limits and tuning checks (`sockstorm doctor`).

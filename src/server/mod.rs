@@ -1,0 +1,1 @@
+//! Built-in target gateway (tungstenite + mio): echo, fan-out publisher, subscribe acks.
