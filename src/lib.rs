@@ -7,4 +7,7 @@
 #![warn(unreachable_pub, unused_qualifications, missing_docs)]
 
 pub mod doctor;
+pub mod io;
+pub mod metrics;
+pub mod proto;
 pub mod server;

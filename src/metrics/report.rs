@@ -1,0 +1,1 @@
+//! Human summary table and JSON results.

@@ -1,0 +1,713 @@
+//! The per-connection state machine, sans-IO.
+//!
+//! `Connecting → Upgrading → Open → Closing → Done`. (TLS slots in between `Connecting` and
+//! `Upgrading` later.) The backend drives a [`Conn`] in this order on every event:
+//!
+//! 1. feed what happened: [`Conn::handle_connected`], [`Conn::handle_recv`],
+//!    [`Conn::handle_eof`], [`Conn::handle_error`], [`Conn::handle_timer`] or [`Conn::stop`];
+//! 2. when no send is in flight, call [`Conn::poll_transmit`] to collect bytes to write;
+//! 3. re-arm its timer with [`Conn::poll_timeout`];
+//! 4. once [`Conn::is_done`], close the socket and drop the connection.
+//!
+//! Time is injected (`now`, µs since the shard's epoch); nothing here reads a clock or makes a
+//! syscall. Metrics go straight into the shard's [`ShardStats`] through [`Ctx`].
+
+use crate::metrics::{Hist, ShardStats};
+use crate::proto::rng::Rng;
+use crate::proto::ws::frame::{
+    close_code_valid, encode_close, encode_frame, Decoded, FrameDecoder, FrameHeader, OpCode, Utf8Validator,
+    Violation,
+};
+use crate::proto::ws::handshake::{self, RequestTemplate, UpgradeFailure};
+use std::collections::VecDeque;
+use std::fmt;
+
+/// Microseconds since the shard's epoch.
+pub type Micros = u64;
+
+/// Why a connection attempt or session failed; each cause has its own counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Failure {
+    /// TCP connection refused (RST to our SYN).
+    Refused,
+    /// No connection within `--connect-timeout` (or the kernel gave up on the SYN).
+    ConnectTimeout,
+    /// No 101 response within `--connect-timeout` of the connect start.
+    UpgradeTimeout,
+    /// Connection reset by the peer.
+    Reset,
+    /// Network or host unreachable.
+    Unreachable,
+    /// No local port or source address available (EADDRNOTAVAIL / EADDRINUSE).
+    NoSourcePort,
+    /// Out of file descriptors (EMFILE / ENFILE).
+    TooManyFiles,
+    /// The server closed the TCP connection before completing the upgrade.
+    ClosedDuringHandshake,
+    /// The upgrade response was not an acceptable 101.
+    Upgrade(UpgradeFailure),
+    /// The server violated RFC 6455.
+    Protocol(Violation),
+    /// The server closed the TCP connection of an open session without a close frame.
+    EofWithoutClose,
+    /// Another OS error, by errno.
+    Os(i32),
+}
+
+impl Failure {
+    /// Maps a connect/recv/send errno to a cause.
+    pub fn from_errno(errno: i32) -> Self {
+        match errno {
+            libc::ECONNREFUSED => Self::Refused,
+            libc::ETIMEDOUT => Self::ConnectTimeout,
+            libc::ECONNRESET | libc::EPIPE | libc::ECONNABORTED => Self::Reset,
+            libc::ENETUNREACH | libc::EHOSTUNREACH | libc::ENETDOWN | libc::EHOSTDOWN => Self::Unreachable,
+            libc::EADDRNOTAVAIL | libc::EADDRINUSE => Self::NoSourcePort,
+            libc::EMFILE | libc::ENFILE => Self::TooManyFiles,
+            e => Self::Os(e),
+        }
+    }
+
+    /// Stable snake_case key used in reports and JSON.
+    pub fn name(&self) -> String {
+        match self {
+            Self::Refused => "refused".into(),
+            Self::ConnectTimeout => "connect_timeout".into(),
+            Self::UpgradeTimeout => "upgrade_timeout".into(),
+            Self::Reset => "reset".into(),
+            Self::Unreachable => "unreachable".into(),
+            Self::NoSourcePort => "no_source_port".into(),
+            Self::TooManyFiles => "too_many_open_files".into(),
+            Self::ClosedDuringHandshake => "closed_during_handshake".into(),
+            Self::Upgrade(u) => u.to_string(),
+            Self::Protocol(v) => format!("protocol_{v}"),
+            Self::EofWithoutClose => "eof_without_close_frame".into(),
+            Self::Os(e) => format!("os_error_{e}"),
+        }
+    }
+
+    /// One line: what happened and what to check.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Refused => "connection refused: nothing listens on the target address/port".into(),
+            Self::ConnectTimeout => "TCP connect timed out: target overloaded, SYN backlog full or filtered".into(),
+            Self::UpgradeTimeout => "no HTTP 101 before --connect-timeout: the server accepted TCP but did not upgrade".into(),
+            Self::Reset => "connection reset by peer".into(),
+            Self::Unreachable => "network or host unreachable: check the target address and routes".into(),
+            Self::NoSourcePort => {
+                "no free local port: add source addresses (--source-ip 127.0.0.2-127.0.0.20) or widen ip_local_port_range".into()
+            }
+            Self::TooManyFiles => "out of file descriptors: raise the NOFILE hard limit (see `sockstorm doctor`)".into(),
+            Self::ClosedDuringHandshake => "server closed the connection before answering the upgrade".into(),
+            Self::Upgrade(UpgradeFailure::Status(s)) => format!("server answered HTTP {s} instead of 101 Switching Protocols"),
+            Self::Upgrade(UpgradeFailure::MissingUpgrade) => "101 response without `Upgrade: websocket`".into(),
+            Self::Upgrade(UpgradeFailure::MissingConnection) => "101 response without `Connection: Upgrade`".into(),
+            Self::Upgrade(UpgradeFailure::BadAccept) => "Sec-WebSocket-Accept does not match our Sec-WebSocket-Key".into(),
+            Self::Upgrade(UpgradeFailure::BadSubprotocol) => "server selected a subprotocol we did not offer".into(),
+            Self::Upgrade(UpgradeFailure::Malformed) => "upgrade response is not valid HTTP/1.1 (is this a WebSocket endpoint?)".into(),
+            Self::Protocol(v) => format!("server violated RFC 6455: {v}"),
+            Self::EofWithoutClose => "server dropped an open session without a close frame (1006)".into(),
+            Self::Os(e) => format!("{}", std::io::Error::from_raw_os_error(*e)),
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+/// A message payload with its frame type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Text or Binary.
+    pub opcode: OpCode,
+    /// Payload bytes.
+    pub payload: Box<[u8]>,
+}
+
+/// What every connection of a run does; shared (one per shard), never per connection.
+#[derive(Debug, Clone)]
+pub struct ConnConfig {
+    /// The pre-rendered upgrade request.
+    pub template: RequestTemplate,
+    /// Budget for TCP connect + upgrade, µs.
+    pub connect_timeout: Micros,
+    /// Sent once right after the upgrade (e.g. a subscribe message).
+    pub on_open: Option<Message>,
+    /// Sent every `message_interval` and matched against echoes.
+    pub message: Option<Message>,
+    /// Interval between rate-driven messages, µs; 0 = none.
+    pub message_interval: Micros,
+    /// Interval between pings, µs; 0 = none.
+    pub ping_interval: Micros,
+    /// How long to wait for the server's close frame and FIN after ours, µs.
+    pub close_wait: Micros,
+    /// Validate UTF-8 of received text messages (default on).
+    pub validate_utf8: bool,
+}
+
+/// What a handler needs besides the connection: config, the shard's stats and PRNG.
+#[derive(Debug)]
+pub struct Ctx<'a> {
+    /// The shard's connection config.
+    pub cfg: &'a ConnConfig,
+    /// The shard's statistics.
+    pub stats: &'a mut ShardStats,
+    /// The shard's PRNG.
+    pub rng: &'a mut Rng,
+}
+
+/// Phase of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// TCP connect in progress.
+    Connecting,
+    /// Upgrade request sent or pending, waiting for 101.
+    Upgrading,
+    /// WebSocket open.
+    Open,
+    /// Close frame sent or received; waiting for the close handshake and FIN.
+    Closing,
+    /// Finished; the socket can be closed.
+    Done,
+}
+
+/// How a finished connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Closed by us after `stop` (clean or timed out).
+    Stopped,
+    /// The server ended the session with a close frame.
+    ServerClosed(u16),
+    /// Failed before or after opening.
+    Failed(Failure),
+}
+
+// Pending output flags.
+const OUT_REQUEST: u8 = 1;
+const OUT_ON_OPEN: u8 = 2;
+const OUT_PONG: u8 = 4;
+const OUT_CLOSE: u8 = 8;
+const OUT_PING: u8 = 16;
+
+/// One WebSocket client connection.
+#[derive(Debug)]
+pub struct Conn {
+    phase: Phase,
+    pending: u8,
+    stopping: bool,
+    got_close: bool,
+    outcome: Option<Outcome>,
+    /// Close code we send (1000, or the violation's code, or the echoed server code).
+    close_code: u16,
+    /// When the connect was submitted.
+    t_start: Micros,
+    /// When the upgrade request was sent (Upgrading) / the session opened (Open).
+    t_phase: Micros,
+    /// Phase deadline: setup timeout, drain end, or close wait; 0 = none.
+    deadline: Micros,
+    next_msg_at: Micros,
+    next_ping_at: Micros,
+    ping_sent_at: Micros,
+    key: [u8; 24],
+    /// Partial upgrade response; empty (unallocated) outside a split response.
+    resp: Vec<u8>,
+    dec: FrameDecoder,
+    /// Header of the frame being received.
+    frame: Option<FrameHeader>,
+    /// Opcode of the data message in progress (fragmented messages span frames).
+    msg_op: Option<OpCode>,
+    utf8: Utf8Validator,
+    /// Whether the message so far equals our message payload, and how much of it matched.
+    matching: bool,
+    match_off: usize,
+    /// Control frame payload being assembled (≤ 125 bytes; allocated only on first control frame).
+    ctrl: Vec<u8>,
+    /// Payload for the pong we owe.
+    pong: Vec<u8>,
+    /// Intended send times of messages awaiting their echo, oldest first.
+    fifo: VecDeque<Micros>,
+}
+
+impl Conn {
+    /// A connection whose TCP connect the backend submits at `now`.
+    pub fn new(ctx: &mut Ctx<'_>, now: Micros) -> Self {
+        ctx.stats.counters.attempts += 1;
+        Self {
+            phase: Phase::Connecting,
+            pending: 0,
+            stopping: false,
+            got_close: false,
+            outcome: None,
+            close_code: 1000,
+            t_start: now,
+            t_phase: now,
+            deadline: now + ctx.cfg.connect_timeout,
+            next_msg_at: 0,
+            next_ping_at: 0,
+            ping_sent_at: 0,
+            key: [0; 24],
+            resp: Vec::new(),
+            dec: FrameDecoder::new(),
+            frame: None,
+            msg_op: None,
+            utf8: Utf8Validator::default(),
+            matching: false,
+            match_off: 0,
+            ctrl: Vec::new(),
+            pong: Vec::new(),
+            fifo: VecDeque::new(),
+        }
+    }
+
+    /// Current phase.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Whether the connection is finished and its socket can be closed.
+    pub fn is_done(&self) -> bool {
+        self.phase == Phase::Done
+    }
+
+    /// How it ended, once done.
+    pub fn outcome(&self) -> Option<Outcome> {
+        self.outcome
+    }
+
+    /// TCP connected: queue the upgrade request.
+    pub fn handle_connected(&mut self, ctx: &mut Ctx<'_>, now: Micros) {
+        if self.phase != Phase::Connecting {
+            return;
+        }
+        ctx.stats.record(Hist::TcpConnect, now - self.t_start);
+        self.phase = Phase::Upgrading;
+        self.t_phase = now;
+        self.key = handshake::make_key(ctx.rng.bytes16());
+        self.pending |= OUT_REQUEST;
+        if self.stopping {
+            self.fail(ctx, now, Failure::UpgradeTimeout);
+        }
+    }
+
+    /// The socket failed with an OS error (connect, send or recv).
+    pub fn handle_error(&mut self, ctx: &mut Ctx<'_>, now: Micros, failure: Failure) {
+        match self.phase {
+            Phase::Done => {}
+            // The close handshake is already underway; an error now only ends it early.
+            Phase::Closing => self.finish(ctx, now),
+            _ => self.fail(ctx, now, failure),
+        }
+    }
+
+    /// The peer closed its side (recv returned 0).
+    pub fn handle_eof(&mut self, ctx: &mut Ctx<'_>, now: Micros) {
+        match self.phase {
+            Phase::Connecting | Phase::Upgrading => self.fail(ctx, now, Failure::ClosedDuringHandshake),
+            Phase::Open => {
+                ctx.stats.close_code(1006);
+                self.fail(ctx, now, Failure::EofWithoutClose);
+            }
+            Phase::Closing => self.finish(ctx, now),
+            Phase::Done => {}
+        }
+    }
+
+    /// Bytes arrived from the socket.
+    pub fn handle_recv(&mut self, ctx: &mut Ctx<'_>, now: Micros, mut data: &[u8]) {
+        ctx.stats.counters.bytes_received += data.len() as u64;
+        if self.phase == Phase::Upgrading {
+            let used = match self.recv_upgrade(ctx, now, data) {
+                Some(n) => n,
+                None => return,
+            };
+            data = &data[used..];
+        }
+        if !matches!(self.phase, Phase::Open | Phase::Closing) {
+            return;
+        }
+        loop {
+            let ev = match self.dec.decode(&mut data) {
+                Ok(Some(ev)) => ev,
+                Ok(None) => return,
+                Err(v) => return self.violation(ctx, now, v),
+            };
+            let step = match ev {
+                Decoded::Header(h) => self.on_header(ctx, h),
+                Decoded::Payload(p) => self.on_payload(ctx, p),
+                Decoded::End => self.on_frame_end(ctx, now),
+            };
+            if let Err(v) = step {
+                return self.violation(ctx, now, v);
+            }
+            if self.phase == Phase::Done {
+                return;
+            }
+        }
+    }
+
+    /// Returns how many bytes of `data` the upgrade response used, or `None` if all of it
+    /// was consumed (or the connection failed).
+    fn recv_upgrade(&mut self, ctx: &mut Ctx<'_>, now: Micros, data: &[u8]) -> Option<usize> {
+        // Parse straight from the read buffer when the response arrives whole (the usual case);
+        // copy only when it is split across reads.
+        let (buf, prior): (&[u8], usize) = if self.resp.is_empty() {
+            (data, 0)
+        } else {
+            let prior = self.resp.len();
+            self.resp.extend_from_slice(data);
+            (&self.resp, prior)
+        };
+        match handshake::check_response(buf, &self.key, &ctx.cfg.template) {
+            Ok(None) => {
+                if self.resp.is_empty() {
+                    self.resp.extend_from_slice(data);
+                }
+                None
+            }
+            Err(f) => {
+                self.fail(ctx, now, Failure::Upgrade(f));
+                None
+            }
+            Ok(Some(head)) => {
+                self.resp = Vec::new();
+                self.open(ctx, now);
+                Some(head - prior)
+            }
+        }
+    }
+
+    fn open(&mut self, ctx: &mut Ctx<'_>, now: Micros) {
+        let c = &mut ctx.stats.counters;
+        c.established += 1;
+        ctx.stats.record(Hist::WsUpgrade, now - self.t_phase);
+        ctx.stats.record(Hist::WsConnecting, now - self.t_start);
+        self.phase = Phase::Open;
+        self.t_phase = now;
+        self.deadline = 0;
+        if ctx.cfg.on_open.is_some() {
+            self.pending |= OUT_ON_OPEN;
+        }
+        // Random phase within the first interval spreads sends evenly even when many
+        // connections open at once (after a reconnect burst, say).
+        if ctx.cfg.message.is_some() && ctx.cfg.message_interval > 0 {
+            self.next_msg_at = now + ctx.rng.below(ctx.cfg.message_interval);
+        }
+        if ctx.cfg.ping_interval > 0 {
+            self.next_ping_at = now + ctx.cfg.ping_interval;
+        }
+    }
+
+    fn on_header(&mut self, ctx: &mut Ctx<'_>, h: FrameHeader) -> Result<(), Violation> {
+        self.frame = Some(h);
+        if h.opcode.is_control() {
+            self.ctrl.clear();
+            return Ok(());
+        }
+        if self.got_close {
+            return Err(Violation::DataAfterClose);
+        }
+        match (h.opcode, self.msg_op) {
+            (OpCode::Continuation, None) => return Err(Violation::UnexpectedContinuation),
+            (OpCode::Continuation, Some(_)) => {}
+            (_, Some(_)) => return Err(Violation::ExpectedContinuation),
+            (op, None) => {
+                self.msg_op = Some(op);
+                self.matching = !self.fifo.is_empty() && ctx.cfg.message.as_ref().is_some_and(|m| m.opcode == op);
+                self.match_off = 0;
+            }
+        }
+        Ok(())
+    }
+
+    fn on_payload(&mut self, ctx: &mut Ctx<'_>, p: &[u8]) -> Result<(), Violation> {
+        let Some(h) = self.frame else { return Ok(()) };
+        if h.opcode.is_control() {
+            self.ctrl.extend_from_slice(p);
+            return Ok(());
+        }
+        if self.msg_op == Some(OpCode::Text) && ctx.cfg.validate_utf8 {
+            self.utf8.feed(p)?;
+        }
+        // Compare with our payload as it streams in: no reassembly buffer is ever needed.
+        if self.matching {
+            let expected = ctx.cfg.message.as_ref().map_or(&[][..], |m| &m.payload[..]);
+            let end = self.match_off + p.len();
+            self.matching = expected.get(self.match_off..end) == Some(p);
+            self.match_off = end;
+        }
+        Ok(())
+    }
+
+    fn on_frame_end(&mut self, ctx: &mut Ctx<'_>, now: Micros) -> Result<(), Violation> {
+        let Some(h) = self.frame.take() else { return Ok(()) };
+        match h.opcode {
+            OpCode::Ping => {
+                if self.phase == Phase::Open {
+                    self.pong.clear();
+                    self.pong.extend_from_slice(&self.ctrl);
+                    self.pending |= OUT_PONG;
+                }
+            }
+            OpCode::Pong => {
+                if self.ping_sent_at != 0 {
+                    ctx.stats.record(Hist::WsPing, now - self.ping_sent_at);
+                    ctx.stats.counters.pongs_received += 1;
+                    self.ping_sent_at = 0;
+                }
+            }
+            OpCode::Close => return self.on_close_frame(ctx, now),
+            _ => {
+                if h.fin {
+                    self.on_message_end(ctx, now)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_message_end(&mut self, ctx: &mut Ctx<'_>, now: Micros) -> Result<(), Violation> {
+        let op = self.msg_op.take();
+        if op == Some(OpCode::Text) && ctx.cfg.validate_utf8 {
+            self.utf8.finish()?;
+        }
+        let c = &mut ctx.stats.counters;
+        if self.phase != Phase::Open {
+            c.msgs_late += 1;
+            return Ok(());
+        }
+        let full = ctx.cfg.message.as_ref().is_some_and(|m| m.payload.len() == self.match_off);
+        if self.matching && full {
+            if let Some(intended) = self.fifo.pop_front() {
+                c.msgs_received += 1;
+                ctx.stats.record(Hist::WsMsgRtt, now.saturating_sub(intended));
+                if self.stopping && self.fifo.is_empty() {
+                    self.begin_close(ctx, now, 1000);
+                }
+                return Ok(());
+            }
+        }
+        c.msgs_pushed += 1;
+        Ok(())
+    }
+
+    fn on_close_frame(&mut self, ctx: &mut Ctx<'_>, now: Micros) -> Result<(), Violation> {
+        let code = match self.ctrl.len() {
+            0 => 1005,
+            1 => return Err(Violation::BadCloseFrame),
+            _ => {
+                let code = u16::from_be_bytes([self.ctrl[0], self.ctrl[1]]);
+                if !close_code_valid(code) {
+                    return Err(Violation::InvalidCloseCode);
+                }
+                if std::str::from_utf8(&self.ctrl[2..]).is_err() {
+                    return Err(Violation::InvalidUtf8);
+                }
+                code
+            }
+        };
+        ctx.stats.close_code(code);
+        self.got_close = true;
+        match self.phase {
+            Phase::Open => {
+                ctx.stats.counters.closed_by_server += 1;
+                self.outcome = Some(Outcome::ServerClosed(code));
+                // Echo the code back (1005 may not be sent, answer 1000 then).
+                let reply = if code == 1005 { 1000 } else { code };
+                self.begin_close(ctx, now, reply);
+            }
+            Phase::Closing => {
+                if self.outcome.is_none() {
+                    ctx.stats.counters.closed_clean += 1;
+                    self.outcome = Some(Outcome::Stopped);
+                }
+                // Wait for the server's FIN so TIME_WAIT lands on its side (RFC 6455 §7.1.1).
+                self.deadline = now + ctx.cfg.close_wait;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// A deadline passed (or may have): send due messages and pings, enforce timeouts.
+    pub fn handle_timer(&mut self, ctx: &mut Ctx<'_>, now: Micros) {
+        if self.deadline != 0 && now >= self.deadline {
+            match self.phase {
+                Phase::Connecting => return self.fail(ctx, now, Failure::ConnectTimeout),
+                Phase::Upgrading => return self.fail(ctx, now, Failure::UpgradeTimeout),
+                // Drain time is over: whatever is unanswered stays so.
+                Phase::Open => return self.begin_close(ctx, now, 1000),
+                Phase::Closing => {
+                    if self.outcome.is_none() {
+                        ctx.stats.counters.close_timeouts += 1;
+                        self.outcome = Some(Outcome::Stopped);
+                    }
+                    return self.finish(ctx, now);
+                }
+                Phase::Done => return,
+            }
+        }
+        if self.phase == Phase::Open && !self.stopping && self.next_ping_at != 0 && now >= self.next_ping_at {
+            // One ping outstanding at a time: a late pong must not be matched to a newer ping.
+            if self.ping_sent_at == 0 {
+                self.pending |= OUT_PING;
+            }
+            self.next_ping_at += ctx.cfg.ping_interval;
+            if self.next_ping_at <= now {
+                self.next_ping_at = now + ctx.cfg.ping_interval;
+            }
+        }
+    }
+
+    /// Ends the session gracefully: no new messages; replies in flight are awaited until
+    /// `drain_until`, then a close (1000) is sent. Connections not yet open are abandoned.
+    pub fn stop(&mut self, ctx: &mut Ctx<'_>, now: Micros, drain_until: Micros) {
+        if self.stopping {
+            return;
+        }
+        self.stopping = true;
+        match self.phase {
+            Phase::Connecting | Phase::Upgrading => {
+                // Never opened, and the run is over: not a failure of the target.
+                self.outcome = Some(Outcome::Stopped);
+                self.finish(ctx, now);
+            }
+            Phase::Open => {
+                if self.fifo.is_empty() {
+                    self.begin_close(ctx, now, 1000);
+                } else {
+                    self.deadline = drain_until;
+                }
+            }
+            Phase::Closing | Phase::Done => {}
+        }
+    }
+
+    /// Appends due output to `out` (caller-owned, reused across calls). Returns the number of
+    /// bytes appended. Call only when no earlier output is still being written.
+    pub fn poll_transmit(&mut self, ctx: &mut Ctx<'_>, now: Micros, out: &mut Vec<u8>) -> usize {
+        let start = out.len();
+        if self.pending & OUT_REQUEST != 0 {
+            ctx.cfg.template.render(&self.key, out);
+        }
+        if self.pending & OUT_PONG != 0 && !self.got_close {
+            encode_frame(out, OpCode::Pong, true, &self.pong, ctx.rng.mask());
+            ctx.stats.counters.pongs_sent += 1;
+        }
+        if self.phase == Phase::Open {
+            if self.pending & OUT_ON_OPEN != 0 {
+                if let Some(m) = &ctx.cfg.on_open {
+                    encode_frame(out, m.opcode, true, &m.payload, ctx.rng.mask());
+                    ctx.stats.counters.on_open_sent += 1;
+                }
+            }
+            if self.pending & OUT_PING != 0 {
+                encode_frame(out, OpCode::Ping, true, &now.to_be_bytes(), ctx.rng.mask());
+                self.ping_sent_at = now;
+                ctx.stats.counters.pings_sent += 1;
+            }
+            self.transmit_messages(ctx, now, out);
+        }
+        if self.pending & OUT_CLOSE != 0 {
+            encode_close(out, self.close_code, b"", ctx.rng.mask());
+        }
+        self.pending = 0;
+        let n = out.len() - start;
+        ctx.stats.counters.bytes_sent += n as u64;
+        n
+    }
+
+    /// Writes every message whose intended time has come, stamping each with that time (not
+    /// the write time) so a stalled loop shows up as latency instead of hiding it.
+    fn transmit_messages(&mut self, ctx: &mut Ctx<'_>, now: Micros, out: &mut Vec<u8>) {
+        let (Some(m), iv) = (&ctx.cfg.message, ctx.cfg.message_interval) else { return };
+        if iv == 0 || self.stopping {
+            return;
+        }
+        while self.next_msg_at <= now {
+            encode_frame(out, m.opcode, true, &m.payload, ctx.rng.mask());
+            self.fifo.push_back(self.next_msg_at);
+            ctx.stats.counters.msgs_sent += 1;
+            self.next_msg_at += iv;
+        }
+    }
+
+    /// The next instant at which [`Conn::handle_timer`] has work, if any.
+    pub fn poll_timeout(&self, cfg: &ConnConfig) -> Option<Micros> {
+        let mut t = u64::MAX;
+        if self.deadline != 0 {
+            t = self.deadline;
+        }
+        if self.phase == Phase::Open && !self.stopping {
+            if self.next_ping_at != 0 {
+                t = t.min(self.next_ping_at);
+            }
+            if cfg.message.is_some() && cfg.message_interval > 0 {
+                t = t.min(self.next_msg_at);
+            }
+        }
+        (t != u64::MAX).then_some(t)
+    }
+
+    /// Whether output is pending (a send should be started).
+    pub fn wants_transmit(&self, cfg: &ConnConfig, now: Micros) -> bool {
+        self.pending != 0
+            || (self.phase == Phase::Open
+                && !self.stopping
+                && cfg.message.is_some()
+                && cfg.message_interval > 0
+                && self.next_msg_at <= now)
+    }
+
+    fn violation(&mut self, ctx: &mut Ctx<'_>, now: Micros, v: Violation) {
+        if self.phase == Phase::Closing {
+            return self.finish(ctx, now);
+        }
+        // Fail the connection (RFC 6455 §7.1.7): the socket is closed without a close frame.
+        self.fail(ctx, now, Failure::Protocol(v));
+    }
+
+    fn begin_close(&mut self, ctx: &mut Ctx<'_>, now: Micros, code: u16) {
+        if self.phase != Phase::Open {
+            return;
+        }
+        self.account_unanswered(ctx);
+        self.close_code = code;
+        self.pending |= OUT_CLOSE;
+        self.phase = Phase::Closing;
+        self.deadline = now + ctx.cfg.close_wait;
+    }
+
+    fn fail(&mut self, ctx: &mut Ctx<'_>, now: Micros, failure: Failure) {
+        ctx.stats.fail(failure);
+        if self.phase == Phase::Open {
+            ctx.stats.counters.sessions_dropped += 1;
+        } else {
+            ctx.stats.counters.connect_failed += 1;
+        }
+        self.outcome = Some(Outcome::Failed(failure));
+        self.finish(ctx, now);
+    }
+
+    fn finish(&mut self, ctx: &mut Ctx<'_>, _now: Micros) {
+        self.account_unanswered(ctx);
+        self.phase = Phase::Done;
+        self.deadline = 0;
+        self.resp = Vec::new();
+        self.ctrl = Vec::new();
+        self.pong = Vec::new();
+        self.fifo = VecDeque::new();
+    }
+
+    /// Every sent message ends as received or unanswered, so sent = received + unanswered.
+    fn account_unanswered(&mut self, ctx: &mut Ctx<'_>) {
+        ctx.stats.counters.msgs_unanswered += self.fifo.len() as u64;
+        self.fifo.clear();
+    }
+}
+
+#[cfg(test)]
+#[path = "conn_tests.rs"]
+mod tests;

@@ -1,0 +1,328 @@
+//! The connection state machine on a fake clock, against a scripted server.
+
+use super::*;
+
+const MS: Micros = 1000;
+
+fn cfg() -> ConnConfig {
+    ConnConfig {
+        template: RequestTemplate::new("127.0.0.1:9", "/ws", &[], &[]),
+        connect_timeout: 1000 * MS,
+        on_open: Some(Message { opcode: OpCode::Text, payload: b"{\"type\":\"subscribe\"}".to_vec().into() }),
+        message: Some(Message { opcode: OpCode::Text, payload: b"hello".to_vec().into() }),
+        message_interval: 100 * MS,
+        ping_interval: 0,
+        close_wait: 500 * MS,
+        validate_utf8: true,
+    }
+}
+
+struct Harness {
+    cfg: ConnConfig,
+    stats: ShardStats,
+    rng: Rng,
+}
+
+impl Harness {
+    fn new(cfg: ConnConfig) -> Self {
+        Self { cfg, stats: ShardStats::new(), rng: Rng::new(7) }
+    }
+    fn ctx(&mut self) -> Ctx<'_> {
+        Ctx { cfg: &self.cfg, stats: &mut self.stats, rng: &mut self.rng }
+    }
+    fn tx(&mut self, c: &mut Conn, now: Micros) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut ctx = self.ctx();
+        c.poll_transmit(&mut ctx, now, &mut out);
+        out
+    }
+    /// A connection that is open at `now`, with its on-open message already taken.
+    fn open(&mut self, now: Micros) -> Conn {
+        let mut c = Conn::new(&mut self.ctx(), now);
+        c.handle_connected(&mut self.ctx(), now + MS);
+        let req = self.tx(&mut c, now + MS);
+        let resp = response_for(&req);
+        c.handle_recv(&mut self.ctx(), now + 2 * MS, &resp);
+        assert_eq!(c.phase(), Phase::Open);
+        let first = client_frames(&self.tx(&mut c, now + 2 * MS));
+        assert_eq!(first, vec![(OpCode::Text, b"{\"type\":\"subscribe\"}".to_vec())]);
+        c
+    }
+}
+
+/// The 101 a correct server sends for `request`.
+fn response_for(request: &[u8]) -> Vec<u8> {
+    let text = std::str::from_utf8(request).unwrap();
+    let key = text.lines().find_map(|l| l.strip_prefix("Sec-WebSocket-Key: ")).unwrap();
+    format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+        tungstenite::handshake::derive_accept_key(key.as_bytes())
+    )
+    .into_bytes()
+}
+
+fn server_frame(b0: u8, payload: &[u8]) -> Vec<u8> {
+    assert!(payload.len() < 126);
+    let mut v = vec![b0, payload.len() as u8];
+    v.extend_from_slice(payload);
+    v
+}
+
+/// Decodes masked client frames (opcode, unmasked payload).
+fn client_frames(mut wire: &[u8]) -> Vec<(OpCode, Vec<u8>)> {
+    let mut out = Vec::new();
+    while !wire.is_empty() {
+        let mut cur = std::io::Cursor::new(wire);
+        let (h, len) = tungstenite::protocol::frame::FrameHeader::parse(&mut cur).unwrap().unwrap();
+        let hl = cur.position() as usize;
+        let mask = h.mask.expect("client frames are masked");
+        let mut p = wire[hl..hl + len as usize].to_vec();
+        crate::proto::ws::frame::apply_mask(&mut p, mask, 0);
+        let op = match u8::from(h.opcode) {
+            1 => OpCode::Text,
+            2 => OpCode::Binary,
+            8 => OpCode::Close,
+            9 => OpCode::Ping,
+            10 => OpCode::Pong,
+            o => panic!("opcode {o}"),
+        };
+        out.push((op, p));
+        wire = &wire[hl + len as usize..];
+    }
+    out
+}
+
+#[test]
+fn full_session_with_echo_matching_and_graceful_close() {
+    let mut h = Harness::new(cfg());
+    let mut c = h.open(0);
+    assert_eq!(h.stats.counters.established, 1);
+    assert_eq!(h.stats.hist(Hist::TcpConnect).len(), 1);
+    assert_eq!(h.stats.hist(Hist::WsConnecting).max(), h.stats.hist(Hist::WsConnecting).highest_equivalent(2 * MS));
+    // Run 1 s: every message due is sent and echoed 3 ms later.
+    let mut now = 2 * MS;
+    let mut echoes = 0;
+    while now < 1000 * MS {
+        let t = c.poll_timeout(&h.cfg).unwrap();
+        now = t;
+        c.handle_timer(&mut h.ctx(), now);
+        let frames = client_frames(&h.tx(&mut c, now));
+        for (op, p) in frames {
+            assert_eq!((op, &p[..]), (OpCode::Text, &b"hello"[..]));
+            c.handle_recv(&mut h.ctx(), now + 3 * MS, &server_frame(0x81, &p));
+            echoes += 1;
+        }
+    }
+    assert!(echoes >= 9, "{echoes}");
+    assert_eq!(h.stats.counters.msgs_sent, echoes);
+    assert_eq!(h.stats.counters.msgs_received, echoes);
+    let rtt = h.stats.hist(Hist::WsMsgRtt);
+    assert_eq!((rtt.len(), rtt.min(), rtt.max()), (echoes, 3000, rtt.highest_equivalent(3000)));
+    // A pushed message is not an echo.
+    c.handle_recv(&mut h.ctx(), now, &server_frame(0x81, b"{\"type\":\"event\"}"));
+    assert_eq!(h.stats.counters.msgs_pushed, 1);
+    // Stop with nothing outstanding: close 1000 right away, then the server's close and FIN.
+    c.stop(&mut h.ctx(), now, now + 2000 * MS);
+    assert_eq!(client_frames(&h.tx(&mut c, now)), vec![(OpCode::Close, vec![0x03, 0xE8])]);
+    assert_eq!(c.phase(), Phase::Closing);
+    c.handle_recv(&mut h.ctx(), now + MS, &server_frame(0x88, &[0x03, 0xE8]));
+    c.handle_eof(&mut h.ctx(), now + 2 * MS);
+    assert!(c.is_done());
+    assert_eq!(c.outcome(), Some(Outcome::Stopped));
+    assert_eq!(h.stats.counters.closed_clean, 1);
+    assert_eq!(h.stats.close_codes.get(&1000), Some(&1));
+    assert_eq!(h.stats.failure_total(), 0);
+}
+
+#[test]
+fn latency_counts_from_intended_send_time_when_the_loop_stalls() {
+    let mut h = Harness::new(cfg());
+    let mut c = h.open(0);
+    let first = c.poll_timeout(&h.cfg).unwrap();
+    // The loop wakes 450 ms late: five messages were due; each carries its own intended time.
+    let late = first + 450 * MS;
+    c.handle_timer(&mut h.ctx(), late);
+    let frames = client_frames(&h.tx(&mut c, late));
+    assert_eq!(frames.len(), 5);
+    let mut echo = Vec::new();
+    for (_, p) in &frames {
+        echo.extend(server_frame(0x81, p));
+    }
+    c.handle_recv(&mut h.ctx(), late, &echo);
+    let rtt = h.stats.hist(Hist::WsMsgRtt);
+    assert_eq!(rtt.len(), 5);
+    assert_eq!(rtt.max(), rtt.highest_equivalent(450 * MS));
+    assert_eq!(rtt.min(), rtt.lowest_equivalent(50 * MS));
+}
+
+#[test]
+fn drain_counts_unanswered_so_sent_equals_received_plus_unanswered() {
+    let mut h = Harness::new(cfg());
+    let mut c = h.open(0);
+    let t = c.poll_timeout(&h.cfg).unwrap();
+    c.handle_timer(&mut h.ctx(), t + 250 * MS);
+    let frames = client_frames(&h.tx(&mut c, t + 250 * MS));
+    assert_eq!(frames.len(), 3);
+    // One echo comes back, then we stop; the drain deadline passes with two outstanding.
+    c.handle_recv(&mut h.ctx(), t + 251 * MS, &server_frame(0x81, b"hello"));
+    let now = t + 260 * MS;
+    c.stop(&mut h.ctx(), now, now + 100 * MS);
+    assert_eq!(c.phase(), Phase::Open, "waits for replies in flight");
+    assert!(h.tx(&mut c, now).is_empty(), "no new messages while draining");
+    assert_eq!(c.poll_timeout(&h.cfg), Some(now + 100 * MS));
+    c.handle_timer(&mut h.ctx(), now + 100 * MS);
+    assert_eq!(c.phase(), Phase::Closing);
+    let s = &h.stats.counters;
+    assert_eq!((s.msgs_sent, s.msgs_received, s.msgs_unanswered), (3, 1, 2));
+    // No close reply: the close wait expires and the connection is done.
+    let _ = h.tx(&mut c, now + 100 * MS);
+    c.handle_timer(&mut h.ctx(), now + 600 * MS);
+    assert!(c.is_done());
+    assert_eq!(h.stats.counters.close_timeouts, 1);
+}
+
+#[test]
+fn drain_ends_early_when_the_last_echo_arrives() {
+    let mut h = Harness::new(cfg());
+    let mut c = h.open(0);
+    let t = c.poll_timeout(&h.cfg).unwrap();
+    c.handle_timer(&mut h.ctx(), t);
+    assert_eq!(client_frames(&h.tx(&mut c, t)).len(), 1);
+    c.stop(&mut h.ctx(), t, t + 2000 * MS);
+    c.handle_recv(&mut h.ctx(), t + MS, &server_frame(0x81, b"hello"));
+    assert_eq!(c.phase(), Phase::Closing);
+    assert_eq!(client_frames(&h.tx(&mut c, t + MS)), vec![(OpCode::Close, vec![0x03, 0xE8])]);
+    assert_eq!(h.stats.counters.msgs_unanswered, 0);
+}
+
+#[test]
+fn upgrade_response_split_at_every_byte_with_frame_behind_it() {
+    let mut h = Harness::new(cfg());
+    let mut probe = Conn::new(&mut h.ctx(), 0);
+    probe.handle_connected(&mut h.ctx(), 0);
+    let req = h.tx(&mut probe, 0);
+    let key = std::str::from_utf8(&req).unwrap().lines().find_map(|l| l.strip_prefix("Sec-WebSocket-Key: ")).unwrap().to_owned();
+    for split in 1..150 {
+        // Same PRNG state for each run → same key.
+        h.rng = Rng::new(7);
+        let mut c = Conn::new(&mut h.ctx(), 0);
+        c.handle_connected(&mut h.ctx(), 0);
+        let req = h.tx(&mut c, 0);
+        assert!(std::str::from_utf8(&req).unwrap().contains(&key));
+        let mut wire = response_for(&req);
+        wire.extend(server_frame(0x89, b"pi"));
+        let split = split.min(wire.len() - 1);
+        c.handle_recv(&mut h.ctx(), MS, &wire[..split]);
+        c.handle_recv(&mut h.ctx(), MS, &wire[split..]);
+        assert_eq!(c.phase(), Phase::Open, "split {split}");
+        let frames = client_frames(&h.tx(&mut c, MS));
+        assert!(frames.contains(&(OpCode::Pong, b"pi".to_vec())), "split {split}: {frames:?}");
+    }
+}
+
+#[test]
+fn ping_interval_measures_pong_rtt() {
+    let mut c0 = cfg();
+    c0.ping_interval = 500 * MS;
+    c0.message = None;
+    let mut h = Harness::new(c0);
+    let mut c = h.open(0);
+    let t = c.poll_timeout(&h.cfg).unwrap();
+    assert_eq!(t, 502 * MS);
+    c.handle_timer(&mut h.ctx(), t);
+    let frames = client_frames(&h.tx(&mut c, t));
+    assert_eq!(frames.len(), 1);
+    assert_eq!(frames[0].0, OpCode::Ping);
+    c.handle_recv(&mut h.ctx(), t + 7 * MS, &server_frame(0x8A, &frames[0].1));
+    let p = h.stats.hist(Hist::WsPing);
+    assert_eq!((p.len(), p.max()), (1, p.highest_equivalent(7000)));
+    assert_eq!(h.stats.counters.pongs_received, 1);
+}
+
+#[test]
+fn server_close_is_echoed_and_counted() {
+    let mut h = Harness::new(cfg());
+    let mut c = h.open(0);
+    let mut payload = 1001u16.to_be_bytes().to_vec();
+    payload.extend_from_slice(b"going away");
+    c.handle_recv(&mut h.ctx(), 5 * MS, &server_frame(0x88, &payload));
+    assert_eq!(c.phase(), Phase::Closing);
+    assert_eq!(client_frames(&h.tx(&mut c, 5 * MS)), vec![(OpCode::Close, vec![0x03, 0xE9])]);
+    c.handle_eof(&mut h.ctx(), 6 * MS);
+    assert_eq!(c.outcome(), Some(Outcome::ServerClosed(1001)));
+    assert_eq!(h.stats.counters.closed_by_server, 1);
+    assert_eq!(h.stats.close_codes.get(&1001), Some(&1));
+}
+
+#[test]
+fn each_violation_fails_the_session_with_its_kind() {
+    let mut bad_utf8 = vec![0x81, 2, 0xC3, 0x28];
+    bad_utf8.truncate(4);
+    let cases: Vec<(Vec<u8>, Violation)> = vec![
+        (vec![0x81, 0x81, 1, 2, 3, 4, 0], Violation::MaskedFrame),
+        (vec![0x80, 0], Violation::UnexpectedContinuation),
+        ([server_frame(0x01, b"a"), server_frame(0x81, b"b")].concat(), Violation::ExpectedContinuation),
+        (server_frame(0x88, &[3]), Violation::BadCloseFrame),
+        (server_frame(0x88, &1005u16.to_be_bytes()), Violation::InvalidCloseCode),
+        (bad_utf8, Violation::InvalidUtf8),
+        ([server_frame(0x01, &[0xE2, 0x82]), server_frame(0x80, b"")].concat(), Violation::InvalidUtf8),
+    ];
+    for (wire, v) in cases {
+        let mut h = Harness::new(cfg());
+        let mut c = h.open(0);
+        c.handle_recv(&mut h.ctx(), 5 * MS, &wire);
+        assert!(c.is_done(), "{v:?}");
+        assert_eq!(c.outcome(), Some(Outcome::Failed(Failure::Protocol(v))));
+        assert_eq!(h.stats.failures.get(&Failure::Protocol(v)), Some(&1));
+        assert_eq!(h.stats.counters.sessions_dropped, 1);
+    }
+}
+
+#[test]
+fn setup_failures_are_counted_by_cause() {
+    // 503 instead of 101.
+    let mut h = Harness::new(cfg());
+    let mut c = Conn::new(&mut h.ctx(), 0);
+    c.handle_connected(&mut h.ctx(), MS);
+    let _ = h.tx(&mut c, MS);
+    c.handle_recv(&mut h.ctx(), 2 * MS, b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(c.outcome(), Some(Outcome::Failed(Failure::Upgrade(UpgradeFailure::Status(503)))));
+    // Server closes during the handshake.
+    let mut c = Conn::new(&mut h.ctx(), 0);
+    c.handle_connected(&mut h.ctx(), MS);
+    c.handle_recv(&mut h.ctx(), 2 * MS, b"HTTP/1.1 101 Swi");
+    c.handle_eof(&mut h.ctx(), 3 * MS);
+    assert_eq!(c.outcome(), Some(Outcome::Failed(Failure::ClosedDuringHandshake)));
+    // Connect and upgrade timeouts share the --connect-timeout budget.
+    let mut c = Conn::new(&mut h.ctx(), 0);
+    assert_eq!(c.poll_timeout(&h.cfg), Some(1000 * MS));
+    c.handle_timer(&mut h.ctx(), 1000 * MS);
+    assert_eq!(c.outcome(), Some(Outcome::Failed(Failure::ConnectTimeout)));
+    let mut c = Conn::new(&mut h.ctx(), 0);
+    c.handle_connected(&mut h.ctx(), 400 * MS);
+    c.handle_timer(&mut h.ctx(), 1000 * MS);
+    assert_eq!(c.outcome(), Some(Outcome::Failed(Failure::UpgradeTimeout)));
+    // Refused, from the backend's errno.
+    let mut c = Conn::new(&mut h.ctx(), 0);
+    c.handle_error(&mut h.ctx(), MS, Failure::from_errno(libc::ECONNREFUSED));
+    assert_eq!(c.outcome(), Some(Outcome::Failed(Failure::Refused)));
+    let s = &h.stats.counters;
+    assert_eq!((s.attempts, s.connect_failed, s.established), (5, 5, 0));
+    assert_eq!(h.stats.failure_total(), 5);
+}
+
+#[test]
+fn binary_reply_does_not_match_text_message() {
+    let mut h = Harness::new(cfg());
+    let mut c = h.open(0);
+    let t = c.poll_timeout(&h.cfg).unwrap();
+    c.handle_timer(&mut h.ctx(), t);
+    let _ = h.tx(&mut c, t);
+    c.handle_recv(&mut h.ctx(), t + MS, &server_frame(0x82, b"hello"));
+    c.handle_recv(&mut h.ctx(), t + MS, &server_frame(0x81, b"hellp"));
+    c.handle_recv(&mut h.ctx(), t + MS, &server_frame(0x81, b"hello!"));
+    assert_eq!(h.stats.counters.msgs_pushed, 3);
+    // Fragmented echo still matches.
+    c.handle_recv(&mut h.ctx(), t + MS, &[server_frame(0x01, b"hel"), server_frame(0x80, b"lo")].concat());
+    assert_eq!(h.stats.counters.msgs_received, 1);
+}

@@ -1,0 +1,6 @@
+//! The sans-IO protocol core: no syscalls, no clock reads, no unsafe. Bytes and time go in,
+//! bytes, deadlines and metrics come out; both backends and the tests drive it the same way.
+
+pub mod conn;
+pub mod rng;
+pub mod ws;
