@@ -6,8 +6,11 @@
 #![deny(unsafe_code)]
 #![warn(unreachable_pub, unused_qualifications, missing_docs)]
 
+pub mod cli;
 pub mod doctor;
+pub mod engine;
 pub mod io;
 pub mod metrics;
+pub mod plan;
 pub mod proto;
 pub mod server;

@@ -6,3 +6,4 @@
 #![allow(unsafe_code)] // reason: FFI to the kernel (io_uring, setsockopt, rlimit) lives here only
 
 pub mod sock;
+pub mod uring;

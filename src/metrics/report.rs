@@ -1,1 +1,206 @@
-//! Human summary table and JSON results.
+//! Results: the human summary on stdout and the JSON document (`--json`), built from the same
+//! merged numbers. Header values and message payloads never appear (they may carry tokens):
+//! only header names and payload sizes do.
+
+use crate::engine::RunResult;
+use crate::metrics::{Hist, ShardStats};
+use crate::plan::RunPlan;
+use hdrhistogram::Histogram;
+use serde_json::{json, Map, Value};
+use std::fmt::Write as _;
+
+/// Version of the JSON layout; bumped on incompatible changes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Formats microseconds with a readable unit.
+pub fn fmt_us(us: u64) -> String {
+    if us < 1_000 {
+        format!("{us}µs")
+    } else if us < 1_000_000 {
+        format!("{:.2}ms", us as f64 / 1e3)
+    } else {
+        format!("{:.2}s", us as f64 / 1e6)
+    }
+}
+
+fn hist_json(h: &Histogram<u64>) -> Value {
+    if h.is_empty() {
+        return json!({"count": 0, "min_us": 0, "mean_us": 0.0, "p50_us": 0, "p90_us": 0, "p95_us": 0,
+                      "p99_us": 0, "p999_us": 0, "max_us": 0});
+    }
+    json!({
+        "count": h.len(),
+        "min_us": h.min(),
+        "mean_us": (h.mean() * 10.0).round() / 10.0,
+        "p50_us": h.value_at_quantile(0.50),
+        "p90_us": h.value_at_quantile(0.90),
+        "p95_us": h.value_at_quantile(0.95),
+        "p99_us": h.value_at_quantile(0.99),
+        "p999_us": h.value_at_quantile(0.999),
+        "max_us": h.max(),
+    })
+}
+
+/// Reads a one-line /proc or /sys file.
+fn read_trim(path: &str) -> Option<String> {
+    std::fs::read_to_string(path).ok().map(|s| s.trim().to_owned())
+}
+
+/// The JSON results document.
+pub fn to_json(plan: &RunPlan, r: &RunResult) -> Value {
+    let s = &r.stats;
+    let counters: Map<String, Value> = s.counters.pairs().into_iter().map(|(k, v)| (k.to_owned(), v.into())).collect();
+    let failures: Map<String, Value> = s.failures.iter().map(|(k, v)| (k.name(), (*v).into())).collect();
+    let failure_text: Map<String, Value> = s.failures.keys().map(|k| (k.name(), k.describe().into())).collect();
+    let close_codes: Map<String, Value> = s.close_codes.iter().map(|(k, v)| (k.to_string(), (*v).into())).collect();
+    let histograms: Map<String, Value> = Hist::ALL.iter().map(|h| (h.name().to_owned(), hist_json(s.hist(*h)))).collect();
+    let header_names: Vec<&str> = plan.headers.iter().map(|(n, _)| n.as_str()).collect();
+    let per_conn = (r.peak_open > 0).then(|| r.rss_at_peak_open.saturating_sub(r.rss_before) / r.peak_open);
+    json!({
+        "schema_version": SCHEMA_VERSION,
+        "tool": {"name": "sockstorm", "version": env!("CARGO_PKG_VERSION")},
+        "interrupted": r.interrupted,
+        "elapsed_s": (r.elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
+        "settings": {
+            "url": plan.url_text,
+            "target": plan.target.to_string(),
+            "connections": plan.connections,
+            "connect_rate": plan.connect_rate,
+            "duration_s": plan.duration.as_secs_f64(),
+            "connect_timeout_s": plan.connect_timeout.as_secs_f64(),
+            "drain_s": plan.drain.as_secs_f64(),
+            "close_wait_s": plan.close_wait.as_secs_f64(),
+            "header_names": header_names,
+            "subprotocols": plan.subprotocols,
+            "send_on_open_bytes": plan.on_open.as_ref().map(|m| m.payload.len()),
+            "message_bytes": plan.message.as_ref().map(|m| m.payload.len()),
+            "message_rate": plan.message_rate,
+            "ping_interval_s": plan.ping_interval.map(|d| d.as_secs_f64()),
+            "reconnect": plan.reconnect,
+            "source_ips": plan.source_ips.iter().map(|ip| ip.to_string()).collect::<Vec<_>>(),
+            "source_ips_auto": plan.source_ips_auto,
+            "linger_zero": plan.linger_zero,
+            "validate_utf8": plan.validate_utf8,
+            "backend": "io_uring",
+        },
+        "machine": {
+            "kernel": read_trim("/proc/sys/kernel/osrelease"),
+            "cpus_used": plan.cpus,
+            "cpus_online": read_trim("/sys/devices/system/cpu/online"),
+            "nofile_soft": r.nofile.0,
+            "nofile_hard": r.nofile.1,
+            "connection_capacity": r.capacity,
+            "ip_local_port_range": read_trim("/proc/sys/net/ipv4/ip_local_port_range").map(|s| s.split_whitespace().collect::<Vec<_>>().join("-")),
+        },
+        "counters": counters,
+        "failures": failures,
+        "failure_descriptions": failure_text,
+        "close_codes": close_codes,
+        "histograms": histograms,
+        "process": {
+            "cpu_user_s": r.cpu.0.as_secs_f64(),
+            "cpu_sys_s": r.cpu.1.as_secs_f64(),
+            "rss_before_bytes": r.rss_before,
+            "rss_at_peak_open_bytes": r.rss_at_peak_open,
+            "peak_open": r.peak_open,
+            "rss_per_open_connection_bytes": per_conn,
+        },
+        "schedule_lag_max_us": r.schedule_lag_max_us,
+        "timeline": r.timeline,
+    })
+}
+
+/// The human summary printed on stdout.
+pub fn summary(plan: &RunPlan, r: &RunResult) -> String {
+    let s: &ShardStats = &r.stats;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "\nsockstorm run {}  {} connections over {} shard(s)  {:.1}s{}",
+        plan.url_text,
+        plan.connections,
+        plan.cpus.len(),
+        r.elapsed.as_secs_f64(),
+        if r.interrupted { "  (interrupted: partial results)" } else { "" }
+    );
+    let _ = writeln!(o, "\n{:<16}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}", "latency", "count", "p50", "p90", "p95", "p99", "p99.9", "max");
+    for h in Hist::ALL {
+        let hist = s.hist(h);
+        if hist.is_empty() {
+            let _ = writeln!(o, "{:<16}{:>10}", h.name(), 0);
+            continue;
+        }
+        let q = |x| fmt_us(hist.value_at_quantile(x));
+        let _ = writeln!(
+            o,
+            "{:<16}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}",
+            h.name(),
+            hist.len(),
+            q(0.5),
+            q(0.9),
+            q(0.95),
+            q(0.99),
+            q(0.999),
+            fmt_us(hist.max())
+        );
+    }
+    let _ = writeln!(o, "\ncounters");
+    for (k, v) in s.counters.pairs() {
+        let _ = writeln!(o, "  {k:<18}{v:>12}");
+    }
+    if s.failures.is_empty() {
+        let _ = writeln!(o, "\nfailures: none");
+    } else {
+        let _ = writeln!(o, "\nfailures");
+        for (k, v) in &s.failures {
+            let _ = writeln!(o, "  {:<28}{v:>10}  {}", k.name(), k.describe());
+        }
+    }
+    if !s.close_codes.is_empty() {
+        let codes: Vec<String> = s.close_codes.iter().map(|(k, v)| format!("{k}×{v}")).collect();
+        let _ = writeln!(o, "\nclose codes received: {}", codes.join("  "));
+    }
+    let per_conn = if r.peak_open > 0 {
+        format!(" ({} B per open connection)", r.rss_at_peak_open.saturating_sub(r.rss_before) / r.peak_open)
+    } else {
+        String::new()
+    };
+    let _ = writeln!(
+        o,
+        "\nprocess: cpu {:.2}s user + {:.2}s sys; RSS {:.1} MiB before, {:.1} MiB at {} open{}",
+        r.cpu.0.as_secs_f64(),
+        r.cpu.1.as_secs_f64(),
+        r.rss_before as f64 / 1048576.0,
+        r.rss_at_peak_open as f64 / 1048576.0,
+        r.peak_open,
+        per_conn
+    );
+    let _ = writeln!(
+        o,
+        "limits: RLIMIT_NOFILE {} (hard {}) allows {} connections{}",
+        r.nofile.0,
+        r.nofile.1,
+        r.capacity,
+        if plan.source_ips_auto && !plan.source_ips.is_empty() {
+            format!("; spread over {} loopback source addresses", plan.source_ips.len())
+        } else {
+            String::new()
+        }
+    );
+    if r.schedule_lag_max_us > 100_000 {
+        let _ = writeln!(o, "warning: connect schedule fell behind by up to {} (client saturated?)", fmt_us(r.schedule_lag_max_us));
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units() {
+        assert_eq!(fmt_us(850), "850µs");
+        assert_eq!(fmt_us(1_250), "1.25ms");
+        assert_eq!(fmt_us(2_500_000), "2.50s");
+    }
+}

@@ -1,1 +1,501 @@
-//! Built-in target gateway (tungstenite + mio): echo, fan-out publisher, subscribe acks.
+//! Built-in target gateway (tungstenite + mio): echo, fan-out publisher, subscribe acks, fault
+//! injection.
+//!
+//! The gateway is what `sockstorm serve` and `sockstorm demo` point the load generator at, and
+//! what the integration tests run against. Model:
+//!
+//! - `threads` event loops, each with its own listener on the same address (`SO_REUSEPORT`, so
+//!   the kernel spreads new connections across threads) and its own `mio::Poll`; a thread never
+//!   touches another thread's connections.
+//! - Per connection: tungstenite's server handshake on a non-blocking socket (resumed after
+//!   `WouldBlock`), then a `WebSocket` kept in a slab keyed by the mio `Token`.
+//! - Echo: text and binary messages come back unchanged; pings are answered; a client's close is
+//!   answered and then the server drops the TCP connection. `{"type":"subscribe","channel":…}`
+//!   gets `{"type":"subscribed","channel":…}` instead of an echo.
+//! - Fan-out (`publish_rate > 0`): every thread sends `{"type":"event","seq":K,"ts_us":T}` to all
+//!   its open connections at `start + K / rate`, `K` from 1, the same `K` on every thread. `start`
+//!   is the moment the first WebSocket opens; `T` is the intended send time in Unix
+//!   microseconds, so a late broadcast shows up as latency rather than hiding it.
+//! - Totals are per-thread `Relaxed` atomics summed by [`Gateway::stats`].
+//!
+//! Memory per open connection is about `read_buffer` (tungstenite allocates it eagerly) plus
+//! ~1 KiB of state and kernel socket buffers; 19,000 connections at the 4 KiB default need
+//! about 100 MB in user space.
+
+mod conn;
+mod worker;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::Ordering::{Relaxed, Release};
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{mpsc, Arc, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use mio::{Interest, Poll, Waker};
+use socket2::{Domain, Protocol, Socket, Type};
+use tungstenite::protocol::WebSocketConfig;
+
+use conn::{DriveCtx, Refusal};
+use worker::{Worker, LISTENER, WAKER};
+
+/// Smallest accepted [`ServeConfig::read_buffer`].
+pub const MIN_READ_BUFFER: usize = 256;
+
+/// Settings of the built-in gateway.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServeConfig {
+    /// Address to listen on. Default `127.0.0.1:8080` (loopback only); port 0 picks a free port
+    /// (see [`Gateway::local_addr`]).
+    pub listen: SocketAddr,
+    /// Event-loop threads, each with its own listener and connections. Default 1.
+    pub threads: usize,
+    /// CPUs to pin to: thread `i` runs on `cpus[i % cpus.len()]`. Default empty = no pinning.
+    pub cpus: Vec<usize>,
+    /// Fan-out: broadcasts per second to every open connection. Default 0 = off (echo only).
+    pub publish_rate: f64,
+    /// Fault injection: refuse every upgrade this way. Default `None` = accept upgrades.
+    pub reject: Option<Reject>,
+    /// tungstenite read buffer per open connection, in bytes, allocated eagerly: the main
+    /// per-connection memory cost. Default 4096 (tungstenite's own default is 128 KiB);
+    /// at least [`MIN_READ_BUFFER`].
+    pub read_buffer: usize,
+    /// Listen backlog of each listener (the kernel caps it at `net.core.somaxconn`).
+    /// Default 4096.
+    pub backlog: i32,
+    /// Print one stats line per second to stderr. Default `false`.
+    pub report: bool,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
+            threads: 1,
+            cpus: Vec::new(),
+            publish_rate: 0.0,
+            reject: None,
+            read_buffer: 4096,
+            backlog: 4096,
+            report: false,
+        }
+    }
+}
+
+/// How the gateway refuses upgrades when fault injection is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reject {
+    /// Read the request, answer with this HTTP status (200..=599, no body), then close.
+    Status(u16),
+    /// Read the request, then close the TCP connection without answering.
+    Close,
+}
+
+/// Totals since the gateway started, summed over its threads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GatewayStats {
+    /// TCP connections accepted.
+    pub accepted: u64,
+    /// WebSocket connections open now (upgraded, not yet closed).
+    pub open: u64,
+    /// Text and binary messages received (control frames not counted).
+    pub msgs_in: u64,
+    /// Text and binary messages sent: echoes, subscribe acks and published events.
+    pub msgs_out: u64,
+    /// Upgrade requests refused: by fault injection, or malformed / not a WebSocket upgrade.
+    pub handshakes_rejected: u64,
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// `threads` is 0. Fix: use at least one thread.
+    #[error("serve: --threads must be at least 1")]
+    NoThreads,
+    /// `publish_rate` is negative, NaN or infinite. Fix: give a finite rate >= 0 (0 = echo only).
+    #[error("serve: publish rate {0} is not a finite number >= 0")]
+    InvalidPublishRate(f64),
+    /// The `Reject::Status` code is outside 200..=599 (a 1xx would look like a protocol switch).
+    /// Fix: use an error status such as 503.
+    #[error("serve: reject status {0} is outside 200..=599")]
+    InvalidRejectStatus(u16),
+    /// `read_buffer` is below [`MIN_READ_BUFFER`]. Fix: use at least 256 bytes (4096 is a good
+    /// default).
+    #[error("serve: read buffer of {0} bytes is below the minimum of {MIN_READ_BUFFER}")]
+    InvalidReadBuffer(usize),
+    /// `backlog` is 0 or negative. Fix: use a positive backlog (the kernel caps it at
+    /// `net.core.somaxconn`).
+    #[error("serve: listen backlog {0} must be positive")]
+    InvalidBacklog(i32),
+    /// A CPU in `cpus` is not one this process may run on. Fix: pick CPUs from `nproc` /
+    /// the process's affinity mask (`taskset -p $$`).
+    #[error("serve: cannot pin to CPU {cpu}: not among the {available} CPUs this process may use")]
+    InvalidCpu {
+        /// The requested CPU id.
+        cpu: usize,
+        /// How many CPUs the process may use.
+        available: usize,
+    },
+    /// Creating or configuring the listening socket failed (socket, SO_REUSEADDR, SO_REUSEPORT,
+    /// non-blocking). Fix: usually the open-files limit (`ulimit -n`); otherwise the kernel
+    /// lacks SO_REUSEPORT (Linux >= 3.9 needed).
+    #[error("serve: cannot create listening socket: {0}")]
+    Socket(#[source] io::Error),
+    /// Binding the listen address failed. Fix: "address in use" -> pick another `--listen` port
+    /// or stop the process holding it; "permission denied" -> use a port >= 1024; "cannot assign
+    /// requested address" -> listen on an address of this host.
+    #[error("serve: cannot bind {addr}: {source}")]
+    Bind {
+        /// The address that could not be bound.
+        addr: SocketAddr,
+        /// The kernel's reason.
+        #[source]
+        source: io::Error,
+    },
+    /// `listen` failed on the bound socket. Fix: another socket on this port without
+    /// SO_REUSEPORT is listening: pick another `--listen` port.
+    #[error("serve: cannot listen on {addr}: {source}")]
+    Listen {
+        /// The bound address.
+        addr: SocketAddr,
+        /// The kernel's reason.
+        #[source]
+        source: io::Error,
+    },
+    /// Creating an event loop (epoll instance, eventfd waker, registration) failed. Fix: usually
+    /// the open-files limit: raise `ulimit -n`.
+    #[error("serve: cannot create event loop: {0}")]
+    Poll(#[source] io::Error),
+    /// Spawning a thread failed. Fix: use fewer `--threads` or raise the process/thread limit
+    /// (`ulimit -u`).
+    #[error("serve: cannot spawn thread: {0}")]
+    Spawn(#[source] io::Error),
+}
+
+/// Counters of one event-loop thread; written only by it, read by `stats()` and the reporter.
+#[derive(Debug, Default)]
+#[repr(align(64))] // one cache line per thread: no false sharing between event loops
+struct ThreadStats {
+    /// TCP connections accepted.
+    accepted: AtomicU64,
+    /// WebSocket connections open.
+    open: AtomicU64,
+    /// Data messages received.
+    msgs_in: AtomicU64,
+    /// Data messages sent.
+    msgs_out: AtomicU64,
+    /// Upgrades refused.
+    handshakes_rejected: AtomicU64,
+}
+
+/// The fan-out schedule's origin, shared by all threads.
+#[derive(Debug, Clone, Copy)]
+struct PublishClock {
+    /// Tick `k` is due at `start + k / rate`.
+    start: Instant,
+    /// `start` as Unix time in microseconds.
+    start_unix_us: u64,
+}
+
+impl PublishClock {
+    /// A clock starting now.
+    fn now() -> Self {
+        let start = Instant::now();
+        let start_unix_us = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        Self {
+            start,
+            start_unix_us,
+        }
+    }
+
+    /// When tick `k` is due; `None` if that is beyond what `Instant` can represent.
+    fn deadline(&self, k: u64, rate: f64) -> Option<Instant> {
+        let offset = Duration::try_from_secs_f64(k as f64 / rate).ok()?;
+        self.start.checked_add(offset)
+    }
+
+    /// The last tick due at `now` (0 before the first).
+    fn ticks_elapsed(&self, now: Instant, rate: f64) -> u64 {
+        // `as` saturates: huge values clamp to u64::MAX, NaN cannot occur (rate > 0).
+        (now.saturating_duration_since(self.start).as_secs_f64() * rate).floor() as u64
+    }
+
+    /// The intended send time of tick `k`, Unix microseconds.
+    fn ts_us(&self, k: u64, rate: f64) -> u64 {
+        self.start_unix_us
+            .saturating_add((k as f64 * 1e6 / rate).round() as u64)
+    }
+}
+
+/// State shared by the gateway handle and its threads.
+#[derive(Debug, Default)]
+struct Shared {
+    /// Set by shutdown; threads exit after the waker fires.
+    stop: AtomicBool,
+    /// Fan-out origin, set when the first WebSocket opens.
+    clock: OnceLock<PublishClock>,
+}
+
+/// The once-a-second stats printer.
+#[derive(Debug)]
+struct Reporter {
+    /// Dropping it stops the reporter at once.
+    stop: mpsc::Sender<()>,
+    /// The reporter thread.
+    thread: JoinHandle<()>,
+}
+
+/// A running gateway; [`Gateway::shutdown`] (or drop) stops and joins its threads.
+pub struct Gateway {
+    /// The bound address, port resolved.
+    local_addr: SocketAddr,
+    /// Stop flag and publish clock.
+    shared: Arc<Shared>,
+    /// One entry per thread.
+    stats: Vec<Arc<ThreadStats>>,
+    /// One per thread, to interrupt `poll` at shutdown.
+    wakers: Vec<Waker>,
+    /// The event-loop threads.
+    threads: Vec<JoinHandle<()>>,
+    /// The stats printer, if `report` is on.
+    reporter: Option<Reporter>,
+}
+
+impl fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Gateway")
+            .field("local_addr", &self.local_addr)
+            .field("threads", &self.threads.len())
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// Binds, spawns the event-loop threads and returns once every listener is listening.
+    ///
+    /// # Errors
+    /// Invalid settings, a port that cannot be bound, or the process running out of
+    /// descriptors or threads; each [`ServerError`] variant says how to fix it.
+    pub fn start(cfg: ServeConfig) -> Result<Self, ServerError> {
+        validate(&cfg)?;
+        // More connections than the default 1024 descriptors; failure only lowers the ceiling.
+        let _ = crate::io::sock::raise_nofile_limit();
+
+        let first = bind_listener(cfg.listen, cfg.backlog)?;
+        let local_addr = first.local_addr().map_err(ServerError::Socket)?;
+        let mut listeners = vec![first];
+        for _ in 1..cfg.threads {
+            listeners.push(bind_listener(local_addr, cfg.backlog)?);
+        }
+
+        let mut polls = Vec::with_capacity(cfg.threads);
+        let mut wakers = Vec::with_capacity(cfg.threads);
+        for listener in &mut listeners {
+            let poll = Poll::new().map_err(ServerError::Poll)?;
+            wakers.push(Waker::new(poll.registry(), WAKER).map_err(ServerError::Poll)?);
+            poll.registry()
+                .register(listener, LISTENER, Interest::READABLE)
+                .map_err(ServerError::Poll)?;
+            polls.push(poll);
+        }
+
+        let stats: Vec<Arc<ThreadStats>> = (0..cfg.threads).map(|_| Arc::default()).collect();
+        let mut gateway = Self {
+            local_addr,
+            shared: Arc::new(Shared::default()),
+            stats: stats.clone(),
+            wakers,
+            threads: Vec::with_capacity(cfg.threads),
+            reporter: None,
+        };
+        let ws_config = WebSocketConfig::default()
+            .read_buffer_size(cfg.read_buffer)
+            .write_buffer_size(cfg.read_buffer);
+        let reject = cfg.reject.map(|r| match r {
+            Reject::Status(s) => Refusal::Answer(conn::reject_response(s)),
+            Reject::Close => Refusal::Close,
+        });
+
+        let threads = polls.into_iter().zip(listeners).zip(&stats).enumerate();
+        for (i, ((poll, listener), thread_stats)) in threads {
+            let ctx = DriveCtx {
+                stats: Arc::clone(thread_stats),
+                ws_config,
+                reject: reject.clone(),
+            };
+            let worker = Worker::new(
+                poll,
+                listener,
+                ctx,
+                Arc::clone(&gateway.shared),
+                cfg.publish_rate,
+            );
+            let cpu = cfg.cpus.get(i % cfg.cpus.len().max(1)).copied();
+            let thread = std::thread::Builder::new()
+                .name(format!("serve-{i}"))
+                .spawn(move || {
+                    if let Some(id) = cpu {
+                        // Validated against the affinity mask in `start`; a failure here only
+                        // costs locality, so the loop runs unpinned rather than not at all.
+                        let _ = core_affinity::set_for_current(core_affinity::CoreId { id });
+                    }
+                    worker.run();
+                })
+                .map_err(ServerError::Spawn)?; // `gateway` drops here: started threads stop
+            gateway.threads.push(thread);
+        }
+
+        if cfg.report {
+            let (tx, rx) = mpsc::channel();
+            let thread = std::thread::Builder::new()
+                .name("serve-report".to_owned())
+                .spawn(move || report_loop(&stats, &rx))
+                .map_err(ServerError::Spawn)?;
+            gateway.reporter = Some(Reporter { stop: tx, thread });
+        }
+        Ok(gateway)
+    }
+
+    /// The address the gateway listens on, with the port resolved when 0 was asked for.
+    #[must_use]
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A snapshot of the totals, summed over threads (each counter read once, `Relaxed`).
+    #[must_use]
+    pub fn stats(&self) -> GatewayStats {
+        sum_stats(&self.stats)
+    }
+
+    /// Stops all threads (they exit within one loop turn, well under 100 ms) and joins them.
+    /// Open connections are dropped without a close handshake.
+    pub fn shutdown(self) {
+        drop(self);
+    }
+
+    /// Signals every thread to stop and joins them; idempotent.
+    fn stop(&mut self) {
+        self.shared.stop.store(true, Release);
+        for waker in &self.wakers {
+            // A failed wake leaves that loop asleep; nothing better to do than to try the rest.
+            let _ = waker.wake();
+        }
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+        if let Some(Reporter { stop, thread }) = self.reporter.take() {
+            drop(stop);
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Rejects settings the gateway cannot run with.
+fn validate(cfg: &ServeConfig) -> Result<(), ServerError> {
+    if cfg.threads == 0 {
+        return Err(ServerError::NoThreads);
+    }
+    if !cfg.publish_rate.is_finite() || cfg.publish_rate < 0.0 {
+        return Err(ServerError::InvalidPublishRate(cfg.publish_rate));
+    }
+    if let Some(Reject::Status(s)) = cfg.reject {
+        if !(200..=599).contains(&s) {
+            return Err(ServerError::InvalidRejectStatus(s));
+        }
+    }
+    if cfg.read_buffer < MIN_READ_BUFFER {
+        return Err(ServerError::InvalidReadBuffer(cfg.read_buffer));
+    }
+    if cfg.backlog <= 0 {
+        return Err(ServerError::InvalidBacklog(cfg.backlog));
+    }
+    if !cfg.cpus.is_empty() {
+        let allowed: Vec<usize> = core_affinity::get_core_ids()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        if let Some(&cpu) = cfg.cpus.iter().find(|cpu| !allowed.contains(cpu)) {
+            return Err(ServerError::InvalidCpu {
+                cpu,
+                available: allowed.len(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A non-blocking listener on `addr` with SO_REUSEADDR and SO_REUSEPORT.
+fn bind_listener(addr: SocketAddr, backlog: i32) -> Result<mio::net::TcpListener, ServerError> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+        .map_err(ServerError::Socket)?;
+    socket
+        .set_reuse_address(true)
+        .map_err(ServerError::Socket)?;
+    socket.set_reuse_port(true).map_err(ServerError::Socket)?;
+    socket.set_nonblocking(true).map_err(ServerError::Socket)?;
+    socket
+        .bind(&addr.into())
+        .map_err(|source| ServerError::Bind { addr, source })?;
+    socket
+        .listen(backlog)
+        .map_err(|source| ServerError::Listen { addr, source })?;
+    Ok(mio::net::TcpListener::from_std(socket.into()))
+}
+
+/// Sums the per-thread counters.
+fn sum_stats(stats: &[Arc<ThreadStats>]) -> GatewayStats {
+    stats
+        .iter()
+        .fold(GatewayStats::default(), |acc, t| GatewayStats {
+            accepted: acc.accepted + t.accepted.load(Relaxed),
+            open: acc.open + t.open.load(Relaxed),
+            msgs_in: acc.msgs_in + t.msgs_in.load(Relaxed),
+            msgs_out: acc.msgs_out + t.msgs_out.load(Relaxed),
+            handshakes_rejected: acc.handshakes_rejected + t.handshakes_rejected.load(Relaxed),
+        })
+}
+
+/// Prints one line per second until `stop`'s sender is dropped.
+fn report_loop(stats: &[Arc<ThreadStats>], stop: &mpsc::Receiver<()>) {
+    let mut last = sum_stats(stats);
+    let mut last_at = Instant::now();
+    let mut next = last_at + Duration::from_secs(1);
+    loop {
+        match stop.recv_timeout(next.saturating_duration_since(Instant::now())) {
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+        let now = Instant::now();
+        let cur = sum_stats(stats);
+        let secs = now.duration_since(last_at).as_secs_f64().max(1e-3);
+        let per_s = |cur: u64, last: u64| (cur.saturating_sub(last) as f64 / secs).round() as u64;
+        eprintln!(
+            "serve: open {}  accepted/s {}  msgs in/s {}  out/s {}",
+            cur.open,
+            per_s(cur.accepted, last.accepted),
+            per_s(cur.msgs_in, last.msgs_in),
+            per_s(cur.msgs_out, last.msgs_out),
+        );
+        (last, last_at) = (cur, now);
+        next += Duration::from_secs(1);
+        if next < now {
+            next = now + Duration::from_secs(1);
+        }
+    }
+}

@@ -1,0 +1,332 @@
+//! Command-line interface: clap definitions and subcommand dispatch.
+//!
+//! Exit codes: 0 the run completed without failures; 1 a setup error (bad target, limits,
+//! io_uring unavailable); 2 bad usage (flags); 3 the run completed but connections failed or
+//! sessions dropped (or `doctor` says N does not fit); 130 interrupted by Ctrl-C (the summary
+//! and JSON still hold everything measured).
+
+use crate::doctor::{self, DoctorOptions};
+use crate::engine::{self, RunControl, RunResult};
+use crate::metrics::report;
+use crate::plan::{self, parse, RunArgs, RunPlan};
+use crate::server::{Gateway, Reject, ServeConfig};
+use clap::{Args, Parser, Subcommand};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Exit code: completed, no failures.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: setup error.
+pub const EXIT_ERROR: u8 = 1;
+/// Exit code: completed with failures.
+pub const EXIT_FAILURES: u8 = 3;
+/// Exit code: interrupted by Ctrl-C.
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// sockstorm: open and drive as many WebSocket connections as this host allows.
+#[derive(Debug, Parser)]
+#[command(name = "sockstorm", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Storm a WebSocket endpoint: open, hold and drive connections, then report.
+    Run(RunArgs),
+    /// Run the built-in target gateway (echo, fan-out) on loopback.
+    Serve(ServeArgs),
+    /// Start the built-in gateway in-process and storm it: a first look in ~30 s.
+    Demo(DemoArgs),
+    /// Check this host's limits and tuning for N connections.
+    Doctor(DoctorArgs),
+}
+
+/// Flags of `sockstorm serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (loopback by default; port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Event-loop threads.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// CPUs to pin the threads to, e.g. 1 or 0,2-3.
+    #[arg(long, value_parser = parse::cpu_list)]
+    pub cpus: Option<Vec<usize>>,
+    /// Fan-out: broadcast a sequence-numbered, timestamped event to every connection R times per second.
+    #[arg(long, default_value_t = 0.0)]
+    pub publish_rate: f64,
+    /// Fault injection: answer upgrades with this HTTP status (e.g. 503), or `close` to drop them.
+    #[arg(long, value_parser = parse_reject)]
+    pub reject_with: Option<Reject>,
+    /// Read buffer per connection in bytes.
+    #[arg(long, default_value_t = 4096)]
+    pub read_buffer: usize,
+    /// Listen backlog (also capped by net.core.somaxconn).
+    #[arg(long, default_value_t = 4096)]
+    pub backlog: i32,
+    /// Exit by itself after this long (default: until Ctrl-C).
+    #[arg(long, value_parser = parse::duration)]
+    pub duration: Option<Duration>,
+    /// No per-second stats line on stderr.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+}
+
+fn parse_reject(s: &str) -> Result<Reject, String> {
+    if s.eq_ignore_ascii_case("close") {
+        return Ok(Reject::Close);
+    }
+    s.parse::<u16>()
+        .ok()
+        .filter(|c| (200..=599).contains(c))
+        .map(Reject::Status)
+        .ok_or_else(|| format!("`{s}` is neither an HTTP status 200-599 nor `close`"))
+}
+
+/// Flags of `sockstorm demo`.
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Connections (default: 10,000, or what the open-files limit allows with the gateway in the same process).
+    #[arg(short = 'c', long)]
+    pub connections: Option<u64>,
+    /// New connections per second.
+    #[arg(long, default_value_t = 2000.0)]
+    pub connect_rate: f64,
+    /// Run length.
+    #[arg(short = 'd', long, default_value = "25s", value_parser = parse::duration)]
+    pub duration: Duration,
+    /// Write the results as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// No live progress line.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+}
+
+/// Flags of `sockstorm doctor`.
+#[derive(Debug, Clone, Args)]
+pub struct DoctorArgs {
+    /// Connections you plan to open: say whether they fit and what to change.
+    #[arg(short = 'c', long)]
+    pub connections: Option<u64>,
+    /// Target address (host:port) the connections go to.
+    #[arg(long)]
+    pub target: Option<SocketAddr>,
+    /// Source addresses you will rotate (same syntax as `run --source-ip`).
+    #[arg(long, value_parser = parse::source_ips)]
+    pub source_ip: Option<Vec<std::net::IpAddr>>,
+    /// CPUs the client shards will run on.
+    #[arg(long, value_parser = parse::cpu_list)]
+    pub cpus: Option<Vec<usize>>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Errors a subcommand reports before exiting with [`EXIT_ERROR`].
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Invalid run settings.
+    #[error(transparent)]
+    Plan(#[from] plan::PlanError),
+    /// The engine could not run.
+    #[error(transparent)]
+    Engine(#[from] engine::EngineError),
+    /// The built-in gateway could not start.
+    #[error("built-in gateway: {0}")]
+    Server(#[from] crate::server::ServerError),
+    /// Results could not be written.
+    #[error("cannot write results to `{path}`: {source} (check the directory exists and is writable)")]
+    Output {
+        /// Output path.
+        path: PathBuf,
+        /// OS error.
+        source: std::io::Error,
+    },
+}
+
+/// The process-wide run control Ctrl-C talks to.
+fn control() -> &'static RunControl {
+    static CTL: RunControl = RunControl::new();
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        // Without a handler Ctrl-C kills the process and loses the results; a failure to
+        // install is reported but not fatal.
+        if let Err(e) = ctrlc::set_handler(|| CTL.interrupt()) {
+            eprintln!("warning: cannot install the Ctrl-C handler ({e}); Ctrl-C will lose the results");
+        }
+    });
+    &CTL
+}
+
+/// Runs the parsed command; returns the exit code.
+pub fn run(cli: Cli) -> Result<u8, CliError> {
+    match cli.command {
+        Command::Run(args) => {
+            let plan = RunPlan::from_args(&args)?;
+            storm(&plan)
+        }
+        Command::Serve(args) => serve(&args),
+        Command::Demo(args) => demo(&args),
+        Command::Doctor(args) => Ok(doctor_cmd(&args)),
+    }
+}
+
+fn storm(plan: &RunPlan) -> Result<u8, CliError> {
+    let ctl = control();
+    if !plan.quiet {
+        eprintln!(
+            "sockstorm: {} connections to {} ({}) at {}/s over {} shard(s) for {:?}",
+            plan.connections,
+            plan.url_text,
+            plan.target,
+            plan.connect_rate,
+            plan.cpus.len(),
+            plan.duration
+        );
+    }
+    let result = engine::run(plan, ctl)?;
+    finish(plan, &result)
+}
+
+fn finish(plan: &RunPlan, result: &RunResult) -> Result<u8, CliError> {
+    // JSON first: if stdout is a closed pipe, the results file must still be written.
+    if let Some(path) = &plan.json {
+        write_json(path, &report::to_json(plan, result))?;
+    }
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(report::summary(plan, result).as_bytes());
+    let _ = out.flush();
+    let c = &result.stats.counters;
+    Ok(if result.interrupted {
+        EXIT_INTERRUPTED
+    } else if result.stats.failure_total() > 0 || c.sessions_dropped > 0 {
+        EXIT_FAILURES
+    } else {
+        EXIT_OK
+    })
+}
+
+fn write_json(path: &Path, v: &serde_json::Value) -> Result<(), CliError> {
+    let err = |source| CliError::Output { path: path.to_owned(), source };
+    let tmp = path.with_extension("json.tmp");
+    let text = serde_json::to_vec_pretty(v).map_err(|e| err(e.into()))?;
+    std::fs::write(&tmp, text).map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)
+}
+
+fn serve(a: &ServeArgs) -> Result<u8, CliError> {
+    let ctl = control();
+    let cfg = ServeConfig {
+        listen: a.listen,
+        threads: a.threads,
+        cpus: a.cpus.clone().unwrap_or_default(),
+        publish_rate: a.publish_rate,
+        reject: a.reject_with,
+        read_buffer: a.read_buffer,
+        backlog: a.backlog,
+        report: !a.quiet,
+    };
+    let gw = Gateway::start(cfg)?;
+    let mode = if a.publish_rate > 0.0 { format!("echo + fan-out {}/s", a.publish_rate) } else { "echo".into() };
+    println!("sockstorm serve: listening on ws://{}/ ({mode}, {} thread(s))", gw.local_addr(), a.threads);
+    let _ = std::io::stdout().flush();
+    let start = Instant::now();
+    while ctl.level() == 0 && a.duration.is_none_or(|d| start.elapsed() < d) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let s = gw.stats();
+    gw.shutdown();
+    println!(
+        "sockstorm serve: stopped; accepted {} connections, {} messages in, {} out, {} handshakes rejected",
+        s.accepted, s.msgs_in, s.msgs_out, s.handshakes_rejected
+    );
+    Ok(EXIT_OK)
+}
+
+fn demo(a: &DemoArgs) -> Result<u8, CliError> {
+    let (soft, _) = crate::io::sock::raise_nofile_limit().unwrap_or((1024, 1024));
+    // Client and gateway share this process's open-files limit: each connection costs two fds.
+    let fit = soft.saturating_sub(256) / 2 / 1000 * 1000;
+    let connections = a.connections.unwrap_or(10_000.min(fit.max(100)));
+    let cpus = plan::available_cpus();
+    let gw_cpu = cpus.last().copied().unwrap_or(0);
+    let client_cpus: Vec<usize> = if cpus.len() > 1 { cpus[..cpus.len() - 1].to_vec() } else { cpus.clone() };
+    let gw = Gateway::start(ServeConfig {
+        listen: "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!("constant address")),
+        threads: 1,
+        cpus: vec![gw_cpu],
+        report: false,
+        ..ServeConfig::default()
+    })?;
+    let url = format!("ws://{}/demo", gw.local_addr());
+    eprintln!(
+        "sockstorm demo: built-in gateway on {url} (CPU {gw_cpu}); client on CPU(s) {client_cpus:?}; \
+         {connections} connections at {}/s, one echo message per second each, ping every 5 s, for {:?}{}",
+        a.connect_rate,
+        a.duration,
+        if a.connections.is_none() && connections < 10_000 {
+            format!(" (10,000 would need {} fds with the gateway in-process; the limit is {soft})", 20_000 + 256)
+        } else {
+            String::new()
+        }
+    );
+    let args = RunArgs {
+        url,
+        connections,
+        connect_rate: a.connect_rate,
+        duration: a.duration,
+        connect_timeout: Duration::from_secs(10),
+        drain: Duration::from_secs(2),
+        close_wait: Duration::from_secs(1),
+        headers: Vec::new(),
+        subprotocols: Vec::new(),
+        send_on_open: Some(r#"{"type":"subscribe","channel":"demo"}"#.into()),
+        message: Some(r#"{"type":"echo","payload":"sockstorm demo message"}"#.into()),
+        message_rate: 1.0,
+        binary: false,
+        ping_interval: Some(Duration::from_secs(5)),
+        no_reconnect: false,
+        cpus: Some(client_cpus),
+        source_ip: None,
+        linger_zero: false,
+        no_utf8_check: false,
+        json: a.json.clone(),
+        quiet: a.quiet,
+    };
+    let plan = RunPlan::from_args(&args)?;
+    let code = storm(&plan);
+    let s = gw.stats();
+    gw.shutdown();
+    eprintln!(
+        "sockstorm demo: gateway accepted {} connections, echoed {} messages",
+        s.accepted, s.msgs_out
+    );
+    code
+}
+
+fn doctor_cmd(a: &DoctorArgs) -> u8 {
+    let opts = DoctorOptions {
+        connections: a.connections,
+        target: a.target,
+        source_ips: a.source_ip.as_ref().map_or(1, |v| v.len() as u32),
+        shards: a.cpus.as_ref().map_or_else(|| plan::available_cpus().len(), Vec::len),
+    };
+    let report = doctor::run(&opts);
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report.to_json()).unwrap_or_default());
+    } else {
+        print!("{report}");
+    }
+    match report.fits() {
+        Some(false) => EXIT_FAILURES,
+        _ => EXIT_OK,
+    }
+}

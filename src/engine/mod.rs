@@ -1,0 +1,345 @@
+//! Orchestration: plans each shard's share, starts one pinned shard per CPU behind a common
+//! start instant, merges their once-a-second intervals into the live progress line and the
+//! totals, handles Ctrl-C, and returns the merged result.
+
+pub mod shard;
+pub mod timer;
+
+use crate::io::sock::{self, SockOptions};
+use crate::io::uring::RingConfig;
+use crate::metrics::{Hist, ShardStats};
+use crate::plan::RunPlan;
+use crate::proto::conn::ConnConfig;
+use crate::proto::ws::handshake::RequestTemplate;
+use shard::{Gauges, ShardEvent, ShardPlan, StartGate, StopFlags};
+use std::io::Write;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{mpsc, Arc, Barrier, OnceLock};
+use std::time::{Duration, Instant};
+
+/// File descriptors kept free for the process itself (rings, eventfds, stdio, JSON output).
+const FD_RESERVE: u64 = 64;
+
+/// Errors that stop a run before or while it starts.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// More connections than file descriptors.
+    #[error(
+        "{wanted} connections need {wanted} file descriptors but RLIMIT_NOFILE allows {allowed} (hard limit {hard}): \
+         lower -c, or raise the hard limit (ulimit -Hn, tuning/limits.d, LimitNOFILE=); see `sockstorm doctor -c {wanted}`"
+    )]
+    TooManyConnections {
+        /// Requested connections.
+        wanted: u64,
+        /// Connections the limit allows.
+        allowed: u64,
+        /// The hard limit.
+        hard: u64,
+    },
+    /// A shard could not start (io_uring unavailable, thread spawn failed...).
+    #[error("shard {shard}: {reason}")]
+    Shard {
+        /// Shard index.
+        shard: usize,
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// How a user asked the run to end early.
+#[derive(Debug, Default)]
+pub struct RunControl {
+    /// 0 = run, 1 = interrupted (graceful), 2 = aborted (second Ctrl-C).
+    state: AtomicU8,
+}
+
+impl RunControl {
+    /// A control in the running state.
+    pub const fn new() -> Self {
+        Self { state: AtomicU8::new(0) }
+    }
+
+    /// First call: graceful stop; second: abort.
+    pub fn interrupt(&self) {
+        let _ = self.state.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| Some((s + 1).min(2)));
+    }
+
+    /// 0 running, 1 interrupted, 2 aborted.
+    pub fn level(&self) -> u8 {
+        self.state.load(Ordering::SeqCst)
+    }
+}
+
+/// Per-second sample of the run, for the JSON timeline.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Sample {
+    /// Seconds since start.
+    pub t_s: f64,
+    /// Open sessions.
+    pub open: u64,
+    /// Sessions opened in the second.
+    pub established: u64,
+    /// Echoes matched in the second.
+    pub msgs_received: u64,
+    /// Failures in the second.
+    pub failures: u64,
+}
+
+/// Everything a finished (or interrupted) run measured.
+#[derive(Debug)]
+pub struct RunResult {
+    /// Merged statistics of all shards.
+    pub stats: ShardStats,
+    /// Wall time from start to the last shard finishing.
+    pub elapsed: Duration,
+    /// Stopped by Ctrl-C.
+    pub interrupted: bool,
+    /// Process CPU time used during the run (user, system).
+    pub cpu: (Duration, Duration),
+    /// RSS before connections were opened.
+    pub rss_before: u64,
+    /// RSS when the most sessions were open.
+    pub rss_at_peak_open: u64,
+    /// Most sessions open at once.
+    pub peak_open: u64,
+    /// Largest connect-schedule lag of any shard, µs.
+    pub schedule_lag_max_us: u64,
+    /// RLIMIT_NOFILE (soft, hard) after raising.
+    pub nofile: (u64, u64),
+    /// Connections the limits allow.
+    pub capacity: u64,
+    /// One sample per second.
+    pub timeline: Vec<Sample>,
+}
+
+/// Splits `n` into `parts` near-equal shares (the first ones get the remainder).
+pub fn split(n: u64, parts: usize) -> Vec<u64> {
+    let p = parts.max(1) as u64;
+    (0..p).map(|i| n / p + u64::from(i < n % p)).collect()
+}
+
+/// Runs `plan` to completion.
+pub fn run(plan: &RunPlan, ctl: &RunControl) -> Result<RunResult, EngineError> {
+    let nofile = sock::raise_nofile_limit().or_else(|_| sock::nofile_limit()).unwrap_or((1024, 1024));
+    let capacity = nofile.0.saturating_sub(FD_RESERVE);
+    if plan.connections > capacity {
+        return Err(EngineError::TooManyConnections { wanted: plan.connections, allowed: capacity, hard: nofile.1 });
+    }
+    let shards = plan.cpus.len().max(1);
+    let counts = split(plan.connections, shards);
+    let conn_cfg = ConnConfig {
+        template: RequestTemplate::new(&plan.url.host_header(), &plan.url.path, &plan.headers, &plan.subprotocols),
+        connect_timeout: plan.connect_timeout.as_micros() as u64,
+        on_open: plan.on_open.clone(),
+        message: plan.message.clone(),
+        message_interval: if plan.message_rate > 0.0 { (1e6 / plan.message_rate).max(1.0) as u64 } else { 0 },
+        ping_interval: plan.ping_interval.map_or(0, |d| d.as_micros() as u64),
+        close_wait: plan.close_wait.as_micros() as u64,
+        validate_utf8: plan.validate_utf8,
+    };
+    let flags = Arc::new(StopFlags::default());
+    let gate = Arc::new(StartGate { barrier: Barrier::new(shards + 1), epoch: OnceLock::new() });
+    let (tx, rx) = mpsc::channel();
+    let mut handles = Vec::new();
+    for (i, &count) in counts.iter().enumerate() {
+        let share = count as f64 / plan.connections as f64;
+        let rate = (plan.connect_rate * share).max(1e-9);
+        // Rotate each shard's start in the source list so shards do not pile onto one address.
+        let mut sources = plan.source_ips.clone();
+        if !sources.is_empty() {
+            let r = (i * sources.len() / shards) % sources.len();
+            sources.rotate_left(r);
+        }
+        let sp = ShardPlan {
+            index: i,
+            cpu: plan.cpus.get(i).copied(),
+            target: plan.target,
+            connections: count,
+            open_interval_us: 1e6 / rate,
+            open_offset_us: i as f64 * 1e6 / plan.connect_rate,
+            duration_us: plan.duration.as_micros() as u64,
+            drain_us: plan.drain.as_micros() as u64,
+            conn: conn_cfg.clone(),
+            sources,
+            sock: SockOptions { linger_zero: plan.linger_zero },
+            reconnect: plan.reconnect,
+            ring: RingConfig::default(),
+        };
+        let (f, g, t) = (flags.clone(), gate.clone(), tx.clone());
+        let h = std::thread::Builder::new()
+            .name(format!("shard-{i}"))
+            .spawn(move || shard::run(sp, f, g, t))
+            .map_err(|e| EngineError::Shard { shard: i, reason: format!("cannot spawn thread: {e}") })?;
+        handles.push(h);
+    }
+    drop(tx);
+    // Wait for every shard's ring before anyone starts.
+    let mut wakers = Vec::new();
+    let mut setup_error = None;
+    for _ in 0..shards {
+        match rx.recv() {
+            Ok(ShardEvent::Ready(_, w)) => wakers.push(w),
+            Ok(ShardEvent::Failed(i, reason)) => setup_error = Some(EngineError::Shard { shard: i, reason }),
+            _ => {}
+        }
+    }
+    let rss_before = sock::rss_bytes().unwrap_or(0);
+    let cpu0 = sock::cpu_time();
+    let start = Instant::now();
+    let _ = gate.epoch.set(start);
+    if setup_error.is_some() {
+        flags.abort.store(true, Ordering::SeqCst);
+    }
+    gate.barrier.wait();
+    if let Some(e) = setup_error {
+        for h in handles {
+            let _ = h.join();
+        }
+        return Err(e);
+    }
+
+    let mut total = ShardStats::new();
+    let mut second = ShardStats::new();
+    let mut gauges = vec![Gauges::default(); shards];
+    let mut done = vec![false; shards];
+    let mut timeline = Vec::new();
+    let (mut peak_open, mut rss_at_peak) = (0u64, rss_before);
+    let mut next_print = start + Duration::from_secs(1);
+    let mut signalled = 0u8;
+    let mut shard_error = None;
+    let progress = Progress::new(plan.quiet);
+    while done.iter().any(|d| !d) {
+        let level = ctl.level();
+        if level > signalled {
+            signalled = level;
+            if level >= 1 {
+                flags.interrupt.store(true, Ordering::SeqCst);
+            }
+            if level >= 2 {
+                flags.abort.store(true, Ordering::SeqCst);
+            }
+            for w in &wakers {
+                w.wake();
+            }
+        }
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(ShardEvent::Interval(i, s, g)) => {
+                second.add(&s);
+                gauges[i] = g;
+            }
+            Ok(ShardEvent::Done(i, s, g)) => {
+                second.add(&s);
+                gauges[i] = g;
+                done[i] = true;
+            }
+            Ok(ShardEvent::Failed(i, reason)) => shard_error = Some(EngineError::Shard { shard: i, reason }),
+            Ok(ShardEvent::Ready(..)) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        let now = Instant::now();
+        if now >= next_print {
+            next_print += Duration::from_secs(1);
+            let open: u64 = gauges.iter().map(|g| g.open).sum();
+            if open > peak_open {
+                peak_open = open;
+                rss_at_peak = sock::rss_bytes().unwrap_or(0);
+            }
+            let t = start.elapsed().as_secs_f64();
+            timeline.push(Sample {
+                t_s: (t * 10.0).round() / 10.0,
+                open,
+                established: second.counters.established,
+                msgs_received: second.counters.msgs_received,
+                failures: second.failure_total(),
+            });
+            progress.line(t, open, plan.connections, &second, &total);
+            total.add(&second);
+            second = ShardStats::new();
+        }
+    }
+    total.add(&second);
+    progress.finish();
+    for h in handles {
+        let _ = h.join();
+    }
+    if let Some(e) = shard_error {
+        return Err(e);
+    }
+    let cpu1 = sock::cpu_time();
+    Ok(RunResult {
+        stats: total,
+        elapsed: start.elapsed(),
+        interrupted: signalled > 0,
+        cpu: (cpu1.0.saturating_sub(cpu0.0), cpu1.1.saturating_sub(cpu0.1)),
+        rss_before,
+        rss_at_peak_open: rss_at_peak,
+        peak_open,
+        schedule_lag_max_us: gauges.iter().map(|g| g.schedule_lag_max_us).max().unwrap_or(0),
+        nofile,
+        capacity,
+        timeline,
+    })
+}
+
+/// The live progress line on stderr.
+struct Progress {
+    quiet: bool,
+    tty: bool,
+}
+
+impl Progress {
+    fn new(quiet: bool) -> Self {
+        Self { quiet, tty: std::io::IsTerminal::is_terminal(&std::io::stderr()) }
+    }
+
+    fn line(&self, t: f64, open: u64, target: u64, second: &ShardStats, total: &ShardStats) {
+        if self.quiet {
+            return;
+        }
+        let p99 = |h: Hist| {
+            let h = second.hist(h);
+            if h.is_empty() {
+                "-".to_owned()
+            } else {
+                crate::metrics::report::fmt_us(h.value_at_quantile(0.99))
+            }
+        };
+        let c = &second.counters;
+        let line = format!(
+            "[{t:6.1}s] open {open}/{target}  conn/s {}  msgs/s {}/{}  p99 connect {}  rtt {}  ping {}  errors {}",
+            c.established,
+            c.msgs_sent,
+            c.msgs_received,
+            p99(Hist::WsConnecting),
+            p99(Hist::WsMsgRtt),
+            p99(Hist::WsPing),
+            total.failure_total() + second.failure_total(),
+        );
+        let mut err = std::io::stderr().lock();
+        if self.tty {
+            let _ = write!(err, "\r\x1b[2K{line}");
+        } else {
+            let _ = writeln!(err, "{line}");
+        }
+        let _ = err.flush();
+    }
+
+    fn finish(&self) {
+        if self.tty && !self.quiet {
+            eprintln!();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_is_exact() {
+        assert_eq!(split(10, 3), vec![4, 3, 3]);
+        assert_eq!(split(2, 4), vec![1, 1, 0, 0]);
+        assert_eq!(split(10_000, 1), vec![10_000]);
+        assert_eq!(split(12_345, 7).iter().sum::<u64>(), 12_345);
+    }
+}

@@ -1,0 +1,588 @@
+//! One shard: a pinned thread owning an io_uring ring, a slab of connections, a timer wheel,
+//! its share of the connect schedule and its own [`ShardStats`]. Nothing here is shared with
+//! other shards; the engine only receives interval snapshots and can wake the shard to stop.
+
+use crate::engine::timer::{TimerEntry, TimerWheel};
+use crate::io::sock::{self, SockOptions};
+use crate::io::uring::{pack, unpack, Completion, Op, Ring, RingConfig, Waker};
+use crate::metrics::ShardStats;
+use crate::proto::conn::{Conn, ConnConfig, Ctx, Failure, Micros, Outcome, Phase};
+use crate::proto::rng::Rng;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Barrier, OnceLock};
+use std::time::{Duration, Instant};
+
+const SECOND: Micros = 1_000_000;
+
+/// What one shard does: its share of connections and rate, and the shared behaviour.
+#[derive(Debug, Clone)]
+pub struct ShardPlan {
+    /// Shard index (0-based).
+    pub index: usize,
+    /// CPU to pin to, if any.
+    pub cpu: Option<usize>,
+    /// Resolved target address.
+    pub target: SocketAddr,
+    /// Connections this shard holds open.
+    pub connections: u64,
+    /// µs between connection openings on this shard.
+    pub open_interval_us: f64,
+    /// µs after the start before this shard's first opening (interleaves shards).
+    pub open_offset_us: f64,
+    /// Run length from the start, µs; the stop begins then.
+    pub duration_us: Micros,
+    /// How long replies in flight are awaited after the stop, µs.
+    pub drain_us: Micros,
+    /// Connection behaviour.
+    pub conn: ConnConfig,
+    /// Source addresses to rotate (empty: let the kernel choose).
+    pub sources: Vec<IpAddr>,
+    /// Socket tuning.
+    pub sock: SockOptions,
+    /// Replace failed or server-closed connections to hold the count.
+    pub reconnect: bool,
+    /// Ring sizing.
+    pub ring: RingConfig,
+}
+
+/// Point-in-time gauges of a shard.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Gauges {
+    /// Open WebSocket sessions.
+    pub open: u64,
+    /// Connections in any phase.
+    pub live: u64,
+    /// Largest delay of a connection opening behind its schedule, µs.
+    pub schedule_lag_max_us: u64,
+}
+
+/// Messages from a shard to the engine.
+#[derive(Debug)]
+pub enum ShardEvent {
+    /// The ring is up; the waker stops the shard early.
+    Ready(usize, Waker),
+    /// The shard could not start.
+    Failed(usize, String),
+    /// Once a second: what was gathered since the last interval.
+    Interval(usize, Box<ShardStats>, Gauges),
+    /// Final interval; the shard has closed everything and exits.
+    Done(usize, Box<ShardStats>, Gauges),
+}
+
+/// Stop requests from the engine (checked on every wake-up).
+#[derive(Debug, Default)]
+pub struct StopFlags {
+    /// Stop gracefully now (Ctrl-C): short drain, close handshakes.
+    pub interrupt: AtomicBool,
+    /// Stop immediately: close every socket without waiting.
+    pub abort: AtomicBool,
+}
+
+/// Start synchronisation: all shards begin at the same instant.
+#[derive(Debug)]
+pub struct StartGate {
+    /// Shards + the engine.
+    pub barrier: Barrier,
+    /// The common epoch, set by the engine before it passes the barrier.
+    pub epoch: OnceLock<Instant>,
+}
+
+#[derive(Debug)]
+struct Slot {
+    /// In use by a connection (or by its requests still in flight).
+    allocated: bool,
+    gen: u32,
+    fd: RawFd,
+    conn: Option<Conn>,
+    /// Requests in flight that will produce a final completion.
+    ops: u16,
+    connecting: bool,
+    recv_armed: bool,
+    sending: bool,
+    close_submitted: bool,
+    in_dirty: bool,
+    timer_at: Micros,
+}
+
+impl Slot {
+    fn new() -> Self {
+        Self {
+            allocated: false,
+            gen: 0,
+            fd: -1,
+            conn: None,
+            ops: 0,
+            connecting: false,
+            recv_armed: false,
+            sending: false,
+            close_submitted: false,
+            in_dirty: false,
+            timer_at: 0,
+        }
+    }
+}
+
+/// Runs a shard to completion on the current thread.
+pub fn run(plan: ShardPlan, flags: Arc<StopFlags>, gate: Arc<StartGate>, tx: Sender<ShardEvent>) {
+    let index = plan.index;
+    if let Some(cpu) = plan.cpu {
+        core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
+    }
+    let ring = Ring::new(plan.ring, plan.target).and_then(|r| Ok((r.waker()?, r)));
+    let (waker, ring) = match ring {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = tx.send(ShardEvent::Failed(
+                index,
+                format!("io_uring setup failed: {e} (check `sockstorm doctor`; kernel ≥ 6.1 with io_uring enabled is required)"),
+            ));
+            gate.barrier.wait();
+            return;
+        }
+    };
+    if tx.send(ShardEvent::Ready(index, waker)).is_err() {
+        return;
+    }
+    gate.barrier.wait();
+    let Some(&epoch) = gate.epoch.get() else { return };
+    let mut shard = Shard::new(plan, ring, epoch, flags, tx);
+    shard.run();
+}
+
+struct Shard {
+    plan: ShardPlan,
+    cfg: ConnConfig,
+    ring: Ring,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    wheel: TimerWheel,
+    stats: ShardStats,
+    rng: Rng,
+    epoch: Instant,
+    flags: Arc<StopFlags>,
+    tx: Sender<ShardEvent>,
+    pending_opens: u64,
+    pending_reconnects: u64,
+    next_open_at: f64,
+    source_idx: usize,
+    stopping: bool,
+    hard_deadline: Micros,
+    next_tick: Micros,
+    live: u64,
+    inflight: u64,
+    lag_max: u64,
+    dirty: Vec<u32>,
+    cq: Vec<Completion>,
+    fired: Vec<TimerEntry>,
+    pool: Vec<Vec<u8>>,
+}
+
+impl Shard {
+    fn new(plan: ShardPlan, ring: Ring, epoch: Instant, flags: Arc<StopFlags>, tx: Sender<ShardEvent>) -> Self {
+        let n = plan.connections;
+        Self {
+            cfg: plan.conn.clone(),
+            rng: Rng::from_entropy(plan.index as u64 + 1),
+            next_open_at: plan.open_offset_us,
+            pending_opens: n,
+            source_idx: plan.index,
+            slots: Vec::with_capacity(n as usize),
+            plan,
+            ring,
+            free: Vec::new(),
+            wheel: TimerWheel::new(),
+            stats: ShardStats::new(),
+            epoch,
+            flags,
+            tx,
+            pending_reconnects: 0,
+            stopping: false,
+            hard_deadline: u64::MAX,
+            next_tick: SECOND,
+            live: 0,
+            inflight: 0,
+            lag_max: 0,
+            dirty: Vec::new(),
+            cq: Vec::with_capacity(1024),
+            fired: Vec::new(),
+            pool: Vec::new(),
+        }
+    }
+
+    fn now(&self) -> Micros {
+        self.epoch.elapsed().as_micros() as Micros
+    }
+
+    fn run(&mut self) {
+        loop {
+            let now = self.now();
+            if !self.stopping {
+                let interrupted = self.flags.interrupt.load(Ordering::Relaxed);
+                if interrupted || now >= self.plan.duration_us {
+                    self.begin_stop(now, interrupted);
+                }
+            }
+            if self.flags.abort.load(Ordering::Relaxed) || (self.stopping && now >= self.hard_deadline) {
+                self.abort_all(now);
+            }
+            self.expire_timers(now);
+            if !self.stopping {
+                self.open_due(now);
+            }
+            if now >= self.next_tick {
+                self.send_interval(false);
+                self.next_tick = (now / SECOND + 1) * SECOND;
+            }
+            self.flush(now);
+            if self.stopping && self.live == 0 && self.inflight == 0 {
+                break;
+            }
+            let timeout = self.next_wake(now).map(|t| Duration::from_micros(t.saturating_sub(self.now())));
+            if let Err(e) = self.ring.submit_and_wait(timeout) {
+                let _ = self.tx.send(ShardEvent::Failed(self.plan.index, format!("io_uring wait failed: {e}")));
+                self.abort_all(self.now());
+            }
+            self.ring.reap(&mut self.cq);
+            let now = self.now();
+            let cq = std::mem::take(&mut self.cq);
+            for c in &cq {
+                self.on_completion(*c, now);
+            }
+            self.cq = cq;
+        }
+        self.send_interval(true);
+    }
+
+    fn next_wake(&self, now: Micros) -> Option<Micros> {
+        let mut t = self.next_tick;
+        if let Some(w) = self.wheel.next_due() {
+            t = t.min(w);
+        }
+        if !self.stopping {
+            t = t.min(self.plan.duration_us);
+            if self.pending_opens > 0 {
+                t = t.min(self.next_open_at as Micros);
+            }
+        } else {
+            t = t.min(self.hard_deadline);
+        }
+        Some(t.max(now))
+    }
+
+    fn send_interval(&mut self, done: bool) {
+        let open = self
+            .slots
+            .iter()
+            .filter(|s| s.conn.as_ref().is_some_and(|c| c.phase() == Phase::Open))
+            .count() as u64;
+        let g = Gauges { open, live: self.live, schedule_lag_max_us: self.lag_max };
+        let stats = Box::new(self.stats.take_interval());
+        let ev = if done {
+            ShardEvent::Done(self.plan.index, stats, g)
+        } else {
+            ShardEvent::Interval(self.plan.index, stats, g)
+        };
+        let _ = self.tx.send(ev);
+    }
+
+    fn begin_stop(&mut self, now: Micros, interrupted: bool) {
+        self.stopping = true;
+        self.pending_opens = 0;
+        let mut drain = self.plan.drain_us;
+        if interrupted {
+            // Ctrl-C must finish within 2 s: shorten the drain and the close handshake.
+            drain = drain.min(500_000);
+            self.cfg.close_wait = self.cfg.close_wait.min(300_000);
+        }
+        self.hard_deadline = now + drain + self.cfg.close_wait + 200_000;
+        for i in 0..self.slots.len() {
+            let Shard { slots, cfg, stats, rng, .. } = self;
+            if let Some(conn) = slots[i].conn.as_mut() {
+                let mut ctx = Ctx { cfg, stats, rng };
+                conn.stop(&mut ctx, now, now + drain);
+                self.after(i as u32, now);
+            }
+        }
+    }
+
+    fn abort_all(&mut self, now: Micros) {
+        self.stopping = true;
+        self.pending_opens = 0;
+        for i in 0..self.slots.len() {
+            let Shard { slots, cfg, stats, rng, .. } = self;
+            if let Some(conn) = slots[i].conn.as_mut() {
+                let mut ctx = Ctx { cfg, stats, rng };
+                if !conn.is_done() {
+                    conn.stop(&mut ctx, now, now);
+                    // Whatever is still in the close handshake is cut short.
+                    conn.handle_timer(&mut ctx, u64::MAX);
+                    conn.handle_timer(&mut ctx, u64::MAX);
+                }
+                self.after(i as u32, now);
+            }
+        }
+    }
+
+    fn open_due(&mut self, now: Micros) {
+        let nowf = now as f64;
+        while self.pending_opens > 0 && self.next_open_at <= nowf {
+            let lag = (nowf - self.next_open_at) as u64;
+            self.lag_max = self.lag_max.max(lag);
+            self.pending_opens -= 1;
+            self.next_open_at += self.plan.open_interval_us;
+            if self.pending_reconnects > 0 {
+                self.pending_reconnects -= 1;
+                self.stats.counters.reconnects += 1;
+            }
+            self.open_one(now);
+        }
+    }
+
+    fn open_one(&mut self, now: Micros) {
+        let i = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(Slot::new());
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let source = (!self.plan.sources.is_empty()).then(|| {
+            let ip = self.plan.sources[self.source_idx % self.plan.sources.len()];
+            self.source_idx += 1;
+            ip
+        });
+        let Shard { slots, cfg, stats, rng, ring, plan, inflight, live, .. } = self;
+        let slot = &mut slots[i as usize];
+        slot.allocated = true;
+        let mut ctx = Ctx { cfg, stats, rng };
+        let mut conn = Conn::new(&mut ctx, now);
+        *live += 1;
+        match sock::client_socket(&plan.target, source, plan.sock) {
+            Ok(fd) => {
+                slot.fd = fd;
+                slot.connecting = true;
+                slot.ops += 1;
+                *inflight += 1;
+                ring.connect(fd, pack(i, slot.gen, Op::Connect));
+            }
+            Err(e) => conn.handle_error(&mut ctx, now, Failure::from_errno(e.raw_os_error().unwrap_or(0))),
+        }
+        slot.conn = Some(conn);
+        self.after(i, now);
+    }
+
+    fn expire_timers(&mut self, now: Micros) {
+        let mut fired = std::mem::take(&mut self.fired);
+        fired.clear();
+        self.wheel.expire(now, &mut fired);
+        for e in &fired {
+            let Shard { slots, cfg, stats, rng, .. } = self;
+            let Some(slot) = slots.get_mut(e.slot as usize) else { continue };
+            if slot.gen != e.gen || slot.timer_at != e.at {
+                continue; // re-armed or reused since: a stale entry
+            }
+            slot.timer_at = 0;
+            if let Some(conn) = slot.conn.as_mut() {
+                conn.handle_timer(&mut Ctx { cfg, stats, rng }, now);
+                self.after(e.slot, now);
+            }
+        }
+        self.fired = fired;
+    }
+
+    /// After any input: re-arm the timer, queue output, or tear down a finished connection.
+    fn after(&mut self, i: u32, now: Micros) {
+        let slot = &mut self.slots[i as usize];
+        let Some(conn) = slot.conn.as_ref() else { return };
+        if conn.is_done() {
+            return self.teardown(i, now);
+        }
+        if let Some(t) = conn.poll_timeout(&self.cfg) {
+            if slot.timer_at == 0 || t < slot.timer_at {
+                slot.timer_at = t;
+                self.wheel.insert(TimerEntry { slot: i, gen: slot.gen, at: t });
+            }
+        }
+        if !slot.sending && !slot.in_dirty && conn.wants_transmit(&self.cfg, now) {
+            slot.in_dirty = true;
+            self.dirty.push(i);
+        }
+    }
+
+    fn flush(&mut self, now: Micros) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for &i in &dirty {
+            let Shard { slots, cfg, stats, rng, ring, pool, inflight, .. } = self;
+            let slot = &mut slots[i as usize];
+            slot.in_dirty = false;
+            let Some(conn) = slot.conn.as_mut() else { continue };
+            if slot.sending || conn.is_done() || slot.connecting {
+                continue;
+            }
+            let mut buf = pool.pop().unwrap_or_else(|| Vec::with_capacity(256));
+            conn.poll_transmit(&mut Ctx { cfg, stats, rng }, now, &mut buf);
+            if buf.is_empty() {
+                pool.push(buf);
+            } else {
+                slot.sending = true;
+                slot.ops += 1;
+                *inflight += 1;
+                ring.send(slot.fd, i, buf, pack(i, slot.gen, Op::Send));
+            }
+            // poll_transmit can schedule further timers (pings): re-arm.
+            self.after(i, now);
+        }
+        dirty.clear();
+        // `after` may have queued more (a closing conn); keep them for the next turn.
+        dirty.append(&mut self.dirty);
+        self.dirty = dirty;
+    }
+
+    fn teardown(&mut self, i: u32, now: Micros) {
+        let slot = &mut self.slots[i as usize];
+        let Some(conn) = slot.conn.take() else { return };
+        self.live -= 1;
+        if self.plan.reconnect && !self.stopping {
+            if let Some(Outcome::Failed(_) | Outcome::ServerClosed(_)) = conn.outcome() {
+                if self.pending_opens == 0 {
+                    self.next_open_at = self.next_open_at.max(now as f64);
+                }
+                self.pending_opens += 1;
+                self.pending_reconnects += 1;
+            }
+        }
+        if slot.fd >= 0 && !slot.close_submitted {
+            if slot.recv_armed {
+                self.ring.cancel(pack(i, slot.gen, Op::Recv), pack(i, slot.gen, Op::Cancel));
+            }
+            if slot.connecting {
+                self.ring.cancel(pack(i, slot.gen, Op::Connect), pack(i, slot.gen, Op::Cancel));
+            }
+            self.ring.close(slot.fd, pack(i, slot.gen, Op::Close));
+            slot.close_submitted = true;
+            slot.ops += 1;
+            self.inflight += 1;
+        }
+        self.maybe_free(i);
+    }
+
+    fn maybe_free(&mut self, i: u32) {
+        let slot = &mut self.slots[i as usize];
+        if slot.allocated && slot.conn.is_none() && slot.ops == 0 {
+            let gen = slot.gen.wrapping_add(1) & 0xFF_FFFF;
+            *slot = Slot::new();
+            slot.gen = gen;
+            self.free.push(i);
+        }
+    }
+
+    fn op_done(&mut self, i: u32) {
+        let slot = &mut self.slots[i as usize];
+        slot.ops -= 1;
+        self.inflight -= 1;
+    }
+
+    fn on_completion(&mut self, c: Completion, now: Micros) {
+        let (i, gen, op) = unpack(c.user_data);
+        let Some(op) = op else { return };
+        if op == Op::Wake {
+            self.ring.arm_wake();
+            return;
+        }
+        if op == Op::Cancel {
+            return;
+        }
+        let stale = self.slots.get(i as usize).is_none_or(|s| !s.allocated || s.gen != gen || s.ops == 0);
+        if stale {
+            if let Some(bid) = c.buffer() {
+                self.ring.recycle(bid);
+            }
+            return;
+        }
+        let res = c.result;
+        match op {
+            Op::Connect => {
+                self.op_done(i);
+                let Shard { slots, cfg, stats, rng, ring, inflight, .. } = self;
+                let slot = &mut slots[i as usize];
+                slot.connecting = false;
+                if let Some(conn) = slot.conn.as_mut() {
+                    let mut ctx = Ctx { cfg, stats, rng };
+                    if res == 0 {
+                        conn.handle_connected(&mut ctx, now);
+                        slot.recv_armed = true;
+                        slot.ops += 1;
+                        *inflight += 1;
+                        ring.recv_multishot(slot.fd, pack(i, slot.gen, Op::Recv));
+                    } else if res != -libc::ECANCELED {
+                        conn.handle_error(&mut ctx, now, Failure::from_errno(-res));
+                    }
+                }
+            }
+            Op::Recv => {
+                if !c.more() {
+                    self.op_done(i);
+                    self.slots[i as usize].recv_armed = false;
+                }
+                let Shard { slots, cfg, stats, rng, ring, inflight, .. } = self;
+                let slot = &mut slots[i as usize];
+                let alive = slot.conn.as_ref().is_some_and(|c| !c.is_done());
+                if let Some(bid) = c.buffer() {
+                    if let (true, Some(conn)) = (res > 0, slot.conn.as_mut()) {
+                        let data = ring.buffer(bid, res as usize);
+                        conn.handle_recv(&mut Ctx { cfg, stats, rng }, now, data);
+                    }
+                    ring.recycle(bid);
+                }
+                if let Some(conn) = slot.conn.as_mut() {
+                    let mut ctx = Ctx { cfg, stats, rng };
+                    if res == 0 {
+                        conn.handle_eof(&mut ctx, now);
+                    } else if res < 0 && res != -libc::ECANCELED && res != -libc::ENOBUFS {
+                        conn.handle_error(&mut ctx, now, Failure::from_errno(-res));
+                    }
+                    // Buffers ran out (ENOBUFS) or the kernel ended the multishot: re-arm.
+                    if alive && !conn.is_done() && !slot.recv_armed && res != 0 {
+                        slot.recv_armed = true;
+                        slot.ops += 1;
+                        *inflight += 1;
+                        ring.recv_multishot(slot.fd, pack(i, slot.gen, Op::Recv));
+                    }
+                }
+            }
+            Op::Send => {
+                self.op_done(i);
+                let Shard { slots, cfg, stats, rng, ring, pool, inflight, .. } = self;
+                let slot = &mut slots[i as usize];
+                slot.sending = false;
+                let mut buf = ring.take_send(i).unwrap_or_default();
+                let alive = slot.conn.as_ref().is_some_and(|c| !c.is_done());
+                if res >= 0 && (res as usize) < buf.len() && alive {
+                    // Short write: send the rest before anything else.
+                    buf.drain(..res as usize);
+                    slot.sending = true;
+                    slot.ops += 1;
+                    *inflight += 1;
+                    ring.send(slot.fd, i, buf, pack(i, slot.gen, Op::Send));
+                } else {
+                    buf.clear();
+                    if buf.capacity() <= 64 * 1024 {
+                        pool.push(buf);
+                    }
+                    if let (true, Some(conn)) = (res < 0 && res != -libc::ECANCELED, slot.conn.as_mut()) {
+                        conn.handle_error(&mut Ctx { cfg, stats, rng }, now, Failure::from_errno(-res));
+                    }
+                }
+            }
+            Op::Close => self.op_done(i),
+            Op::Wake | Op::Cancel => {}
+        }
+        if self.slots[i as usize].conn.is_some() {
+            self.after(i, now);
+        }
+        self.maybe_free(i);
+    }
+}

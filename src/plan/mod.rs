@@ -1,0 +1,423 @@
+//! What to do: command-line flags turned into a validated [`RunPlan`]. Every user-input error
+//! of a run is found here, before any connection starts, and names the flag and the fix.
+
+pub mod parse;
+
+use crate::proto::conn::Message;
+use crate::proto::ws::frame::OpCode;
+use clap::Args;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Errors in user input; each says what is wrong and how to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// The URL does not parse.
+    #[error("invalid URL `{url}`: {reason} (expected ws://host[:port][/path])")]
+    BadUrl {
+        /// The URL given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// wss:// is not implemented yet.
+    #[error("wss:// (TLS) is not supported yet: it arrives with the TLS work; use a ws:// URL for now")]
+    TlsNotYet,
+    /// The host name does not resolve.
+    #[error("cannot resolve `{host}`: {reason} (check the host name, or use an IP address)")]
+    Resolve {
+        /// Host name.
+        host: String,
+        /// Resolver error.
+        reason: String,
+    },
+    /// A flag value is out of range or inconsistent with another.
+    #[error("{flag}: {reason}")]
+    Invalid {
+        /// The flag.
+        flag: &'static str,
+        /// What is wrong and the fix.
+        reason: String,
+    },
+    /// A `@file` argument cannot be read.
+    #[error("{flag}: cannot read `{path}`: {reason}")]
+    File {
+        /// The flag.
+        flag: &'static str,
+        /// Path given.
+        path: PathBuf,
+        /// OS error.
+        reason: String,
+    },
+}
+
+/// Flags of `sockstorm run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Target WebSocket URL, e.g. ws://127.0.0.1:8080/ws
+    pub url: String,
+    /// Connections to open and hold.
+    #[arg(short = 'c', long, default_value_t = 100)]
+    pub connections: u64,
+    /// New connections per second across all shards (planned centrally, split per shard).
+    #[arg(long, default_value_t = 2000.0)]
+    pub connect_rate: f64,
+    /// Run length from the start (ramp included), e.g. 30s, 5m, 1h30m.
+    #[arg(short = 'd', long, default_value = "10s", value_parser = parse::duration)]
+    pub duration: Duration,
+    /// Budget for TCP connect plus the WebSocket upgrade.
+    #[arg(long, default_value = "10s", value_parser = parse::duration)]
+    pub connect_timeout: Duration,
+    /// After the run, how long replies in flight are awaited before closing.
+    #[arg(long, default_value = "2s", value_parser = parse::duration)]
+    pub drain: Duration,
+    /// How long to wait for the server's close reply after our close frame.
+    #[arg(long, default_value = "1s", value_parser = parse::duration)]
+    pub close_wait: Duration,
+    /// Extra request header 'Name: value' (repeatable).
+    #[arg(short = 'H', long = "header", value_parser = parse::header)]
+    pub headers: Vec<(String, String)>,
+    /// Subprotocol to offer in Sec-WebSocket-Protocol (repeatable).
+    #[arg(long = "subprotocol")]
+    pub subprotocols: Vec<String>,
+    /// Message sent once when a connection opens (TEXT or @file), e.g. a subscribe.
+    #[arg(long)]
+    pub send_on_open: Option<String>,
+    /// Message sent at --message-rate per connection and matched to its echo (TEXT or @file).
+    #[arg(long)]
+    pub message: Option<String>,
+    /// Messages per second per connection (requires --message); fractions allowed (0.2 = every 5 s).
+    #[arg(long, default_value_t = 1.0)]
+    pub message_rate: f64,
+    /// Send messages as binary frames instead of text.
+    #[arg(long)]
+    pub binary: bool,
+    /// Send a ping at this interval on every connection and record the pong RTT (e.g. 5s).
+    #[arg(long, value_parser = parse::duration)]
+    pub ping_interval: Option<Duration>,
+    /// Do not replace failed or server-closed connections.
+    #[arg(long)]
+    pub no_reconnect: bool,
+    /// CPUs to run shards on: list and ranges, e.g. 0,2-3 (default: all).
+    #[arg(long, value_parser = parse::cpu_list)]
+    pub cpus: Option<Vec<usize>>,
+    /// Source addresses to rotate: list, range (127.0.0.1-127.0.0.32) or CIDR (127.0.0.0/27).
+    #[arg(long, value_parser = parse::source_ips)]
+    pub source_ip: Option<Vec<IpAddr>>,
+    /// Close sockets with RST (SO_LINGER 0) to leave no TIME_WAIT behind.
+    #[arg(long)]
+    pub linger_zero: bool,
+    /// Do not validate UTF-8 in received text messages.
+    #[arg(long)]
+    pub no_utf8_check: bool,
+    /// Write the results as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// No live progress line on stderr.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+}
+
+/// A parsed ws:// URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Url {
+    /// Host as written (name or address).
+    pub host: String,
+    /// Port (default 80).
+    pub port: u16,
+    /// Path and query, at least "/".
+    pub path: String,
+}
+
+impl Url {
+    /// The Host header value.
+    pub fn host_header(&self) -> String {
+        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+        if self.port == 80 {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
+/// Parses `ws://host[:port][/path]`.
+pub fn parse_url(url: &str) -> Result<Url, PlanError> {
+    let bad = |reason: &str| PlanError::BadUrl { url: url.to_owned(), reason: reason.to_owned() };
+    let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("missing scheme"))?;
+    match scheme.to_ascii_lowercase().as_str() {
+        "ws" => {}
+        "wss" => return Err(PlanError::TlsNotYet),
+        _ => return Err(bad(&format!("unsupported scheme `{scheme}`"))),
+    }
+    let (authority, path) = match rest.find(['/', '?']) {
+        Some(i) if rest.as_bytes()[i] == b'?' => (&rest[..i], format!("/{}", &rest[i..])),
+        Some(i) => (&rest[..i], rest[i..].to_owned()),
+        None => (rest, "/".to_owned()),
+    };
+    if authority.contains('@') {
+        return Err(bad("credentials in the URL are not supported; pass them with -H"));
+    }
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (h, after) = v6.split_once(']').ok_or_else(|| bad("unclosed `[` in IPv6 host"))?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(p),
+            None if after.is_empty() => None,
+            None => return Err(bad("garbage after IPv6 host")),
+        };
+        (h.to_owned(), port)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h.to_owned(), Some(p)),
+            None => (authority.to_owned(), None),
+        }
+    };
+    if host.is_empty() {
+        return Err(bad("empty host"));
+    }
+    if host.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad("whitespace in host"));
+    }
+    if path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad("whitespace in path (percent-encode it)"));
+    }
+    let port = match port {
+        None => 80,
+        Some(p) => p.parse::<u16>().ok().filter(|&p| p != 0).ok_or_else(|| bad(&format!("invalid port `{p}`")))?,
+    };
+    Ok(Url { host, port, path })
+}
+
+/// A validated run: everything the engine needs.
+#[derive(Debug, Clone)]
+pub struct RunPlan {
+    /// The URL as given.
+    pub url_text: String,
+    /// Parsed URL.
+    pub url: Url,
+    /// Resolved target.
+    pub target: SocketAddr,
+    /// Connections to hold.
+    pub connections: u64,
+    /// Connections per second overall.
+    pub connect_rate: f64,
+    /// Run length.
+    pub duration: Duration,
+    /// Connect + upgrade budget.
+    pub connect_timeout: Duration,
+    /// Drain time at the end.
+    pub drain: Duration,
+    /// Close-handshake wait.
+    pub close_wait: Duration,
+    /// Extra headers.
+    pub headers: Vec<(String, String)>,
+    /// Offered subprotocols.
+    pub subprotocols: Vec<String>,
+    /// Message on open.
+    pub on_open: Option<Message>,
+    /// Rate-driven message.
+    pub message: Option<Message>,
+    /// Messages per second per connection (0 = none).
+    pub message_rate: f64,
+    /// Ping interval.
+    pub ping_interval: Option<Duration>,
+    /// Hold the count by reconnecting.
+    pub reconnect: bool,
+    /// CPUs for shards.
+    pub cpus: Vec<usize>,
+    /// Source addresses to rotate (empty: kernel's choice).
+    pub source_ips: Vec<IpAddr>,
+    /// Whether the source addresses were chosen automatically (loopback spreading).
+    pub source_ips_auto: bool,
+    /// RST on close.
+    pub linger_zero: bool,
+    /// UTF-8 validation of received text.
+    pub validate_utf8: bool,
+    /// JSON output path.
+    pub json: Option<PathBuf>,
+    /// Suppress progress.
+    pub quiet: bool,
+}
+
+/// Ports one source address should use towards one destination before we spread over more
+/// loopback addresses: the kernel's port search slows sharply as a range fills up.
+pub const PORTS_PER_SOURCE: u64 = 2000;
+
+impl RunPlan {
+    /// Validates flags and resolves the target.
+    pub fn from_args(a: &RunArgs) -> Result<Self, PlanError> {
+        let url = parse_url(&a.url)?;
+        let target = resolve(&url)?;
+        let inv = |flag: &'static str, reason: String| PlanError::Invalid { flag, reason };
+        if a.connections == 0 {
+            return Err(inv("--connections", "must be at least 1".into()));
+        }
+        if !(a.connect_rate.is_finite() && a.connect_rate > 0.0) {
+            return Err(inv("--connect-rate", format!("must be a positive number of connections per second, got {}", a.connect_rate)));
+        }
+        if a.duration.is_zero() {
+            return Err(inv("--duration", "must be longer than 0 (e.g. 30s)".into()));
+        }
+        if a.connect_timeout.is_zero() {
+            return Err(inv("--connect-timeout", "must be longer than 0 (e.g. 10s)".into()));
+        }
+        let opcode = if a.binary { OpCode::Binary } else { OpCode::Text };
+        let on_open = a.send_on_open.as_deref().map(|s| load_message("--send-on-open", s, opcode)).transpose()?;
+        let message = a.message.as_deref().map(|s| load_message("--message", s, opcode)).transpose()?;
+        if message.is_some() && !(a.message_rate.is_finite() && a.message_rate > 0.0) {
+            return Err(inv("--message-rate", format!("must be a positive rate per connection, got {}", a.message_rate)));
+        }
+        if message.is_some() && a.message_rate > 100_000.0 {
+            return Err(inv("--message-rate", "is per connection; above 100000/s use more connections".into()));
+        }
+        if let Some(p) = a.ping_interval {
+            if p < Duration::from_millis(1) {
+                return Err(inv("--ping-interval", "must be at least 1ms".into()));
+            }
+        }
+        for (name, _) in &a.headers {
+            if ["host", "upgrade", "connection", "sec-websocket-key", "sec-websocket-version"]
+                .contains(&name.to_ascii_lowercase().as_str())
+            {
+                return Err(inv("--header", format!("`{name}` is set by sockstorm itself and cannot be overridden")));
+            }
+        }
+        for p in &a.subprotocols {
+            if p.is_empty() || p.chars().any(|c| !c.is_ascii_graphic() || c == ',') {
+                return Err(inv("--subprotocol", format!("`{p}` is not a valid token (no spaces or commas)")));
+            }
+        }
+        let available = available_cpus();
+        let cpus = match &a.cpus {
+            Some(list) => {
+                if let Some(c) = list.iter().find(|c| !available.contains(c)) {
+                    return Err(inv("--cpus", format!("CPU {c} is not available to this process (available: {available:?})")));
+                }
+                list.clone()
+            }
+            None => available,
+        };
+        let (source_ips, auto) = match &a.source_ip {
+            Some(ips) => {
+                if let Some(ip) = ips.iter().find(|ip| ip.is_ipv4() != target.is_ipv4()) {
+                    return Err(inv("--source-ip", format!("{ip} is not the same address family as the target {}", target.ip())));
+                }
+                (ips.clone(), false)
+            }
+            None => (auto_sources(target.ip(), a.connections), true),
+        };
+        Ok(Self {
+            url_text: a.url.clone(),
+            url,
+            target,
+            connections: a.connections,
+            connect_rate: a.connect_rate,
+            duration: a.duration,
+            connect_timeout: a.connect_timeout,
+            drain: a.drain,
+            close_wait: a.close_wait,
+            headers: a.headers.clone(),
+            subprotocols: a.subprotocols.clone(),
+            on_open,
+            message_rate: if message.is_some() { a.message_rate } else { 0.0 },
+            message,
+            ping_interval: a.ping_interval,
+            reconnect: !a.no_reconnect,
+            cpus,
+            source_ips,
+            source_ips_auto: auto && a.source_ip.is_none(),
+            linger_zero: a.linger_zero,
+            validate_utf8: !a.no_utf8_check,
+            json: a.json.clone(),
+            quiet: a.quiet,
+        })
+    }
+}
+
+/// On IPv4 loopback, connections beyond [`PORTS_PER_SOURCE`] are spread over 127.0.0.1,
+/// 127.0.0.2, ... so no single source address fills its port range.
+fn auto_sources(target: IpAddr, connections: u64) -> Vec<IpAddr> {
+    match target {
+        IpAddr::V4(v4) if v4.is_loopback() && connections > PORTS_PER_SOURCE => {
+            let n = connections.div_ceil(PORTS_PER_SOURCE).min(250) as u8;
+            (1..=n).map(|i| IpAddr::from([127, 0, 0, i])).collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+fn resolve(url: &Url) -> Result<SocketAddr, PlanError> {
+    let err = |reason: String| PlanError::Resolve { host: url.host.clone(), reason };
+    let mut addrs = (url.host.as_str(), url.port).to_socket_addrs().map_err(|e| err(e.to_string()))?;
+    addrs.next().ok_or_else(|| err("no addresses".into()))
+}
+
+fn load_message(flag: &'static str, spec: &str, opcode: OpCode) -> Result<Message, PlanError> {
+    let payload = match spec.strip_prefix('@') {
+        Some(path) => std::fs::read(path)
+            .map_err(|e| PlanError::File { flag, path: path.into(), reason: e.to_string() })?,
+        None => spec.as_bytes().to_vec(),
+    };
+    if opcode == OpCode::Text && std::str::from_utf8(&payload).is_err() {
+        return Err(PlanError::Invalid { flag, reason: "content is not UTF-8 text; add --binary to send it as binary".into() });
+    }
+    Ok(Message { opcode, payload: payload.into() })
+}
+
+/// CPUs this process may run on.
+pub fn available_cpus() -> Vec<usize> {
+    let ids = core_affinity::get_core_ids().unwrap_or_default();
+    if ids.is_empty() {
+        (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect()
+    } else {
+        ids.into_iter().map(|c| c.id).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn plan(args: &[&str]) -> Result<RunPlan, PlanError> {
+        let cli = Cli::try_parse_from(std::iter::once("x").chain(args.iter().copied())).unwrap();
+        RunPlan::from_args(&cli.run)
+    }
+
+    #[test]
+    fn urls() {
+        assert_eq!(parse_url("ws://127.0.0.1:9001/a/b?x=1").unwrap(), Url { host: "127.0.0.1".into(), port: 9001, path: "/a/b?x=1".into() });
+        assert_eq!(parse_url("WS://localhost").unwrap(), Url { host: "localhost".into(), port: 80, path: "/".into() });
+        assert_eq!(parse_url("ws://[::1]:81?q").unwrap(), Url { host: "::1".into(), port: 81, path: "/?q".into() });
+        assert_eq!(parse_url("ws://[::1]:81").unwrap().host_header(), "[::1]:81");
+        assert!(matches!(parse_url("wss://x/"), Err(PlanError::TlsNotYet)));
+        for bad in ["http://x/", "x:80", "ws://", "ws://h:0/", "ws://h:99999/", "ws://u@h/", "ws://h/a b", "ws://[::1/"] {
+            let e = parse_url(bad).unwrap_err();
+            assert!(matches!(e, PlanError::BadUrl { .. }), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn flags_validate_with_the_fix_in_the_message() {
+        let p = plan(&["ws://127.0.0.1:9/", "-c", "10000", "--message", "hi", "--message-rate", "2"]).unwrap();
+        assert_eq!(p.source_ips.len(), 5, "loopback spreads 10k connections over 5 sources");
+        assert_eq!(p.message_rate, 2.0);
+        let msg = |args: &[&str]| plan(args).unwrap_err().to_string();
+        assert!(msg(&["ws://127.0.0.1:9/", "-c", "0"]).contains("--connections"));
+        assert!(msg(&["ws://127.0.0.1:9/", "--connect-rate", "0"]).contains("--connect-rate"));
+        assert!(msg(&["ws://127.0.0.1:9/", "--message", "x", "--message-rate", "0"]).contains("--message-rate"));
+        assert!(msg(&["ws://127.0.0.1:9/", "-H", "Host: a"]).contains("cannot be overridden"));
+        assert!(msg(&["ws://127.0.0.1:9/", "--message", "@/nonexistent/file"]).contains("cannot read"));
+        assert!(msg(&["ws://127.0.0.1:9/", "--cpus", "999"]).contains("not available"));
+        assert!(msg(&["ws://127.0.0.1:9/", "--source-ip", "::1"]).contains("address family"));
+        assert!(msg(&["ws://no-such-host.invalid/"]).contains("cannot resolve"));
+        assert!(msg(&["wss://127.0.0.1/"]).contains("not supported yet"));
+    }
+}

@@ -1,0 +1,155 @@
+//! Value parsers for command-line flags (used by clap): durations, headers, CPU lists,
+//! source-address sets. Each error says what was expected.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// Parses `500ms`, `30s`, `5m`, `1h30m`, `1.5s` or a bare number of seconds.
+pub fn duration(s: &str) -> Result<Duration, String> {
+    let err = || format!("invalid duration `{s}` (examples: 500ms, 30s, 5m, 1h30m)");
+    let s = s.trim();
+    if s.is_empty() {
+        return Err(err());
+    }
+    if let Ok(secs) = s.parse::<f64>() {
+        return Duration::try_from_secs_f64(secs).map_err(|_| err());
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(err)?;
+        if num_end == 0 {
+            return Err(err());
+        }
+        let value: f64 = rest[..num_end].parse().map_err(|_| err())?;
+        rest = &rest[num_end..];
+        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let scale = match &rest[..unit_end] {
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(err()),
+        };
+        total += value * scale;
+        rest = &rest[unit_end..];
+    }
+    Duration::try_from_secs_f64(total).map_err(|_| err())
+}
+
+/// Parses `Name: value`.
+pub fn header(s: &str) -> Result<(String, String), String> {
+    let (name, value) = s.split_once(':').ok_or_else(|| format!("invalid header `{s}` (expected 'Name: value')"))?;
+    let name = name.trim();
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)) {
+        return Err(format!("invalid header name `{name}` (letters, digits and -_. only)"));
+    }
+    let value = value.trim();
+    if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+        return Err(format!("header `{name}` value contains a line break or NUL"));
+    }
+    Ok((name.to_owned(), value.to_owned()))
+}
+
+/// Parses a CPU list like `0,2-3`.
+pub fn cpu_list(s: &str) -> Result<Vec<usize>, String> {
+    let err = || format!("invalid CPU list `{s}` (examples: 0  0,2  1-3  0,2-3)");
+    let mut out = Vec::new();
+    for part in s.split(',') {
+        let part = part.trim();
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (a.parse::<usize>().map_err(|_| err())?, b.parse::<usize>().map_err(|_| err())?),
+            None => {
+                let a = part.parse::<usize>().map_err(|_| err())?;
+                (a, a)
+            }
+        };
+        if a > b || b - a > 4096 {
+            return Err(err());
+        }
+        for c in a..=b {
+            if !out.contains(&c) {
+                out.push(c);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Parses source addresses: `a,b`, a range `127.0.0.1-127.0.0.32`, or CIDR `127.0.0.0/27`.
+pub fn source_ips(s: &str) -> Result<Vec<IpAddr>, String> {
+    let mut out = Vec::new();
+    for part in s.split(',') {
+        let part = part.trim();
+        if let Some((a, b)) = part.split_once('-') {
+            let (a, b) = (ipv4(a, s)?, ipv4(b, s)?);
+            if a > b {
+                return Err(format!("range `{part}` runs backwards"));
+            }
+            if b - a >= 65536 {
+                return Err(format!("range `{part}` has more than 65536 addresses"));
+            }
+            out.extend((a..=b).map(|v| IpAddr::from(v.to_be_bytes())));
+        } else if let Some((net, bits)) = part.split_once('/') {
+            let base = ipv4(net, s)?;
+            let bits: u32 = bits.parse().ok().filter(|&b| (16..=32).contains(&b)).ok_or_else(|| {
+                format!("CIDR prefix in `{part}` must be between /16 and /32")
+            })?;
+            let mask = if bits == 32 { u32::MAX } else { !(u32::MAX >> bits) };
+            let first = base & mask;
+            let last = first | !mask;
+            // Skip network and broadcast addresses except on /31 and /32.
+            let (lo, hi) = if bits >= 31 { (first, last) } else { (first + 1, last - 1) };
+            out.extend((lo..=hi).map(|v| IpAddr::from(v.to_be_bytes())));
+        } else {
+            out.push(part.parse::<IpAddr>().map_err(|_| format!("invalid address `{part}` in `{s}`"))?);
+        }
+    }
+    if out.is_empty() {
+        return Err("no source addresses given".into());
+    }
+    Ok(out)
+}
+
+fn ipv4(s: &str, whole: &str) -> Result<u32, String> {
+    s.trim()
+        .parse::<std::net::Ipv4Addr>()
+        .map(u32::from)
+        .map_err(|_| format!("invalid IPv4 address `{s}` in `{whole}` (ranges and CIDR are IPv4 only)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(duration("20").unwrap(), Duration::from_secs(20));
+        for bad in ["", "s", "5x", "-1s", "1s5", "ms"] {
+            assert!(duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn headers_cpus_and_sources() {
+        assert_eq!(header("Authorization: Bearer x:y").unwrap(), ("Authorization".into(), "Bearer x:y".into()));
+        assert!(header("NoColon").is_err());
+        assert!(header("Bad Name: v").is_err());
+        assert_eq!(cpu_list("0,2-3,2").unwrap(), vec![0, 2, 3]);
+        assert!(cpu_list("3-1").is_err());
+        assert!(cpu_list("a").is_err());
+        let r = source_ips("127.0.0.1-127.0.0.4").unwrap();
+        assert_eq!(r.len(), 4);
+        assert_eq!(r[3], "127.0.0.4".parse::<IpAddr>().unwrap());
+        let c = source_ips("127.0.0.0/29").unwrap();
+        assert_eq!(c.first(), Some(&"127.0.0.1".parse::<IpAddr>().unwrap()));
+        assert_eq!(c.len(), 6);
+        assert_eq!(source_ips("::1,::2").unwrap().len(), 2);
+        assert!(source_ips("127.0.0.5-127.0.0.1").is_err());
+        assert!(source_ips("10.0.0.0/8").is_err());
+    }
+}
