@@ -58,7 +58,7 @@ pub struct ServeArgs {
     pub threads: usize,
     /// CPUs to pin the threads to, e.g. 1 or 0,2-3.
     #[arg(long, value_parser = parse::cpu_list)]
-    pub cpus: Option<Vec<usize>>,
+    pub cpus: Option<parse::CpuList>,
     /// Fan-out: broadcast a sequence-numbered, timestamped event to every connection R times per second.
     #[arg(long, default_value_t = 0.0)]
     pub publish_rate: f64,
@@ -121,10 +121,10 @@ pub struct DoctorArgs {
     pub target: Option<SocketAddr>,
     /// Source addresses you will rotate (same syntax as `run --source-ip`).
     #[arg(long, value_parser = parse::source_ips)]
-    pub source_ip: Option<Vec<std::net::IpAddr>>,
+    pub source_ip: Option<parse::IpList>,
     /// CPUs the client shards will run on.
     #[arg(long, value_parser = parse::cpu_list)]
-    pub cpus: Option<Vec<usize>>,
+    pub cpus: Option<parse::CpuList>,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -227,7 +227,7 @@ fn serve(a: &ServeArgs) -> Result<u8, CliError> {
     let cfg = ServeConfig {
         listen: a.listen,
         threads: a.threads,
-        cpus: a.cpus.clone().unwrap_or_default(),
+        cpus: a.cpus.clone().map(|c| c.0).unwrap_or_default(),
         publish_rate: a.publish_rate,
         reject: a.reject_with,
         read_buffer: a.read_buffer,
@@ -294,7 +294,7 @@ fn demo(a: &DemoArgs) -> Result<u8, CliError> {
         binary: false,
         ping_interval: Some(Duration::from_secs(5)),
         no_reconnect: false,
-        cpus: Some(client_cpus),
+        cpus: Some(parse::CpuList(client_cpus)),
         source_ip: None,
         linger_zero: false,
         no_utf8_check: false,
@@ -316,8 +316,8 @@ fn doctor_cmd(a: &DoctorArgs) -> u8 {
     let opts = DoctorOptions {
         connections: a.connections,
         target: a.target,
-        source_ips: a.source_ip.as_ref().map_or(1, |v| v.len() as u32),
-        shards: a.cpus.as_ref().map_or_else(|| plan::available_cpus().len(), Vec::len),
+        source_ips: a.source_ip.as_ref().map_or(1, |v| v.0.len() as u32),
+        shards: a.cpus.as_ref().map_or_else(|| plan::available_cpus().len(), |c| c.0.len()),
     };
     let report = doctor::run(&opts);
     if a.json {

@@ -165,7 +165,7 @@ struct Shard {
     flags: Arc<StopFlags>,
     tx: Sender<ShardEvent>,
     pending_opens: u64,
-    pending_reconnects: u64,
+    initial_left: u64,
     next_open_at: f64,
     source_idx: usize,
     stopping: bool,
@@ -198,7 +198,7 @@ impl Shard {
             epoch,
             flags,
             tx,
-            pending_reconnects: 0,
+            initial_left: n,
             stopping: false,
             hard_deadline: u64::MAX,
             next_tick: SECOND,
@@ -333,8 +333,10 @@ impl Shard {
             self.lag_max = self.lag_max.max(lag);
             self.pending_opens -= 1;
             self.next_open_at += self.plan.open_interval_us;
-            if self.pending_reconnects > 0 {
-                self.pending_reconnects -= 1;
+            // Initial openings come first; anything beyond them replaces a lost connection.
+            if self.initial_left > 0 {
+                self.initial_left -= 1;
+            } else {
                 self.stats.counters.reconnects += 1;
             }
             self.open_one(now);
@@ -451,7 +453,6 @@ impl Shard {
                     self.next_open_at = self.next_open_at.max(now as f64);
                 }
                 self.pending_opens += 1;
-                self.pending_reconnects += 1;
             }
         }
         if slot.fd >= 0 && !slot.close_submitted {

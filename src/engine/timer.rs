@@ -98,12 +98,21 @@ impl TimerWheel {
         }
     }
 
-    /// Start of the earliest non-empty bucket (a lower bound of the next deadline), if any.
+    /// When the shard must wake next for this wheel, if any entry is armed: the exact earliest
+    /// deadline when it lies in the current tick, else the start of the next non-empty bucket
+    /// (a lower bound; an entry of a later lap costs one early wake-up per lap). Call after
+    /// [`TimerWheel::expire`] so nothing due is left behind.
     pub fn next_due(&self) -> Option<Micros> {
         if self.len == 0 {
             return None;
         }
-        let start = (self.tick % BUCKETS as u64) as usize;
+        let cur = (self.tick % BUCKETS as u64) as usize;
+        let tick_end = (self.tick + 1) * TICK_US;
+        if let Some(at) = self.buckets[cur].iter().map(|e| e.at).filter(|&at| at < tick_end).min() {
+            return Some(at);
+        }
+        // Scan the bitmap from the bucket after the current one, wrapping around to it.
+        let start = (cur + 1) % BUCKETS;
         for step in 0..=WORDS {
             let w = (start / 64 + step) % WORDS;
             let mut word = self.bits[w];
@@ -114,7 +123,8 @@ impl TimerWheel {
             }
             if word != 0 {
                 let b = w * 64 + word.trailing_zeros() as usize;
-                let dist = (b + BUCKETS - start) % BUCKETS;
+                let dist = (b + BUCKETS - cur) % BUCKETS;
+                let dist = if dist == 0 { BUCKETS } else { dist };
                 return Some((self.tick + dist as u64) * TICK_US);
             }
         }
@@ -140,6 +150,7 @@ mod tests {
         let mut out = Vec::new();
         w.expire(1_100, &mut out);
         assert!(out.is_empty(), "1.2 ms is not due at 1.1 ms");
+        assert_eq!(w.next_due(), Some(1_200), "exact deadline within the current tick");
         w.expire(1_200, &mut out);
         assert_eq!(out, vec![e(2, 1_200)]);
         out.clear();
@@ -165,7 +176,7 @@ mod tests {
         let mut out = Vec::new();
         w.expire(50_000, &mut out);
         w.insert(e(9, 10));
-        assert_eq!(w.next_due(), Some(50_000));
+        assert_eq!(w.next_due(), Some(10), "overdue: wake at once");
         w.expire(50_000, &mut out);
         assert_eq!(out, vec![e(9, 10)]);
     }

@@ -101,10 +101,10 @@ pub struct RunArgs {
     pub no_reconnect: bool,
     /// CPUs to run shards on: list and ranges, e.g. 0,2-3 (default: all).
     #[arg(long, value_parser = parse::cpu_list)]
-    pub cpus: Option<Vec<usize>>,
+    pub cpus: Option<parse::CpuList>,
     /// Source addresses to rotate: list, range (127.0.0.1-127.0.0.32) or CIDR (127.0.0.0/27).
     #[arg(long, value_parser = parse::source_ips)]
-    pub source_ip: Option<Vec<IpAddr>>,
+    pub source_ip: Option<parse::IpList>,
     /// Close sockets with RST (SO_LINGER 0) to leave no TIME_WAIT behind.
     #[arg(long)]
     pub linger_zero: bool,
@@ -290,7 +290,7 @@ impl RunPlan {
         }
         let available = available_cpus();
         let cpus = match &a.cpus {
-            Some(list) => {
+            Some(parse::CpuList(list)) => {
                 if let Some(c) = list.iter().find(|c| !available.contains(c)) {
                     return Err(inv("--cpus", format!("CPU {c} is not available to this process (available: {available:?})")));
                 }
@@ -299,7 +299,7 @@ impl RunPlan {
             None => available,
         };
         let (source_ips, auto) = match &a.source_ip {
-            Some(ips) => {
+            Some(parse::IpList(ips)) => {
                 if let Some(ip) = ips.iter().find(|ip| ip.is_ipv4() != target.is_ipv4()) {
                     return Err(inv("--source-ip", format!("{ip} is not the same address family as the target {}", target.ip())));
                 }

@@ -52,8 +52,16 @@ pub fn header(s: &str) -> Result<(String, String), String> {
     Ok((name.to_owned(), value.to_owned()))
 }
 
+/// A parsed CPU list (a newtype so clap treats it as one value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuList(pub Vec<usize>);
+
+/// A parsed set of source addresses (a newtype so clap treats it as one value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpList(pub Vec<IpAddr>);
+
 /// Parses a CPU list like `0,2-3`.
-pub fn cpu_list(s: &str) -> Result<Vec<usize>, String> {
+pub fn cpu_list(s: &str) -> Result<CpuList, String> {
     let err = || format!("invalid CPU list `{s}` (examples: 0  0,2  1-3  0,2-3)");
     let mut out = Vec::new();
     for part in s.split(',') {
@@ -74,11 +82,11 @@ pub fn cpu_list(s: &str) -> Result<Vec<usize>, String> {
             }
         }
     }
-    Ok(out)
+    Ok(CpuList(out))
 }
 
 /// Parses source addresses: `a,b`, a range `127.0.0.1-127.0.0.32`, or CIDR `127.0.0.0/27`.
-pub fn source_ips(s: &str) -> Result<Vec<IpAddr>, String> {
+pub fn source_ips(s: &str) -> Result<IpList, String> {
     let mut out = Vec::new();
     for part in s.split(',') {
         let part = part.trim();
@@ -109,7 +117,7 @@ pub fn source_ips(s: &str) -> Result<Vec<IpAddr>, String> {
     if out.is_empty() {
         return Err("no source addresses given".into());
     }
-    Ok(out)
+    Ok(IpList(out))
 }
 
 fn ipv4(s: &str, whole: &str) -> Result<u32, String> {
@@ -139,16 +147,16 @@ mod tests {
         assert_eq!(header("Authorization: Bearer x:y").unwrap(), ("Authorization".into(), "Bearer x:y".into()));
         assert!(header("NoColon").is_err());
         assert!(header("Bad Name: v").is_err());
-        assert_eq!(cpu_list("0,2-3,2").unwrap(), vec![0, 2, 3]);
+        assert_eq!(cpu_list("0,2-3,2").unwrap().0, vec![0, 2, 3]);
         assert!(cpu_list("3-1").is_err());
         assert!(cpu_list("a").is_err());
-        let r = source_ips("127.0.0.1-127.0.0.4").unwrap();
+        let r = source_ips("127.0.0.1-127.0.0.4").unwrap().0;
         assert_eq!(r.len(), 4);
         assert_eq!(r[3], "127.0.0.4".parse::<IpAddr>().unwrap());
-        let c = source_ips("127.0.0.0/29").unwrap();
+        let c = source_ips("127.0.0.0/29").unwrap().0;
         assert_eq!(c.first(), Some(&"127.0.0.1".parse::<IpAddr>().unwrap()));
         assert_eq!(c.len(), 6);
-        assert_eq!(source_ips("::1,::2").unwrap().len(), 2);
+        assert_eq!(source_ips("::1,::2").unwrap().0.len(), 2);
         assert!(source_ips("127.0.0.5-127.0.0.1").is_err());
         assert!(source_ips("10.0.0.0/8").is_err());
     }
