@@ -17,7 +17,12 @@ fn lock() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn gateway(reject: Option<Reject>) -> Gateway {
-    Gateway::start(ServeConfig { listen: "127.0.0.1:0".parse().unwrap(), reject, ..ServeConfig::default() }).unwrap()
+    Gateway::start(ServeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        reject,
+        ..ServeConfig::default()
+    })
+    .unwrap()
 }
 
 fn json_path(name: &str) -> PathBuf {
@@ -27,7 +32,10 @@ fn json_path(name: &str) -> PathBuf {
 }
 
 fn sockstorm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sockstorm")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_sockstorm"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn read_json(p: &PathBuf) -> Value {
@@ -35,7 +43,9 @@ fn read_json(p: &PathBuf) -> Value {
 }
 
 fn counter(v: &Value, name: &str) -> u64 {
-    v["counters"][name].as_u64().unwrap_or_else(|| panic!("counter {name} missing"))
+    v["counters"][name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("counter {name} missing"))
 }
 
 fn url(addr: SocketAddr) -> String {
@@ -70,27 +80,48 @@ fn five_thousand_echo_connections_all_accounted_for() {
         out.to_str().unwrap(),
     ]);
     let stdout = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(o.status.code(), Some(0), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let v = read_json(&out);
     assert_eq!(v["schema_version"], 1);
     assert_eq!(counter(&v, "attempts"), 5000);
     assert_eq!(counter(&v, "established"), 5000);
     assert_eq!(counter(&v, "connect_failed"), 0);
     assert_eq!(counter(&v, "sessions_dropped"), 0);
-    assert_eq!(v["failures"].as_object().unwrap().len(), 0, "{}", v["failures"]);
+    assert_eq!(
+        v["failures"].as_object().unwrap().len(),
+        0,
+        "{}",
+        v["failures"]
+    );
     let sent = counter(&v, "msgs_sent");
     // Each connection sends ~2/s for ~4 s of its 5 s life (ramp takes 1 s).
     assert!(sent >= 5000 * 6, "sent {sent}");
-    assert_eq!(counter(&v, "msgs_received"), sent, "every message echoed and matched");
+    assert_eq!(
+        counter(&v, "msgs_received"),
+        sent,
+        "every message echoed and matched"
+    );
     assert_eq!(counter(&v, "msgs_unanswered"), 0);
     assert_eq!(counter(&v, "on_open_sent"), 5000);
-    assert_eq!(counter(&v, "msgs_pushed"), 5000, "one subscribe ack per connection");
+    assert_eq!(
+        counter(&v, "msgs_pushed"),
+        5000,
+        "one subscribe ack per connection"
+    );
     assert_eq!(counter(&v, "closed_clean"), 5000);
     assert_eq!(v["close_codes"]["1000"], 5000);
     assert_eq!(v["histograms"]["ws_connecting"]["count"], 5000);
     assert_eq!(v["histograms"]["tcp_connect"]["count"], 5000);
     assert_eq!(v["histograms"]["ws_msg_rtt"]["count"].as_u64(), Some(sent));
-    assert_eq!(v["histograms"]["ws_ping"]["count"].as_u64(), Some(counter(&v, "pongs_received")));
+    assert_eq!(
+        v["histograms"]["ws_ping"]["count"].as_u64(),
+        Some(counter(&v, "pongs_received"))
+    );
     assert!(counter(&v, "pings_sent") >= 5000 * 3);
     assert_eq!(counter(&v, "pongs_received"), counter(&v, "pings_sent"));
     // The gateway saw exactly what we sent.
@@ -135,7 +166,10 @@ fn port_without_listener_counts_every_attempt_as_refused() {
     assert_eq!(v["failures"]["refused"], 300);
     assert_eq!(v["failures"].as_object().unwrap().len(), 1);
     let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(stdout.contains("connection refused: nothing listens"), "{stdout}");
+    assert!(
+        stdout.contains("connection refused: nothing listens"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -146,7 +180,19 @@ fn reconnect_holds_the_target_and_counts_each_retry() {
         l.local_addr().unwrap().port()
     };
     let out = json_path("reconnect");
-    let o = sockstorm(&["run", &format!("ws://127.0.0.1:{port}/"), "-c", "50", "--connect-rate", "200", "-d", "2s", "-q", "--json", out.to_str().unwrap()]);
+    let o = sockstorm(&[
+        "run",
+        &format!("ws://127.0.0.1:{port}/"),
+        "-c",
+        "50",
+        "--connect-rate",
+        "200",
+        "-d",
+        "2s",
+        "-q",
+        "--json",
+        out.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(3));
     let v = read_json(&out);
     let attempts = counter(&v, "attempts");
@@ -161,7 +207,20 @@ fn gateway_answering_503_is_counted_by_status() {
     let _g = lock();
     let gw = gateway(Some(Reject::Status(503)));
     let out = json_path("503");
-    let o = sockstorm(&["run", &url(gw.local_addr()), "-c", "200", "--connect-rate", "2000", "-d", "1s", "--no-reconnect", "-q", "--json", out.to_str().unwrap()]);
+    let o = sockstorm(&[
+        "run",
+        &url(gw.local_addr()),
+        "-c",
+        "200",
+        "--connect-rate",
+        "2000",
+        "-d",
+        "1s",
+        "--no-reconnect",
+        "-q",
+        "--json",
+        out.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(3));
     let v = read_json(&out);
     assert_eq!(v["failures"]["http_503"], 200);
@@ -175,7 +234,20 @@ fn server_closing_during_handshake_is_counted() {
     let _g = lock();
     let gw = gateway(Some(Reject::Close));
     let out = json_path("close");
-    let o = sockstorm(&["run", &url(gw.local_addr()), "-c", "150", "--connect-rate", "3000", "-d", "1s", "--no-reconnect", "-q", "--json", out.to_str().unwrap()]);
+    let o = sockstorm(&[
+        "run",
+        &url(gw.local_addr()),
+        "-c",
+        "150",
+        "--connect-rate",
+        "3000",
+        "-d",
+        "1s",
+        "--no-reconnect",
+        "-q",
+        "--json",
+        out.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(3));
     let v = read_json(&out);
     assert_eq!(v["failures"]["closed_during_handshake"], 150);
@@ -189,7 +261,23 @@ fn ctrl_c_stops_within_two_seconds_and_keeps_the_results() {
     let gw = gateway(None);
     let out = json_path("sigint");
     let mut child = Command::new(env!("CARGO_BIN_EXE_sockstorm"))
-        .args(["run", &url(gw.local_addr()), "-c", "500", "--connect-rate", "5000", "-d", "60s", "--message", "x", "--message-rate", "20", "-q", "--json", out.to_str().unwrap()])
+        .args([
+            "run",
+            &url(gw.local_addr()),
+            "-c",
+            "500",
+            "--connect-rate",
+            "5000",
+            "-d",
+            "60s",
+            "--message",
+            "x",
+            "--message-rate",
+            "20",
+            "-q",
+            "--json",
+            out.to_str().unwrap(),
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -197,7 +285,10 @@ fn ctrl_c_stops_within_two_seconds_and_keeps_the_results() {
     std::thread::sleep(Duration::from_millis(1500));
     let t = Instant::now();
     // SAFETY (test): signalling our own child process.
-    let rc = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let rc = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(rc.success());
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
@@ -214,19 +305,43 @@ fn ctrl_c_stops_within_two_seconds_and_keeps_the_results() {
     assert_eq!(counter(&v, "established"), 500);
     let sent = counter(&v, "msgs_sent");
     assert!(sent > 500 * 10);
-    assert_eq!(sent, counter(&v, "msgs_received") + counter(&v, "msgs_unanswered"));
+    assert_eq!(
+        sent,
+        counter(&v, "msgs_received") + counter(&v, "msgs_unanswered")
+    );
     gw.shutdown();
 }
 
 #[test]
 fn bad_input_gets_a_clear_error_and_exit_code() {
     let cases: [(&[&str], i32, &str); 6] = [
-        (&["run", "ws://127.0.0.1:1/", "--connect-rate", "fast"], 2, "invalid value 'fast'"),
-        (&["run", "ws://127.0.0.1:1/", "-d", "10x"], 2, "invalid duration"),
+        (
+            &["run", "ws://127.0.0.1:1/", "--connect-rate", "fast"],
+            2,
+            "invalid value 'fast'",
+        ),
+        (
+            &["run", "ws://127.0.0.1:1/", "-d", "10x"],
+            2,
+            "invalid duration",
+        ),
         (&["run", "wss://127.0.0.1:1/"], 1, "not supported yet"),
         (&["run", "http://127.0.0.1:1/"], 1, "unsupported scheme"),
-        (&["run", "ws://127.0.0.1:1/", "-c", "50000"], 1, "RLIMIT_NOFILE"),
-        (&["run", "ws://127.0.0.1:1/", "--source-ip", "127.0.0.9-127.0.0.1"], 2, "runs backwards"),
+        (
+            &["run", "ws://127.0.0.1:1/", "-c", "50000"],
+            1,
+            "RLIMIT_NOFILE",
+        ),
+        (
+            &[
+                "run",
+                "ws://127.0.0.1:1/",
+                "--source-ip",
+                "127.0.0.9-127.0.0.1",
+            ],
+            2,
+            "runs backwards",
+        ),
     ];
     for (args, code, needle) in cases {
         let o = sockstorm(args);
@@ -241,8 +356,22 @@ fn bad_input_gets_a_clear_error_and_exit_code() {
 fn demo_runs_end_to_end_with_the_in_process_gateway() {
     let _g = lock();
     let out = json_path("demo");
-    let o = sockstorm(&["demo", "-c", "400", "-d", "3s", "-q", "--json", out.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = sockstorm(&[
+        "demo",
+        "-c",
+        "400",
+        "-d",
+        "3s",
+        "-q",
+        "--json",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let v = read_json(&out);
     assert_eq!(counter(&v, "established"), 400);
     assert_eq!(counter(&v, "msgs_received"), counter(&v, "msgs_sent"));

@@ -143,7 +143,9 @@ pub enum CliError {
     #[error("built-in gateway: {0}")]
     Server(#[from] crate::server::ServerError),
     /// Results could not be written.
-    #[error("cannot write results to `{path}`: {source} (check the directory exists and is writable)")]
+    #[error(
+        "cannot write results to `{path}`: {source} (check the directory exists and is writable)"
+    )]
     Output {
         /// Output path.
         path: PathBuf,
@@ -160,7 +162,9 @@ fn control() -> &'static RunControl {
         // Without a handler Ctrl-C kills the process and loses the results; a failure to
         // install is reported but not fatal.
         if let Err(e) = ctrlc::set_handler(|| CTL.interrupt()) {
-            eprintln!("warning: cannot install the Ctrl-C handler ({e}); Ctrl-C will lose the results");
+            eprintln!(
+                "warning: cannot install the Ctrl-C handler ({e}); Ctrl-C will lose the results"
+            );
         }
     });
     &CTL
@@ -215,7 +219,10 @@ fn finish(plan: &RunPlan, result: &RunResult) -> Result<u8, CliError> {
 }
 
 fn write_json(path: &Path, v: &serde_json::Value) -> Result<(), CliError> {
-    let err = |source| CliError::Output { path: path.to_owned(), source };
+    let err = |source| CliError::Output {
+        path: path.to_owned(),
+        source,
+    };
     let tmp = path.with_extension("json.tmp");
     let text = serde_json::to_vec_pretty(v).map_err(|e| err(e.into()))?;
     std::fs::write(&tmp, text).map_err(err)?;
@@ -235,8 +242,16 @@ fn serve(a: &ServeArgs) -> Result<u8, CliError> {
         report: !a.quiet,
     };
     let gw = Gateway::start(cfg)?;
-    let mode = if a.publish_rate > 0.0 { format!("echo + fan-out {}/s", a.publish_rate) } else { "echo".into() };
-    println!("sockstorm serve: listening on ws://{}/ ({mode}, {} thread(s))", gw.local_addr(), a.threads);
+    let mode = if a.publish_rate > 0.0 {
+        format!("echo + fan-out {}/s", a.publish_rate)
+    } else {
+        "echo".into()
+    };
+    println!(
+        "sockstorm serve: listening on ws://{}/ ({mode}, {} thread(s))",
+        gw.local_addr(),
+        a.threads
+    );
     let _ = std::io::stdout().flush();
     let start = Instant::now();
     while ctl.level() == 0 && a.duration.is_none_or(|d| start.elapsed() < d) {
@@ -258,9 +273,15 @@ fn demo(a: &DemoArgs) -> Result<u8, CliError> {
     let connections = a.connections.unwrap_or(10_000.min(fit.max(100)));
     let cpus = plan::available_cpus();
     let gw_cpu = cpus.last().copied().unwrap_or(0);
-    let client_cpus: Vec<usize> = if cpus.len() > 1 { cpus[..cpus.len() - 1].to_vec() } else { cpus.clone() };
+    let client_cpus: Vec<usize> = if cpus.len() > 1 {
+        cpus[..cpus.len() - 1].to_vec()
+    } else {
+        cpus.clone()
+    };
     let gw = Gateway::start(ServeConfig {
-        listen: "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!("constant address")),
+        listen: "127.0.0.1:0"
+            .parse()
+            .unwrap_or_else(|_| unreachable!("constant address")),
         threads: 1,
         cpus: vec![gw_cpu],
         report: false,
@@ -317,11 +338,17 @@ fn doctor_cmd(a: &DoctorArgs) -> u8 {
         connections: a.connections,
         target: a.target,
         source_ips: a.source_ip.as_ref().map_or(1, |v| v.0.len() as u32),
-        shards: a.cpus.as_ref().map_or_else(|| plan::available_cpus().len(), |c| c.0.len()),
+        shards: a
+            .cpus
+            .as_ref()
+            .map_or_else(|| plan::available_cpus().len(), |c| c.0.len()),
     };
     let report = doctor::run(&opts);
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report.to_json()).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report.to_json()).unwrap_or_default()
+        );
     } else {
         print!("{report}");
     }

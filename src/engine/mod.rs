@@ -56,12 +56,16 @@ pub struct RunControl {
 impl RunControl {
     /// A control in the running state.
     pub const fn new() -> Self {
-        Self { state: AtomicU8::new(0) }
+        Self {
+            state: AtomicU8::new(0),
+        }
     }
 
     /// First call: graceful stop; second: abort.
     pub fn interrupt(&self) {
-        let _ = self.state.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| Some((s + 1).min(2)));
+        let _ = self
+            .state
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| Some((s + 1).min(2)));
     }
 
     /// 0 running, 1 interrupted, 2 aborted.
@@ -112,6 +116,15 @@ pub struct RunResult {
     pub timeline: Vec<Sample>,
 }
 
+impl RunResult {
+    /// RSS growth per open connection at the peak (the per-connection memory cost).
+    pub fn rss_per_open_connection(&self) -> Option<u64> {
+        self.rss_at_peak_open
+            .saturating_sub(self.rss_before)
+            .checked_div(self.peak_open)
+    }
+}
+
 /// Splits `n` into `parts` near-equal shares (the first ones get the remainder).
 pub fn split(n: u64, parts: usize) -> Vec<u64> {
     let p = parts.max(1) as u64;
@@ -120,25 +133,43 @@ pub fn split(n: u64, parts: usize) -> Vec<u64> {
 
 /// Runs `plan` to completion.
 pub fn run(plan: &RunPlan, ctl: &RunControl) -> Result<RunResult, EngineError> {
-    let nofile = sock::raise_nofile_limit().or_else(|_| sock::nofile_limit()).unwrap_or((1024, 1024));
+    let nofile = sock::raise_nofile_limit()
+        .or_else(|_| sock::nofile_limit())
+        .unwrap_or((1024, 1024));
     let capacity = nofile.0.saturating_sub(FD_RESERVE);
     if plan.connections > capacity {
-        return Err(EngineError::TooManyConnections { wanted: plan.connections, allowed: capacity, hard: nofile.1 });
+        return Err(EngineError::TooManyConnections {
+            wanted: plan.connections,
+            allowed: capacity,
+            hard: nofile.1,
+        });
     }
     let shards = plan.cpus.len().max(1);
     let counts = split(plan.connections, shards);
     let conn_cfg = ConnConfig {
-        template: RequestTemplate::new(&plan.url.host_header(), &plan.url.path, &plan.headers, &plan.subprotocols),
+        template: RequestTemplate::new(
+            &plan.url.host_header(),
+            &plan.url.path,
+            &plan.headers,
+            &plan.subprotocols,
+        ),
         connect_timeout: plan.connect_timeout.as_micros() as u64,
         on_open: plan.on_open.clone(),
         message: plan.message.clone(),
-        message_interval: if plan.message_rate > 0.0 { (1e6 / plan.message_rate).max(1.0) as u64 } else { 0 },
+        message_interval: if plan.message_rate > 0.0 {
+            (1e6 / plan.message_rate).max(1.0) as u64
+        } else {
+            0
+        },
         ping_interval: plan.ping_interval.map_or(0, |d| d.as_micros() as u64),
         close_wait: plan.close_wait.as_micros() as u64,
         validate_utf8: plan.validate_utf8,
     };
     let flags = Arc::new(StopFlags::default());
-    let gate = Arc::new(StartGate { barrier: Barrier::new(shards + 1), epoch: OnceLock::new() });
+    let gate = Arc::new(StartGate {
+        barrier: Barrier::new(shards + 1),
+        epoch: OnceLock::new(),
+    });
     let (tx, rx) = mpsc::channel();
     let mut handles = Vec::new();
     for (i, &count) in counts.iter().enumerate() {
@@ -161,7 +192,9 @@ pub fn run(plan: &RunPlan, ctl: &RunControl) -> Result<RunResult, EngineError> {
             drain_us: plan.drain.as_micros() as u64,
             conn: conn_cfg.clone(),
             sources,
-            sock: SockOptions { linger_zero: plan.linger_zero },
+            sock: SockOptions {
+                linger_zero: plan.linger_zero,
+            },
             reconnect: plan.reconnect,
             ring: RingConfig::default(),
         };
@@ -169,7 +202,10 @@ pub fn run(plan: &RunPlan, ctl: &RunControl) -> Result<RunResult, EngineError> {
         let h = std::thread::Builder::new()
             .name(format!("shard-{i}"))
             .spawn(move || shard::run(sp, f, g, t))
-            .map_err(|e| EngineError::Shard { shard: i, reason: format!("cannot spawn thread: {e}") })?;
+            .map_err(|e| EngineError::Shard {
+                shard: i,
+                reason: format!("cannot spawn thread: {e}"),
+            })?;
         handles.push(h);
     }
     drop(tx);
@@ -179,7 +215,9 @@ pub fn run(plan: &RunPlan, ctl: &RunControl) -> Result<RunResult, EngineError> {
     for _ in 0..shards {
         match rx.recv() {
             Ok(ShardEvent::Ready(_, w)) => wakers.push(w),
-            Ok(ShardEvent::Failed(i, reason)) => setup_error = Some(EngineError::Shard { shard: i, reason }),
+            Ok(ShardEvent::Failed(i, reason)) => {
+                setup_error = Some(EngineError::Shard { shard: i, reason })
+            }
             _ => {}
         }
     }
@@ -232,7 +270,9 @@ pub fn run(plan: &RunPlan, ctl: &RunControl) -> Result<RunResult, EngineError> {
                 gauges[i] = g;
                 done[i] = true;
             }
-            Ok(ShardEvent::Failed(i, reason)) => shard_error = Some(EngineError::Shard { shard: i, reason }),
+            Ok(ShardEvent::Failed(i, reason)) => {
+                shard_error = Some(EngineError::Shard { shard: i, reason })
+            }
             Ok(ShardEvent::Ready(..)) | Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
@@ -274,7 +314,11 @@ pub fn run(plan: &RunPlan, ctl: &RunControl) -> Result<RunResult, EngineError> {
         rss_before,
         rss_at_peak_open: rss_at_peak,
         peak_open,
-        schedule_lag_max_us: gauges.iter().map(|g| g.schedule_lag_max_us).max().unwrap_or(0),
+        schedule_lag_max_us: gauges
+            .iter()
+            .map(|g| g.schedule_lag_max_us)
+            .max()
+            .unwrap_or(0),
         nofile,
         capacity,
         timeline,
@@ -289,7 +333,10 @@ struct Progress {
 
 impl Progress {
     fn new(quiet: bool) -> Self {
-        Self { quiet, tty: std::io::IsTerminal::is_terminal(&std::io::stderr()) }
+        Self {
+            quiet,
+            tty: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        }
     }
 
     fn line(&self, t: f64, open: u64, target: u64, second: &ShardStats, total: &ShardStats) {

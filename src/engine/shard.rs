@@ -147,7 +147,9 @@ pub fn run(plan: ShardPlan, flags: Arc<StopFlags>, gate: Arc<StartGate>, tx: Sen
         return;
     }
     gate.barrier.wait();
-    let Some(&epoch) = gate.epoch.get() else { return };
+    let Some(&epoch) = gate.epoch.get() else {
+        return;
+    };
     let mut shard = Shard::new(plan, ring, epoch, flags, tx);
     shard.run();
 }
@@ -181,7 +183,13 @@ struct Shard {
 }
 
 impl Shard {
-    fn new(plan: ShardPlan, ring: Ring, epoch: Instant, flags: Arc<StopFlags>, tx: Sender<ShardEvent>) -> Self {
+    fn new(
+        plan: ShardPlan,
+        ring: Ring,
+        epoch: Instant,
+        flags: Arc<StopFlags>,
+        tx: Sender<ShardEvent>,
+    ) -> Self {
         let n = plan.connections;
         Self {
             cfg: plan.conn.clone(),
@@ -225,7 +233,9 @@ impl Shard {
                     self.begin_stop(now, interrupted);
                 }
             }
-            if self.flags.abort.load(Ordering::Relaxed) || (self.stopping && now >= self.hard_deadline) {
+            if self.flags.abort.load(Ordering::Relaxed)
+                || (self.stopping && now >= self.hard_deadline)
+            {
                 self.abort_all(now);
             }
             self.expire_timers(now);
@@ -240,9 +250,14 @@ impl Shard {
             if self.stopping && self.live == 0 && self.inflight == 0 {
                 break;
             }
-            let timeout = self.next_wake(now).map(|t| Duration::from_micros(t.saturating_sub(self.now())));
+            let timeout = self
+                .next_wake(now)
+                .map(|t| Duration::from_micros(t.saturating_sub(self.now())));
             if let Err(e) = self.ring.submit_and_wait(timeout) {
-                let _ = self.tx.send(ShardEvent::Failed(self.plan.index, format!("io_uring wait failed: {e}")));
+                let _ = self.tx.send(ShardEvent::Failed(
+                    self.plan.index,
+                    format!("io_uring wait failed: {e}"),
+                ));
                 self.abort_all(self.now());
             }
             self.ring.reap(&mut self.cq);
@@ -278,7 +293,11 @@ impl Shard {
             .iter()
             .filter(|s| s.conn.as_ref().is_some_and(|c| c.phase() == Phase::Open))
             .count() as u64;
-        let g = Gauges { open, live: self.live, schedule_lag_max_us: self.lag_max };
+        let g = Gauges {
+            open,
+            live: self.live,
+            schedule_lag_max_us: self.lag_max,
+        };
         let stats = Box::new(self.stats.take_interval());
         let ev = if done {
             ShardEvent::Done(self.plan.index, stats, g)
@@ -299,7 +318,13 @@ impl Shard {
         }
         self.hard_deadline = now + drain + self.cfg.close_wait + 200_000;
         for i in 0..self.slots.len() {
-            let Shard { slots, cfg, stats, rng, .. } = self;
+            let Shard {
+                slots,
+                cfg,
+                stats,
+                rng,
+                ..
+            } = self;
             if let Some(conn) = slots[i].conn.as_mut() {
                 let mut ctx = Ctx { cfg, stats, rng };
                 conn.stop(&mut ctx, now, now + drain);
@@ -312,7 +337,13 @@ impl Shard {
         self.stopping = true;
         self.pending_opens = 0;
         for i in 0..self.slots.len() {
-            let Shard { slots, cfg, stats, rng, .. } = self;
+            let Shard {
+                slots,
+                cfg,
+                stats,
+                rng,
+                ..
+            } = self;
             if let Some(conn) = slots[i].conn.as_mut() {
                 let mut ctx = Ctx { cfg, stats, rng };
                 if !conn.is_done() {
@@ -356,7 +387,17 @@ impl Shard {
             self.source_idx += 1;
             ip
         });
-        let Shard { slots, cfg, stats, rng, ring, plan, inflight, live, .. } = self;
+        let Shard {
+            slots,
+            cfg,
+            stats,
+            rng,
+            ring,
+            plan,
+            inflight,
+            live,
+            ..
+        } = self;
         let slot = &mut slots[i as usize];
         slot.allocated = true;
         let mut ctx = Ctx { cfg, stats, rng };
@@ -370,7 +411,11 @@ impl Shard {
                 *inflight += 1;
                 ring.connect(fd, pack(i, slot.gen, Op::Connect));
             }
-            Err(e) => conn.handle_error(&mut ctx, now, Failure::from_errno(e.raw_os_error().unwrap_or(0))),
+            Err(e) => conn.handle_error(
+                &mut ctx,
+                now,
+                Failure::from_errno(e.raw_os_error().unwrap_or(0)),
+            ),
         }
         slot.conn = Some(conn);
         self.after(i, now);
@@ -381,8 +426,16 @@ impl Shard {
         fired.clear();
         self.wheel.expire(now, &mut fired);
         for e in &fired {
-            let Shard { slots, cfg, stats, rng, .. } = self;
-            let Some(slot) = slots.get_mut(e.slot as usize) else { continue };
+            let Shard {
+                slots,
+                cfg,
+                stats,
+                rng,
+                ..
+            } = self;
+            let Some(slot) = slots.get_mut(e.slot as usize) else {
+                continue;
+            };
             if slot.gen != e.gen || slot.timer_at != e.at {
                 continue; // re-armed or reused since: a stale entry
             }
@@ -398,14 +451,20 @@ impl Shard {
     /// After any input: re-arm the timer, queue output, or tear down a finished connection.
     fn after(&mut self, i: u32, now: Micros) {
         let slot = &mut self.slots[i as usize];
-        let Some(conn) = slot.conn.as_ref() else { return };
+        let Some(conn) = slot.conn.as_ref() else {
+            return;
+        };
         if conn.is_done() {
             return self.teardown(i, now);
         }
         if let Some(t) = conn.poll_timeout(&self.cfg) {
             if slot.timer_at == 0 || t < slot.timer_at {
                 slot.timer_at = t;
-                self.wheel.insert(TimerEntry { slot: i, gen: slot.gen, at: t });
+                self.wheel.insert(TimerEntry {
+                    slot: i,
+                    gen: slot.gen,
+                    at: t,
+                });
             }
         }
         if !slot.sending && !slot.in_dirty && conn.wants_transmit(&self.cfg, now) {
@@ -417,10 +476,21 @@ impl Shard {
     fn flush(&mut self, now: Micros) {
         let mut dirty = std::mem::take(&mut self.dirty);
         for &i in &dirty {
-            let Shard { slots, cfg, stats, rng, ring, pool, inflight, .. } = self;
+            let Shard {
+                slots,
+                cfg,
+                stats,
+                rng,
+                ring,
+                pool,
+                inflight,
+                ..
+            } = self;
             let slot = &mut slots[i as usize];
             slot.in_dirty = false;
-            let Some(conn) = slot.conn.as_mut() else { continue };
+            let Some(conn) = slot.conn.as_mut() else {
+                continue;
+            };
             if slot.sending || conn.is_done() || slot.connecting {
                 continue;
             }
@@ -457,10 +527,14 @@ impl Shard {
         }
         if slot.fd >= 0 && !slot.close_submitted {
             if slot.recv_armed {
-                self.ring.cancel(pack(i, slot.gen, Op::Recv), pack(i, slot.gen, Op::Cancel));
+                self.ring
+                    .cancel(pack(i, slot.gen, Op::Recv), pack(i, slot.gen, Op::Cancel));
             }
             if slot.connecting {
-                self.ring.cancel(pack(i, slot.gen, Op::Connect), pack(i, slot.gen, Op::Cancel));
+                self.ring.cancel(
+                    pack(i, slot.gen, Op::Connect),
+                    pack(i, slot.gen, Op::Cancel),
+                );
             }
             self.ring.close(slot.fd, pack(i, slot.gen, Op::Close));
             slot.close_submitted = true;
@@ -496,7 +570,10 @@ impl Shard {
         if op == Op::Cancel {
             return;
         }
-        let stale = self.slots.get(i as usize).is_none_or(|s| !s.allocated || s.gen != gen || s.ops == 0);
+        let stale = self
+            .slots
+            .get(i as usize)
+            .is_none_or(|s| !s.allocated || s.gen != gen || s.ops == 0);
         if stale {
             if let Some(bid) = c.buffer() {
                 self.ring.recycle(bid);
@@ -507,7 +584,15 @@ impl Shard {
         match op {
             Op::Connect => {
                 self.op_done(i);
-                let Shard { slots, cfg, stats, rng, ring, inflight, .. } = self;
+                let Shard {
+                    slots,
+                    cfg,
+                    stats,
+                    rng,
+                    ring,
+                    inflight,
+                    ..
+                } = self;
                 let slot = &mut slots[i as usize];
                 slot.connecting = false;
                 if let Some(conn) = slot.conn.as_mut() {
@@ -528,7 +613,15 @@ impl Shard {
                     self.op_done(i);
                     self.slots[i as usize].recv_armed = false;
                 }
-                let Shard { slots, cfg, stats, rng, ring, inflight, .. } = self;
+                let Shard {
+                    slots,
+                    cfg,
+                    stats,
+                    rng,
+                    ring,
+                    inflight,
+                    ..
+                } = self;
                 let slot = &mut slots[i as usize];
                 let alive = slot.conn.as_ref().is_some_and(|c| !c.is_done());
                 if let Some(bid) = c.buffer() {
@@ -556,7 +649,16 @@ impl Shard {
             }
             Op::Send => {
                 self.op_done(i);
-                let Shard { slots, cfg, stats, rng, ring, pool, inflight, .. } = self;
+                let Shard {
+                    slots,
+                    cfg,
+                    stats,
+                    rng,
+                    ring,
+                    pool,
+                    inflight,
+                    ..
+                } = self;
                 let slot = &mut slots[i as usize];
                 slot.sending = false;
                 let mut buf = ring.take_send(i).unwrap_or_default();
@@ -573,8 +675,14 @@ impl Shard {
                     if buf.capacity() <= 64 * 1024 {
                         pool.push(buf);
                     }
-                    if let (true, Some(conn)) = (res < 0 && res != -libc::ECANCELED, slot.conn.as_mut()) {
-                        conn.handle_error(&mut Ctx { cfg, stats, rng }, now, Failure::from_errno(-res));
+                    if let (true, Some(conn)) =
+                        (res < 0 && res != -libc::ECANCELED, slot.conn.as_mut())
+                    {
+                        conn.handle_error(
+                            &mut Ctx { cfg, stats, rng },
+                            now,
+                            Failure::from_errno(-res),
+                        );
                     }
                 }
             }

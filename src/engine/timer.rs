@@ -41,7 +41,12 @@ impl Default for TimerWheel {
 impl TimerWheel {
     /// An empty wheel starting at time 0.
     pub fn new() -> Self {
-        Self { buckets: vec![Vec::new(); BUCKETS], bits: [0; WORDS], tick: 0, len: 0 }
+        Self {
+            buckets: vec![Vec::new(); BUCKETS],
+            bits: [0; WORDS],
+            tick: 0,
+            len: 0,
+        }
     }
 
     /// Number of armed entries (including stale ones not yet fired).
@@ -108,7 +113,12 @@ impl TimerWheel {
         }
         let cur = (self.tick % BUCKETS as u64) as usize;
         let tick_end = (self.tick + 1) * TICK_US;
-        if let Some(at) = self.buckets[cur].iter().map(|e| e.at).filter(|&at| at < tick_end).min() {
+        if let Some(at) = self.buckets[cur]
+            .iter()
+            .map(|e| e.at)
+            .filter(|&at| at < tick_end)
+            .min()
+        {
             return Some(at);
         }
         // Scan the bitmap from the bucket after the current one, wrapping around to it.
@@ -150,7 +160,11 @@ mod tests {
         let mut out = Vec::new();
         w.expire(1_100, &mut out);
         assert!(out.is_empty(), "1.2 ms is not due at 1.1 ms");
-        assert_eq!(w.next_due(), Some(1_200), "exact deadline within the current tick");
+        assert_eq!(
+            w.next_due(),
+            Some(1_200),
+            "exact deadline within the current tick"
+        );
         w.expire(1_200, &mut out);
         assert_eq!(out, vec![e(2, 1_200)]);
         out.clear();

@@ -4,7 +4,10 @@ use std::io;
 
 /// Reads RLIMIT_NOFILE as `(soft, hard)`.
 pub fn nofile_limit() -> io::Result<(u64, u64)> {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: `lim` is a valid, writable rlimit struct for the duration of the call.
     let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
     if rc != 0 {
@@ -17,7 +20,10 @@ pub fn nofile_limit() -> io::Result<(u64, u64)> {
 pub fn raise_nofile_limit() -> io::Result<(u64, u64)> {
     let (soft, hard) = nofile_limit()?;
     if soft < hard {
-        let lim = libc::rlimit { rlim_cur: hard, rlim_max: hard };
+        let lim = libc::rlimit {
+            rlim_cur: hard,
+            rlim_max: hard,
+        };
         // SAFETY: `lim` is a valid rlimit struct; setrlimit only reads it.
         let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
         if rc != 0 {
@@ -43,8 +49,16 @@ pub struct SockOptions {
 /// with IP_BIND_ADDRESS_NO_PORT, so the port is chosen at connect time per 4-tuple and a
 /// source address is not limited to 28k ports across all destinations. Returns the raw fd,
 /// which the caller owns and must close.
-pub fn client_socket(dest: &SocketAddr, source: Option<IpAddr>, opts: SockOptions) -> io::Result<RawFd> {
-    let sock = Socket::new(Domain::for_address(*dest), Type::STREAM.cloexec(), Some(Protocol::TCP))?;
+pub fn client_socket(
+    dest: &SocketAddr,
+    source: Option<IpAddr>,
+    opts: SockOptions,
+) -> io::Result<RawFd> {
+    let sock = Socket::new(
+        Domain::for_address(*dest),
+        Type::STREAM.cloexec(),
+        Some(Protocol::TCP),
+    )?;
     sock.set_tcp_nodelay(true)?;
     if opts.linger_zero {
         sock.set_linger(Some(Duration::ZERO))?;
@@ -110,7 +124,12 @@ mod tests {
     fn source_bound_socket_connects_from_that_address() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let dest = listener.local_addr().unwrap();
-        let fd = client_socket(&dest, Some("127.0.0.3".parse().unwrap()), SockOptions::default()).unwrap();
+        let fd = client_socket(
+            &dest,
+            Some("127.0.0.3".parse().unwrap()),
+            SockOptions::default(),
+        )
+        .unwrap();
         // SAFETY (test): we own fd and hand it to socket2 exactly once.
         let sock = unsafe { <Socket as std::os::fd::FromRawFd>::from_raw_fd(fd) };
         sock.connect(&SockAddr::from(dest)).unwrap();

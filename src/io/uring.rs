@@ -56,7 +56,11 @@ pub fn pack(slot: u32, gen: u32, op: Op) -> u64 {
 
 /// Inverse of [`pack`].
 pub fn unpack(ud: u64) -> (u32, u32, Option<Op>) {
-    (ud as u32, ((ud >> 32) as u32) & 0xFF_FFFF, Op::from_u8((ud >> 56) as u8))
+    (
+        ud as u32,
+        ((ud >> 32) as u32) & 0xFF_FFFF,
+        Op::from_u8((ud >> 56) as u8),
+    )
 }
 
 /// One completion, copied out of the completion queue.
@@ -95,7 +99,11 @@ pub struct RingConfig {
 
 impl Default for RingConfig {
     fn default() -> Self {
-        Self { entries: 4096, buf_count: 1024, buf_size: 4096 }
+        Self {
+            entries: 4096,
+            buf_count: 1024,
+            buf_size: 4096,
+        }
     }
 }
 
@@ -114,17 +122,30 @@ struct BufRing {
 impl BufRing {
     fn new(count: u16, size: u32) -> io::Result<Self> {
         if !count.is_power_of_two() || count > 32768 {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "buffer count must be a power of two ≤ 32768"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "buffer count must be a power of two ≤ 32768",
+            ));
         }
         let layout = Layout::from_size_align(usize::from(count) * 16, 4096)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         // SAFETY: layout has non-zero size (count ≥ 1).
         let entries = unsafe { alloc_zeroed(layout) }.cast::<types::BufRingEntry>();
         if entries.is_null() {
-            return Err(io::Error::new(io::ErrorKind::OutOfMemory, "buffer ring allocation failed"));
+            return Err(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                "buffer ring allocation failed",
+            ));
         }
         let data = vec![0u8; usize::from(count) * size as usize];
-        Ok(Self { entries, layout, data, count, size, tail: 0 })
+        Ok(Self {
+            entries,
+            layout,
+            data,
+            count,
+            size,
+            tail: 0,
+        })
     }
 
     /// Hands buffer `bid` (back) to the kernel.
@@ -141,7 +162,9 @@ impl BufRing {
         // SAFETY: `entries` is the ring base; the tail field overlays entry 0's reserved field
         // and is only written by us. Release publishes the entry before the new tail.
         unsafe {
-            let tail = types::BufRingEntry::tail(self.entries).cast_mut().cast::<AtomicU16>();
+            let tail = types::BufRingEntry::tail(self.entries)
+                .cast_mut()
+                .cast::<AtomicU16>();
             (*tail).store(self.tail, Ordering::Release);
         }
     }
@@ -198,8 +221,12 @@ impl Ring {
         // SAFETY: the entries allocation stays valid until `bufs` drops, which happens after
         // the ring is destroyed (field order); count matches the allocation.
         unsafe {
-            ring.submitter()
-                .register_buf_ring_with_flags(bufs.entries as u64, cfg.buf_count, BUF_GROUP, 0)?;
+            ring.submitter().register_buf_ring_with_flags(
+                bufs.entries as u64,
+                cfg.buf_count,
+                BUF_GROUP,
+                0,
+            )?;
         }
         for bid in 0..cfg.buf_count {
             bufs.push(bid);
@@ -253,15 +280,21 @@ impl Ring {
 
     /// Starts a connect of `fd` to the shard's target.
     pub fn connect(&mut self, fd: RawFd, ud: u64) {
-        let e = opcode::Connect::new(types::Fd(fd), self.target.as_ptr().cast(), self.target.len())
-            .build()
-            .user_data(ud);
+        let e = opcode::Connect::new(
+            types::Fd(fd),
+            self.target.as_ptr().cast(),
+            self.target.len(),
+        )
+        .build()
+        .user_data(ud);
         self.push(e);
     }
 
     /// Arms a multishot receive into the provided buffer ring.
     pub fn recv_multishot(&mut self, fd: RawFd, ud: u64) {
-        let e = opcode::RecvMulti::new(types::Fd(fd), BUF_GROUP).build().user_data(ud);
+        let e = opcode::RecvMulti::new(types::Fd(fd), BUF_GROUP)
+            .build()
+            .user_data(ud);
         self.push(e);
     }
 
@@ -312,7 +345,9 @@ impl Ring {
     pub fn submit_and_wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         let res = match timeout {
             Some(t) => {
-                let ts = types::Timespec::new().sec(t.as_secs()).nsec(t.subsec_nanos());
+                let ts = types::Timespec::new()
+                    .sec(t.as_secs())
+                    .nsec(t.subsec_nanos());
                 let args = types::SubmitArgs::new().timespec(&ts);
                 self.ring.submitter().submit_with_args(1, &args)
             }
@@ -320,7 +355,14 @@ impl Ring {
         };
         match res {
             Ok(_) => Ok(()),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                ) =>
+            {
+                Ok(())
+            }
             Err(e) => Err(e),
         }
     }
@@ -328,11 +370,11 @@ impl Ring {
     /// Moves all available completions into `out` (cleared first).
     pub fn reap(&mut self, out: &mut Vec<Completion>) {
         out.clear();
-        out.extend(
-            self.ring
-                .completion()
-                .map(|c| Completion { user_data: c.user_data(), result: c.result(), flags: c.flags() }),
-        );
+        out.extend(self.ring.completion().map(|c| Completion {
+            user_data: c.user_data(),
+            result: c.result(),
+            flags: c.flags(),
+        }));
     }
 }
 
@@ -351,7 +393,15 @@ mod tests {
     fn connect_send_and_multishot_recv_over_loopback() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut ring = Ring::new(RingConfig { entries: 64, buf_count: 8, buf_size: 64 }, addr).unwrap();
+        let mut ring = Ring::new(
+            RingConfig {
+                entries: 64,
+                buf_count: 8,
+                buf_size: 64,
+            },
+            addr,
+        )
+        .unwrap();
         let fd = crate::io::sock::client_socket(&addr, None, Default::default()).unwrap();
         ring.connect(fd, pack(1, 1, Op::Connect));
         let mut cq = Vec::new();
@@ -360,7 +410,8 @@ mod tests {
         let mut connected = false;
         let mut received = Vec::new();
         for _ in 0..50 {
-            ring.submit_and_wait(Some(Duration::from_millis(100))).unwrap();
+            ring.submit_and_wait(Some(Duration::from_millis(100)))
+                .unwrap();
             ring.reap(&mut cq);
             for c in cq.clone() {
                 got.push(unpack(c.user_data).2);
@@ -401,10 +452,12 @@ mod tests {
         ring.submit_and_wait(Some(Duration::from_secs(5))).unwrap();
         ring.reap(&mut cq);
         ring.close(fd, pack(1, 1, Op::Close));
-        assert!(cq.iter().any(|c| unpack(c.user_data).2 == Some(Op::Wake)) || {
-            ring.submit_and_wait(Some(Duration::from_secs(5))).unwrap();
-            ring.reap(&mut cq);
-            cq.iter().any(|c| unpack(c.user_data).2 == Some(Op::Wake))
-        });
+        assert!(
+            cq.iter().any(|c| unpack(c.user_data).2 == Some(Op::Wake)) || {
+                ring.submit_and_wait(Some(Duration::from_secs(5))).unwrap();
+                ring.reap(&mut cq);
+                cq.iter().any(|c| unpack(c.user_data).2 == Some(Op::Wake))
+            }
+        );
     }
 }

@@ -33,7 +33,13 @@ pub enum Hist {
 
 impl Hist {
     /// All histograms in report order.
-    pub const ALL: [Self; 5] = [Self::TcpConnect, Self::WsUpgrade, Self::WsConnecting, Self::WsMsgRtt, Self::WsPing];
+    pub const ALL: [Self; 5] = [
+        Self::TcpConnect,
+        Self::WsUpgrade,
+        Self::WsConnecting,
+        Self::WsMsgRtt,
+        Self::WsPing,
+    ];
 
     /// Metric name (k6 names where k6 has the same thing).
     pub fn name(self) -> &'static str {
@@ -50,7 +56,8 @@ impl Hist {
 /// Builds an empty histogram with the crate-wide bounds.
 pub fn new_histogram() -> Histogram<u64> {
     // Bounds are constants known to be valid (1 ≤ low, high ≥ 2·low, sigfig ≤ 5).
-    Histogram::new_with_bounds(1, HIST_MAX_US, HIST_SIGFIG).unwrap_or_else(|_| unreachable!("valid constant bounds"))
+    Histogram::new_with_bounds(1, HIST_MAX_US, HIST_SIGFIG)
+        .unwrap_or_else(|_| unreachable!("valid constant bounds"))
 }
 
 macro_rules! counters {
@@ -178,7 +185,10 @@ impl ShardStats {
             // Same bounds everywhere, so `add` cannot fail; saturate defensively anyway.
             if a.add(b).is_err() {
                 for v in b.iter_recorded() {
-                    a.saturating_record_n(v.value_iterated_to().min(HIST_MAX_US), v.count_at_value());
+                    a.saturating_record_n(
+                        v.value_iterated_to().min(HIST_MAX_US),
+                        v.count_at_value(),
+                    );
                 }
             }
         }
@@ -222,7 +232,10 @@ mod tests {
         b.close_code(1000);
         a.add(&b);
         assert_eq!(a.hist(Hist::WsMsgRtt).len(), 3);
-        assert_eq!(a.hist(Hist::WsMsgRtt).max(), a.hist(Hist::WsMsgRtt).highest_equivalent(HIST_MAX_US));
+        assert_eq!(
+            a.hist(Hist::WsMsgRtt).max(),
+            a.hist(Hist::WsMsgRtt).highest_equivalent(HIST_MAX_US)
+        );
         assert_eq!(a.counters.msgs_sent, 5);
         assert_eq!(a.failures[&Failure::Refused], 2);
         assert_eq!(a.close_codes[&1000], 1);

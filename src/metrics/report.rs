@@ -43,19 +43,40 @@ fn hist_json(h: &Histogram<u64>) -> Value {
 
 /// Reads a one-line /proc or /sys file.
 fn read_trim(path: &str) -> Option<String> {
-    std::fs::read_to_string(path).ok().map(|s| s.trim().to_owned())
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_owned())
 }
 
 /// The JSON results document.
 pub fn to_json(plan: &RunPlan, r: &RunResult) -> Value {
     let s = &r.stats;
-    let counters: Map<String, Value> = s.counters.pairs().into_iter().map(|(k, v)| (k.to_owned(), v.into())).collect();
-    let failures: Map<String, Value> = s.failures.iter().map(|(k, v)| (k.name(), (*v).into())).collect();
-    let failure_text: Map<String, Value> = s.failures.keys().map(|k| (k.name(), k.describe().into())).collect();
-    let close_codes: Map<String, Value> = s.close_codes.iter().map(|(k, v)| (k.to_string(), (*v).into())).collect();
-    let histograms: Map<String, Value> = Hist::ALL.iter().map(|h| (h.name().to_owned(), hist_json(s.hist(*h)))).collect();
+    let counters: Map<String, Value> = s
+        .counters
+        .pairs()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.into()))
+        .collect();
+    let failures: Map<String, Value> = s
+        .failures
+        .iter()
+        .map(|(k, v)| (k.name(), (*v).into()))
+        .collect();
+    let failure_text: Map<String, Value> = s
+        .failures
+        .keys()
+        .map(|k| (k.name(), k.describe().into()))
+        .collect();
+    let close_codes: Map<String, Value> = s
+        .close_codes
+        .iter()
+        .map(|(k, v)| (k.to_string(), (*v).into()))
+        .collect();
+    let histograms: Map<String, Value> = Hist::ALL
+        .iter()
+        .map(|h| (h.name().to_owned(), hist_json(s.hist(*h))))
+        .collect();
     let header_names: Vec<&str> = plan.headers.iter().map(|(n, _)| n.as_str()).collect();
-    let per_conn = (r.peak_open > 0).then(|| r.rss_at_peak_open.saturating_sub(r.rss_before) / r.peak_open);
     json!({
         "schema_version": SCHEMA_VERSION,
         "tool": {"name": "sockstorm", "version": env!("CARGO_PKG_VERSION")},
@@ -103,7 +124,7 @@ pub fn to_json(plan: &RunPlan, r: &RunResult) -> Value {
             "rss_before_bytes": r.rss_before,
             "rss_at_peak_open_bytes": r.rss_at_peak_open,
             "peak_open": r.peak_open,
-            "rss_per_open_connection_bytes": per_conn,
+            "rss_per_open_connection_bytes": r.rss_per_open_connection(),
         },
         "schedule_lag_max_us": r.schedule_lag_max_us,
         "timeline": r.timeline,
@@ -121,9 +142,17 @@ pub fn summary(plan: &RunPlan, r: &RunResult) -> String {
         plan.connections,
         plan.cpus.len(),
         r.elapsed.as_secs_f64(),
-        if r.interrupted { "  (interrupted: partial results)" } else { "" }
+        if r.interrupted {
+            "  (interrupted: partial results)"
+        } else {
+            ""
+        }
     );
-    let _ = writeln!(o, "\n{:<16}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}", "latency", "count", "p50", "p90", "p95", "p99", "p99.9", "max");
+    let _ = writeln!(
+        o,
+        "\n{:<16}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}",
+        "latency", "count", "p50", "p90", "p95", "p99", "p99.9", "max"
+    );
     for h in Hist::ALL {
         let hist = s.hist(h);
         if hist.is_empty() {
@@ -157,14 +186,16 @@ pub fn summary(plan: &RunPlan, r: &RunResult) -> String {
         }
     }
     if !s.close_codes.is_empty() {
-        let codes: Vec<String> = s.close_codes.iter().map(|(k, v)| format!("{k}×{v}")).collect();
+        let codes: Vec<String> = s
+            .close_codes
+            .iter()
+            .map(|(k, v)| format!("{k}×{v}"))
+            .collect();
         let _ = writeln!(o, "\nclose codes received: {}", codes.join("  "));
     }
-    let per_conn = if r.peak_open > 0 {
-        format!(" ({} B per open connection)", r.rss_at_peak_open.saturating_sub(r.rss_before) / r.peak_open)
-    } else {
-        String::new()
-    };
+    let per_conn = r
+        .rss_per_open_connection()
+        .map_or_else(String::new, |b| format!(" ({b} B per open connection)"));
     let _ = writeln!(
         o,
         "\nprocess: cpu {:.2}s user + {:.2}s sys; RSS {:.1} MiB before, {:.1} MiB at {} open{}",
@@ -182,13 +213,20 @@ pub fn summary(plan: &RunPlan, r: &RunResult) -> String {
         r.nofile.1,
         r.capacity,
         if plan.source_ips_auto && !plan.source_ips.is_empty() {
-            format!("; spread over {} loopback source addresses", plan.source_ips.len())
+            format!(
+                "; spread over {} loopback source addresses",
+                plan.source_ips.len()
+            )
         } else {
             String::new()
         }
     );
     if r.schedule_lag_max_us > 100_000 {
-        let _ = writeln!(o, "warning: connect schedule fell behind by up to {} (client saturated?)", fmt_us(r.schedule_lag_max_us));
+        let _ = writeln!(
+            o,
+            "warning: connect schedule fell behind by up to {} (client saturated?)",
+            fmt_us(r.schedule_lag_max_us)
+        );
     }
     o
 }

@@ -22,7 +22,9 @@ pub enum PlanError {
         reason: String,
     },
     /// wss:// is not implemented yet.
-    #[error("wss:// (TLS) is not supported yet: it arrives with the TLS work; use a ws:// URL for now")]
+    #[error(
+        "wss:// (TLS) is not supported yet: it arrives with the TLS work; use a ws:// URL for now"
+    )]
     TlsNotYet,
     /// The host name does not resolve.
     #[error("cannot resolve `{host}`: {reason} (check the host name, or use an IP address)")]
@@ -133,7 +135,11 @@ pub struct Url {
 impl Url {
     /// The Host header value.
     pub fn host_header(&self) -> String {
-        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
         if self.port == 80 {
             host
         } else {
@@ -144,7 +150,10 @@ impl Url {
 
 /// Parses `ws://host[:port][/path]`.
 pub fn parse_url(url: &str) -> Result<Url, PlanError> {
-    let bad = |reason: &str| PlanError::BadUrl { url: url.to_owned(), reason: reason.to_owned() };
+    let bad = |reason: &str| PlanError::BadUrl {
+        url: url.to_owned(),
+        reason: reason.to_owned(),
+    };
     let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("missing scheme"))?;
     match scheme.to_ascii_lowercase().as_str() {
         "ws" => {}
@@ -157,10 +166,14 @@ pub fn parse_url(url: &str) -> Result<Url, PlanError> {
         None => (rest, "/".to_owned()),
     };
     if authority.contains('@') {
-        return Err(bad("credentials in the URL are not supported; pass them with -H"));
+        return Err(bad(
+            "credentials in the URL are not supported; pass them with -H",
+        ));
     }
     let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (h, after) = v6.split_once(']').ok_or_else(|| bad("unclosed `[` in IPv6 host"))?;
+        let (h, after) = v6
+            .split_once(']')
+            .ok_or_else(|| bad("unclosed `[` in IPv6 host"))?;
         let port = match after.strip_prefix(':') {
             Some(p) => Some(p),
             None if after.is_empty() => None,
@@ -184,7 +197,11 @@ pub fn parse_url(url: &str) -> Result<Url, PlanError> {
     }
     let port = match port {
         None => 80,
-        Some(p) => p.parse::<u16>().ok().filter(|&p| p != 0).ok_or_else(|| bad(&format!("invalid port `{p}`")))?,
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|&p| p != 0)
+            .ok_or_else(|| bad(&format!("invalid port `{p}`")))?,
     };
     Ok(Url { host, port, path })
 }
@@ -254,22 +271,52 @@ impl RunPlan {
             return Err(inv("--connections", "must be at least 1".into()));
         }
         if !(a.connect_rate.is_finite() && a.connect_rate > 0.0) {
-            return Err(inv("--connect-rate", format!("must be a positive number of connections per second, got {}", a.connect_rate)));
+            return Err(inv(
+                "--connect-rate",
+                format!(
+                    "must be a positive number of connections per second, got {}",
+                    a.connect_rate
+                ),
+            ));
         }
         if a.duration.is_zero() {
             return Err(inv("--duration", "must be longer than 0 (e.g. 30s)".into()));
         }
         if a.connect_timeout.is_zero() {
-            return Err(inv("--connect-timeout", "must be longer than 0 (e.g. 10s)".into()));
+            return Err(inv(
+                "--connect-timeout",
+                "must be longer than 0 (e.g. 10s)".into(),
+            ));
         }
-        let opcode = if a.binary { OpCode::Binary } else { OpCode::Text };
-        let on_open = a.send_on_open.as_deref().map(|s| load_message("--send-on-open", s, opcode)).transpose()?;
-        let message = a.message.as_deref().map(|s| load_message("--message", s, opcode)).transpose()?;
+        let opcode = if a.binary {
+            OpCode::Binary
+        } else {
+            OpCode::Text
+        };
+        let on_open = a
+            .send_on_open
+            .as_deref()
+            .map(|s| load_message("--send-on-open", s, opcode))
+            .transpose()?;
+        let message = a
+            .message
+            .as_deref()
+            .map(|s| load_message("--message", s, opcode))
+            .transpose()?;
         if message.is_some() && !(a.message_rate.is_finite() && a.message_rate > 0.0) {
-            return Err(inv("--message-rate", format!("must be a positive rate per connection, got {}", a.message_rate)));
+            return Err(inv(
+                "--message-rate",
+                format!(
+                    "must be a positive rate per connection, got {}",
+                    a.message_rate
+                ),
+            ));
         }
         if message.is_some() && a.message_rate > 100_000.0 {
-            return Err(inv("--message-rate", "is per connection; above 100000/s use more connections".into()));
+            return Err(inv(
+                "--message-rate",
+                "is per connection; above 100000/s use more connections".into(),
+            ));
         }
         if let Some(p) = a.ping_interval {
             if p < Duration::from_millis(1) {
@@ -277,22 +324,39 @@ impl RunPlan {
             }
         }
         for (name, _) in &a.headers {
-            if ["host", "upgrade", "connection", "sec-websocket-key", "sec-websocket-version"]
-                .contains(&name.to_ascii_lowercase().as_str())
+            if [
+                "host",
+                "upgrade",
+                "connection",
+                "sec-websocket-key",
+                "sec-websocket-version",
+            ]
+            .contains(&name.to_ascii_lowercase().as_str())
             {
-                return Err(inv("--header", format!("`{name}` is set by sockstorm itself and cannot be overridden")));
+                return Err(inv(
+                    "--header",
+                    format!("`{name}` is set by sockstorm itself and cannot be overridden"),
+                ));
             }
         }
         for p in &a.subprotocols {
             if p.is_empty() || p.chars().any(|c| !c.is_ascii_graphic() || c == ',') {
-                return Err(inv("--subprotocol", format!("`{p}` is not a valid token (no spaces or commas)")));
+                return Err(inv(
+                    "--subprotocol",
+                    format!("`{p}` is not a valid token (no spaces or commas)"),
+                ));
             }
         }
         let available = available_cpus();
         let cpus = match &a.cpus {
             Some(parse::CpuList(list)) => {
                 if let Some(c) = list.iter().find(|c| !available.contains(c)) {
-                    return Err(inv("--cpus", format!("CPU {c} is not available to this process (available: {available:?})")));
+                    return Err(inv(
+                        "--cpus",
+                        format!(
+                            "CPU {c} is not available to this process (available: {available:?})"
+                        ),
+                    ));
                 }
                 list.clone()
             }
@@ -301,7 +365,13 @@ impl RunPlan {
         let (source_ips, auto) = match &a.source_ip {
             Some(parse::IpList(ips)) => {
                 if let Some(ip) = ips.iter().find(|ip| ip.is_ipv4() != target.is_ipv4()) {
-                    return Err(inv("--source-ip", format!("{ip} is not the same address family as the target {}", target.ip())));
+                    return Err(inv(
+                        "--source-ip",
+                        format!(
+                            "{ip} is not the same address family as the target {}",
+                            target.ip()
+                        ),
+                    ));
                 }
                 (ips.clone(), false)
             }
@@ -320,7 +390,11 @@ impl RunPlan {
             headers: a.headers.clone(),
             subprotocols: a.subprotocols.clone(),
             on_open,
-            message_rate: if message.is_some() { a.message_rate } else { 0.0 },
+            message_rate: if message.is_some() {
+                a.message_rate
+            } else {
+                0.0
+            },
             message,
             ping_interval: a.ping_interval,
             reconnect: !a.no_reconnect,
@@ -348,21 +422,35 @@ fn auto_sources(target: IpAddr, connections: u64) -> Vec<IpAddr> {
 }
 
 fn resolve(url: &Url) -> Result<SocketAddr, PlanError> {
-    let err = |reason: String| PlanError::Resolve { host: url.host.clone(), reason };
-    let mut addrs = (url.host.as_str(), url.port).to_socket_addrs().map_err(|e| err(e.to_string()))?;
+    let err = |reason: String| PlanError::Resolve {
+        host: url.host.clone(),
+        reason,
+    };
+    let mut addrs = (url.host.as_str(), url.port)
+        .to_socket_addrs()
+        .map_err(|e| err(e.to_string()))?;
     addrs.next().ok_or_else(|| err("no addresses".into()))
 }
 
 fn load_message(flag: &'static str, spec: &str, opcode: OpCode) -> Result<Message, PlanError> {
     let payload = match spec.strip_prefix('@') {
-        Some(path) => std::fs::read(path)
-            .map_err(|e| PlanError::File { flag, path: path.into(), reason: e.to_string() })?,
+        Some(path) => std::fs::read(path).map_err(|e| PlanError::File {
+            flag,
+            path: path.into(),
+            reason: e.to_string(),
+        })?,
         None => spec.as_bytes().to_vec(),
     };
     if opcode == OpCode::Text && std::str::from_utf8(&payload).is_err() {
-        return Err(PlanError::Invalid { flag, reason: "content is not UTF-8 text; add --binary to send it as binary".into() });
+        return Err(PlanError::Invalid {
+            flag,
+            reason: "content is not UTF-8 text; add --binary to send it as binary".into(),
+        });
     }
-    Ok(Message { opcode, payload: payload.into() })
+    Ok(Message {
+        opcode,
+        payload: payload.into(),
+    })
 }
 
 /// CPUs this process may run on.
@@ -393,12 +481,45 @@ mod tests {
 
     #[test]
     fn urls() {
-        assert_eq!(parse_url("ws://127.0.0.1:9001/a/b?x=1").unwrap(), Url { host: "127.0.0.1".into(), port: 9001, path: "/a/b?x=1".into() });
-        assert_eq!(parse_url("WS://localhost").unwrap(), Url { host: "localhost".into(), port: 80, path: "/".into() });
-        assert_eq!(parse_url("ws://[::1]:81?q").unwrap(), Url { host: "::1".into(), port: 81, path: "/?q".into() });
-        assert_eq!(parse_url("ws://[::1]:81").unwrap().host_header(), "[::1]:81");
+        assert_eq!(
+            parse_url("ws://127.0.0.1:9001/a/b?x=1").unwrap(),
+            Url {
+                host: "127.0.0.1".into(),
+                port: 9001,
+                path: "/a/b?x=1".into()
+            }
+        );
+        assert_eq!(
+            parse_url("WS://localhost").unwrap(),
+            Url {
+                host: "localhost".into(),
+                port: 80,
+                path: "/".into()
+            }
+        );
+        assert_eq!(
+            parse_url("ws://[::1]:81?q").unwrap(),
+            Url {
+                host: "::1".into(),
+                port: 81,
+                path: "/?q".into()
+            }
+        );
+        assert_eq!(
+            parse_url("ws://[::1]:81").unwrap().host_header(),
+            "[::1]:81"
+        );
         assert!(matches!(parse_url("wss://x/"), Err(PlanError::TlsNotYet)));
-        for bad in ["http://x/", "x:80", "ws://", "ws://h:0/", "ws://h:99999/", "ws://u@h/", "ws://h/a b", "ws://[::1/"] {
+        for bad in [
+            "http://x/",
+            "x:80",
+            "ws://",
+            "ws://h:0/",
+            "ws://h:99999/",
+            "ws://u@h/",
+            "ws://h/a b",
+            "ws://[::1/",
+        ] {
             let e = parse_url(bad).unwrap_err();
             assert!(matches!(e, PlanError::BadUrl { .. }), "{bad}: {e}");
         }
@@ -406,15 +527,33 @@ mod tests {
 
     #[test]
     fn flags_validate_with_the_fix_in_the_message() {
-        let p = plan(&["ws://127.0.0.1:9/", "-c", "10000", "--message", "hi", "--message-rate", "2"]).unwrap();
-        assert_eq!(p.source_ips.len(), 5, "loopback spreads 10k connections over 5 sources");
+        let p = plan(&[
+            "ws://127.0.0.1:9/",
+            "-c",
+            "10000",
+            "--message",
+            "hi",
+            "--message-rate",
+            "2",
+        ])
+        .unwrap();
+        assert_eq!(
+            p.source_ips.len(),
+            5,
+            "loopback spreads 10k connections over 5 sources"
+        );
         assert_eq!(p.message_rate, 2.0);
         let msg = |args: &[&str]| plan(args).unwrap_err().to_string();
         assert!(msg(&["ws://127.0.0.1:9/", "-c", "0"]).contains("--connections"));
         assert!(msg(&["ws://127.0.0.1:9/", "--connect-rate", "0"]).contains("--connect-rate"));
-        assert!(msg(&["ws://127.0.0.1:9/", "--message", "x", "--message-rate", "0"]).contains("--message-rate"));
+        assert!(
+            msg(&["ws://127.0.0.1:9/", "--message", "x", "--message-rate", "0"])
+                .contains("--message-rate")
+        );
         assert!(msg(&["ws://127.0.0.1:9/", "-H", "Host: a"]).contains("cannot be overridden"));
-        assert!(msg(&["ws://127.0.0.1:9/", "--message", "@/nonexistent/file"]).contains("cannot read"));
+        assert!(
+            msg(&["ws://127.0.0.1:9/", "--message", "@/nonexistent/file"]).contains("cannot read")
+        );
         assert!(msg(&["ws://127.0.0.1:9/", "--cpus", "999"]).contains("not available"));
         assert!(msg(&["ws://127.0.0.1:9/", "--source-ip", "::1"]).contains("address family"));
         assert!(msg(&["ws://no-such-host.invalid/"]).contains("cannot resolve"));

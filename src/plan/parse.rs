@@ -17,13 +17,17 @@ pub fn duration(s: &str) -> Result<Duration, String> {
     let mut total = 0f64;
     let mut rest = s;
     while !rest.is_empty() {
-        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(err)?;
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(err)?;
         if num_end == 0 {
             return Err(err());
         }
         let value: f64 = rest[..num_end].parse().map_err(|_| err())?;
         rest = &rest[num_end..];
-        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let scale = match &rest[..unit_end] {
             "us" | "µs" => 1e-6,
             "ms" => 1e-3,
@@ -40,14 +44,24 @@ pub fn duration(s: &str) -> Result<Duration, String> {
 
 /// Parses `Name: value`.
 pub fn header(s: &str) -> Result<(String, String), String> {
-    let (name, value) = s.split_once(':').ok_or_else(|| format!("invalid header `{s}` (expected 'Name: value')"))?;
+    let (name, value) = s
+        .split_once(':')
+        .ok_or_else(|| format!("invalid header `{s}` (expected 'Name: value')"))?;
     let name = name.trim();
-    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)) {
-        return Err(format!("invalid header name `{name}` (letters, digits and -_. only)"));
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    {
+        return Err(format!(
+            "invalid header name `{name}` (letters, digits and -_. only)"
+        ));
     }
     let value = value.trim();
     if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
-        return Err(format!("header `{name}` value contains a line break or NUL"));
+        return Err(format!(
+            "header `{name}` value contains a line break or NUL"
+        ));
     }
     Ok((name.to_owned(), value.to_owned()))
 }
@@ -67,7 +81,10 @@ pub fn cpu_list(s: &str) -> Result<CpuList, String> {
     for part in s.split(',') {
         let part = part.trim();
         let (a, b) = match part.split_once('-') {
-            Some((a, b)) => (a.parse::<usize>().map_err(|_| err())?, b.parse::<usize>().map_err(|_| err())?),
+            Some((a, b)) => (
+                a.parse::<usize>().map_err(|_| err())?,
+                b.parse::<usize>().map_err(|_| err())?,
+            ),
             None => {
                 let a = part.parse::<usize>().map_err(|_| err())?;
                 (a, a)
@@ -101,17 +118,30 @@ pub fn source_ips(s: &str) -> Result<IpList, String> {
             out.extend((a..=b).map(|v| IpAddr::from(v.to_be_bytes())));
         } else if let Some((net, bits)) = part.split_once('/') {
             let base = ipv4(net, s)?;
-            let bits: u32 = bits.parse().ok().filter(|&b| (16..=32).contains(&b)).ok_or_else(|| {
-                format!("CIDR prefix in `{part}` must be between /16 and /32")
-            })?;
-            let mask = if bits == 32 { u32::MAX } else { !(u32::MAX >> bits) };
+            let bits: u32 = bits
+                .parse()
+                .ok()
+                .filter(|&b| (16..=32).contains(&b))
+                .ok_or_else(|| format!("CIDR prefix in `{part}` must be between /16 and /32"))?;
+            let mask = if bits == 32 {
+                u32::MAX
+            } else {
+                !(u32::MAX >> bits)
+            };
             let first = base & mask;
             let last = first | !mask;
             // Skip network and broadcast addresses except on /31 and /32.
-            let (lo, hi) = if bits >= 31 { (first, last) } else { (first + 1, last - 1) };
+            let (lo, hi) = if bits >= 31 {
+                (first, last)
+            } else {
+                (first + 1, last - 1)
+            };
             out.extend((lo..=hi).map(|v| IpAddr::from(v.to_be_bytes())));
         } else {
-            out.push(part.parse::<IpAddr>().map_err(|_| format!("invalid address `{part}` in `{s}`"))?);
+            out.push(
+                part.parse::<IpAddr>()
+                    .map_err(|_| format!("invalid address `{part}` in `{s}`"))?,
+            );
         }
     }
     if out.is_empty() {
@@ -124,7 +154,9 @@ fn ipv4(s: &str, whole: &str) -> Result<u32, String> {
     s.trim()
         .parse::<std::net::Ipv4Addr>()
         .map(u32::from)
-        .map_err(|_| format!("invalid IPv4 address `{s}` in `{whole}` (ranges and CIDR are IPv4 only)"))
+        .map_err(|_| {
+            format!("invalid IPv4 address `{s}` in `{whole}` (ranges and CIDR are IPv4 only)")
+        })
 }
 
 #[cfg(test)]
@@ -144,7 +176,10 @@ mod tests {
 
     #[test]
     fn headers_cpus_and_sources() {
-        assert_eq!(header("Authorization: Bearer x:y").unwrap(), ("Authorization".into(), "Bearer x:y".into()));
+        assert_eq!(
+            header("Authorization: Bearer x:y").unwrap(),
+            ("Authorization".into(), "Bearer x:y".into())
+        );
         assert!(header("NoColon").is_err());
         assert!(header("Bad Name: v").is_err());
         assert_eq!(cpu_list("0,2-3,2").unwrap().0, vec![0, 2, 3]);

@@ -15,8 +15,8 @@
 use crate::metrics::{Hist, ShardStats};
 use crate::proto::rng::Rng;
 use crate::proto::ws::frame::{
-    close_code_valid, encode_close, encode_frame, Decoded, FrameDecoder, FrameHeader, OpCode, Utf8Validator,
-    Violation,
+    close_code_valid, encode_close, encode_frame, Decoded, FrameDecoder, FrameHeader, OpCode,
+    Utf8Validator, Violation,
 };
 use crate::proto::ws::handshake::{self, RequestTemplate, UpgradeFailure};
 use std::collections::VecDeque;
@@ -61,7 +61,9 @@ impl Failure {
             libc::ECONNREFUSED => Self::Refused,
             libc::ETIMEDOUT => Self::ConnectTimeout,
             libc::ECONNRESET | libc::EPIPE | libc::ECONNABORTED => Self::Reset,
-            libc::ENETUNREACH | libc::EHOSTUNREACH | libc::ENETDOWN | libc::EHOSTDOWN => Self::Unreachable,
+            libc::ENETUNREACH | libc::EHOSTUNREACH | libc::ENETDOWN | libc::EHOSTDOWN => {
+                Self::Unreachable
+            }
             libc::EADDRNOTAVAIL | libc::EADDRINUSE => Self::NoSourcePort,
             libc::EMFILE | libc::ENFILE => Self::TooManyFiles,
             e => Self::Os(e),
@@ -305,7 +307,9 @@ impl Conn {
     /// The peer closed its side (recv returned 0).
     pub fn handle_eof(&mut self, ctx: &mut Ctx<'_>, now: Micros) {
         match self.phase {
-            Phase::Connecting | Phase::Upgrading => self.fail(ctx, now, Failure::ClosedDuringHandshake),
+            Phase::Connecting | Phase::Upgrading => {
+                self.fail(ctx, now, Failure::ClosedDuringHandshake)
+            }
             Phase::Open => {
                 ctx.stats.close_code(1006);
                 self.fail(ctx, now, Failure::EofWithoutClose);
@@ -415,7 +419,8 @@ impl Conn {
             (_, Some(_)) => return Err(Violation::ExpectedContinuation),
             (op, None) => {
                 self.msg_op = Some(op);
-                self.matching = !self.fifo.is_empty() && ctx.cfg.message.as_ref().is_some_and(|m| m.opcode == op);
+                self.matching = !self.fifo.is_empty()
+                    && ctx.cfg.message.as_ref().is_some_and(|m| m.opcode == op);
                 self.match_off = 0;
             }
         }
@@ -442,7 +447,9 @@ impl Conn {
     }
 
     fn on_frame_end(&mut self, ctx: &mut Ctx<'_>, now: Micros) -> Result<(), Violation> {
-        let Some(h) = self.frame.take() else { return Ok(()) };
+        let Some(h) = self.frame.take() else {
+            return Ok(());
+        };
         match h.opcode {
             OpCode::Ping => {
                 if self.phase == Phase::Open {
@@ -478,11 +485,16 @@ impl Conn {
             c.msgs_late += 1;
             return Ok(());
         }
-        let full = ctx.cfg.message.as_ref().is_some_and(|m| m.payload.len() == self.match_off);
+        let full = ctx
+            .cfg
+            .message
+            .as_ref()
+            .is_some_and(|m| m.payload.len() == self.match_off);
         if self.matching && full {
             if let Some(intended) = self.fifo.pop_front() {
                 c.msgs_received += 1;
-                ctx.stats.record(Hist::WsMsgRtt, now.saturating_sub(intended));
+                ctx.stats
+                    .record(Hist::WsMsgRtt, now.saturating_sub(intended));
                 if self.stopping && self.fifo.is_empty() {
                     self.begin_close(ctx, now, 1000);
                 }
@@ -549,7 +561,11 @@ impl Conn {
                 Phase::Done => return,
             }
         }
-        if self.phase == Phase::Open && !self.stopping && self.next_ping_at != 0 && now >= self.next_ping_at {
+        if self.phase == Phase::Open
+            && !self.stopping
+            && self.next_ping_at != 0
+            && now >= self.next_ping_at
+        {
             // One ping outstanding at a time: a late pong must not be matched to a newer ping.
             if self.ping_sent_at == 0 {
                 self.pending |= OUT_PING;
@@ -622,7 +638,9 @@ impl Conn {
     /// Writes every message whose intended time has come, stamping each with that time (not
     /// the write time) so a stalled loop shows up as latency instead of hiding it.
     fn transmit_messages(&mut self, ctx: &mut Ctx<'_>, now: Micros, out: &mut Vec<u8>) {
-        let (Some(m), iv) = (&ctx.cfg.message, ctx.cfg.message_interval) else { return };
+        let (Some(m), iv) = (&ctx.cfg.message, ctx.cfg.message_interval) else {
+            return;
+        };
         if iv == 0 || self.stopping {
             return;
         }

@@ -8,8 +8,14 @@ fn cfg() -> ConnConfig {
     ConnConfig {
         template: RequestTemplate::new("127.0.0.1:9", "/ws", &[], &[]),
         connect_timeout: 1000 * MS,
-        on_open: Some(Message { opcode: OpCode::Text, payload: b"{\"type\":\"subscribe\"}".to_vec().into() }),
-        message: Some(Message { opcode: OpCode::Text, payload: b"hello".to_vec().into() }),
+        on_open: Some(Message {
+            opcode: OpCode::Text,
+            payload: b"{\"type\":\"subscribe\"}".to_vec().into(),
+        }),
+        message: Some(Message {
+            opcode: OpCode::Text,
+            payload: b"hello".to_vec().into(),
+        }),
         message_interval: 100 * MS,
         ping_interval: 0,
         close_wait: 500 * MS,
@@ -25,10 +31,18 @@ struct Harness {
 
 impl Harness {
     fn new(cfg: ConnConfig) -> Self {
-        Self { cfg, stats: ShardStats::new(), rng: Rng::new(7) }
+        Self {
+            cfg,
+            stats: ShardStats::new(),
+            rng: Rng::new(7),
+        }
     }
     fn ctx(&mut self) -> Ctx<'_> {
-        Ctx { cfg: &self.cfg, stats: &mut self.stats, rng: &mut self.rng }
+        Ctx {
+            cfg: &self.cfg,
+            stats: &mut self.stats,
+            rng: &mut self.rng,
+        }
     }
     fn tx(&mut self, c: &mut Conn, now: Micros) -> Vec<u8> {
         let mut out = Vec::new();
@@ -45,7 +59,10 @@ impl Harness {
         c.handle_recv(&mut self.ctx(), now + 2 * MS, &resp);
         assert_eq!(c.phase(), Phase::Open);
         let first = client_frames(&self.tx(&mut c, now + 2 * MS));
-        assert_eq!(first, vec![(OpCode::Text, b"{\"type\":\"subscribe\"}".to_vec())]);
+        assert_eq!(
+            first,
+            vec![(OpCode::Text, b"{\"type\":\"subscribe\"}".to_vec())]
+        );
         c
     }
 }
@@ -53,7 +70,10 @@ impl Harness {
 /// The 101 a correct server sends for `request`.
 fn response_for(request: &[u8]) -> Vec<u8> {
     let text = std::str::from_utf8(request).unwrap();
-    let key = text.lines().find_map(|l| l.strip_prefix("Sec-WebSocket-Key: ")).unwrap();
+    let key = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+        .unwrap();
     format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
         tungstenite::handshake::derive_accept_key(key.as_bytes())
@@ -73,7 +93,9 @@ fn client_frames(mut wire: &[u8]) -> Vec<(OpCode, Vec<u8>)> {
     let mut out = Vec::new();
     while !wire.is_empty() {
         let mut cur = std::io::Cursor::new(wire);
-        let (h, len) = tungstenite::protocol::frame::FrameHeader::parse(&mut cur).unwrap().unwrap();
+        let (h, len) = tungstenite::protocol::frame::FrameHeader::parse(&mut cur)
+            .unwrap()
+            .unwrap();
         let hl = cur.position() as usize;
         let mask = h.mask.expect("client frames are masked");
         let mut p = wire[hl..hl + len as usize].to_vec();
@@ -98,7 +120,10 @@ fn full_session_with_echo_matching_and_graceful_close() {
     let mut c = h.open(0);
     assert_eq!(h.stats.counters.established, 1);
     assert_eq!(h.stats.hist(Hist::TcpConnect).len(), 1);
-    assert_eq!(h.stats.hist(Hist::WsConnecting).max(), h.stats.hist(Hist::WsConnecting).highest_equivalent(2 * MS));
+    assert_eq!(
+        h.stats.hist(Hist::WsConnecting).max(),
+        h.stats.hist(Hist::WsConnecting).highest_equivalent(2 * MS)
+    );
     // Run 1 s: every message due is sent and echoed 3 ms later.
     let mut now = 2 * MS;
     let mut echoes = 0;
@@ -117,13 +142,23 @@ fn full_session_with_echo_matching_and_graceful_close() {
     assert_eq!(h.stats.counters.msgs_sent, echoes);
     assert_eq!(h.stats.counters.msgs_received, echoes);
     let rtt = h.stats.hist(Hist::WsMsgRtt);
-    assert_eq!((rtt.len(), rtt.min(), rtt.max()), (echoes, 3000, rtt.highest_equivalent(3000)));
+    assert_eq!(
+        (rtt.len(), rtt.min(), rtt.max()),
+        (echoes, 3000, rtt.highest_equivalent(3000))
+    );
     // A pushed message is not an echo.
-    c.handle_recv(&mut h.ctx(), now, &server_frame(0x81, b"{\"type\":\"event\"}"));
+    c.handle_recv(
+        &mut h.ctx(),
+        now,
+        &server_frame(0x81, b"{\"type\":\"event\"}"),
+    );
     assert_eq!(h.stats.counters.msgs_pushed, 1);
     // Stop with nothing outstanding: close 1000 right away, then the server's close and FIN.
     c.stop(&mut h.ctx(), now, now + 2000 * MS);
-    assert_eq!(client_frames(&h.tx(&mut c, now)), vec![(OpCode::Close, vec![0x03, 0xE8])]);
+    assert_eq!(
+        client_frames(&h.tx(&mut c, now)),
+        vec![(OpCode::Close, vec![0x03, 0xE8])]
+    );
     assert_eq!(c.phase(), Phase::Closing);
     c.handle_recv(&mut h.ctx(), now + MS, &server_frame(0x88, &[0x03, 0xE8]));
     c.handle_eof(&mut h.ctx(), now + 2 * MS);
@@ -168,7 +203,10 @@ fn drain_counts_unanswered_so_sent_equals_received_plus_unanswered() {
     let now = t + 260 * MS;
     c.stop(&mut h.ctx(), now, now + 100 * MS);
     assert_eq!(c.phase(), Phase::Open, "waits for replies in flight");
-    assert!(h.tx(&mut c, now).is_empty(), "no new messages while draining");
+    assert!(
+        h.tx(&mut c, now).is_empty(),
+        "no new messages while draining"
+    );
     assert_eq!(c.poll_timeout(&h.cfg), Some(now + 100 * MS));
     c.handle_timer(&mut h.ctx(), now + 100 * MS);
     assert_eq!(c.phase(), Phase::Closing);
@@ -191,7 +229,10 @@ fn drain_ends_early_when_the_last_echo_arrives() {
     c.stop(&mut h.ctx(), t, t + 2000 * MS);
     c.handle_recv(&mut h.ctx(), t + MS, &server_frame(0x81, b"hello"));
     assert_eq!(c.phase(), Phase::Closing);
-    assert_eq!(client_frames(&h.tx(&mut c, t + MS)), vec![(OpCode::Close, vec![0x03, 0xE8])]);
+    assert_eq!(
+        client_frames(&h.tx(&mut c, t + MS)),
+        vec![(OpCode::Close, vec![0x03, 0xE8])]
+    );
     assert_eq!(h.stats.counters.msgs_unanswered, 0);
 }
 
@@ -201,7 +242,12 @@ fn upgrade_response_split_at_every_byte_with_frame_behind_it() {
     let mut probe = Conn::new(&mut h.ctx(), 0);
     probe.handle_connected(&mut h.ctx(), 0);
     let req = h.tx(&mut probe, 0);
-    let key = std::str::from_utf8(&req).unwrap().lines().find_map(|l| l.strip_prefix("Sec-WebSocket-Key: ")).unwrap().to_owned();
+    let key = std::str::from_utf8(&req)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+        .unwrap()
+        .to_owned();
     for split in 1..150 {
         // Same PRNG state for each run → same key.
         h.rng = Rng::new(7);
@@ -216,7 +262,10 @@ fn upgrade_response_split_at_every_byte_with_frame_behind_it() {
         c.handle_recv(&mut h.ctx(), MS, &wire[split..]);
         assert_eq!(c.phase(), Phase::Open, "split {split}");
         let frames = client_frames(&h.tx(&mut c, MS));
-        assert!(frames.contains(&(OpCode::Pong, b"pi".to_vec())), "split {split}: {frames:?}");
+        assert!(
+            frames.contains(&(OpCode::Pong, b"pi".to_vec())),
+            "split {split}: {frames:?}"
+        );
     }
 }
 
@@ -247,7 +296,10 @@ fn server_close_is_echoed_and_counted() {
     payload.extend_from_slice(b"going away");
     c.handle_recv(&mut h.ctx(), 5 * MS, &server_frame(0x88, &payload));
     assert_eq!(c.phase(), Phase::Closing);
-    assert_eq!(client_frames(&h.tx(&mut c, 5 * MS)), vec![(OpCode::Close, vec![0x03, 0xE9])]);
+    assert_eq!(
+        client_frames(&h.tx(&mut c, 5 * MS)),
+        vec![(OpCode::Close, vec![0x03, 0xE9])]
+    );
     c.handle_eof(&mut h.ctx(), 6 * MS);
     assert_eq!(c.outcome(), Some(Outcome::ServerClosed(1001)));
     assert_eq!(h.stats.counters.closed_by_server, 1);
@@ -261,11 +313,20 @@ fn each_violation_fails_the_session_with_its_kind() {
     let cases: Vec<(Vec<u8>, Violation)> = vec![
         (vec![0x81, 0x81, 1, 2, 3, 4, 0], Violation::MaskedFrame),
         (vec![0x80, 0], Violation::UnexpectedContinuation),
-        ([server_frame(0x01, b"a"), server_frame(0x81, b"b")].concat(), Violation::ExpectedContinuation),
+        (
+            [server_frame(0x01, b"a"), server_frame(0x81, b"b")].concat(),
+            Violation::ExpectedContinuation,
+        ),
         (server_frame(0x88, &[3]), Violation::BadCloseFrame),
-        (server_frame(0x88, &1005u16.to_be_bytes()), Violation::InvalidCloseCode),
+        (
+            server_frame(0x88, &1005u16.to_be_bytes()),
+            Violation::InvalidCloseCode,
+        ),
         (bad_utf8, Violation::InvalidUtf8),
-        ([server_frame(0x01, &[0xE2, 0x82]), server_frame(0x80, b"")].concat(), Violation::InvalidUtf8),
+        (
+            [server_frame(0x01, &[0xE2, 0x82]), server_frame(0x80, b"")].concat(),
+            Violation::InvalidUtf8,
+        ),
     ];
     for (wire, v) in cases {
         let mut h = Harness::new(cfg());
@@ -285,14 +346,26 @@ fn setup_failures_are_counted_by_cause() {
     let mut c = Conn::new(&mut h.ctx(), 0);
     c.handle_connected(&mut h.ctx(), MS);
     let _ = h.tx(&mut c, MS);
-    c.handle_recv(&mut h.ctx(), 2 * MS, b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n");
-    assert_eq!(c.outcome(), Some(Outcome::Failed(Failure::Upgrade(UpgradeFailure::Status(503)))));
+    c.handle_recv(
+        &mut h.ctx(),
+        2 * MS,
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert_eq!(
+        c.outcome(),
+        Some(Outcome::Failed(Failure::Upgrade(UpgradeFailure::Status(
+            503
+        ))))
+    );
     // Server closes during the handshake.
     let mut c = Conn::new(&mut h.ctx(), 0);
     c.handle_connected(&mut h.ctx(), MS);
     c.handle_recv(&mut h.ctx(), 2 * MS, b"HTTP/1.1 101 Swi");
     c.handle_eof(&mut h.ctx(), 3 * MS);
-    assert_eq!(c.outcome(), Some(Outcome::Failed(Failure::ClosedDuringHandshake)));
+    assert_eq!(
+        c.outcome(),
+        Some(Outcome::Failed(Failure::ClosedDuringHandshake))
+    );
     // Connect and upgrade timeouts share the --connect-timeout budget.
     let mut c = Conn::new(&mut h.ctx(), 0);
     assert_eq!(c.poll_timeout(&h.cfg), Some(1000 * MS));
@@ -323,6 +396,10 @@ fn binary_reply_does_not_match_text_message() {
     c.handle_recv(&mut h.ctx(), t + MS, &server_frame(0x81, b"hello!"));
     assert_eq!(h.stats.counters.msgs_pushed, 3);
     // Fragmented echo still matches.
-    c.handle_recv(&mut h.ctx(), t + MS, &[server_frame(0x01, b"hel"), server_frame(0x80, b"lo")].concat());
+    c.handle_recv(
+        &mut h.ctx(),
+        t + MS,
+        &[server_frame(0x01, b"hel"), server_frame(0x80, b"lo")].concat(),
+    );
     assert_eq!(h.stats.counters.msgs_received, 1);
 }

@@ -303,7 +303,11 @@ fn parse_header(h: &[u8]) -> Result<FrameHeader, Violation> {
         }
         l => u64::from(l),
     };
-    Ok(FrameHeader { fin: h[0] & 0x80 != 0, opcode, len })
+    Ok(FrameHeader {
+        fin: h[0] & 0x80 != 0,
+        opcode,
+        len,
+    })
 }
 
 /// Incremental UTF-8 validator for text split across frames and reads (keeps ≤ 3 bytes).
@@ -390,7 +394,9 @@ mod tests {
             while let Some(ev) = d.decode(&mut input)? {
                 match ev {
                     Decoded::Header(h) => out.push((h, Vec::new())),
-                    Decoded::Payload(p) => out.last_mut().expect("header first").1.extend_from_slice(p),
+                    Decoded::Payload(p) => {
+                        out.last_mut().expect("header first").1.extend_from_slice(p)
+                    }
                     Decoded::End => {}
                 }
             }
@@ -408,11 +414,22 @@ mod tests {
         for len in [0usize, 1, 125, 126, 127, 65535, 65536, 70000] {
             let payload: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
             let wire = server_frame(0x82, &payload);
-            let steps: &[usize] = if len > 1000 { &[1, 3, 4096, usize::MAX] } else { &[1, 2, 5, 13, usize::MAX] };
+            let steps: &[usize] = if len > 1000 {
+                &[1, 3, 4096, usize::MAX]
+            } else {
+                &[1, 2, 5, 13, usize::MAX]
+            };
             for &step in steps {
                 let frames = decode_all(&wire, step.min(wire.len())).unwrap();
                 assert_eq!(frames.len(), 1, "len {len} step {step}");
-                assert_eq!(frames[0].0, FrameHeader { fin: true, opcode: OpCode::Binary, len: len as u64 });
+                assert_eq!(
+                    frames[0].0,
+                    FrameHeader {
+                        fin: true,
+                        opcode: OpCode::Binary,
+                        len: len as u64
+                    }
+                );
                 assert_eq!(frames[0].1, payload);
             }
         }
@@ -420,7 +437,13 @@ mod tests {
 
     #[test]
     fn encoder_uses_minimal_length_and_masks() {
-        for (len, hdr) in [(0usize, 6usize), (125, 6), (126, 8), (65535, 8), (65536, 14)] {
+        for (len, hdr) in [
+            (0usize, 6usize),
+            (125, 6),
+            (126, 8),
+            (65535, 8),
+            (65536, 14),
+        ] {
             let payload = vec![0xABu8; len];
             let mut out = Vec::new();
             encode_frame(&mut out, OpCode::Text, true, &payload, [1, 2, 3, 4]);
@@ -432,7 +455,9 @@ mod tests {
             assert_eq!(body, payload);
             // tungstenite agrees on the header.
             let mut cur = std::io::Cursor::new(&out[..]);
-            let (h, l) = tungstenite::protocol::frame::FrameHeader::parse(&mut cur).unwrap().unwrap();
+            let (h, l) = tungstenite::protocol::frame::FrameHeader::parse(&mut cur)
+                .unwrap()
+                .unwrap();
             assert_eq!(l, len as u64);
             assert_eq!(h.mask, Some([1, 2, 3, 4]));
         }
@@ -454,7 +479,10 @@ mod tests {
         wire.extend(server_frame(0x89, b"p"));
         wire.extend(server_frame(0x80, b"lo"));
         let frames = decode_all(&wire, 1).unwrap();
-        let ops: Vec<_> = frames.iter().map(|f| (f.0.opcode, f.0.fin, f.1.clone())).collect();
+        let ops: Vec<_> = frames
+            .iter()
+            .map(|f| (f.0.opcode, f.0.fin, f.1.clone()))
+            .collect();
         assert_eq!(
             ops,
             vec![
@@ -473,7 +501,10 @@ mod tests {
             (vec![0x83, 0x00], Violation::UnknownOpcode),
             (server_frame(0x89, &[0; 126]), Violation::ControlTooLong),
             (vec![0x09, 0x00], Violation::ControlFragmented),
-            (vec![0x82, 127, 0x80, 0, 0, 0, 0, 0, 0, 0], Violation::BadLength),
+            (
+                vec![0x82, 127, 0x80, 0, 0, 0, 0, 0, 0, 0],
+                Violation::BadLength,
+            ),
         ];
         for (wire, v) in cases {
             for step in [1, wire.len()] {
@@ -492,7 +523,10 @@ mod tests {
         }
         let mut out = Vec::new();
         encode_close(&mut out, 1000, b"bye", [0; 4]);
-        assert_eq!(out, vec![0x88, 0x85, 0, 0, 0, 0, 0x03, 0xE8, b'b', b'y', b'e']);
+        assert_eq!(
+            out,
+            vec![0x88, 0x85, 0, 0, 0, 0, 0x03, 0xE8, b'b', b'y', b'e']
+        );
     }
 
     #[test]
@@ -546,7 +580,9 @@ mod tests {
                 other => panic!("no header: {other:?}"),
             };
             let mut cur = std::io::Cursor::new(&wire[..]);
-            let (theirs, tlen) = tungstenite::protocol::frame::FrameHeader::parse(&mut cur).unwrap().unwrap();
+            let (theirs, tlen) = tungstenite::protocol::frame::FrameHeader::parse(&mut cur)
+                .unwrap()
+                .unwrap();
             assert_eq!(ours.len, tlen);
             assert_eq!(ours.fin, theirs.is_final);
             assert_eq!(ours.opcode.bits(), u8::from(theirs.opcode));

@@ -47,7 +47,12 @@ pub struct RequestTemplate {
 
 impl RequestTemplate {
     /// Renders the request for `host` (the Host header value) and `path` (with query).
-    pub fn new(host: &str, path: &str, headers: &[(String, String)], subprotocols: &[String]) -> Self {
+    pub fn new(
+        host: &str,
+        path: &str,
+        headers: &[(String, String)],
+        subprotocols: &[String],
+    ) -> Self {
         let mut head = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n").into_bytes();
         head.extend_from_slice(b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ");
         let mut tail = String::from("\r\nSec-WebSocket-Version: 13\r\n");
@@ -63,7 +68,11 @@ impl RequestTemplate {
             tail.push_str("\r\n");
         }
         tail.push_str("\r\n");
-        Self { head, tail: tail.into_bytes(), offers_subprotocol: !subprotocols.is_empty() }
+        Self {
+            head,
+            tail: tail.into_bytes(),
+            offers_subprotocol: !subprotocols.is_empty(),
+        }
     }
 
     /// Appends the request carrying `key` to `out`.
@@ -123,7 +132,8 @@ pub fn check_response(
                 .split(|&b| b == b',')
                 .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade"));
         } else if h.name.eq_ignore_ascii_case("sec-websocket-accept") {
-            accept_ok = h.value.trim_ascii() == tungstenite::handshake::derive_accept_key(key).as_bytes();
+            accept_ok =
+                h.value.trim_ascii() == tungstenite::handshake::derive_accept_key(key).as_bytes();
         } else if h.name.eq_ignore_ascii_case("sec-websocket-protocol") {
             proto = Some(h.value);
         }
@@ -141,7 +151,10 @@ pub fn check_response(
         let offered = template.offers_subprotocol
             && std::str::from_utf8(&template.tail)
                 .ok()
-                .and_then(|t| t.lines().find(|l| l.starts_with("Sec-WebSocket-Protocol: ")))
+                .and_then(|t| {
+                    t.lines()
+                        .find(|l| l.starts_with("Sec-WebSocket-Protocol: "))
+                })
                 .is_some_and(|l| l[24..].split(", ").any(|o| o.as_bytes() == p.trim_ascii()));
         if !offered {
             return Err(UpgradeFailure::BadSubprotocol);
@@ -163,7 +176,12 @@ Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
     }
 
     fn template() -> RequestTemplate {
-        RequestTemplate::new("example.com:80", "/chat?x=1", &[("X-Tag".into(), "a".into())], &["chat".into()])
+        RequestTemplate::new(
+            "example.com:80",
+            "/chat?x=1",
+            &[("X-Tag".into(), "a".into())],
+            &["chat".into()],
+        )
     }
 
     #[test]
@@ -221,10 +239,18 @@ Sec-WebSocket-Protocol: chat\r\nX-Tag: a\r\n\r\n"
             (b"SSH-2.0-OpenSSH_9.2\r\n\r\n", UpgradeFailure::Malformed),
         ];
         for (resp, want) in cases {
-            assert_eq!(check_response(resp, KEY, &t), Err(want), "{}", String::from_utf8_lossy(resp));
+            assert_eq!(
+                check_response(resp, KEY, &t),
+                Err(want),
+                "{}",
+                String::from_utf8_lossy(resp)
+            );
         }
         let big = vec![b'a'; MAX_RESPONSE + 1];
-        assert_eq!(check_response(&big, KEY, &t), Err(UpgradeFailure::Malformed));
+        assert_eq!(
+            check_response(&big, KEY, &t),
+            Err(UpgradeFailure::Malformed)
+        );
     }
 
     #[test]
@@ -232,6 +258,9 @@ Sec-WebSocket-Protocol: chat\r\nX-Tag: a\r\n\r\n"
         let mut resp = ok_response();
         resp.truncate(resp.len() - 2);
         resp.extend_from_slice(b"Sec-WebSocket-Protocol: chat\r\n\r\n");
-        assert_eq!(check_response(&resp, KEY, &template()), Ok(Some(resp.len())));
+        assert_eq!(
+            check_response(&resp, KEY, &template()),
+            Ok(Some(resp.len()))
+        );
     }
 }

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The one test command (README, .ci/run): installs what the tests need (idempotently), runs
+# every Rust test, then the interop test against a WebSocket server nobody here wrote.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=.venv
+if ! "$VENV/bin/python" -c 'import websockets' 2>/dev/null; then
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check 'websockets==13.1'
+fi
+
+cargo build --release --bins
+cargo test --release
+
+echo "== interop: 1000 connections against Python websockets $("$VENV/bin/python" -c 'import websockets; print(websockets.__version__)')"
+tmp=$(mktemp -d)
+trap 'kill "$srv" 2>/dev/null || true; rm -rf "$tmp"' EXIT
+"$VENV/bin/python" scripts/interop/echo_server.py --seconds 90 > "$tmp/server.out" &
+srv=$!
+for _ in $(seq 100); do grep -q READY "$tmp/server.out" 2>/dev/null && break; sleep 0.1; done
+port=$(awk '/READY/ {print $2}' "$tmp/server.out")
+[ -n "$port" ] || { echo "interop server did not start"; exit 1; }
+./target/release/sockstorm run "ws://127.0.0.1:$port/" -c 1000 --connect-rate 1000 -d 5s \
+  --message 'interop echo' --message-rate 2 --no-reconnect -q --json "$tmp/interop.json" > "$tmp/summary.txt" \
+  || { cat "$tmp/summary.txt"; exit 1; }
+"$VENV/bin/python" scripts/interop/check_echo.py "$tmp/interop.json" 1000
+echo "== all tests passed"
