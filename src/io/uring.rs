@@ -406,6 +406,8 @@ mod tests {
         ring.connect(fd, pack(1, 1, Op::Connect));
         let mut cq = Vec::new();
         let mut got = Vec::new();
+        // The connect reaches the kernel with the first submit; the backlog completes it.
+        ring.submit_and_wait(Some(Duration::from_millis(100))).unwrap();
         let (mut server, _) = listener.accept().unwrap();
         let mut connected = false;
         let mut received = Vec::new();
