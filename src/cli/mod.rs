@@ -319,6 +319,7 @@ fn demo(a: &DemoArgs) -> Result<u8, CliError> {
         source_ip: None,
         linger_zero: false,
         no_utf8_check: false,
+        timer_resolution: Duration::from_millis(1),
         json: a.json.clone(),
         quiet: a.quiet,
     };

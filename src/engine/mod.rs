@@ -108,6 +108,8 @@ pub struct RunResult {
     pub peak_open: u64,
     /// Largest connect-schedule lag of any shard, µs.
     pub schedule_lag_max_us: u64,
+    /// Time from the start until every shard had opened its target count (None: never).
+    pub ramp: Option<Duration>,
     /// RLIMIT_NOFILE (soft, hard) after raising.
     pub nofile: (u64, u64),
     /// Connections the limits allow.
@@ -164,6 +166,7 @@ pub fn run(plan: &RunPlan, ctl: &RunControl) -> Result<RunResult, EngineError> {
         ping_interval: plan.ping_interval.map_or(0, |d| d.as_micros() as u64),
         close_wait: plan.close_wait.as_micros() as u64,
         validate_utf8: plan.validate_utf8,
+        timer_resolution: (plan.timer_resolution.as_micros() as u64).max(1),
     };
     let flags = Arc::new(StopFlags::default());
     let gate = Arc::new(StartGate {
@@ -319,6 +322,14 @@ pub fn run(plan: &RunPlan, ctl: &RunControl) -> Result<RunResult, EngineError> {
             .map(|g| g.schedule_lag_max_us)
             .max()
             .unwrap_or(0),
+        ramp: gauges
+            .iter()
+            .zip(&counts)
+            .filter(|(_, &n)| n > 0)
+            .map(|(g, _)| (g.ramp_done_us > 0).then_some(g.ramp_done_us))
+            .collect::<Option<Vec<_>>>()
+            .and_then(|v| v.into_iter().max())
+            .map(Duration::from_micros),
         nofile,
         capacity,
         timeline,

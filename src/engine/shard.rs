@@ -16,6 +16,10 @@ use std::sync::{Arc, Barrier, OnceLock};
 use std::time::{Duration, Instant};
 
 const SECOND: Micros = 1_000_000;
+/// Initial capacity of pooled send buffers (an upgrade request or a few small frames).
+const SEND_BUF_CAPACITY: usize = 256;
+/// How far ahead of schedule a connection may be opened to batch openings.
+const OPEN_SLACK_US: f64 = 1000.0;
 
 /// What one shard does: its share of connections and rate, and the shared behaviour.
 #[derive(Debug, Clone)]
@@ -57,6 +61,8 @@ pub struct Gauges {
     pub live: u64,
     /// Largest delay of a connection opening behind its schedule, µs.
     pub schedule_lag_max_us: u64,
+    /// When the shard first had as many sessions opened as its target, µs (0: not yet).
+    pub ramp_done_us: u64,
 }
 
 /// Messages from a shard to the engine.
@@ -176,6 +182,8 @@ struct Shard {
     live: u64,
     inflight: u64,
     lag_max: u64,
+    /// Sessions opened so far, and when that count first reached the target (µs).
+    ramp: (u64, Micros),
     dirty: Vec<u32>,
     cq: Vec<Completion>,
     fired: Vec<TimerEntry>,
@@ -213,6 +221,7 @@ impl Shard {
             live: 0,
             inflight: 0,
             lag_max: 0,
+            ramp: (0, 0),
             dirty: Vec::new(),
             cq: Vec::with_capacity(1024),
             fired: Vec::new(),
@@ -297,6 +306,7 @@ impl Shard {
             open,
             live: self.live,
             schedule_lag_max_us: self.lag_max,
+            ramp_done_us: self.ramp.1,
         };
         let stats = Box::new(self.stats.take_interval());
         let ev = if done {
@@ -359,8 +369,11 @@ impl Shard {
 
     fn open_due(&mut self, now: Micros) {
         let nowf = now as f64;
-        while self.pending_opens > 0 && self.next_open_at <= nowf {
-            let lag = (nowf - self.next_open_at) as u64;
+        // Openings due within the next OPEN_SLACK_US go out in this batch: one wake-up and one
+        // submission per millisecond instead of one per connection; the rate per second is
+        // unchanged.
+        while self.pending_opens > 0 && self.next_open_at <= nowf + OPEN_SLACK_US {
+            let lag = (nowf - self.next_open_at).max(0.0) as u64;
             self.lag_max = self.lag_max.max(lag);
             self.pending_opens -= 1;
             self.next_open_at += self.plan.open_interval_us;
@@ -396,6 +409,7 @@ impl Shard {
             plan,
             inflight,
             live,
+            pool,
             ..
         } = self;
         let slot = &mut slots[i as usize];
@@ -407,9 +421,15 @@ impl Shard {
             Ok(fd) => {
                 slot.fd = fd;
                 slot.connecting = true;
-                slot.ops += 1;
-                *inflight += 1;
-                ring.connect(fd, pack(i, slot.gen, Op::Connect));
+                slot.sending = true;
+                slot.ops += 2;
+                *inflight += 2;
+                let mut buf = pool
+                    .pop()
+                    .unwrap_or_else(|| Vec::with_capacity(SEND_BUF_CAPACITY));
+                conn.poll_transmit(&mut ctx, now, &mut buf);
+                let (c, s) = (pack(i, slot.gen, Op::Connect), pack(i, slot.gen, Op::Send));
+                ring.connect_and_send(fd, i, buf, c, s);
             }
             Err(e) => conn.handle_error(
                 &mut ctx,
@@ -494,7 +514,7 @@ impl Shard {
             if slot.sending || conn.is_done() || slot.connecting {
                 continue;
             }
-            let mut buf = pool.pop().unwrap_or_else(|| Vec::with_capacity(256));
+            let mut buf = pool.pop().unwrap_or_else(|| Vec::with_capacity(SEND_BUF_CAPACITY));
             conn.poll_transmit(&mut Ctx { cfg, stats, rng }, now, &mut buf);
             if buf.is_empty() {
                 pool.push(buf);
@@ -620,6 +640,8 @@ impl Shard {
                     rng,
                     ring,
                     inflight,
+                    ramp,
+                    plan,
                     ..
                 } = self;
                 let slot = &mut slots[i as usize];
@@ -627,7 +649,14 @@ impl Shard {
                 if let Some(bid) = c.buffer() {
                     if let (true, Some(conn)) = (res > 0, slot.conn.as_mut()) {
                         let data = ring.buffer(bid, res as usize);
+                        let upgrading = conn.phase() == Phase::Upgrading;
                         conn.handle_recv(&mut Ctx { cfg, stats, rng }, now, data);
+                        if upgrading && conn.phase() != Phase::Upgrading && conn.outcome().is_none() {
+                            ramp.0 += 1;
+                            if ramp.0 == plan.connections {
+                                ramp.1 = now;
+                            }
+                        }
                     }
                     ring.recycle(bid);
                 }

@@ -91,7 +91,8 @@ impl Completion {
 pub struct RingConfig {
     /// Submission queue entries (default 4096).
     pub entries: u32,
-    /// Provided receive buffers, a power of two ≤ 32768 (default 1024).
+    /// Provided receive buffers, a power of two ≤ 32768 (default 256: a burst that finds them
+    /// all in use ends the multishot receive with ENOBUFS and the shard re-arms it).
     pub buf_count: u16,
     /// Size of each receive buffer in bytes (default 4096).
     pub buf_size: u32,
@@ -101,7 +102,7 @@ impl Default for RingConfig {
     fn default() -> Self {
         Self {
             entries: 4096,
-            buf_count: 1024,
+            buf_count: 256,
             buf_size: 4096,
         }
     }
@@ -278,18 +279,6 @@ impl Ring {
         }
     }
 
-    /// Starts a connect of `fd` to the shard's target.
-    pub fn connect(&mut self, fd: RawFd, ud: u64) {
-        let e = opcode::Connect::new(
-            types::Fd(fd),
-            self.target.as_ptr().cast(),
-            self.target.len(),
-        )
-        .build()
-        .user_data(ud);
-        self.push(e);
-    }
-
     /// Arms a multishot receive into the provided buffer ring.
     pub fn recv_multishot(&mut self, fd: RawFd, ud: u64) {
         let e = opcode::RecvMulti::new(types::Fd(fd), BUF_GROUP)
@@ -300,6 +289,31 @@ impl Ring {
 
     /// Sends `buf` on `fd`; the ring keeps `buf` until [`Ring::take_send`] for `slot`.
     pub fn send(&mut self, fd: RawFd, slot: u32, buf: Vec<u8>, ud: u64) {
+        let e = self.send_entry(fd, slot, buf, ud);
+        self.push(e);
+    }
+
+    /// Connects `fd` to the target and, linked to it, sends `buf` (the upgrade request): one
+    /// submission, and no wake-up between the connect and the request.
+    pub fn connect_and_send(&mut self, fd: RawFd, slot: u32, buf: Vec<u8>, ud_connect: u64, ud_send: u64) {
+        let connect = opcode::Connect::new(types::Fd(fd), self.target.as_ptr().cast(), self.target.len())
+            .build()
+            .flags(squeue::Flags::IO_LINK)
+            .user_data(ud_connect);
+        let send = self.send_entry(fd, slot, buf, ud_send);
+        // A link must not be split across submissions: make room for both first.
+        let free = {
+            let sq = self.ring.submission();
+            sq.capacity() - sq.len()
+        };
+        if free < 2 && self.ring.submit().is_err() {
+            std::thread::yield_now();
+        }
+        self.push(connect);
+        self.push(send);
+    }
+
+    fn send_entry(&mut self, fd: RawFd, slot: u32, buf: Vec<u8>, ud: u64) -> squeue::Entry {
         let i = slot as usize;
         if self.sends.len() <= i {
             self.sends.resize_with(i + 1, || None);
@@ -307,11 +321,10 @@ impl Ring {
         let (ptr, len) = (buf.as_ptr(), buf.len() as u32);
         // The Vec's heap block does not move when the Vec value moves into the table.
         self.sends[i] = Some(buf);
-        let e = opcode::Send::new(types::Fd(fd), ptr, len)
+        opcode::Send::new(types::Fd(fd), ptr, len)
             .flags(libc::MSG_NOSIGNAL)
             .build()
-            .user_data(ud);
-        self.push(e);
+            .user_data(ud)
     }
 
     /// Returns the buffer of the completed send of `slot`.
@@ -403,7 +416,8 @@ mod tests {
         )
         .unwrap();
         let fd = crate::io::sock::client_socket(&addr, None, Default::default()).unwrap();
-        ring.connect(fd, pack(1, 1, Op::Connect));
+        // The send is linked to the connect: both are submitted together.
+        ring.connect_and_send(fd, 1, b"ping".to_vec(), pack(1, 1, Op::Connect), pack(1, 1, Op::Send));
         let mut cq = Vec::new();
         let mut got = Vec::new();
         // The connect reaches the kernel with the first submit; the backlog completes it.
@@ -422,7 +436,6 @@ mod tests {
                         assert_eq!(c.result, 0);
                         connected = true;
                         ring.recv_multishot(fd, pack(1, 1, Op::Recv));
-                        ring.send(fd, 1, b"ping".to_vec(), pack(1, 1, Op::Send));
                     }
                     Some(Op::Send) => {
                         assert_eq!(c.result, 4);

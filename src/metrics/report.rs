@@ -102,6 +102,7 @@ pub fn to_json(plan: &RunPlan, r: &RunResult) -> Value {
             "source_ips_auto": plan.source_ips_auto,
             "linger_zero": plan.linger_zero,
             "validate_utf8": plan.validate_utf8,
+            "timer_resolution_us": plan.timer_resolution.as_micros() as u64,
             "backend": "io_uring",
         },
         "machine": {
@@ -127,6 +128,8 @@ pub fn to_json(plan: &RunPlan, r: &RunResult) -> Value {
             "rss_per_open_connection_bytes": r.rss_per_open_connection(),
         },
         "schedule_lag_max_us": r.schedule_lag_max_us,
+        "ramp_s": r.ramp.map(|d| d.as_secs_f64()),
+        "established_per_s": r.ramp.filter(|d| !d.is_zero()).map(|d| (plan.connections as f64 / d.as_secs_f64()).round()),
         "timeline": r.timeline,
     })
 }

@@ -113,6 +113,10 @@ pub struct RunArgs {
     /// Do not validate UTF-8 in received text messages.
     #[arg(long)]
     pub no_utf8_check: bool,
+    /// Grid for scheduled sends: messages due within one step go out together (fewer
+    /// wake-ups), each stamped with its grid time. 0 = exact per-connection timers.
+    #[arg(long, default_value = "1ms", value_parser = parse::duration)]
+    pub timer_resolution: Duration,
     /// Write the results as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -251,6 +255,8 @@ pub struct RunPlan {
     pub linger_zero: bool,
     /// UTF-8 validation of received text.
     pub validate_utf8: bool,
+    /// Send-schedule grid.
+    pub timer_resolution: Duration,
     /// JSON output path.
     pub json: Option<PathBuf>,
     /// Suppress progress.
@@ -317,6 +323,9 @@ impl RunPlan {
                 "--message-rate",
                 "is per connection; above 100000/s use more connections".into(),
             ));
+        }
+        if a.timer_resolution > Duration::from_millis(100) {
+            return Err(inv("--timer-resolution", "above 100ms it distorts the schedule; use 1ms (default) or 0 for exact timers".into()));
         }
         if let Some(p) = a.ping_interval {
             if p < Duration::from_millis(1) {
@@ -403,6 +412,7 @@ impl RunPlan {
             source_ips_auto: auto && a.source_ip.is_none(),
             linger_zero: a.linger_zero,
             validate_utf8: !a.no_utf8_check,
+            timer_resolution: a.timer_resolution,
             json: a.json.clone(),
             quiet: a.quiet,
         })

@@ -148,6 +148,18 @@ pub struct ConnConfig {
     pub close_wait: Micros,
     /// Validate UTF-8 of received text messages (default on).
     pub validate_utf8: bool,
+    /// Grid for scheduled sends, µs (≥ 1). Intended send times are rounded up to it, so all
+    /// connections' sends due in one grid step go out in one wake-up, and, being stamped with
+    /// the grid time, the batching adds no latency that the measurement would not see.
+    pub timer_resolution: Micros,
+}
+
+impl ConnConfig {
+    /// `t` rounded up to the send grid.
+    pub fn on_grid(&self, t: Micros) -> Micros {
+        let r = self.timer_resolution.max(1);
+        t.div_ceil(r) * r
+    }
 }
 
 /// What a handler needs besides the connection: config, the shard's stats and PRNG.
@@ -234,12 +246,13 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// A connection whose TCP connect the backend submits at `now`.
+    /// A connection whose TCP connect the backend submits at `now`. The upgrade request is
+    /// ready at once, so a backend may link its send to the connect.
     pub fn new(ctx: &mut Ctx<'_>, now: Micros) -> Self {
         ctx.stats.counters.attempts += 1;
         Self {
             phase: Phase::Connecting,
-            pending: 0,
+            pending: OUT_REQUEST,
             stopping: false,
             got_close: false,
             outcome: None,
@@ -250,7 +263,7 @@ impl Conn {
             next_msg_at: 0,
             next_ping_at: 0,
             ping_sent_at: 0,
-            key: [0; 24],
+            key: handshake::make_key(ctx.rng.bytes16()),
             resp: Vec::new(),
             dec: FrameDecoder::new(),
             frame: None,
@@ -279,7 +292,7 @@ impl Conn {
         self.outcome
     }
 
-    /// TCP connected: queue the upgrade request.
+    /// TCP connected: the upgrade request goes out now (if not already linked to the connect).
     pub fn handle_connected(&mut self, ctx: &mut Ctx<'_>, now: Micros) {
         if self.phase != Phase::Connecting {
             return;
@@ -287,8 +300,6 @@ impl Conn {
         ctx.stats.record(Hist::TcpConnect, now - self.t_start);
         self.phase = Phase::Upgrading;
         self.t_phase = now;
-        self.key = handshake::make_key(ctx.rng.bytes16());
-        self.pending |= OUT_REQUEST;
         if self.stopping {
             self.fail(ctx, now, Failure::UpgradeTimeout);
         }
@@ -564,7 +575,7 @@ impl Conn {
         if self.phase == Phase::Open
             && !self.stopping
             && self.next_ping_at != 0
-            && now >= self.next_ping_at
+            && now >= ctx.cfg.on_grid(self.next_ping_at)
         {
             // One ping outstanding at a time: a late pong must not be matched to a newer ping.
             if self.ping_sent_at == 0 {
@@ -644,9 +655,13 @@ impl Conn {
         if iv == 0 || self.stopping {
             return;
         }
-        while self.next_msg_at <= now {
+        loop {
+            let intended = ctx.cfg.on_grid(self.next_msg_at);
+            if intended > now {
+                break;
+            }
             encode_frame(out, m.opcode, true, &m.payload, ctx.rng.mask());
-            self.fifo.push_back(self.next_msg_at);
+            self.fifo.push_back(intended);
             ctx.stats.counters.msgs_sent += 1;
             self.next_msg_at += iv;
         }
@@ -660,10 +675,10 @@ impl Conn {
         }
         if self.phase == Phase::Open && !self.stopping {
             if self.next_ping_at != 0 {
-                t = t.min(self.next_ping_at);
+                t = t.min(cfg.on_grid(self.next_ping_at));
             }
             if cfg.message.is_some() && cfg.message_interval > 0 {
-                t = t.min(self.next_msg_at);
+                t = t.min(cfg.on_grid(self.next_msg_at));
             }
         }
         (t != u64::MAX).then_some(t)
@@ -676,7 +691,7 @@ impl Conn {
                 && !self.stopping
                 && cfg.message.is_some()
                 && cfg.message_interval > 0
-                && self.next_msg_at <= now)
+                && cfg.on_grid(self.next_msg_at) <= now)
     }
 
     fn violation(&mut self, ctx: &mut Ctx<'_>, now: Micros, v: Violation) {

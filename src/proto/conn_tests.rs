@@ -20,6 +20,7 @@ fn cfg() -> ConnConfig {
         ping_interval: 0,
         close_wait: 500 * MS,
         validate_utf8: true,
+        timer_resolution: 1,
     }
 }
 
@@ -402,4 +403,28 @@ fn binary_reply_does_not_match_text_message() {
         &[server_frame(0x01, b"hel"), server_frame(0x80, b"lo")].concat(),
     );
     assert_eq!(h.stats.counters.msgs_received, 1);
+}
+
+#[test]
+fn sends_are_scheduled_on_the_timer_grid_and_stamped_with_it() {
+    let mut c0 = cfg();
+    c0.timer_resolution = MS;
+    c0.message_interval = 333_333;
+    let mut h = Harness::new(c0);
+    let mut c = h.open(0);
+    let mut stamps = Vec::new();
+    for _ in 0..6 {
+        let t = c.poll_timeout(&h.cfg).unwrap();
+        assert_eq!(t % MS, 0, "wake-ups fall on the 1 ms grid");
+        c.handle_timer(&mut h.ctx(), t);
+        assert_eq!(client_frames(&h.tx(&mut c, t)).len(), 1);
+        c.handle_recv(&mut h.ctx(), t + 250, &server_frame(0x81, b"hello"));
+        stamps.push(t);
+    }
+    // 3 messages per second on average although each step is a whole number of ms.
+    let span = stamps[5] - stamps[2];
+    assert!((999 * MS..=1001 * MS).contains(&span), "{span}");
+    // RTT is measured from the grid time the message was due: exactly the 250 µs echo delay.
+    let rtt = h.stats.hist(Hist::WsMsgRtt);
+    assert_eq!((rtt.len(), rtt.min(), rtt.max()), (6, 250, 250));
 }

@@ -4,3 +4,5 @@
 pub mod conn;
 pub mod rng;
 pub mod ws;
+#[cfg(test)]
+mod fuzz_smoke;

@@ -1,0 +1,8 @@
+//! Arbitrary bytes through `FrameDecoder`: whole, split at one point and in small chunks must
+//! never panic and must agree step for step. Input: `[split_lo, split_hi, chunk, bytes…]`.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| sockstorm_fuzz::frame_decoder(data));
