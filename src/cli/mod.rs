@@ -38,7 +38,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Storm a WebSocket endpoint: open, hold and drive connections, then report.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Run the built-in target gateway (echo, fan-out) on loopback.
     Serve(ServeArgs),
     /// Start the built-in gateway in-process and storm it: a first look in ~30 s.

@@ -247,6 +247,7 @@ pub fn run(plan: &RunPlan, ctl: &RunControl) -> Result<RunResult, EngineError> {
     let (mut peak_open, mut rss_at_peak) = (0u64, rss_before);
     let mut next_print = start + Duration::from_secs(1);
     let mut signalled = 0u8;
+    let mut exited: Option<Instant> = None;
     let mut shard_error = None;
     let progress = Progress::new(plan.quiet);
     while done.iter().any(|d| !d) {
@@ -276,7 +277,24 @@ pub fn run(plan: &RunPlan, ctl: &RunControl) -> Result<RunResult, EngineError> {
             Ok(ShardEvent::Failed(i, reason)) => {
                 shard_error = Some(EngineError::Shard { shard: i, reason })
             }
-            Ok(ShardEvent::Ready(..)) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Ok(ShardEvent::Ready(..)) => {}
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                // A shard thread that ended without its final report (an internal error) must
+                // not hang the run; a report sent just before exiting gets a second to arrive.
+                for (i, h) in handles.iter().enumerate() {
+                    if done[i] || !h.is_finished() {
+                        continue;
+                    }
+                    let since = *exited.get_or_insert_with(Instant::now);
+                    if since.elapsed() > Duration::from_secs(1) {
+                        done[i] = true;
+                        shard_error = Some(EngineError::Shard {
+                            shard: i,
+                            reason: "stopped without its final report (internal error)".into(),
+                        });
+                    }
+                }
+            }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
         let now = Instant::now();

@@ -259,6 +259,11 @@ impl Shard {
             if self.stopping && self.live == 0 && self.inflight == 0 {
                 break;
             }
+            // A request the kernel never completes (a send to a peer that stopped reading)
+            // must not hold the run hostage: dropping the ring cancels whatever is left.
+            if self.stopping && now >= self.hard_deadline.saturating_add(SECOND) {
+                break;
+            }
             let timeout = self
                 .next_wake(now)
                 .map(|t| Duration::from_micros(t.saturating_sub(self.now())));
@@ -514,7 +519,9 @@ impl Shard {
             if slot.sending || conn.is_done() || slot.connecting {
                 continue;
             }
-            let mut buf = pool.pop().unwrap_or_else(|| Vec::with_capacity(SEND_BUF_CAPACITY));
+            let mut buf = pool
+                .pop()
+                .unwrap_or_else(|| Vec::with_capacity(SEND_BUF_CAPACITY));
             conn.poll_transmit(&mut Ctx { cfg, stats, rng }, now, &mut buf);
             if buf.is_empty() {
                 pool.push(buf);
@@ -555,6 +562,10 @@ impl Shard {
                     pack(i, slot.gen, Op::Connect),
                     pack(i, slot.gen, Op::Cancel),
                 );
+            }
+            if slot.sending {
+                self.ring
+                    .cancel(pack(i, slot.gen, Op::Send), pack(i, slot.gen, Op::Cancel));
             }
             self.ring.close(slot.fd, pack(i, slot.gen, Op::Close));
             slot.close_submitted = true;
@@ -651,7 +662,8 @@ impl Shard {
                         let data = ring.buffer(bid, res as usize);
                         let upgrading = conn.phase() == Phase::Upgrading;
                         conn.handle_recv(&mut Ctx { cfg, stats, rng }, now, data);
-                        if upgrading && conn.phase() != Phase::Upgrading && conn.outcome().is_none() {
+                        if upgrading && conn.phase() != Phase::Upgrading && conn.outcome().is_none()
+                        {
                             ramp.0 += 1;
                             if ramp.0 == plan.connections {
                                 ramp.1 = now;

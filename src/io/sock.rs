@@ -60,6 +60,7 @@ pub fn client_socket(
         Some(Protocol::TCP),
     )?;
     sock.set_tcp_nodelay(true)?;
+    sock.set_reuse_address(true)?;
     if opts.linger_zero {
         sock.set_linger(Some(Duration::ZERO))?;
     }

@@ -295,11 +295,22 @@ impl Ring {
 
     /// Connects `fd` to the target and, linked to it, sends `buf` (the upgrade request): one
     /// submission, and no wake-up between the connect and the request.
-    pub fn connect_and_send(&mut self, fd: RawFd, slot: u32, buf: Vec<u8>, ud_connect: u64, ud_send: u64) {
-        let connect = opcode::Connect::new(types::Fd(fd), self.target.as_ptr().cast(), self.target.len())
-            .build()
-            .flags(squeue::Flags::IO_LINK)
-            .user_data(ud_connect);
+    pub fn connect_and_send(
+        &mut self,
+        fd: RawFd,
+        slot: u32,
+        buf: Vec<u8>,
+        ud_connect: u64,
+        ud_send: u64,
+    ) {
+        let connect = opcode::Connect::new(
+            types::Fd(fd),
+            self.target.as_ptr().cast(),
+            self.target.len(),
+        )
+        .build()
+        .flags(squeue::Flags::IO_LINK)
+        .user_data(ud_connect);
         let send = self.send_entry(fd, slot, buf, ud_send);
         // A link must not be split across submissions: make room for both first.
         let free = {
@@ -417,11 +428,18 @@ mod tests {
         .unwrap();
         let fd = crate::io::sock::client_socket(&addr, None, Default::default()).unwrap();
         // The send is linked to the connect: both are submitted together.
-        ring.connect_and_send(fd, 1, b"ping".to_vec(), pack(1, 1, Op::Connect), pack(1, 1, Op::Send));
+        ring.connect_and_send(
+            fd,
+            1,
+            b"ping".to_vec(),
+            pack(1, 1, Op::Connect),
+            pack(1, 1, Op::Send),
+        );
         let mut cq = Vec::new();
         let mut got = Vec::new();
         // The connect reaches the kernel with the first submit; the backlog completes it.
-        ring.submit_and_wait(Some(Duration::from_millis(100))).unwrap();
+        ring.submit_and_wait(Some(Duration::from_millis(100)))
+            .unwrap();
         let (mut server, _) = listener.accept().unwrap();
         let mut connected = false;
         let mut received = Vec::new();

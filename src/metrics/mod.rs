@@ -95,8 +95,9 @@ counters! {
     closed_by_server,
     /// Sessions we closed with a completed close handshake.
     closed_clean,
-    /// Sessions we closed whose close handshake did not complete in time.
-    close_timeouts,
+    /// Sessions we closed whose close handshake did not complete (no close reply before EOF,
+    /// an error or `--close-wait`).
+    closes_incomplete,
     /// Reconnect attempts made to hold the target connection count.
     reconnects,
     /// Rate-driven messages sent.

@@ -325,7 +325,11 @@ impl RunPlan {
             ));
         }
         if a.timer_resolution > Duration::from_millis(100) {
-            return Err(inv("--timer-resolution", "above 100ms it distorts the schedule; use 1ms (default) or 0 for exact timers".into()));
+            return Err(inv(
+                "--timer-resolution",
+                "above 100ms it distorts the schedule; use 1ms (default) or 0 for exact timers"
+                    .into(),
+            ));
         }
         if let Some(p) = a.ping_interval {
             if p < Duration::from_millis(1) {

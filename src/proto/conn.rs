@@ -562,13 +562,7 @@ impl Conn {
                 Phase::Upgrading => return self.fail(ctx, now, Failure::UpgradeTimeout),
                 // Drain time is over: whatever is unanswered stays so.
                 Phase::Open => return self.begin_close(ctx, now, 1000),
-                Phase::Closing => {
-                    if self.outcome.is_none() {
-                        ctx.stats.counters.close_timeouts += 1;
-                        self.outcome = Some(Outcome::Stopped);
-                    }
-                    return self.finish(ctx, now);
-                }
+                Phase::Closing => return self.finish(ctx, now),
                 Phase::Done => return,
             }
         }
@@ -696,6 +690,8 @@ impl Conn {
 
     fn violation(&mut self, ctx: &mut Ctx<'_>, now: Micros, v: Violation) {
         if self.phase == Phase::Closing {
+            // The session is already ending; the violation is still the server's fault.
+            ctx.stats.fail(Failure::Protocol(v));
             return self.finish(ctx, now);
         }
         // Fail the connection (RFC 6455 §7.1.7): the socket is closed without a close frame.
@@ -725,8 +721,14 @@ impl Conn {
     }
 
     fn finish(&mut self, ctx: &mut Ctx<'_>, _now: Micros) {
+        if self.phase == Phase::Closing && self.outcome.is_none() {
+            // We closed, but no close reply came before EOF, an error or --close-wait.
+            ctx.stats.counters.closes_incomplete += 1;
+            self.outcome = Some(Outcome::Stopped);
+        }
         self.account_unanswered(ctx);
         self.phase = Phase::Done;
+        self.pending = 0;
         self.deadline = 0;
         self.resp = Vec::new();
         self.ctrl = Vec::new();

@@ -217,7 +217,7 @@ fn drain_counts_unanswered_so_sent_equals_received_plus_unanswered() {
     let _ = h.tx(&mut c, now + 100 * MS);
     c.handle_timer(&mut h.ctx(), now + 600 * MS);
     assert!(c.is_done());
-    assert_eq!(h.stats.counters.close_timeouts, 1);
+    assert_eq!(h.stats.counters.closes_incomplete, 1);
 }
 
 #[test]
@@ -427,4 +427,47 @@ fn sends_are_scheduled_on_the_timer_grid_and_stamped_with_it() {
     // RTT is measured from the grid time the message was due: exactly the 250 µs echo delay.
     let rtt = h.stats.hist(Hist::WsMsgRtt);
     assert_eq!((rtt.len(), rtt.min(), rtt.max()), (6, 250, 250));
+}
+
+#[test]
+fn every_opened_session_ends_in_exactly_one_end_counter() {
+    // Our close goes out, then the server drops TCP without replying.
+    let mut h = Harness::new(cfg());
+    let mut c = h.open(0);
+    c.stop(&mut h.ctx(), 10 * MS, 10 * MS);
+    assert_eq!(
+        client_frames(&h.tx(&mut c, 10 * MS)),
+        vec![(OpCode::Close, vec![0x03, 0xE8])]
+    );
+    c.handle_eof(&mut h.ctx(), 11 * MS);
+    assert_eq!(c.outcome(), Some(Outcome::Stopped));
+    assert!(
+        h.tx(&mut c, 11 * MS).is_empty(),
+        "nothing is written once done"
+    );
+    // The server closes, then sends data after its close frame: counted as its violation.
+    let mut c2 = h.open(20 * MS);
+    let wire = [
+        server_frame(0x88, &[0x03, 0xE8]),
+        server_frame(0x81, b"late"),
+    ]
+    .concat();
+    c2.handle_recv(&mut h.ctx(), 30 * MS, &wire);
+    assert!(c2.is_done());
+    assert!(h.tx(&mut c2, 30 * MS).is_empty());
+    let s = &h.stats.counters;
+    assert_eq!(
+        (s.established, s.closes_incomplete, s.closed_by_server),
+        (2, 1, 1)
+    );
+    assert_eq!(
+        s.closed_clean + s.closes_incomplete + s.closed_by_server + s.sessions_dropped,
+        s.established
+    );
+    assert_eq!(
+        h.stats
+            .failures
+            .get(&Failure::Protocol(Violation::DataAfterClose)),
+        Some(&1)
+    );
 }

@@ -3,11 +3,11 @@
 //!
 //! One source for both: the fuzz crate includes this file with `#[path]` and re-exports
 //! `sockstorm::{metrics, proto}` at its root, so the `crate::` paths below resolve there too.
-//! The `#[test]`s compile only here (the fuzz crate is not built with `cfg(test)`).
+//! The `#[test]`s below run the bodies on stable; `cargo fuzz` builds them without `cfg(test)`.
 //!
-//! Each body panics exactly when it finds a bug: a panic inside `sockstorm`, or a broken
-//! invariant checked here. Inputs are plain bytes, so a crash file from `cargo fuzz` can be
-//! replayed here by passing its contents to the same function.
+//! A body panics only when it finds a bug: a panic inside `sockstorm`, or a broken invariant
+//! checked here. Inputs are plain bytes, so a crash file from `cargo fuzz` replays here by
+//! passing its contents to the same function in a `#[test]`.
 #![allow(
     unreachable_pub,
     reason = "the bodies are `pub` for the fuzz crate, which includes this file"
@@ -327,11 +327,17 @@ struct Session<'a> {
     owed: VecDeque<ClientFrame>,
     /// The client sent its close frame; it must send nothing after it.
     client_closed: bool,
+    /// Data frames the server echoed: of our rate-driven message, and others (on-open).
+    echoed: (u64, u64),
 }
 
 impl Session<'_> {
-    /// What a driver does after every event: collect output (sends complete at once).
+    /// What the shard driver does after every event: collect output (sends complete at once);
+    /// a finished connection is closed, never polled.
     fn transmit(&mut self) {
+        if self.conn.is_done() {
+            return;
+        }
         self.out.clear();
         let n = self
             .conn
@@ -340,18 +346,12 @@ impl Session<'_> {
         if n == 0 {
             return;
         }
-        assert!(!self.client_closed, "output after our close frame");
         for f in client_frames(&self.out) {
-            match f.1 {
-                0xA => {}
-                0x8 => {
-                    self.client_closed = true;
-                    self.owed.push_back(f);
-                }
-                _ => {
-                    assert!(!self.client_closed, "frame after our close frame");
-                    self.owed.push_back(f);
-                }
+            assert!(!self.client_closed, "frame after our close frame");
+            self.client_closed = f.1 == 0x8;
+            // Pongs need no answer; data, pings and our close do.
+            if f.1 != 0xA {
+                self.owed.push_back(f);
             }
         }
     }
@@ -388,6 +388,14 @@ impl Session<'_> {
         let Some((_, op, payload)) = self.owed.pop_front() else {
             return wire;
         };
+        if op < 8 {
+            let ours = self.ctx.cfg.message.as_ref().map(|m| &m.payload[..]);
+            if ours == Some(&payload[..]) {
+                self.echoed.0 += 1;
+            } else {
+                self.echoed.1 += 1;
+            }
+        }
         match op {
             0x9 => server_frame(&mut wire, 0x8A, &payload),
             0x8 => server_frame(&mut wire, 0x88, &payload),
@@ -415,8 +423,9 @@ impl ConnFuzzer {
 
     /// Fuzz target `conn_recv`: an open connection, fed what the input scripts (echoes, raw
     /// bytes, crafted frames, in arbitrary chunks, with timers, stop, EOF and errors). Never
-    /// panics; its output is always well-formed and ends with its close frame; a stopped
-    /// connection finishes on timers alone; and `msgs_sent == msgs_received + msgs_unanswered`.
+    /// panics; its output is always well-formed client frames with nothing after its close
+    /// frame; no timer is due at or before the time it was handled; a stopped connection
+    /// finishes on timers alone; and `msgs_sent == msgs_received + msgs_unanswered`.
     ///
     /// Input: `[config, handshake split, op, args…, op, args…]`.
     pub fn run(&mut self, data: &[u8]) {
@@ -440,6 +449,7 @@ impl ConnFuzzer {
             out: Vec::new(),
             owed: VecDeque::new(),
             client_closed: false,
+            echoed: (0, 0),
         };
         s.conn.handle_connected(&mut s.ctx, s.now);
         s.out.clear();
@@ -452,8 +462,12 @@ impl ConnFuzzer {
         assert_eq!(s.conn.phase(), Phase::Open);
         s.transmit();
 
+        // Whether the server only answered correctly and time passed: then every echo matches.
+        let mut clean = true;
         while !input.0.is_empty() && !s.conn.is_done() {
-            match Op::from_byte(input.byte()) {
+            let op = Op::from_byte(input.byte());
+            clean &= matches!(op, Op::Timer | Op::Answer);
+            match op {
                 Op::Timer => {
                     let dt = Micros::from(input.byte()) * MS;
                     s.timer(dt);
@@ -495,6 +509,13 @@ impl ConnFuzzer {
                     s.transmit();
                 }
             }
+        }
+
+        if clean {
+            let c = &s.ctx.stats.counters;
+            assert_eq!(s.conn.phase(), Phase::Open);
+            assert_eq!(s.ctx.stats.failure_total(), 0);
+            assert_eq!((c.msgs_received, c.msgs_pushed), s.echoed, "{c:?}");
         }
 
         // The run ends and the server goes silent: timers alone must finish the connection.
@@ -974,7 +995,7 @@ mod tests {
             "{total:?}"
         );
         assert!(
-            total.close_timeouts > 10 && total.sessions_dropped > 10,
+            total.closes_incomplete > 10 && total.sessions_dropped > 10,
             "{total:?}"
         );
         for v in [

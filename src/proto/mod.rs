@@ -2,7 +2,7 @@
 //! bytes, deadlines and metrics come out; both backends and the tests drive it the same way.
 
 pub mod conn;
-pub mod rng;
-pub mod ws;
 #[cfg(test)]
 mod fuzz_smoke;
+pub mod rng;
+pub mod ws;

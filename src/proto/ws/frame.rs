@@ -231,7 +231,17 @@ impl FrameDecoder {
             self.remaining = Some(rem - n as u64);
             return Ok(Some(Decoded::Payload(chunk)));
         }
-        // Header: take bytes until the needed length is known and present.
+        // Fast path: the whole header is in this read (the usual case), parse it in place.
+        if self.hdr_len == 0 && input.len() >= 2 {
+            let need = header_len(&input[..2]);
+            if input.len() >= need {
+                let h = parse_header(&input[..need])?;
+                *input = &input[need..];
+                self.remaining = Some(h.len);
+                return Ok(Some(Decoded::Header(h)));
+            }
+        }
+        // Header split across reads: collect bytes until the needed length is present.
         loop {
             let have = usize::from(self.hdr_len);
             let need = header_len(&self.hdr[..have]);
