@@ -388,3 +388,48 @@ fn doctor_reports_limits_and_verdict() {
     let o = sockstorm(&["doctor", "-c", "5000000", "--target", "127.0.0.1:80"]);
     assert_eq!(o.status.code(), Some(3), "5M connections do not fit here");
 }
+
+#[test]
+fn fan_out_pushes_are_counted_and_pings_answered() {
+    let _g = lock();
+    let gw = Gateway::start(ServeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        publish_rate: 20.0,
+        ..ServeConfig::default()
+    })
+    .unwrap();
+    let out = json_path("fanout");
+    let o = sockstorm(&[
+        "run",
+        &url(gw.local_addr()),
+        "-c",
+        "200",
+        "--connect-rate",
+        "2000",
+        "-d",
+        "3s",
+        "--ping-interval",
+        "500ms",
+        "--no-reconnect",
+        "-q",
+        "--json",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let v = read_json(&out);
+    let pushed = counter(&v, "msgs_pushed");
+    let s = gw.stats();
+    // Every event the gateway published reached us and was counted (events that crossed our
+    // close frame count as late), none taken for an echo.
+    assert_eq!(pushed + counter(&v, "msgs_late"), s.msgs_out);
+    assert!(pushed >= 200 * 20 * 2, "{pushed}");
+    assert_eq!(counter(&v, "msgs_sent"), 0);
+    assert_eq!(counter(&v, "msgs_received"), 0);
+    assert_eq!(counter(&v, "pongs_received"), counter(&v, "pings_sent"));
+    gw.shutdown();
+}
