@@ -8,9 +8,9 @@ fn main() -> ExitCode {
     match sockstorm::cli::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            let e = anyhow::Error::from(e);
-            eprintln!("sockstorm: error: {e:#}");
-            ExitCode::from(sockstorm::cli::EXIT_ERROR)
+            let code = e.exit_code();
+            eprintln!("sockstorm: error: {:#}", anyhow::Error::from(e));
+            ExitCode::from(code)
         }
     }
 }

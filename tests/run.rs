@@ -314,7 +314,17 @@ fn ctrl_c_stops_within_two_seconds_and_keeps_the_results() {
 
 #[test]
 fn bad_input_gets_a_clear_error_and_exit_code() {
-    let cases: [(&[&str], i32, &str); 6] = [
+    let cases: [(&[&str], i32, &str); 8] = [
+        (
+            &["run", "ws://127.0.0.1:1/", "--connect-rate", "0"],
+            2,
+            "--connect-rate",
+        ),
+        (
+            &["run", "ws://127.0.0.1:1/", "--drain", "1e13"],
+            2,
+            "30-day maximum",
+        ),
         (
             &["run", "ws://127.0.0.1:1/", "--connect-rate", "fast"],
             2,

@@ -5,6 +5,7 @@
 use sockstorm::metrics::ShardStats;
 use sockstorm::proto::conn::{Conn, ConnConfig, Ctx, Message, Micros, Phase};
 use sockstorm::proto::rng::Rng;
+use sockstorm::proto::ws::frame::apply_mask;
 use sockstorm::proto::ws::handshake::RequestTemplate;
 
 /// Interval between messages on the fake clock, µs.
@@ -103,9 +104,32 @@ impl EchoSession {
         self.conn.handle_recv(&mut ctx, self.now + RTT, &self.echo);
         if self.pings {
             if n > self.frame_len {
-                // Our ping (or a pong) went along: answer the ping; a stray pong is ignored.
-                self.conn
-                    .handle_recv(&mut ctx, self.now + RTT, &[0x8A, 4, b'p', b'o', b'n', b'g']);
+                // Our ping (or a pong) went along: answer a ping with its own payload, as a
+                // server must; a pong from us needs no answer.
+                // Walk our (small, masked) frames to find the ping.
+                let mut at = 0;
+                while at + 6 <= self.out.len() {
+                    let (op, len) = (self.out[at] & 0x0F, usize::from(self.out[at + 1] & 0x7F));
+                    if len > 125 || at + 6 + len > self.out.len() {
+                        break;
+                    }
+                    if op == 0x9 {
+                        let mask = [
+                            self.out[at + 2],
+                            self.out[at + 3],
+                            self.out[at + 4],
+                            self.out[at + 5],
+                        ];
+                        let mut pong = [0u8; 2 + 125];
+                        pong[0] = 0x8A;
+                        pong[1] = len as u8;
+                        pong[2..2 + len].copy_from_slice(&self.out[at + 6..at + 6 + len]);
+                        apply_mask(&mut pong[2..2 + len], mask, 0);
+                        self.conn
+                            .handle_recv(&mut ctx, self.now + RTT, &pong[..2 + len]);
+                    }
+                    at += 6 + len;
+                }
             }
             self.trips += 1;
             if self.trips % 10 == 0 {

@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 pub const EXIT_OK: u8 = 0;
 /// Exit code: setup error.
 pub const EXIT_ERROR: u8 = 1;
+/// Exit code: invalid flags (clap uses it too).
+pub const EXIT_USAGE: u8 = 2;
 /// Exit code: completed with failures.
 pub const EXIT_FAILURES: u8 = 3;
 /// Exit code: interrupted by Ctrl-C.
@@ -130,7 +132,7 @@ pub struct DoctorArgs {
     pub json: bool,
 }
 
-/// Errors a subcommand reports before exiting with [`EXIT_ERROR`].
+/// Errors a subcommand reports before exiting (see [`CliError::exit_code`]).
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     /// Invalid run settings.
@@ -152,6 +154,18 @@ pub enum CliError {
         /// OS error.
         source: std::io::Error,
     },
+}
+
+impl CliError {
+    /// [`EXIT_USAGE`] for invalid flag values, [`EXIT_ERROR`] for everything else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Plan(plan::PlanError::Invalid { .. } | plan::PlanError::File { .. }) => {
+                EXIT_USAGE
+            }
+            _ => EXIT_ERROR,
+        }
+    }
 }
 
 /// The process-wide run control Ctrl-C talks to.

@@ -138,7 +138,10 @@ pub fn run(plan: &RunPlan, ctl: &RunControl) -> Result<RunResult, EngineError> {
     let nofile = sock::raise_nofile_limit()
         .or_else(|_| sock::nofile_limit())
         .unwrap_or((1024, 1024));
-    let capacity = nofile.0.saturating_sub(FD_RESERVE);
+    // Each shard also holds its ring, eventfd and the eventfd's waker copy.
+    let capacity = nofile
+        .0
+        .saturating_sub(FD_RESERVE + 3 * plan.cpus.len() as u64);
     if plan.connections > capacity {
         return Err(EngineError::TooManyConnections {
             wanted: plan.connections,

@@ -131,6 +131,26 @@ impl Slot {
     }
 }
 
+/// Hands `buf` to the ring as the slot's one send in flight.
+fn start_send(
+    ring: &mut Ring,
+    slot: &mut Slot,
+    i: u32,
+    buf: Vec<u8>,
+    inflight: &mut u64,
+    pool: &mut Vec<Vec<u8>>,
+) {
+    match ring.send(slot.fd, i, buf, pack(i, slot.gen, Op::Send)) {
+        Ok(()) => {
+            slot.sending = true;
+            slot.ops += 1;
+            *inflight += 1;
+        }
+        // Only if the slot already had a send in flight, which `slot.sending` rules out.
+        Err(buf) => pool.push(buf),
+    }
+}
+
 /// Runs a shard to completion on the current thread.
 pub fn run(plan: ShardPlan, flags: Arc<StopFlags>, gate: Arc<StartGate>, tx: Sender<ShardEvent>) {
     let index = plan.index;
@@ -177,6 +197,8 @@ struct Shard {
     next_open_at: f64,
     source_idx: usize,
     stopping: bool,
+    /// Every connection was cut short (second Ctrl-C, hard deadline or a ring error).
+    aborted: bool,
     hard_deadline: Micros,
     next_tick: Micros,
     live: u64,
@@ -216,6 +238,7 @@ impl Shard {
             tx,
             initial_left: n,
             stopping: false,
+            aborted: false,
             hard_deadline: u64::MAX,
             next_tick: SECOND,
             live: 0,
@@ -262,23 +285,27 @@ impl Shard {
             // A request the kernel never completes (a send to a peer that stopped reading)
             // must not hold the run hostage: dropping the ring cancels whatever is left.
             if self.stopping && now >= self.hard_deadline.saturating_add(SECOND) {
+                // Hand the queued closes to the kernel before leaving, or their fds leak.
+                let _ = self.ring.submit_and_wait(Some(Duration::ZERO));
                 break;
             }
             let timeout = self
                 .next_wake(now)
                 .map(|t| Duration::from_micros(t.saturating_sub(self.now())));
             if let Err(e) = self.ring.submit_and_wait(timeout) {
-                let _ = self.tx.send(ShardEvent::Failed(
-                    self.plan.index,
-                    format!("io_uring wait failed: {e}"),
-                ));
+                if !self.aborted {
+                    let _ = self.tx.send(ShardEvent::Failed(
+                        self.plan.index,
+                        format!("io_uring wait failed: {e}"),
+                    ));
+                }
                 self.abort_all(self.now());
             }
             self.ring.reap(&mut self.cq);
             let now = self.now();
-            let cq = std::mem::take(&mut self.cq);
-            for c in &cq {
-                self.on_completion(*c, now);
+            let mut cq = std::mem::take(&mut self.cq);
+            for c in cq.drain(..) {
+                self.on_completion(c, now);
             }
             self.cq = cq;
         }
@@ -286,6 +313,9 @@ impl Shard {
     }
 
     fn next_wake(&self, now: Micros) -> Option<Micros> {
+        if !self.dirty.is_empty() {
+            return Some(now);
+        }
         let mut t = self.next_tick;
         if let Some(w) = self.wheel.next_due() {
             t = t.min(w);
@@ -295,8 +325,11 @@ impl Shard {
             if self.pending_opens > 0 {
                 t = t.min(self.next_open_at as Micros);
             }
-        } else {
+        } else if now < self.hard_deadline {
             t = t.min(self.hard_deadline);
+        } else {
+            // Past the hard deadline only the final exit is left to wait for.
+            t = t.min(self.hard_deadline.saturating_add(SECOND));
         }
         Some(t.max(now))
     }
@@ -331,7 +364,10 @@ impl Shard {
             drain = drain.min(500_000);
             self.cfg.close_wait = self.cfg.close_wait.min(300_000);
         }
-        self.hard_deadline = now + drain + self.cfg.close_wait + 200_000;
+        self.hard_deadline = now
+            .saturating_add(drain)
+            .saturating_add(self.cfg.close_wait)
+            .saturating_add(200_000);
         for i in 0..self.slots.len() {
             let Shard {
                 slots,
@@ -349,8 +385,13 @@ impl Shard {
     }
 
     fn abort_all(&mut self, now: Micros) {
+        if self.aborted {
+            return;
+        }
+        self.aborted = true;
         self.stopping = true;
         self.pending_opens = 0;
+        self.hard_deadline = self.hard_deadline.min(now);
         for i in 0..self.slots.len() {
             let Shard {
                 slots,
@@ -360,13 +401,7 @@ impl Shard {
                 ..
             } = self;
             if let Some(conn) = slots[i].conn.as_mut() {
-                let mut ctx = Ctx { cfg, stats, rng };
-                if !conn.is_done() {
-                    conn.stop(&mut ctx, now, now);
-                    // Whatever is still in the close handshake is cut short.
-                    conn.handle_timer(&mut ctx, u64::MAX);
-                    conn.handle_timer(&mut ctx, u64::MAX);
-                }
+                conn.abort(&mut Ctx { cfg, stats, rng }, now);
                 self.after(i as u32, now);
             }
         }
@@ -425,16 +460,21 @@ impl Shard {
         match sock::client_socket(&plan.target, source, plan.sock) {
             Ok(fd) => {
                 slot.fd = fd;
-                slot.connecting = true;
-                slot.sending = true;
-                slot.ops += 2;
-                *inflight += 2;
                 let mut buf = pool
                     .pop()
                     .unwrap_or_else(|| Vec::with_capacity(SEND_BUF_CAPACITY));
                 conn.poll_transmit(&mut ctx, now, &mut buf);
                 let (c, s) = (pack(i, slot.gen, Op::Connect), pack(i, slot.gen, Op::Send));
-                ring.connect_and_send(fd, i, buf, c, s);
+                // A fresh slot has no send in flight, so the ring accepts the pair.
+                if let Err(buf) = ring.connect_and_send(fd, i, buf, c, s) {
+                    pool.push(buf);
+                    conn.handle_error(&mut ctx, now, Failure::Os(libc::EBUSY));
+                } else {
+                    slot.connecting = true;
+                    slot.sending = true;
+                    slot.ops += 2;
+                    *inflight += 2;
+                }
             }
             Err(e) => conn.handle_error(
                 &mut ctx,
@@ -483,7 +523,11 @@ impl Shard {
             return self.teardown(i, now);
         }
         if let Some(t) = conn.poll_timeout(&self.cfg) {
-            if slot.timer_at == 0 || t < slot.timer_at {
+            // A send that is due now goes out through the dirty list, or, while a send is in
+            // flight, when that send completes: arming a past timer for it would only spin.
+            let due_by_send = t <= now && conn.wants_transmit(&self.cfg, now);
+            let armed = slot.timer_at != 0 && slot.timer_at > now;
+            if !due_by_send && (!armed || t < slot.timer_at) {
                 slot.timer_at = t;
                 self.wheel.insert(TimerEntry {
                     slot: i,
@@ -526,10 +570,7 @@ impl Shard {
             if buf.is_empty() {
                 pool.push(buf);
             } else {
-                slot.sending = true;
-                slot.ops += 1;
-                *inflight += 1;
-                ring.send(slot.fd, i, buf, pack(i, slot.gen, Op::Send));
+                start_send(ring, slot, i, buf, inflight, pool);
             }
             // poll_transmit can schedule further timers (pings): re-arm.
             self.after(i, now);
@@ -591,8 +632,8 @@ impl Shard {
         self.inflight -= 1;
     }
 
-    fn on_completion(&mut self, c: Completion, now: Micros) {
-        let (i, gen, op) = unpack(c.user_data);
+    fn on_completion(&mut self, mut c: Completion, now: Micros) {
+        let (i, gen, op) = unpack(c.user_data());
         let Some(op) = op else { return };
         if op == Op::Wake {
             self.ring.arm_wake();
@@ -606,12 +647,12 @@ impl Shard {
             .get(i as usize)
             .is_none_or(|s| !s.allocated || s.gen != gen || s.ops == 0);
         if stale {
-            if let Some(bid) = c.buffer() {
-                self.ring.recycle(bid);
+            if let Some(b) = c.take_buffer() {
+                self.ring.recycle(b);
             }
             return;
         }
-        let res = c.result;
+        let res = c.result();
         match op {
             Op::Connect => {
                 self.op_done(i);
@@ -657,20 +698,19 @@ impl Shard {
                 } = self;
                 let slot = &mut slots[i as usize];
                 let alive = slot.conn.as_ref().is_some_and(|c| !c.is_done());
-                if let Some(bid) = c.buffer() {
+                if let Some(b) = c.take_buffer() {
                     if let (true, Some(conn)) = (res > 0, slot.conn.as_mut()) {
-                        let data = ring.buffer(bid, res as usize);
-                        let upgrading = conn.phase() == Phase::Upgrading;
+                        let data = ring.buffer(&b);
+                        let before = conn.was_established();
                         conn.handle_recv(&mut Ctx { cfg, stats, rng }, now, data);
-                        if upgrading && conn.phase() != Phase::Upgrading && conn.outcome().is_none()
-                        {
+                        if !before && conn.was_established() {
                             ramp.0 += 1;
                             if ramp.0 == plan.connections {
                                 ramp.1 = now;
                             }
                         }
                     }
-                    ring.recycle(bid);
+                    ring.recycle(b);
                 }
                 if let Some(conn) = slot.conn.as_mut() {
                     let mut ctx = Ctx { cfg, stats, rng };
@@ -702,15 +742,12 @@ impl Shard {
                 } = self;
                 let slot = &mut slots[i as usize];
                 slot.sending = false;
-                let mut buf = ring.take_send(i).unwrap_or_default();
+                let mut buf = c.take_sent().unwrap_or_default();
                 let alive = slot.conn.as_ref().is_some_and(|c| !c.is_done());
                 if res >= 0 && (res as usize) < buf.len() && alive {
                     // Short write: send the rest before anything else.
                     buf.drain(..res as usize);
-                    slot.sending = true;
-                    slot.ops += 1;
-                    *inflight += 1;
-                    ring.send(slot.fd, i, buf, pack(i, slot.gen, Op::Send));
+                    start_send(ring, slot, i, buf, inflight, pool);
                 } else {
                     buf.clear();
                     if buf.capacity() <= 64 * 1024 {

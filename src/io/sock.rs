@@ -90,14 +90,6 @@ fn set_bind_address_no_port(sock: &Socket) -> io::Result<()> {
     Ok(())
 }
 
-/// Closes a raw fd synchronously (used when a socket never reached the ring).
-pub fn close_fd(fd: RawFd) {
-    // SAFETY: the caller owns `fd` and never uses it again.
-    unsafe {
-        libc::close(fd);
-    }
-}
-
 /// Resident set size of this process in bytes, from /proc/self/statm.
 pub fn rss_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;

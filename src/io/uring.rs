@@ -13,6 +13,7 @@ use socket2::SockAddr;
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::fs::File;
 use std::io::{self, Write};
+use std::mem::ManuallyDrop;
 use std::os::fd::{FromRawFd, RawFd};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
@@ -63,26 +64,50 @@ pub fn unpack(ud: u64) -> (u32, u32, Option<Op>) {
     )
 }
 
-/// One completion, copied out of the completion queue.
-#[derive(Debug, Clone, Copy)]
+/// One completion, moved out of the completion queue. It carries back what the kernel no
+/// longer uses: the buffer of a finished send, the provided buffer a receive filled.
+#[derive(Debug)]
 pub struct Completion {
-    /// The packed `user_data` of the request.
-    pub user_data: u64,
-    /// Result: bytes, 0, or `-errno`.
-    pub result: i32,
-    /// CQE flags (buffer id, MORE).
-    pub flags: u32,
+    user_data: u64,
+    result: i32,
+    flags: u32,
+    sent: Option<Vec<u8>>,
+    buf: Option<RecvBuf>,
+}
+
+/// A provided buffer filled by a receive: read it with [`Ring::buffer`], then hand it back
+/// with [`Ring::recycle`]. Only [`Ring::reap`] makes these, so it always names a buffer the
+/// kernel has finished writing.
+#[derive(Debug)]
+pub struct RecvBuf {
+    bid: u16,
+    len: usize,
 }
 
 impl Completion {
-    /// The provided buffer this completion filled, if any.
-    pub fn buffer(&self) -> Option<u16> {
-        cqueue::buffer_select(self.flags)
+    /// The packed `user_data` of the request.
+    pub fn user_data(&self) -> u64 {
+        self.user_data
+    }
+
+    /// Result: bytes, 0, or `-errno`.
+    pub fn result(&self) -> i32 {
+        self.result
     }
 
     /// Whether a multishot request stays armed after this completion.
     pub fn more(&self) -> bool {
         cqueue::more(self.flags)
+    }
+
+    /// The buffer of a completed send.
+    pub fn take_sent(&mut self) -> Option<Vec<u8>> {
+        self.sent.take()
+    }
+
+    /// The provided buffer a receive filled.
+    pub fn take_buffer(&mut self) -> Option<RecvBuf> {
+        self.buf.take()
     }
 }
 
@@ -151,6 +176,9 @@ impl BufRing {
 
     /// Hands buffer `bid` (back) to the kernel.
     fn push(&mut self, bid: u16) {
+        if bid >= self.count {
+            return; // not one of ours: never hand the kernel an address outside `data`
+        }
         let idx = usize::from(self.tail & (self.count - 1));
         let addr = self.data.as_ptr() as u64 + u64::from(bid) * u64::from(self.size);
         // SAFETY: idx < count, so the entry lies inside the allocation; the kernel only reads
@@ -179,22 +207,31 @@ impl BufRing {
 
 impl Drop for BufRing {
     fn drop(&mut self) {
-        // SAFETY: allocated in `new` with this layout; the ring (and its registration) is
-        // dropped before this field, see field order in `Ring`.
+        // SAFETY: allocated in `new` with this layout; only reached for a buffer ring that was
+        // never registered with a kernel ring (`Ring` leaks registered ones).
         unsafe { dealloc(self.entries.cast(), self.layout) }
     }
 }
 
 /// One shard's ring with its buffer ring, wake-up eventfd and in-flight send buffers.
 pub struct Ring {
-    // Field order matters: the ring is unregistered/closed before the buffers it used are freed.
     ring: IoUring,
-    bufs: BufRing,
-    sends: Vec<Option<Vec<u8>>>,
+    /// Leaked on drop: requests still in flight when the ring fd closes are torn down
+    /// asynchronously by the kernel and may yet write into these buffers.
+    bufs: ManuallyDrop<BufRing>,
+    /// Send buffers by slot, at most one in flight per slot; leaked on drop like `bufs`.
+    sends: ManuallyDrop<Vec<Option<Vec<u8>>>>,
     target: Box<SockAddr>,
     wake_fd: RawFd,
     wake_buf: Box<[u8; 8]>,
     wake_file: File,
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        // Stop the kernel from picking more provided buffers; the memory itself stays.
+        let _ = self.ring.submitter().unregister_buf_ring(BUF_GROUP);
+    }
 }
 
 /// Wakes a sleeping shard from another thread.
@@ -218,20 +255,6 @@ impl Ring {
             .setup_cqsize(cfg.entries * 4)
             .setup_clamp()
             .build(cfg.entries)?;
-        let mut bufs = BufRing::new(cfg.buf_count, cfg.buf_size)?;
-        // SAFETY: the entries allocation stays valid until `bufs` drops, which happens after
-        // the ring is destroyed (field order); count matches the allocation.
-        unsafe {
-            ring.submitter().register_buf_ring_with_flags(
-                bufs.entries as u64,
-                cfg.buf_count,
-                BUF_GROUP,
-                0,
-            )?;
-        }
-        for bid in 0..cfg.buf_count {
-            bufs.push(bid);
-        }
         // SAFETY: eventfd has no memory-safety preconditions.
         let wake_fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
         if wake_fd < 0 {
@@ -239,10 +262,29 @@ impl Ring {
         }
         // SAFETY: wake_fd is a fresh fd we own; the File closes it on drop.
         let wake_file = unsafe { File::from_raw_fd(wake_fd) };
+        let mut bufs = ManuallyDrop::new(BufRing::new(cfg.buf_count, cfg.buf_size)?);
+        // SAFETY: the entries allocation is never freed while the process runs (`bufs` is
+        // leaked, see `Drop for Ring`); count matches the allocation.
+        let reg = unsafe {
+            ring.submitter().register_buf_ring_with_flags(
+                bufs.entries as u64,
+                cfg.buf_count,
+                BUF_GROUP,
+                0,
+            )
+        };
+        if let Err(e) = reg {
+            // Never registered: nothing can write into it, so it may be freed.
+            ManuallyDrop::into_inner(bufs);
+            return Err(e);
+        }
+        for bid in 0..cfg.buf_count {
+            bufs.push(bid);
+        }
         let mut r = Self {
             ring,
             bufs,
-            sends: Vec::new(),
+            sends: ManuallyDrop::new(Vec::new()),
             target: Box::new(SockAddr::from(target)),
             wake_fd,
             wake_buf: Box::new([0; 8]),
@@ -288,13 +330,15 @@ impl Ring {
     }
 
     /// Sends `buf` on `fd`; the ring keeps `buf` until [`Ring::take_send`] for `slot`.
-    pub fn send(&mut self, fd: RawFd, slot: u32, buf: Vec<u8>, ud: u64) {
-        let e = self.send_entry(fd, slot, buf, ud);
+    pub fn send(&mut self, fd: RawFd, slot: u32, buf: Vec<u8>, ud: u64) -> Result<(), Vec<u8>> {
+        let e = self.send_entry(fd, slot, buf, ud)?;
         self.push(e);
+        Ok(())
     }
 
     /// Connects `fd` to the target and, linked to it, sends `buf` (the upgrade request): one
-    /// submission, and no wake-up between the connect and the request.
+    /// submission, and no wake-up between the connect and the request. Gives `buf` back if
+    /// `slot` already has a send in flight.
     pub fn connect_and_send(
         &mut self,
         fd: RawFd,
@@ -302,7 +346,8 @@ impl Ring {
         buf: Vec<u8>,
         ud_connect: u64,
         ud_send: u64,
-    ) {
+    ) -> Result<(), Vec<u8>> {
+        let send = self.send_entry(fd, slot, buf, ud_send)?;
         let connect = opcode::Connect::new(
             types::Fd(fd),
             self.target.as_ptr().cast(),
@@ -311,7 +356,6 @@ impl Ring {
         .build()
         .flags(squeue::Flags::IO_LINK)
         .user_data(ud_connect);
-        let send = self.send_entry(fd, slot, buf, ud_send);
         // A link must not be split across submissions: make room for both first.
         let free = {
             let sq = self.ring.submission();
@@ -322,25 +366,31 @@ impl Ring {
         }
         self.push(connect);
         self.push(send);
+        Ok(())
     }
 
-    fn send_entry(&mut self, fd: RawFd, slot: u32, buf: Vec<u8>, ud: u64) -> squeue::Entry {
+    fn send_entry(
+        &mut self,
+        fd: RawFd,
+        slot: u32,
+        buf: Vec<u8>,
+        ud: u64,
+    ) -> Result<squeue::Entry, Vec<u8>> {
         let i = slot as usize;
         if self.sends.len() <= i {
             self.sends.resize_with(i + 1, || None);
         }
+        if self.sends[i].is_some() {
+            // One send per slot at a time: the kernel may still be reading the other buffer.
+            return Err(buf);
+        }
         let (ptr, len) = (buf.as_ptr(), buf.len() as u32);
         // The Vec's heap block does not move when the Vec value moves into the table.
         self.sends[i] = Some(buf);
-        opcode::Send::new(types::Fd(fd), ptr, len)
+        Ok(opcode::Send::new(types::Fd(fd), ptr, len)
             .flags(libc::MSG_NOSIGNAL)
             .build()
-            .user_data(ud)
-    }
-
-    /// Returns the buffer of the completed send of `slot`.
-    pub fn take_send(&mut self, slot: u32) -> Option<Vec<u8>> {
-        self.sends.get_mut(slot as usize).and_then(Option::take)
+            .user_data(ud))
     }
 
     /// Cancels the request identified by `target_ud`.
@@ -355,14 +405,14 @@ impl Ring {
         self.push(e);
     }
 
-    /// The bytes a receive completion left in provided buffer `bid`.
-    pub fn buffer(&self, bid: u16, len: usize) -> &[u8] {
-        self.bufs.slice(bid, len)
+    /// The bytes a receive left in its provided buffer.
+    pub fn buffer(&self, b: &RecvBuf) -> &[u8] {
+        self.bufs.slice(b.bid, b.len)
     }
 
-    /// Returns provided buffer `bid` to the kernel.
-    pub fn recycle(&mut self, bid: u16) {
-        self.bufs.push(bid);
+    /// Returns a provided buffer to the kernel.
+    pub fn recycle(&mut self, b: RecvBuf) {
+        self.bufs.push(b.bid);
     }
 
     /// Submits queued requests and waits for at least one completion or `timeout`.
@@ -394,11 +444,26 @@ impl Ring {
     /// Moves all available completions into `out` (cleared first).
     pub fn reap(&mut self, out: &mut Vec<Completion>) {
         out.clear();
-        out.extend(self.ring.completion().map(|c| Completion {
-            user_data: c.user_data(),
-            result: c.result(),
-            flags: c.flags(),
-        }));
+        for c in self.ring.completion() {
+            let (slot, _, op) = unpack(c.user_data());
+            // The kernel is done with a send's buffer once its completion is posted, and only
+            // one send per slot is ever in flight.
+            let sent = match op {
+                Some(Op::Send) => self.sends.get_mut(slot as usize).and_then(Option::take),
+                _ => None,
+            };
+            let buf = cqueue::buffer_select(c.flags()).map(|bid| RecvBuf {
+                bid,
+                len: usize::try_from(c.result()).unwrap_or(0),
+            });
+            out.push(Completion {
+                user_data: c.user_data(),
+                result: c.result(),
+                flags: c.flags(),
+                sent,
+                buf,
+            });
+        }
     }
 }
 
@@ -434,7 +499,8 @@ mod tests {
             b"ping".to_vec(),
             pack(1, 1, Op::Connect),
             pack(1, 1, Op::Send),
-        );
+        )
+        .unwrap();
         let mut cq = Vec::new();
         let mut got = Vec::new();
         // The connect reaches the kernel with the first submit; the backlog completes it.
@@ -447,24 +513,24 @@ mod tests {
             ring.submit_and_wait(Some(Duration::from_millis(100)))
                 .unwrap();
             ring.reap(&mut cq);
-            for c in cq.clone() {
-                got.push(unpack(c.user_data).2);
-                match unpack(c.user_data).2 {
+            for mut c in cq.drain(..) {
+                got.push(unpack(c.user_data()).2);
+                match unpack(c.user_data()).2 {
                     Some(Op::Connect) => {
-                        assert_eq!(c.result, 0);
+                        assert_eq!(c.result(), 0);
                         connected = true;
                         ring.recv_multishot(fd, pack(1, 1, Op::Recv));
                     }
                     Some(Op::Send) => {
-                        assert_eq!(c.result, 4);
-                        assert_eq!(ring.take_send(1).unwrap(), b"ping");
+                        assert_eq!(c.result(), 4);
+                        assert_eq!(c.take_sent().unwrap(), b"ping");
                         // 200 bytes arrive in several 64-byte provided buffers.
                         server.write_all(&[7u8; 200]).unwrap();
                     }
-                    Some(Op::Recv) if c.result > 0 => {
-                        let bid = c.buffer().unwrap();
-                        received.extend_from_slice(ring.buffer(bid, c.result as usize));
-                        ring.recycle(bid);
+                    Some(Op::Recv) if c.result() > 0 => {
+                        let b = c.take_buffer().unwrap();
+                        received.extend_from_slice(ring.buffer(&b));
+                        ring.recycle(b);
                         assert!(c.more());
                     }
                     _ => {}
@@ -486,10 +552,10 @@ mod tests {
         ring.reap(&mut cq);
         ring.close(fd, pack(1, 1, Op::Close));
         assert!(
-            cq.iter().any(|c| unpack(c.user_data).2 == Some(Op::Wake)) || {
+            cq.iter().any(|c| unpack(c.user_data()).2 == Some(Op::Wake)) || {
                 ring.submit_and_wait(Some(Duration::from_secs(5))).unwrap();
                 ring.reap(&mut cq);
-                cq.iter().any(|c| unpack(c.user_data).2 == Some(Op::Wake))
+                cq.iter().any(|c| unpack(c.user_data()).2 == Some(Op::Wake))
             }
         );
     }

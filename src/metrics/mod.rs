@@ -98,6 +98,8 @@ counters! {
     /// Sessions we closed whose close handshake did not complete (no close reply before EOF,
     /// an error or `--close-wait`).
     closes_incomplete,
+    /// Attempts still connecting or upgrading when the run stopped (not failures).
+    abandoned,
     /// Reconnect attempts made to hold the target connection count.
     reconnects,
     /// Rate-driven messages sent.

@@ -318,6 +318,12 @@ impl RunPlan {
                 ),
             ));
         }
+        if message.is_some() && a.message_rate < 0.001 {
+            return Err(inv(
+                "--message-rate",
+                "must be at least 0.001 per second (one message per 1000 s)".into(),
+            ));
+        }
         if message.is_some() && a.message_rate > 100_000.0 {
             return Err(inv(
                 "--message-rate",
@@ -413,7 +419,7 @@ impl RunPlan {
             reconnect: !a.no_reconnect,
             cpus,
             source_ips,
-            source_ips_auto: auto && a.source_ip.is_none(),
+            source_ips_auto: auto,
             linger_zero: a.linger_zero,
             validate_utf8: !a.no_utf8_check,
             timer_resolution: a.timer_resolution,

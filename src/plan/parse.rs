@@ -12,7 +12,7 @@ pub fn duration(s: &str) -> Result<Duration, String> {
         return Err(err());
     }
     if let Ok(secs) = s.parse::<f64>() {
-        return Duration::try_from_secs_f64(secs).map_err(|_| err());
+        return checked(Duration::try_from_secs_f64(secs).map_err(|_| err())?, s);
     }
     let mut total = 0f64;
     let mut rest = s;
@@ -39,7 +39,17 @@ pub fn duration(s: &str) -> Result<Duration, String> {
         total += value * scale;
         rest = &rest[unit_end..];
     }
-    Duration::try_from_secs_f64(total).map_err(|_| err())
+    checked(Duration::try_from_secs_f64(total).map_err(|_| err())?, s)
+}
+
+/// Longest duration any flag accepts: 30 days (keeps µs arithmetic far from overflow).
+pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+fn checked(d: Duration, s: &str) -> Result<Duration, String> {
+    if d > MAX_DURATION {
+        return Err(format!("duration `{s}` is longer than the 30-day maximum"));
+    }
+    Ok(d)
 }
 
 /// Parses `Name: value`.
@@ -169,7 +179,7 @@ mod tests {
         assert_eq!(duration("1h30m").unwrap(), Duration::from_secs(5400));
         assert_eq!(duration("1.5s").unwrap(), Duration::from_millis(1500));
         assert_eq!(duration("20").unwrap(), Duration::from_secs(20));
-        for bad in ["", "s", "5x", "-1s", "1s5", "ms"] {
+        for bad in ["", "s", "5x", "-1s", "1s5", "ms", "1e13", "31d", "800h"] {
             assert!(duration(bad).is_err(), "{bad}");
         }
     }

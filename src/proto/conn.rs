@@ -36,6 +36,8 @@ pub enum Failure {
     UpgradeTimeout,
     /// Connection reset by the peer.
     Reset,
+    /// An established connection timed out (the peer stopped acknowledging data).
+    TcpTimeout,
     /// Network or host unreachable.
     Unreachable,
     /// No local port or source address available (EADDRNOTAVAIL / EADDRINUSE).
@@ -77,6 +79,7 @@ impl Failure {
             Self::ConnectTimeout => "connect_timeout".into(),
             Self::UpgradeTimeout => "upgrade_timeout".into(),
             Self::Reset => "reset".into(),
+            Self::TcpTimeout => "tcp_timeout".into(),
             Self::Unreachable => "unreachable".into(),
             Self::NoSourcePort => "no_source_port".into(),
             Self::TooManyFiles => "too_many_open_files".into(),
@@ -95,6 +98,7 @@ impl Failure {
             Self::ConnectTimeout => "TCP connect timed out: target overloaded, SYN backlog full or filtered".into(),
             Self::UpgradeTimeout => "no HTTP 101 before --connect-timeout: the server accepted TCP but did not upgrade".into(),
             Self::Reset => "connection reset by peer".into(),
+            Self::TcpTimeout => "established connection timed out: the peer stopped acknowledging data".into(),
             Self::Unreachable => "network or host unreachable: check the target address and routes".into(),
             Self::NoSourcePort => {
                 "no free local port: add source addresses (--source-ip 127.0.0.2-127.0.0.20) or widen ip_local_port_range".into()
@@ -213,6 +217,7 @@ pub struct Conn {
     pending: u8,
     stopping: bool,
     got_close: bool,
+    established: bool,
     outcome: Option<Outcome>,
     /// Close code we send (1000, or the violation's code, or the echoed server code).
     close_code: u16,
@@ -255,11 +260,12 @@ impl Conn {
             pending: OUT_REQUEST,
             stopping: false,
             got_close: false,
+            established: false,
             outcome: None,
             close_code: 1000,
             t_start: now,
             t_phase: now,
-            deadline: now + ctx.cfg.connect_timeout,
+            deadline: now.saturating_add(ctx.cfg.connect_timeout),
             next_msg_at: 0,
             next_ping_at: 0,
             ping_sent_at: 0,
@@ -297,16 +303,19 @@ impl Conn {
         if self.phase != Phase::Connecting {
             return;
         }
-        ctx.stats.record(Hist::TcpConnect, now - self.t_start);
+        ctx.stats
+            .record(Hist::TcpConnect, now.saturating_sub(self.t_start));
         self.phase = Phase::Upgrading;
         self.t_phase = now;
-        if self.stopping {
-            self.fail(ctx, now, Failure::UpgradeTimeout);
-        }
     }
 
     /// The socket failed with an OS error (connect, send or recv).
     pub fn handle_error(&mut self, ctx: &mut Ctx<'_>, now: Micros, failure: Failure) {
+        // ETIMEDOUT on an established connection is a retransmission timeout, not a connect one.
+        let failure = match (failure, self.phase) {
+            (Failure::ConnectTimeout, Phase::Upgrading | Phase::Open) => Failure::TcpTimeout,
+            (f, _) => f,
+        };
         match self.phase {
             Phase::Done => {}
             // The close handshake is already underway; an error now only ends it early.
@@ -395,10 +404,13 @@ impl Conn {
     }
 
     fn open(&mut self, ctx: &mut Ctx<'_>, now: Micros) {
+        self.established = true;
         let c = &mut ctx.stats.counters;
         c.established += 1;
-        ctx.stats.record(Hist::WsUpgrade, now - self.t_phase);
-        ctx.stats.record(Hist::WsConnecting, now - self.t_start);
+        ctx.stats
+            .record(Hist::WsUpgrade, now.saturating_sub(self.t_phase));
+        ctx.stats
+            .record(Hist::WsConnecting, now.saturating_sub(self.t_start));
         self.phase = Phase::Open;
         self.t_phase = now;
         self.deadline = 0;
@@ -408,10 +420,10 @@ impl Conn {
         // Random phase within the first interval spreads sends evenly even when many
         // connections open at once (after a reconnect burst, say).
         if ctx.cfg.message.is_some() && ctx.cfg.message_interval > 0 {
-            self.next_msg_at = now + ctx.rng.below(ctx.cfg.message_interval);
+            self.next_msg_at = now.saturating_add(ctx.rng.below(ctx.cfg.message_interval));
         }
         if ctx.cfg.ping_interval > 0 {
-            self.next_ping_at = now + ctx.cfg.ping_interval;
+            self.next_ping_at = now.saturating_add(ctx.cfg.ping_interval);
         }
     }
 
@@ -470,8 +482,11 @@ impl Conn {
                 }
             }
             OpCode::Pong => {
-                if self.ping_sent_at != 0 {
-                    ctx.stats.record(Hist::WsPing, now - self.ping_sent_at);
+                // Only the pong carrying our ping's payload answers it; servers also send
+                // unsolicited heartbeat pongs.
+                if self.ping_sent_at != 0 && self.ctrl == self.ping_sent_at.to_be_bytes() {
+                    ctx.stats
+                        .record(Hist::WsPing, now.saturating_sub(self.ping_sent_at));
                     ctx.stats.counters.pongs_received += 1;
                     self.ping_sent_at = 0;
                 }
@@ -547,7 +562,7 @@ impl Conn {
                     self.outcome = Some(Outcome::Stopped);
                 }
                 // Wait for the server's FIN so TIME_WAIT lands on its side (RFC 6455 §7.1.1).
-                self.deadline = now + ctx.cfg.close_wait;
+                self.deadline = now.saturating_add(ctx.cfg.close_wait);
             }
             _ => {}
         }
@@ -575,9 +590,9 @@ impl Conn {
             if self.ping_sent_at == 0 {
                 self.pending |= OUT_PING;
             }
-            self.next_ping_at += ctx.cfg.ping_interval;
+            self.next_ping_at = self.next_ping_at.saturating_add(ctx.cfg.ping_interval);
             if self.next_ping_at <= now {
-                self.next_ping_at = now + ctx.cfg.ping_interval;
+                self.next_ping_at = now.saturating_add(ctx.cfg.ping_interval);
             }
         }
     }
@@ -590,11 +605,7 @@ impl Conn {
         }
         self.stopping = true;
         match self.phase {
-            Phase::Connecting | Phase::Upgrading => {
-                // Never opened, and the run is over: not a failure of the target.
-                self.outcome = Some(Outcome::Stopped);
-                self.finish(ctx, now);
-            }
+            Phase::Connecting | Phase::Upgrading => self.abandon(ctx, now),
             Phase::Open => {
                 if self.fifo.is_empty() {
                     self.begin_close(ctx, now, 1000);
@@ -604,6 +615,33 @@ impl Conn {
             }
             Phase::Closing | Phase::Done => {}
         }
+    }
+
+    /// Ends the connection at once, without a close handshake (second Ctrl-C, hard deadline).
+    pub fn abort(&mut self, ctx: &mut Ctx<'_>, now: Micros) {
+        self.stopping = true;
+        match self.phase {
+            Phase::Connecting | Phase::Upgrading => self.abandon(ctx, now),
+            Phase::Open => {
+                // Counted like a close whose handshake did not complete.
+                self.phase = Phase::Closing;
+                self.finish(ctx, now);
+            }
+            Phase::Closing => self.finish(ctx, now),
+            Phase::Done => {}
+        }
+    }
+
+    /// Never opened, and the run is over: not a failure of the target.
+    fn abandon(&mut self, ctx: &mut Ctx<'_>, now: Micros) {
+        ctx.stats.counters.abandoned += 1;
+        self.outcome = Some(Outcome::Stopped);
+        self.finish(ctx, now);
+    }
+
+    /// Whether this connection ever reached Open.
+    pub fn was_established(&self) -> bool {
+        self.established
     }
 
     /// Appends due output to `out` (caller-owned, reused across calls). Returns the number of
@@ -657,7 +695,7 @@ impl Conn {
             encode_frame(out, m.opcode, true, &m.payload, ctx.rng.mask());
             self.fifo.push_back(intended);
             ctx.stats.counters.msgs_sent += 1;
-            self.next_msg_at += iv;
+            self.next_msg_at = self.next_msg_at.saturating_add(iv);
         }
     }
 
@@ -706,7 +744,7 @@ impl Conn {
         self.close_code = code;
         self.pending |= OUT_CLOSE;
         self.phase = Phase::Closing;
-        self.deadline = now + ctx.cfg.close_wait;
+        self.deadline = now.saturating_add(ctx.cfg.close_wait);
     }
 
     fn fail(&mut self, ctx: &mut Ctx<'_>, now: Micros, failure: Failure) {

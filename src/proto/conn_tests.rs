@@ -471,3 +471,49 @@ fn every_opened_session_ends_in_exactly_one_end_counter() {
         Some(&1)
     );
 }
+
+#[test]
+fn abort_and_abandon_are_accounted() {
+    let mut h = Harness::new(cfg());
+    let mut c = h.open(0);
+    let t = c.poll_timeout(&h.cfg).unwrap();
+    c.handle_timer(&mut h.ctx(), t);
+    assert_eq!(client_frames(&h.tx(&mut c, t)).len(), 1);
+    // Second Ctrl-C: an open session with an echo outstanding ends at once.
+    c.abort(&mut h.ctx(), u64::MAX);
+    assert!(c.is_done());
+    let mut pending = Conn::new(&mut h.ctx(), 0);
+    pending.stop(&mut h.ctx(), MS, 2 * MS);
+    assert_eq!(pending.outcome(), Some(Outcome::Stopped));
+    let s = &h.stats.counters;
+    assert_eq!((s.msgs_sent, s.msgs_received, s.msgs_unanswered), (1, 0, 1));
+    assert_eq!((s.closes_incomplete, s.abandoned, s.attempts), (1, 1, 2));
+    assert_eq!(
+        h.stats.failure_total(),
+        0,
+        "stopping is not the target's failure"
+    );
+}
+
+#[test]
+fn only_the_pong_with_our_payload_answers_our_ping() {
+    let mut c0 = cfg();
+    c0.ping_interval = 100 * MS;
+    c0.message = None;
+    let mut h = Harness::new(c0);
+    let mut c = h.open(0);
+    let t = c.poll_timeout(&h.cfg).unwrap();
+    c.handle_timer(&mut h.ctx(), t);
+    let ping = client_frames(&h.tx(&mut c, t)).remove(0).1;
+    c.handle_recv(&mut h.ctx(), t + MS, &server_frame(0x8A, b"heartbeat"));
+    assert_eq!(
+        h.stats.counters.pongs_received, 0,
+        "unsolicited pong ignored"
+    );
+    c.handle_recv(&mut h.ctx(), t + 2 * MS, &server_frame(0x8A, &ping));
+    assert_eq!(h.stats.counters.pongs_received, 1);
+    assert_eq!(
+        h.stats.hist(Hist::WsPing).max(),
+        h.stats.hist(Hist::WsPing).highest_equivalent(2 * MS)
+    );
+}
