@@ -848,21 +848,27 @@ pub fn verdict(readings: &Readings, opts: &DoctorOptions) -> Verdict {
     let ips = u64::from(opts.source_ips.max(1));
     let mut checks = Vec::new();
 
-    // Per-process open files: every connection is one plain fd.
+    // Sockets live in each client shard's io_uring direct-descriptor table, which the kernel
+    // caps at RLIMIT_NOFILE per ring (raised to the hard limit at start): capacity grows with
+    // shards, and the process's own fd table holds only a few descriptors per shard.
+    let shards = opts.shards.max(1) as u64;
     checks.push(match &r.nofile {
         Ok((soft, hard)) => {
-            let capacity = hard.saturating_sub(RESERVED_FDS);
+            let capacity = hard.saturating_sub(RESERVED_FDS) * shards;
             let detail = format!(
-                "hard limit {hard} leaves {capacity} fds for connections ({RESERVED_FDS} kept for \
-                 the process; soft limit {soft} is raised to the hard limit at start)"
+                "hard limit {hard} caps each of {shards} shard(s) at {} connections, {capacity} in \
+                 all ({RESERVED_FDS} kept per shard for sockets still closing; soft limit {soft} is \
+                 raised to the hard limit at start)",
+                hard.saturating_sub(RESERVED_FDS)
             );
             let fix = |n: u64| {
-                let need = n + RESERVED_FDS;
+                let need = n.div_ceil(shards) + RESERVED_FDS;
                 let mut fix = format!(
-                    "raise the hard limit to at least {need}: `ulimit -Hn {need}` as root in the \
-                     launching shell, `nofile` in /etc/security/limits.d \
-                     (tuning/limits.d/90-sockstorm.conf, new sessions), or `LimitNOFILE={need}` in \
-                     the systemd unit (tuning/systemd/sockstorm.service.d/limits.conf); see tuning/"
+                    "run more shards (--cpus), or raise the hard limit to at least {need}: \
+                     `ulimit -Hn {need}` as root in the launching shell, `nofile` in \
+                     /etc/security/limits.d (tuning/limits.d/90-sockstorm.conf, new sessions), or \
+                     `LimitNOFILE={need}` in the systemd unit \
+                     (tuning/systemd/sockstorm.service.d/limits.conf); see tuning/"
                 );
                 if matches!(r.nr_open, Ok(nr) if nr < need) {
                     fix.push_str("; fs.nr_open caps the hard limit, raise it first");
@@ -877,10 +883,10 @@ pub fn verdict(readings: &Readings, opts: &DoctorOptions) -> Verdict {
     // fs.nr_open caps what any hard limit can be raised to.
     checks.push(match &r.nr_open {
         Ok(nr) => {
-            let capacity = nr.saturating_sub(RESERVED_FDS);
-            let detail = format!("no process may have more than {nr} fds");
+            let capacity = nr.saturating_sub(RESERVED_FDS) * shards;
+            let detail = format!("no hard limit (so no shard's descriptor table) may exceed {nr}");
             let fix = |n: u64| {
-                let need = n + RESERVED_FDS;
+                let need = n.div_ceil(shards) + RESERVED_FDS;
                 format!(
                     "`sysctl -w fs.nr_open={need}`; persist it in /etc/sysctl.d \
                      (tuning/sysctl.d/90-sockstorm-loadgen.conf)"
@@ -1649,7 +1655,11 @@ mod tests {
     fn verdict_fd_hard_limit_too_low() {
         let mut r = readings();
         r.nofile = Ok((1024, 4096));
-        let v = verdict(&r, &opts(10_000, 1));
+        let one_shard = DoctorOptions {
+            shards: 1,
+            ..opts(10_000, 1)
+        };
+        let v = verdict(&r, &one_shard);
         assert_eq!(v.fits(), Some(false));
         let c = check(&v, "open files (RLIMIT_NOFILE)");
         assert_eq!(c.status, CheckStatus::TooLow);
@@ -1664,6 +1674,11 @@ mod tests {
             Some((4096 - RESERVED_FDS, "open files (RLIMIT_NOFILE)"))
         );
         assert_eq!(check(&v, "ephemeral ports").status, CheckStatus::Ok);
+        // Each shard has its own descriptor table: 8 shards hold 8 × (4096 − reserve).
+        let v8 = verdict(&r, &opts(10_000, 1));
+        let c8 = check(&v8, "open files (RLIMIT_NOFILE)");
+        assert_eq!(c8.status, CheckStatus::Ok);
+        assert_eq!(c8.capacity, Some(8 * (4096 - RESERVED_FDS)));
     }
 
     #[test]
@@ -1671,7 +1686,10 @@ mod tests {
         let mut r = readings();
         r.nr_open = Ok(1_048_576);
         r.nofile = Ok((1024, 1_048_576));
-        let o = opts(2_000_000, 100);
+        let o = DoctorOptions {
+            shards: 1,
+            ..opts(2_000_000, 100)
+        };
         let v = verdict(&r, &o);
         assert_eq!(check(&v, "fs.nr_open").status, CheckStatus::TooLow);
         let fix = check(&v, "fs.nr_open").fix.clone().unwrap();

@@ -17,22 +17,26 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{mpsc, Arc, Barrier, OnceLock};
 use std::time::{Duration, Instant};
 
-/// File descriptors kept free for the process itself (rings, eventfds, stdio, JSON output).
-const FD_RESERVE: u64 = 64;
+/// Descriptor-table slots per shard kept free for connections still closing while their
+/// replacements open (reconnects, churn).
+const TABLE_SLACK: u64 = 64;
 
 /// Errors that stop a run before or while it starts.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     /// More connections than file descriptors.
     #[error(
-        "{wanted} connections need {wanted} file descriptors but RLIMIT_NOFILE allows {allowed} (hard limit {hard}): \
-         lower -c, or raise the hard limit (ulimit -Hn, tuning/limits.d, LimitNOFILE=); see `sockstorm doctor -c {wanted}`"
+        "{wanted} connections do not fit: each of the {shards} shard(s) holds at most RLIMIT_NOFILE \
+         connections, {allowed} in all (hard limit {hard}): lower -c, add CPUs with --cpus, or raise the \
+         hard limit (ulimit -Hn, tuning/limits.d, LimitNOFILE=); see `sockstorm doctor -c {wanted}`"
     )]
     TooManyConnections {
         /// Requested connections.
         wanted: u64,
         /// Connections the limit allows.
         allowed: u64,
+        /// Shards of the run.
+        shards: usize,
         /// The hard limit.
         hard: u64,
     },
@@ -138,19 +142,20 @@ pub fn run(plan: &RunPlan, ctl: &RunControl) -> Result<RunResult, EngineError> {
     let nofile = sock::raise_nofile_limit()
         .or_else(|_| sock::nofile_limit())
         .unwrap_or((1024, 1024));
-    // Each shard also holds its ring, eventfd and the eventfd's waker copy.
-    let capacity = nofile
-        .0
-        .saturating_sub(FD_RESERVE + 3 * plan.cpus.len() as u64);
-    if plan.connections > capacity {
+    // Sockets live in each shard's io_uring direct-descriptor table, not in the process's fd
+    // table; the kernel caps each table at RLIMIT_NOFILE, so capacity grows with shards.
+    let shards = plan.cpus.len().max(1);
+    let counts = split(plan.connections, shards);
+    let per_shard = nofile.0.saturating_sub(TABLE_SLACK);
+    let capacity = per_shard * shards as u64;
+    if counts.iter().any(|&n| n > per_shard) {
         return Err(EngineError::TooManyConnections {
             wanted: plan.connections,
             allowed: capacity,
+            shards,
             hard: nofile.1,
         });
     }
-    let shards = plan.cpus.len().max(1);
-    let counts = split(plan.connections, shards);
     let conn_cfg = ConnConfig {
         template: RequestTemplate::new(
             &plan.url.host_header(),
@@ -198,11 +203,14 @@ pub fn run(plan: &RunPlan, ctl: &RunControl) -> Result<RunResult, EngineError> {
             drain_us: plan.drain.as_micros() as u64,
             conn: conn_cfg.clone(),
             sources,
-            sock: SockOptions {
-                linger_zero: plan.linger_zero,
-            },
             reconnect: plan.reconnect,
-            ring: RingConfig::default(),
+            ring: RingConfig {
+                files: (count + TABLE_SLACK).min(nofile.0).max(1) as u32,
+                sock: SockOptions {
+                    linger_zero: plan.linger_zero,
+                },
+                ..RingConfig::default()
+            },
         };
         let (f, g, t) = (flags.clone(), gate.clone(), tx.clone());
         let h = std::thread::Builder::new()

@@ -3,13 +3,11 @@
 //! other shards; the engine only receives interval snapshots and can wake the shard to stop.
 
 use crate::engine::timer::{TimerEntry, TimerWheel};
-use crate::io::sock::{self, SockOptions};
 use crate::io::uring::{pack, unpack, Completion, Op, Ring, RingConfig, Waker};
 use crate::metrics::ShardStats;
 use crate::proto::conn::{Conn, ConnConfig, Ctx, Failure, Micros, Outcome, Phase};
 use crate::proto::rng::Rng;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Barrier, OnceLock};
@@ -44,8 +42,6 @@ pub struct ShardPlan {
     pub conn: ConnConfig,
     /// Source addresses to rotate (empty: let the kernel choose).
     pub sources: Vec<IpAddr>,
-    /// Socket tuning.
-    pub sock: SockOptions,
     /// Replace failed or server-closed connections to hold the count.
     pub reconnect: bool,
     /// Ring sizing.
@@ -101,7 +97,8 @@ struct Slot {
     /// In use by a connection (or by its requests still in flight).
     allocated: bool,
     gen: u32,
-    fd: RawFd,
+    /// The direct descriptor `slot index` holds (or is being created for) this connection.
+    has_socket: bool,
     conn: Option<Conn>,
     /// Requests in flight that will produce a final completion.
     ops: u16,
@@ -118,7 +115,7 @@ impl Slot {
         Self {
             allocated: false,
             gen: 0,
-            fd: -1,
+            has_socket: false,
             conn: None,
             ops: 0,
             connecting: false,
@@ -140,7 +137,7 @@ fn start_send(
     inflight: &mut u64,
     pool: &mut Vec<Vec<u8>>,
 ) {
-    match ring.send(slot.fd, i, buf, pack(i, slot.gen, Op::Send)) {
+    match ring.send(i, buf, pack(i, slot.gen, Op::Send)) {
         Ok(()) => {
             slot.sending = true;
             slot.ops += 1;
@@ -157,7 +154,7 @@ pub fn run(plan: ShardPlan, flags: Arc<StopFlags>, gate: Arc<StartGate>, tx: Sen
     if let Some(cpu) = plan.cpu {
         core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
     }
-    let ring = Ring::new(plan.ring, plan.target).and_then(|r| Ok((r.waker()?, r)));
+    let ring = Ring::new(plan.ring, plan.target, &plan.sources).and_then(|r| Ok((r.waker()?, r)));
     let (waker, ring) = match ring {
         Ok(x) => x,
         Err(e) => {
@@ -436,9 +433,9 @@ impl Shard {
             }
         };
         let source = (!self.plan.sources.is_empty()).then(|| {
-            let ip = self.plan.sources[self.source_idx % self.plan.sources.len()];
+            let k = self.source_idx % self.plan.sources.len();
             self.source_idx += 1;
-            ip
+            k
         });
         let Shard {
             slots,
@@ -446,7 +443,6 @@ impl Shard {
             stats,
             rng,
             ring,
-            plan,
             inflight,
             live,
             pool,
@@ -457,30 +453,24 @@ impl Shard {
         let mut ctx = Ctx { cfg, stats, rng };
         let mut conn = Conn::new(&mut ctx, now);
         *live += 1;
-        match sock::client_socket(&plan.target, source, plan.sock) {
-            Ok(fd) => {
-                slot.fd = fd;
-                let mut buf = pool
-                    .pop()
-                    .unwrap_or_else(|| Vec::with_capacity(SEND_BUF_CAPACITY));
-                conn.poll_transmit(&mut ctx, now, &mut buf);
-                let (c, s) = (pack(i, slot.gen, Op::Connect), pack(i, slot.gen, Op::Send));
-                // A fresh slot has no send in flight, so the ring accepts the pair.
-                if let Err(buf) = ring.connect_and_send(fd, i, buf, c, s) {
-                    pool.push(buf);
-                    conn.handle_error(&mut ctx, now, Failure::Os(libc::EBUSY));
-                } else {
-                    slot.connecting = true;
-                    slot.sending = true;
-                    slot.ops += 2;
-                    *inflight += 2;
-                }
+        let mut buf = pool
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(SEND_BUF_CAPACITY));
+        conn.poll_transmit(&mut ctx, now, &mut buf);
+        let ud = [Op::Setup, Op::Connect, Op::Send].map(|op| pack(i, slot.gen, op));
+        match ring.open(i, source, buf, ud) {
+            Ok(()) => {
+                slot.has_socket = true;
+                slot.connecting = true;
+                slot.sending = true;
+                slot.ops += 2;
+                *inflight += 2;
             }
-            Err(e) => conn.handle_error(
-                &mut ctx,
-                now,
-                Failure::from_errno(e.raw_os_error().unwrap_or(0)),
-            ),
+            // The slot lies beyond the ring's descriptor table: too many sockets at once.
+            Err(buf) => {
+                pool.push(buf);
+                conn.handle_error(&mut ctx, now, Failure::TooManyFiles);
+            }
         }
         slot.conn = Some(conn);
         self.after(i, now);
@@ -593,7 +583,7 @@ impl Shard {
                 self.pending_opens += 1;
             }
         }
-        if slot.fd >= 0 && !slot.close_submitted {
+        if slot.has_socket && !slot.close_submitted {
             if slot.recv_armed {
                 self.ring
                     .cancel(pack(i, slot.gen, Op::Recv), pack(i, slot.gen, Op::Cancel));
@@ -608,7 +598,7 @@ impl Shard {
                 self.ring
                     .cancel(pack(i, slot.gen, Op::Send), pack(i, slot.gen, Op::Cancel));
             }
-            self.ring.close(slot.fd, pack(i, slot.gen, Op::Close));
+            self.ring.close(i, pack(i, slot.gen, Op::Close));
             slot.close_submitted = true;
             slot.ops += 1;
             self.inflight += 1;
@@ -674,7 +664,7 @@ impl Shard {
                         slot.recv_armed = true;
                         slot.ops += 1;
                         *inflight += 1;
-                        ring.recv_multishot(slot.fd, pack(i, slot.gen, Op::Recv));
+                        ring.recv_multishot(i, pack(i, slot.gen, Op::Recv));
                     } else if res != -libc::ECANCELED {
                         conn.handle_error(&mut ctx, now, Failure::from_errno(-res));
                     }
@@ -724,7 +714,7 @@ impl Shard {
                         slot.recv_armed = true;
                         slot.ops += 1;
                         *inflight += 1;
-                        ring.recv_multishot(slot.fd, pack(i, slot.gen, Op::Recv));
+                        ring.recv_multishot(i, pack(i, slot.gen, Op::Recv));
                     }
                 }
             }
@@ -765,6 +755,22 @@ impl Shard {
                 }
             }
             Op::Close => self.op_done(i),
+            Op::Setup => {
+                // Socket, option or bind failed; connect and send follow with -ECANCELED.
+                let Shard {
+                    slots,
+                    cfg,
+                    stats,
+                    rng,
+                    ..
+                } = self;
+                if let (true, Some(conn)) = (
+                    res < 0 && res != -libc::ECANCELED,
+                    slots[i as usize].conn.as_mut(),
+                ) {
+                    conn.handle_error(&mut Ctx { cfg, stats, rng }, now, Failure::from_errno(-res));
+                }
+            }
             Op::Wake | Op::Cancel => {}
         }
         if self.slots[i as usize].conn.is_some() {

@@ -1,4 +1,4 @@
-//! Socket creation and tuning (socket2), source-address binding, and the open-files limit.
+//! Client socket options, the open-files limit, and process usage readings.
 
 use std::io;
 
@@ -33,61 +33,13 @@ pub fn raise_nofile_limit() -> io::Result<(u64, u64)> {
     nofile_limit()
 }
 
-use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{IntoRawFd, RawFd};
 use std::time::Duration;
 
-/// How client sockets are tuned.
+/// How client sockets are tuned (applied by the io_uring driver when it creates them).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SockOptions {
     /// Close with RST (SO_LINGER 0) instead of FIN, so no TIME_WAIT is left behind.
     pub linger_zero: bool,
-}
-
-/// Creates a TCP socket for `dest`, tuned and (if `source` is given) bound to that address
-/// with IP_BIND_ADDRESS_NO_PORT, so the port is chosen at connect time per 4-tuple and a
-/// source address is not limited to 28k ports across all destinations. Returns the raw fd,
-/// which the caller owns and must close.
-pub fn client_socket(
-    dest: &SocketAddr,
-    source: Option<IpAddr>,
-    opts: SockOptions,
-) -> io::Result<RawFd> {
-    let sock = Socket::new(
-        Domain::for_address(*dest),
-        Type::STREAM.cloexec(),
-        Some(Protocol::TCP),
-    )?;
-    sock.set_tcp_nodelay(true)?;
-    sock.set_reuse_address(true)?;
-    if opts.linger_zero {
-        sock.set_linger(Some(Duration::ZERO))?;
-    }
-    if let Some(ip) = source {
-        set_bind_address_no_port(&sock)?;
-        sock.bind(&SockAddr::from(SocketAddr::new(ip, 0)))?;
-    }
-    Ok(sock.into_raw_fd())
-}
-
-fn set_bind_address_no_port(sock: &Socket) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let one: libc::c_int = 1;
-    // SAFETY: valid socket fd, pointer to a live c_int and its exact size.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_BIND_ADDRESS_NO_PORT,
-            (&one as *const libc::c_int).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// Resident set size of this process in bytes, from /proc/self/statm.
@@ -112,24 +64,6 @@ pub fn cpu_time() -> (Duration, Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn source_bound_socket_connects_from_that_address() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let dest = listener.local_addr().unwrap();
-        let fd = client_socket(
-            &dest,
-            Some("127.0.0.3".parse().unwrap()),
-            SockOptions::default(),
-        )
-        .unwrap();
-        // SAFETY (test): we own fd and hand it to socket2 exactly once.
-        let sock = unsafe { <Socket as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-        sock.connect(&SockAddr::from(dest)).unwrap();
-        let (_, peer) = listener.accept().unwrap();
-        assert_eq!(peer.ip(), "127.0.0.3".parse::<IpAddr>().unwrap());
-        assert!(sock.tcp_nodelay().unwrap());
-    }
 
     #[test]
     fn limits_and_usage_are_readable() {

@@ -8,12 +8,14 @@
 //! back on completion, which is what makes this API safe. The shard sleeps in `io_uring_enter`
 //! with a timeout (EXT_ARG, since 5.11) until its next timer or an eventfd wake-up.
 
+use crate::io::sock::SockOptions;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use socket2::SockAddr;
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::fs::File;
 use std::io::{self, Write};
 use std::mem::ManuallyDrop;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{FromRawFd, RawFd};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
@@ -33,6 +35,8 @@ pub enum Op {
     Cancel = 5,
     /// Read of the wake-up eventfd.
     Wake = 6,
+    /// Socket creation, socket options or bind ahead of a connect; completes only on failure.
+    Setup = 7,
 }
 
 impl Op {
@@ -44,6 +48,7 @@ impl Op {
             4 => Self::Close,
             5 => Self::Cancel,
             6 => Self::Wake,
+            7 => Self::Setup,
             _ => return None,
         })
     }
@@ -121,6 +126,11 @@ pub struct RingConfig {
     pub buf_count: u16,
     /// Size of each receive buffer in bytes (default 4096).
     pub buf_size: u32,
+    /// Direct-descriptor table size: the most sockets this ring holds at once. The kernel caps
+    /// it at RLIMIT_NOFILE, but per ring, and the sockets stay out of the process's fd table.
+    pub files: u32,
+    /// Socket tuning applied by the ring to every socket it creates.
+    pub sock: SockOptions,
 }
 
 impl Default for RingConfig {
@@ -129,11 +139,24 @@ impl Default for RingConfig {
             entries: 4096,
             buf_count: 256,
             buf_size: 4096,
+            files: 1024,
+            sock: SockOptions::default(),
         }
     }
 }
 
 const BUF_GROUP: u16 = 0;
+
+/// Socket option values the kernel reads while a chain is in flight: statics outlive it.
+static ONE: libc::c_int = 1;
+static LINGER_ZERO: libc::linger = libc::linger {
+    l_onoff: 1,
+    l_linger: 0,
+};
+
+fn ptr_of<T>(v: &'static T) -> *const libc::c_void {
+    (v as *const T).cast()
+}
 
 /// The provided buffer ring: `count` entries of 16 bytes (page aligned) plus the buffers.
 struct BufRing {
@@ -222,6 +245,10 @@ pub struct Ring {
     /// Send buffers by slot, at most one in flight per slot; leaked on drop like `bufs`.
     sends: ManuallyDrop<Vec<Option<Vec<u8>>>>,
     target: Box<SockAddr>,
+    /// Source addresses (port 0) for bind, boxed so the kernel's pointers stay valid.
+    sources: Box<[SockAddr]>,
+    files: u32,
+    sock: SockOptions,
     wake_fd: RawFd,
     wake_buf: Box<[u8; 8]>,
     wake_file: File,
@@ -248,13 +275,14 @@ impl Waker {
 
 impl Ring {
     /// Creates the ring, registers the buffer ring, arms the eventfd read.
-    pub fn new(cfg: RingConfig, target: std::net::SocketAddr) -> io::Result<Self> {
+    pub fn new(cfg: RingConfig, target: SocketAddr, sources: &[IpAddr]) -> io::Result<Self> {
         let ring = IoUring::builder()
             .setup_single_issuer()
             .setup_defer_taskrun()
             .setup_cqsize(cfg.entries * 4)
             .setup_clamp()
             .build(cfg.entries)?;
+        ring.submitter().register_files_sparse(cfg.files)?;
         // SAFETY: eventfd has no memory-safety preconditions.
         let wake_fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
         if wake_fd < 0 {
@@ -286,6 +314,12 @@ impl Ring {
             bufs,
             sends: ManuallyDrop::new(Vec::new()),
             target: Box::new(SockAddr::from(target)),
+            sources: sources
+                .iter()
+                .map(|ip| SockAddr::from(SocketAddr::new(*ip, 0)))
+                .collect(),
+            files: cfg.files,
+            sock: cfg.sock,
             wake_fd,
             wake_buf: Box::new([0; 8]),
             wake_file,
@@ -321,61 +355,122 @@ impl Ring {
         }
     }
 
-    /// Arms a multishot receive into the provided buffer ring.
-    pub fn recv_multishot(&mut self, fd: RawFd, ud: u64) {
-        let e = opcode::RecvMulti::new(types::Fd(fd), BUF_GROUP)
+    /// Arms a multishot receive on the socket in `slot` into the provided buffer ring.
+    pub fn recv_multishot(&mut self, slot: u32, ud: u64) {
+        let e = opcode::RecvMulti::new(types::Fixed(slot), BUF_GROUP)
             .build()
             .user_data(ud);
         self.push(e);
     }
 
-    /// Sends `buf` on `fd`; the ring keeps `buf` until [`Ring::take_send`] for `slot`.
-    pub fn send(&mut self, fd: RawFd, slot: u32, buf: Vec<u8>, ud: u64) -> Result<(), Vec<u8>> {
-        let e = self.send_entry(fd, slot, buf, ud)?;
+    /// Sends `buf` on the socket in `slot`; the buffer comes back with the completion.
+    pub fn send(&mut self, slot: u32, buf: Vec<u8>, ud: u64) -> Result<(), Vec<u8>> {
+        let e = self.send_entry(slot, buf, ud)?;
         self.push(e);
         Ok(())
     }
 
-    /// Connects `fd` to the target and, linked to it, sends `buf` (the upgrade request): one
-    /// submission, and no wake-up between the connect and the request. Gives `buf` back if
-    /// `slot` already has a send in flight.
-    pub fn connect_and_send(
+    /// How many sockets this ring can hold (direct-descriptor slots `0..files`).
+    pub fn files(&self) -> u32 {
+        self.files
+    }
+
+    /// Opens a connection in direct-descriptor slot `slot`, as one linked chain: socket,
+    /// socket options, bind to `sources[source]` with IP_BIND_ADDRESS_NO_PORT (if given),
+    /// connect, and the send of `buf` (the upgrade request). No syscall per step and no
+    /// wake-up in between. Setup steps post a completion (`ud_setup`) only if they fail; the
+    /// rest of the chain then completes with `-ECANCELED`. Gives `buf` back if `slot` is out
+    /// of range or already has a send in flight.
+    pub fn open(
         &mut self,
-        fd: RawFd,
         slot: u32,
+        source: Option<usize>,
         buf: Vec<u8>,
-        ud_connect: u64,
-        ud_send: u64,
+        ud: [u64; 3],
     ) -> Result<(), Vec<u8>> {
-        let send = self.send_entry(fd, slot, buf, ud_send)?;
-        let connect = opcode::Connect::new(
-            types::Fd(fd),
-            self.target.as_ptr().cast(),
-            self.target.len(),
-        )
-        .build()
-        .flags(squeue::Flags::IO_LINK)
-        .user_data(ud_connect);
-        // A link must not be split across submissions: make room for both first.
+        let [ud_setup, ud_connect, ud_send] = ud;
+        if slot >= self.files {
+            return Err(buf);
+        }
+        let send = self.send_entry(slot, buf, ud_send)?;
+        let fixed = types::Fixed(slot);
+        let link = squeue::Flags::IO_LINK;
+        let setup = link | squeue::Flags::SKIP_SUCCESS;
+        let domain = if self.target.is_ipv6() {
+            libc::AF_INET6
+        } else {
+            libc::AF_INET
+        };
+        let mut chain: Vec<squeue::Entry> = Vec::with_capacity(7);
+        chain.push(
+            opcode::Socket::new(domain, libc::SOCK_STREAM, libc::IPPROTO_TCP)
+                .file_index(types::DestinationSlot::try_from_slot_target(slot).ok())
+                .build()
+                .flags(setup)
+                .user_data(ud_setup),
+        );
+        let opt = |level: i32, name: i32, val: *const libc::c_void, len: usize| {
+            opcode::SetSockOpt::new(fixed, level as u32, name as u32, val, len as u32)
+                .build()
+                .flags(setup)
+                .user_data(ud_setup)
+        };
+        chain.push(opt(
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            ptr_of(&ONE),
+            size_of::<libc::c_int>(),
+        ));
+        chain.push(opt(
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            ptr_of(&ONE),
+            size_of::<libc::c_int>(),
+        ));
+        if self.sock.linger_zero {
+            chain.push(opt(
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                ptr_of(&LINGER_ZERO),
+                size_of::<libc::linger>(),
+            ));
+        }
+        if let Some(src) = source.and_then(|i| self.sources.get(i)) {
+            chain.push(opt(
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                ptr_of(&ONE),
+                size_of::<libc::c_int>(),
+            ));
+            chain.push(
+                opcode::Bind::new(fixed, src.as_ptr().cast(), src.len())
+                    .build()
+                    .flags(setup)
+                    .user_data(ud_setup),
+            );
+        }
+        chain.push(
+            opcode::Connect::new(fixed, self.target.as_ptr().cast(), self.target.len())
+                .build()
+                .flags(link)
+                .user_data(ud_connect),
+        );
+        chain.push(send);
+        // A link must not be split across submissions: make room for the whole chain first.
         let free = {
             let sq = self.ring.submission();
             sq.capacity() - sq.len()
         };
-        if free < 2 && self.ring.submit().is_err() {
+        if free < chain.len() && self.ring.submit().is_err() {
             std::thread::yield_now();
         }
-        self.push(connect);
-        self.push(send);
+        for e in chain {
+            self.push(e);
+        }
         Ok(())
     }
 
-    fn send_entry(
-        &mut self,
-        fd: RawFd,
-        slot: u32,
-        buf: Vec<u8>,
-        ud: u64,
-    ) -> Result<squeue::Entry, Vec<u8>> {
+    fn send_entry(&mut self, slot: u32, buf: Vec<u8>, ud: u64) -> Result<squeue::Entry, Vec<u8>> {
         let i = slot as usize;
         if self.sends.len() <= i {
             self.sends.resize_with(i + 1, || None);
@@ -387,7 +482,7 @@ impl Ring {
         let (ptr, len) = (buf.as_ptr(), buf.len() as u32);
         // The Vec's heap block does not move when the Vec value moves into the table.
         self.sends[i] = Some(buf);
-        Ok(opcode::Send::new(types::Fd(fd), ptr, len)
+        Ok(opcode::Send::new(types::Fixed(slot), ptr, len)
             .flags(libc::MSG_NOSIGNAL)
             .build()
             .user_data(ud))
@@ -399,9 +494,9 @@ impl Ring {
         self.push(e);
     }
 
-    /// Closes `fd` (ownership passes to the kernel).
-    pub fn close(&mut self, fd: RawFd, ud: u64) {
-        let e = opcode::Close::new(types::Fd(fd)).build().user_data(ud);
+    /// Closes the socket in direct-descriptor `slot`, freeing the slot.
+    pub fn close(&mut self, slot: u32, ud: u64) {
+        let e = opcode::Close::new(types::Fixed(slot)).build().user_data(ud);
         self.push(e);
     }
 
@@ -482,31 +577,31 @@ mod tests {
     fn connect_send_and_multishot_recv_over_loopback() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut ring = Ring::new(
-            RingConfig {
-                entries: 64,
-                buf_count: 8,
-                buf_size: 64,
-            },
-            addr,
-        )
-        .unwrap();
-        let fd = crate::io::sock::client_socket(&addr, None, Default::default()).unwrap();
-        // The send is linked to the connect: both are submitted together.
-        ring.connect_and_send(
-            fd,
-            1,
-            b"ping".to_vec(),
+        let cfg = RingConfig {
+            entries: 64,
+            buf_count: 8,
+            buf_size: 64,
+            files: 4,
+            ..RingConfig::default()
+        };
+        let source: IpAddr = "127.0.0.3".parse().unwrap();
+        let mut ring = Ring::new(cfg, addr, &[source]).unwrap();
+        // Socket, options, bind, connect and the send go out as one linked chain.
+        let ud = [
+            pack(1, 1, Op::Setup),
             pack(1, 1, Op::Connect),
             pack(1, 1, Op::Send),
-        )
-        .unwrap();
+        ];
+        ring.open(1, Some(0), b"ping".to_vec(), ud).unwrap();
+        // A slot beyond the descriptor table is refused, and the buffer handed back.
+        assert_eq!(ring.open(4, None, b"x".to_vec(), ud).unwrap_err(), b"x");
         let mut cq = Vec::new();
         let mut got = Vec::new();
         // The connect reaches the kernel with the first submit; the backlog completes it.
         ring.submit_and_wait(Some(Duration::from_millis(100)))
             .unwrap();
-        let (mut server, _) = listener.accept().unwrap();
+        let (mut server, peer) = listener.accept().unwrap();
+        assert_eq!(peer.ip(), source, "bound to the source address");
         let mut connected = false;
         let mut received = Vec::new();
         for _ in 0..50 {
@@ -519,7 +614,7 @@ mod tests {
                     Some(Op::Connect) => {
                         assert_eq!(c.result(), 0);
                         connected = true;
-                        ring.recv_multishot(fd, pack(1, 1, Op::Recv));
+                        ring.recv_multishot(1, pack(1, 1, Op::Recv));
                     }
                     Some(Op::Send) => {
                         assert_eq!(c.result(), 4);
@@ -541,6 +636,7 @@ mod tests {
             }
         }
         assert!(connected);
+        assert!(!got.contains(&Some(Op::Setup)), "no setup step failed");
         assert_eq!(received, vec![7u8; 200]);
         let mut buf = [0u8; 4];
         io::Read::read_exact(&mut server, &mut buf).unwrap();
@@ -550,7 +646,7 @@ mod tests {
         std::thread::spawn(move || w.wake());
         ring.submit_and_wait(Some(Duration::from_secs(5))).unwrap();
         ring.reap(&mut cq);
-        ring.close(fd, pack(1, 1, Op::Close));
+        ring.close(1, pack(1, 1, Op::Close));
         assert!(
             cq.iter().any(|c| unpack(c.user_data()).2 == Some(Op::Wake)) || {
                 ring.submit_and_wait(Some(Duration::from_secs(5))).unwrap();
