@@ -443,3 +443,86 @@ fn fan_out_pushes_are_counted_and_pings_answered() {
     assert_eq!(counter(&v, "pongs_received"), counter(&v, "pings_sent"));
     gw.shutdown();
 }
+
+/// A server nobody should write: answers each connection with junk (random bytes, a bare
+/// HTTP 200, a valid 101 followed by garbage frames, or nothing) and hangs up.
+fn junk_server(connections: usize) -> (SocketAddr, std::thread::JoinHandle<()>) {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let h = std::thread::spawn(move || {
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        for k in 0..connections {
+            let Ok((mut s, _)) = l.accept() else { return };
+            let mut req = [0u8; 2048];
+            let n = s.read(&mut req).unwrap_or(0);
+            let text = String::from_utf8_lossy(&req[..n]).to_string();
+            let key = text
+                .lines()
+                .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+                .unwrap_or("")
+                .to_owned();
+            let mut junk = Vec::new();
+            for _ in 0..64 {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                junk.extend_from_slice(&seed.to_le_bytes());
+            }
+            let reply: Vec<u8> = match k % 4 {
+                0 => junk,
+                1 => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi".to_vec(),
+                2 => {
+                    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+                    let mut r = format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n").into_bytes();
+                    r.extend_from_slice(&junk);
+                    r
+                }
+                _ => Vec::new(),
+            };
+            let _ = s.write_all(&reply);
+        }
+    });
+    (addr, h)
+}
+
+#[test]
+fn junk_from_the_server_is_counted_never_a_panic() {
+    let _g = lock();
+    let (addr, server) = junk_server(200);
+    let out = json_path("junk");
+    let o = sockstorm(&[
+        "run",
+        &format!("ws://{addr}/"),
+        "-c",
+        "200",
+        "--connect-rate",
+        "2000",
+        "-d",
+        "2s",
+        "--no-reconnect",
+        "-q",
+        "--json",
+        out.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(o.status.code(), Some(3), "{stderr}");
+    server.join().unwrap();
+    let v = read_json(&out);
+    assert_eq!(counter(&v, "attempts"), 200);
+    let failures: u64 = v["failures"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    // Every connection failed one way or another, each counted once.
+    assert_eq!(failures, 200, "{}", v["failures"]);
+    assert_eq!(
+        counter(&v, "connect_failed") + counter(&v, "sessions_dropped"),
+        200
+    );
+    assert_eq!(v["failures"]["http_200"], 50);
+    assert_eq!(v["failures"]["closed_during_handshake"], 50);
+}

@@ -160,7 +160,7 @@ pub fn run(plan: ShardPlan, flags: Arc<StopFlags>, gate: Arc<StartGate>, tx: Sen
         Err(e) => {
             let _ = tx.send(ShardEvent::Failed(
                 index,
-                format!("io_uring setup failed: {e} (check `sockstorm doctor`; kernel ≥ 6.1 with io_uring enabled is required)"),
+                format!("io_uring setup failed: {e} (check `sockstorm doctor`; Linux ≥ 6.11 with io_uring enabled is required)"),
             ));
             gate.barrier.wait();
             return;

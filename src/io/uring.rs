@@ -282,6 +282,21 @@ impl Ring {
             .setup_cqsize(cfg.entries * 4)
             .setup_clamp()
             .build(cfg.entries)?;
+        let mut probe = io_uring::Probe::new();
+        ring.submitter().register_probe(&mut probe)?;
+        for (code, what) in [
+            (opcode::Socket::CODE, "socket (5.19)"),
+            (opcode::SetSockOpt::CODE, "socket options (6.7)"),
+            (opcode::Bind::CODE, "bind (6.11)"),
+            (opcode::RecvMulti::CODE, "recv"),
+        ] {
+            if !probe.is_supported(code) {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!("this kernel's io_uring lacks {what}; Linux 6.11 or later is needed"),
+                ));
+            }
+        }
         ring.submitter().register_files_sparse(cfg.files)?;
         // SAFETY: eventfd has no memory-safety preconditions.
         let wake_fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
