@@ -385,11 +385,6 @@ impl Ring {
         Ok(())
     }
 
-    /// How many sockets this ring can hold (direct-descriptor slots `0..files`).
-    pub fn files(&self) -> u32 {
-        self.files
-    }
-
     /// Opens a connection in direct-descriptor slot `slot`, as one linked chain: socket,
     /// socket options, bind to `sources[source]` with IP_BIND_ADDRESS_NO_PORT (if given),
     /// connect, and the send of `buf` (the upgrade request). No syscall per step and no

@@ -82,22 +82,6 @@ pub enum Violation {
 }
 
 impl Violation {
-    /// Every kind, for reports.
-    pub const ALL: [Self; 12] = [
-        Self::MaskedFrame,
-        Self::ReservedBits,
-        Self::UnknownOpcode,
-        Self::ControlTooLong,
-        Self::ControlFragmented,
-        Self::BadLength,
-        Self::UnexpectedContinuation,
-        Self::ExpectedContinuation,
-        Self::BadCloseFrame,
-        Self::InvalidCloseCode,
-        Self::InvalidUtf8,
-        Self::DataAfterClose,
-    ];
-
     /// Short snake_case name used in reports.
     pub fn name(self) -> &'static str {
         match self {

@@ -81,16 +81,6 @@ impl RequestTemplate {
         out.extend_from_slice(key);
         out.extend_from_slice(&self.tail);
     }
-
-    /// Length of a rendered request.
-    pub fn len(&self) -> usize {
-        self.head.len() + 24 + self.tail.len()
-    }
-
-    /// Whether the rendered request is empty (never: kept for the `len` convention).
-    pub fn is_empty(&self) -> bool {
-        false
-    }
 }
 
 /// Base64 of a 16-byte nonce: the `Sec-WebSocket-Key` value.
@@ -195,7 +185,6 @@ Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
 Sec-WebSocket-Protocol: chat\r\nX-Tag: a\r\n\r\n"
         );
-        assert_eq!(out.len(), template().len());
         assert_eq!(make_key(*b"the sample nonce"), *KEY);
     }
 
