@@ -128,6 +128,24 @@ impl Slot {
     }
 }
 
+/// What a connection's handlers need from the shard, kept together so the shard can lend it
+/// out while it also borrows a slot.
+struct ConnEnv {
+    cfg: ConnConfig,
+    stats: ShardStats,
+    rng: Rng,
+}
+
+impl ConnEnv {
+    fn ctx(&mut self) -> Ctx<'_> {
+        Ctx {
+            cfg: &self.cfg,
+            stats: &mut self.stats,
+            rng: &mut self.rng,
+        }
+    }
+}
+
 /// Hands `buf` to the ring as the slot's one send in flight.
 fn start_send(
     ring: &mut Ring,
@@ -179,13 +197,11 @@ pub fn run(plan: ShardPlan, flags: Arc<StopFlags>, gate: Arc<StartGate>, tx: Sen
 
 struct Shard {
     plan: ShardPlan,
-    cfg: ConnConfig,
+    env: ConnEnv,
     ring: Ring,
     slots: Vec<Slot>,
     free: Vec<u32>,
     wheel: TimerWheel,
-    stats: ShardStats,
-    rng: Rng,
     epoch: Instant,
     flags: Arc<StopFlags>,
     tx: Sender<ShardEvent>,
@@ -219,8 +235,11 @@ impl Shard {
     ) -> Self {
         let n = plan.connections;
         Self {
-            cfg: plan.conn.clone(),
-            rng: Rng::from_entropy(plan.index as u64 + 1),
+            env: ConnEnv {
+                cfg: plan.conn.clone(),
+                stats: ShardStats::new(),
+                rng: Rng::from_entropy(plan.index as u64 + 1),
+            },
             next_open_at: plan.open_offset_us,
             pending_opens: n,
             source_idx: plan.index,
@@ -229,7 +248,6 @@ impl Shard {
             ring,
             free: Vec::new(),
             wheel: TimerWheel::new(),
-            stats: ShardStats::new(),
             epoch,
             flags,
             tx,
@@ -343,7 +361,7 @@ impl Shard {
             schedule_lag_max_us: self.lag_max,
             ramp_done_us: self.ramp.1,
         };
-        let stats = Box::new(self.stats.take_interval());
+        let stats = Box::new(self.env.stats.take_interval());
         let ev = if done {
             ShardEvent::Done(self.plan.index, stats, g)
         } else {
@@ -359,22 +377,16 @@ impl Shard {
         if interrupted {
             // Ctrl-C must finish within 2 s: shorten the drain and the close handshake.
             drain = drain.min(500_000);
-            self.cfg.close_wait = self.cfg.close_wait.min(300_000);
+            self.env.cfg.close_wait = self.env.cfg.close_wait.min(300_000);
         }
         self.hard_deadline = now
             .saturating_add(drain)
-            .saturating_add(self.cfg.close_wait)
+            .saturating_add(self.env.cfg.close_wait)
             .saturating_add(200_000);
         for i in 0..self.slots.len() {
-            let Shard {
-                slots,
-                cfg,
-                stats,
-                rng,
-                ..
-            } = self;
+            let Shard { env, slots, .. } = self;
             if let Some(conn) = slots[i].conn.as_mut() {
-                let mut ctx = Ctx { cfg, stats, rng };
+                let mut ctx = env.ctx();
                 conn.stop(&mut ctx, now, now + drain);
                 self.after(i as u32, now);
             }
@@ -390,15 +402,9 @@ impl Shard {
         self.pending_opens = 0;
         self.hard_deadline = self.hard_deadline.min(now);
         for i in 0..self.slots.len() {
-            let Shard {
-                slots,
-                cfg,
-                stats,
-                rng,
-                ..
-            } = self;
+            let Shard { env, slots, .. } = self;
             if let Some(conn) = slots[i].conn.as_mut() {
-                conn.abort(&mut Ctx { cfg, stats, rng }, now);
+                conn.abort(&mut env.ctx(), now);
                 self.after(i as u32, now);
             }
         }
@@ -418,7 +424,7 @@ impl Shard {
             if self.initial_left > 0 {
                 self.initial_left -= 1;
             } else {
-                self.stats.counters.reconnects += 1;
+                self.env.stats.counters.reconnects += 1;
             }
             self.open_one(now);
         }
@@ -438,10 +444,8 @@ impl Shard {
             k
         });
         let Shard {
+            env,
             slots,
-            cfg,
-            stats,
-            rng,
             ring,
             inflight,
             live,
@@ -450,7 +454,7 @@ impl Shard {
         } = self;
         let slot = &mut slots[i as usize];
         slot.allocated = true;
-        let mut ctx = Ctx { cfg, stats, rng };
+        let mut ctx = env.ctx();
         let mut conn = Conn::new(&mut ctx, now);
         *live += 1;
         let mut buf = pool
@@ -481,13 +485,7 @@ impl Shard {
         fired.clear();
         self.wheel.expire(now, &mut fired);
         for e in &fired {
-            let Shard {
-                slots,
-                cfg,
-                stats,
-                rng,
-                ..
-            } = self;
+            let Shard { env, slots, .. } = self;
             let Some(slot) = slots.get_mut(e.slot as usize) else {
                 continue;
             };
@@ -496,7 +494,7 @@ impl Shard {
             }
             slot.timer_at = 0;
             if let Some(conn) = slot.conn.as_mut() {
-                conn.handle_timer(&mut Ctx { cfg, stats, rng }, now);
+                conn.handle_timer(&mut env.ctx(), now);
                 self.after(e.slot, now);
             }
         }
@@ -512,10 +510,10 @@ impl Shard {
         if conn.is_done() {
             return self.teardown(i, now);
         }
-        if let Some(t) = conn.poll_timeout(&self.cfg) {
+        if let Some(t) = conn.poll_timeout(&self.env.cfg) {
             // A send that is due now goes out through the dirty list, or, while a send is in
             // flight, when that send completes: arming a past timer for it would only spin.
-            let due_by_send = t <= now && conn.wants_transmit(&self.cfg, now);
+            let due_by_send = t <= now && conn.wants_transmit(&self.env.cfg, now);
             let armed = slot.timer_at != 0 && slot.timer_at > now;
             if !due_by_send && (!armed || t < slot.timer_at) {
                 slot.timer_at = t;
@@ -526,7 +524,7 @@ impl Shard {
                 });
             }
         }
-        if !slot.sending && !slot.in_dirty && conn.wants_transmit(&self.cfg, now) {
+        if !slot.sending && !slot.in_dirty && conn.wants_transmit(&self.env.cfg, now) {
             slot.in_dirty = true;
             self.dirty.push(i);
         }
@@ -536,10 +534,8 @@ impl Shard {
         let mut dirty = std::mem::take(&mut self.dirty);
         for &i in &dirty {
             let Shard {
+                env,
                 slots,
-                cfg,
-                stats,
-                rng,
                 ring,
                 pool,
                 inflight,
@@ -556,7 +552,7 @@ impl Shard {
             let mut buf = pool
                 .pop()
                 .unwrap_or_else(|| Vec::with_capacity(SEND_BUF_CAPACITY));
-            conn.poll_transmit(&mut Ctx { cfg, stats, rng }, now, &mut buf);
+            conn.poll_transmit(&mut env.ctx(), now, &mut buf);
             if buf.is_empty() {
                 pool.push(buf);
             } else {
@@ -647,10 +643,8 @@ impl Shard {
             Op::Connect => {
                 self.op_done(i);
                 let Shard {
+                    env,
                     slots,
-                    cfg,
-                    stats,
-                    rng,
                     ring,
                     inflight,
                     ..
@@ -658,7 +652,7 @@ impl Shard {
                 let slot = &mut slots[i as usize];
                 slot.connecting = false;
                 if let Some(conn) = slot.conn.as_mut() {
-                    let mut ctx = Ctx { cfg, stats, rng };
+                    let mut ctx = env.ctx();
                     if res == 0 {
                         conn.handle_connected(&mut ctx, now);
                         slot.recv_armed = true;
@@ -676,10 +670,8 @@ impl Shard {
                     self.slots[i as usize].recv_armed = false;
                 }
                 let Shard {
+                    env,
                     slots,
-                    cfg,
-                    stats,
-                    rng,
                     ring,
                     inflight,
                     ramp,
@@ -692,7 +684,7 @@ impl Shard {
                     if let (true, Some(conn)) = (res > 0, slot.conn.as_mut()) {
                         let data = ring.buffer(&b);
                         let before = conn.was_established();
-                        conn.handle_recv(&mut Ctx { cfg, stats, rng }, now, data);
+                        conn.handle_recv(&mut env.ctx(), now, data);
                         if !before && conn.was_established() {
                             ramp.0 += 1;
                             if ramp.0 == plan.connections {
@@ -703,7 +695,7 @@ impl Shard {
                     ring.recycle(b);
                 }
                 if let Some(conn) = slot.conn.as_mut() {
-                    let mut ctx = Ctx { cfg, stats, rng };
+                    let mut ctx = env.ctx();
                     if res == 0 {
                         conn.handle_eof(&mut ctx, now);
                     } else if res < 0 && res != -libc::ECANCELED && res != -libc::ENOBUFS {
@@ -721,10 +713,8 @@ impl Shard {
             Op::Send => {
                 self.op_done(i);
                 let Shard {
+                    env,
                     slots,
-                    cfg,
-                    stats,
-                    rng,
                     ring,
                     pool,
                     inflight,
@@ -746,29 +736,19 @@ impl Shard {
                     if let (true, Some(conn)) =
                         (res < 0 && res != -libc::ECANCELED, slot.conn.as_mut())
                     {
-                        conn.handle_error(
-                            &mut Ctx { cfg, stats, rng },
-                            now,
-                            Failure::from_errno(-res),
-                        );
+                        conn.handle_error(&mut env.ctx(), now, Failure::from_errno(-res));
                     }
                 }
             }
             Op::Close => self.op_done(i),
             Op::Setup => {
                 // Socket, option or bind failed; connect and send follow with -ECANCELED.
-                let Shard {
-                    slots,
-                    cfg,
-                    stats,
-                    rng,
-                    ..
-                } = self;
+                let Shard { env, slots, .. } = self;
                 if let (true, Some(conn)) = (
                     res < 0 && res != -libc::ECANCELED,
                     slots[i as usize].conn.as_mut(),
                 ) {
-                    conn.handle_error(&mut Ctx { cfg, stats, rng }, now, Failure::from_errno(-res));
+                    conn.handle_error(&mut env.ctx(), now, Failure::from_errno(-res));
                 }
             }
             Op::Wake | Op::Cancel => {}
