@@ -526,3 +526,49 @@ fn junk_from_the_server_is_counted_never_a_panic() {
     assert_eq!(v["failures"]["http_200"], 50);
     assert_eq!(v["failures"]["closed_during_handshake"], 50);
 }
+
+#[test]
+fn rst_close_headers_and_secrets_stay_out_of_reports() {
+    let _g = lock();
+    let gw = gateway(None);
+    let out = json_path("rst");
+    let o = sockstorm(&[
+        "run",
+        &url(gw.local_addr()),
+        "-c",
+        "300",
+        "--connect-rate",
+        "3000",
+        "-d",
+        "1500ms",
+        "--linger-zero",
+        "-H",
+        "Authorization: Bearer s3cret-t0ken",
+        "--subprotocol",
+        "chat",
+        "--source-ip",
+        "127.0.0.7-127.0.0.8",
+        "--message",
+        "m",
+        "--message-rate",
+        "4",
+        "--no-reconnect",
+        "--json",
+        out.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{stdout}{stderr}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    for s in [&text, &stdout.to_string(), &stderr.to_string()] {
+        assert!(!s.contains("s3cret"), "a header value leaked: {s}");
+    }
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["settings"]["header_names"][0], "Authorization");
+    assert_eq!(v["settings"]["source_ips"].as_array().unwrap().len(), 2);
+    assert_eq!(v["settings"]["linger_zero"], true);
+    assert_eq!(counter(&v, "established"), 300);
+    assert_eq!(counter(&v, "msgs_received"), counter(&v, "msgs_sent"));
+    assert_eq!(gw.stats().accepted, 300);
+    gw.shutdown();
+}
