@@ -548,6 +548,8 @@ fn rst_close_headers_and_secrets_stay_out_of_reports() {
         "chat",
         "--source-ip",
         "127.0.0.7-127.0.0.8",
+        "--socket-setup",
+        "syscalls",
         "--message",
         "m",
         "--message-rate",
@@ -567,6 +569,7 @@ fn rst_close_headers_and_secrets_stay_out_of_reports() {
     assert_eq!(v["settings"]["header_names"][0], "Authorization");
     assert_eq!(v["settings"]["source_ips"].as_array().unwrap().len(), 2);
     assert_eq!(v["settings"]["linger_zero"], true);
+    assert_eq!(v["settings"]["socket_setup"], "syscalls");
     assert_eq!(counter(&v, "established"), 300);
     assert_eq!(counter(&v, "msgs_received"), counter(&v, "msgs_sent"));
     assert_eq!(gw.stats().accepted, 300);

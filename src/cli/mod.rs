@@ -335,6 +335,7 @@ fn demo(a: &DemoArgs) -> Result<u8, CliError> {
         linger_zero: false,
         no_utf8_check: false,
         timer_resolution: Duration::from_millis(1),
+        socket_setup: plan::SocketSetupArg::Auto,
         json: a.json.clone(),
         quiet: a.quiet,
     };

@@ -6,9 +6,9 @@ pub mod shard;
 pub mod timer;
 
 use crate::io::sock::{self, SockOptions};
-use crate::io::uring::RingConfig;
+use crate::io::uring::{RingConfig, SocketSetup};
 use crate::metrics::{Hist, ShardStats};
-use crate::plan::RunPlan;
+use crate::plan::{RunPlan, SocketSetupArg};
 use crate::proto::conn::ConnConfig;
 use crate::proto::ws::handshake::RequestTemplate;
 use shard::{Gauges, ShardEvent, ShardPlan, StartGate, StopFlags};
@@ -208,6 +208,10 @@ pub fn run(plan: &RunPlan, ctl: &RunControl) -> Result<RunResult, EngineError> {
                 files: (count + TABLE_SLACK).min(nofile.0).max(1) as u32,
                 sock: SockOptions {
                     linger_zero: plan.linger_zero,
+                },
+                setup: match plan.socket_setup {
+                    SocketSetupArg::Auto => SocketSetup::Auto,
+                    SocketSetupArg::Syscalls => SocketSetup::Syscalls,
                 },
                 ..RingConfig::default()
             },

@@ -178,7 +178,7 @@ pub fn run(plan: ShardPlan, flags: Arc<StopFlags>, gate: Arc<StartGate>, tx: Sen
         Err(e) => {
             let _ = tx.send(ShardEvent::Failed(
                 index,
-                format!("io_uring setup failed: {e} (check `sockstorm doctor`; Linux ≥ 6.11 with io_uring enabled is required)"),
+                format!("io_uring setup failed: {e} (check `sockstorm doctor`; Linux ≥ 6.1 with io_uring enabled is required)"),
             ));
             gate.barrier.wait();
             return;
@@ -470,10 +470,10 @@ impl Shard {
                 slot.ops += 2;
                 *inflight += 2;
             }
-            // The slot lies beyond the ring's descriptor table: too many sockets at once.
-            Err(buf) => {
+            // Beyond the descriptor table (EMFILE), or the socket could not be made.
+            Err((buf, errno)) => {
                 pool.push(buf);
-                conn.handle_error(&mut ctx, now, Failure::TooManyFiles);
+                conn.handle_error(&mut ctx, now, Failure::from_errno(errno));
             }
         }
         slot.conn = Some(conn);

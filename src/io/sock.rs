@@ -33,6 +33,8 @@ pub fn raise_nofile_limit() -> io::Result<(u64, u64)> {
     nofile_limit()
 }
 
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 /// How client sockets are tuned (applied by the io_uring driver when it creates them).
@@ -40,6 +42,50 @@ use std::time::Duration;
 pub struct SockOptions {
     /// Close with RST (SO_LINGER 0) instead of FIN, so no TIME_WAIT is left behind.
     pub linger_zero: bool,
+}
+
+/// Creates a tuned TCP socket for `dest` with syscalls, bound to `source` (if given) with
+/// IP_BIND_ADDRESS_NO_PORT so the port is chosen per 4-tuple at connect time. The io_uring
+/// driver uses this on kernels whose rings cannot create and bind sockets themselves.
+pub fn client_socket(
+    dest: &SocketAddr,
+    source: Option<IpAddr>,
+    opts: SockOptions,
+) -> io::Result<Socket> {
+    let sock = Socket::new(
+        Domain::for_address(*dest),
+        Type::STREAM.cloexec(),
+        Some(Protocol::TCP),
+    )?;
+    sock.set_tcp_nodelay(true)?;
+    sock.set_reuse_address(true)?;
+    if opts.linger_zero {
+        sock.set_linger(Some(Duration::ZERO))?;
+    }
+    if let Some(ip) = source {
+        set_bind_address_no_port(&sock)?;
+        sock.bind(&SockAddr::from(SocketAddr::new(ip, 0)))?;
+    }
+    Ok(sock)
+}
+
+fn set_bind_address_no_port(sock: &Socket) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let one: libc::c_int = 1;
+    // SAFETY: valid socket fd, pointer to a live c_int and its exact size.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&one as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Resident set size of this process in bytes, from /proc/self/statm.

@@ -131,6 +131,18 @@ pub struct RingConfig {
     pub files: u32,
     /// Socket tuning applied by the ring to every socket it creates.
     pub sock: SockOptions,
+    /// Create sockets in the ring when the kernel can (6.11+), else with syscalls.
+    pub setup: SocketSetup,
+}
+
+/// How sockets are created and bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SocketSetup {
+    /// In the ring (socket, options, bind linked to the connect) if the kernel supports it.
+    #[default]
+    Auto,
+    /// With syscalls, then installed in the descriptor table (kernels 6.1-6.10).
+    Syscalls,
 }
 
 impl Default for RingConfig {
@@ -141,6 +153,7 @@ impl Default for RingConfig {
             buf_size: 4096,
             files: 1024,
             sock: SockOptions::default(),
+            setup: SocketSetup::Auto,
         }
     }
 }
@@ -247,8 +260,11 @@ pub struct Ring {
     target: Box<SockAddr>,
     /// Source addresses (port 0) for bind, boxed so the kernel's pointers stay valid.
     sources: Box<[SockAddr]>,
+    target_addr: SocketAddr,
     files: u32,
     sock: SockOptions,
+    /// Whether the ring creates, tunes and binds sockets itself.
+    setup_in_ring: bool,
     wake_fd: RawFd,
     wake_buf: Box<[u8; 8]>,
     wake_file: File,
@@ -284,19 +300,22 @@ impl Ring {
             .build(cfg.entries)?;
         let mut probe = io_uring::Probe::new();
         ring.submitter().register_probe(&mut probe)?;
-        for (code, what) in [
-            (opcode::Socket::CODE, "socket (5.19)"),
-            (opcode::SetSockOpt::CODE, "socket options (6.7)"),
-            (opcode::Bind::CODE, "bind (6.11)"),
-            (opcode::RecvMulti::CODE, "recv"),
-        ] {
-            if !probe.is_supported(code) {
-                return Err(io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    format!("this kernel's io_uring lacks {what}; Linux 6.11 or later is needed"),
-                ));
-            }
+        if !probe.is_supported(opcode::RecvMulti::CODE) {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "this kernel's io_uring lacks recv; Linux 6.1 or later is needed",
+            ));
         }
+        // Socket (5.19), socket options (6.7) and bind (6.11) in the ring; older kernels
+        // create sockets with syscalls and install them in the table.
+        let setup_in_ring = cfg.setup == SocketSetup::Auto
+            && [
+                opcode::Socket::CODE,
+                opcode::SetSockOpt::CODE,
+                opcode::Bind::CODE,
+            ]
+            .iter()
+            .all(|&c| probe.is_supported(c));
         ring.submitter().register_files_sparse(cfg.files)?;
         // SAFETY: eventfd has no memory-safety preconditions.
         let wake_fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
@@ -333,8 +352,10 @@ impl Ring {
                 .iter()
                 .map(|ip| SockAddr::from(SocketAddr::new(*ip, 0)))
                 .collect(),
+            target_addr: target,
             files: cfg.files,
             sock: cfg.sock,
+            setup_in_ring,
             wake_fd,
             wake_buf: Box::new([0; 8]),
             wake_file,
@@ -389,20 +410,29 @@ impl Ring {
     /// socket options, bind to `sources[source]` with IP_BIND_ADDRESS_NO_PORT (if given),
     /// connect, and the send of `buf` (the upgrade request). No syscall per step and no
     /// wake-up in between. Setup steps post a completion (`ud_setup`) only if they fail; the
-    /// rest of the chain then completes with `-ECANCELED`. Gives `buf` back if `slot` is out
-    /// of range or already has a send in flight.
+    /// rest of the chain then completes with `-ECANCELED`. On kernels without those
+    /// operations the socket is made with syscalls and installed in the slot first. Gives
+    /// `buf` back with an errno if the slot is out of range (EMFILE), busy (EBUSY), or the
+    /// socket could not be made.
     pub fn open(
         &mut self,
         slot: u32,
         source: Option<usize>,
         buf: Vec<u8>,
         ud: [u64; 3],
-    ) -> Result<(), Vec<u8>> {
+    ) -> Result<(), (Vec<u8>, i32)> {
         let [ud_setup, ud_connect, ud_send] = ud;
         if slot >= self.files {
-            return Err(buf);
+            return Err((buf, libc::EMFILE));
         }
-        let send = self.send_entry(slot, buf, ud_send)?;
+        if !self.setup_in_ring {
+            if let Err(e) = self.install_socket(slot, source) {
+                return Err((buf, e.raw_os_error().unwrap_or(libc::EIO)));
+            }
+        }
+        let send = self
+            .send_entry(slot, buf, ud_send)
+            .map_err(|b| (b, libc::EBUSY))?;
         let fixed = types::Fixed(slot);
         let link = squeue::Flags::IO_LINK;
         let setup = link | squeue::Flags::SKIP_SUCCESS;
@@ -412,6 +442,16 @@ impl Ring {
             libc::AF_INET
         };
         let mut chain: Vec<squeue::Entry> = Vec::with_capacity(7);
+        if !self.setup_in_ring {
+            chain.push(
+                opcode::Connect::new(fixed, self.target.as_ptr().cast(), self.target.len())
+                    .build()
+                    .flags(link)
+                    .user_data(ud_connect),
+            );
+            chain.push(send);
+            return self.push_chain(chain);
+        }
         chain.push(
             opcode::Socket::new(domain, libc::SOCK_STREAM, libc::IPPROTO_TCP)
                 .file_index(types::DestinationSlot::try_from_slot_target(slot).ok())
@@ -466,7 +506,26 @@ impl Ring {
                 .user_data(ud_connect),
         );
         chain.push(send);
-        // A link must not be split across submissions: make room for the whole chain first.
+        self.push_chain(chain)
+    }
+
+    /// Makes a tuned, bound socket with syscalls and installs it in direct slot `slot`; the
+    /// table keeps its own reference, so our descriptor is closed right away.
+    fn install_socket(&mut self, slot: u32, source: Option<usize>) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let ip = source
+            .and_then(|i| self.sources.get(i))
+            .and_then(SockAddr::as_socket)
+            .map(|a| a.ip());
+        let sock = crate::io::sock::client_socket(&self.target_addr, ip, self.sock)?;
+        self.ring
+            .submitter()
+            .register_files_update(slot, &[sock.as_raw_fd()])?;
+        Ok(())
+    }
+
+    /// Queues a linked chain whole: a link must not be split across submissions.
+    fn push_chain(&mut self, chain: Vec<squeue::Entry>) -> Result<(), (Vec<u8>, i32)> {
         let free = {
             let sq = self.ring.submission();
             sq.capacity() - sq.len()
@@ -584,7 +643,16 @@ mod tests {
     }
 
     #[test]
-    fn connect_send_and_multishot_recv_over_loopback() {
+    fn connect_send_and_multishot_recv_with_sockets_made_in_the_ring() {
+        loopback_round_trip(SocketSetup::Auto);
+    }
+
+    #[test]
+    fn connect_send_and_multishot_recv_with_sockets_made_by_syscalls() {
+        loopback_round_trip(SocketSetup::Syscalls);
+    }
+
+    fn loopback_round_trip(setup: SocketSetup) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let cfg = RingConfig {
@@ -592,6 +660,7 @@ mod tests {
             buf_count: 8,
             buf_size: 64,
             files: 4,
+            setup,
             ..RingConfig::default()
         };
         let source: IpAddr = "127.0.0.3".parse().unwrap();
@@ -604,7 +673,10 @@ mod tests {
         ];
         ring.open(1, Some(0), b"ping".to_vec(), ud).unwrap();
         // A slot beyond the descriptor table is refused, and the buffer handed back.
-        assert_eq!(ring.open(4, None, b"x".to_vec(), ud).unwrap_err(), b"x");
+        assert_eq!(
+            ring.open(4, None, b"x".to_vec(), ud).unwrap_err(),
+            (b"x".to_vec(), libc::EMFILE)
+        );
         let mut cq = Vec::new();
         let mut got = Vec::new();
         // The connect reaches the kernel with the first submit; the backlog completes it.

@@ -104,6 +104,7 @@ pub fn to_json(plan: &RunPlan, r: &RunResult) -> Value {
             "validate_utf8": plan.validate_utf8,
             "timer_resolution_us": plan.timer_resolution.as_micros() as u64,
             "backend": "io_uring",
+            "socket_setup": format!("{:?}", plan.socket_setup).to_lowercase(),
         },
         "machine": {
             "kernel": read_trim("/proc/sys/kernel/osrelease"),

@@ -117,12 +117,25 @@ pub struct RunArgs {
     /// wake-ups), each stamped with its grid time. 0 = exact per-connection timers.
     #[arg(long, default_value = "1ms", value_parser = parse::duration)]
     pub timer_resolution: Duration,
+    /// How client sockets are made: `auto` (in the io_uring ring when the kernel has it,
+    /// 6.11+) or `syscalls` (socket/setsockopt/bind, then installed in the ring).
+    #[arg(long, value_enum, default_value_t = SocketSetupArg::Auto)]
+    pub socket_setup: SocketSetupArg,
     /// Write the results as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
     /// No live progress line on stderr.
     #[arg(short = 'q', long)]
     pub quiet: bool,
+}
+
+/// `--socket-setup` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SocketSetupArg {
+    /// In the ring when the kernel supports it.
+    Auto,
+    /// With syscalls.
+    Syscalls,
 }
 
 /// A parsed ws:// URL.
@@ -257,6 +270,8 @@ pub struct RunPlan {
     pub validate_utf8: bool,
     /// Send-schedule grid.
     pub timer_resolution: Duration,
+    /// How sockets are made.
+    pub socket_setup: SocketSetupArg,
     /// JSON output path.
     pub json: Option<PathBuf>,
     /// Suppress progress.
@@ -423,6 +438,7 @@ impl RunPlan {
             linger_zero: a.linger_zero,
             validate_utf8: !a.no_utf8_check,
             timer_resolution: a.timer_resolution,
+            socket_setup: a.socket_setup,
             json: a.json.clone(),
             quiet: a.quiet,
         })
