@@ -355,7 +355,14 @@ fn doctor_cmd(a: &DoctorArgs) -> u8 {
     let opts = DoctorOptions {
         connections: a.connections,
         target: a.target,
-        source_ips: a.source_ip.as_ref().map_or(1, |v| v.0.len() as u32),
+        // Without --source-ip, count what `run` would choose (it spreads loopback targets).
+        source_ips: a.source_ip.as_ref().map_or_else(
+            || match (a.target, a.connections) {
+                (Some(t), Some(n)) => plan::auto_sources(t.ip(), n).len().max(1) as u32,
+                _ => 1,
+            },
+            |v| v.0.len() as u32,
+        ),
         shards: a
             .cpus
             .as_ref()

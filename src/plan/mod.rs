@@ -447,7 +447,7 @@ impl RunPlan {
 
 /// On IPv4 loopback, connections beyond [`PORTS_PER_SOURCE`] are spread over 127.0.0.1,
 /// 127.0.0.2, ... so no single source address fills its port range.
-fn auto_sources(target: IpAddr, connections: u64) -> Vec<IpAddr> {
+pub fn auto_sources(target: IpAddr, connections: u64) -> Vec<IpAddr> {
     match target {
         IpAddr::V4(v4) if v4.is_loopback() && connections > PORTS_PER_SOURCE => {
             let n = connections.div_ceil(PORTS_PER_SOURCE).min(250) as u8;
