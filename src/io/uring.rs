@@ -435,23 +435,36 @@ impl Ring {
             .map_err(|b| (b, libc::EBUSY))?;
         let fixed = types::Fixed(slot);
         let link = squeue::Flags::IO_LINK;
-        let setup = link | squeue::Flags::SKIP_SUCCESS;
+        let mut chain: Vec<squeue::Entry> = Vec::with_capacity(7);
+        if self.setup_in_ring {
+            self.setup_chain(&mut chain, slot, source, ud_setup);
+        }
+        chain.push(
+            opcode::Connect::new(fixed, self.target.as_ptr().cast(), self.target.len())
+                .build()
+                .flags(link)
+                .user_data(ud_connect),
+        );
+        chain.push(send);
+        self.push_chain(chain)
+    }
+
+    /// The in-ring steps ahead of a connect: socket into `slot`, options, bind. They post a
+    /// completion only if they fail.
+    fn setup_chain(
+        &self,
+        chain: &mut Vec<squeue::Entry>,
+        slot: u32,
+        source: Option<usize>,
+        ud_setup: u64,
+    ) {
+        let fixed = types::Fixed(slot);
+        let setup = squeue::Flags::IO_LINK | squeue::Flags::SKIP_SUCCESS;
         let domain = if self.target.is_ipv6() {
             libc::AF_INET6
         } else {
             libc::AF_INET
         };
-        let mut chain: Vec<squeue::Entry> = Vec::with_capacity(7);
-        if !self.setup_in_ring {
-            chain.push(
-                opcode::Connect::new(fixed, self.target.as_ptr().cast(), self.target.len())
-                    .build()
-                    .flags(link)
-                    .user_data(ud_connect),
-            );
-            chain.push(send);
-            return self.push_chain(chain);
-        }
         chain.push(
             opcode::Socket::new(domain, libc::SOCK_STREAM, libc::IPPROTO_TCP)
                 .file_index(types::DestinationSlot::try_from_slot_target(slot).ok())
@@ -499,14 +512,6 @@ impl Ring {
                     .user_data(ud_setup),
             );
         }
-        chain.push(
-            opcode::Connect::new(fixed, self.target.as_ptr().cast(), self.target.len())
-                .build()
-                .flags(link)
-                .user_data(ud_connect),
-        );
-        chain.push(send);
-        self.push_chain(chain)
     }
 
     /// Makes a tuned, bound socket with syscalls and installs it in direct slot `slot`; the
