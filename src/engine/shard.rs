@@ -166,6 +166,14 @@ fn start_send(
     }
 }
 
+/// Arms the slot's multishot receive (after the connect, or when the kernel ended it).
+fn arm_recv(ring: &mut Ring, slot: &mut Slot, i: u32, inflight: &mut u64) {
+    slot.recv_armed = true;
+    slot.ops += 1;
+    *inflight += 1;
+    ring.recv_multishot(i, pack(i, slot.gen, Op::Recv));
+}
+
 /// Runs a shard to completion on the current thread.
 pub fn run(plan: ShardPlan, flags: Arc<StopFlags>, gate: Arc<StartGate>, tx: Sender<ShardEvent>) {
     let index = plan.index;
@@ -655,10 +663,7 @@ impl Shard {
                     let mut ctx = env.ctx();
                     if res == 0 {
                         conn.handle_connected(&mut ctx, now);
-                        slot.recv_armed = true;
-                        slot.ops += 1;
-                        *inflight += 1;
-                        ring.recv_multishot(i, pack(i, slot.gen, Op::Recv));
+                        arm_recv(ring, slot, i, inflight);
                     } else if res != -libc::ECANCELED {
                         conn.handle_error(&mut ctx, now, Failure::from_errno(-res));
                     }
@@ -703,10 +708,7 @@ impl Shard {
                     }
                     // Buffers ran out (ENOBUFS) or the kernel ended the multishot: re-arm.
                     if alive && !conn.is_done() && !slot.recv_armed && res != 0 {
-                        slot.recv_armed = true;
-                        slot.ops += 1;
-                        *inflight += 1;
-                        ring.recv_multishot(i, pack(i, slot.gen, Op::Recv));
+                        arm_recv(ring, slot, i, inflight);
                     }
                 }
             }
