@@ -6,6 +6,7 @@
 #![deny(unsafe_code)]
 #![warn(unreachable_pub, unused_qualifications, missing_docs)]
 
+pub mod certs;
 pub mod cli;
 pub mod doctor;
 pub mod engine;

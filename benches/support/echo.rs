@@ -3,7 +3,7 @@
 //! `tests/alloc.rs` (no allocation per message); cargo does not build this directory as a bench.
 
 use sockstorm::metrics::ShardStats;
-use sockstorm::proto::conn::{Conn, ConnConfig, Ctx, Message, Micros, Phase};
+use sockstorm::proto::conn::{Conn, ConnConfig, Ctx, Message, Micros, Mode, Phase};
 use sockstorm::proto::rng::Rng;
 use sockstorm::proto::ws::frame::apply_mask;
 use sockstorm::proto::ws::handshake::RequestTemplate;
@@ -38,6 +38,8 @@ impl EchoSession {
     /// server pings every 10th round trip (the client's pong goes out with the next message).
     pub fn open(payload: &str, pings: bool) -> Self {
         let cfg = ConnConfig {
+            mode: Mode::Session,
+            tls: None,
             template: RequestTemplate::new("127.0.0.1:9001", "/echo", &[], &[]),
             connect_timeout: 5_000_000,
             on_open: None,

@@ -317,7 +317,11 @@ fn demo(a: &DemoArgs) -> Result<u8, CliError> {
     let args = RunArgs {
         url,
         connections,
-        connect_rate: a.connect_rate,
+        connect_rate: Some(a.connect_rate),
+        mode: plan::ModeArg::Session,
+        concurrency: 64,
+        upgrade: false,
+        close: plan::CloseArg::Rst,
         duration: a.duration,
         connect_timeout: Duration::from_secs(10),
         drain: Duration::from_secs(2),
@@ -338,6 +342,8 @@ fn demo(a: &DemoArgs) -> Result<u8, CliError> {
         socket_setup: plan::SocketSetupArg::Auto,
         json: a.json.clone(),
         quiet: a.quiet,
+        tls: plan::tls::TlsArgs::from_flags(&[])
+            .unwrap_or_else(|_| unreachable!("no flags always parse")),
     };
     let plan = RunPlan::from_args(&args)?;
     let code = storm(&plan);

@@ -157,6 +157,9 @@ pub fn run(plan: &RunPlan, ctl: &RunControl) -> Result<RunResult, EngineError> {
         });
     }
     let conn_cfg = ConnConfig {
+        mode: plan.mode,
+        // Each shard builds its own client (configurations and session store) at start.
+        tls: None,
         template: RequestTemplate::new(
             &plan.url.host_header(),
             &plan.url.path,
@@ -202,6 +205,7 @@ pub fn run(plan: &RunPlan, ctl: &RunControl) -> Result<RunResult, EngineError> {
             duration_us: plan.duration.as_micros() as u64,
             drain_us: plan.drain.as_micros() as u64,
             conn: conn_cfg.clone(),
+            tls: plan.tls.clone(),
             sources,
             reconnect: plan.reconnect,
             ring: RingConfig {

@@ -5,8 +5,9 @@
 use crate::engine::timer::{TimerEntry, TimerWheel};
 use crate::io::uring::{pack, unpack, Completion, Op, Ring, RingConfig, Waker};
 use crate::metrics::ShardStats;
-use crate::proto::conn::{Conn, ConnConfig, Ctx, Failure, Micros, Outcome, Phase};
+use crate::proto::conn::{Conn, ConnConfig, Ctx, Failure, Micros, Mode, Outcome, Phase};
 use crate::proto::rng::Rng;
+use crate::proto::tls::TlsSettings;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
@@ -40,6 +41,8 @@ pub struct ShardPlan {
     pub drain_us: Micros,
     /// Connection behaviour.
     pub conn: ConnConfig,
+    /// TLS settings (wss://); the shard builds its own client from them.
+    pub tls: Option<Arc<TlsSettings>>,
     /// Source addresses to rotate (empty: let the kernel choose).
     pub sources: Vec<IpAddr>,
     /// Replace failed or server-closed connections to hold the count.
@@ -179,6 +182,17 @@ pub fn run(plan: ShardPlan, flags: Arc<StopFlags>, gate: Arc<StartGate>, tx: Sen
     let index = plan.index;
     if let Some(cpu) = plan.cpu {
         core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
+    }
+    let mut plan = plan;
+    if let Some(settings) = &plan.tls {
+        match settings.client() {
+            Ok(c) => plan.conn.tls = Some(Arc::new(c)),
+            Err(e) => {
+                let _ = tx.send(ShardEvent::Failed(index, format!("TLS setup failed: {e}")));
+                gate.barrier.wait();
+                return;
+            }
+        }
     }
     let ring = Ring::new(plan.ring, plan.target, &plan.sources).and_then(|r| Ok((r.waker()?, r)));
     let (waker, ring) = match ring {
@@ -423,7 +437,11 @@ impl Shard {
         // Openings due within the next OPEN_SLACK_US go out in this batch: one wake-up and one
         // submission per millisecond instead of one per connection; the rate per second is
         // unchanged.
-        while self.pending_opens > 0 && self.next_open_at <= nowf + OPEN_SLACK_US {
+        // Bounded per turn: an opening that fails at once (EMFILE) is replaced at once in
+        // handshake mode, and completions must still be reaped meanwhile.
+        let mut budget = self.plan.connections.max(64);
+        while self.pending_opens > 0 && self.next_open_at <= nowf + OPEN_SLACK_US && budget > 0 {
+            budget -= 1;
             let lag = (nowf - self.next_open_at).max(0.0) as u64;
             self.lag_max = self.lag_max.max(lag);
             self.pending_opens -= 1;
@@ -431,7 +449,7 @@ impl Shard {
             // Initial openings come first; anything beyond them replaces a lost connection.
             if self.initial_left > 0 {
                 self.initial_left -= 1;
-            } else {
+            } else if self.plan.conn.mode == Mode::Session {
                 self.env.stats.counters.reconnects += 1;
             }
             self.open_one(now);
@@ -465,6 +483,11 @@ impl Shard {
         let mut ctx = env.ctx();
         let mut conn = Conn::new(&mut ctx, now);
         *live += 1;
+        if conn.is_done() {
+            // TLS could not even start; counted as a failure already.
+            slot.conn = Some(conn);
+            return self.after(i, now);
+        }
         let mut buf = pool
             .pop()
             .unwrap_or_else(|| Vec::with_capacity(SEND_BUF_CAPACITY));
@@ -579,7 +602,14 @@ impl Shard {
         let slot = &mut self.slots[i as usize];
         let Some(conn) = slot.conn.take() else { return };
         self.live -= 1;
-        if self.plan.reconnect && !self.stopping {
+        let cycles = self.plan.conn.mode != Mode::Session;
+        if cycles && !self.stopping {
+            // Handshake mode: every finished cycle, failed or not, makes room for the next.
+            if self.pending_opens == 0 {
+                self.next_open_at = self.next_open_at.max(now as f64);
+            }
+            self.pending_opens += 1;
+        } else if self.plan.reconnect && !self.stopping {
             if let Some(Outcome::Failed(_) | Outcome::ServerClosed(_)) = conn.outcome() {
                 if self.pending_opens == 0 {
                     self.next_open_at = self.next_open_at.max(now as f64);
@@ -598,7 +628,9 @@ impl Shard {
                     pack(i, slot.gen, Op::Cancel),
                 );
             }
-            if slot.sending {
+            // A completed cycle's last send (close_notify, close frame) is small and will
+            // complete; the close then takes effect after it.
+            if slot.sending && conn.outcome() != Some(Outcome::Completed) {
                 self.ring
                     .cancel(pack(i, slot.gen, Op::Send), pack(i, slot.gen, Op::Cancel));
             }

@@ -8,6 +8,7 @@
 pub mod report;
 
 use crate::proto::conn::Failure;
+use crate::proto::tls::Negotiated;
 use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
 
@@ -29,12 +30,18 @@ pub enum Hist {
     WsMsgRtt,
     /// Ping → pong round trip.
     WsPing,
+    /// Full TLS handshake: TCP connected → handshake complete.
+    TlsFull,
+    /// Resumed TLS handshake: TCP connected → handshake complete.
+    TlsResumed,
 }
 
 impl Hist {
     /// All histograms in report order.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 7] = [
         Self::TcpConnect,
+        Self::TlsFull,
+        Self::TlsResumed,
         Self::WsUpgrade,
         Self::WsConnecting,
         Self::WsMsgRtt,
@@ -49,6 +56,8 @@ impl Hist {
             Self::WsConnecting => "ws_connecting",
             Self::WsMsgRtt => "ws_msg_rtt",
             Self::WsPing => "ws_ping",
+            Self::TlsFull => "tls_handshake_full",
+            Self::TlsResumed => "tls_handshake_resumed",
         }
     }
 }
@@ -124,13 +133,31 @@ counters! {
     bytes_sent,
     /// Bytes read from sockets.
     bytes_received,
+    /// Full TLS handshakes completed.
+    tls_handshakes_full,
+    /// TLS handshakes the server resumed (as rustls reports it).
+    tls_handshakes_resumed,
+    /// TLS handshakes that offered a stored session.
+    tls_resume_attempted,
+    /// Offered sessions the server did not accept (a full handshake followed).
+    tls_resume_refused,
+    /// Full handshakes the server made retry with another key share (HelloRetryRequest).
+    tls_hello_retries,
+    /// TLS 1.3 session tickets received.
+    tls_tickets_received,
+    /// Handshake cycles that closed without a TLS 1.3 ticket after waiting for one.
+    tls_ticket_waits_expired,
+    /// `--mode handshake` cycles completed.
+    handshake_cycles,
+    /// Sessions ended with RST on purpose (`--mode handshake --upgrade --close rst`).
+    closed_rst,
 }
 
 /// Everything one shard measured in one interval (or a merge of many).
 #[derive(Debug, Clone)]
 pub struct ShardStats {
     /// Latency histograms indexed like [`Hist::ALL`].
-    pub hists: [Histogram<u64>; 5],
+    pub hists: [Histogram<u64>; 7],
     /// Event counters.
     pub counters: Counters,
     /// Failures by cause (connect and session).
@@ -138,6 +165,19 @@ pub struct ShardStats {
     /// Close codes received from the server (1005 = close frame without code,
     /// 1006 = connection lost without a close frame).
     pub close_codes: BTreeMap<u16, u64>,
+    /// Completed TLS handshakes by negotiated version, cipher suite and group.
+    pub tls_params: BTreeMap<TlsParam, u64>,
+}
+
+/// One negotiated TLS parameter (IANA numbers), for counting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsParam {
+    /// Protocol version.
+    Version(u16),
+    /// Cipher suite.
+    Cipher(u16),
+    /// Key-exchange group (0: resumed without one).
+    Group(u16),
 }
 
 impl Default for ShardStats {
@@ -154,6 +194,18 @@ impl ShardStats {
             counters: Counters::default(),
             failures: BTreeMap::new(),
             close_codes: BTreeMap::new(),
+            tls_params: BTreeMap::new(),
+        }
+    }
+
+    /// Counts what one completed handshake negotiated.
+    pub fn tls_negotiated(&mut self, n: Negotiated) {
+        for p in [
+            TlsParam::Version(n.version),
+            TlsParam::Cipher(n.cipher),
+            TlsParam::Group(n.group),
+        ] {
+            *self.tls_params.entry(p).or_insert(0) += 1;
         }
     }
 
@@ -202,6 +254,9 @@ impl ShardStats {
         for (k, v) in &other.close_codes {
             *self.close_codes.entry(*k).or_insert(0) += v;
         }
+        for (k, v) in &other.tls_params {
+            *self.tls_params.entry(*k).or_insert(0) += v;
+        }
     }
 
     /// Moves the gathered interval out, leaving `self` empty but keeping its allocations.
@@ -213,6 +268,7 @@ impl ShardStats {
         self.counters = Counters::default();
         self.failures.clear();
         self.close_codes.clear();
+        self.tls_params.clear();
         out
     }
 }

@@ -3,8 +3,10 @@
 //! only header names and payload sizes do.
 
 use crate::engine::RunResult;
-use crate::metrics::{Hist, ShardStats};
+use crate::metrics::{Hist, ShardStats, TlsParam};
 use crate::plan::RunPlan;
+use crate::proto::conn::Mode;
+use crate::proto::tls::{cipher_name, group_name, version_name, Resume};
 use hdrhistogram::Histogram;
 use serde_json::{json, Map, Value};
 use std::fmt::Write as _;
@@ -48,6 +50,66 @@ fn read_trim(path: &str) -> Option<String> {
         .map(|s| s.trim().to_owned())
 }
 
+/// Negotiated TLS parameters by kind: (versions, ciphers, groups), names → counts.
+fn tls_params(s: &ShardStats) -> [Vec<(String, u64)>; 3] {
+    let mut out: [Vec<(String, u64)>; 3] = Default::default();
+    for (p, n) in &s.tls_params {
+        match *p {
+            TlsParam::Version(v) => out[0].push((version_name(v), *n)),
+            TlsParam::Cipher(c) => out[1].push((cipher_name(c), *n)),
+            TlsParam::Group(g) => out[2].push((group_name(g), *n)),
+        }
+    }
+    out
+}
+
+/// The TLS part of the JSON document: what was offered, what was negotiated, resumption.
+fn tls_json(plan: &RunPlan, s: &ShardStats) -> Value {
+    let Some(t) = &plan.tls else {
+        return Value::Null;
+    };
+    let c = &s.counters;
+    let handshakes = c.tls_handshakes_full + c.tls_handshakes_resumed;
+    let [versions, ciphers, groups] = tls_params(s);
+    let obj = |v: Vec<(String, u64)>| -> Map<String, Value> {
+        v.into_iter().map(|(k, n)| (k, n.into())).collect()
+    };
+    json!({
+        "server_name": format!("{:?}", t.server_name).trim_start_matches("DnsName(").trim_start_matches("IpAddress(").trim_end_matches(')').trim_matches('"'),
+        "verify_certificates": !t.insecure,
+        "roots": "webpki-roots (Mozilla) + --cacert",
+        "versions_offered": t.versions.iter().map(|v| version_name(u16::from(v.version))).collect::<Vec<_>>(),
+        "ciphers_offered": t.suites.iter().map(|x| cipher_name(u16::from(x.suite()))).collect::<Vec<_>>(),
+        "kx_offered": t.kx.iter().map(|g| group_name(u16::from(g.name()))).collect::<Vec<_>>(),
+        "alpn_offered": t.alpn.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect::<Vec<_>>(),
+        "client_certificate": t.identity.is_some(),
+        "keylog_file": t.keylog,
+        "resume": match t.resume { Resume::Off => json!("off"), Resume::On => json!("on"), Resume::Fraction(f) => json!(f) },
+        "tickets_requested": t.tickets,
+        "handshakes": handshakes,
+        "full": c.tls_handshakes_full,
+        "resumed": c.tls_handshakes_resumed,
+        "resume_attempted": c.tls_resume_attempted,
+        "resume_refused": c.tls_resume_refused,
+        "resumed_share": (handshakes > 0).then(|| c.tls_handshakes_resumed as f64 / handshakes as f64),
+        "negotiated": {"versions": obj(versions), "ciphers": obj(ciphers), "groups": obj(groups)},
+    })
+}
+
+/// Handshake-mode rates: per second of run time and per second of client CPU.
+fn handshake_rates(plan: &RunPlan, r: &RunResult) -> Option<(f64, f64, f64)> {
+    if plan.mode == Mode::Session {
+        return None;
+    }
+    let n = r.stats.counters.handshake_cycles as f64;
+    let secs = plan.duration.as_secs_f64().min(r.elapsed.as_secs_f64());
+    let cpu = (r.cpu.0 + r.cpu.1).as_secs_f64();
+    if n == 0.0 || secs == 0.0 || cpu == 0.0 {
+        return Some((0.0, 0.0, 0.0));
+    }
+    Some((n / secs, n / cpu, cpu * 1e6 / n))
+}
+
 /// The JSON results document.
 pub fn to_json(plan: &RunPlan, r: &RunResult) -> Value {
     let s = &r.stats;
@@ -85,8 +147,9 @@ pub fn to_json(plan: &RunPlan, r: &RunResult) -> Value {
         "settings": {
             "url": plan.url_text,
             "target": plan.target.to_string(),
+            "mode": if plan.mode == Mode::Session { "session" } else { "handshake" },
             "connections": plan.connections,
-            "connect_rate": plan.connect_rate,
+            "connect_rate": plan.connect_rate.is_finite().then_some(plan.connect_rate),
             "duration_s": plan.duration.as_secs_f64(),
             "connect_timeout_s": plan.connect_timeout.as_secs_f64(),
             "drain_s": plan.drain.as_secs_f64(),
@@ -128,6 +191,16 @@ pub fn to_json(plan: &RunPlan, r: &RunResult) -> Value {
             "peak_open": r.peak_open,
             "rss_per_open_connection_bytes": r.rss_per_open_connection(),
         },
+        "tls": tls_json(plan, s),
+        "handshake_mode": handshake_rates(plan, r).map(|(per_s, per_cpu_s, cpu_us)| json!({
+            "cycles": s.counters.handshake_cycles,
+            "per_s": per_s.round(),
+            "per_client_cpu_s": per_cpu_s.round(),
+            "client_cpu_us_per_handshake": (cpu_us * 10.0).round() / 10.0,
+            "concurrency": plan.connections,
+            "upgrade": matches!(plan.mode, Mode::Handshake { upgrade: true, .. }),
+            "close": if plan.linger_zero { "rst" } else { "fin" },
+        })),
         "schedule_lag_max_us": r.schedule_lag_max_us,
         "ramp_s": r.ramp.map(|d| d.as_secs_f64()),
         "established_per_s": r.ramp.filter(|d| !d.is_zero()).map(|d| (plan.connections as f64 / d.as_secs_f64()).round()),
@@ -179,14 +252,54 @@ pub fn summary(plan: &RunPlan, r: &RunResult) -> String {
     }
     let _ = writeln!(o, "\ncounters");
     for (k, v) in s.counters.pairs() {
-        let _ = writeln!(o, "  {k:<18}{v:>12}");
+        // TLS and handshake-mode counters only where they can be non-zero.
+        let tls_only = k.starts_with("tls_") && plan.tls.is_none();
+        let cycles_only =
+            matches!(k, "handshake_cycles" | "closed_rst") && plan.mode == Mode::Session;
+        if !(tls_only || cycles_only) {
+            let _ = writeln!(o, "  {k:<24}{v:>12}");
+        }
+    }
+    if let Some(t) = &plan.tls {
+        let c = &s.counters;
+        let n = c.tls_handshakes_full + c.tls_handshakes_resumed;
+        let pct = |a: u64| {
+            if n == 0 {
+                0.0
+            } else {
+                a as f64 * 100.0 / n as f64
+            }
+        };
+        let _ = writeln!(
+            o,
+            "\ntls: {n} handshakes: {} full, {} resumed ({:.1}%); resumption offered {} times, refused {}{}",
+            c.tls_handshakes_full,
+            c.tls_handshakes_resumed,
+            pct(c.tls_handshakes_resumed),
+            c.tls_resume_attempted,
+            c.tls_resume_refused,
+            if t.insecure { "\n  certificate verification OFF (--insecure)" } else { "" }
+        );
+        for (label, v) in ["versions", "ciphers", "groups"].iter().zip(tls_params(s)) {
+            if !v.is_empty() {
+                let items: Vec<String> = v.iter().map(|(k, n)| format!("{k}×{n}")).collect();
+                let _ = writeln!(o, "  {label:<9}{}", items.join("  "));
+            }
+        }
+    }
+    if let Some((per_s, per_cpu, cpu_us)) = handshake_rates(plan, r) {
+        let _ = writeln!(
+            o,
+            "\nhandshakes: {} cycles, {per_s:.0}/s, {per_cpu:.0} per client-CPU-second, {cpu_us:.1}µs client CPU each",
+            s.counters.handshake_cycles
+        );
     }
     if s.failures.is_empty() {
         let _ = writeln!(o, "\nfailures: none");
     } else {
         let _ = writeln!(o, "\nfailures");
         for (k, v) in &s.failures {
-            let _ = writeln!(o, "  {:<28}{v:>10}  {}", k.name(), k.describe());
+            let _ = writeln!(o, "  {:<32}{v:>10}  {}", k.name(), k.describe());
         }
     }
     if !s.close_codes.is_empty() {

@@ -2,30 +2,32 @@
 //! of a run is found here, before any connection starts, and names the flag and the fix.
 
 pub mod parse;
+pub mod tls;
 
-use crate::proto::conn::Message;
+use crate::proto::conn::{Message, Mode};
+use crate::proto::tls::TlsSettings;
 use crate::proto::ws::frame::OpCode;
 use clap::Args;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+use tls::TlsArgs;
 
 /// Errors in user input; each says what is wrong and how to fix it.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
     /// The URL does not parse.
-    #[error("invalid URL `{url}`: {reason} (expected ws://host[:port][/path])")]
+    #[error("invalid URL `{url}`: {reason} (expected ws://host[:port][/path] or wss://...)")]
     BadUrl {
         /// The URL given.
         url: String,
         /// What is wrong with it.
         reason: String,
     },
-    /// wss:// is not implemented yet.
-    #[error(
-        "wss:// (TLS) is not supported yet: it arrives with the TLS work; use a ws:// URL for now"
-    )]
-    TlsNotYet,
+    /// A certificate or key file cannot be used.
+    #[error(transparent)]
+    Cert(#[from] crate::certs::CertError),
     /// The host name does not resolve.
     #[error("cannot resolve `{host}`: {reason} (check the host name, or use an IP address)")]
     Resolve {
@@ -57,14 +59,29 @@ pub enum PlanError {
 /// Flags of `sockstorm run`.
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
-    /// Target WebSocket URL, e.g. ws://127.0.0.1:8080/ws
+    /// Target WebSocket URL, e.g. ws://127.0.0.1:8080/ws or wss://host/ws
     pub url: String,
-    /// Connections to open and hold.
+    /// Connections to open and hold (session mode).
     #[arg(short = 'c', long, default_value_t = 100)]
     pub connections: u64,
     /// New connections per second across all shards (planned centrally, split per shard).
-    #[arg(long, default_value_t = 2000.0)]
-    pub connect_rate: f64,
+    /// Default 2000 in session mode; unlimited in handshake mode.
+    #[arg(long)]
+    pub connect_rate: Option<f64>,
+    /// `session`: open and hold WebSocket sessions; `handshake`: repeat connect → TLS
+    /// handshake [→ upgrade] → close, to measure handshake throughput.
+    #[arg(long, value_enum, default_value_t = ModeArg::Session)]
+    pub mode: ModeArg,
+    /// Handshake mode: connections in flight at once.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: u64,
+    /// Handshake mode: also upgrade to WebSocket before closing.
+    #[arg(long)]
+    pub upgrade: bool,
+    /// Handshake mode: close with `rst` (SO_LINGER 0, no TIME_WAIT) or `fin` (close_notify or
+    /// close frame, then FIN).
+    #[arg(long, value_enum, default_value_t = CloseArg::Rst)]
+    pub close: CloseArg,
     /// Run length from the start (ramp included), e.g. 30s, 5m, 1h30m.
     #[arg(short = 'd', long, default_value = "10s", value_parser = parse::duration)]
     pub duration: Duration,
@@ -127,6 +144,27 @@ pub struct RunArgs {
     /// No live progress line on stderr.
     #[arg(short = 'q', long)]
     pub quiet: bool,
+    /// TLS settings.
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// `--mode` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModeArg {
+    /// Hold WebSocket sessions.
+    Session,
+    /// Repeat handshakes.
+    Handshake,
+}
+
+/// `--close` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CloseArg {
+    /// SO_LINGER 0.
+    Rst,
+    /// Graceful.
+    Fin,
 }
 
 /// `--socket-setup` values.
@@ -138,12 +176,14 @@ pub enum SocketSetupArg {
     Syscalls,
 }
 
-/// A parsed ws:// URL.
+/// A parsed ws:// or wss:// URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Url {
+    /// wss://.
+    pub tls: bool,
     /// Host as written (name or address).
     pub host: String,
-    /// Port (default 80).
+    /// Port (default 80, or 443 for wss://).
     pub port: u16,
     /// Path and query, at least "/".
     pub path: String,
@@ -157,7 +197,7 @@ impl Url {
         } else {
             self.host.clone()
         };
-        if self.port == 80 {
+        if self.port == self.default_port() {
             host
         } else {
             format!("{host}:{}", self.port)
@@ -165,18 +205,28 @@ impl Url {
     }
 }
 
-/// Parses `ws://host[:port][/path]`.
+impl Url {
+    fn default_port(&self) -> u16 {
+        if self.tls {
+            443
+        } else {
+            80
+        }
+    }
+}
+
+/// Parses `ws://host[:port][/path]` and `wss://...`.
 pub fn parse_url(url: &str) -> Result<Url, PlanError> {
     let bad = |reason: &str| PlanError::BadUrl {
         url: url.to_owned(),
         reason: reason.to_owned(),
     };
     let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("missing scheme"))?;
-    match scheme.to_ascii_lowercase().as_str() {
-        "ws" => {}
-        "wss" => return Err(PlanError::TlsNotYet),
+    let tls = match scheme.to_ascii_lowercase().as_str() {
+        "ws" => false,
+        "wss" => true,
         _ => return Err(bad(&format!("unsupported scheme `{scheme}`"))),
-    }
+    };
     let (authority, path) = match rest.find(['/', '?']) {
         Some(i) if rest.as_bytes()[i] == b'?' => (&rest[..i], format!("/{}", &rest[i..])),
         Some(i) => (&rest[..i], rest[i..].to_owned()),
@@ -213,6 +263,7 @@ pub fn parse_url(url: &str) -> Result<Url, PlanError> {
         return Err(bad("whitespace in path (percent-encode it)"));
     }
     let port = match port {
+        None if tls => 443,
         None => 80,
         Some(p) => p
             .parse::<u16>()
@@ -220,7 +271,12 @@ pub fn parse_url(url: &str) -> Result<Url, PlanError> {
             .filter(|&p| p != 0)
             .ok_or_else(|| bad(&format!("invalid port `{p}`")))?,
     };
-    Ok(Url { host, port, path })
+    Ok(Url {
+        tls,
+        host,
+        port,
+        path,
+    })
 }
 
 /// A validated run: everything the engine needs.
@@ -232,10 +288,14 @@ pub struct RunPlan {
     pub url: Url,
     /// Resolved target.
     pub target: SocketAddr,
-    /// Connections to hold.
+    /// Connections to hold (session mode) or in flight (handshake mode).
     pub connections: u64,
-    /// Connections per second overall.
+    /// Connections per second overall (infinite: as fast as possible).
     pub connect_rate: f64,
+    /// Session or handshake cycles.
+    pub mode: Mode,
+    /// TLS settings for wss://.
+    pub tls: Option<Arc<TlsSettings>>,
     /// Run length.
     pub duration: Duration,
     /// Connect + upgrade budget.
@@ -288,17 +348,52 @@ impl RunPlan {
         let url = parse_url(&a.url)?;
         let target = resolve(&url)?;
         let inv = |flag: &'static str, reason: String| PlanError::Invalid { flag, reason };
-        if a.connections == 0 {
+        let handshake = a.mode == ModeArg::Handshake;
+        let (connections, mode) = if handshake {
+            if a.concurrency == 0 {
+                return Err(inv("--concurrency", "must be at least 1".into()));
+            }
+            if !url.tls && !a.upgrade {
+                return Err(inv(
+                    "--mode",
+                    "handshake mode on a ws:// URL has nothing to handshake: use wss:// or add --upgrade".into(),
+                ));
+            }
+            let mode = Mode::Handshake {
+                upgrade: a.upgrade,
+                rst: a.close == CloseArg::Rst,
+            };
+            (a.concurrency, mode)
+        } else {
+            for (given, flag) in [
+                (a.upgrade, "--upgrade"),
+                (a.close != CloseArg::Rst, "--close"),
+                (a.concurrency != 64, "--concurrency"),
+            ] {
+                if given {
+                    return Err(inv(flag, "only applies with --mode handshake".into()));
+                }
+            }
+            (a.connections, Mode::Session)
+        };
+        if connections == 0 {
             return Err(inv("--connections", "must be at least 1".into()));
         }
-        if !(a.connect_rate.is_finite() && a.connect_rate > 0.0) {
-            return Err(inv(
-                "--connect-rate",
-                format!(
-                    "must be a positive number of connections per second, got {}",
-                    a.connect_rate
-                ),
-            ));
+        let connect_rate = match a.connect_rate {
+            Some(r) if !(r.is_finite() && r > 0.0) => {
+                return Err(inv(
+                    "--connect-rate",
+                    format!("must be a positive number of connections per second, got {r}"),
+                ))
+            }
+            Some(r) => r,
+            None if handshake => f64::INFINITY,
+            None => 2000.0,
+        };
+        if !url.tls {
+            if let Some(flag) = a.tls.given() {
+                return Err(inv(flag, "only applies to wss:// URLs".into()));
+            }
         }
         if a.duration.is_zero() {
             return Err(inv("--duration", "must be longer than 0 (e.g. 30s)".into()));
@@ -409,14 +504,22 @@ impl RunPlan {
                 }
                 (ips.clone(), false)
             }
-            None => (auto_sources(target.ip(), a.connections), true),
+            None => (auto_sources(target.ip(), connections), true),
+        };
+        let tls = if url.tls {
+            let per_shard = connections.div_ceil(cpus.len().max(1) as u64);
+            Some(Arc::new(a.tls.settings(&url.host, per_shard)?))
+        } else {
+            None
         };
         Ok(Self {
             url_text: a.url.clone(),
             url,
             target,
-            connections: a.connections,
-            connect_rate: a.connect_rate,
+            connections,
+            connect_rate,
+            mode,
+            tls,
             duration: a.duration,
             connect_timeout: a.connect_timeout,
             drain: a.drain,
@@ -435,7 +538,7 @@ impl RunPlan {
             cpus,
             source_ips,
             source_ips_auto: auto,
-            linger_zero: a.linger_zero,
+            linger_zero: a.linger_zero || matches!(mode, Mode::Handshake { rst: true, .. }),
             validate_utf8: !a.no_utf8_check,
             timer_resolution: a.timer_resolution,
             socket_setup: a.socket_setup,
@@ -520,6 +623,7 @@ mod tests {
         assert_eq!(
             parse_url("ws://127.0.0.1:9001/a/b?x=1").unwrap(),
             Url {
+                tls: false,
                 host: "127.0.0.1".into(),
                 port: 9001,
                 path: "/a/b?x=1".into()
@@ -528,6 +632,7 @@ mod tests {
         assert_eq!(
             parse_url("WS://localhost").unwrap(),
             Url {
+                tls: false,
                 host: "localhost".into(),
                 port: 80,
                 path: "/".into()
@@ -536,6 +641,7 @@ mod tests {
         assert_eq!(
             parse_url("ws://[::1]:81?q").unwrap(),
             Url {
+                tls: false,
                 host: "::1".into(),
                 port: 81,
                 path: "/?q".into()
@@ -545,7 +651,12 @@ mod tests {
             parse_url("ws://[::1]:81").unwrap().host_header(),
             "[::1]:81"
         );
-        assert!(matches!(parse_url("wss://x/"), Err(PlanError::TlsNotYet)));
+        let w = parse_url("wss://example.com/x").unwrap();
+        assert_eq!(
+            (w.tls, w.port, w.host_header()),
+            (true, 443, "example.com".into())
+        );
+        assert_eq!(parse_url("wss://h:8443/").unwrap().host_header(), "h:8443");
         for bad in [
             "http://x/",
             "x:80",
@@ -593,6 +704,8 @@ mod tests {
         assert!(msg(&["ws://127.0.0.1:9/", "--cpus", "999"]).contains("not available"));
         assert!(msg(&["ws://127.0.0.1:9/", "--source-ip", "::1"]).contains("address family"));
         assert!(msg(&["ws://no-such-host.invalid/"]).contains("cannot resolve"));
-        assert!(msg(&["wss://127.0.0.1/"]).contains("not supported yet"));
+        assert!(msg(&["ws://127.0.0.1:9/", "--insecure"]).contains("only applies to wss://"));
+        assert!(msg(&["ws://127.0.0.1:9/", "--mode", "handshake"]).contains("--upgrade"));
+        assert!(msg(&["ws://127.0.0.1:9/", "--upgrade"]).contains("--mode handshake"));
     }
 }

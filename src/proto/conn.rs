@@ -1,7 +1,7 @@
 //! The per-connection state machine, sans-IO.
 //!
-//! `Connecting → Upgrading → Open → Closing → Done`. (TLS slots in between `Connecting` and
-//! `Upgrading` later.) The backend drives a [`Conn`] in this order on every event:
+//! `Connecting → [TlsHandshake →] Upgrading → Open → Closing → Done`. With TLS, bytes in and out
+//! pass through rustls (sans-IO as well): the backend only ever sees ciphertext. The backend drives a [`Conn`] in this order on every event:
 //!
 //! 1. feed what happened: [`Conn::handle_connected`], [`Conn::handle_recv`],
 //!    [`Conn::handle_eof`], [`Conn::handle_error`], [`Conn::handle_timer`] or [`Conn::stop`];
@@ -14,13 +14,17 @@
 
 use crate::metrics::{Hist, ShardStats};
 use crate::proto::rng::Rng;
+use crate::proto::tls::{Negotiated, TlsClient, TlsFailure};
 use crate::proto::ws::frame::{
     close_code_valid, encode_close, encode_frame, Decoded, FrameDecoder, FrameHeader, OpCode,
     Utf8Validator, Violation,
 };
 use crate::proto::ws::handshake::{self, RequestTemplate, UpgradeFailure};
+use rustls::ClientConnection;
 use std::collections::VecDeque;
 use std::fmt;
+use std::io::{BufRead, Write};
+use std::sync::Arc;
 
 /// Microseconds since the shard's epoch.
 pub type Micros = u64;
@@ -52,6 +56,8 @@ pub enum Failure {
     Protocol(Violation),
     /// The server closed the TCP connection of an open session without a close frame.
     EofWithoutClose,
+    /// The TLS handshake or record layer failed.
+    Tls(TlsFailure),
     /// Another OS error, by errno.
     Os(i32),
 }
@@ -87,6 +93,7 @@ impl Failure {
             Self::Upgrade(u) => u.to_string(),
             Self::Protocol(v) => format!("protocol_{v}"),
             Self::EofWithoutClose => "eof_without_close_frame".into(),
+            Self::Tls(t) => format!("tls_{}", t.name()),
             Self::Os(e) => format!("os_error_{e}"),
         }
     }
@@ -113,6 +120,7 @@ impl Failure {
             Self::Upgrade(UpgradeFailure::Malformed) => "upgrade response is not valid HTTP/1.1 (is this a WebSocket endpoint?)".into(),
             Self::Protocol(v) => format!("server violated RFC 6455: {v}"),
             Self::EofWithoutClose => "server dropped an open session without a close frame (1006)".into(),
+            Self::Tls(t) => t.describe(),
             Self::Os(e) => format!("{}", std::io::Error::from_raw_os_error(*e)),
         }
     }
@@ -133,9 +141,28 @@ pub struct Message {
     pub payload: Box<[u8]>,
 }
 
+/// What a connection is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Open a WebSocket session and hold it until the run stops.
+    Session,
+    /// Connect, complete the TLS handshake (and the upgrade if `upgrade`), then close at once
+    /// (with RST if `rst`, else close_notify / close frame); the backend starts the next one.
+    Handshake {
+        /// Also upgrade to WebSocket before closing.
+        upgrade: bool,
+        /// Close with RST instead of a graceful close.
+        rst: bool,
+    },
+}
+
 /// What every connection of a run does; shared (one per shard), never per connection.
 #[derive(Debug, Clone)]
 pub struct ConnConfig {
+    /// Session or handshake cycles.
+    pub mode: Mode,
+    /// TLS client of the shard (wss://), or `None` for ws://.
+    pub tls: Option<Arc<TlsClient>>,
     /// The pre-rendered upgrade request.
     pub template: RequestTemplate,
     /// Budget for TCP connect + upgrade, µs.
@@ -182,6 +209,8 @@ pub struct Ctx<'a> {
 pub enum Phase {
     /// TCP connect in progress.
     Connecting,
+    /// TLS handshake in progress (or, in handshake mode, waiting briefly for a TLS 1.3 ticket).
+    TlsHandshake,
     /// Upgrade request sent or pending, waiting for 101.
     Upgrading,
     /// WebSocket open.
@@ -201,6 +230,20 @@ pub enum Outcome {
     ServerClosed(u16),
     /// Failed before or after opening.
     Failed(Failure),
+    /// A handshake cycle (`Mode::Handshake`) completed.
+    Completed,
+}
+
+/// The rustls side of a wss:// connection.
+#[derive(Debug)]
+struct TlsConn {
+    conn: ClientConnection,
+    /// The ClientHello offered a stored session.
+    attempted: bool,
+    /// The handshake has completed.
+    done: bool,
+    /// A close_notify is owed.
+    close_notify: bool,
 }
 
 // Pending output flags.
@@ -248,6 +291,8 @@ pub struct Conn {
     pong: Vec<u8>,
     /// Intended send times of messages awaiting their echo, oldest first.
     fifo: VecDeque<Micros>,
+    /// TLS state (wss://), boxed: most of a TLS connection's memory, dropped when it ends.
+    tls: Option<Box<TlsConn>>,
 }
 
 impl Conn {
@@ -255,9 +300,10 @@ impl Conn {
     /// ready at once, so a backend may link its send to the connect.
     pub fn new(ctx: &mut Ctx<'_>, now: Micros) -> Self {
         ctx.stats.counters.attempts += 1;
-        Self {
+        let upgrade = !matches!(ctx.cfg.mode, Mode::Handshake { upgrade: false, .. });
+        let mut c = Self {
             phase: Phase::Connecting,
-            pending: OUT_REQUEST,
+            pending: if upgrade { OUT_REQUEST } else { 0 },
             stopping: false,
             got_close: false,
             established: false,
@@ -280,7 +326,23 @@ impl Conn {
             ctrl: Vec::new(),
             pong: Vec::new(),
             fifo: VecDeque::new(),
+            tls: None,
+        };
+        if let Some(client) = &ctx.cfg.tls {
+            match client.start(ctx.rng) {
+                Ok(s) => {
+                    ctx.stats.counters.tls_resume_attempted += u64::from(s.attempted);
+                    c.tls = Some(Box::new(TlsConn {
+                        conn: s.conn,
+                        attempted: s.attempted,
+                        done: false,
+                        close_notify: false,
+                    }));
+                }
+                Err(e) => c.fail(ctx, now, Failure::Tls(TlsFailure::of(&e))),
+            }
         }
+        c
     }
 
     /// Current phase.
@@ -305,7 +367,11 @@ impl Conn {
         }
         ctx.stats
             .record(Hist::TcpConnect, now.saturating_sub(self.t_start));
-        self.phase = Phase::Upgrading;
+        self.phase = if self.tls.is_some() {
+            Phase::TlsHandshake
+        } else {
+            Phase::Upgrading
+        };
         self.t_phase = now;
     }
 
@@ -313,7 +379,9 @@ impl Conn {
     pub fn handle_error(&mut self, ctx: &mut Ctx<'_>, now: Micros, failure: Failure) {
         // ETIMEDOUT on an established connection is a retransmission timeout, not a connect one.
         let failure = match (failure, self.phase) {
-            (Failure::ConnectTimeout, Phase::Upgrading | Phase::Open) => Failure::TcpTimeout,
+            (Failure::ConnectTimeout, Phase::TlsHandshake | Phase::Upgrading | Phase::Open) => {
+                Failure::TcpTimeout
+            }
             (f, _) => f,
         };
         match self.phase {
@@ -327,6 +395,12 @@ impl Conn {
     /// The peer closed its side (recv returned 0).
     pub fn handle_eof(&mut self, ctx: &mut Ctx<'_>, now: Micros) {
         match self.phase {
+            Phase::TlsHandshake if self.tls.as_ref().is_some_and(|t| t.done) => {
+                // Closed while we waited for a ticket: the handshake itself completed.
+                self.complete(ctx, now);
+                self.finish(ctx, now);
+            }
+            Phase::TlsHandshake => self.fail(ctx, now, Failure::Tls(TlsFailure::Closed)),
             Phase::Connecting | Phase::Upgrading => {
                 self.fail(ctx, now, Failure::ClosedDuringHandshake)
             }
@@ -340,8 +414,142 @@ impl Conn {
     }
 
     /// Bytes arrived from the socket.
-    pub fn handle_recv(&mut self, ctx: &mut Ctx<'_>, now: Micros, mut data: &[u8]) {
+    pub fn handle_recv(&mut self, ctx: &mut Ctx<'_>, now: Micros, data: &[u8]) {
         ctx.stats.counters.bytes_received += data.len() as u64;
+        match self.tls.take() {
+            None => self.recv_plain(ctx, now, data),
+            Some(t) => self.recv_tls(ctx, now, t, data),
+        }
+    }
+
+    /// Ciphertext in: rustls decrypts; the plaintext goes through [`Conn::recv_plain`]. The TLS
+    /// state is out of `self` meanwhile (it is put back unless the connection ended).
+    fn recv_tls(&mut self, ctx: &mut Ctx<'_>, now: Micros, mut t: Box<TlsConn>, mut data: &[u8]) {
+        let mut peer_closed = false;
+        let mut got = 0;
+        let stored = |ctx: &Ctx<'_>| ctx.cfg.tls.as_ref().map_or(0, |c| c.tickets_stored());
+        while !data.is_empty() && self.phase != Phase::Done {
+            if let Err(e) = t.conn.read_tls(&mut data) {
+                // Only when rustls' buffer is full, which draining below after every read
+                // rules out; treat it as the server's fault rather than spin.
+                let _ = e;
+                return self.fail(ctx, now, Failure::Tls(TlsFailure::Protocol));
+            }
+            // The shard is one thread: tickets stored during this call are this connection's.
+            let before = stored(ctx);
+            let state = t.conn.process_new_packets();
+            got += stored(ctx) - before;
+            let state = match state {
+                Ok(s) => s,
+                Err(e) => {
+                    ctx.stats.counters.tls_tickets_received += got;
+                    return self.tls_failed(ctx, now, &e);
+                }
+            };
+            peer_closed |= state.peer_has_closed();
+            if !t.done && !t.conn.is_handshaking() {
+                t.done = true;
+                self.tls_established(ctx, now, &t);
+            }
+            while self.phase != Phase::Done {
+                let n = match t.conn.reader().into_first_chunk() {
+                    Ok(chunk) if !chunk.is_empty() => {
+                        self.recv_plain(ctx, now, chunk);
+                        chunk.len()
+                    }
+                    _ => break,
+                };
+                t.conn.reader().consume(n);
+            }
+        }
+        ctx.stats.counters.tls_tickets_received += got;
+        if self.phase == Phase::TlsHandshake && t.done && (got > 0 || !self.awaits_ticket(ctx, &t))
+        {
+            self.complete(ctx, now);
+        }
+        if self.phase != Phase::Done {
+            self.tls = Some(t);
+        }
+        if peer_closed {
+            // close_notify: the server's orderly end of the stream, an EOF for our purposes.
+            self.handle_eof(ctx, now);
+        }
+    }
+
+    /// Whether a handshake-only cycle should wait for a TLS 1.3 ticket before it closes: the
+    /// server sends tickets after our Finished, and a client that leaves at once never gets
+    /// any, so it could never resume.
+    fn awaits_ticket(&self, ctx: &Ctx<'_>, t: &TlsConn) -> bool {
+        ctx.cfg.tls.as_ref().is_some_and(|c| c.resumes())
+            && t.conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3)
+    }
+
+    fn tls_established(&mut self, ctx: &mut Ctx<'_>, now: Micros, t: &TlsConn) {
+        let n = Negotiated::of(&t.conn);
+        let took = now.saturating_sub(self.t_phase);
+        let c = &mut ctx.stats.counters;
+        if n.resumed {
+            c.tls_handshakes_resumed += 1;
+            ctx.stats.record(Hist::TlsResumed, took);
+        } else {
+            c.tls_handshakes_full += 1;
+            c.tls_hello_retries += u64::from(n.retried);
+            ctx.stats.record(Hist::TlsFull, took);
+        }
+        if t.attempted && !n.resumed {
+            ctx.stats.counters.tls_resume_refused += 1;
+        }
+        ctx.stats.tls_negotiated(n);
+        if let Mode::Handshake { upgrade: false, .. } = ctx.cfg.mode {
+            // Stay in TlsHandshake until a ticket arrives (see `awaits_ticket`), but not for
+            // long: some servers send none.
+            self.deadline = now
+                .saturating_add((4 * took).max(20_000))
+                .min(self.deadline.max(now));
+        } else {
+            // The upgrade request went out with our Finished (rustls queued it).
+            self.phase = Phase::Upgrading;
+            self.t_phase = now;
+        }
+    }
+
+    fn tls_failed(&mut self, ctx: &mut Ctx<'_>, now: Micros, e: &rustls::Error) {
+        let f = Failure::Tls(TlsFailure::of(e));
+        if self.phase == Phase::Closing {
+            ctx.stats.fail(f);
+            return self.finish(ctx, now);
+        }
+        self.fail(ctx, now, f);
+    }
+
+    /// A handshake cycle is done: count it and close the way the run asked.
+    fn complete(&mut self, ctx: &mut Ctx<'_>, now: Micros) {
+        ctx.stats.counters.handshake_cycles += 1;
+        self.outcome = Some(Outcome::Completed);
+        let rst = matches!(ctx.cfg.mode, Mode::Handshake { rst: true, .. });
+        match (self.phase, rst) {
+            (Phase::Open, true) => {
+                ctx.stats.counters.closed_rst += 1;
+                self.finish(ctx, now);
+            }
+            (Phase::Open, false) => {
+                // The usual close handshake; its result is counted as for any session.
+                self.outcome = None;
+                self.begin_close(ctx, now, 1000);
+            }
+            (_, true) => self.finish(ctx, now),
+            (_, false) => {
+                if let Some(t) = self.tls.as_mut() {
+                    t.close_notify = true;
+                }
+                self.phase = Phase::Closing;
+                self.deadline = now.saturating_add(ctx.cfg.close_wait);
+            }
+        }
+    }
+
+    /// Plaintext bytes: the upgrade response, then WebSocket frames.
+    fn recv_plain(&mut self, ctx: &mut Ctx<'_>, now: Micros, mut data: &[u8]) {
         if self.phase == Phase::Upgrading {
             let used = match self.recv_upgrade(ctx, now, data) {
                 Some(n) => n,
@@ -424,6 +632,9 @@ impl Conn {
         }
         if ctx.cfg.ping_interval > 0 {
             self.next_ping_at = now.saturating_add(ctx.cfg.ping_interval);
+        }
+        if let Mode::Handshake { .. } = ctx.cfg.mode {
+            self.complete(ctx, now);
         }
     }
 
@@ -574,6 +785,13 @@ impl Conn {
         if self.deadline != 0 && now >= self.deadline {
             match self.phase {
                 Phase::Connecting => return self.fail(ctx, now, Failure::ConnectTimeout),
+                Phase::TlsHandshake if self.tls.as_ref().is_some_and(|t| t.done) => {
+                    ctx.stats.counters.tls_ticket_waits_expired += 1;
+                    return self.complete(ctx, now);
+                }
+                Phase::TlsHandshake => {
+                    return self.fail(ctx, now, Failure::Tls(TlsFailure::Timeout))
+                }
                 Phase::Upgrading => return self.fail(ctx, now, Failure::UpgradeTimeout),
                 // Drain time is over: whatever is unanswered stays so.
                 Phase::Open => return self.begin_close(ctx, now, 1000),
@@ -605,7 +823,7 @@ impl Conn {
         }
         self.stopping = true;
         match self.phase {
-            Phase::Connecting | Phase::Upgrading => self.abandon(ctx, now),
+            Phase::Connecting | Phase::TlsHandshake | Phase::Upgrading => self.abandon(ctx, now),
             Phase::Open => {
                 if self.fifo.is_empty() {
                     self.begin_close(ctx, now, 1000);
@@ -621,7 +839,7 @@ impl Conn {
     pub fn abort(&mut self, ctx: &mut Ctx<'_>, now: Micros) {
         self.stopping = true;
         match self.phase {
-            Phase::Connecting | Phase::Upgrading => self.abandon(ctx, now),
+            Phase::Connecting | Phase::TlsHandshake | Phase::Upgrading => self.abandon(ctx, now),
             Phase::Open => {
                 // Counted like a close whose handshake did not complete.
                 self.phase = Phase::Closing;
@@ -673,6 +891,22 @@ impl Conn {
             encode_close(out, self.close_code, b"", ctx.rng.mask());
         }
         self.pending = 0;
+        if let Some(t) = self.tls.as_mut() {
+            if out.len() > start {
+                // No buffer limit is set, so rustls takes all of it.
+                let _ = t.conn.writer().write_all(&out[start..]);
+                out.truncate(start);
+            }
+            if t.close_notify {
+                t.close_notify = false;
+                t.conn.send_close_notify();
+            }
+            while t.conn.wants_write() {
+                if t.conn.write_tls(out).is_err() {
+                    break;
+                }
+            }
+        }
         let n = out.len() - start;
         ctx.stats.counters.bytes_sent += n as u64;
         n
@@ -719,6 +953,10 @@ impl Conn {
     /// Whether output is pending (a send should be started).
     pub fn wants_transmit(&self, cfg: &ConnConfig, now: Micros) -> bool {
         self.pending != 0
+            || self
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.close_notify || t.conn.wants_write())
             || (self.phase == Phase::Open
                 && !self.stopping
                 && cfg.message.is_some()
@@ -772,6 +1010,7 @@ impl Conn {
         self.ctrl = Vec::new();
         self.pong = Vec::new();
         self.fifo = VecDeque::new();
+        self.tls = None;
     }
 
     /// Every sent message ends as received or unanswered, so sent = received + unanswered.

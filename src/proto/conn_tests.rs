@@ -6,6 +6,8 @@ const MS: Micros = 1000;
 
 fn cfg() -> ConnConfig {
     ConnConfig {
+        mode: Mode::Session,
+        tls: None,
         template: RequestTemplate::new("127.0.0.1:9", "/ws", &[], &[]),
         connect_timeout: 1000 * MS,
         on_open: Some(Message {

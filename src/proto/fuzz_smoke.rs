@@ -14,7 +14,7 @@
 )]
 
 use crate::metrics::{Counters, ShardStats};
-use crate::proto::conn::{Conn, ConnConfig, Ctx, Failure, Message, Micros, Phase};
+use crate::proto::conn::{Conn, ConnConfig, Ctx, Failure, Message, Micros, Mode, Phase};
 use crate::proto::rng::Rng;
 use crate::proto::ws::frame::{apply_mask, Decoded, FrameDecoder, FrameHeader, OpCode, Violation};
 use crate::proto::ws::handshake::{check_response, RequestTemplate, MAX_RESPONSE};
@@ -175,6 +175,8 @@ fn conn_config(sel: u8) -> ConnConfig {
         _ => b"x".as_slice().into(),
     };
     ConnConfig {
+        mode: Mode::Session,
+        tls: None,
         template: RequestTemplate::new("example.com", "/ws", &[], &[]),
         connect_timeout: 1000 * MS,
         on_open: (sel & 8 != 0).then(|| Message {

@@ -5,4 +5,5 @@ pub mod conn;
 #[cfg(test)]
 mod fuzz_smoke;
 pub mod rng;
+pub mod tls;
 pub mod ws;

@@ -1,0 +1,581 @@
+//! TLS for client connections, sans-IO: rustls runs the handshake and the record layer on bytes
+//! the backend hands to [`crate::proto::conn::Conn`]. This module builds each shard's client
+//! configurations, owns the per-shard session store that makes resumption work at storm scale,
+//! and names every TLS failure so that reports count them by kind.
+
+use crate::proto::rng::Rng;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{
+    ClientSessionStore, Resumption, Tls12ClientSessionValue, Tls12Resumption,
+    Tls13ClientSessionValue,
+};
+use rustls::crypto::{aws_lc_rs, CryptoProvider, SupportedKxGroup};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{
+    AlertDescription, CertificateError, ClientConfig, ClientConnection, DigitallySignedStruct,
+    Error, HandshakeKind, NamedGroup, RootCertStore, SignatureScheme, SupportedCipherSuite,
+    SupportedProtocolVersion,
+};
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+/// Which handshakes try to resume a previous session.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Resume {
+    /// Every handshake is full; tickets are not even asked for.
+    Off,
+    /// Every handshake offers a session when the store has one.
+    On,
+    /// This share of handshakes (0..1) offers a session; the rest are forced full.
+    Fraction(f64),
+}
+
+/// A client certificate chain and its key for mutual TLS (the key never appears in `Debug`).
+pub struct ClientIdentity {
+    /// Certificate chain, leaf first.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The leaf's private key.
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "ClientIdentity({} certificate(s), key hidden)",
+            self.chain.len()
+        )
+    }
+}
+
+/// Validated TLS settings of a run; each shard builds its own configurations from them.
+#[derive(Debug)]
+pub struct TlsSettings {
+    /// Name sent in SNI and verified against the certificate.
+    pub server_name: ServerName<'static>,
+    /// Trust anchors (webpki-roots plus `--cacert`).
+    pub roots: Arc<RootCertStore>,
+    /// Skip certificate verification (handshake signatures are still checked).
+    pub insecure: bool,
+    /// Protocol versions offered.
+    pub versions: Vec<&'static SupportedProtocolVersion>,
+    /// Cipher suites offered, in preference order.
+    pub suites: Vec<SupportedCipherSuite>,
+    /// Key-exchange groups offered, in preference order (the first gets the key share).
+    pub kx: Vec<&'static dyn SupportedKxGroup>,
+    /// ALPN protocols offered.
+    pub alpn: Vec<Vec<u8>>,
+    /// Client certificate for mutual TLS.
+    pub identity: Option<ClientIdentity>,
+    /// Write secrets to `SSLKEYLOGFILE`.
+    pub keylog: bool,
+    /// Resumption policy.
+    pub resume: Resume,
+    /// TLS 1.3 tickets asked for per handshake (RFC 9149 ticket request; 0 = do not ask).
+    pub tickets: u8,
+    /// TLS 1.3 tickets a shard keeps at most.
+    pub store_capacity: usize,
+}
+
+impl TlsSettings {
+    fn provider(&self) -> Arc<CryptoProvider> {
+        Arc::new(CryptoProvider {
+            cipher_suites: self.suites.clone(),
+            kx_groups: self.kx.clone(),
+            ..aws_lc_rs::default_provider()
+        })
+    }
+
+    fn config(&self, store: Option<Arc<dyn ClientSessionStore>>) -> Result<ClientConfig, Error> {
+        let provider = self.provider();
+        let builder = ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&self.versions)?;
+        let builder = if self.insecure {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
+        } else {
+            builder.with_root_certificates(self.roots.clone())
+        };
+        let mut c = match &self.identity {
+            Some(id) => builder.with_client_auth_cert(id.chain.clone(), id.key.clone_key())?,
+            None => builder.with_no_client_auth(),
+        };
+        c.alpn_protocols = self.alpn.clone();
+        if self.keylog {
+            c.key_log = Arc::new(rustls::KeyLogFile::new());
+        }
+        c.resumption = match store {
+            Some(s) => Resumption::store(s).tls12_resumption(Tls12Resumption::SessionIdOrTickets),
+            None => Resumption::disabled(),
+        };
+        if self.resume != Resume::Off && self.tickets > 0 {
+            c.send_ticket_request = Some(rustls::client::TicketRequest {
+                new_session_count: self.tickets,
+                resumption_count: self.tickets,
+            });
+        }
+        Ok(c)
+    }
+
+    /// One shard's client: its own configurations and session store, built once.
+    pub fn client(&self) -> Result<TlsClient, Error> {
+        let store = Arc::new(SessionStore::new(self.store_capacity));
+        let (resume, full) = match self.resume {
+            Resume::Off => {
+                let c = Arc::new(self.config(None)?);
+                (c.clone(), c)
+            }
+            Resume::On | Resume::Fraction(_) => (
+                Arc::new(self.config(Some(store.clone()))?),
+                // Forced-full handshakes still feed the store, so the resuming share never
+                // runs dry, but never take from it.
+                Arc::new(self.config(Some(Arc::new(FullOnly(store.clone()))))?),
+            ),
+        };
+        Ok(TlsClient {
+            resume,
+            full,
+            server_name: self.server_name.clone(),
+            policy: self.resume,
+            store,
+        })
+    }
+}
+
+/// One shard's TLS client side: configurations built once, shared by all its connections.
+#[derive(Debug)]
+pub struct TlsClient {
+    resume: Arc<ClientConfig>,
+    full: Arc<ClientConfig>,
+    server_name: ServerName<'static>,
+    policy: Resume,
+    store: Arc<SessionStore>,
+}
+
+/// A new client connection and whether its ClientHello offers a stored session.
+#[derive(Debug)]
+pub struct Started {
+    /// The rustls connection, ClientHello queued.
+    pub conn: ClientConnection,
+    /// Whether a stored session (TLS 1.3 ticket or TLS 1.2 session) was offered.
+    pub attempted: bool,
+}
+
+impl TlsClient {
+    /// Starts a handshake; the policy decides (with `rng`) whether it may resume.
+    pub fn start(&self, rng: &mut Rng) -> Result<Started, Error> {
+        let resume = match self.policy {
+            Resume::Off => false,
+            Resume::On => true,
+            Resume::Fraction(f) => (rng.below(1 << 24) as f64) < f * (1u64 << 24) as f64,
+        };
+        let before = self.store.taken.load(Relaxed);
+        let cfg = if resume { &self.resume } else { &self.full };
+        let mut conn = ClientConnection::new(cfg.clone(), self.server_name.clone())?;
+        // Messages are framed and written whole; rustls must not refuse part of one.
+        conn.set_buffer_limit(None);
+        let attempted = self.store.taken.load(Relaxed) != before;
+        Ok(Started { conn, attempted })
+    }
+
+    /// TLS 1.3 tickets stored so far on this shard (to tell which connection got one).
+    pub fn tickets_stored(&self) -> u64 {
+        self.store.inserted.load(Relaxed)
+    }
+
+    /// Whether handshakes may resume, so waiting for a TLS 1.3 ticket is worth it.
+    pub fn resumes(&self) -> bool {
+        self.policy != Resume::Off
+    }
+}
+
+/// A shard's session store. Only its shard's thread uses it, so the lock is never contended;
+/// rustls' trait asks for `Sync` because configurations may be shared across threads.
+///
+/// TLS 1.3 tickets are single-use: the store keeps up to `capacity` of them (rustls' default
+/// cache keeps 8 per server, which a burst of new connections exhausts at once) and hands out
+/// the newest first. The TLS 1.2 session is reusable and shared by every connection. The run
+/// has one target, so entries are not keyed by server name.
+pub struct SessionStore {
+    inner: Mutex<StoreInner>,
+    capacity: usize,
+    /// Sessions handed to a ClientHello.
+    taken: AtomicU64,
+    /// TLS 1.3 tickets received.
+    inserted: AtomicU64,
+}
+
+#[derive(Default)]
+struct StoreInner {
+    kx_hint: Option<NamedGroup>,
+    tls12: Option<Tls12ClientSessionValue>,
+    tls13: VecDeque<Tls13ClientSessionValue>,
+}
+
+impl SessionStore {
+    fn new(capacity: usize) -> Self {
+        Self {
+            inner: Mutex::new(StoreInner::default()),
+            capacity: capacity.max(1),
+            taken: AtomicU64::new(0),
+            inserted: AtomicU64::new(0),
+        }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut StoreInner) -> R) -> R {
+        // A panic while holding the lock cannot leave the store inconsistent; go on.
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut g)
+    }
+}
+
+impl fmt::Debug for SessionStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.with(|s| s.tls13.len());
+        write!(f, "SessionStore({n} TLS 1.3 tickets of {})", self.capacity)
+    }
+}
+
+impl ClientSessionStore for SessionStore {
+    fn set_kx_hint(&self, _: ServerName<'static>, group: NamedGroup) {
+        self.with(|s| s.kx_hint = Some(group));
+    }
+
+    fn kx_hint(&self, _: &ServerName<'_>) -> Option<NamedGroup> {
+        self.with(|s| s.kx_hint)
+    }
+
+    fn set_tls12_session(&self, _: ServerName<'static>, value: Tls12ClientSessionValue) {
+        self.with(|s| s.tls12 = Some(value));
+    }
+
+    fn tls12_session(&self, _: &ServerName<'_>) -> Option<Tls12ClientSessionValue> {
+        let v = self.with(|s| s.tls12.clone());
+        if v.is_some() {
+            self.taken.fetch_add(1, Relaxed);
+        }
+        v
+    }
+
+    fn remove_tls12_session(&self, _: &ServerName<'static>) {
+        self.with(|s| s.tls12 = None);
+    }
+
+    fn insert_tls13_ticket(&self, _: ServerName<'static>, value: Tls13ClientSessionValue) {
+        self.inserted.fetch_add(1, Relaxed);
+        let cap = self.capacity;
+        self.with(|s| {
+            if s.tls13.len() >= cap {
+                s.tls13.pop_front();
+            }
+            s.tls13.push_back(value);
+        });
+    }
+
+    fn take_tls13_ticket(&self, _: &ServerName<'static>) -> Option<Tls13ClientSessionValue> {
+        let v = self.with(|s| s.tls13.pop_back());
+        if v.is_some() {
+            self.taken.fetch_add(1, Relaxed);
+        }
+        v
+    }
+}
+
+/// The store as seen by forced-full handshakes: they add what they receive, take nothing.
+#[derive(Debug)]
+struct FullOnly(Arc<SessionStore>);
+
+impl ClientSessionStore for FullOnly {
+    fn set_kx_hint(&self, name: ServerName<'static>, group: NamedGroup) {
+        self.0.set_kx_hint(name, group);
+    }
+
+    fn kx_hint(&self, name: &ServerName<'_>) -> Option<NamedGroup> {
+        self.0.kx_hint(name)
+    }
+
+    fn set_tls12_session(&self, name: ServerName<'static>, value: Tls12ClientSessionValue) {
+        self.0.set_tls12_session(name, value);
+    }
+
+    fn tls12_session(&self, _: &ServerName<'_>) -> Option<Tls12ClientSessionValue> {
+        None
+    }
+
+    fn remove_tls12_session(&self, _: &ServerName<'static>) {}
+
+    fn insert_tls13_ticket(&self, name: ServerName<'static>, value: Tls13ClientSessionValue) {
+        self.0.insert_tls13_ticket(name, value);
+    }
+
+    fn take_tls13_ticket(&self, _: &ServerName<'static>) -> Option<Tls13ClientSessionValue> {
+        None
+    }
+}
+
+/// `--insecure`: accepts any certificate, but still checks the handshake signatures so the
+/// client does the same crypto work as a verifying one minus the chain.
+#[derive(Debug)]
+struct NoVerify(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// What a completed handshake negotiated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Negotiated {
+    /// The server accepted the offered session.
+    pub resumed: bool,
+    /// The server asked for another key share first (HelloRetryRequest).
+    pub retried: bool,
+    /// Protocol version.
+    pub version: u16,
+    /// Cipher suite (IANA number).
+    pub cipher: u16,
+    /// Key-exchange group (IANA number; 0 when resumed without a key exchange).
+    pub group: u16,
+}
+
+impl Negotiated {
+    /// Reads what `c` negotiated (call once the handshake is complete).
+    pub fn of(c: &ClientConnection) -> Self {
+        let kind = c.handshake_kind();
+        Self {
+            resumed: kind == Some(HandshakeKind::Resumed),
+            retried: kind == Some(HandshakeKind::FullWithHelloRetryRequest),
+            version: c.protocol_version().map_or(0, u16::from),
+            cipher: c
+                .negotiated_cipher_suite()
+                .map_or(0, |s| u16::from(s.suite())),
+            group: c
+                .negotiated_key_exchange_group()
+                .map_or(0, |g| u16::from(g.name())),
+        }
+    }
+}
+
+/// Display name of a protocol version number.
+pub fn version_name(v: u16) -> String {
+    match v {
+        0x0304 => "TLSv1.3".into(),
+        0x0303 => "TLSv1.2".into(),
+        v => format!("0x{v:04x}"),
+    }
+}
+
+/// IANA name of a cipher suite number (rustls' `TLS13_` prefix becomes IANA's `TLS_`).
+pub fn cipher_name(c: u16) -> String {
+    match rustls::CipherSuite::from(c).as_str() {
+        Some(s) => match s.strip_prefix("TLS13_") {
+            Some(rest) => format!("TLS_{rest}"),
+            None => s.to_owned(),
+        },
+        None => format!("0x{c:04x}"),
+    }
+}
+
+/// Name of a key-exchange group number, in the spelling `--kx` accepts.
+pub fn group_name(g: u16) -> String {
+    match g {
+        0 => "none".into(),
+        g => NamedGroup::from(g)
+            .as_str()
+            .map_or_else(|| format!("0x{g:04x}"), |s| s.to_ascii_lowercase()),
+    }
+}
+
+/// Why a TLS handshake or session failed, by kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TlsFailure {
+    /// The certificate chain does not lead to a trusted root.
+    UnknownIssuer,
+    /// The certificate has expired.
+    Expired,
+    /// The certificate is not valid yet.
+    NotValidYet,
+    /// The certificate is not valid for the server name.
+    NameMismatch,
+    /// The certificate has been revoked.
+    Revoked,
+    /// A signature on the certificate or handshake does not verify.
+    BadSignature,
+    /// The certificate is otherwise unacceptable (encoding, purpose, extensions).
+    BadCertificate,
+    /// The server sent a fatal alert (by description code).
+    Alert(u8),
+    /// The server's bytes are not TLS (plain HTTP on a wss:// URL?).
+    NotTls,
+    /// No common protocol version, cipher suite or group.
+    Incompatible,
+    /// The server broke the TLS protocol.
+    Protocol,
+    /// No completed handshake before `--connect-timeout`.
+    Timeout,
+    /// The server closed the connection during the handshake.
+    Closed,
+    /// Another rustls error.
+    Other,
+}
+
+impl TlsFailure {
+    /// Classifies a rustls error.
+    pub fn of(e: &Error) -> Self {
+        match e {
+            Error::InvalidCertificate(c) => match c {
+                CertificateError::UnknownIssuer => Self::UnknownIssuer,
+                CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                    Self::Expired
+                }
+                CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                    Self::NotValidYet
+                }
+                CertificateError::NotValidForName
+                | CertificateError::NotValidForNameContext { .. } => Self::NameMismatch,
+                CertificateError::Revoked => Self::Revoked,
+                CertificateError::BadSignature => Self::BadSignature,
+                _ => Self::BadCertificate,
+            },
+            Error::AlertReceived(a) => Self::Alert(u8::from(*a)),
+            Error::InvalidMessage(_) | Error::InappropriateMessage { .. } => Self::NotTls,
+            Error::PeerIncompatible(_) | Error::NoCertificatesPresented => Self::Incompatible,
+            Error::PeerMisbehaved(_)
+            | Error::InappropriateHandshakeMessage { .. }
+            | Error::DecryptError
+            | Error::PeerSentOversizedRecord => Self::Protocol,
+            _ => Self::Other,
+        }
+    }
+
+    /// Stable snake_case key used in reports.
+    pub fn name(&self) -> String {
+        match self {
+            Self::UnknownIssuer => "cert_unknown_issuer".into(),
+            Self::Expired => "cert_expired".into(),
+            Self::NotValidYet => "cert_not_valid_yet".into(),
+            Self::NameMismatch => "cert_name_mismatch".into(),
+            Self::Revoked => "cert_revoked".into(),
+            Self::BadSignature => "cert_bad_signature".into(),
+            Self::BadCertificate => "cert_invalid".into(),
+            Self::Alert(a) => format!("alert_{}", alert_name(*a)),
+            Self::NotTls => "not_tls".into(),
+            Self::Incompatible => "incompatible".into(),
+            Self::Protocol => "protocol".into(),
+            Self::Timeout => "handshake_timeout".into(),
+            Self::Closed => "closed_during_handshake".into(),
+            Self::Other => "other".into(),
+        }
+    }
+
+    /// One line: what happened and what to check.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::UnknownIssuer => "certificate not issued by a trusted CA: pass the CA with --cacert FILE (or --insecure to skip verification)".into(),
+            Self::Expired => "server certificate has expired".into(),
+            Self::NotValidYet => "server certificate is not valid yet (clock skew?)".into(),
+            Self::NameMismatch => "certificate does not match the host name: use the name it was issued for in the URL or --sni NAME".into(),
+            Self::Revoked => "server certificate is revoked".into(),
+            Self::BadSignature => "a certificate signature does not verify".into(),
+            Self::BadCertificate => "server certificate is malformed or not usable for TLS server authentication".into(),
+            Self::Alert(a) => format!("server sent the fatal TLS alert `{}` (for client-certificate alerts: check --cert/--key)", alert_name(*a)),
+            Self::NotTls => "server did not answer in TLS: is this a plain ws:// port?".into(),
+            Self::Incompatible => "no common TLS version, cipher suite or key-exchange group: check --tls-version, --ciphers, --kx".into(),
+            Self::Protocol => "server violated the TLS protocol".into(),
+            Self::Timeout => "no completed TLS handshake before --connect-timeout".into(),
+            Self::Closed => "server closed the connection during the TLS handshake".into(),
+            Self::Other => "other TLS error".into(),
+        }
+    }
+}
+
+/// snake_case name of an alert description code.
+pub fn alert_name(code: u8) -> String {
+    let debug = format!("{:?}", AlertDescription::from(code));
+    if debug.starts_with("Unknown") || debug.contains('(') {
+        return format!("unknown_{code}");
+    }
+    let mut s = String::with_capacity(debug.len() + 4);
+    for (i, ch) in debug.chars().enumerate() {
+        if ch.is_ascii_uppercase() {
+            if i > 0 {
+                s.push('_');
+            }
+            s.push(ch.to_ascii_lowercase());
+        } else {
+            s.push(ch);
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(alert_name(40), "handshake_failure");
+        assert_eq!(alert_name(116), "certificate_required");
+        assert_eq!(alert_name(250), "unknown_250");
+        assert_eq!(cipher_name(0x1301), "TLS_AES_128_GCM_SHA256");
+        assert_eq!(
+            cipher_name(0xc02b),
+            "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"
+        );
+        assert_eq!(group_name(0x001d), "x25519");
+        assert_eq!(group_name(0x11ec), "x25519mlkem768");
+        assert_eq!(version_name(0x0304), "TLSv1.3");
+        assert_eq!(
+            TlsFailure::of(&Error::InvalidCertificate(CertificateError::UnknownIssuer)).name(),
+            "cert_unknown_issuer"
+        );
+        assert_eq!(
+            TlsFailure::of(&Error::AlertReceived(AlertDescription::CertificateRequired)).name(),
+            "alert_certificate_required"
+        );
+    }
+}
