@@ -254,6 +254,7 @@ fn serve(a: &ServeArgs) -> Result<u8, CliError> {
         read_buffer: a.read_buffer,
         backlog: a.backlog,
         report: !a.quiet,
+        tls: None,
     };
     let gw = Gateway::start(cfg)?;
     let mode = if a.publish_rate > 0.0 {
