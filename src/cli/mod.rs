@@ -5,11 +5,12 @@
 //! sessions dropped (or `doctor` says N does not fit); 130 interrupted by Ctrl-C (the summary
 //! and JSON still hold everything measured).
 
+use crate::certs::{self, CertError};
 use crate::doctor::{self, DoctorOptions};
 use crate::engine::{self, RunControl, RunResult};
 use crate::metrics::report;
 use crate::plan::{self, parse, RunArgs, RunPlan};
-use crate::server::{Gateway, Reject, ServeConfig};
+use crate::server::{self as gateway, Gateway, Reject, ServeConfig, ServerTlsOptions};
 use clap::{Args, Parser, Subcommand};
 use std::io::Write;
 use std::net::SocketAddr;
@@ -79,6 +80,24 @@ pub struct ServeArgs {
     /// No per-second stats line on stderr.
     #[arg(short = 'q', long)]
     pub quiet: bool,
+    /// Serve wss:// (TLS 1.2 and 1.3); without --cert/--key, with a generated test CA.
+    #[arg(long)]
+    pub tls: bool,
+    /// Certificate chain to serve (PEM, leaf first) instead of a generated one.
+    #[arg(long, value_name = "FILE", requires_all = ["tls", "key"])]
+    pub cert: Option<PathBuf>,
+    /// Private key of --cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", requires_all = ["tls", "cert"])]
+    pub key: Option<PathBuf>,
+    /// Mutual TLS: require client certificates issued by this CA (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    pub client_ca: Option<PathBuf>,
+    /// Where to write the generated CA certificate [default: <temp dir>/sockstorm-ca-<port>.pem].
+    #[arg(long, value_name = "PATH", requires = "tls", conflicts_with = "cert")]
+    pub ca_out: Option<PathBuf>,
+    /// TLS 1.3 session tickets sent per handshake (0 = no TLS 1.3 resumption).
+    #[arg(long, value_name = "N", default_value_t = 2, requires = "tls")]
+    pub tls_tickets: usize,
 }
 
 fn parse_reject(s: &str) -> Result<Reject, String> {
@@ -144,6 +163,9 @@ pub enum CliError {
     /// The built-in gateway could not start.
     #[error("built-in gateway: {0}")]
     Server(#[from] crate::server::ServerError),
+    /// A certificate or key flag names an unusable file, or test certificates failed.
+    #[error(transparent)]
+    Cert(#[from] CertError),
     /// Results could not be written.
     #[error(
         "cannot write results to `{path}`: {source} (check the directory exists and is writable)"
@@ -163,6 +185,8 @@ impl CliError {
             Self::Plan(plan::PlanError::Invalid { .. } | plan::PlanError::File { .. }) => {
                 EXIT_USAGE
             }
+            Self::Cert(CertError::Generate(_) | CertError::Config(_)) => EXIT_ERROR,
+            Self::Cert(_) => EXIT_USAGE,
             _ => EXIT_ERROR,
         }
     }
@@ -243,8 +267,36 @@ fn write_json(path: &Path, v: &serde_json::Value) -> Result<(), CliError> {
     std::fs::rename(&tmp, path).map_err(err)
 }
 
+/// The TLS settings `serve` flags ask for, and the generated CA (to be written out) if any.
+fn serve_tls(
+    a: &ServeArgs,
+) -> Result<(Option<std::sync::Arc<rustls::ServerConfig>>, Option<String>), CliError> {
+    if !a.tls {
+        return Ok((None, None));
+    }
+    let (chain, key, ca_pem) = match (&a.cert, &a.key) {
+        (Some(cert), Some(key)) => (
+            certs::load_certs("--cert", cert)?,
+            certs::load_key("--key", key)?,
+            None,
+        ),
+        // clap enforces --cert and --key together.
+        _ => {
+            let ca = certs::generate_test_ca()?;
+            (ca.chain, ca.key, Some(ca.ca_pem))
+        }
+    };
+    let mut opts = ServerTlsOptions::new(chain, key);
+    opts.tickets_per_handshake = a.tls_tickets;
+    if let Some(path) = &a.client_ca {
+        opts.client_ca = Some(certs::load_certs("--client-ca", path)?);
+    }
+    Ok((Some(gateway::server_tls_config(&opts)?), ca_pem))
+}
+
 fn serve(a: &ServeArgs) -> Result<u8, CliError> {
     let ctl = control();
+    let (tls, ca_pem) = serve_tls(a)?;
     let cfg = ServeConfig {
         listen: a.listen,
         threads: a.threads,
@@ -254,15 +306,34 @@ fn serve(a: &ServeArgs) -> Result<u8, CliError> {
         read_buffer: a.read_buffer,
         backlog: a.backlog,
         report: !a.quiet,
+        tls,
     };
     let gw = Gateway::start(cfg)?;
+    let mut tls_note = String::new();
+    if let Some(pem) = ca_pem {
+        let path = a.ca_out.clone().unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("sockstorm-ca-{}.pem", gw.local_addr().port()))
+        });
+        std::fs::write(&path, pem).map_err(|source| CliError::Output {
+            path: path.clone(),
+            source,
+        })?;
+        tls_note = format!(
+            "; CA certificate written to {0} (use --cacert {0})",
+            path.display()
+        );
+    }
+    if a.client_ca.is_some() {
+        tls_note.push_str("; client certificates required");
+    }
     let mode = if a.publish_rate > 0.0 {
         format!("echo + fan-out {}/s", a.publish_rate)
     } else {
         "echo".into()
     };
     println!(
-        "sockstorm serve: listening on ws://{}/ ({mode}, {} thread(s))",
+        "sockstorm serve: listening on {}://{}/ ({mode}, {} thread(s)){tls_note}",
+        if a.tls { "wss" } else { "ws" },
         gw.local_addr(),
         a.threads
     );
@@ -277,6 +348,12 @@ fn serve(a: &ServeArgs) -> Result<u8, CliError> {
         "sockstorm serve: stopped; accepted {} connections, {} messages in, {} out, {} handshakes rejected",
         s.accepted, s.msgs_in, s.msgs_out, s.handshakes_rejected
     );
+    if a.tls {
+        println!(
+            "sockstorm serve: TLS handshakes: {} full, {} resumed, {} failed",
+            s.tls_handshakes_full, s.tls_handshakes_resumed, s.tls_failures
+        );
+    }
     Ok(EXIT_OK)
 }
 

@@ -11,12 +11,15 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use mio::net::TcpStream;
+use rustls::ServerConfig;
 use tungstenite::error::ProtocolError;
 use tungstenite::handshake::server::{NoCallback, ServerHandshake};
 use tungstenite::handshake::{HandshakeError, MidHandshake};
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::{Error as WsError, Message, WebSocket};
 
+use super::stream::ServerStream;
+use super::tls::{Accept, TlsStream};
 use super::ThreadStats;
 
 /// Largest HTTP request head a refusing connection reads before it gives up.
@@ -27,7 +30,7 @@ const MAX_REJECT_REQUEST: usize = 16 * 1024;
 const MAX_QUEUED_WHILE_BLOCKED: u32 = 1024;
 
 /// The upgrade handshake in progress (tungstenite resumes it after `WouldBlock`).
-type Handshake = MidHandshake<ServerHandshake<TcpStream, NoCallback>>;
+type Handshake = MidHandshake<ServerHandshake<ServerStream, NoCallback>>;
 
 /// What every connection of one worker shares: counters and settings.
 pub(super) struct DriveCtx {
@@ -37,6 +40,8 @@ pub(super) struct DriveCtx {
     pub(super) ws_config: WebSocketConfig,
     /// Fault injection: `None` = upgrade normally.
     pub(super) reject: Option<Refusal>,
+    /// `wss://`: the TLS settings every connection shares; `None` = plain `ws://`.
+    pub(super) tls: Option<Arc<ServerConfig>>,
 }
 
 /// How a refusing connection ends once the request has been read.
@@ -50,6 +55,8 @@ pub(super) enum Refusal {
 
 /// A client connection in one of its phases.
 pub(super) enum Conn {
+    /// `wss://`: the TLS handshake, until the client's first application bytes arrive.
+    Tls(Box<TlsStream>),
     /// Reading the upgrade request or writing the 101 response.
     Handshake(Box<Handshake>),
     /// Upgraded: WebSocket messages flow.
@@ -59,8 +66,23 @@ pub(super) enum Conn {
 }
 
 impl Conn {
-    /// Starts serving a freshly accepted (and already registered) stream.
-    pub(super) fn new(stream: TcpStream, ctx: &DriveCtx) -> Self {
+    /// Starts serving a freshly accepted (and already registered) stream; `None` if rustls
+    /// refused to start a connection (counted as a TLS failure).
+    pub(super) fn new(stream: TcpStream, ctx: &DriveCtx) -> Option<Self> {
+        match &ctx.tls {
+            None => Some(Self::upgrade(ServerStream::Plain(stream), ctx)),
+            Some(config) => match TlsStream::new(stream, config) {
+                Ok(tls) => Some(Self::Tls(Box::new(tls))),
+                Err(_) => {
+                    ctx.stats.tls_failures.fetch_add(1, Relaxed);
+                    None
+                }
+            },
+        }
+    }
+
+    /// The WebSocket phase on an established transport: the upgrade, or its refusal.
+    fn upgrade(stream: ServerStream, ctx: &DriveCtx) -> Self {
         if ctx.reject.is_some() {
             Self::Reject(Box::new(RejectConn {
                 stream,
@@ -85,6 +107,11 @@ impl Conn {
     /// caller drops it (closing the socket).
     pub(super) fn drive(self, ctx: &DriveCtx) -> Option<Self> {
         match self {
+            Self::Tls(mut tls) => match tls.drive_accept(&ctx.stats).ok()? {
+                Accept::Pending => Some(Self::Tls(tls)),
+                // The upgrade request is (partly) decrypted already: no event will announce it.
+                Accept::Ready => Self::upgrade(ServerStream::Tls(tls), ctx).drive(ctx),
+            },
             Self::Handshake(mid) => match mid.handshake() {
                 Ok(ws) => {
                     let mut open = Box::new(OpenConn {
@@ -94,7 +121,10 @@ impl Conn {
                     });
                     // Bytes may have arrived after the handshake's last read: read them now, as
                     // the edge-triggered poller will not report them again.
-                    open.drive(ctx).ok()?;
+                    if open.drive(ctx).is_err() {
+                        open.close();
+                        return None;
+                    }
                     Some(Self::Open(open))
                 }
                 Err(HandshakeError::Interrupted(mid)) => Some(Self::Handshake(Box::new(mid))),
@@ -106,7 +136,10 @@ impl Conn {
                 }
             },
             Self::Open(mut open) => {
-                open.drive(ctx).ok()?;
+                if open.drive(ctx).is_err() {
+                    open.close();
+                    return None;
+                }
                 Some(Self::Open(open))
             }
             Self::Reject(mut rej) => {
@@ -135,7 +168,7 @@ pub(super) struct Finished;
 /// An upgraded connection.
 pub(super) struct OpenConn {
     /// The WebSocket; it owns the socket and the buffered output.
-    ws: WebSocket<TcpStream>,
+    ws: WebSocket<ServerStream>,
     /// The last flush hit `WouldBlock`: output is queued and a WRITABLE event will come. While
     /// set, nothing more is read from this client (backpressure for echo).
     blocked: bool,
@@ -153,6 +186,11 @@ fn queued(res: Result<(), WsError>) -> Result<bool, Finished> {
 }
 
 impl OpenConn {
+    /// Ends the transport politely before the connection is dropped.
+    fn close(&mut self) {
+        self.ws.get_mut().close();
+    }
+
     /// Flushes queued output, then reads and answers messages until the socket would block.
     fn drive(&mut self, ctx: &DriveCtx) -> Result<(), Finished> {
         loop {
@@ -247,8 +285,8 @@ pub(super) fn subscribe_ack(text: &str) -> Option<String> {
 
 /// A connection whose upgrade is refused (fault injection).
 pub(super) struct RejectConn {
-    /// The client socket.
-    stream: TcpStream,
+    /// The client connection.
+    stream: ServerStream,
     /// The request head read so far.
     request: Vec<u8>,
     /// `None` while reading the request; then how much of the answer has been written.
@@ -285,8 +323,18 @@ impl RejectConn {
                 Err(_) => return Err(Finished),
             }
         }
-        // Answered: dropping the stream closes the connection.
-        Err(Finished)
+        // A TLS stream may still hold the answer's records.
+        match self.stream.flush() {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.written = Some(written);
+                Ok(())
+            }
+            _ => {
+                // Answered: dropping the stream closes the connection.
+                self.stream.close();
+                Err(Finished)
+            }
+        }
     }
 
     /// Reads until the request head is complete (`Ok(true)`) or the socket would block

@@ -2,15 +2,28 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use rustls::client::{
+    ClientSessionMemoryCache, ClientSessionStore, Resumption, TicketRequest,
+    Tls12ClientSessionValue, Tls13ClientSessionValue,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::version::{TLS12, TLS13};
+use rustls::{
+    ClientConfig, ClientConnection, HandshakeKind, NamedGroup, StreamOwned,
+    SupportedProtocolVersion,
+};
 use tungstenite::error::ProtocolError;
 use tungstenite::handshake::HandshakeError;
 use tungstenite::{Error as WsError, Message, WebSocket};
 
 use super::*;
+use crate::certs::{self, TestCa};
 
 type Client = WebSocket<TcpStream>;
 
@@ -51,7 +64,7 @@ fn wait_for(gw: &Gateway, done: impl Fn(&GatewayStats) -> bool) -> GatewayStats 
     }
 }
 
-fn echo(ws: &mut Client, msg: Message) -> Message {
+fn echo<S: Read + Write>(ws: &mut WebSocket<S>, msg: Message) -> Message {
     ws.send(msg).unwrap();
     ws.read().unwrap()
 }
@@ -79,7 +92,8 @@ fn echoes_text_and_binary_exactly() {
             open: 1,
             msgs_in: 5,
             msgs_out: 5,
-            handshakes_rejected: 0
+            handshakes_rejected: 0,
+            ..GatewayStats::default()
         }
     );
     gw.shutdown();
@@ -257,7 +271,8 @@ fn reject_status_answers_with_that_status() {
             open: 0,
             msgs_in: 0,
             msgs_out: 0,
-            handshakes_rejected: 1
+            handshakes_rejected: 1,
+            ..GatewayStats::default()
         }
     );
 }
@@ -284,7 +299,8 @@ fn reject_close_closes_without_answer() {
             open: 0,
             msgs_in: 0,
             msgs_out: 0,
-            handshakes_rejected: 1
+            handshakes_rejected: 1,
+            ..GatewayStats::default()
         }
     );
 }
@@ -336,7 +352,8 @@ fn two_hundred_concurrent_clients_echo_and_are_counted() {
             open: 200,
             msgs_in: 2000,
             msgs_out: 2000,
-            handshakes_rejected: 0
+            handshakes_rejected: 0,
+            ..GatewayStats::default()
         }
     );
     // SO_REUSEPORT spread the connections over both threads.
@@ -428,7 +445,8 @@ fn bad_clients_only_lose_their_own_connection() {
             open: 1,
             msgs_in: 1,
             msgs_out: 1,
-            handshakes_rejected: 2
+            handshakes_rejected: 2,
+            ..GatewayStats::default()
         }
     );
 }
@@ -619,4 +637,369 @@ fn nine_thousand_connections_fit() {
     );
     let per_conn = (rss_kib() - before) * 1024 / N as u64;
     eprintln!("{N} connections in {connect_time:?}; {per_conn} bytes RSS per client+server pair");
+}
+
+// ---- wss:// ----
+
+type TlsClient = WebSocket<StreamOwned<ClientConnection, TcpStream>>;
+
+/// `base` served over TLS with a fresh test CA; `tune` adjusts the TLS options.
+fn tls_gateway(
+    base: ServeConfig,
+    tune: impl FnOnce(&mut ServerTlsOptions, &TestCa),
+) -> (Gateway, TestCa) {
+    let ca = certs::generate_test_ca().unwrap();
+    let mut opts = ServerTlsOptions::new(ca.chain.clone(), ca.key.clone_key());
+    tune(&mut opts, &ca);
+    let cfg = ServeConfig {
+        tls: Some(server_tls_config(&opts).unwrap()),
+        ..base
+    };
+    (Gateway::start(cfg).unwrap(), ca)
+}
+
+fn ca_certs(ca: &TestCa) -> Vec<CertificateDer<'static>> {
+    CertificateDer::pem_slice_iter(ca.ca_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// A client trusting `ca`, speaking only `version`, without a client certificate; its
+/// resumption state is its own in-memory cache.
+fn tls_client_config(ca: &TestCa, version: &'static SupportedProtocolVersion) -> ClientConfig {
+    ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[version])
+        .unwrap()
+        .with_root_certificates(certs::root_store("--cacert", &ca_certs(ca)).unwrap())
+        .with_no_client_auth()
+}
+
+fn tls_stream(
+    addr: SocketAddr,
+    config: &Arc<ClientConfig>,
+) -> StreamOwned<ClientConnection, TcpStream> {
+    let name = ServerName::try_from("localhost").unwrap();
+    let conn = ClientConnection::new(Arc::clone(config), name).unwrap();
+    StreamOwned::new(conn, tcp(addr))
+}
+
+/// TLS handshake and WebSocket upgrade; the error is what the upgrade failed with.
+fn tls_connect(addr: SocketAddr, config: &Arc<ClientConfig>) -> Result<TlsClient, WsError> {
+    let url = format!("wss://localhost:{}/ws", addr.port());
+    match tungstenite::client::client(url, tls_stream(addr, config)) {
+        Ok((ws, resp)) => {
+            assert_eq!(resp.status().as_u16(), 101);
+            Ok(ws)
+        }
+        Err(HandshakeError::Failure(e)) => Err(e),
+        Err(HandshakeError::Interrupted(_)) => panic!("blocking client interrupted"),
+    }
+}
+
+/// Runs the TLS handshake alone on a blocking client stream.
+fn tls_handshake_only(s: &mut StreamOwned<ClientConnection, TcpStream>) {
+    while s.conn.is_handshaking() {
+        s.conn.complete_io(&mut s.sock).unwrap();
+    }
+}
+
+fn tls_echo_and_close(version: &'static SupportedProtocolVersion) {
+    let (gw, ca) = tls_gateway(loopback(), |_, _| {});
+    let config = Arc::new(tls_client_config(&ca, version));
+    let mut ws = tls_connect(gw.local_addr(), &config).unwrap();
+    assert_eq!(ws.get_ref().conn.protocol_version(), Some(version.version));
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let msgs = [
+        Message::text("hello over TLS"),
+        Message::text(r#"{"type":"subscribe","channel":"x"}"#),
+        Message::binary(big),
+    ];
+    assert_eq!(echo(&mut ws, msgs[0].clone()), msgs[0]);
+    assert_eq!(
+        echo(&mut ws, msgs[1].clone()),
+        Message::text(r#"{"type":"subscribed","channel":"x"}"#)
+    );
+    assert_eq!(echo(&mut ws, msgs[2].clone()), msgs[2]);
+    assert_eq!(
+        wait_for(&gw, |s| s.open == 1),
+        GatewayStats {
+            accepted: 1,
+            open: 1,
+            msgs_in: 3,
+            msgs_out: 3,
+            tls_handshakes_full: 1,
+            ..GatewayStats::default()
+        }
+    );
+    ws.close(None).unwrap();
+    assert!(matches!(ws.read(), Ok(Message::Close(None))));
+    // The gateway ended TLS with close_notify: a clean close, not a truncation error.
+    assert!(matches!(ws.read(), Err(WsError::ConnectionClosed)));
+    assert_eq!(wait_for(&gw, |s| s.open == 0).open, 0);
+}
+
+#[test]
+fn wss_echo_and_close_over_tls13() {
+    tls_echo_and_close(&TLS13);
+}
+
+#[test]
+fn wss_echo_and_close_over_tls12() {
+    tls_echo_and_close(&TLS12);
+}
+
+fn second_connection_resumes(version: &'static SupportedProtocolVersion) {
+    let (gw, ca) = tls_gateway(loopback(), |_, _| {});
+    let config = Arc::new(tls_client_config(&ca, version));
+    let mut first = tls_connect(gw.local_addr(), &config).unwrap();
+    // TLS 1.3 tickets come right after the handshake: read by the time the echo is.
+    assert_eq!(echo(&mut first, Message::text("1")), Message::text("1"));
+    assert_eq!(
+        first.get_ref().conn.handshake_kind(),
+        Some(HandshakeKind::Full)
+    );
+    let mut second = tls_connect(gw.local_addr(), &config).unwrap();
+    assert_eq!(
+        second.get_ref().conn.handshake_kind(),
+        Some(HandshakeKind::Resumed)
+    );
+    assert_eq!(echo(&mut second, Message::text("2")), Message::text("2"));
+    assert_eq!(
+        wait_for(&gw, |s| s.open == 2),
+        GatewayStats {
+            accepted: 2,
+            open: 2,
+            msgs_in: 2,
+            msgs_out: 2,
+            tls_handshakes_full: 1,
+            tls_handshakes_resumed: 1,
+            ..GatewayStats::default()
+        }
+    );
+}
+
+#[test]
+fn tls13_second_connection_resumes() {
+    second_connection_resumes(&TLS13);
+}
+
+#[test]
+fn tls12_second_connection_resumes() {
+    second_connection_resumes(&TLS12);
+}
+
+/// The default in-memory store, counting the TLS 1.3 tickets it is given.
+#[derive(Debug)]
+struct CountingStore {
+    inner: ClientSessionMemoryCache,
+    tls13_tickets: AtomicUsize,
+}
+
+impl ClientSessionStore for CountingStore {
+    fn set_kx_hint(&self, name: ServerName<'static>, group: NamedGroup) {
+        self.inner.set_kx_hint(name, group);
+    }
+    fn kx_hint(&self, name: &ServerName<'_>) -> Option<NamedGroup> {
+        self.inner.kx_hint(name)
+    }
+    fn set_tls12_session(&self, name: ServerName<'static>, value: Tls12ClientSessionValue) {
+        self.inner.set_tls12_session(name, value);
+    }
+    fn tls12_session(&self, name: &ServerName<'_>) -> Option<Tls12ClientSessionValue> {
+        self.inner.tls12_session(name)
+    }
+    fn remove_tls12_session(&self, name: &ServerName<'static>) {
+        self.inner.remove_tls12_session(name);
+    }
+    fn insert_tls13_ticket(&self, name: ServerName<'static>, value: Tls13ClientSessionValue) {
+        self.tls13_tickets.fetch_add(1, Relaxed);
+        self.inner.insert_tls13_ticket(name, value);
+    }
+    fn take_tls13_ticket(&self, name: &ServerName<'static>) -> Option<Tls13ClientSessionValue> {
+        self.inner.take_tls13_ticket(name)
+    }
+}
+
+/// Tickets a fresh client receives from one full handshake, asking for `request`.
+fn tickets_received(gw: &Gateway, ca: &TestCa, request: Option<TicketRequest>) -> usize {
+    let store = Arc::new(CountingStore {
+        inner: ClientSessionMemoryCache::new(16),
+        tls13_tickets: AtomicUsize::new(0),
+    });
+    let mut config = tls_client_config(ca, &TLS13);
+    config.resumption = Resumption::store(Arc::clone(&store) as Arc<dyn ClientSessionStore>);
+    config.send_ticket_request = request;
+    let mut ws = tls_connect(gw.local_addr(), &Arc::new(config)).unwrap();
+    assert_eq!(echo(&mut ws, Message::text("t")), Message::text("t"));
+    store.tls13_tickets.load(Relaxed)
+}
+
+#[test]
+fn tls13_ticket_request_is_honoured_up_to_the_maximum() {
+    let (gw, ca) = tls_gateway(loopback(), |_, _| {});
+    assert_eq!(tickets_received(&gw, &ca, None), 2);
+    let ask = |n| {
+        Some(TicketRequest {
+            new_session_count: n,
+            resumption_count: n,
+        })
+    };
+    assert_eq!(tickets_received(&gw, &ca, ask(8)), 8);
+    assert_eq!(tickets_received(&gw, &ca, ask(20)), 8);
+    assert_eq!(tickets_received(&gw, &ca, ask(1)), 1);
+
+    let (gw, ca) = tls_gateway(loopback(), |opts, _| opts.tickets_per_handshake = 5);
+    assert_eq!(tickets_received(&gw, &ca, None), 5);
+}
+
+#[test]
+fn mutual_tls_accepts_issued_client_cert_and_refuses_none() {
+    let (gw, ca) = tls_gateway(loopback(), |opts, ca| opts.client_ca = Some(ca_certs(ca)));
+    let (cert_pem, key_pem) = certs::generate_client_identity(&ca).unwrap();
+    let chain: Vec<_> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
+    let with_cert = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&TLS13])
+        .unwrap()
+        .with_root_certificates(certs::root_store("--cacert", &ca_certs(&ca)).unwrap())
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    let mut ws = tls_connect(gw.local_addr(), &Arc::new(with_cert)).unwrap();
+    assert_eq!(echo(&mut ws, Message::text("mtls")), Message::text("mtls"));
+
+    let without = Arc::new(tls_client_config(&ca, &TLS13));
+    let err = tls_connect(gw.local_addr(), &without).unwrap_err();
+    // TLS 1.3 clients finish before the server checks them: the refusal arrives as an alert.
+    assert!(err.to_string().contains("CertificateRequired"), "{err}");
+    assert_eq!(
+        wait_for(&gw, |s| s.tls_failures == 1),
+        GatewayStats {
+            accepted: 2,
+            open: 1,
+            msgs_in: 1,
+            msgs_out: 1,
+            tls_handshakes_full: 1,
+            tls_failures: 1,
+            ..GatewayStats::default()
+        }
+    );
+}
+
+#[test]
+fn plain_http_to_tls_port_is_dropped_and_counted() {
+    let (gw, ca) = tls_gateway(loopback(), |_, _| {});
+    let mut raw = tcp(gw.local_addr());
+    raw.write_all(b"GET /ws HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut reply = Vec::new();
+    // At most a TLS alert (record type 21), then the connection ends; the read timeout
+    // turns a hang into a failure.
+    match raw.read_to_end(&mut reply) {
+        Ok(_) => {}
+        Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "{e}"),
+    }
+    assert!(reply.is_empty() || reply[0] == 21, "{reply:?}");
+    assert_eq!(wait_for(&gw, |s| s.tls_failures == 1).tls_failures, 1);
+
+    let config = Arc::new(tls_client_config(&ca, &TLS13));
+    let mut ws = tls_connect(gw.local_addr(), &config).unwrap();
+    assert_eq!(echo(&mut ws, Message::text("next")), Message::text("next"));
+    assert_eq!(
+        wait_for(&gw, |s| s.open == 1),
+        GatewayStats {
+            accepted: 2,
+            open: 1,
+            msgs_in: 1,
+            msgs_out: 1,
+            tls_handshakes_full: 1,
+            tls_failures: 1,
+            ..GatewayStats::default()
+        }
+    );
+}
+
+#[test]
+fn handshake_only_clients_are_counted_and_dropped() {
+    let (gw, ca) = tls_gateway(loopback(), |_, _| {});
+    let addr = gw.local_addr();
+    // TLS 1.2 stores the session during the handshake, so the second client resumes even
+    // though the first never reads after it.
+    let config = Arc::new(tls_client_config(&ca, &TLS12));
+
+    // Full handshake, then close_notify and FIN.
+    let mut first = tls_stream(addr, &config);
+    tls_handshake_only(&mut first);
+    first.conn.send_close_notify();
+    first.conn.complete_io(&mut first.sock).unwrap();
+    drop(first);
+
+    // Resumed handshake, then RST.
+    let mut second = tls_stream(addr, &config);
+    tls_handshake_only(&mut second);
+    assert_eq!(second.conn.handshake_kind(), Some(HandshakeKind::Resumed));
+    assert_eq!(
+        wait_for(&gw, |s| s.tls_handshakes_resumed == 1).tls_handshakes_resumed,
+        1
+    );
+    socket2::SockRef::from(&second.sock)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(second);
+
+    // Connect and close before saying anything.
+    drop(tcp(addr));
+
+    // Half a ClientHello, then RST.
+    let mut hello = Vec::new();
+    let name = ServerName::try_from("localhost").unwrap();
+    ClientConnection::new(Arc::clone(&config), name)
+        .unwrap()
+        .write_tls(&mut hello)
+        .unwrap();
+    let mut raw = tcp(addr);
+    raw.write_all(&hello[..hello.len() / 2]).unwrap();
+    socket2::SockRef::from(&raw)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(raw);
+
+    assert_eq!(
+        wait_for(&gw, |s| s.accepted == 4 && s.tls_failures == 2),
+        GatewayStats {
+            accepted: 4,
+            tls_handshakes_full: 1,
+            tls_handshakes_resumed: 1,
+            tls_failures: 2,
+            ..GatewayStats::default()
+        }
+    );
+}
+
+#[test]
+fn reject_status_is_answered_over_tls() {
+    let base = ServeConfig {
+        reject: Some(Reject::Status(503)),
+        ..loopback()
+    };
+    let (gw, ca) = tls_gateway(base, |_, _| {});
+    let config = Arc::new(tls_client_config(&ca, &TLS13));
+    match tls_connect(gw.local_addr(), &config) {
+        Err(WsError::Http(resp)) => assert_eq!(resp.status().as_u16(), 503),
+        other => panic!("expected HTTP 503, got {:?}", other.map(|_| ())),
+    }
+    assert_eq!(
+        wait_for(&gw, |s| s.handshakes_rejected == 1),
+        GatewayStats {
+            accepted: 1,
+            handshakes_rejected: 1,
+            tls_handshakes_full: 1,
+            ..GatewayStats::default()
+        }
+    );
 }

@@ -181,19 +181,20 @@ impl Worker {
         let slot = self.free.pop().unwrap_or(self.slots.len());
         // Both interests for the connection's whole life: edge-triggered WRITABLE only fires
         // after a write hit a full socket buffer, so it costs nothing until then.
+        // TLS relies on this too: pending TLS records are flushed by the drive WRITABLE causes.
         let token = Token(slot + FIRST_CONN);
-        if self
+        let registered = self
             .poll
             .registry()
             .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
-            .is_err()
-        {
+            .is_ok();
+        let conn = registered.then(|| Conn::new(stream, &self.ctx)).flatten();
+        if conn.is_none() {
             if slot < self.slots.len() {
                 self.free.push(slot);
             }
             return;
         }
-        let conn = Some(Conn::new(stream, &self.ctx));
         match self.slots.get_mut(slot) {
             Some(entry) => *entry = conn,
             None => self.slots.push(conn),
