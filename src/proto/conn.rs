@@ -463,12 +463,14 @@ impl Conn {
             }
         }
         ctx.stats.counters.tls_tickets_received += got;
-        if self.phase == Phase::TlsHandshake && t.done && (got > 0 || !self.awaits_ticket(ctx, &t))
-        {
-            self.complete(ctx, now);
-        }
+        let cycle_done = self.phase == Phase::TlsHandshake
+            && t.done
+            && (got > 0 || !self.awaits_ticket(ctx, &t));
         if self.phase != Phase::Done {
             self.tls = Some(t);
+        }
+        if cycle_done {
+            self.complete(ctx, now);
         }
         if peer_closed {
             // close_notify: the server's orderly end of the stream, an EOF for our purposes.

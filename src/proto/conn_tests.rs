@@ -519,3 +519,6 @@ fn only_the_pong_with_our_payload_answers_our_ping() {
         h.stats.hist(Hist::WsPing).highest_equivalent(2 * MS)
     );
 }
+
+#[path = "conn_tls_tests.rs"]
+mod tls;

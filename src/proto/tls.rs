@@ -88,7 +88,8 @@ impl TlsSettings {
         })
     }
 
-    fn config(&self, store: Option<Arc<dyn ClientSessionStore>>) -> Result<ClientConfig, Error> {
+    /// A configuration without resumption; callers set `resumption`.
+    fn config(&self) -> Result<ClientConfig, Error> {
         let provider = self.provider();
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&self.versions)?;
@@ -107,10 +108,7 @@ impl TlsSettings {
         if self.keylog {
             c.key_log = Arc::new(rustls::KeyLogFile::new());
         }
-        c.resumption = match store {
-            Some(s) => Resumption::store(s).tls12_resumption(Tls12Resumption::SessionIdOrTickets),
-            None => Resumption::disabled(),
-        };
+        c.resumption = Resumption::disabled();
         if self.resume != Resume::Off && self.tickets > 0 {
             c.send_ticket_request = Some(rustls::client::TicketRequest {
                 new_session_count: self.tickets,
@@ -123,17 +121,24 @@ impl TlsSettings {
     /// One shard's client: its own configurations and session store, built once.
     pub fn client(&self) -> Result<TlsClient, Error> {
         let store = Arc::new(SessionStore::new(self.store_capacity));
+        let base = self.config()?;
+        let with = |s: Arc<dyn ClientSessionStore>| {
+            let mut c = base.clone();
+            c.resumption = Resumption::store(s).tls12_resumption(Tls12Resumption::SessionIdOrTickets);
+            Arc::new(c)
+        };
+        // Both configurations are clones of one, sharing its verifier and client-certificate
+        // resolver: rustls only resumes a session under the same ones it was made with.
         let (resume, full) = match self.resume {
             Resume::Off => {
-                let c = Arc::new(self.config(None)?);
+                let c = Arc::new(base);
                 (c.clone(), c)
             }
-            Resume::On | Resume::Fraction(_) => (
-                Arc::new(self.config(Some(store.clone()))?),
-                // Forced-full handshakes still feed the store, so the resuming share never
-                // runs dry, but never take from it.
-                Arc::new(self.config(Some(Arc::new(FullOnly(store.clone()))))?),
-            ),
+            // Forced-full handshakes still feed the store, so the resuming share never runs
+            // dry, but never take from it.
+            Resume::On | Resume::Fraction(_) => {
+                (with(store.clone()), with(Arc::new(FullOnly(store.clone()))))
+            }
         };
         Ok(TlsClient {
             resume,
