@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one test command (README, .ci/run): installs what the tests need (idempotently), runs
-# every Rust test, then the interop test against a WebSocket server nobody here wrote.
+# every Rust test, then the interop tests against a WebSocket server and TLS stacks (nginx,
+# openssl s_server; scripts/interop/tls.sh) nobody here wrote.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,4 +26,5 @@ port=$(awk '/READY/ {print $2}' "$tmp/server.out")
   --message 'interop echo' --message-rate 2 --no-reconnect -q --json "$tmp/interop.json" > "$tmp/summary.txt" \
   || { cat "$tmp/summary.txt"; exit 1; }
 "$VENV/bin/python" scripts/interop/check_echo.py "$tmp/interop.json" 1000
+bash scripts/interop/tls.sh
 echo "== all tests passed"

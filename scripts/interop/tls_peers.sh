@@ -5,14 +5,19 @@
 
 tls_peer_pids=()
 
-# Installs nginx if it is missing: nginx-light where Debian still has it, else nginx.
-ensure_nginx() {
-  command -v nginx >/dev/null && return
+# Installs nginx (nginx-light where Debian still has it, else nginx) and the openssl command
+# if missing; `apt-get update` only when something has to be installed.
+ensure_tls_tools() {
+  local want=()
+  command -v nginx >/dev/null || want+=(nginx-light)
+  command -v openssl >/dev/null || want+=(openssl)
+  [ ${#want[@]} -eq 0 ] && return
   export DEBIAN_FRONTEND=noninteractive
   timeout 300 apt-get update -qq >/dev/null
-  timeout 300 apt-get install -y -qq nginx-light >/dev/null 2>&1 \
-    || timeout 300 apt-get install -y -qq nginx >/dev/null
-  command -v nginx >/dev/null || { echo "nginx could not be installed"; return 1; }
+  timeout 300 apt-get install -y -qq "${want[@]}" >/dev/null 2>&1 \
+    || timeout 300 apt-get install -y -qq "${want[@]/nginx-light/nginx}" >/dev/null
+  command -v nginx >/dev/null && command -v openssl >/dev/null \
+    || { echo "could not install ${want[*]}"; return 1; }
 }
 
 # A free TCP port on 127.0.0.1 (the kernel's pick; a race with other processes is possible but
