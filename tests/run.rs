@@ -1,56 +1,14 @@
 //! Whole runs over loopback: the real binary against the built-in gateway (started in this
 //! test process through the library), with exact accounting of every connection and message.
 
+mod common;
+
+use common::*;
 use serde_json::Value;
 use sockstorm::server::{Gateway, Reject, ServeConfig};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
-use std::sync::Mutex;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// Runs share two cores and the port space: one at a time.
-static HEAVY: Mutex<()> = Mutex::new(());
-
-fn lock() -> std::sync::MutexGuard<'static, ()> {
-    HEAVY.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn gateway(reject: Option<Reject>) -> Gateway {
-    Gateway::start(ServeConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        reject,
-        ..ServeConfig::default()
-    })
-    .unwrap()
-}
-
-fn json_path(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sockstorm-tests-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(format!("{name}.json"))
-}
-
-fn sockstorm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sockstorm"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn read_json(p: &PathBuf) -> Value {
-    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
-}
-
-fn counter(v: &Value, name: &str) -> u64 {
-    v["counters"][name]
-        .as_u64()
-        .unwrap_or_else(|| panic!("counter {name} missing"))
-}
-
-fn url(addr: SocketAddr) -> String {
-    format!("ws://{addr}/ws")
-}
 
 #[test]
 fn five_thousand_echo_connections_all_accounted_for() {

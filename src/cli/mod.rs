@@ -182,9 +182,12 @@ impl CliError {
     /// [`EXIT_USAGE`] for invalid flag values, [`EXIT_ERROR`] for everything else.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Plan(plan::PlanError::Invalid { .. } | plan::PlanError::File { .. }) => {
-                EXIT_USAGE
-            }
+            Self::Plan(
+                plan::PlanError::Invalid { .. }
+                | plan::PlanError::File { .. }
+                | plan::PlanError::BadUrl { .. }
+                | plan::PlanError::Cert(_),
+            ) => EXIT_USAGE,
             Self::Cert(CertError::Generate(_) | CertError::Config(_)) => EXIT_ERROR,
             Self::Cert(_) => EXIT_USAGE,
             _ => EXIT_ERROR,

@@ -244,6 +244,8 @@ struct TlsConn {
     done: bool,
     /// A close_notify is owed.
     close_notify: bool,
+    /// The cycle is over once the queued records (our Finished) are handed to the socket.
+    done_after_write: bool,
 }
 
 // Pending output flags.
@@ -337,6 +339,7 @@ impl Conn {
                         attempted: s.attempted,
                         done: false,
                         close_notify: false,
+                        done_after_write: false,
                     }));
                 }
                 Err(e) => c.fail(ctx, now, Failure::Tls(TlsFailure::of(&e))),
@@ -539,7 +542,16 @@ impl Conn {
                 self.outcome = None;
                 self.begin_close(ctx, now, 1000);
             }
-            (_, true) => self.finish(ctx, now),
+            (_, true) => match self.tls.as_mut() {
+                // Our last flight (TLS 1.3 Finished, TLS 1.2 resumption Finished) must reach
+                // the server before the RST, or it never completes the handshake we count.
+                Some(t) if t.conn.wants_write() => {
+                    t.done_after_write = true;
+                    self.phase = Phase::Closing;
+                    self.deadline = now.saturating_add(ctx.cfg.close_wait);
+                }
+                _ => self.finish(ctx, now),
+            },
             (_, false) => {
                 if let Some(t) = self.tls.as_mut() {
                     t.close_notify = true;
@@ -825,6 +837,11 @@ impl Conn {
         }
         self.stopping = true;
         match self.phase {
+            // A handshake cycle whose handshake is done (waiting for a ticket, or with our
+            // Finished still to send) ends as a completed cycle, so the server counts it too.
+            Phase::TlsHandshake if self.tls.as_ref().is_some_and(|t| t.done) => {
+                self.complete(ctx, now)
+            }
             Phase::Connecting | Phase::TlsHandshake | Phase::Upgrading => self.abandon(ctx, now),
             Phase::Open => {
                 if self.fifo.is_empty() {
@@ -907,6 +924,10 @@ impl Conn {
                 if t.conn.write_tls(out).is_err() {
                     break;
                 }
+            }
+            if t.done_after_write {
+                // The backend closes the socket after this send completes.
+                self.finish(ctx, now);
             }
         }
         let n = out.len() - start;

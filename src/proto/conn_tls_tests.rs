@@ -103,7 +103,11 @@ fn connect(h: &mut Harness, s: &mut ServerConnection, now: Micros) -> (Conn, Vec
 fn session(h: &mut Harness, now: Micros) -> Conn {
     let mut s = ServerConnection::new(server_cfg()).unwrap();
     let (mut c, req) = connect(h, &mut s, now);
-    assert_eq!(c.phase(), Phase::Upgrading, "upgrade request sent with our Finished");
+    assert_eq!(
+        c.phase(),
+        Phase::Upgrading,
+        "upgrade request sent with our Finished"
+    );
     assert!(req.starts_with(b"GET /ws HTTP/1.1\r\n"));
     s.writer().write_all(&response_for(&req)).unwrap();
     let first = pump(h, &mut c, &mut s, now + 2 * MS);
@@ -122,7 +126,12 @@ fn wss_sessions_resume_with_tls13_tickets_and_tls12_sessions() {
         let first = session(&mut h, 0);
         let second = session(&mut h, 10 * MS);
         let k = &h.stats.counters;
-        assert_eq!((k.tls_handshakes_full, k.tls_handshakes_resumed), (1, 1), "TLS 1.{}", version - 10);
+        assert_eq!(
+            (k.tls_handshakes_full, k.tls_handshakes_resumed),
+            (1, 1),
+            "TLS 1.{}",
+            version - 10
+        );
         assert_eq!((k.tls_resume_attempted, k.tls_resume_refused), (1, 0));
         assert_eq!(k.established, 2);
         // TLS 1.3: 4 tickets asked for (RFC 9149) and granted per handshake; TLS 1.2: none.
@@ -170,7 +179,11 @@ fn handshake_cycle_waits_for_its_ticket_then_closes() {
     assert_eq!(h.stats.counters.tls_handshakes_full, 1);
     assert_eq!(c.phase(), Phase::TlsHandshake);
     assert!(c.poll_timeout(&h.cfg).is_some_and(|t| t <= 21 * MS));
-    assert_eq!(pump(&mut h, &mut c, &mut s, 2 * MS), b"", "no HTTP in handshake mode");
+    assert_eq!(
+        pump(&mut h, &mut c, &mut s, 2 * MS),
+        b"",
+        "no HTTP in handshake mode"
+    );
     assert!(c.is_done());
     assert_eq!(c.outcome(), Some(Outcome::Completed));
     assert_eq!(h.stats.counters.handshake_cycles, 1);
@@ -198,7 +211,11 @@ fn handshake_cycle_without_a_ticket_gives_up_after_the_short_wait() {
     let (mut c, _) = connect(&mut h, &mut s, 0);
     assert_eq!(c.phase(), Phase::TlsHandshake);
     let t = c.poll_timeout(&h.cfg).unwrap();
-    assert_eq!(t, 21 * MS, "20 ms (or 4× the handshake) after it completed at 1 ms");
+    assert_eq!(
+        t,
+        21 * MS,
+        "20 ms (or 4× the handshake) after it completed at 1 ms"
+    );
     c.handle_timer(&mut h.ctx(), t);
     assert!(c.is_done());
     assert_eq!(h.stats.counters.tls_ticket_waits_expired, 1);
@@ -263,7 +280,10 @@ fn resume_fraction_forces_the_other_share_full() {
     let k = &h.stats.counters;
     assert_eq!(k.handshake_cycles, 400);
     assert_eq!(k.tls_handshakes_full + k.tls_handshakes_resumed, 400);
-    assert_eq!(k.tls_resume_attempted, k.tls_handshakes_resumed, "every offer accepted");
+    assert_eq!(
+        k.tls_resume_attempted, k.tls_handshakes_resumed,
+        "every offer accepted"
+    );
     assert!((160..=240).contains(&k.tls_handshakes_resumed), "{k:?}");
 }
 
@@ -329,4 +349,47 @@ fn plain_http_garbage_eof_and_timeout_are_tls_failures() {
         ]
     );
     assert_eq!(h.stats.counters.connect_failed, 3);
+}
+
+#[test]
+fn rst_cycle_sends_our_last_flight_before_it_ends() {
+    let rst = Mode::Handshake {
+        upgrade: false,
+        rst: true,
+    };
+    // TLS 1.3 without resumption (no ticket wait) and a TLS 1.2 resumption: in both, our
+    // Finished is the last flight, and the server only completes once it has it.
+    for (version, resume, warmups) in [(13, Resume::Off, 0), (12, Resume::On, 1)] {
+        let mut h = Harness::new(tls_cfg(&settings(version, resume), rst));
+        for i in 0..warmups {
+            let mut s = ServerConnection::new(server_cfg()).unwrap();
+            connect(&mut h, &mut s, i * MS);
+        }
+        let mut s = ServerConnection::new(server_cfg()).unwrap();
+        let mut c = Conn::new(&mut h.ctx(), 10 * MS);
+        c.handle_connected(&mut h.ctx(), 10 * MS);
+        let hello = h.tx(&mut c, 10 * MS);
+        s.read_tls(&mut &hello[..]).unwrap();
+        s.process_new_packets().unwrap();
+        let mut flight = Vec::new();
+        while s.wants_write() {
+            s.write_tls(&mut flight).unwrap();
+        }
+        c.handle_recv(&mut h.ctx(), 11 * MS, &flight);
+        assert_eq!(h.stats.counters.handshake_cycles, 1 + warmups);
+        assert!(
+            !c.is_done(),
+            "TLS 1.{}: Finished still to send",
+            version - 10
+        );
+        assert!(c.wants_transmit(&h.cfg, 11 * MS));
+        let fin = h.tx(&mut c, 11 * MS);
+        assert!(c.is_done());
+        s.read_tls(&mut &fin[..]).unwrap();
+        s.process_new_packets().unwrap();
+        assert!(
+            !s.is_handshaking(),
+            "the server completed the handshake we counted"
+        );
+    }
 }

@@ -124,7 +124,8 @@ impl TlsSettings {
         let base = self.config()?;
         let with = |s: Arc<dyn ClientSessionStore>| {
             let mut c = base.clone();
-            c.resumption = Resumption::store(s).tls12_resumption(Tls12Resumption::SessionIdOrTickets);
+            c.resumption =
+                Resumption::store(s).tls12_resumption(Tls12Resumption::SessionIdOrTickets);
             Arc::new(c)
         };
         // Both configurations are clones of one, sharing its verifier and client-certificate

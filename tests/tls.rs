@@ -1,0 +1,401 @@
+//! wss:// whole runs: the real binary against the in-process gateway serving TLS, with exact
+//! accounting of handshakes (client and gateway agree), resumption shares, mutual TLS and every
+//! bad TLS input.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use sockstorm::certs::{generate_client_identity, generate_test_ca};
+use sockstorm::server::Gateway;
+
+fn wss(gw: &Gateway) -> String {
+    format!("wss://{}/ws", gw.local_addr())
+}
+
+fn tls(v: &Value, key: &str) -> u64 {
+    v["tls"][key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("tls.{key} missing"))
+}
+
+fn failures(v: &Value) -> Vec<(String, u64)> {
+    v["failures"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, n)| (k.clone(), n.as_u64().unwrap()))
+        .collect()
+}
+
+#[test]
+fn two_thousand_wss_echo_connections_every_message_matched() {
+    let _g = lock();
+    let ca = generate_test_ca().unwrap();
+    let (gw, ca_pem) = tls_gateway(&ca, "echo2000", |_| {});
+    let out = json_path("wss-echo");
+    let o = sockstorm(&[
+        "run",
+        &wss(&gw),
+        "-c",
+        "2000",
+        "--connect-rate",
+        "2000",
+        "-d",
+        "4s",
+        "--cacert",
+        ca_pem.to_str().unwrap(),
+        "--message",
+        "hello over tls",
+        "--message-rate",
+        "2",
+        "--no-reconnect",
+        "-q",
+        "--json",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v = read_json(&out);
+    assert_eq!(counter(&v, "attempts"), 2000);
+    assert_eq!(counter(&v, "established"), 2000);
+    assert_eq!(counter(&v, "closed_clean"), 2000);
+    let sent = counter(&v, "msgs_sent");
+    assert!(sent >= 2000 * 4, "{sent}");
+    assert_eq!(counter(&v, "msgs_received"), sent);
+    assert_eq!(counter(&v, "msgs_unanswered"), 0);
+    assert_eq!(failures(&v), vec![]);
+    // The gateway saw exactly our handshakes, of the same kinds.
+    let s = gw.stats();
+    gw.shutdown();
+    assert_eq!(tls(&v, "full") + tls(&v, "resumed"), 2000);
+    assert_eq!(s.tls_handshakes_full, tls(&v, "full"));
+    assert_eq!(s.tls_handshakes_resumed, tls(&v, "resumed"));
+    assert_eq!(s.msgs_in, sent);
+    assert_eq!(v["tls"]["negotiated"]["versions"]["TLSv1.3"], 2000);
+    assert_eq!(v["tls"]["negotiated"]["groups"]["x25519"], 2000);
+    assert_eq!(v["tls"]["verify_certificates"], true);
+}
+
+/// A handshake-mode run against a fresh gateway; returns the JSON and the gateway's counts.
+fn handshakes(extra: &[&str]) -> (Value, sockstorm::server::GatewayStats) {
+    let ca = generate_test_ca().unwrap();
+    let (gw, ca_pem) = tls_gateway(&ca, "hs", |_| {});
+    let out = json_path("hs");
+    let mut args = vec![
+        "run",
+        "--mode",
+        "handshake",
+        "--concurrency",
+        "16",
+        "-d",
+        "2s",
+        "--cacert",
+        ca_pem.to_str().unwrap(),
+        "-q",
+        "--json",
+        out.to_str().unwrap(),
+    ];
+    let url = wss(&gw);
+    args.insert(1, &url);
+    args.extend_from_slice(extra);
+    let o = sockstorm(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let s = gw.stats();
+    gw.shutdown();
+    (read_json(&out), s)
+}
+
+#[test]
+fn resume_on_resumes_nearly_every_handshake_and_the_gateway_agrees() {
+    let _g = lock();
+    for version in ["1.3", "1.2"] {
+        let (v, s) = handshakes(&["--tls-version", version, "--resume", "on"]);
+        let (full, resumed) = (tls(&v, "full"), tls(&v, "resumed"));
+        let cycles = counter(&v, "handshake_cycles");
+        assert!(cycles > 500, "TLS {version}: only {cycles} cycles");
+        assert_eq!(failures(&v), vec![], "TLS {version}");
+        // Only the first burst (one per slot in flight) can be full.
+        assert!(full <= 16, "TLS {version}: {full} full");
+        assert!(resumed * 100 >= (full + resumed) * 95, "TLS {version}");
+        // Every offer accepted; offers of cycles cut short by the stop never complete.
+        assert_eq!(tls(&v, "resume_refused"), 0);
+        assert!((0..=16).contains(&(tls(&v, "resume_attempted") - resumed)));
+        // Confirmed by the server side: its own handshake kinds match ours exactly.
+        assert_eq!(
+            (s.tls_handshakes_full, s.tls_handshakes_resumed),
+            (full, resumed),
+            "TLS {version}"
+        );
+        let version_name = format!("TLSv{version}");
+        assert_eq!(
+            v["tls"]["negotiated"]["versions"][&version_name].as_u64(),
+            Some(full + resumed)
+        );
+        assert!(v["handshake_mode"]["per_client_cpu_s"].as_f64().unwrap() > 0.0);
+    }
+}
+
+#[test]
+fn full_handshake_cycles_are_completed_on_the_server_too() {
+    let _g = lock();
+    let (v, s) = handshakes(&["--tls-version", "1.3", "--resume", "off"]);
+    let full = tls(&v, "full");
+    assert!(full > 500, "{full}");
+    assert_eq!((tls(&v, "resumed"), tls(&v, "resume_attempted")), (0, 0));
+    assert_eq!(failures(&v), vec![]);
+    // Our Finished reached the gateway before each RST: it completed every handshake we did.
+    // Only handshakes cut short by the stop (at most one per slot) failed on its side.
+    assert_eq!(s.tls_handshakes_full, full);
+    assert!(s.tls_failures <= counter(&v, "abandoned").min(16), "{s:?}");
+}
+
+#[test]
+fn resume_fraction_sets_the_resumed_share() {
+    let _g = lock();
+    let (v, s) = handshakes(&["--resume", "0.5"]);
+    let (full, resumed) = (tls(&v, "full"), tls(&v, "resumed"));
+    let share = resumed as f64 / (full + resumed) as f64;
+    assert!((0.45..=0.55).contains(&share), "resumed share {share}");
+    assert_eq!(s.tls_handshakes_resumed, resumed);
+    assert_eq!(tls(&v, "resume_refused"), 0);
+}
+
+#[test]
+fn mutual_tls_accepts_the_right_client_cert_and_counts_refusals() {
+    let _g = lock();
+    let ca = generate_test_ca().unwrap();
+    let ca_pem = write_file("mtls-ca", &ca.ca_pem);
+    let client_ca = sockstorm::certs::load_certs("--client-ca", &ca_pem).unwrap();
+    let (gw, _) = tls_gateway(&ca, "mtls", |o| o.client_ca = Some(client_ca));
+    let (cert, key) = generate_client_identity(&ca).unwrap();
+    let (cert, key) = (write_file("mtls-cert", &cert), write_file("mtls-key", &key));
+    let out = json_path("mtls");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            &wss(&gw),
+            "-c",
+            "50",
+            "-d",
+            "2s",
+            "--no-reconnect",
+            "--cacert",
+            ca_pem.to_str().unwrap(),
+            "-q",
+            "--json",
+            out.to_str().unwrap(),
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        sockstorm(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let o = run(&[
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v = read_json(&out);
+    assert_eq!(counter(&v, "established"), 50);
+    assert_eq!(v["tls"]["client_certificate"], true);
+    // Without a certificate: the server refuses each handshake with an alert.
+    let o = run(&[]);
+    assert_eq!(o.status.code(), Some(3), "failures → exit 3");
+    let v = read_json(&out);
+    assert_eq!(counter(&v, "established"), 0);
+    assert_eq!(
+        failures(&v),
+        vec![("tls_alert_certificate_required".into(), 50)]
+    );
+    let s = gw.stats();
+    gw.shutdown();
+    assert_eq!(s.tls_failures, 50);
+}
+
+#[test]
+fn unknown_issuer_without_cacert_fails_every_connection() {
+    let _g = lock();
+    let ca = generate_test_ca().unwrap();
+    let (gw, _) = tls_gateway(&ca, "unknown", |_| {});
+    let out = json_path("unknown-issuer");
+    let o = sockstorm(&[
+        "run",
+        &wss(&gw),
+        "-c",
+        "100",
+        "-d",
+        "1s",
+        "--no-reconnect",
+        "-q",
+        "--json",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(3));
+    let v = read_json(&out);
+    assert_eq!(counter(&v, "attempts"), 100);
+    assert_eq!(failures(&v), vec![("tls_cert_unknown_issuer".into(), 100)]);
+    // --insecure: accepted, and said so.
+    let o = sockstorm(&[
+        "run",
+        &wss(&gw),
+        "-c",
+        "100",
+        "-d",
+        "1s",
+        "--no-reconnect",
+        "--insecure",
+        "-q",
+        "--json",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("certificate verification OFF (--insecure)")
+    );
+    let v = read_json(&out);
+    assert_eq!(counter(&v, "established"), 100);
+    assert_eq!(v["tls"]["verify_certificates"], false);
+    gw.shutdown();
+}
+
+/// A plain HTTP server that answers anything with 400, `n` times.
+fn http_400_server(n: usize) -> (std::net::SocketAddr, std::thread::JoinHandle<()>) {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let h = std::thread::spawn(move || {
+        for _ in 0..n {
+            let Ok((mut s, _)) = l.accept() else { return };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(
+                b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    (addr, h)
+}
+
+#[test]
+fn plain_http_and_plain_ws_ports_on_a_wss_url_are_tls_failures() {
+    let _g = lock();
+    let out = json_path("not-tls");
+    let (addr, h) = http_400_server(20);
+    let url = format!("wss://{addr}/");
+    let o = sockstorm(&[
+        "run",
+        &url,
+        "-c",
+        "20",
+        "-d",
+        "1s",
+        "--no-reconnect",
+        "--insecure",
+        "-q",
+        "--json",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(3));
+    h.join().unwrap();
+    let v = read_json(&out);
+    assert_eq!(counter(&v, "connect_failed"), 20);
+    assert_eq!(failures(&v), vec![("tls_not_tls".into(), 20)]);
+    // The built-in gateway on ws:// closes on a ClientHello without answering.
+    let gw = gateway(None);
+    let o = sockstorm(&[
+        "run",
+        &wss(&gw),
+        "-c",
+        "20",
+        "-d",
+        "1s",
+        "--no-reconnect",
+        "--insecure",
+        "-q",
+        "--json",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(3));
+    let v = read_json(&out);
+    assert_eq!(
+        failures(&v),
+        vec![("tls_closed_during_handshake".into(), 20)]
+    );
+    gw.shutdown();
+}
+
+#[test]
+fn bad_tls_input_is_refused_before_any_connection() {
+    let ca = generate_test_ca().unwrap();
+    let ca_pem = write_file("bad-ca", &ca.ca_pem);
+    let (cert, key) = generate_client_identity(&ca).unwrap();
+    let (other_cert, _) = generate_client_identity(&ca).unwrap();
+    let cert = write_file("bad-cert", &cert);
+    let other = write_file("bad-other", &other_cert);
+    let key = write_file("bad-key", &key);
+    let empty = write_file("bad-empty", "not a pem file\n");
+    let url = "wss://127.0.0.1:9/";
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--cacert", "/nonexistent/ca.pem"],
+            "--cacert: cannot read `/nonexistent/ca.pem`",
+        ),
+        (
+            vec!["--cacert", empty.to_str().unwrap()],
+            "holds no CERTIFICATE block",
+        ),
+        (
+            vec!["--cert", cert.to_str().unwrap()],
+            "--cert: needs --key",
+        ),
+        (
+            vec![
+                "--cert",
+                other.to_str().unwrap(),
+                "--key",
+                key.to_str().unwrap(),
+            ],
+            "--key: the key does not match the certificate in --cert",
+        ),
+        (
+            vec!["--ciphers", "TLS_FOO"],
+            "--ciphers: unknown cipher suite `TLS_FOO`",
+        ),
+        (
+            vec![
+                "--tls-version",
+                "1.3",
+                "--ciphers",
+                "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+            ],
+            "is a TLS 1.2 suite but --tls-version does not enable that version",
+        ),
+        (vec!["--kx", "x448"], "--kx: unknown group `x448`"),
+        (vec!["--resume", "2"], "not off, on or a fraction"),
+        (
+            vec!["--sni", "bad name!"],
+            "--sni: `bad name!` is not a valid DNS name",
+        ),
+    ];
+    for (extra, want) in cases {
+        let mut args = vec!["run", url, "-d", "1s", "-q"];
+        args.extend(extra.iter().copied());
+        let o = sockstorm(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {err}");
+        assert!(err.contains(want), "{extra:?}: {err}");
+    }
+    // TLS flags on ws:// are a mistake too.
+    let o = sockstorm(&[
+        "run",
+        "ws://127.0.0.1:9/",
+        "--cacert",
+        ca_pem.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--cacert: only applies to wss:// URLs"));
+}
