@@ -129,6 +129,9 @@ pub struct DemoArgs {
     /// No live progress line.
     #[arg(short = 'q', long)]
     pub quiet: bool,
+    /// Over wss://: the gateway serves TLS with a generated test CA, which the client trusts.
+    #[arg(long)]
+    pub tls: bool,
 }
 
 /// Flags of `sockstorm doctor`.
@@ -373,6 +376,14 @@ fn demo(a: &DemoArgs) -> Result<u8, CliError> {
     } else {
         cpus.clone()
     };
+    let ca = a.tls.then(certs::generate_test_ca).transpose()?;
+    let tls = match &ca {
+        Some(ca) => Some(gateway::server_tls_config(&ServerTlsOptions::new(
+            ca.chain.clone(),
+            ca.key.clone_key(),
+        ))?),
+        None => None,
+    };
     let gw = Gateway::start(ServeConfig {
         listen: "127.0.0.1:0"
             .parse()
@@ -380,9 +391,21 @@ fn demo(a: &DemoArgs) -> Result<u8, CliError> {
         threads: 1,
         cpus: vec![gw_cpu],
         report: false,
+        tls,
         ..ServeConfig::default()
     })?;
-    let url = format!("ws://{}/demo", gw.local_addr());
+    let scheme = if a.tls { "wss" } else { "ws" };
+    let url = format!("{scheme}://{}/demo", gw.local_addr());
+    let mut tls_flags = Vec::new();
+    if let Some(ca) = &ca {
+        let path =
+            std::env::temp_dir().join(format!("sockstorm-demo-ca-{}.pem", gw.local_addr().port()));
+        std::fs::write(&path, &ca.ca_pem).map_err(|source| CliError::Output {
+            path: path.clone(),
+            source,
+        })?;
+        tls_flags = vec!["--cacert".to_owned(), path.display().to_string()];
+    }
     eprintln!(
         "sockstorm demo: built-in gateway on {url} (CPU {gw_cpu}); client on CPU(s) {client_cpus:?}; \
          {connections} connections at {}/s, one echo message per second each, ping every 5 s, for {:?}{}",
@@ -422,8 +445,11 @@ fn demo(a: &DemoArgs) -> Result<u8, CliError> {
         socket_setup: plan::SocketSetupArg::Auto,
         json: a.json.clone(),
         quiet: a.quiet,
-        tls: plan::tls::TlsArgs::from_flags(&[])
-            .unwrap_or_else(|_| unreachable!("no flags always parse")),
+        tls: plan::tls::TlsArgs::from_flags(
+            &tls_flags.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
+        // `--cacert <absolute path we wrote>` always parses.
+        .unwrap_or_else(|_| unreachable!("demo TLS flags parse")),
     };
     let plan = RunPlan::from_args(&args)?;
     let code = storm(&plan);

@@ -77,6 +77,7 @@ fn tls_json(plan: &RunPlan, s: &ShardStats) -> Value {
     json!({
         "server_name": format!("{:?}", t.server_name).trim_start_matches("DnsName(").trim_start_matches("IpAddress(").trim_end_matches(')').trim_matches('"'),
         "verify_certificates": !t.insecure,
+        "verify_cache": !t.insecure && t.verify_cache,
         "roots": "webpki-roots (Mozilla) + --cacert",
         "versions_offered": t.versions.iter().map(|v| version_name(u16::from(v.version))).collect::<Vec<_>>(),
         "ciphers_offered": t.suites.iter().map(|x| cipher_name(u16::from(x.suite()))).collect::<Vec<_>>(),
