@@ -185,8 +185,9 @@ impl TlsArgs {
             keylog: std::env::var_os("SSLKEYLOGFILE").is_some_and(|v| !v.is_empty()),
             resume: self.resume,
             tickets: self.tls_tickets,
-            // Enough single-use tickets for a shard's whole connect burst to resume.
-            store_capacity: (per_shard.saturating_mul(2)).clamp(1024, 1 << 20) as usize,
+            // One single-use ticket per connection of the shard: enough for all of them to
+            // reconnect at once and resume; bounded, as every ticket held costs memory.
+            store_capacity: per_shard.clamp(1024, 1 << 20) as usize,
         };
         // Whatever rustls still objects to is reported here, not per connection.
         settings
