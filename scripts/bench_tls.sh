@@ -15,6 +15,9 @@
 #   also bound the curve of the server's ECDSA key (RFC 8422 5.1), which OpenSSL enforces.
 #   hs/s = completed handshakes per wall second; us/hs client = client CPU (user+sys) per
 #   handshake, hs/cpu-s its inverse; us/hs server = server process CPU per handshake.
+#   Full handshakes run twice: with sockstorm's verified-chain cache (default: a chain
+#   identical to one verified in the last 10 s is trusted again) and with --no-verify-cache,
+#   which verifies every chain as OpenSSL's client does.
 # s_time: `openssl s_time -new|-reuse -time 5 -tls1_x` (one connection at a time, handshake,
 #   close with FIN, no HTTP); conn/s = connections / wall time (its own "real seconds" are
 #   whole seconds), client CPU from /usr/bin/time, conn/user-s as s_time prints it,
@@ -22,7 +25,10 @@
 #   reading application data (the NewSessionTicket is only processed inside SSL_read), so an
 #   extra row uses `-www /`: one HTTP GET per connection, which nginx answers (the gateway
 #   answers no plain GET, so there is no such row for it).
-# other = CPU busy on CPUs 0-1 during the run minus client and server, in CPUs.
+# other = CPU busy on CPUs 0-1 during the run minus client and server, in CPUs: load from
+#   anything else on this shared machine (each run first waits up to 4 s for quiet CPUs).
+#   --drain 0s --close-wait 0s: handshake mode has nothing to drain; with the defaults a 5 s
+#   run lasts 9.2 s, the last 4 s idle.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/interop/tls_peers.sh
@@ -56,8 +62,17 @@ nginx_pids="$nginx_master $(pgrep -P "$nginx_master" | tr '\n' ' ')"
 # CPUs 0-1 (to show load from anything else on this shared machine).
 server_ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
 busy_ticks() { awk '/^cpu[01] / {b += $2 + $3 + $4 + $7 + $8 + $9} END {print b}' /proc/stat; }
+hz=$(getconf CLK_TCK)
+wait_quiet() { # up to 4 s for CPUs 0-1 to be under 10% busy for half a second
+  local b0
+  for _ in $(seq 8); do
+    b0=$(busy_ticks); sleep 0.5
+    [ $(($(busy_ticks) - b0)) -le $((hz / 10)) ] && return
+  done
+}
 measured() { # name gateway|nginx cmd... : runs cmd; name.cpu = server_ticks busy_ticks wall_s
   local name=$1 pids s0 b0 t0 rc=0
+  wait_quiet
   pids=$([ "$2" = gateway ] && echo "$gw_pids" || echo "$nginx_pids")
   shift 2
   # shellcheck disable=SC2086
@@ -71,12 +86,13 @@ measured() { # name gateway|nginx cmd... : runs cmd; name.cpu = server_ticks bus
 echo "== TLS handshakes: client on CPU 0, server on CPU 1, ECDSA P-256 leaf, x25519"
 echo "   sockstorm $("$bin" --version | awk '{print $2}') (binary of $(date -u -r "$bin" '+%F %T') UTC; HEAD $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo ', uncommitted changes in src')), $(openssl version | cut -d' ' -f1-2), $(nginx -v 2>&1 | sed 's/.*: //'), kernel $(uname -r), $(getconf _NPROCESSORS_ONLN) CPUs"
 
-hs_run() { # gateway|nginx full|resumed version off|on
+hs_run() { # gateway|nginx full|resumed|fullverify version off|on [flags...]
   local out="$tmp/ss-$1-$2-$3" port
   port=$([ "$1" = gateway ] && echo "$gw_port" || echo "$nginx_port")
   measured "$out" "$1" taskset -c 0 timeout 30 "$bin" run "wss://127.0.0.1:$port/" --mode handshake \
-    --concurrency 32 -d 5s --close rst --kx x25519,secp256r1 --cpus 0 --cacert "$tmp/ca.pem" \
-    --tls-version "$3" --resume "$4" -q --json "$out.json" > "$out.txt" 2>&1 \
+    --concurrency 32 -d 5s --drain 0s --close-wait 0s --close rst --kx x25519,secp256r1 --cpus 0 \
+    --cacert "$tmp/ca.pem" \
+    --tls-version "$3" --resume "$4" "${@:5}" -q --json "$out.json" > "$out.txt" 2>&1 \
     || echo "   (sockstorm exit $? for $1 TLS $3 --resume $4; failures in the table)"
 }
 
@@ -90,9 +106,12 @@ st_run() { # gateway|nginx version new|reuse [www]
     || echo "   (s_time failed for $1 TLS $2 -$3: $(tail -1 "$out.out"))"
 }
 
+verify_cache=false
+"$bin" run --help | grep -q -- --no-verify-cache && verify_cache=true
 for server in gateway nginx; do
   for v in 1.3 1.2; do
     hs_run "$server" full "$v" off
+    $verify_cache && hs_run "$server" fullverify "$v" off --no-verify-cache
     hs_run "$server" resumed "$v" on
     st_run "$server" "$v" new
     st_run "$server" "$v" reuse
@@ -100,7 +119,7 @@ for server in gateway nginx; do
 done
 st_run nginx 1.3 reuse www
 
-python3 - "$tmp" "$(getconf CLK_TCK)" <<'EOF'
+python3 - "$tmp" "$hz" <<'EOF'
 import json, os, re, sys
 tmp, hz = sys.argv[1], int(sys.argv[2])
 
@@ -146,6 +165,8 @@ def row(server, case, a, b):
 for server in ("gateway", "nginx"):
     for v in ("1.3", "1.2"):
         row(server, f"TLS {v} full", ss(server, "full", v), st(server, v, "new"))
+        if os.path.exists(f"{tmp}/ss-{server}-fullverify-{v}.json"):
+            row(server, "  same, no verify cache", ss(server, "fullverify", v), (["", "", "", "", "", ""], "-"))
         row(server, f"TLS {v} resumed", ss(server, "resumed", v), st(server, v, "reuse"))
 row("nginx", "TLS 1.3 resumed+GET", (["(s_time only)", "", "", "", "", "", ""], "-"), st("nginx", "1.3", "reuse", True))
 w = [max(len(str(x[i])) for x in rows + [head]) for i in range(len(head))]
@@ -159,7 +180,7 @@ print(" " * (w[0] + w[1] + 4) + " " * (w[2] + 2) + "client".center(w[3] + w[4] +
 print(fmt(head))
 for r in rows:
     print(fmt(r))
-print("other = foreign CPU load during the sockstorm run / the s_time run (CPUs; 0 = quiet machine)")
+print("other = foreign CPU load during the sockstorm run / the s_time run, in CPUs (0 = quiet machine)")
 EOF
 
 echo "== client RSS per idle wss:// connection (gateway, 10,000 connections at 5,000/s, resumption on)"
