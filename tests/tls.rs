@@ -399,3 +399,62 @@ fn bad_tls_input_is_refused_before_any_connection() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--cacert: only applies to wss:// URLs"));
 }
+
+#[test]
+fn demo_over_wss_and_keylog_file() {
+    let _g = lock();
+    let out = json_path("demo-tls");
+    let o = sockstorm(&[
+        "demo",
+        "--tls",
+        "-c",
+        "300",
+        "-d",
+        "3s",
+        "-q",
+        "--json",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v = read_json(&out);
+    assert_eq!(counter(&v, "established"), 300);
+    assert_eq!(counter(&v, "msgs_received"), counter(&v, "msgs_sent"));
+    assert_eq!(tls(&v, "full") + tls(&v, "resumed"), 300);
+    // SSLKEYLOGFILE: one TLS 1.3 client traffic secret line per handshake, and the JSON says so.
+    let ca = generate_test_ca().unwrap();
+    let (gw, ca_pem) = tls_gateway(&ca, "keylog", |_| {});
+    let keylog = json_path("keylog").with_extension("txt");
+    let _ = std::fs::remove_file(&keylog);
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_sockstorm"))
+        .args([
+            "run",
+            &wss(&gw),
+            "-c",
+            "10",
+            "-d",
+            "1s",
+            "--cacert",
+            ca_pem.to_str().unwrap(),
+            "-q",
+            "--json",
+            out.to_str().unwrap(),
+        ])
+        .env("SSLKEYLOGFILE", &keylog)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    gw.shutdown();
+    let log = std::fs::read_to_string(&keylog).unwrap();
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.starts_with("CLIENT_TRAFFIC_SECRET_0 "))
+            .count(),
+        10
+    );
+    assert_eq!(read_json(&out)["tls"]["keylog_file"], true);
+}

@@ -19,6 +19,9 @@ const SECOND: Micros = 1_000_000;
 const SEND_BUF_CAPACITY: usize = 256;
 /// How far ahead of schedule a connection may be opened to batch openings.
 const OPEN_SLACK_US: f64 = 1000.0;
+/// After the stop, how long requests still in flight once every connection has ended are
+/// waited for.
+const LEFTOVER_GRACE_US: Micros = 200_000;
 
 /// What one shard does: its share of connections and rate, and the shared behaviour.
 #[derive(Debug, Clone)]
@@ -245,6 +248,8 @@ struct Shard {
     cq: Vec<Completion>,
     fired: Vec<TimerEntry>,
     pool: Vec<Vec<u8>>,
+    /// When the last connection ended after the stop.
+    all_done_at: Option<Micros>,
 }
 
 impl Shard {
@@ -286,6 +291,7 @@ impl Shard {
             cq: Vec::with_capacity(1024),
             fired: Vec::new(),
             pool: Vec::new(),
+            all_done_at: None,
         }
     }
 
@@ -321,6 +327,16 @@ impl Shard {
             }
             // A request the kernel never completes (a send to a peer that stopped reading)
             // must not hold the run hostage: dropping the ring cancels whatever is left.
+            // Once every connection has ended, requests still in flight carry no results: a
+            // short grace for their completions, then leave (seen: a connect and send of a
+            // chain cut by the stop that never complete).
+            if self.stopping && self.live == 0 {
+                let since = *self.all_done_at.get_or_insert(now);
+                if now >= since.saturating_add(LEFTOVER_GRACE_US) {
+                    let _ = self.ring.submit_and_wait(Some(Duration::ZERO));
+                    break;
+                }
+            }
             if self.stopping && now >= self.hard_deadline.saturating_add(SECOND) {
                 // Hand the queued closes to the kernel before leaving, or their fds leak.
                 let _ = self.ring.submit_and_wait(Some(Duration::ZERO));
@@ -362,6 +378,8 @@ impl Shard {
             if self.pending_opens > 0 {
                 t = t.min(self.next_open_at as Micros);
             }
+        } else if let Some(done) = self.all_done_at {
+            t = t.min(done.saturating_add(LEFTOVER_GRACE_US));
         } else if now < self.hard_deadline {
             t = t.min(self.hard_deadline);
         } else {

@@ -288,6 +288,13 @@ pub fn summary(plan: &RunPlan, r: &RunResult) -> String {
             }
         }
     }
+    if s.counters.tls_ticket_waits_expired > 0 {
+        let _ = writeln!(
+            o,
+            "  {} handshake cycles waited in vain for a TLS 1.3 ticket: the server sends none? (each shard stops waiting after a few; --resume off avoids it)",
+            s.counters.tls_ticket_waits_expired
+        );
+    }
     if let Some((per_s, per_cpu, cpu_us)) = handshake_rates(plan, r) {
         let _ = writeln!(
             o,

@@ -485,7 +485,7 @@ impl Conn {
     /// server sends tickets after our Finished, and a client that leaves at once never gets
     /// any, so it could never resume.
     fn awaits_ticket(&self, ctx: &Ctx<'_>, t: &TlsConn) -> bool {
-        ctx.cfg.tls.as_ref().is_some_and(|c| c.resumes())
+        ctx.cfg.tls.as_ref().is_some_and(|c| c.awaits_tickets())
             && t.conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3)
     }
 
@@ -801,6 +801,9 @@ impl Conn {
                 Phase::Connecting => return self.fail(ctx, now, Failure::ConnectTimeout),
                 Phase::TlsHandshake if self.tls.as_ref().is_some_and(|t| t.done) => {
                     ctx.stats.counters.tls_ticket_waits_expired += 1;
+                    if let Some(c) = &ctx.cfg.tls {
+                        c.wait_expired();
+                    }
                     return self.complete(ctx, now);
                 }
                 Phase::TlsHandshake => {

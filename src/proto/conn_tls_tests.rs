@@ -222,6 +222,21 @@ fn handshake_cycle_without_a_ticket_gives_up_after_the_short_wait() {
     assert_eq!(h.stats.counters.tls_ticket_waits_expired, 1);
     assert_eq!(h.stats.counters.handshake_cycles, 1);
     assert_eq!(h.stats.counters.connect_failed, 0);
+    let server = server_tls_config(&opts).unwrap();
+    for i in 1..8 {
+        let mut s = ServerConnection::new(server.clone()).unwrap();
+        let (mut c, _) = connect(&mut h, &mut s, i * 100 * MS);
+        let t = c.poll_timeout(&h.cfg).unwrap();
+        c.handle_timer(&mut h.ctx(), t);
+        assert!(c.is_done());
+    }
+    assert_eq!(h.stats.counters.tls_ticket_waits_expired, 8);
+    // Eight waits in vain and not one ticket: the shard stops waiting.
+    let mut s = ServerConnection::new(server).unwrap();
+    let (c, _) = connect(&mut h, &mut s, 900 * MS);
+    assert!(c.is_done(), "no wait");
+    assert_eq!(h.stats.counters.tls_ticket_waits_expired, 8);
+    assert_eq!(h.stats.counters.handshake_cycles, 9);
 }
 
 #[test]

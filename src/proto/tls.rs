@@ -160,6 +160,7 @@ impl TlsSettings {
             server_name: self.server_name.clone(),
             policy: self.resume,
             store,
+            waits_expired: AtomicU64::new(0),
         })
     }
 }
@@ -172,7 +173,13 @@ pub struct TlsClient {
     server_name: ServerName<'static>,
     policy: Resume,
     store: Arc<SessionStore>,
+    /// Handshake cycles that waited for a TLS 1.3 ticket in vain.
+    waits_expired: AtomicU64,
 }
+
+/// Waits in vain, with no ticket ever received, after which a shard stops waiting: the
+/// server issues no TLS 1.3 tickets, and waiting would only slow every cycle down.
+const FUTILE_WAITS: u64 = 8;
 
 /// A new client connection and whether its ClientHello offers a stored session.
 #[derive(Debug)]
@@ -205,9 +212,17 @@ impl TlsClient {
         self.store.inserted.load(Relaxed)
     }
 
-    /// Whether handshakes may resume, so waiting for a TLS 1.3 ticket is worth it.
-    pub fn resumes(&self) -> bool {
+    /// Whether waiting for a TLS 1.3 ticket is worth it: handshakes may resume, and the
+    /// server has sent tickets (or has not yet had the chance to show that it sends none).
+    pub fn awaits_tickets(&self) -> bool {
         self.policy != Resume::Off
+            && (self.store.inserted.load(Relaxed) > 0
+                || self.waits_expired.load(Relaxed) < FUTILE_WAITS)
+    }
+
+    /// A handshake cycle waited for a ticket in vain.
+    pub fn wait_expired(&self) {
+        self.waits_expired.fetch_add(1, Relaxed);
     }
 }
 
@@ -635,7 +650,7 @@ impl TlsFailure {
             Self::Revoked => "server certificate is revoked".into(),
             Self::BadSignature => "a certificate signature does not verify".into(),
             Self::BadCertificate => "server certificate is malformed or not usable for TLS server authentication".into(),
-            Self::Alert(a) => format!("server sent the fatal TLS alert `{}` (for client-certificate alerts: check --cert/--key)", alert_name(*a)),
+            Self::Alert(a) => format!("server sent the fatal TLS alert `{}`: {}", alert_name(*a), alert_hint(*a)),
             Self::NotTls => "server did not answer in TLS: is this a plain ws:// port?".into(),
             Self::Incompatible => "no common TLS version, cipher suite or key-exchange group: check --tls-version, --ciphers, --kx".into(),
             Self::Protocol => "server violated the TLS protocol".into(),
@@ -643,6 +658,19 @@ impl TlsFailure {
             Self::Closed => "server closed the connection during the TLS handshake".into(),
             Self::Other => "other TLS error".into(),
         }
+    }
+}
+
+/// What a fatal alert from the server usually means, and what to check.
+fn alert_hint(code: u8) -> &'static str {
+    match code {
+        40 => "no acceptable parameters; with TLS 1.2 and an ECDSA certificate --kx must also list the certificate's curve (e.g. x25519,secp256r1); else check --tls-version, --ciphers, --kx",
+        70 => "the server does not speak the offered versions: check --tls-version",
+        71 => "the server wants stronger parameters: check --ciphers, --kx",
+        42 | 44 | 45 | 46 | 48 | 49 | 116 => "the server refused our client certificate (or the lack of one): check --cert/--key",
+        112 => "the server does not know the name we sent: check --sni or the URL's host",
+        120 => "no common application protocol: check --alpn",
+        _ => "see the server's log",
     }
 }
 

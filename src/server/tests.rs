@@ -854,6 +854,10 @@ fn tls13_ticket_request_is_honoured_up_to_the_maximum() {
 
     let (gw, ca) = tls_gateway(loopback(), |opts, _| opts.tickets_per_handshake = 5);
     assert_eq!(tickets_received(&gw, &ca, None), 5);
+
+    // No tickets means none, even when asked.
+    let (gw, ca) = tls_gateway(loopback(), |opts, _| opts.tickets_per_handshake = 0);
+    assert_eq!(tickets_received(&gw, &ca, ask(8)), 0);
 }
 
 #[test]

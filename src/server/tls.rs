@@ -92,7 +92,13 @@ pub fn server_tls_config(opts: &ServerTlsOptions) -> Result<Arc<ServerConfig>, C
     config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(CertError::Config)?;
     config.session_storage = ServerSessionMemoryCache::new(TLS12_SESSION_CACHE);
     config.send_tls13_tickets = opts.tickets_per_handshake;
-    config.max_tls13_tickets = opts.max_tls13_tickets;
+    // No tickets means none, even for clients that ask (RFC 9149 requests are honoured up to
+    // this maximum only when the server issues tickets at all).
+    config.max_tls13_tickets = if opts.tickets_per_handshake == 0 {
+        0
+    } else {
+        opts.max_tls13_tickets
+    };
     Ok(Arc::new(config))
 }
 
