@@ -198,3 +198,24 @@ print(f"   handshakes {t['full']} full + {t['resumed']} resumed ({', '.join(t['n
       f"ramp {r['ramp_s']:.2f} s, client CPU {p['cpu_user_s'] + p['cpu_sys_s']:.2f} s, "
       f"failures {r['failures'] or 'none'}")
 EOF
+
+echo "== crypto floor (criterion, benches/tls.rs, pinned to CPU 0) vs client CPU per full TLS 1.3 handshake above"
+taskset -c 0 cargo bench --bench tls -- --warm-up-time 1 --measurement-time 3 > "$tmp/criterion.txt" 2>&1 \
+  || { tail -20 "$tmp/criterion.txt"; exit 1; }
+python3 - "$tmp" <<'EOF'
+import json, sys
+tmp = sys.argv[1]
+def crit(name):
+    return json.load(open(f"target/criterion/{name}/new/estimates.json"))["median"]["point_estimate"] / 1000
+def run(case):
+    return json.load(open(f"{tmp}/ss-gateway-{case}-1.3.json"))["handshake_mode"]["client_cpu_us_per_handshake"]
+x, v = crit("floor/x25519_keygen_agree"), crit("floor/p256_verify")
+floor2, floor1 = x + 2 * v, x + v
+print(f"   aws-lc-rs: X25519 keygen+agree {x:.1f} us, P-256 verify {v:.1f} us")
+print(f"   floor, verifying the chain (X25519 + 2 verifies): {floor2:.1f} us; chain cached (X25519 + CertificateVerify): {floor1:.1f} us")
+for name in ("full_tls13", "resumed_tls13", "full_tls12", "resumed_tls12"):
+    print(f"   rustls client side of an in-memory handshake, {name}: {crit('rustls_client/' + name):.1f} us")
+full, verify = run("full"), run("fullverify")
+print(f"   sockstorm --mode handshake vs gateway, TLS 1.3 full: {verify:.1f} us/hs verifying every chain = "
+      f"{verify / floor2:.2f}x its floor; {full:.1f} us/hs with the chain cache = {full / floor1:.2f}x its floor")
+EOF
