@@ -272,7 +272,7 @@ fn ctrl_c_stops_within_two_seconds_and_keeps_the_results() {
 
 #[test]
 fn bad_input_gets_a_clear_error_and_exit_code() {
-    let cases: [(&[&str], i32, &str); 8] = [
+    let cases: [(&[&str], i32, &str); 7] = [
         (
             &["run", "ws://127.0.0.1:1/", "--connect-rate", "0"],
             2,
@@ -293,8 +293,7 @@ fn bad_input_gets_a_clear_error_and_exit_code() {
             2,
             "invalid duration",
         ),
-        (&["run", "wss://127.0.0.1:1/"], 1, "not supported yet"),
-        (&["run", "http://127.0.0.1:1/"], 1, "unsupported scheme"),
+        (&["run", "http://127.0.0.1:1/"], 2, "unsupported scheme"),
         (
             &["run", "ws://127.0.0.1:1/", "-c", "50000"],
             1,
