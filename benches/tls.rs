@@ -5,8 +5,9 @@
 //!   X25519 key generation + agreement, two P-256 signature checks (the certificate by its CA,
 //!   the server's CertificateVerify).
 //! - `rustls_client/*`: the client side of a whole in-memory handshake with sockstorm's own
-//!   configuration (`TlsSettings::client`), timing only the client's calls (the server's are
-//!   excluded), full and resumed, TLS 1.3 and 1.2.
+//!   configuration (`TlsSettings::client`, default suites, X25519), timing only the client's
+//!   calls (the server's are excluded), full and resumed, TLS 1.3 and 1.2; full handshakes
+//!   with the verified-chain cache (warm) and without it.
 //!
 //! `scripts/bench_tls.sh` compares these with the client CPU per handshake of a real run.
 //! Run: `cargo bench --bench tls` (short: `-- --warm-up-time 1 --measurement-time 3`).
@@ -72,7 +73,7 @@ struct Pair {
     server: Arc<rustls::ServerConfig>,
 }
 
-fn pair(version: u16, resume: Resume) -> Pair {
+fn pair(version: u16, resume: Resume, verify_cache: bool) -> Pair {
     let ca = generate_test_ca().unwrap();
     let mut roots = RootCertStore::empty();
     let ca_der = CertificateDer::pem_slice_iter(ca.ca_pem.as_bytes())
@@ -84,13 +85,16 @@ fn pair(version: u16, resume: Resume) -> Pair {
         server_name: ServerName::try_from("localhost").unwrap(),
         roots: Arc::new(roots),
         insecure: false,
-        verify_cache: true,
+        verify_cache,
         versions: if version == 12 {
             vec![&rustls::version::TLS12]
         } else {
             vec![&rustls::version::TLS13]
         },
-        suites: rustls::crypto::aws_lc_rs::DEFAULT_CIPHER_SUITES.to_vec(),
+        suites: sockstorm::proto::tls::default_suites(&[
+            &rustls::version::TLS13,
+            &rustls::version::TLS12,
+        ]),
         kx: vec![rustls::crypto::aws_lc_rs::kx_group::X25519],
         alpn: Vec::new(),
         identity: None,
@@ -139,13 +143,14 @@ fn handshake(client: &mut ClientConnection, server: &mut ServerConnection) -> Du
 
 fn bench_rustls_client(c: &mut Criterion) {
     let mut g = c.benchmark_group("rustls_client");
-    for (name, version, resume) in [
-        ("full_tls13", 13, Resume::Off),
-        ("resumed_tls13", 13, Resume::On),
-        ("full_tls12", 12, Resume::Off),
-        ("resumed_tls12", 12, Resume::On),
+    for (name, version, resume, cache) in [
+        ("full_tls13", 13, Resume::Off, true),
+        ("full_tls13_no_verify_cache", 13, Resume::Off, false),
+        ("resumed_tls13", 13, Resume::On, true),
+        ("full_tls12", 12, Resume::Off, true),
+        ("resumed_tls12", 12, Resume::On, true),
     ] {
-        let p = pair(version, resume);
+        let p = pair(version, resume, cache);
         let mut rng = Rng::new(1);
         // Warm the session store so every measured handshake can resume.
         for _ in 0..8 {

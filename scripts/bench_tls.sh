@@ -213,7 +213,7 @@ x, v = crit("floor/x25519_keygen_agree"), crit("floor/p256_verify")
 floor2, floor1 = x + 2 * v, x + v
 print(f"   aws-lc-rs: X25519 keygen+agree {x:.1f} us, P-256 verify {v:.1f} us")
 print(f"   floor, verifying the chain (X25519 + 2 verifies): {floor2:.1f} us; chain cached (X25519 + CertificateVerify): {floor1:.1f} us")
-for name in ("full_tls13", "resumed_tls13", "full_tls12", "resumed_tls12"):
+for name in ("full_tls13_no_verify_cache", "full_tls13", "resumed_tls13", "full_tls12", "resumed_tls12"):
     print(f"   rustls client side of an in-memory handshake, {name}: {crit('rustls_client/' + name):.1f} us")
 full, verify = run("full"), run("fullverify")
 print(f"   sockstorm --mode handshake vs gateway, TLS 1.3 full: {verify:.1f} us/hs verifying every chain = "

@@ -3,7 +3,9 @@
 
 use crate::certs;
 use crate::plan::PlanError;
-use crate::proto::tls::{cipher_name, group_name, ClientIdentity, Resume, TlsSettings};
+use crate::proto::tls::{
+    cipher_name, default_suites, group_name, ClientIdentity, Resume, TlsSettings,
+};
 use clap::Args;
 use rustls::crypto::{aws_lc_rs, SupportedKxGroup};
 use rustls::pki_types::ServerName;
@@ -203,16 +205,7 @@ impl TlsArgs {
         let all = aws_lc_rs::ALL_CIPHER_SUITES;
         let usable = |s: &SupportedCipherSuite| versions.contains(&s.version());
         if self.ciphers.is_empty() {
-            let mut suites: Vec<SupportedCipherSuite> = aws_lc_rs::DEFAULT_CIPHER_SUITES
-                .iter()
-                .filter(|s| usable(s))
-                .copied()
-                .collect();
-            // SHA-256 suites first (as browsers order them): the provider lists the SHA-384
-            // ones first, whose transcript and key-schedule hashing has no hardware support on
-            // x86 and costs ~10 % of a full handshake's client CPU.
-            suites.sort_by_key(|s| cipher_name(u16::from(s.suite())).ends_with("SHA384"));
-            return Ok(suites);
+            return Ok(default_suites(versions));
         }
         let mut out = Vec::new();
         for want in &self.ciphers {

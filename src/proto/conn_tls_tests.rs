@@ -41,7 +41,10 @@ fn settings(version: u16, resume: Resume) -> TlsSettings {
             12 => vec![&rustls::version::TLS12],
             _ => vec![&rustls::version::TLS13],
         },
-        suites: rustls::crypto::aws_lc_rs::DEFAULT_CIPHER_SUITES.to_vec(),
+        suites: crate::proto::tls::default_suites(&[
+            &rustls::version::TLS13,
+            &rustls::version::TLS12,
+        ]),
         kx: vec![rustls::crypto::aws_lc_rs::kx_group::X25519],
         alpn: Vec::new(),
         identity: None,

@@ -528,6 +528,20 @@ impl Negotiated {
     }
 }
 
+/// The cipher suites offered when `--ciphers` is not given: the provider's defaults for
+/// `versions`, SHA-256 suites first (as browsers order them). The provider lists the SHA-384
+/// ones first, whose transcript and key-schedule hashing has no hardware support on x86 and
+/// costs ~10 % of a full handshake's client CPU.
+pub fn default_suites(versions: &[&SupportedProtocolVersion]) -> Vec<SupportedCipherSuite> {
+    let mut suites: Vec<SupportedCipherSuite> = aws_lc_rs::DEFAULT_CIPHER_SUITES
+        .iter()
+        .filter(|s| versions.contains(&s.version()))
+        .copied()
+        .collect();
+    suites.sort_by_key(|s| cipher_name(u16::from(s.suite())).ends_with("SHA384"));
+    suites
+}
+
 /// Display name of a protocol version number.
 pub fn version_name(v: u16) -> String {
     match v {
