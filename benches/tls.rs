@@ -81,27 +81,20 @@ fn pair(version: u16, resume: Resume, verify_cache: bool) -> Pair {
         .unwrap()
         .unwrap();
     roots.add(ca_der).unwrap();
+    let v = if version == 12 {
+        &rustls::version::TLS12
+    } else {
+        &rustls::version::TLS13
+    };
     let settings = TlsSettings {
-        server_name: ServerName::try_from("localhost").unwrap(),
-        roots: Arc::new(roots),
-        insecure: false,
-        verify_cache,
-        versions: if version == 12 {
-            vec![&rustls::version::TLS12]
-        } else {
-            vec![&rustls::version::TLS13]
-        },
-        suites: sockstorm::proto::tls::default_suites(&[
-            &rustls::version::TLS13,
-            &rustls::version::TLS12,
-        ]),
-        kx: vec![rustls::crypto::aws_lc_rs::kx_group::X25519],
-        alpn: Vec::new(),
-        identity: None,
-        keylog: false,
         resume,
-        tickets: 4,
+        verify_cache,
         store_capacity: 1 << 16,
+        ..TlsSettings::new(
+            ServerName::try_from("localhost").unwrap(),
+            Arc::new(roots),
+            vec![v],
+        )
     };
     let server =
         server_tls_config(&ServerTlsOptions::new(ca.chain.clone(), ca.key.clone_key())).unwrap();

@@ -175,11 +175,8 @@ impl TlsArgs {
         };
         let alpn = self.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
         let settings = TlsSettings {
-            server_name,
-            roots: Arc::new(roots),
             insecure: self.insecure,
             verify_cache: !self.no_verify_cache,
-            versions,
             suites,
             kx,
             alpn,
@@ -190,6 +187,7 @@ impl TlsArgs {
             // One single-use ticket per connection of the shard: enough for all of them to
             // reconnect at once and resume; bounded, as every ticket held costs memory.
             store_capacity: per_shard.clamp(1024, 1 << 20) as usize,
+            ..TlsSettings::new(server_name, Arc::new(roots), versions)
         };
         // Whatever rustls still objects to is reported here, not per connection.
         settings

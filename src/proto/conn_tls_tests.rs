@@ -26,32 +26,24 @@ fn server_cfg() -> Arc<ServerConfig> {
 }
 
 fn settings(version: u16, resume: Resume) -> TlsSettings {
-    let mut roots = RootCertStore::empty();
     let ca_der = rustls::pki_types::CertificateDer::pem_slice_iter(ca().ca_pem.as_bytes())
         .next()
         .unwrap()
         .unwrap();
+    let mut roots = RootCertStore::empty();
     roots.add(ca_der).unwrap();
+    let v = if version == 12 {
+        &rustls::version::TLS12
+    } else {
+        &rustls::version::TLS13
+    };
     TlsSettings {
-        server_name: ServerName::try_from("localhost").unwrap(),
-        roots: Arc::new(roots),
-        insecure: false,
-        verify_cache: true,
-        versions: match version {
-            12 => vec![&rustls::version::TLS12],
-            _ => vec![&rustls::version::TLS13],
-        },
-        suites: crate::proto::tls::default_suites(&[
-            &rustls::version::TLS13,
-            &rustls::version::TLS12,
-        ]),
-        kx: vec![rustls::crypto::aws_lc_rs::kx_group::X25519],
-        alpn: Vec::new(),
-        identity: None,
-        keylog: false,
         resume,
-        tickets: 4,
-        store_capacity: 1024,
+        ..TlsSettings::new(
+            ServerName::try_from("localhost").unwrap(),
+            Arc::new(roots),
+            vec![v],
+        )
     }
 }
 

@@ -83,6 +83,30 @@ pub struct TlsSettings {
 }
 
 impl TlsSettings {
+    /// Verifying settings for `server_name` against `roots`: `versions`, the default suites,
+    /// X25519, no ALPN or client certificate, resumption on with 4 tickets asked for.
+    pub fn new(
+        server_name: ServerName<'static>,
+        roots: Arc<RootCertStore>,
+        versions: Vec<&'static SupportedProtocolVersion>,
+    ) -> Self {
+        Self {
+            server_name,
+            roots,
+            insecure: false,
+            verify_cache: true,
+            suites: default_suites(&versions),
+            versions,
+            kx: vec![aws_lc_rs::kx_group::X25519],
+            alpn: Vec::new(),
+            identity: None,
+            keylog: false,
+            resume: Resume::On,
+            tickets: 4,
+            store_capacity: 1024,
+        }
+    }
+
     fn provider(&self) -> Arc<CryptoProvider> {
         Arc::new(CryptoProvider {
             cipher_suites: self.suites.clone(),
