@@ -230,12 +230,21 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
 fn storm(plan: &RunPlan) -> Result<u8, CliError> {
     let ctl = control();
     if !plan.quiet {
+        let rate = if plan.connect_rate.is_finite() {
+            format!("at {}/s", plan.connect_rate)
+        } else {
+            "as fast as they complete".to_owned()
+        };
+        let what = match plan.mode {
+            crate::proto::conn::Mode::Session => format!("{} connections", plan.connections),
+            crate::proto::conn::Mode::Handshake { .. } => {
+                format!("handshake cycles, {} in flight,", plan.connections)
+            }
+        };
         eprintln!(
-            "sockstorm: {} connections to {} ({}) at {}/s over {} shard(s) for {:?}",
-            plan.connections,
+            "sockstorm: {what} to {} ({}) {rate} over {} shard(s) for {:?}",
             plan.url_text,
             plan.target,
-            plan.connect_rate,
             plan.cpus.len(),
             plan.duration
         );

@@ -268,7 +268,7 @@ pub fn run(plan: &RunPlan, ctl: &RunControl) -> Result<RunResult, EngineError> {
     let mut signalled = 0u8;
     let mut exited: Option<Instant> = None;
     let mut shard_error = None;
-    let progress = Progress::new(plan.quiet);
+    let progress = Progress::new(plan.quiet, plan.mode != crate::proto::conn::Mode::Session);
     while done.iter().any(|d| !d) {
         let level = ctl.level();
         if level > signalled {
@@ -377,12 +377,15 @@ pub fn run(plan: &RunPlan, ctl: &RunControl) -> Result<RunResult, EngineError> {
 struct Progress {
     quiet: bool,
     tty: bool,
+    /// Handshake mode: handshake rates instead of open sessions and messages.
+    cycles: bool,
 }
 
 impl Progress {
-    fn new(quiet: bool) -> Self {
+    fn new(quiet: bool, cycles: bool) -> Self {
         Self {
             quiet,
+            cycles,
             tty: std::io::IsTerminal::is_terminal(&std::io::stderr()),
         }
     }
@@ -400,7 +403,20 @@ impl Progress {
             }
         };
         let c = &second.counters;
-        let line = format!(
+        let errors = total.failure_total() + second.failure_total();
+        let line = if self.cycles {
+            let tls = c.tls_handshakes_full + c.tls_handshakes_resumed;
+            format!(
+                "[{t:6.1}s] handshakes/s {}  resumed {}%  p99 full {}  resumed {}  errors {errors}",
+                c.handshake_cycles,
+                (c.tls_handshakes_resumed * 100)
+                    .checked_div(tls)
+                    .unwrap_or(0),
+                p99(Hist::TlsFull),
+                p99(Hist::TlsResumed),
+            )
+        } else {
+            format!(
             "[{t:6.1}s] open {open}/{target}  conn/s {}  msgs/s {}/{}  p99 connect {}  rtt {}  ping {}  errors {}",
             c.established,
             c.msgs_sent,
@@ -408,8 +424,9 @@ impl Progress {
             p99(Hist::WsConnecting),
             p99(Hist::WsMsgRtt),
             p99(Hist::WsPing),
-            total.failure_total() + second.failure_total(),
-        );
+            errors,
+        )
+        };
         let mut err = std::io::stderr().lock();
         if self.tty {
             let _ = write!(err, "\r\x1b[2K{line}");
