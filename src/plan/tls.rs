@@ -83,8 +83,8 @@ pub fn parse_resume(s: &str) -> Result<Resume, String> {
         "on" => Ok(Resume::On),
         "off" => Ok(Resume::Off),
         _ => match s.parse::<f64>() {
-            Ok(f) if f == 0.0 => Ok(Resume::Off),
-            Ok(f) if f == 1.0 => Ok(Resume::On),
+            Ok(0.0) => Ok(Resume::Off),
+            Ok(1.0) => Ok(Resume::On),
             Ok(f) if f > 0.0 && f < 1.0 => Ok(Resume::Fraction(f)),
             _ => Err(format!(
                 "`{s}` is not off, on or a fraction between 0 and 1 (e.g. 0.7)"
