@@ -532,3 +532,65 @@ fn rst_close_headers_and_secrets_stay_out_of_reports() {
     assert_eq!(gw.stats().accepted, 300);
     gw.shutdown();
 }
+
+#[test]
+fn thresholds_pass_fail_and_exit_99() {
+    let _g = lock();
+    let gw = gateway(None);
+    let out = json_path("thresholds");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "run".to_owned(),
+            url(gw.local_addr()),
+            "-c".into(),
+            "200".into(),
+            "-d".into(),
+            "2s".into(),
+            "--message".into(),
+            "hi".into(),
+            "--no-reconnect".into(),
+            "-q".into(),
+            "--json".into(),
+            out.to_str().unwrap().into(),
+            "--threshold".into(),
+            "ws_connecting: p(95)<5s".into(),
+            "--threshold".into(),
+            "connect_errors: rate<0.1%".into(),
+            "--threshold".into(),
+            "ws_msgs_received: count>0".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        sockstorm(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let o = run(&[]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("thresholds: all passed"));
+    let v = read_json(&out);
+    let t = v["thresholds"].as_array().unwrap();
+    assert_eq!(t.len(), 3);
+    assert!(t.iter().all(|t| t["pass"] == true));
+    assert_eq!(
+        t[2]["actual"].as_f64(),
+        Some(counter(&v, "msgs_received") as f64)
+    );
+    // One impossible criterion: the run completes, the report says which, exit code 99.
+    let o = run(&["--threshold", "ws_connecting: p(99)<1us"]);
+    assert_eq!(o.status.code(), Some(99));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("thresholds: 1 of 4 FAILED"), "{stdout}");
+    assert!(
+        stdout.contains("FAIL  ws_connecting: p(99)<1us"),
+        "{stdout}"
+    );
+    assert_eq!(read_json(&out)["thresholds"][3]["pass"], false);
+    // A bad expression stops before any connection, naming the fix.
+    let o = run(&["--threshold", "ws_conecting: p(95)<1s"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown metric `ws_conecting`"));
+    gw.shutdown();
+}

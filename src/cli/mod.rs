@@ -27,6 +27,8 @@ pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_FAILURES: u8 = 3;
 /// Exit code: interrupted by Ctrl-C.
 pub const EXIT_INTERRUPTED: u8 = 130;
+/// The run completed but a `--threshold` failed (k6's code for the same).
+pub const EXIT_THRESHOLDS: u8 = 99;
 
 /// sockstorm: open and drive as many WebSocket connections as this host allows.
 #[derive(Debug, Parser)]
@@ -264,6 +266,8 @@ fn finish(plan: &RunPlan, result: &RunResult) -> Result<u8, CliError> {
     let c = &result.stats.counters;
     Ok(if result.interrupted {
         EXIT_INTERRUPTED
+    } else if report::thresholds(plan, result).iter().any(|t| !t.pass) {
+        EXIT_THRESHOLDS
     } else if result.stats.failure_total() > 0 || c.sessions_dropped > 0 {
         EXIT_FAILURES
     } else {
@@ -454,6 +458,7 @@ fn demo(a: &DemoArgs) -> Result<u8, CliError> {
         socket_setup: plan::SocketSetupArg::Auto,
         json: a.json.clone(),
         quiet: a.quiet,
+        thresholds: Vec::new(),
         tls: plan::tls::TlsArgs::from_flags(
             &tls_flags.iter().map(String::as_str).collect::<Vec<_>>(),
         )

@@ -97,6 +97,15 @@ fn tls_json(plan: &RunPlan, s: &ShardStats) -> Value {
     })
 }
 
+/// The run's thresholds evaluated on its merged results.
+pub fn thresholds(plan: &RunPlan, r: &RunResult) -> Vec<crate::metrics::threshold::Outcome> {
+    let secs = plan.duration.as_secs_f64().min(r.elapsed.as_secs_f64());
+    plan.thresholds
+        .iter()
+        .map(|t| t.eval(&r.stats, secs))
+        .collect()
+}
+
 /// Handshake-mode rates: per second of run time and per second of client CPU.
 fn handshake_rates(plan: &RunPlan, r: &RunResult) -> Option<(f64, f64, f64)> {
     if plan.mode == Mode::Session {
@@ -202,6 +211,9 @@ pub fn to_json(plan: &RunPlan, r: &RunResult) -> Value {
             "upgrade": matches!(plan.mode, Mode::Handshake { upgrade: true, .. }),
             "close": if plan.linger_zero { "rst" } else { "fin" },
         })),
+        "thresholds": thresholds(plan, r).iter().map(|t| json!({
+            "expr": t.expr, "actual": t.actual, "pass": t.pass,
+        })).collect::<Vec<_>>(),
         "schedule_lag_max_us": r.schedule_lag_max_us,
         "ramp_s": r.ramp.map(|d| d.as_secs_f64()),
         "established_per_s": r.ramp.filter(|d| !d.is_zero()).map(|d| (plan.connections as f64 / d.as_secs_f64()).round()),
@@ -317,6 +329,22 @@ pub fn summary(plan: &RunPlan, r: &RunResult) -> String {
             .map(|(k, v)| format!("{k}×{v}"))
             .collect();
         let _ = writeln!(o, "\nclose codes received: {}", codes.join("  "));
+    }
+    let outcomes = thresholds(plan, r);
+    if !outcomes.is_empty() {
+        let failed = outcomes.iter().filter(|t| !t.pass).count();
+        let _ = writeln!(
+            o,
+            "\nthresholds: {}",
+            if failed == 0 {
+                "all passed".to_owned()
+            } else {
+                format!("{failed} of {} FAILED", outcomes.len())
+            }
+        );
+        for t in &outcomes {
+            let _ = writeln!(o, "  {t}");
+        }
     }
     let per_conn = r
         .rss_per_open_connection()

@@ -4,6 +4,7 @@
 pub mod parse;
 pub mod tls;
 
+use crate::metrics::threshold::Threshold;
 use crate::proto::conn::{Message, Mode};
 use crate::proto::tls::TlsSettings;
 use crate::proto::ws::frame::OpCode;
@@ -144,9 +145,17 @@ pub struct RunArgs {
     /// No live progress line on stderr.
     #[arg(short = 'q', long)]
     pub quiet: bool,
+    /// Pass/fail criterion on the results, repeatable, e.g. 'ws_connecting: p(95)<200ms',
+    /// 'connect_errors: rate<0.1%', 'msgs_received: count>0'. Any failing: exit code 99.
+    #[arg(long = "threshold", value_name = "EXPR", value_parser = parse_threshold)]
+    pub thresholds: Vec<Threshold>,
     /// TLS settings.
     #[command(flatten)]
     pub tls: TlsArgs,
+}
+
+fn parse_threshold(s: &str) -> Result<Threshold, String> {
+    Threshold::parse(s).map_err(|e| e.reason)
 }
 
 /// `--mode` values.
@@ -296,6 +305,8 @@ pub struct RunPlan {
     pub mode: Mode,
     /// TLS settings for wss://.
     pub tls: Option<Arc<TlsSettings>>,
+    /// Pass/fail criteria evaluated at the end.
+    pub thresholds: Vec<Threshold>,
     /// Run length.
     pub duration: Duration,
     /// Connect + upgrade budget.
@@ -520,6 +531,7 @@ impl RunPlan {
             connect_rate,
             mode,
             tls,
+            thresholds: a.thresholds.clone(),
             duration: a.duration,
             connect_timeout: a.connect_timeout,
             drain: a.drain,

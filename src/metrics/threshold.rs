@@ -1,0 +1,386 @@
+//! Pass/fail criteria on the merged results, k6-style: `METRIC: AGGREGATE OP VALUE`, e.g.
+//! `ws_connecting: p(95)<200ms`, `connect_errors: rate<0.1%`, `msgs_received: count>0`.
+//! Parsed before the run (every error names the problem and the fix), evaluated once at the
+//! end on the merged histograms and counters.
+
+use crate::metrics::{Counters, Hist, ShardStats};
+use std::fmt;
+
+/// A threshold expression that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("--threshold `{expr}`: {reason}")]
+pub struct ThresholdError {
+    /// The expression as given.
+    pub expr: String,
+    /// What is wrong and how to write it.
+    pub reason: String,
+}
+
+/// What is measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Metric {
+    /// A latency histogram (µs).
+    Hist(Hist),
+    /// An event counter.
+    Counter(usize),
+    /// A ratio of two counters (numerator, denominator), as a fraction.
+    Rate(RateMetric),
+}
+
+/// Ratios users put thresholds on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RateMetric {
+    /// Attempts that never opened a session.
+    ConnectErrors,
+    /// Open sessions lost to errors.
+    SessionDrops,
+    /// Sent messages never answered.
+    MsgLoss,
+    /// TLS handshakes resumed.
+    TlsResumed,
+}
+
+impl RateMetric {
+    const ALL: [(&'static str, Self); 4] = [
+        ("connect_errors", Self::ConnectErrors),
+        ("session_drops", Self::SessionDrops),
+        ("msg_loss", Self::MsgLoss),
+        ("tls_resumed", Self::TlsResumed),
+    ];
+
+    fn of(self, c: &Counters) -> Option<f64> {
+        let (n, d) = match self {
+            Self::ConnectErrors => (c.connect_failed, c.attempts.saturating_sub(c.abandoned)),
+            Self::SessionDrops => (c.sessions_dropped, c.established),
+            Self::MsgLoss => (c.msgs_unanswered, c.msgs_sent),
+            Self::TlsResumed => (
+                c.tls_handshakes_resumed,
+                c.tls_handshakes_full + c.tls_handshakes_resumed,
+            ),
+        };
+        (d > 0).then(|| n as f64 / d as f64)
+    }
+}
+
+/// How a metric is reduced to one number.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Agg {
+    /// Percentile (0..=100) of a histogram.
+    P(f64),
+    Avg,
+    Min,
+    Max,
+    /// Samples in a histogram, or a counter's value.
+    Count,
+    /// A rate metric's fraction, or a counter per second of run time.
+    Rate,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    Eq,
+    Ne,
+}
+
+impl Op {
+    fn holds(self, a: f64, b: f64) -> bool {
+        match self {
+            Self::Lt => a < b,
+            Self::Le => a <= b,
+            Self::Gt => a > b,
+            Self::Ge => a >= b,
+            Self::Eq => a == b,
+            Self::Ne => a != b,
+        }
+    }
+}
+
+/// One parsed threshold.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Threshold {
+    /// The expression as given.
+    pub expr: String,
+    metric: Metric,
+    agg: Agg,
+    op: Op,
+    /// In the metric's unit: µs for histograms, a fraction for rates, a count otherwise.
+    value: f64,
+}
+
+/// A threshold evaluated on a run's results.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// The expression.
+    pub expr: String,
+    /// The measured value in the threshold's unit, `None` when nothing was measured.
+    pub actual: Option<f64>,
+    /// Measured, and the condition holds.
+    pub pass: bool,
+    /// How `actual` reads.
+    unit: Unit,
+}
+
+/// The unit of a threshold's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unit {
+    Micros,
+    Fraction,
+    Number,
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let actual = match (self.actual, self.unit) {
+            (None, _) => "no data".to_owned(),
+            (Some(v), Unit::Micros) => crate::metrics::report::fmt_us(v.round() as u64),
+            (Some(v), Unit::Fraction) => format!("{:.3}%", v * 100.0),
+            (Some(v), Unit::Number) => format!("{v:.2}")
+                .trim_end_matches('0')
+                .trim_end_matches('.')
+                .to_owned(),
+        };
+        write!(
+            f,
+            "{}  {:<48} actual {actual}",
+            if self.pass { "pass" } else { "FAIL" },
+            self.expr
+        )
+    }
+}
+
+impl Threshold {
+    /// Parses `METRIC: AGG OP VALUE`.
+    pub fn parse(expr: &str) -> Result<Self, ThresholdError> {
+        let err = |reason: String| ThresholdError {
+            expr: expr.to_owned(),
+            reason,
+        };
+        let (name, cond) = expr.split_once(':').ok_or_else(|| {
+            err("expected `METRIC: AGGREGATE OP VALUE`, e.g. `ws_connecting: p(95)<200ms`".into())
+        })?;
+        let name = name.trim();
+        let metric = metric_named(name).ok_or_else(|| err(unknown_metric(name)))?;
+        let cond: String = cond.chars().filter(|c| !c.is_whitespace()).collect();
+        let at = cond
+            .find(['<', '>', '=', '!'])
+            .ok_or_else(|| err("missing comparison: use <, <=, >, >=, == or !=".into()))?;
+        let (agg_text, rest) = cond.split_at(at);
+        let (op, value_text) = [
+            ("<=", Op::Le),
+            (">=", Op::Ge),
+            ("==", Op::Eq),
+            ("!=", Op::Ne),
+            ("<", Op::Lt),
+            (">", Op::Gt),
+        ]
+        .into_iter()
+        .find_map(|(s, op)| rest.strip_prefix(s).map(|v| (op, v)))
+        .ok_or_else(|| err(format!("`{rest}` is not a comparison")))?;
+        let agg = parse_agg(agg_text).ok_or_else(|| {
+            err(format!(
+                "unknown aggregate `{agg_text}`: use p(N), avg, min, max, med, count or rate"
+            ))
+        })?;
+        match (metric, agg) {
+            (Metric::Hist(_), Agg::Rate) => {
+                return Err(err(format!(
+                    "`{name}` is a latency: use p(N), avg, min, max, med or count"
+                )))
+            }
+            (Metric::Counter(_), Agg::P(_) | Agg::Avg | Agg::Min | Agg::Max) => {
+                return Err(err(format!(
+                    "`{name}` is a counter: use count or rate (per second)"
+                )))
+            }
+            (Metric::Rate(_), a) if a != Agg::Rate => {
+                return Err(err(format!(
+                    "`{name}` is a ratio: use rate, e.g. rate<0.1%"
+                )))
+            }
+            _ => {}
+        }
+        let value = parse_value(metric, value_text).map_err(err)?;
+        Ok(Self {
+            expr: expr.trim().to_owned(),
+            metric,
+            agg,
+            op,
+            value,
+        })
+    }
+
+    /// Evaluates on merged results of a run that lasted `secs` seconds.
+    pub fn eval(&self, s: &ShardStats, secs: f64) -> Outcome {
+        let actual = match self.metric {
+            Metric::Hist(h) => {
+                let h = s.hist(h);
+                match self.agg {
+                    Agg::Count => Some(h.len() as f64),
+                    _ if h.is_empty() => None,
+                    Agg::P(p) => Some(h.value_at_quantile(p / 100.0) as f64),
+                    Agg::Avg => Some(h.mean()),
+                    Agg::Min => Some(h.min() as f64),
+                    Agg::Max => Some(h.max() as f64),
+                    Agg::Rate => None,
+                }
+            }
+            Metric::Counter(i) => {
+                let v = s.counters.pairs()[i].1 as f64;
+                match self.agg {
+                    Agg::Rate => (secs > 0.0).then(|| v / secs),
+                    _ => Some(v),
+                }
+            }
+            Metric::Rate(r) => r.of(&s.counters),
+        };
+        let unit = match (self.metric, self.agg) {
+            (Metric::Hist(_), Agg::Count) | (Metric::Counter(_), _) => Unit::Number,
+            (Metric::Hist(_), _) => Unit::Micros,
+            (Metric::Rate(_), _) => Unit::Fraction,
+        };
+        Outcome {
+            expr: self.expr.clone(),
+            actual,
+            pass: actual.is_some_and(|a| self.op.holds(a, self.value)),
+            unit,
+        }
+    }
+}
+
+/// k6's names for the same counters, accepted as aliases.
+const ALIASES: [(&str, &str); 3] = [
+    ("ws_msgs_received", "msgs_received"),
+    ("ws_msgs_sent", "msgs_sent"),
+    ("ws_sessions", "established"),
+];
+
+fn metric_named(name: &str) -> Option<Metric> {
+    if let Some(h) = Hist::ALL.iter().find(|h| h.name() == name) {
+        return Some(Metric::Hist(*h));
+    }
+    if let Some((_, r)) = RateMetric::ALL.iter().find(|(n, _)| *n == name) {
+        return Some(Metric::Rate(*r));
+    }
+    let name = ALIASES
+        .iter()
+        .find(|(a, _)| *a == name)
+        .map_or(name, |(_, n)| n);
+    Counters::default()
+        .pairs()
+        .iter()
+        .position(|(n, _)| *n == name)
+        .map(Metric::Counter)
+}
+
+fn unknown_metric(name: &str) -> String {
+    let hists: Vec<&str> = Hist::ALL.iter().map(|h| h.name()).collect();
+    let rates: Vec<&str> = RateMetric::ALL.iter().map(|(n, _)| *n).collect();
+    format!(
+        "unknown metric `{name}`; latencies: {}; ratios: {}; or any counter of the summary (e.g. msgs_received)",
+        hists.join(", "),
+        rates.join(", ")
+    )
+}
+
+fn parse_agg(s: &str) -> Option<Agg> {
+    match s {
+        "avg" => Some(Agg::Avg),
+        "min" => Some(Agg::Min),
+        "max" => Some(Agg::Max),
+        "med" => Some(Agg::P(50.0)),
+        "count" => Some(Agg::Count),
+        "rate" => Some(Agg::Rate),
+        _ => {
+            let p: f64 = s.strip_prefix("p(")?.strip_suffix(')')?.parse().ok()?;
+            (0.0..=100.0).contains(&p).then_some(Agg::P(p))
+        }
+    }
+}
+
+/// The value in the metric's unit: durations to µs, percentages to fractions.
+fn parse_value(metric: Metric, s: &str) -> Result<f64, String> {
+    let num = |t: &str| {
+        t.parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .ok_or_else(|| format!("`{s}` is not a number"))
+    };
+    match metric {
+        Metric::Hist(_) => {
+            for (unit, scale) in [("ms", 1e3), ("us", 1.0), ("µs", 1.0), ("s", 1e6)] {
+                if let Some(v) = s.strip_suffix(unit) {
+                    return num(v).map(|v| v * scale);
+                }
+            }
+            // A bare number is milliseconds, as in k6.
+            num(s).map(|v| v * 1e3)
+        }
+        Metric::Rate(_) => match s.strip_suffix('%') {
+            Some(v) => num(v).map(|v| v / 100.0),
+            None => num(s),
+        },
+        Metric::Counter(_) => num(s),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(expr: &str) -> String {
+        Threshold::parse(expr).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn parses_and_evaluates_on_merged_results() {
+        let mut s = ShardStats::new();
+        for us in 1..=1000 {
+            s.record(Hist::WsConnecting, us * 100);
+        }
+        s.counters.attempts = 1000;
+        s.counters.connect_failed = 1;
+        s.counters.msgs_received = 50;
+        let secs = 10.0;
+        let check = |e: &str| Threshold::parse(e).unwrap().eval(&s, secs);
+        // p(95) of 100 µs .. 100 ms is 95 ms (within the histogram's 3 significant figures).
+        assert!(check("ws_connecting: p(95)<96ms").pass);
+        assert!(!check("ws_connecting: p(95) < 94ms").pass);
+        assert!(check("ws_connecting: max<=0.1001s").pass);
+        assert!(check("ws_connecting: med>49").pass, "bare number = ms");
+        assert!(check("ws_connecting: med<51").pass);
+        assert_eq!(check("connect_errors: rate<0.1%").actual, Some(0.001));
+        assert!(!check("connect_errors: rate<0.1%").pass);
+        assert!(check("connect_errors: rate<=0.1%").pass);
+        assert!(check("ws_msgs_received: count>0").pass);
+        assert_eq!(check("msgs_received: rate==5").actual, Some(5.0));
+        let none = check("ws_msg_rtt: p(99)<100ms");
+        assert_eq!((none.actual, none.pass), (None, false), "no data fails");
+        assert!(check("ws_msg_rtt: count==0").pass);
+        assert!(check("connect_errors: rate<0.1%")
+            .to_string()
+            .ends_with("actual 0.100%"));
+        assert!(check("msgs_received: count>0")
+            .to_string()
+            .ends_with("actual 50"));
+        assert!(check("ws_connecting: p(50)<1s")
+            .to_string()
+            .starts_with("pass"));
+    }
+
+    #[test]
+    fn bad_expressions_name_the_fix() {
+        assert!(err("ws_connecting p(95)<1").contains("expected `METRIC: AGGREGATE OP VALUE`"));
+        assert!(err("ws_conecting: p(95)<1").contains("unknown metric `ws_conecting`"));
+        assert!(err("ws_connecting: p(95)").contains("missing comparison"));
+        assert!(err("ws_connecting: p(101)<1").contains("unknown aggregate `p(101)`"));
+        assert!(err("ws_connecting: rate<1").contains("is a latency"));
+        assert!(err("msgs_sent: p(99)<1").contains("is a counter"));
+        assert!(err("connect_errors: count<1").contains("is a ratio"));
+        assert!(err("ws_connecting: p(95)<fast").contains("`fast` is not a number"));
+        assert!(err("ws_connecting: p(95)=<1").contains("`=<1` is not a comparison"));
+    }
+}
