@@ -343,6 +343,7 @@ fn demo_runs_end_to_end_with_the_in_process_gateway() {
     assert_eq!(counter(&v, "established"), 400);
     assert_eq!(counter(&v, "msgs_received"), counter(&v, "msgs_sent"));
     assert_eq!(counter(&v, "msgs_pushed"), 400, "subscribe acks");
+    assert_eq!(counter(&v, "expects_met"), 400, "each ack expected and timed");
 }
 
 #[test]
@@ -357,7 +358,7 @@ fn doctor_reports_limits_and_verdict() {
 }
 
 #[test]
-fn fan_out_pushes_are_counted_and_pings_answered() {
+fn fan_out_pushes_acks_latency_and_pings() {
     let _g = lock();
     let gw = Gateway::start(ServeConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -377,6 +378,14 @@ fn fan_out_pushes_are_counted_and_pings_answered() {
         "3s",
         "--ping-interval",
         "500ms",
+        "--send-on-open",
+        r#"{"type":"subscribe","channel":"prices"}"#,
+        "--expect",
+        "json:type=subscribed",
+        "--latency-from",
+        "json:ts_us",
+        "--latency-unit",
+        "us",
         "--no-reconnect",
         "-q",
         "--json",
@@ -389,12 +398,27 @@ fn fan_out_pushes_are_counted_and_pings_answered() {
         String::from_utf8_lossy(&o.stdout)
     );
     let v = read_json(&out);
+    // Every subscription acknowledged and timed; every event's one-way latency recorded.
+    assert_eq!(counter(&v, "expects_met"), 200);
+    assert_eq!(v["histograms"]["ws_subscribe_ack"]["count"], 200);
+    let events = counter(&v, "msgs_pushed") - 200;
+    assert_eq!(
+        v["histograms"]["ws_msg_latency"]["count"].as_u64(),
+        Some(events)
+    );
+    assert_eq!(counter(&v, "latency_clock_skew"), 0);
+    assert!(
+        v["histograms"]["ws_msg_latency"]["p50_us"]
+            .as_u64()
+            .unwrap()
+            < 100_000
+    );
     let pushed = counter(&v, "msgs_pushed");
     let s = gw.stats();
     // Every event the gateway published reached us and was counted (events that crossed our
     // close frame count as late), none taken for an echo.
     assert_eq!(pushed + counter(&v, "msgs_late"), s.msgs_out);
-    assert!(pushed >= 200 * 20 * 2, "{pushed}");
+    assert!(pushed >= 200 + 200 * 20 * 2, "{pushed}");
     assert_eq!(counter(&v, "msgs_sent"), 0);
     assert_eq!(counter(&v, "msgs_received"), 0);
     assert_eq!(counter(&v, "pongs_received"), counter(&v, "pings_sent"));
@@ -593,4 +617,73 @@ fn thresholds_pass_fail_and_exit_99() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown metric `ws_conecting`"));
     gw.shutdown();
+}
+
+/// Upgrades every connection, then reads and never answers anything (no pongs).
+fn silent_server(n: usize) -> (SocketAddr, std::thread::JoinHandle<()>) {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let h = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for _ in 0..n {
+            let Ok((mut s, _)) = l.accept() else { return };
+            let mut buf = [0u8; 4096];
+            let len = s.read(&mut buf).unwrap_or(0);
+            let req = String::from_utf8_lossy(&buf[..len]).to_string();
+            let Some(key) = req
+                .lines()
+                .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+            else {
+                continue;
+            };
+            let accept = tungstenite::handshake::derive_accept_key(key.trim().as_bytes());
+            let _ = write!(
+                s,
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+            );
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            held.push(s);
+        }
+        // Drain until every client has gone.
+        for mut s in held {
+            let mut buf = [0u8; 4096];
+            while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+        }
+    });
+    (addr, h)
+}
+
+#[test]
+fn unanswered_pings_end_sessions_as_heartbeat_timeout() {
+    let _g = lock();
+    let (addr, h) = silent_server(20);
+    let out = json_path("heartbeat");
+    let o = sockstorm(&[
+        "run",
+        &url(addr),
+        "-c",
+        "20",
+        "-d",
+        "2s",
+        "--ping-interval",
+        "300ms",
+        "--pong-timeout",
+        "200ms",
+        "--no-reconnect",
+        "-q",
+        "--json",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(3));
+    h.join().unwrap();
+    let v = read_json(&out);
+    assert_eq!(counter(&v, "established"), 20);
+    assert_eq!(
+        counter(&v, "pings_sent"),
+        20,
+        "one ping each, then the timeout"
+    );
+    assert_eq!(counter(&v, "sessions_dropped"), 20);
+    assert_eq!(v["failures"]["heartbeat_timeout"], 20);
 }

@@ -459,6 +459,15 @@ fn demo(a: &DemoArgs) -> Result<u8, CliError> {
         json: a.json.clone(),
         quiet: a.quiet,
         thresholds: Vec::new(),
+        pong_timeout: None,
+        latency_from: None,
+        latency_unit: plan::LatencyUnitArg::Ms,
+        // The gateway acknowledges the subscribe: time it.
+        expect: Some(crate::proto::inspect::ExpectPattern::JsonEq {
+            key: "type".into(),
+            value: "subscribed".into(),
+        }),
+        expect_timeout: Duration::from_secs(5),
         tls: plan::tls::TlsArgs::from_flags(
             &tls_flags.iter().map(String::as_str).collect::<Vec<_>>(),
         )

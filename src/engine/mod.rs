@@ -175,6 +175,14 @@ pub fn run(plan: &RunPlan, ctl: &RunControl) -> Result<RunResult, EngineError> {
             0
         },
         ping_interval: plan.ping_interval.map_or(0, |d| d.as_micros() as u64),
+        pong_timeout: plan.pong_timeout.map_or(0, |d| d.as_micros() as u64),
+        latency_from: plan.latency_from.clone(),
+        expect: plan
+            .expect
+            .clone()
+            .map(|p| (p, plan.expect_timeout.as_micros() as u64)),
+        // Each shard sets it from the common epoch.
+        epoch_unix_us: 0,
         close_wait: plan.close_wait.as_micros() as u64,
         validate_utf8: plan.validate_utf8,
         timer_resolution: (plan.timer_resolution.as_micros() as u64).max(1),

@@ -216,6 +216,10 @@ pub fn run(plan: ShardPlan, flags: Arc<StopFlags>, gate: Arc<StartGate>, tx: Sen
     let Some(&epoch) = gate.epoch.get() else {
         return;
     };
+    let unix_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    plan.conn.epoch_unix_us = unix_now.saturating_sub(epoch.elapsed()).as_micros() as u64;
     let mut shard = Shard::new(plan, ring, epoch, flags, tx);
     shard.run();
 }

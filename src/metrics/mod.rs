@@ -35,17 +35,23 @@ pub enum Hist {
     TlsFull,
     /// Resumed TLS handshake: TCP connected → handshake complete.
     TlsResumed,
+    /// Session open (on-open message due) → the expected reply (`--expect`) received.
+    WsSubscribeAck,
+    /// One-way: a message's server timestamp (`--latency-from`) → its arrival.
+    WsMsgLatency,
 }
 
 impl Hist {
     /// All histograms in report order.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 9] = [
         Self::TcpConnect,
         Self::TlsFull,
         Self::TlsResumed,
         Self::WsUpgrade,
         Self::WsConnecting,
+        Self::WsSubscribeAck,
         Self::WsMsgRtt,
+        Self::WsMsgLatency,
         Self::WsPing,
     ];
 
@@ -59,6 +65,8 @@ impl Hist {
             Self::WsPing => "ws_ping",
             Self::TlsFull => "tls_handshake_full",
             Self::TlsResumed => "tls_handshake_resumed",
+            Self::WsSubscribeAck => "ws_subscribe_ack",
+            Self::WsMsgLatency => "ws_msg_latency",
         }
     }
 }
@@ -152,13 +160,17 @@ counters! {
     handshake_cycles,
     /// Sessions ended with RST on purpose (`--mode handshake --upgrade --close rst`).
     closed_rst,
+    /// Expected replies (`--expect`) received in time.
+    expects_met,
+    /// Messages whose server timestamp was ahead of our clock (no latency recorded).
+    latency_clock_skew,
 }
 
 /// Everything one shard measured in one interval (or a merge of many).
 #[derive(Debug, Clone)]
 pub struct ShardStats {
     /// Latency histograms indexed like [`Hist::ALL`].
-    pub hists: [Histogram<u64>; 7],
+    pub hists: [Histogram<u64>; 9],
     /// Event counters.
     pub counters: Counters,
     /// Failures by cause (connect and session).

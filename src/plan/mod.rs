@@ -6,6 +6,7 @@ pub mod tls;
 
 use crate::metrics::threshold::Threshold;
 use crate::proto::conn::{Message, Mode};
+use crate::proto::inspect::{ExpectPattern, LatencyField, TimeUnit};
 use crate::proto::tls::TlsSettings;
 use crate::proto::ws::frame::OpCode;
 use clap::Args;
@@ -116,6 +117,24 @@ pub struct RunArgs {
     /// Send a ping at this interval on every connection and record the pong RTT (e.g. 5s).
     #[arg(long, value_parser = parse::duration)]
     pub ping_interval: Option<Duration>,
+    /// Close a session as `heartbeat_timeout` when a ping is unanswered this long (needs
+    /// --ping-interval).
+    #[arg(long, value_parser = parse::duration)]
+    pub pong_timeout: Option<Duration>,
+    /// One-way latency from a server timestamp in received messages: `json:FIELD` (its
+    /// first numeric occurrence), recorded as ws_msg_latency.
+    #[arg(long, value_name = "json:FIELD")]
+    pub latency_from: Option<String>,
+    /// Unit of the --latency-from timestamp (Unix epoch based).
+    #[arg(long, value_enum, default_value_t = LatencyUnitArg::Ms)]
+    pub latency_unit: LatencyUnitArg,
+    /// Reply expected once a session opens (e.g. the ack of --send-on-open):
+    /// `json:KEY=VALUE` or `text:SUBSTRING`; time to it is recorded as ws_subscribe_ack.
+    #[arg(long, value_name = "PATTERN", value_parser = ExpectPattern::parse)]
+    pub expect: Option<ExpectPattern>,
+    /// How long to wait for the --expect reply before counting `expect_timeout`.
+    #[arg(long, default_value = "5s", value_parser = parse::duration)]
+    pub expect_timeout: Duration,
     /// Do not replace failed or server-closed connections.
     #[arg(long)]
     pub no_reconnect: bool,
@@ -156,6 +175,17 @@ pub struct RunArgs {
 
 fn parse_threshold(s: &str) -> Result<Threshold, String> {
     Threshold::parse(s).map_err(|e| e.reason)
+}
+
+/// `--latency-unit` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LatencyUnitArg {
+    /// Milliseconds.
+    Ms,
+    /// Microseconds.
+    Us,
+    /// Nanoseconds.
+    Ns,
 }
 
 /// `--mode` values.
@@ -307,6 +337,14 @@ pub struct RunPlan {
     pub tls: Option<Arc<TlsSettings>>,
     /// Pass/fail criteria evaluated at the end.
     pub thresholds: Vec<Threshold>,
+    /// Pong deadline after a ping.
+    pub pong_timeout: Option<Duration>,
+    /// Server timestamp field for one-way latency.
+    pub latency_from: Option<LatencyField>,
+    /// Reply expected after open.
+    pub expect: Option<ExpectPattern>,
+    /// Wait for the expected reply.
+    pub expect_timeout: Duration,
     /// Run length.
     pub duration: Duration,
     /// Connect + upgrade budget.
@@ -517,6 +555,38 @@ impl RunPlan {
             }
             None => (auto_sources(target.ip(), connections), true),
         };
+        if a.pong_timeout.is_some() && a.ping_interval.is_none() {
+            return Err(inv(
+                "--pong-timeout",
+                "needs --ping-interval (no pings, no pongs to wait for)".into(),
+            ));
+        }
+        if a.pong_timeout.is_some_and(|d| d.is_zero()) || a.expect_timeout.is_zero() {
+            return Err(inv(
+                "--pong-timeout/--expect-timeout",
+                "must be longer than 0".into(),
+            ));
+        }
+        let latency_from = match a.latency_from.as_deref() {
+            None => None,
+            Some(spec) => {
+                let field = spec.strip_prefix("json:").filter(|f| {
+                    !f.is_empty() && !f.contains(['"', '\\']) && f.chars().all(|c| !c.is_control())
+                });
+                let Some(field) = field else {
+                    return Err(inv(
+                        "--latency-from",
+                        format!("`{spec}`: expected json:FIELD, e.g. json:server_ts"),
+                    ));
+                };
+                let unit = match a.latency_unit {
+                    LatencyUnitArg::Ms => TimeUnit::Millis,
+                    LatencyUnitArg::Us => TimeUnit::Micros,
+                    LatencyUnitArg::Ns => TimeUnit::Nanos,
+                };
+                Some(LatencyField::new(field, unit))
+            }
+        };
         let tls = if url.tls {
             let per_shard = connections.div_ceil(cpus.len().max(1) as u64);
             Some(Arc::new(a.tls.settings(&url.host, per_shard)?))
@@ -532,6 +602,10 @@ impl RunPlan {
             mode,
             tls,
             thresholds: a.thresholds.clone(),
+            pong_timeout: a.pong_timeout,
+            latency_from,
+            expect: a.expect.clone(),
+            expect_timeout: a.expect_timeout,
             duration: a.duration,
             connect_timeout: a.connect_timeout,
             drain: a.drain,

@@ -13,6 +13,7 @@
 //! syscall. Metrics go straight into the shard's [`ShardStats`] through [`Ctx`].
 
 use crate::metrics::{Hist, ShardStats};
+use crate::proto::inspect::{ExpectPattern, FieldScan, LatencyField, EXPECT_PREFIX};
 use crate::proto::rng::Rng;
 use crate::proto::tls::{Negotiated, TlsClient, TlsFailure};
 use crate::proto::ws::frame::{
@@ -56,6 +57,10 @@ pub enum Failure {
     Protocol(Violation),
     /// The server closed the TCP connection of an open session without a close frame.
     EofWithoutClose,
+    /// No pong within `--pong-timeout` of a ping: the session was closed.
+    HeartbeatTimeout,
+    /// The expected reply (`--expect`) did not arrive within `--expect-timeout`.
+    ExpectTimeout,
     /// The TLS handshake or record layer failed.
     Tls(TlsFailure),
     /// Another OS error, by errno.
@@ -93,6 +98,8 @@ impl Failure {
             Self::Upgrade(u) => u.to_string(),
             Self::Protocol(v) => format!("protocol_{v}"),
             Self::EofWithoutClose => "eof_without_close_frame".into(),
+            Self::HeartbeatTimeout => "heartbeat_timeout".into(),
+            Self::ExpectTimeout => "expect_timeout".into(),
             Self::Tls(t) => format!("tls_{}", t.name()),
             Self::Os(e) => format!("os_error_{e}"),
         }
@@ -120,6 +127,8 @@ impl Failure {
             Self::Upgrade(UpgradeFailure::Malformed) => "upgrade response is not valid HTTP/1.1 (is this a WebSocket endpoint?)".into(),
             Self::Protocol(v) => format!("server violated RFC 6455: {v}"),
             Self::EofWithoutClose => "server dropped an open session without a close frame (1006)".into(),
+            Self::HeartbeatTimeout => "no pong within --pong-timeout of a ping: session closed as dead".into(),
+            Self::ExpectTimeout => "the expected reply (--expect) did not arrive within --expect-timeout; the session stays open".into(),
             Self::Tls(t) => t.describe(),
             Self::Os(e) => format!("{}", std::io::Error::from_raw_os_error(*e)),
         }
@@ -175,6 +184,14 @@ pub struct ConnConfig {
     pub message_interval: Micros,
     /// Interval between pings, µs; 0 = none.
     pub ping_interval: Micros,
+    /// A ping unanswered this long ends the session as `heartbeat_timeout`, µs; 0 = never.
+    pub pong_timeout: Micros,
+    /// One-way latency from a timestamp field of received messages.
+    pub latency_from: Option<LatencyField>,
+    /// Reply expected after the on-open message, and how long to wait for it (µs).
+    pub expect: Option<(ExpectPattern, Micros)>,
+    /// Wall clock at the shard's epoch, Unix µs: makes `now` comparable with server time.
+    pub epoch_unix_us: u64,
     /// How long to wait for the server's close frame and FIN after ours, µs.
     pub close_wait: Micros,
     /// Validate UTF-8 of received text messages (default on).
@@ -293,6 +310,13 @@ pub struct Conn {
     pong: Vec<u8>,
     /// Intended send times of messages awaiting their echo, oldest first.
     fifo: VecDeque<Micros>,
+    /// Server timestamp of the message being received.
+    scan: FieldScan,
+    /// Deadline of the expected reply (0: none pending), and when the wait began.
+    expect_until: Micros,
+    expect_since: Micros,
+    /// Start of the message being received, while a reply is expected.
+    expect_buf: Vec<u8>,
     /// TLS state (wss://), boxed: most of a TLS connection's memory, dropped when it ends.
     tls: Option<Box<TlsConn>>,
 }
@@ -328,6 +352,10 @@ impl Conn {
             ctrl: Vec::new(),
             pong: Vec::new(),
             fifo: VecDeque::new(),
+            scan: FieldScan::default(),
+            expect_until: 0,
+            expect_since: 0,
+            expect_buf: Vec::new(),
             tls: None,
         };
         if let Some(client) = &ctx.cfg.tls {
@@ -639,6 +667,10 @@ impl Conn {
         if ctx.cfg.on_open.is_some() {
             self.pending |= OUT_ON_OPEN;
         }
+        if let Some((_, timeout)) = &ctx.cfg.expect {
+            self.expect_since = now;
+            self.expect_until = now.saturating_add(*timeout).max(1);
+        }
         // Random phase within the first interval spreads sends evenly even when many
         // connections open at once (after a reconnect burst, say).
         if ctx.cfg.message.is_some() && ctx.cfg.message_interval > 0 {
@@ -667,6 +699,8 @@ impl Conn {
             (_, Some(_)) => return Err(Violation::ExpectedContinuation),
             (op, None) => {
                 self.msg_op = Some(op);
+                self.scan.reset();
+                self.expect_buf.clear();
                 self.matching = !self.fifo.is_empty()
                     && ctx.cfg.message.as_ref().is_some_and(|m| m.opcode == op);
                 self.match_off = 0;
@@ -683,6 +717,13 @@ impl Conn {
         }
         if self.msg_op == Some(OpCode::Text) && ctx.cfg.validate_utf8 {
             self.utf8.feed(p)?;
+        }
+        if let Some(f) = &ctx.cfg.latency_from {
+            self.scan.feed(f, p);
+        }
+        if self.expect_until != 0 {
+            let room = EXPECT_PREFIX.saturating_sub(self.expect_buf.len());
+            self.expect_buf.extend_from_slice(&p[..p.len().min(room)]);
         }
         // Compare with our payload as it streams in: no reassembly buffer is ever needed.
         if self.matching {
@@ -731,11 +772,12 @@ impl Conn {
         if op == Some(OpCode::Text) && ctx.cfg.validate_utf8 {
             self.utf8.finish()?;
         }
-        let c = &mut ctx.stats.counters;
         if self.phase != Phase::Open {
-            c.msgs_late += 1;
+            ctx.stats.counters.msgs_late += 1;
             return Ok(());
         }
+        self.inspect(ctx, now);
+        let c = &mut ctx.stats.counters;
         let full = ctx
             .cfg
             .message
@@ -754,6 +796,30 @@ impl Conn {
         }
         c.msgs_pushed += 1;
         Ok(())
+    }
+
+    /// One-way latency and the expected reply, on a complete data message.
+    fn inspect(&mut self, ctx: &mut Ctx<'_>, now: Micros) {
+        if let (Some(f), Some(v)) = (&ctx.cfg.latency_from, self.scan.value()) {
+            let sent = f.unit.to_us(v);
+            let arrived = ctx.cfg.epoch_unix_us.saturating_add(now);
+            // A server clock ahead of ours would give a negative latency: counted, not hidden.
+            match arrived.checked_sub(sent) {
+                Some(lat) => ctx.stats.record(Hist::WsMsgLatency, lat),
+                None => ctx.stats.counters.latency_clock_skew += 1,
+            }
+        }
+        if self.expect_until != 0 {
+            if let Some((pattern, _)) = &ctx.cfg.expect {
+                if pattern.matches(&self.expect_buf) {
+                    ctx.stats
+                        .record(Hist::WsSubscribeAck, now.saturating_sub(self.expect_since));
+                    ctx.stats.counters.expects_met += 1;
+                    self.expect_until = 0;
+                    self.expect_buf = Vec::new();
+                }
+            }
+        }
     }
 
     fn on_close_frame(&mut self, ctx: &mut Ctx<'_>, now: Micros) -> Result<(), Violation> {
@@ -815,6 +881,18 @@ impl Conn {
                 Phase::Closing => return self.finish(ctx, now),
                 Phase::Done => return,
             }
+        }
+        if self.phase == Phase::Open
+            && self.ping_sent_at != 0
+            && ctx.cfg.pong_timeout > 0
+            && now >= self.ping_sent_at.saturating_add(ctx.cfg.pong_timeout)
+        {
+            return self.fail(ctx, now, Failure::HeartbeatTimeout);
+        }
+        if self.expect_until != 0 && now >= self.expect_until {
+            ctx.stats.fail(Failure::ExpectTimeout);
+            self.expect_until = 0;
+            self.expect_buf = Vec::new();
         }
         if self.phase == Phase::Open
             && !self.stopping
@@ -965,6 +1043,12 @@ impl Conn {
         if self.deadline != 0 {
             t = self.deadline;
         }
+        if self.expect_until != 0 {
+            t = t.min(self.expect_until);
+        }
+        if self.phase == Phase::Open && self.ping_sent_at != 0 && cfg.pong_timeout > 0 {
+            t = t.min(self.ping_sent_at.saturating_add(cfg.pong_timeout));
+        }
         if self.phase == Phase::Open && !self.stopping {
             if self.next_ping_at != 0 {
                 t = t.min(cfg.on_grid(self.next_ping_at));
@@ -1036,6 +1120,8 @@ impl Conn {
         self.ctrl = Vec::new();
         self.pong = Vec::new();
         self.fifo = VecDeque::new();
+        self.expect_until = 0;
+        self.expect_buf = Vec::new();
         self.tls = None;
     }
 

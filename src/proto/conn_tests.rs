@@ -20,6 +20,10 @@ fn cfg() -> ConnConfig {
         }),
         message_interval: 100 * MS,
         ping_interval: 0,
+        pong_timeout: 0,
+        latency_from: None,
+        expect: None,
+        epoch_unix_us: 0,
         close_wait: 500 * MS,
         validate_utf8: true,
         timer_resolution: 1,
@@ -518,6 +522,90 @@ fn only_the_pong_with_our_payload_answers_our_ping() {
         h.stats.hist(Hist::WsPing).max(),
         h.stats.hist(Hist::WsPing).highest_equivalent(2 * MS)
     );
+}
+
+#[test]
+fn missing_pong_ends_the_session_as_heartbeat_timeout() {
+    let mut h = Harness::new(ConnConfig {
+        message: None,
+        ping_interval: 1000 * MS,
+        pong_timeout: 300 * MS,
+        ..cfg()
+    });
+    let mut c = h.open(0);
+    let t = c.poll_timeout(&h.cfg).unwrap();
+    assert_eq!(t, 1002 * MS);
+    c.handle_timer(&mut h.ctx(), t);
+    assert_eq!(client_frames(&h.tx(&mut c, t))[0].0, OpCode::Ping);
+    // The pong deadline is the next timer; nothing answers.
+    assert_eq!(c.poll_timeout(&h.cfg), Some(1302 * MS));
+    c.handle_timer(&mut h.ctx(), 1302 * MS);
+    assert!(c.is_done());
+    assert_eq!(
+        c.outcome(),
+        Some(Outcome::Failed(Failure::HeartbeatTimeout))
+    );
+    assert_eq!(h.stats.counters.sessions_dropped, 1);
+    assert_eq!(h.stats.failures[&Failure::HeartbeatTimeout], 1);
+}
+
+#[test]
+fn expected_reply_is_timed_or_counted_as_missing() {
+    let expect = crate::proto::inspect::ExpectPattern::parse("json:type=subscribed").unwrap();
+    let mut h = Harness::new(ConnConfig {
+        message: None,
+        expect: Some((expect, 50 * MS)),
+        ..cfg()
+    });
+    // Opened at 2 ms; an event first (not it), the ack 10 ms after opening.
+    let mut c = h.open(0);
+    c.handle_recv(
+        &mut h.ctx(),
+        5 * MS,
+        &server_frame(0x81, br#"{"type":"event"}"#),
+    );
+    c.handle_recv(
+        &mut h.ctx(),
+        12 * MS,
+        &server_frame(0x81, br#"{"type":"subscribed","channel":"a"}"#),
+    );
+    let ack = h.stats.hist(Hist::WsSubscribeAck);
+    assert_eq!((ack.len(), ack.max()), (1, ack.highest_equivalent(10 * MS)));
+    assert_eq!(h.stats.counters.expects_met, 1);
+    assert_eq!(c.poll_timeout(&h.cfg), None, "nothing pending any more");
+    // Another session never gets its ack: counted at the deadline, the session stays open.
+    let mut c = h.open(100 * MS);
+    assert_eq!(c.poll_timeout(&h.cfg), Some(152 * MS));
+    c.handle_timer(&mut h.ctx(), 152 * MS);
+    assert_eq!(c.phase(), Phase::Open);
+    assert_eq!(h.stats.failures[&Failure::ExpectTimeout], 1);
+    assert_eq!(h.stats.counters.expects_met, 1);
+}
+
+#[test]
+fn one_way_latency_from_the_server_timestamp() {
+    use crate::proto::inspect::{LatencyField, TimeUnit};
+    let mut h = Harness::new(ConnConfig {
+        message: None,
+        latency_from: Some(LatencyField::new("server_ts", TimeUnit::Millis)),
+        epoch_unix_us: 1_700_000_000_000_000,
+        ..cfg()
+    });
+    let mut c = h.open(0);
+    // Sent (server clock) at epoch + 1 ms, received at epoch + 8 ms, split across two reads.
+    let frame = server_frame(
+        0x81,
+        br#"{"type":"quote","server_ts":1700000000001,"px":1}"#,
+    );
+    c.handle_recv(&mut h.ctx(), 8 * MS, &frame[..20]);
+    c.handle_recv(&mut h.ctx(), 8 * MS, &frame[20..]);
+    let lat = h.stats.hist(Hist::WsMsgLatency);
+    assert_eq!((lat.len(), lat.max()), (1, lat.highest_equivalent(7 * MS)));
+    // A timestamp from the future is counted, not recorded as latency.
+    let ahead = server_frame(0x81, br#"{"server_ts":1700000009000}"#);
+    c.handle_recv(&mut h.ctx(), 9 * MS, &ahead);
+    assert_eq!(h.stats.hist(Hist::WsMsgLatency).len(), 1);
+    assert_eq!(h.stats.counters.latency_clock_skew, 1);
 }
 
 #[path = "conn_tls_tests.rs"]

@@ -4,6 +4,7 @@
 pub mod conn;
 #[cfg(test)]
 mod fuzz_smoke;
+pub mod inspect;
 pub mod rng;
 pub mod tls;
 pub mod ws;
