@@ -343,7 +343,11 @@ fn demo_runs_end_to_end_with_the_in_process_gateway() {
     assert_eq!(counter(&v, "established"), 400);
     assert_eq!(counter(&v, "msgs_received"), counter(&v, "msgs_sent"));
     assert_eq!(counter(&v, "msgs_pushed"), 400, "subscribe acks");
-    assert_eq!(counter(&v, "expects_met"), 400, "each ack expected and timed");
+    assert_eq!(
+        counter(&v, "expects_met"),
+        400,
+        "each ack expected and timed"
+    );
 }
 
 #[test]

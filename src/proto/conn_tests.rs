@@ -551,7 +551,7 @@ fn missing_pong_ends_the_session_as_heartbeat_timeout() {
 
 #[test]
 fn expected_reply_is_timed_or_counted_as_missing() {
-    let expect = crate::proto::inspect::ExpectPattern::parse("json:type=subscribed").unwrap();
+    let expect = ExpectPattern::parse("json:type=subscribed").unwrap();
     let mut h = Harness::new(ConnConfig {
         message: None,
         expect: Some((expect, 50 * MS)),

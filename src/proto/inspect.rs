@@ -176,8 +176,9 @@ impl ExpectPattern {
                 };
                 match o.get(key) {
                     Some(serde_json::Value::String(s)) => s == value,
-                    Some(v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => {
-                        v.to_string() == *value
+                    Some(serde_json::Value::Bool(b)) => value == if *b { "true" } else { "false" },
+                    Some(serde_json::Value::Number(n)) => {
+                        value.parse::<serde_json::Number>().is_ok_and(|v| v == *n)
                     }
                     _ => false,
                 }
@@ -235,6 +236,9 @@ mod tests {
         assert!(!p.matches(b"not json"));
         let n = ExpectPattern::parse("json:ok=true").unwrap();
         assert!(n.matches(br#"{"ok":true}"#));
+        let code = ExpectPattern::parse("json:code=200").unwrap();
+        assert!(code.matches(br#"{"code":200}"#));
+        assert!(!code.matches(br#"{"code":201}"#));
         let t = ExpectPattern::parse("text:welcome").unwrap();
         assert!(t.matches(b"hello, welcome!"));
         assert!(!t.matches(b"hello"));
