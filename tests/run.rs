@@ -691,3 +691,56 @@ fn unanswered_pings_end_sessions_as_heartbeat_timeout() {
     assert_eq!(counter(&v, "sessions_dropped"), 20);
     assert_eq!(v["failures"]["heartbeat_timeout"], 20);
 }
+
+#[test]
+fn reconnect_storm_drops_the_share_and_recovers() {
+    let _g = lock();
+    let gw = gateway(None);
+    let out = json_path("storm");
+    for (close, policy) in [("rst", "rate"), ("graceful", "exponential:20ms:500ms")] {
+        let o = sockstorm(&[
+            "run",
+            &url(gw.local_addr()),
+            "-c",
+            "1000",
+            "--connect-rate",
+            "5000",
+            "-d",
+            "3s",
+            "--storm-at",
+            "1500ms",
+            "--storm-fraction",
+            "0.3",
+            "--storm-close",
+            close,
+            "--reconnect-policy",
+            policy,
+            "-q",
+            "--json",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+        let v = read_json(&out);
+        // Exactly 30 % of the open sessions of each shard, all replaced, none failed.
+        assert_eq!(counter(&v, "storm_dropped"), 300, "{close}");
+        assert_eq!(counter(&v, "reconnects"), 300);
+        assert_eq!(counter(&v, "established"), 1300);
+        let ended_by_storm = if close == "rst" { 300 } else { 0 };
+        assert_eq!(counter(&v, "closed_clean") + ended_by_storm, 1300);
+        let st = &v["storm"];
+        assert_eq!(st["dropped"], 300);
+        assert_eq!(st["close"], close);
+        assert_eq!(
+            st["policy"].as_str().unwrap().split(':').next(),
+            policy.split(':').next()
+        );
+        let rec = st["recovered_after_s"].as_f64().expect("recovered");
+        assert!(rec > 0.0 && rec < 1.5, "{rec}");
+    }
+    gw.shutdown();
+}

@@ -2,6 +2,7 @@
 //! start instant, merges their once-a-second intervals into the live progress line and the
 //! totals, handles Ctrl-C, and returns the merged result.
 
+pub mod reconnect;
 pub mod shard;
 pub mod timer;
 
@@ -91,6 +92,12 @@ pub struct Sample {
     pub msgs_received: u64,
     /// Failures in the second.
     pub failures: u64,
+    /// Replacement connections opened in the second.
+    pub reconnects: u64,
+    /// TLS handshakes in the second, full and resumed.
+    pub tls_full: u64,
+    /// See `tls_full`.
+    pub tls_resumed: u64,
 }
 
 /// Everything a finished (or interrupted) run measured.
@@ -120,6 +127,8 @@ pub struct RunResult {
     pub capacity: u64,
     /// One sample per second.
     pub timeline: Vec<Sample>,
+    /// After a storm: time until every shard was back at its connection count (None: never).
+    pub storm_recovery: Option<Duration>,
 }
 
 impl RunResult {
@@ -216,6 +225,8 @@ pub fn run(plan: &RunPlan, ctl: &RunControl) -> Result<RunResult, EngineError> {
             tls: plan.tls.clone(),
             sources,
             reconnect: plan.reconnect,
+            policy: plan.policy,
+            storm: plan.storm,
             ring: RingConfig {
                 files: (count + TABLE_SLACK).min(nofile.0).max(1) as u32,
                 sock: SockOptions {
@@ -339,6 +350,9 @@ pub fn run(plan: &RunPlan, ctl: &RunControl) -> Result<RunResult, EngineError> {
                 established: second.counters.established,
                 msgs_received: second.counters.msgs_received,
                 failures: second.failure_total(),
+                reconnects: second.counters.reconnects,
+                tls_full: second.counters.tls_handshakes_full,
+                tls_resumed: second.counters.tls_handshakes_resumed,
             });
             progress.line(t, open, plan.connections, &second, &total);
             total.add(&second);
@@ -378,6 +392,14 @@ pub fn run(plan: &RunPlan, ctl: &RunControl) -> Result<RunResult, EngineError> {
         nofile,
         capacity,
         timeline,
+        storm_recovery: plan.storm.and_then(|st| {
+            gauges
+                .iter()
+                .map(|g| (g.storm_recovered_us > 0).then_some(g.storm_recovered_us))
+                .collect::<Option<Vec<_>>>()
+                .and_then(|v| v.into_iter().max())
+                .map(|t| Duration::from_micros(t.saturating_sub(st.at)))
+        }),
     })
 }
 

@@ -2,12 +2,15 @@
 //! its share of the connect schedule and its own [`ShardStats`]. Nothing here is shared with
 //! other shards; the engine only receives interval snapshots and can wake the shard to stop.
 
+use crate::engine::reconnect::{Policy, Storm};
 use crate::engine::timer::{TimerEntry, TimerWheel};
 use crate::io::uring::{pack, unpack, Completion, Op, Ring, RingConfig, Waker};
 use crate::metrics::ShardStats;
 use crate::proto::conn::{Conn, ConnConfig, Ctx, Failure, Micros, Mode, Outcome, Phase};
 use crate::proto::rng::Rng;
 use crate::proto::tls::TlsSettings;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
@@ -50,6 +53,10 @@ pub struct ShardPlan {
     pub sources: Vec<IpAddr>,
     /// Replace failed or server-closed connections to hold the count.
     pub reconnect: bool,
+    /// When replacements are opened.
+    pub policy: Policy,
+    /// A reconnect storm, if any.
+    pub storm: Option<Storm>,
     /// Ring sizing.
     pub ring: RingConfig,
 }
@@ -65,6 +72,8 @@ pub struct Gauges {
     pub schedule_lag_max_us: u64,
     /// When the shard first had as many sessions opened as its target, µs (0: not yet).
     pub ramp_done_us: u64,
+    /// After a storm: when the shard's open sessions were back at its target, µs (0: not yet).
+    pub storm_recovered_us: u64,
 }
 
 /// Messages from a shard to the engine.
@@ -114,6 +123,10 @@ struct Slot {
     close_submitted: bool,
     in_dirty: bool,
     timer_at: Micros,
+    /// Consecutive failed attempts of the connection this slot replaces, and the last delay.
+    retry: (u32, Micros),
+    /// Close with RST (a storm's abrupt drop).
+    rst: bool,
 }
 
 impl Slot {
@@ -130,6 +143,8 @@ impl Slot {
             close_submitted: false,
             in_dirty: false,
             timer_at: 0,
+            retry: (0, 0),
+            rst: false,
         }
     }
 }
@@ -254,6 +269,13 @@ struct Shard {
     pool: Vec<Vec<u8>>,
     /// When the last connection ended after the stop.
     all_done_at: Option<Micros>,
+    /// Replacements waiting for their policy's delay: (when, failed attempts, last delay).
+    reopen: BinaryHeap<Reverse<(Micros, u32, Micros)>>,
+    /// Sessions open now.
+    open_now: u64,
+    /// The storm has happened (µs), and when the open count was back at the target.
+    storm_at: Option<Micros>,
+    storm_recovered: Micros,
 }
 
 impl Shard {
@@ -296,6 +318,10 @@ impl Shard {
             fired: Vec::new(),
             pool: Vec::new(),
             all_done_at: None,
+            reopen: BinaryHeap::new(),
+            open_now: 0,
+            storm_at: None,
+            storm_recovered: 0,
         }
     }
 
@@ -318,6 +344,11 @@ impl Shard {
                 self.abort_all(now);
             }
             self.expire_timers(now);
+            if let Some(storm) = self.plan.storm {
+                if !self.stopping && self.storm_at.is_none() && now >= storm.at {
+                    self.storm(now, storm);
+                }
+            }
             if !self.stopping {
                 self.open_due(now);
             }
@@ -382,6 +413,12 @@ impl Shard {
             if self.pending_opens > 0 {
                 t = t.min(self.next_open_at as Micros);
             }
+            if let Some(Reverse((at, _, _))) = self.reopen.peek() {
+                t = t.min(*at);
+            }
+            if let Some(storm) = self.plan.storm.filter(|_| self.storm_at.is_none()) {
+                t = t.min(storm.at);
+            }
         } else if let Some(done) = self.all_done_at {
             t = t.min(done.saturating_add(LEFTOVER_GRACE_US));
         } else if now < self.hard_deadline {
@@ -404,6 +441,7 @@ impl Shard {
             live: self.live,
             schedule_lag_max_us: self.lag_max,
             ramp_done_us: self.ramp.1,
+            storm_recovered_us: self.storm_recovered,
         };
         let stats = Box::new(self.env.stats.take_interval());
         let ev = if done {
@@ -417,6 +455,7 @@ impl Shard {
     fn begin_stop(&mut self, now: Micros, interrupted: bool) {
         self.stopping = true;
         self.pending_opens = 0;
+        self.reopen.clear();
         let mut drain = self.plan.drain_us;
         if interrupted {
             // Ctrl-C must finish within 2 s: shorten the drain and the close handshake.
@@ -474,11 +513,70 @@ impl Shard {
             } else if self.plan.conn.mode == Mode::Session {
                 self.env.stats.counters.reconnects += 1;
             }
-            self.open_one(now);
+            self.open_one(now, (0, 0));
+        }
+        while budget > 0 {
+            match self.reopen.peek() {
+                Some(Reverse((at, _, _))) if *at as f64 <= nowf + OPEN_SLACK_US => {}
+                _ => break,
+            }
+            let Some(Reverse((_, attempt, delay))) = self.reopen.pop() else {
+                break;
+            };
+            budget -= 1;
+            self.env.stats.counters.reconnects += 1;
+            self.open_one(now, (attempt, delay));
         }
     }
 
-    fn open_one(&mut self, now: Micros) {
+    /// Drops the storm's share of this shard's open sessions, chosen at random.
+    fn storm(&mut self, now: Micros, storm: Storm) {
+        self.storm_at = Some(now);
+        let mut open: Vec<u32> = (0..self.slots.len() as u32)
+            .filter(|&i| {
+                self.slots[i as usize]
+                    .conn
+                    .as_ref()
+                    .is_some_and(|c| c.phase() == Phase::Open)
+            })
+            .collect();
+        let k = ((open.len() as f64) * storm.fraction).round() as usize;
+        // Partial Fisher-Yates: the first k are a uniform sample.
+        for j in 0..k {
+            let r = j + self.env.rng.below((open.len() - j) as u64) as usize;
+            open.swap(j, r);
+        }
+        for &i in &open[..k] {
+            let Shard { env, slots, .. } = self;
+            let slot = &mut slots[i as usize];
+            slot.rst = storm.rst;
+            if let Some(conn) = slot.conn.as_mut() {
+                conn.storm_drop(&mut env.ctx(), now, !storm.rst);
+            }
+            self.after(i, now);
+        }
+        if k == 0 {
+            self.storm_recovered = now;
+        }
+    }
+
+    /// A replacement for a lost connection: by the policy's delay, or through the connect
+    /// schedule.
+    fn replace(&mut self, now: Micros, retry: (u32, Micros)) {
+        match self.plan.policy.delay(retry.0, retry.1, &mut self.env.rng) {
+            Some(d) => self
+                .reopen
+                .push(Reverse((now.saturating_add(d), retry.0, d))),
+            None => {
+                if self.pending_opens == 0 {
+                    self.next_open_at = self.next_open_at.max(now as f64);
+                }
+                self.pending_opens += 1;
+            }
+        }
+    }
+
+    fn open_one(&mut self, now: Micros, retry: (u32, Micros)) {
         let i = match self.free.pop() {
             Some(i) => i,
             None => {
@@ -502,6 +600,7 @@ impl Shard {
         } = self;
         let slot = &mut slots[i as usize];
         slot.allocated = true;
+        slot.retry = retry;
         let mut ctx = env.ctx();
         let mut conn = Conn::new(&mut ctx, now);
         *live += 1;
@@ -631,13 +730,25 @@ impl Shard {
                 self.next_open_at = self.next_open_at.max(now as f64);
             }
             self.pending_opens += 1;
-        } else if self.plan.reconnect && !self.stopping {
-            if let Some(Outcome::Failed(_) | Outcome::ServerClosed(_)) = conn.outcome() {
-                if self.pending_opens == 0 {
-                    self.next_open_at = self.next_open_at.max(now as f64);
-                }
-                self.pending_opens += 1;
+        } else if !self.stopping {
+            let lost = matches!(
+                conn.outcome(),
+                Some(Outcome::Failed(_) | Outcome::ServerClosed(_))
+            );
+            // A storm's sessions always come back: recovering from it is what is measured.
+            if (self.plan.reconnect && lost) || conn.storm_dropped() {
+                // Failed attempts back off further; a session that had opened starts over.
+                let retry = if conn.was_established() {
+                    (0, 0)
+                } else {
+                    (slot.retry.0.saturating_add(1), slot.retry.1)
+                };
+                self.replace(now, retry);
             }
+        }
+        let slot = &mut self.slots[i as usize];
+        if conn.was_established() {
+            self.open_now = self.open_now.saturating_sub(1);
         }
         if slot.has_socket && !slot.close_submitted {
             if slot.recv_armed {
@@ -656,7 +767,15 @@ impl Shard {
                 self.ring
                     .cancel(pack(i, slot.gen, Op::Send), pack(i, slot.gen, Op::Cancel));
             }
-            self.ring.close(i, pack(i, slot.gen, Op::Close));
+            if slot.rst {
+                self.ring.close_rst(
+                    i,
+                    pack(i, slot.gen, Op::Setup),
+                    pack(i, slot.gen, Op::Close),
+                );
+            } else {
+                self.ring.close(i, pack(i, slot.gen, Op::Close));
+            }
             slot.close_submitted = true;
             slot.ops += 1;
             self.inflight += 1;
@@ -735,6 +854,9 @@ impl Shard {
                     inflight,
                     ramp,
                     plan,
+                    open_now,
+                    storm_at,
+                    storm_recovered,
                     ..
                 } = self;
                 let slot = &mut slots[i as usize];
@@ -748,6 +870,13 @@ impl Shard {
                             ramp.0 += 1;
                             if ramp.0 == plan.connections {
                                 ramp.1 = now;
+                            }
+                            *open_now += 1;
+                            if storm_at.is_some()
+                                && *storm_recovered == 0
+                                && *open_now >= plan.connections
+                            {
+                                *storm_recovered = now;
                             }
                         }
                     }

@@ -568,6 +568,23 @@ impl Ring {
         self.push(e);
     }
 
+    /// Closes the socket in `slot` with RST: SO_LINGER 0 first (hard-linked, so the close
+    /// happens even where the kernel cannot set options in the ring; then it is a FIN).
+    pub fn close_rst(&mut self, slot: u32, ud_opt: u64, ud: u64) {
+        let opt = opcode::SetSockOpt::new(
+            types::Fixed(slot),
+            libc::SOL_SOCKET as u32,
+            libc::SO_LINGER as u32,
+            ptr_of(&LINGER_ZERO),
+            size_of::<libc::linger>() as u32,
+        )
+        .build()
+        .flags(squeue::Flags::IO_HARDLINK | squeue::Flags::SKIP_SUCCESS)
+        .user_data(ud_opt);
+        let close = opcode::Close::new(types::Fixed(slot)).build().user_data(ud);
+        let _ = self.push_chain(vec![opt, close]);
+    }
+
     /// Closes the socket in direct-descriptor `slot`, freeing the slot.
     pub fn close(&mut self, slot: u32, ud: u64) {
         let e = opcode::Close::new(types::Fixed(slot)).build().user_data(ud);

@@ -160,6 +160,8 @@ counters! {
     handshake_cycles,
     /// Sessions ended with RST on purpose (`--mode handshake --upgrade --close rst`).
     closed_rst,
+    /// Open sessions a reconnect storm dropped (RST, or closed with a close handshake).
+    storm_dropped,
     /// Expected replies (`--expect`) received in time.
     expects_met,
     /// Messages whose server timestamp was ahead of our clock (no latency recorded).

@@ -97,6 +97,38 @@ fn tls_json(plan: &RunPlan, s: &ShardStats) -> Value {
     })
 }
 
+/// A reconnect storm's outcome: when, how many dropped, recovery, peak reconnect rate, and the
+/// TLS resumed share of the handshakes from the storm's second to the recovery's.
+fn storm_json(plan: &RunPlan, r: &RunResult) -> Value {
+    let Some(st) = plan.storm else {
+        return Value::Null;
+    };
+    let at = st.at as f64 / 1e6;
+    let until = r
+        .storm_recovery
+        .map_or(f64::MAX, |d| at + d.as_secs_f64() + 1.0);
+    let window = r.timeline.iter().filter(|x| x.t_s > at && x.t_s <= until);
+    let (mut peak, mut full, mut resumed, mut failures) = (0, 0, 0, 0);
+    for x in window {
+        peak = peak.max(x.reconnects);
+        full += x.tls_full;
+        resumed += x.tls_resumed;
+        failures += x.failures;
+    }
+    json!({
+        "at_s": at,
+        "fraction": st.fraction,
+        "close": if st.rst { "rst" } else { "graceful" },
+        "policy": plan.policy.to_string(),
+        "dropped": r.stats.counters.storm_dropped,
+        "recovered_after_s": r.storm_recovery.map(|d| d.as_secs_f64()),
+        "peak_reconnects_per_s": peak,
+        "mean_reconnects_per_s": r.storm_recovery.filter(|d| !d.is_zero()).map(|d| (r.stats.counters.storm_dropped as f64 / d.as_secs_f64()).round()),
+        "failures_during_recovery": failures,
+        "tls_during_recovery": {"full": full, "resumed": resumed},
+    })
+}
+
 /// The run's thresholds evaluated on its merged results.
 pub fn thresholds(plan: &RunPlan, r: &RunResult) -> Vec<crate::metrics::threshold::Outcome> {
     let secs = plan.duration.as_secs_f64().min(r.elapsed.as_secs_f64());
@@ -202,6 +234,7 @@ pub fn to_json(plan: &RunPlan, r: &RunResult) -> Value {
             "rss_per_open_connection_bytes": r.rss_per_open_connection(),
         },
         "tls": tls_json(plan, s),
+        "storm": storm_json(plan, r),
         "handshake_mode": handshake_rates(plan, r).map(|(per_s, per_cpu_s, cpu_us)| json!({
             "cycles": s.counters.handshake_cycles,
             "per_s": per_s.round(),
@@ -329,6 +362,23 @@ pub fn summary(plan: &RunPlan, r: &RunResult) -> String {
             .map(|(k, v)| format!("{k}×{v}"))
             .collect();
         let _ = writeln!(o, "\nclose codes received: {}", codes.join("  "));
+    }
+    if let Some(st) = plan.storm {
+        let _ = writeln!(
+            o,
+            "\nstorm at {:.1}s: {} sessions dropped ({}), {}",
+            st.at as f64 / 1e6,
+            s.counters.storm_dropped,
+            if st.rst { "RST" } else { "close handshake" },
+            match r.storm_recovery {
+                Some(d) => format!(
+                    "back at {} open after {:.3}s",
+                    plan.connections,
+                    d.as_secs_f64()
+                ),
+                None => format!("NOT back at {} open before the run ended", plan.connections),
+            }
+        );
     }
     let outcomes = thresholds(plan, r);
     if !outcomes.is_empty() {

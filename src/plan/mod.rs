@@ -4,6 +4,7 @@
 pub mod parse;
 pub mod tls;
 
+use crate::engine::reconnect::{Policy, Storm};
 use crate::metrics::threshold::Threshold;
 use crate::proto::conn::{Message, Mode};
 use crate::proto::inspect::{ExpectPattern, LatencyField, TimeUnit};
@@ -138,6 +139,20 @@ pub struct RunArgs {
     /// Do not replace failed or server-closed connections.
     #[arg(long)]
     pub no_reconnect: bool,
+    /// When replacements open: `rate` (queued at --connect-rate), `immediate`, `fixed:DUR`,
+    /// or `exponential:BASE:MAX[:full|decorrelated]` (per-connection backoff with jitter).
+    #[arg(long, default_value = "rate", value_parser = Policy::parse)]
+    pub reconnect_policy: Policy,
+    /// Reconnect storm: at this time from the start, drop --storm-fraction of the open
+    /// sessions, which then come back by --reconnect-policy; recovery is reported.
+    #[arg(long, value_parser = parse::duration)]
+    pub storm_at: Option<Duration>,
+    /// Share of open sessions the storm drops (0..1).
+    #[arg(long, default_value_t = 0.5)]
+    pub storm_fraction: f64,
+    /// How the storm drops them: `rst` (abrupt) or `graceful` (close handshake).
+    #[arg(long, value_enum, default_value_t = StormCloseArg::Rst)]
+    pub storm_close: StormCloseArg,
     /// CPUs to run shards on: list and ranges, e.g. 0,2-3 (default: all).
     #[arg(long, value_parser = parse::cpu_list)]
     pub cpus: Option<parse::CpuList>,
@@ -175,6 +190,15 @@ pub struct RunArgs {
 
 fn parse_threshold(s: &str) -> Result<Threshold, String> {
     Threshold::parse(s).map_err(|e| e.reason)
+}
+
+/// `--storm-close` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StormCloseArg {
+    /// RST, no close frame.
+    Rst,
+    /// Close frame 1000, then FIN.
+    Graceful,
 }
 
 /// `--latency-unit` values.
@@ -367,6 +391,10 @@ pub struct RunPlan {
     pub ping_interval: Option<Duration>,
     /// Hold the count by reconnecting.
     pub reconnect: bool,
+    /// When replacements open.
+    pub policy: Policy,
+    /// Reconnect storm.
+    pub storm: Option<Storm>,
     /// CPUs for shards.
     pub cpus: Vec<usize>,
     /// Source addresses to rotate (empty: kernel's choice).
@@ -587,6 +615,31 @@ impl RunPlan {
                 Some(LatencyField::new(field, unit))
             }
         };
+        let storm = match a.storm_at {
+            None => None,
+            Some(_) if handshake => {
+                return Err(inv("--storm-at", "applies to session mode".into()))
+            }
+            Some(at) if at >= a.duration => {
+                return Err(inv(
+                    "--storm-at",
+                    format!("{at:?} is not within the run (-d {:?})", a.duration),
+                ))
+            }
+            Some(at) => {
+                if !(a.storm_fraction > 0.0 && a.storm_fraction <= 1.0) {
+                    return Err(inv(
+                        "--storm-fraction",
+                        format!("must be in (0, 1], got {}", a.storm_fraction),
+                    ));
+                }
+                Some(Storm {
+                    at: at.as_micros() as u64,
+                    fraction: a.storm_fraction,
+                    rst: a.storm_close == StormCloseArg::Rst,
+                })
+            }
+        };
         let tls = if url.tls {
             let per_shard = connections.div_ceil(cpus.len().max(1) as u64);
             Some(Arc::new(a.tls.settings(&url.host, per_shard)?))
@@ -621,6 +674,8 @@ impl RunPlan {
             message,
             ping_interval: a.ping_interval,
             reconnect: !a.no_reconnect,
+            policy: a.reconnect_policy,
+            storm,
             cpus,
             source_ips,
             source_ips_auto: auto,

@@ -249,6 +249,8 @@ pub enum Outcome {
     Failed(Failure),
     /// A handshake cycle (`Mode::Handshake`) completed.
     Completed,
+    /// Dropped on purpose by a reconnect storm, without a close handshake.
+    Dropped,
 }
 
 /// The rustls side of a wss:// connection.
@@ -280,6 +282,8 @@ pub struct Conn {
     stopping: bool,
     got_close: bool,
     established: bool,
+    /// Taken by a reconnect storm.
+    storm_dropped: bool,
     outcome: Option<Outcome>,
     /// Close code we send (1000, or the violation's code, or the echoed server code).
     close_code: u16,
@@ -333,6 +337,7 @@ impl Conn {
             stopping: false,
             got_close: false,
             established: false,
+            storm_dropped: false,
             outcome: None,
             close_code: 1000,
             t_start: now,
@@ -960,6 +965,28 @@ impl Conn {
     /// Whether this connection ever reached Open.
     pub fn was_established(&self) -> bool {
         self.established
+    }
+
+    /// A reconnect storm takes this open session: abruptly (`Outcome::Dropped`, the backend
+    /// closes the socket with RST) or with a close handshake; either way it is replaced.
+    pub fn storm_drop(&mut self, ctx: &mut Ctx<'_>, now: Micros, graceful: bool) {
+        if self.phase != Phase::Open {
+            return;
+        }
+        ctx.stats.counters.storm_dropped += 1;
+        self.storm_dropped = true;
+        if graceful {
+            self.begin_close(ctx, now, 1000);
+        } else {
+            self.account_unanswered(ctx);
+            self.outcome = Some(Outcome::Dropped);
+            self.finish(ctx, now);
+        }
+    }
+
+    /// Whether a reconnect storm took this session.
+    pub fn storm_dropped(&self) -> bool {
+        self.storm_dropped
     }
 
     /// Appends due output to `out` (caller-owned, reused across calls). Returns the number of
