@@ -142,7 +142,7 @@ mod tests {
         assert_eq!(Policy::Rate.delay(0, 0, &mut rng), None);
         assert_eq!(Policy::Immediate.delay(7, 0, &mut rng), Some(0));
         for attempt in 0..40 {
-            let cap = (100 * MS << attempt.min(20)).min(5000 * MS);
+            let cap = ((100 * MS) << attempt.min(20)).min(5000 * MS);
             for _ in 0..200 {
                 let d = exp.delay(attempt, 0, &mut rng).unwrap();
                 assert!(d <= cap, "attempt {attempt}: {d} > {cap}");
