@@ -744,3 +744,119 @@ fn reconnect_storm_drops_the_share_and_recovers() {
     }
     gw.shutdown();
 }
+
+/// An auth endpoint: answers each request with `status` and `body`, and hands back what it
+/// was sent.
+fn auth_server(status: u16, body: &'static str) -> (SocketAddr, std::thread::JoinHandle<String>) {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let h = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut req = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Headers, then the body by Content-Length.
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            req.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&req).to_string();
+            if let Some((head, rest)) = text.split_once("\r\n\r\n") {
+                let len = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length: ")
+                            .map(|v| v.trim().parse::<usize>().unwrap())
+                    })
+                    .unwrap_or(0);
+                if rest.len() >= len {
+                    break;
+                }
+            }
+        }
+        let _ = write!(
+            s,
+            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        String::from_utf8_lossy(&req).to_string()
+    });
+    (addr, h)
+}
+
+#[test]
+fn auth_pre_step_token_reaches_messages_and_never_the_reports() {
+    let _g = lock();
+    let gw = gateway(None);
+    let (auth, h) = auth_server(200, r#"{"data":{"access_token":"s3cr3t-token-42"}}"#);
+    let out = json_path("auth");
+    let auth_url = format!("http://{auth}/v1/auth/token");
+    let o = sockstorm(&[
+        "run",
+        &url(gw.local_addr()),
+        "-c",
+        "50",
+        "-d",
+        "1s",
+        "--auth-url",
+        &auth_url,
+        "--auth-body",
+        r#"{"user":"load","password":"pw"}"#,
+        "--auth-token-field",
+        "data.access_token",
+        "-H",
+        "Authorization: Bearer {{token}}",
+        "--send-on-open",
+        r#"{"type":"hello","token":"{{token}}"}"#,
+        "--expect",
+        "text:s3cr3t-token-42",
+        "--no-reconnect",
+        "-q",
+        "--json",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let req = h.join().unwrap();
+    assert!(req.starts_with("POST /v1/auth/token HTTP/1.1\r\n"), "{req}");
+    assert!(req.ends_with(r#"{"user":"load","password":"pw"}"#), "{req}");
+    let v = read_json(&out);
+    // The gateway echoed the on-open message: the token was in it.
+    assert_eq!(counter(&v, "expects_met"), 50);
+    assert_eq!(v["settings"]["auth_pre_step"], true);
+    let report = std::fs::read_to_string(&out).unwrap();
+    assert!(!report.contains("s3cr3t"), "token in the JSON");
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("s3cr3t"));
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("s3cr3t"));
+    // A refused pre-step stops the run before any connection, saying why.
+    let (auth, h) = auth_server(401, r#"{"error":"bad credentials"}"#);
+    let auth_url = format!("http://{auth}/v1/auth/token");
+    let o = sockstorm(&[
+        "run",
+        &url(gw.local_addr()),
+        "--auth-url",
+        &auth_url,
+        "-H",
+        "Authorization: Bearer {{token}}",
+        "-q",
+    ]);
+    h.join().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("auth pre-step: GET {auth_url} answered HTTP 401")),
+        "{err}"
+    );
+    // {{token}} without a pre-step is a mistake.
+    let o = sockstorm(&["run", &url(gw.local_addr()), "-H", "X-T: {{token}}", "-q"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("add --auth-url"));
+    gw.shutdown();
+}

@@ -197,6 +197,7 @@ pub fn to_json(plan: &RunPlan, r: &RunResult) -> Value {
             "drain_s": plan.drain.as_secs_f64(),
             "close_wait_s": plan.close_wait.as_secs_f64(),
             "header_names": header_names,
+            "auth_pre_step": plan.auth,
             "subprotocols": plan.subprotocols,
             "send_on_open_bytes": plan.on_open.as_ref().map(|m| m.payload.len()),
             "message_bytes": plan.message.as_ref().map(|m| m.payload.len()),

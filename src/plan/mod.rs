@@ -1,6 +1,7 @@
 //! What to do: command-line flags turned into a validated [`RunPlan`]. Every user-input error
 //! of a run is found here, before any connection starts, and names the flag and the fix.
 
+pub mod auth;
 pub mod parse;
 pub mod tls;
 
@@ -28,6 +29,9 @@ pub enum PlanError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The auth pre-step failed (the run does not start).
+    #[error("auth pre-step: {0}")]
+    Auth(String),
     /// A certificate or key file cannot be used.
     #[error(transparent)]
     Cert(#[from] crate::certs::CertError),
@@ -179,6 +183,19 @@ pub struct RunArgs {
     /// No live progress line on stderr.
     #[arg(short = 'q', long)]
     pub quiet: bool,
+    /// Auth pre-step: request this http(s) URL before the storm; the token in its JSON answer
+    /// replaces `{{token}}` in -H values, the URL and messages (it never appears in reports).
+    #[arg(long, help_heading = "Auth pre-step")]
+    pub auth_url: Option<String>,
+    /// JSON body of the auth request (TEXT or @file); POST when given, GET otherwise.
+    #[arg(long, help_heading = "Auth pre-step")]
+    pub auth_body: Option<String>,
+    /// Header of the auth request 'Name: value' (repeatable).
+    #[arg(long = "auth-header", value_parser = parse::header, help_heading = "Auth pre-step")]
+    pub auth_headers: Vec<(String, String)>,
+    /// Where the token is in the JSON answer, dot-separated (e.g. data.access_token).
+    #[arg(long, default_value = "token", help_heading = "Auth pre-step")]
+    pub auth_token_field: String,
     /// Pass/fail criterion on the results, repeatable, e.g. 'ws_connecting: p(95)<200ms',
     /// 'connect_errors: rate<0.1%', 'msgs_received: count>0'. Any failing: exit code 99.
     #[arg(long = "threshold", value_name = "EXPR", value_parser = parse_threshold)]
@@ -361,6 +378,8 @@ pub struct RunPlan {
     pub tls: Option<Arc<TlsSettings>>,
     /// Pass/fail criteria evaluated at the end.
     pub thresholds: Vec<Threshold>,
+    /// Whether a token came from an auth pre-step.
+    pub auth: bool,
     /// Pong deadline after a ping.
     pub pong_timeout: Option<Duration>,
     /// Server timestamp field for one-way latency.
@@ -640,6 +659,26 @@ impl RunPlan {
                 })
             }
         };
+        let token = auth_token(a)?;
+        let (headers, url, on_open, message) = match &token {
+            None => (a.headers.clone(), url, on_open, message),
+            Some(t) => {
+                let sub = |s: &str| s.replace(auth::TOKEN, t);
+                let headers = a.headers.iter().map(|(n, v)| (n.clone(), sub(v))).collect();
+                let url = Url {
+                    path: sub(&url.path),
+                    ..url
+                };
+                let msg = |m: Option<Message>| {
+                    m.map(|m| Message {
+                        payload: replace_bytes(&m.payload, auth::TOKEN.as_bytes(), t.as_bytes())
+                            .into(),
+                        ..m
+                    })
+                };
+                (headers, url, msg(on_open), msg(message))
+            }
+        };
         let tls = if url.tls {
             let per_shard = connections.div_ceil(cpus.len().max(1) as u64);
             Some(Arc::new(a.tls.settings(&url.host, per_shard)?))
@@ -655,6 +694,7 @@ impl RunPlan {
             mode,
             tls,
             thresholds: a.thresholds.clone(),
+            auth: token.is_some(),
             pong_timeout: a.pong_timeout,
             latency_from,
             expect: a.expect.clone(),
@@ -663,7 +703,7 @@ impl RunPlan {
             connect_timeout: a.connect_timeout,
             drain: a.drain,
             close_wait: a.close_wait,
-            headers: a.headers.clone(),
+            headers,
             subprotocols: a.subprotocols.clone(),
             on_open,
             message_rate: if message.is_some() {
@@ -687,6 +727,71 @@ impl RunPlan {
             quiet: a.quiet,
         })
     }
+}
+
+/// Runs the auth pre-step if asked for; `{{token}}` without one is an error.
+fn auth_token(a: &RunArgs) -> Result<Option<String>, PlanError> {
+    let uses_token = a.url.contains(auth::TOKEN)
+        || a.headers.iter().any(|(_, v)| v.contains(auth::TOKEN))
+        || [&a.send_on_open, &a.message]
+            .iter()
+            .any(|m| m.as_deref().is_some_and(|m| m.contains(auth::TOKEN)));
+    let Some(auth_url) = &a.auth_url else {
+        if uses_token {
+            return Err(PlanError::Invalid {
+                flag: "--auth-url",
+                reason: "`{{token}}` is used but no auth pre-step gives one: add --auth-url".into(),
+            });
+        }
+        return Ok(None);
+    };
+    if !(auth_url.starts_with("http://") || auth_url.starts_with("https://")) {
+        return Err(PlanError::Invalid {
+            flag: "--auth-url",
+            reason: format!("`{auth_url}` is not an http:// or https:// URL"),
+        });
+    }
+    let body = a
+        .auth_body
+        .as_deref()
+        .map(|b| match b.strip_prefix('@') {
+            Some(path) => std::fs::read_to_string(path).map_err(|e| PlanError::File {
+                flag: "--auth-body",
+                path: path.into(),
+                reason: e.to_string(),
+            }),
+            None => Ok(b.to_owned()),
+        })
+        .transpose()?;
+    let cacerts = match &a.tls.cacert {
+        Some(p) => crate::certs::load_certs("--cacert", p)?,
+        None => Vec::new(),
+    };
+    let spec = auth::AuthSpec {
+        url: auth_url.clone(),
+        body,
+        headers: a.auth_headers.clone(),
+        field: a.auth_token_field.clone(),
+        cacerts,
+        insecure: a.tls.insecure,
+    };
+    spec.fetch().map(Some)
+}
+
+/// `haystack` with every `from` replaced by `to`.
+fn replace_bytes(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(haystack.len());
+    let mut i = 0;
+    while i < haystack.len() {
+        if haystack[i..].starts_with(from) {
+            out.extend_from_slice(to);
+            i += from.len();
+        } else {
+            out.push(haystack[i]);
+            i += 1;
+        }
+    }
+    out
 }
 
 /// On IPv4 loopback, connections beyond [`PORTS_PER_SOURCE`] are spread over 127.0.0.1,

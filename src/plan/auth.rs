@@ -1,0 +1,125 @@
+//! The auth pre-step: one HTTP(S) request before the storm (e.g. `POST /v1/auth/token`) whose
+//! JSON answer carries the token that replaces `{{token}}` in headers, the URL and messages.
+//! The token never appears in reports or logs.
+
+use crate::plan::PlanError;
+use rustls::pki_types::CertificateDer;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What to request and where the token is in the answer.
+#[derive(Debug, Clone)]
+pub struct AuthSpec {
+    /// http:// or https:// URL.
+    pub url: String,
+    /// Request body (JSON); POST when given, GET otherwise.
+    pub body: Option<String>,
+    /// Extra request headers.
+    pub headers: Vec<(String, String)>,
+    /// Path of the token in the JSON answer, dot-separated (`token`, `data.access_token`).
+    pub field: String,
+    /// CAs trusted for the auth server (`--cacert`) instead of the Mozilla roots.
+    pub cacerts: Vec<CertificateDer<'static>>,
+    /// Do not verify the auth server's certificate.
+    pub insecure: bool,
+}
+
+/// The placeholder the token replaces.
+pub const TOKEN: &str = "{{token}}";
+
+fn fail(reason: String) -> PlanError {
+    PlanError::Auth(reason)
+}
+
+impl AuthSpec {
+    /// Runs the request and returns the token.
+    pub fn fetch(&self) -> Result<String, PlanError> {
+        let mut tls = ureq::tls::TlsConfig::builder()
+            .unversioned_rustls_crypto_provider(Arc::new(
+                rustls::crypto::aws_lc_rs::default_provider(),
+            ))
+            .disable_verification(self.insecure);
+        // A private auth server is signed by the run's --cacert: trust exactly that then;
+        // otherwise the Mozilla roots.
+        if !self.cacerts.is_empty() {
+            let roots = self
+                .cacerts
+                .iter()
+                .map(|c| ureq::tls::Certificate::from_der(c.as_ref()).to_owned())
+                .collect();
+            tls = tls.root_certs(ureq::tls::RootCerts::Specific(Arc::new(roots)));
+        }
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(15)))
+            .http_status_as_error(false)
+            .tls_config(tls.build())
+            .build()
+            .into();
+        let method = if self.body.is_some() { "POST" } else { "GET" };
+        let what = format!("{method} {}", self.url);
+        let res = match &self.body {
+            Some(body) => {
+                let mut req = agent
+                    .post(&self.url)
+                    .header("Content-Type", "application/json");
+                for (n, v) in &self.headers {
+                    req = req.header(n, v);
+                }
+                req.send(body.as_bytes())
+            }
+            None => {
+                let mut req = agent.get(&self.url);
+                for (n, v) in &self.headers {
+                    req = req.header(n, v);
+                }
+                req.call()
+            }
+        };
+        let mut res = res.map_err(|e| fail(format!("{what} failed: {e}")))?;
+        let status = res.status().as_u16();
+        if !(200..300).contains(&status) {
+            return Err(fail(format!(
+                "{what} answered HTTP {status}: check the URL, --auth-body and --auth-header"
+            )));
+        }
+        let v: serde_json::Value = res
+            .body_mut()
+            .read_json()
+            .map_err(|e| fail(format!("{what}: the answer is not JSON ({e})")))?;
+        token_at(&v, &self.field).ok_or_else(|| {
+            fail(format!(
+                "{what}: the JSON answer has no string or number at `{}` (set --auth-token-field)",
+                self.field
+            ))
+        })
+    }
+}
+
+/// The string (or number) at a dot-separated path.
+fn token_at(v: &serde_json::Value, path: &str) -> Option<String> {
+    let mut cur = v;
+    for part in path.split('.') {
+        cur = cur.get(part)?;
+    }
+    match cur {
+        serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_paths() {
+        let v: serde_json::Value =
+            serde_json::from_str(r#"{"token":"a","data":{"access_token":"b","n":7}}"#).unwrap();
+        assert_eq!(token_at(&v, "token").as_deref(), Some("a"));
+        assert_eq!(token_at(&v, "data.access_token").as_deref(), Some("b"));
+        assert_eq!(token_at(&v, "data.n").as_deref(), Some("7"));
+        assert_eq!(token_at(&v, "data"), None);
+        assert_eq!(token_at(&v, "missing.x"), None);
+    }
+}
