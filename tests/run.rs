@@ -860,3 +860,57 @@ fn auth_pre_step_token_reaches_messages_and_never_the_reports() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("add --auth-url"));
     gw.shutdown();
 }
+
+#[test]
+fn stages_ramp_up_hold_and_down_every_second() {
+    let _g = lock();
+    let gw = gateway(None);
+    let out = json_path("stages");
+    let o = sockstorm(&[
+        "run",
+        &url(gw.local_addr()),
+        "--stages",
+        "2s:600,1s:600,2s:0",
+        "--connect-rate",
+        "5000",
+        "-q",
+        "--json",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let v = read_json(&out);
+    // Each open connection is one of the 600, opened once and closed cleanly on the way down.
+    assert_eq!(counter(&v, "established"), 600);
+    assert_eq!(counter(&v, "closed_clean"), 600);
+    assert_eq!(v["settings"]["connections"], 600);
+    assert_eq!(v["stages"]["ramp_deficit_max"], 0);
+    // The open count sampled each second follows the ramp (300/s up and down) to within the
+    // sample's timing: 0.2 s worth of the ramp rate.
+    let expected = |t: f64| -> f64 {
+        if t <= 2.0 {
+            300.0 * t
+        } else if t <= 3.0 {
+            600.0
+        } else {
+            (600.0 - 300.0 * (t - 3.0)).max(0.0)
+        }
+    };
+    let timeline = v["timeline"].as_array().unwrap();
+    assert!(timeline.len() >= 4, "{timeline:?}");
+    for s in timeline {
+        let (t, open) = (s["t_s"].as_f64().unwrap(), s["open"].as_f64().unwrap());
+        if t <= 5.0 {
+            assert!(
+                (open - expected(t)).abs() <= 60.0,
+                "t={t}: {open} open, ramp says {}",
+                expected(t)
+            );
+        }
+    }
+    gw.shutdown();
+}

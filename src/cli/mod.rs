@@ -451,6 +451,7 @@ fn demo(a: &DemoArgs) -> Result<u8, CliError> {
         ping_interval: Some(Duration::from_secs(5)),
         no_reconnect: false,
         reconnect_policy: engine::reconnect::Policy::Rate,
+        stages: None,
         storm_at: None,
         storm_fraction: 0.5,
         storm_close: plan::StormCloseArg::Rst,

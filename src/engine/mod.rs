@@ -4,6 +4,7 @@
 
 pub mod reconnect;
 pub mod shard;
+pub mod stages;
 pub mod timer;
 
 use crate::io::sock::{self, SockOptions};
@@ -129,6 +130,8 @@ pub struct RunResult {
     pub timeline: Vec<Sample>,
     /// After a storm: time until every shard was back at its connection count (None: never).
     pub storm_recovery: Option<Duration>,
+    /// Stages: connections the shards were behind the ramp at worst (summed over shards).
+    pub ramp_deficit_max: u64,
 }
 
 impl RunResult {
@@ -227,6 +230,14 @@ pub fn run(plan: &RunPlan, ctl: &RunControl) -> Result<RunResult, EngineError> {
             reconnect: plan.reconnect,
             policy: plan.policy,
             storm: plan.storm,
+            ramp: stages::Ramp::new(
+                &plan.stages,
+                &plan
+                    .stages
+                    .iter()
+                    .map(|st| split(st.target, shards)[i])
+                    .collect::<Vec<_>>(),
+            ),
             ring: RingConfig {
                 files: (count + TABLE_SLACK).min(nofile.0).max(1) as u32,
                 sock: SockOptions {
@@ -281,6 +292,9 @@ pub fn run(plan: &RunPlan, ctl: &RunControl) -> Result<RunResult, EngineError> {
     let mut second = ShardStats::new();
     let mut gauges = vec![Gauges::default(); shards];
     let mut done = vec![false; shards];
+    // Intervals received per shard: a second's sample waits until every shard sent its
+    // interval for that second (they tick together; the order they arrive in is a race).
+    let mut reported = vec![0u64; shards];
     let mut timeline = Vec::new();
     let (mut peak_open, mut rss_at_peak) = (0u64, rss_before);
     let mut next_print = start + Duration::from_secs(1);
@@ -306,6 +320,7 @@ pub fn run(plan: &RunPlan, ctl: &RunControl) -> Result<RunResult, EngineError> {
             Ok(ShardEvent::Interval(i, s, g)) => {
                 second.add(&s);
                 gauges[i] = g;
+                reported[i] += 1;
             }
             Ok(ShardEvent::Done(i, s, g)) => {
                 second.add(&s);
@@ -336,7 +351,10 @@ pub fn run(plan: &RunPlan, ctl: &RunControl) -> Result<RunResult, EngineError> {
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
         let now = Instant::now();
-        if now >= next_print {
+        let sampled = timeline.len() as u64;
+        let all_in = (0..shards).all(|i| done[i] || reported[i] > sampled);
+        // A shard that stops reporting must not freeze the progress line: 0.5 s grace.
+        if (all_in && now >= next_print) || now >= next_print + Duration::from_millis(500) {
             next_print += Duration::from_secs(1);
             let open: u64 = gauges.iter().map(|g| g.open).sum();
             if open > peak_open {
@@ -392,6 +410,7 @@ pub fn run(plan: &RunPlan, ctl: &RunControl) -> Result<RunResult, EngineError> {
         nofile,
         capacity,
         timeline,
+        ramp_deficit_max: gauges.iter().map(|g| g.ramp_deficit_max).sum(),
         storm_recovery: plan.storm.and_then(|st| {
             gauges
                 .iter()

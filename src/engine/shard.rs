@@ -3,6 +3,7 @@
 //! other shards; the engine only receives interval snapshots and can wake the shard to stop.
 
 use crate::engine::reconnect::{Policy, Storm};
+use crate::engine::stages::Ramp;
 use crate::engine::timer::{TimerEntry, TimerWheel};
 use crate::io::uring::{pack, unpack, Completion, Op, Ring, RingConfig, Waker};
 use crate::metrics::ShardStats;
@@ -57,6 +58,8 @@ pub struct ShardPlan {
     pub policy: Policy,
     /// A reconnect storm, if any.
     pub storm: Option<Storm>,
+    /// Stages: this shard's open-connection target over time (inactive: hold `connections`).
+    pub ramp: Ramp,
     /// Ring sizing.
     pub ring: RingConfig,
 }
@@ -74,6 +77,8 @@ pub struct Gauges {
     pub ramp_done_us: u64,
     /// After a storm: when the shard's open sessions were back at its target, µs (0: not yet).
     pub storm_recovered_us: u64,
+    /// Stages: the most connections the shard was behind its ramp (connect rate too low?).
+    pub ramp_deficit_max: u64,
 }
 
 /// Messages from a shard to the engine.
@@ -127,6 +132,8 @@ struct Slot {
     retry: (u32, Micros),
     /// Close with RST (a storm's abrupt drop).
     rst: bool,
+    /// Being closed because the stages ramp down.
+    retired: bool,
 }
 
 impl Slot {
@@ -145,6 +152,7 @@ impl Slot {
             timer_at: 0,
             retry: (0, 0),
             rst: false,
+            retired: false,
         }
     }
 }
@@ -276,6 +284,11 @@ struct Shard {
     /// The storm has happened (µs), and when the open count was back at the target.
     storm_at: Option<Micros>,
     storm_recovered: Micros,
+    /// Stages: connections being retired, the opening order (slot, generation) to retire the
+    /// newest first, and the largest shortfall behind the ramp.
+    retiring: u64,
+    opened: Vec<(u32, u32)>,
+    ramp_deficit_max: u64,
 }
 
 impl Shard {
@@ -286,7 +299,12 @@ impl Shard {
         flags: Arc<StopFlags>,
         tx: Sender<ShardEvent>,
     ) -> Self {
-        let n = plan.connections;
+        // With stages the ramp decides what to open, not a fixed count.
+        let n = if plan.ramp.is_active() {
+            0
+        } else {
+            plan.connections
+        };
         Self {
             env: ConnEnv {
                 cfg: plan.conn.clone(),
@@ -322,6 +340,9 @@ impl Shard {
             open_now: 0,
             storm_at: None,
             storm_recovered: 0,
+            retiring: 0,
+            opened: Vec::new(),
+            ramp_deficit_max: 0,
         }
     }
 
@@ -350,6 +371,9 @@ impl Shard {
                 }
             }
             if !self.stopping {
+                if self.plan.ramp.is_active() {
+                    self.follow_ramp(now);
+                }
                 self.open_due(now);
             }
             if now >= self.next_tick {
@@ -416,6 +440,14 @@ impl Shard {
             if let Some(Reverse((at, _, _))) = self.reopen.peek() {
                 t = t.min(*at);
             }
+            if self.plan.ramp.is_active() {
+                let want = self.plan.ramp.target(now);
+                if self.plan.ramp.ramping(now) || want != self.live - self.retiring {
+                    t = t.min(now + 1000);
+                } else if let Some(c) = self.plan.ramp.next_change(now) {
+                    t = t.min(c);
+                }
+            }
             if let Some(storm) = self.plan.storm.filter(|_| self.storm_at.is_none()) {
                 t = t.min(storm.at);
             }
@@ -442,6 +474,7 @@ impl Shard {
             schedule_lag_max_us: self.lag_max,
             ramp_done_us: self.ramp.1,
             storm_recovered_us: self.storm_recovered,
+            ramp_deficit_max: self.ramp_deficit_max,
         };
         let stats = Box::new(self.env.stats.take_interval());
         let ev = if done {
@@ -529,6 +562,47 @@ impl Shard {
         }
     }
 
+    /// Stages: opens (at up to the connect rate) or retires (newest first, with a close
+    /// handshake) connections so that the live count follows the ramp.
+    fn follow_ramp(&mut self, now: Micros) {
+        let want = self.plan.ramp.target(now);
+        let have = self.live - self.retiring;
+        if have < want {
+            let nowf = now as f64;
+            let mut short = want - have;
+            let mut budget = self.plan.connections.max(64);
+            while short > 0 && budget > 0 && self.next_open_at <= nowf + OPEN_SLACK_US {
+                self.next_open_at += self.plan.open_interval_us;
+                short -= 1;
+                budget -= 1;
+                self.open_one(now, (0, 0));
+            }
+            self.ramp_deficit_max = self.ramp_deficit_max.max(short);
+            return;
+        }
+        // No credit for the idle time: a later ramp starts at the connect rate, not in a burst.
+        self.next_open_at = self.next_open_at.max(now as f64);
+        let mut extra = have - want;
+        while extra > 0 {
+            let Some((i, gen)) = self.opened.pop() else {
+                break;
+            };
+            let Shard { env, slots, .. } = self;
+            let slot = &mut slots[i as usize];
+            if slot.gen != gen || slot.retired {
+                continue;
+            }
+            let Some(conn) = slot.conn.as_mut() else {
+                continue;
+            };
+            slot.retired = true;
+            self.retiring += 1;
+            extra -= 1;
+            conn.stop(&mut env.ctx(), now, now.saturating_add(self.plan.drain_us));
+            self.after(i, now);
+        }
+    }
+
     /// Drops the storm's share of this shard's open sessions, chosen at random.
     fn storm(&mut self, now: Micros, storm: Storm) {
         self.storm_at = Some(now);
@@ -596,11 +670,16 @@ impl Shard {
             inflight,
             live,
             pool,
+            plan,
+            opened,
             ..
         } = self;
         let slot = &mut slots[i as usize];
         slot.allocated = true;
         slot.retry = retry;
+        if plan.ramp.is_active() {
+            opened.push((i, slot.gen));
+        }
         let mut ctx = env.ctx();
         let mut conn = Conn::new(&mut ctx, now);
         *live += 1;
@@ -724,7 +803,12 @@ impl Shard {
         let Some(conn) = slot.conn.take() else { return };
         self.live -= 1;
         let cycles = self.plan.conn.mode != Mode::Session;
-        if cycles && !self.stopping {
+        if slot.retired {
+            self.retiring -= 1;
+        }
+        if self.plan.ramp.is_active() {
+            // Whatever was lost, the ramp opens again.
+        } else if cycles && !self.stopping {
             // Handshake mode: every finished cycle, failed or not, makes room for the next.
             if self.pending_opens == 0 {
                 self.next_open_at = self.next_open_at.max(now as f64);

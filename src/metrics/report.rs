@@ -236,6 +236,10 @@ pub fn to_json(plan: &RunPlan, r: &RunResult) -> Value {
         },
         "tls": tls_json(plan, s),
         "storm": storm_json(plan, r),
+        "stages": (!plan.stages.is_empty()).then(|| json!({
+            "stages": plan.stages.iter().map(|st| json!({"duration_s": st.duration.as_secs_f64(), "target": st.target})).collect::<Vec<_>>(),
+            "ramp_deficit_max": r.ramp_deficit_max,
+        })),
         "handshake_mode": handshake_rates(plan, r).map(|(per_s, per_cpu_s, cpu_us)| json!({
             "cycles": s.counters.handshake_cycles,
             "per_s": per_s.round(),
@@ -425,6 +429,13 @@ pub fn summary(plan: &RunPlan, r: &RunResult) -> String {
             String::new()
         }
     );
+    if r.ramp_deficit_max > 0 {
+        let _ = writeln!(
+            o,
+            "warning: the connection count fell behind the stages by up to {} (raise --connect-rate, or the client is saturated)",
+            r.ramp_deficit_max
+        );
+    }
     if r.schedule_lag_max_us > 100_000 {
         let _ = writeln!(
             o,

@@ -6,6 +6,7 @@ pub mod parse;
 pub mod tls;
 
 use crate::engine::reconnect::{Policy, Storm};
+use crate::engine::stages::{Stage, Stages};
 use crate::metrics::threshold::Threshold;
 use crate::proto::conn::{Message, Mode};
 use crate::proto::inspect::{ExpectPattern, LatencyField, TimeUnit};
@@ -89,6 +90,12 @@ pub struct RunArgs {
     /// close frame, then FIN).
     #[arg(long, value_enum, default_value_t = CloseArg::Rst)]
     pub close: CloseArg,
+    /// k6-style stages: the open-connection count ramps linearly to each TARGET over its
+    /// DURATION, e.g. 2m:5000,5m:5000,1m:0 (ramp-down closes gracefully). Sets the run
+    /// length (-d) and the connection count (-c, the largest target); openings are paced by
+    /// --connect-rate, and a ramp faster than that is reported as lag.
+    #[arg(long, value_parser = crate::engine::stages::parse_flag)]
+    pub stages: Option<Stages>,
     /// Run length from the start (ramp included), e.g. 30s, 5m, 1h30m.
     #[arg(short = 'd', long, default_value = "10s", value_parser = parse::duration)]
     pub duration: Duration,
@@ -414,6 +421,8 @@ pub struct RunPlan {
     pub policy: Policy,
     /// Reconnect storm.
     pub storm: Option<Storm>,
+    /// Stages (empty: hold `connections` for `duration`).
+    pub stages: Vec<Stage>,
     /// CPUs for shards.
     pub cpus: Vec<usize>,
     /// Source addresses to rotate (empty: kernel's choice).
@@ -445,6 +454,16 @@ impl RunPlan {
         let target = resolve(&url)?;
         let inv = |flag: &'static str, reason: String| PlanError::Invalid { flag, reason };
         let handshake = a.mode == ModeArg::Handshake;
+        let stages = a.stages.clone().map(|s| s.0).unwrap_or_default();
+        if handshake && !stages.is_empty() {
+            return Err(inv("--stages", "applies to session mode".into()));
+        }
+        if !stages.is_empty() && stages.iter().all(|s| s.target == 0) {
+            return Err(inv(
+                "--stages",
+                "every target is 0: no connection would open".into(),
+            ));
+        }
         let (connections, mode) = if handshake {
             if a.concurrency == 0 {
                 return Err(inv("--concurrency", "must be at least 1".into()));
@@ -470,7 +489,17 @@ impl RunPlan {
                     return Err(inv(flag, "only applies with --mode handshake".into()));
                 }
             }
-            (a.connections, Mode::Session)
+            let n = stages
+                .iter()
+                .map(|s| s.target)
+                .max()
+                .unwrap_or(a.connections);
+            (n, Mode::Session)
+        };
+        let duration = if stages.is_empty() {
+            a.duration
+        } else {
+            stages.iter().map(|s| s.duration).sum()
         };
         if connections == 0 {
             return Err(inv("--connections", "must be at least 1".into()));
@@ -639,10 +668,10 @@ impl RunPlan {
             Some(_) if handshake => {
                 return Err(inv("--storm-at", "applies to session mode".into()))
             }
-            Some(at) if at >= a.duration => {
+            Some(at) if at >= duration => {
                 return Err(inv(
                     "--storm-at",
-                    format!("{at:?} is not within the run (-d {:?})", a.duration),
+                    format!("{at:?} is not within the run (-d {:?})", duration),
                 ))
             }
             Some(at) => {
@@ -699,7 +728,7 @@ impl RunPlan {
             latency_from,
             expect: a.expect.clone(),
             expect_timeout: a.expect_timeout,
-            duration: a.duration,
+            duration,
             connect_timeout: a.connect_timeout,
             drain: a.drain,
             close_wait: a.close_wait,
@@ -716,6 +745,7 @@ impl RunPlan {
             reconnect: !a.no_reconnect,
             policy: a.reconnect_policy,
             storm,
+            stages,
             cpus,
             source_ips,
             source_ips_auto: auto,

@@ -1,0 +1,123 @@
+//! k6-style stages: the number of open connections ramps linearly from one target to the
+//! next over each stage's duration (`--stages 30s:1000,1m:1000,10s:0`).
+
+use crate::proto::conn::Micros;
+use std::time::Duration;
+
+/// One stage: reach `target` connections (run-wide) over `duration`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stage {
+    /// How long the ramp to `target` takes.
+    pub duration: Duration,
+    /// Connections open at the end of the stage.
+    pub target: u64,
+}
+
+/// The `--stages` value (one argument holding every stage).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stages(pub Vec<Stage>);
+
+/// Parses the `--stages` value.
+pub fn parse_flag(s: &str) -> Result<Stages, String> {
+    parse(s).map(Stages)
+}
+
+/// Parses `DUR:TARGET,DUR:TARGET,...`.
+pub fn parse(s: &str) -> Result<Vec<Stage>, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim) {
+        let (d, t) = part
+            .split_once(':')
+            .ok_or_else(|| format!("`{part}`: expected DURATION:TARGET, e.g. 30s:1000"))?;
+        let duration = crate::plan::parse::duration(d)?;
+        if duration.is_zero() {
+            return Err(format!("`{part}`: a stage lasts longer than 0"));
+        }
+        let target = t
+            .parse()
+            .map_err(|_| format!("`{part}`: `{t}` is not a connection count"))?;
+        out.push(Stage { duration, target });
+    }
+    Ok(out)
+}
+
+/// One shard's share of the stages, as linear segments in its own time.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ramp {
+    /// (start µs, end µs, connections at start, connections at end).
+    segments: Vec<(Micros, Micros, u64, u64)>,
+}
+
+impl Ramp {
+    /// The ramp for per-stage `targets` (this shard's share of each stage's target).
+    pub fn new(stages: &[Stage], targets: &[u64]) -> Self {
+        let mut segments = Vec::with_capacity(stages.len());
+        let (mut t, mut from) = (0, 0);
+        for (s, &to) in stages.iter().zip(targets) {
+            let end = t + s.duration.as_micros() as Micros;
+            segments.push((t, end, from, to));
+            (t, from) = (end, to);
+        }
+        Self { segments }
+    }
+
+    /// Whether there are stages at all.
+    pub fn is_active(&self) -> bool {
+        !self.segments.is_empty()
+    }
+
+    /// Connections wanted at `now`.
+    pub fn target(&self, now: Micros) -> u64 {
+        for &(start, end, from, to) in &self.segments {
+            if now < end {
+                let f = (now.saturating_sub(start)) as f64 / (end - start) as f64;
+                return (from as f64 + (to as f64 - from as f64) * f).round() as u64;
+            }
+        }
+        self.segments.last().map_or(0, |s| s.3)
+    }
+
+    /// Whether the target is changing at `now` (a ramp, not a plateau).
+    pub fn ramping(&self, now: Micros) -> bool {
+        self.segments
+            .iter()
+            .find(|s| now < s.1)
+            .is_some_and(|s| s.2 != s.3)
+    }
+
+    /// End of the segment holding `now` (when a plateau may start ramping), if any.
+    pub fn next_change(&self, now: Micros) -> Option<Micros> {
+        self.segments.iter().find(|s| now < s.1).map(|s| s.1)
+    }
+
+    /// Total length, µs.
+    pub fn total(&self) -> Micros {
+        self.segments.last().map_or(0, |s| s.1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ramps_up_holds_and_down() {
+        let stages = parse("2s:1000, 3s:1000, 1s:0").unwrap();
+        let r = Ramp::new(&stages, &[1000, 1000, 0]);
+        const S: Micros = 1_000_000;
+        assert_eq!(r.target(0), 0);
+        assert_eq!(r.target(S / 2), 250);
+        assert_eq!(r.target(2 * S), 1000);
+        assert_eq!(r.target(4 * S), 1000);
+        assert_eq!(r.target(5 * S + S / 4), 750);
+        assert_eq!(r.target(9 * S), 0);
+        assert!(r.ramping(S) && !r.ramping(3 * S) && r.ramping(5 * S + 1));
+        assert_eq!(r.next_change(3 * S), Some(5 * S));
+        assert_eq!(r.total(), 6 * S);
+        assert!(parse("30s").unwrap_err().contains("DURATION:TARGET"));
+        assert!(parse("0s:5").unwrap_err().contains("longer than 0"));
+        assert!(parse("5s:many")
+            .unwrap_err()
+            .contains("not a connection count"));
+    }
+}
