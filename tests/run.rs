@@ -914,3 +914,50 @@ fn stages_ramp_up_hold_and_down_every_second() {
     }
     gw.shutdown();
 }
+
+#[test]
+fn open_model_arrivals_with_a_lifetime_churn_at_the_rate() {
+    let _g = lock();
+    let gw = gateway(None);
+    let out = json_path("arrivals");
+    let o = sockstorm(&[
+        "run",
+        &url(gw.local_addr()),
+        "--arrival-rate",
+        "300",
+        "--session-lifetime",
+        "500ms",
+        "-d",
+        "3s",
+        "--message",
+        "hi",
+        "--message-rate",
+        "5",
+        "-q",
+        "--json",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let v = read_json(&out);
+    // 300/s for 3 s, split over the shards; each lives 0.5 s; none replaced.
+    let attempts = counter(&v, "attempts");
+    assert!((898..=902).contains(&attempts), "{attempts}");
+    assert_eq!(counter(&v, "established"), attempts);
+    assert_eq!(counter(&v, "closed_clean"), attempts);
+    assert_eq!(counter(&v, "reconnects"), 0);
+    // Those that reached their lifetime before the stop retired on their own.
+    let retired = counter(&v, "sessions_retired");
+    assert!((700..=800).contains(&retired), "{retired}");
+    assert_eq!(counter(&v, "msgs_sent"), counter(&v, "msgs_received"));
+    // About rate × lifetime alive at once.
+    for s in v["timeline"].as_array().unwrap().iter().take(2) {
+        let open = s["open"].as_u64().unwrap();
+        assert!((120..=180).contains(&open), "{open} open");
+    }
+    gw.shutdown();
+}

@@ -53,6 +53,7 @@ impl EchoSession {
             latency_from: None,
             expect: None,
             epoch_unix_us: 0,
+            session_lifetime: 0,
             close_wait: 1_000_000,
             validate_utf8: true,
             timer_resolution: 1,

@@ -452,6 +452,8 @@ fn demo(a: &DemoArgs) -> Result<u8, CliError> {
         no_reconnect: false,
         reconnect_policy: engine::reconnect::Policy::Rate,
         stages: None,
+        arrival_rate: None,
+        session_lifetime: None,
         storm_at: None,
         storm_fraction: 0.5,
         storm_close: plan::StormCloseArg::Rst,

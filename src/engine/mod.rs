@@ -195,6 +195,7 @@ pub fn run(plan: &RunPlan, ctl: &RunControl) -> Result<RunResult, EngineError> {
             .map(|p| (p, plan.expect_timeout.as_micros() as u64)),
         // Each shard sets it from the common epoch.
         epoch_unix_us: 0,
+        session_lifetime: plan.session_lifetime.map_or(0, |d| d.as_micros() as u64),
         close_wait: plan.close_wait.as_micros() as u64,
         validate_utf8: plan.validate_utf8,
         timer_resolution: (plan.timer_resolution.as_micros() as u64).max(1),
@@ -230,6 +231,10 @@ pub fn run(plan: &RunPlan, ctl: &RunControl) -> Result<RunResult, EngineError> {
             reconnect: plan.reconnect,
             policy: plan.policy,
             storm: plan.storm,
+            // Open model: this shard's share of the arrivals over the whole run.
+            arrivals: plan
+                .session_lifetime
+                .map(|_| (rate * plan.duration.as_secs_f64()).ceil() as u64),
             ramp: stages::Ramp::new(
                 &plan.stages,
                 &plan

@@ -60,6 +60,9 @@ pub struct ShardPlan {
     pub storm: Option<Storm>,
     /// Stages: this shard's open-connection target over time (inactive: hold `connections`).
     pub ramp: Ramp,
+    /// Open model: sessions to start at the connect rate (each lives its lifetime, none is
+    /// replaced); `connections` is then only the room for those alive at once.
+    pub arrivals: Option<u64>,
     /// Ring sizing.
     pub ring: RingConfig,
 }
@@ -303,7 +306,7 @@ impl Shard {
         let n = if plan.ramp.is_active() {
             0
         } else {
-            plan.connections
+            plan.arrivals.unwrap_or(plan.connections)
         };
         Self {
             env: ConnEnv {
@@ -806,8 +809,9 @@ impl Shard {
         if slot.retired {
             self.retiring -= 1;
         }
-        if self.plan.ramp.is_active() {
-            // Whatever was lost, the ramp opens again.
+        if self.plan.ramp.is_active() || self.plan.arrivals.is_some() {
+            // Stages: whatever was lost, the ramp opens again. Open model: arrivals do not
+            // depend on departures.
         } else if cycles && !self.stopping {
             // Handshake mode: every finished cycle, failed or not, makes room for the next.
             if self.pending_opens == 0 {

@@ -162,6 +162,8 @@ counters! {
     closed_rst,
     /// Open sessions a reconnect storm dropped (RST, or closed with a close handshake).
     storm_dropped,
+    /// Sessions ended at the end of their `--session-lifetime` (open model).
+    sessions_retired,
     /// Expected replies (`--expect`) received in time.
     expects_met,
     /// Messages whose server timestamp was ahead of our clock (no latency recorded).

@@ -192,6 +192,7 @@ pub fn to_json(plan: &RunPlan, r: &RunResult) -> Value {
             "mode": if plan.mode == Mode::Session { "session" } else { "handshake" },
             "connections": plan.connections,
             "connect_rate": plan.connect_rate.is_finite().then_some(plan.connect_rate),
+            "session_lifetime_s": plan.session_lifetime.map(|d| d.as_secs_f64()),
             "duration_s": plan.duration.as_secs_f64(),
             "connect_timeout_s": plan.connect_timeout.as_secs_f64(),
             "drain_s": plan.drain.as_secs_f64(),

@@ -96,6 +96,13 @@ pub struct RunArgs {
     /// --connect-rate, and a ramp faster than that is reported as lag.
     #[arg(long, value_parser = crate::engine::stages::parse_flag)]
     pub stages: Option<Stages>,
+    /// Open model: start new sessions at this rate (per second) for the whole run, each
+    /// living --session-lifetime, whatever happens to the others (churn). Replaces -c.
+    #[arg(long, requires = "session_lifetime")]
+    pub arrival_rate: Option<f64>,
+    /// Open model: how long each session lives before it closes gracefully.
+    #[arg(long, requires = "arrival_rate", value_parser = parse::duration)]
+    pub session_lifetime: Option<Duration>,
     /// Run length from the start (ramp included), e.g. 30s, 5m, 1h30m.
     #[arg(short = 'd', long, default_value = "10s", value_parser = parse::duration)]
     pub duration: Duration,
@@ -423,6 +430,8 @@ pub struct RunPlan {
     pub storm: Option<Storm>,
     /// Stages (empty: hold `connections` for `duration`).
     pub stages: Vec<Stage>,
+    /// Open model: the lifetime of each session (the rate is `connect_rate`).
+    pub session_lifetime: Option<Duration>,
     /// CPUs for shards.
     pub cpus: Vec<usize>,
     /// Source addresses to rotate (empty: kernel's choice).
@@ -496,6 +505,30 @@ impl RunPlan {
                 .unwrap_or(a.connections);
             (n, Mode::Session)
         };
+        // Open model: arrivals at a rate, each living a lifetime; capacity for those alive at
+        // once (rate × lifetime, with room for arrivals bunching and slow closes).
+        let (connections, arrival_rate) = match (a.arrival_rate, a.session_lifetime) {
+            (Some(r), Some(life)) => {
+                if handshake || !stages.is_empty() {
+                    return Err(inv(
+                        "--arrival-rate",
+                        "is its own load shape: not with --mode handshake or --stages".into(),
+                    ));
+                }
+                if !(r.is_finite() && r > 0.0) {
+                    return Err(inv(
+                        "--arrival-rate",
+                        format!("must be a positive number of sessions per second, got {r}"),
+                    ));
+                }
+                if life.is_zero() {
+                    return Err(inv("--session-lifetime", "must be longer than 0".into()));
+                }
+                let alive = r * (life + a.close_wait).as_secs_f64();
+                ((alive * 1.25).ceil() as u64 + 64, Some(r))
+            }
+            _ => (connections, None),
+        };
         let duration = if stages.is_empty() {
             a.duration
         } else {
@@ -504,7 +537,7 @@ impl RunPlan {
         if connections == 0 {
             return Err(inv("--connections", "must be at least 1".into()));
         }
-        let connect_rate = match a.connect_rate {
+        let connect_rate = match arrival_rate.or(a.connect_rate) {
             Some(r) if !(r.is_finite() && r > 0.0) => {
                 return Err(inv(
                     "--connect-rate",
@@ -746,6 +779,7 @@ impl RunPlan {
             policy: a.reconnect_policy,
             storm,
             stages,
+            session_lifetime: a.session_lifetime,
             cpus,
             source_ips,
             source_ips_auto: auto,

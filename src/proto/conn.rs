@@ -192,6 +192,8 @@ pub struct ConnConfig {
     pub expect: Option<(ExpectPattern, Micros)>,
     /// Wall clock at the shard's epoch, Unix µs: makes `now` comparable with server time.
     pub epoch_unix_us: u64,
+    /// Open model: a session ends (gracefully) this long after it opened, µs; 0 = never.
+    pub session_lifetime: Micros,
     /// How long to wait for the server's close frame and FIN after ours, µs.
     pub close_wait: Micros,
     /// Validate UTF-8 of received text messages (default on).
@@ -316,6 +318,8 @@ pub struct Conn {
     fifo: VecDeque<Micros>,
     /// Server timestamp of the message being received.
     scan: FieldScan,
+    /// Open model: when this session retires (0: never).
+    retire_at: Micros,
     /// Deadline of the expected reply (0: none pending), and when the wait began.
     expect_until: Micros,
     expect_since: Micros,
@@ -358,6 +362,7 @@ impl Conn {
             pong: Vec::new(),
             fifo: VecDeque::new(),
             scan: FieldScan::default(),
+            retire_at: 0,
             expect_until: 0,
             expect_since: 0,
             expect_buf: Vec::new(),
@@ -672,6 +677,9 @@ impl Conn {
         if ctx.cfg.on_open.is_some() {
             self.pending |= OUT_ON_OPEN;
         }
+        if ctx.cfg.session_lifetime > 0 {
+            self.retire_at = now.saturating_add(ctx.cfg.session_lifetime);
+        }
         if let Some((_, timeout)) = &ctx.cfg.expect {
             self.expect_since = now;
             self.expect_until = now.saturating_add(*timeout).max(1);
@@ -894,6 +902,14 @@ impl Conn {
         {
             return self.fail(ctx, now, Failure::HeartbeatTimeout);
         }
+        if self.phase == Phase::Open && self.retire_at != 0 && now >= self.retire_at {
+            // Its lifetime is over: replies in flight get --close-wait, then a close 1000.
+            ctx.stats.counters.sessions_retired += 1;
+            self.retire_at = 0;
+            let drain_until = now.saturating_add(ctx.cfg.close_wait);
+            self.stop(ctx, now, drain_until);
+            return;
+        }
         if self.expect_until != 0 && now >= self.expect_until {
             ctx.stats.fail(Failure::ExpectTimeout);
             self.expect_until = 0;
@@ -1072,6 +1088,9 @@ impl Conn {
         }
         if self.expect_until != 0 {
             t = t.min(self.expect_until);
+        }
+        if self.phase == Phase::Open && self.retire_at != 0 {
+            t = t.min(self.retire_at);
         }
         if self.phase == Phase::Open && self.ping_sent_at != 0 && cfg.pong_timeout > 0 {
             t = t.min(self.ping_sent_at.saturating_add(cfg.pong_timeout));

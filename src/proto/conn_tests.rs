@@ -24,6 +24,7 @@ fn cfg() -> ConnConfig {
         latency_from: None,
         expect: None,
         epoch_unix_us: 0,
+        session_lifetime: 0,
         close_wait: 500 * MS,
         validate_utf8: true,
         timer_resolution: 1,

@@ -197,6 +197,7 @@ fn conn_config(sel: u8) -> ConnConfig {
         latency_from: None,
         expect: None,
         epoch_unix_us: 0,
+        session_lifetime: 0,
         close_wait: CLOSE_WAIT,
         validate_utf8: sel & 32 == 0,
         timer_resolution: if sel & 64 == 0 { 1 } else { 4 * MS },
