@@ -255,6 +255,20 @@ pub enum Outcome {
     Dropped,
 }
 
+/// Per-connection state of `--latency-from`, `--expect` and `--session-lifetime`.
+#[derive(Debug, Default)]
+struct Extras {
+    /// Server timestamp of the message being received.
+    scan: FieldScan,
+    /// Open model: when this session retires (0: never).
+    retire_at: Micros,
+    /// Deadline of the expected reply (0: none pending), and when the wait began.
+    expect_until: Micros,
+    expect_since: Micros,
+    /// Start of the message being received, while a reply is expected.
+    expect_buf: Vec<u8>,
+}
+
 /// The rustls side of a wss:// connection.
 #[derive(Debug)]
 struct TlsConn {
@@ -316,15 +330,9 @@ pub struct Conn {
     pong: Vec<u8>,
     /// Intended send times of messages awaiting their echo, oldest first.
     fifo: VecDeque<Micros>,
-    /// Server timestamp of the message being received.
-    scan: FieldScan,
-    /// Open model: when this session retires (0: never).
-    retire_at: Micros,
-    /// Deadline of the expected reply (0: none pending), and when the wait began.
-    expect_until: Micros,
-    expect_since: Micros,
-    /// Start of the message being received, while a reply is expected.
-    expect_buf: Vec<u8>,
+    /// State of the optional features (latency scan, expected reply, lifetime), boxed so
+    /// that connections without them stay small.
+    extras: Option<Box<Extras>>,
     /// TLS state (wss://), boxed: most of a TLS connection's memory, dropped when it ends.
     tls: Option<Box<TlsConn>>,
 }
@@ -361,11 +369,7 @@ impl Conn {
             ctrl: Vec::new(),
             pong: Vec::new(),
             fifo: VecDeque::new(),
-            scan: FieldScan::default(),
-            retire_at: 0,
-            expect_until: 0,
-            expect_since: 0,
-            expect_buf: Vec::new(),
+            extras: None,
             tls: None,
         };
         if let Some(client) = &ctx.cfg.tls {
@@ -677,12 +681,17 @@ impl Conn {
         if ctx.cfg.on_open.is_some() {
             self.pending |= OUT_ON_OPEN;
         }
-        if ctx.cfg.session_lifetime > 0 {
-            self.retire_at = now.saturating_add(ctx.cfg.session_lifetime);
-        }
-        if let Some((_, timeout)) = &ctx.cfg.expect {
-            self.expect_since = now;
-            self.expect_until = now.saturating_add(*timeout).max(1);
+        let c = ctx.cfg;
+        if c.session_lifetime > 0 || c.expect.is_some() || c.latency_from.is_some() {
+            let mut x = Box::<Extras>::default();
+            if c.session_lifetime > 0 {
+                x.retire_at = now.saturating_add(c.session_lifetime);
+            }
+            if let Some((_, timeout)) = &c.expect {
+                x.expect_since = now;
+                x.expect_until = now.saturating_add(*timeout).max(1);
+            }
+            self.extras = Some(x);
         }
         // Random phase within the first interval spreads sends evenly even when many
         // connections open at once (after a reconnect burst, say).
@@ -712,8 +721,10 @@ impl Conn {
             (_, Some(_)) => return Err(Violation::ExpectedContinuation),
             (op, None) => {
                 self.msg_op = Some(op);
-                self.scan.reset();
-                self.expect_buf.clear();
+                if let Some(x) = &mut self.extras {
+                    x.scan.reset();
+                    x.expect_buf.clear();
+                }
                 self.matching = !self.fifo.is_empty()
                     && ctx.cfg.message.as_ref().is_some_and(|m| m.opcode == op);
                 self.match_off = 0;
@@ -731,12 +742,14 @@ impl Conn {
         if self.msg_op == Some(OpCode::Text) && ctx.cfg.validate_utf8 {
             self.utf8.feed(p)?;
         }
-        if let Some(f) = &ctx.cfg.latency_from {
-            self.scan.feed(f, p);
-        }
-        if self.expect_until != 0 {
-            let room = EXPECT_PREFIX.saturating_sub(self.expect_buf.len());
-            self.expect_buf.extend_from_slice(&p[..p.len().min(room)]);
+        if let Some(x) = &mut self.extras {
+            if let Some(f) = &ctx.cfg.latency_from {
+                x.scan.feed(f, p);
+            }
+            if x.expect_until != 0 {
+                let room = EXPECT_PREFIX.saturating_sub(x.expect_buf.len());
+                x.expect_buf.extend_from_slice(&p[..p.len().min(room)]);
+            }
         }
         // Compare with our payload as it streams in: no reassembly buffer is ever needed.
         if self.matching {
@@ -813,7 +826,8 @@ impl Conn {
 
     /// One-way latency and the expected reply, on a complete data message.
     fn inspect(&mut self, ctx: &mut Ctx<'_>, now: Micros) {
-        if let (Some(f), Some(v)) = (&ctx.cfg.latency_from, self.scan.value()) {
+        let Some(x) = &mut self.extras else { return };
+        if let (Some(f), Some(v)) = (&ctx.cfg.latency_from, x.scan.value()) {
             let sent = f.unit.to_us(v);
             let arrived = ctx.cfg.epoch_unix_us.saturating_add(now);
             // A server clock ahead of ours would give a negative latency: counted, not hidden.
@@ -822,14 +836,14 @@ impl Conn {
                 None => ctx.stats.counters.latency_clock_skew += 1,
             }
         }
-        if self.expect_until != 0 {
+        if x.expect_until != 0 {
             if let Some((pattern, _)) = &ctx.cfg.expect {
-                if pattern.matches(&self.expect_buf) {
+                if pattern.matches(&x.expect_buf) {
                     ctx.stats
-                        .record(Hist::WsSubscribeAck, now.saturating_sub(self.expect_since));
+                        .record(Hist::WsSubscribeAck, now.saturating_sub(x.expect_since));
                     ctx.stats.counters.expects_met += 1;
-                    self.expect_until = 0;
-                    self.expect_buf = Vec::new();
+                    x.expect_until = 0;
+                    x.expect_buf = Vec::new();
                 }
             }
         }
@@ -902,18 +916,20 @@ impl Conn {
         {
             return self.fail(ctx, now, Failure::HeartbeatTimeout);
         }
-        if self.phase == Phase::Open && self.retire_at != 0 && now >= self.retire_at {
-            // Its lifetime is over: replies in flight get --close-wait, then a close 1000.
-            ctx.stats.counters.sessions_retired += 1;
-            self.retire_at = 0;
-            let drain_until = now.saturating_add(ctx.cfg.close_wait);
-            self.stop(ctx, now, drain_until);
-            return;
-        }
-        if self.expect_until != 0 && now >= self.expect_until {
-            ctx.stats.fail(Failure::ExpectTimeout);
-            self.expect_until = 0;
-            self.expect_buf = Vec::new();
+        if let Some(x) = &mut self.extras {
+            if self.phase == Phase::Open && x.retire_at != 0 && now >= x.retire_at {
+                // Its lifetime is over: replies in flight get --close-wait, then a close 1000.
+                ctx.stats.counters.sessions_retired += 1;
+                x.retire_at = 0;
+                let drain_until = now.saturating_add(ctx.cfg.close_wait);
+                self.stop(ctx, now, drain_until);
+                return;
+            }
+            if x.expect_until != 0 && now >= x.expect_until {
+                ctx.stats.fail(Failure::ExpectTimeout);
+                x.expect_until = 0;
+                x.expect_buf = Vec::new();
+            }
         }
         if self.phase == Phase::Open
             && !self.stopping
@@ -1086,11 +1102,13 @@ impl Conn {
         if self.deadline != 0 {
             t = self.deadline;
         }
-        if self.expect_until != 0 {
-            t = t.min(self.expect_until);
-        }
-        if self.phase == Phase::Open && self.retire_at != 0 {
-            t = t.min(self.retire_at);
+        if let Some(x) = &self.extras {
+            if x.expect_until != 0 {
+                t = t.min(x.expect_until);
+            }
+            if self.phase == Phase::Open && x.retire_at != 0 {
+                t = t.min(x.retire_at);
+            }
         }
         if self.phase == Phase::Open && self.ping_sent_at != 0 && cfg.pong_timeout > 0 {
             t = t.min(self.ping_sent_at.saturating_add(cfg.pong_timeout));
@@ -1166,8 +1184,7 @@ impl Conn {
         self.ctrl = Vec::new();
         self.pong = Vec::new();
         self.fifo = VecDeque::new();
-        self.expect_until = 0;
-        self.expect_buf = Vec::new();
+        self.extras = None;
         self.tls = None;
     }
 
