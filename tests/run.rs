@@ -961,3 +961,56 @@ fn open_model_arrivals_with_a_lifetime_churn_at_the_rate() {
     }
     gw.shutdown();
 }
+
+#[test]
+fn templated_messages_are_rendered_per_send_and_every_echo_matched() {
+    let _g = lock();
+    let gw = gateway(None);
+    let users = json_path("users").with_extension("txt");
+    std::fs::write(&users, "alice\nbob\n\ncarol\n").unwrap();
+    let out = json_path("templates");
+    let msg = format!(
+        r#"{{"u":"{{{{line {}}}}}","id":{{{{conn_id}}}},"seq":{{{{seq}}}},"t":{{{{now_ms}}}},"d":{{{{rand_int 1 6}}}},"c":"{{{{rand_choice a b}}}}"}}"#,
+        users.display()
+    );
+    let o = sockstorm(&[
+        "run",
+        &url(gw.local_addr()),
+        "-c",
+        "300",
+        "-d",
+        "2s",
+        "--message",
+        &msg,
+        "--message-rate",
+        "10",
+        "--no-reconnect",
+        "-q",
+        "--json",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v = read_json(&out);
+    let sent = counter(&v, "msgs_sent");
+    assert!(sent >= 300 * 10, "{sent}");
+    assert_eq!(counter(&v, "msgs_received"), sent);
+    assert_eq!(counter(&v, "msgs_pushed"), 0);
+    // A bad expression is refused before the run, listing what is known.
+    let o = sockstorm(&[
+        "run",
+        &url(gw.local_addr()),
+        "--message",
+        "{{sequence}}",
+        "-q",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("unknown template expression `{{sequence}}`")
+    );
+    gw.shutdown();
+}

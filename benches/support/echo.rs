@@ -46,6 +46,7 @@ impl EchoSession {
             message: Some(Message {
                 opcode: sockstorm::proto::ws::frame::OpCode::Text,
                 payload: payload.as_bytes().into(),
+                template: None,
             }),
             message_interval: INTERVAL,
             ping_interval: if pings { 10 * INTERVAL } else { 0 },

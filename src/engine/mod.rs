@@ -218,6 +218,7 @@ pub fn run(plan: &RunPlan, ctl: &RunControl) -> Result<RunResult, EngineError> {
         }
         let sp = ShardPlan {
             index: i,
+            shards,
             cpu: plan.cpus.get(i).copied(),
             target: plan.target,
             connections: count,

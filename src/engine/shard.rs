@@ -32,6 +32,8 @@ const LEFTOVER_GRACE_US: Micros = 200_000;
 pub struct ShardPlan {
     /// Shard index (0-based).
     pub index: usize,
+    /// Shards in the run (connection numbers interleave across them).
+    pub shards: usize,
     /// CPU to pin to, if any.
     pub cpu: Option<usize>,
     /// Resolved target address.
@@ -292,6 +294,8 @@ struct Shard {
     retiring: u64,
     opened: Vec<(u32, u32)>,
     ramp_deficit_max: u64,
+    /// Connections made so far (numbers them run-wide: index + shards × this).
+    conns_made: u64,
 }
 
 impl Shard {
@@ -346,6 +350,7 @@ impl Shard {
             retiring: 0,
             opened: Vec::new(),
             ramp_deficit_max: 0,
+            conns_made: 0,
         }
     }
 
@@ -675,6 +680,7 @@ impl Shard {
             pool,
             plan,
             opened,
+            conns_made,
             ..
         } = self;
         let slot = &mut slots[i as usize];
@@ -685,6 +691,8 @@ impl Shard {
         }
         let mut ctx = env.ctx();
         let mut conn = Conn::new(&mut ctx, now);
+        conn.set_id(plan.index as u64 + plan.shards as u64 * *conns_made);
+        *conns_made += 1;
         *live += 1;
         if conn.is_done() {
             // TLS could not even start; counted as a failure already.

@@ -10,6 +10,7 @@ use crate::engine::stages::{Stage, Stages};
 use crate::metrics::threshold::Threshold;
 use crate::proto::conn::{Message, Mode};
 use crate::proto::inspect::{ExpectPattern, LatencyField, TimeUnit};
+use crate::proto::template::{Resolve, Template};
 use crate::proto::tls::TlsSettings;
 use crate::proto::ws::frame::OpCode;
 use clap::Args;
@@ -731,16 +732,18 @@ impl RunPlan {
                     path: sub(&url.path),
                     ..url
                 };
-                let msg = |m: Option<Message>| {
-                    m.map(|m| Message {
-                        payload: replace_bytes(&m.payload, auth::TOKEN.as_bytes(), t.as_bytes())
-                            .into(),
-                        ..m
-                    })
-                };
-                (headers, url, msg(on_open), msg(message))
+                (headers, url, on_open, message)
             }
         };
+        let resolver = Resolver {
+            token: token.as_deref(),
+        };
+        let on_open = on_open
+            .map(|m| templated("--send-on-open", m, &resolver))
+            .transpose()?;
+        let message = message
+            .map(|m| templated("--message", m, &resolver))
+            .transpose()?;
         let tls = if url.tls {
             let per_shard = connections.div_ceil(cpus.len().max(1) as u64);
             Some(Arc::new(a.tls.settings(&url.host, per_shard)?))
@@ -842,20 +845,62 @@ fn auth_token(a: &RunArgs) -> Result<Option<String>, PlanError> {
     spec.fetch().map(Some)
 }
 
-/// `haystack` with every `from` replaced by `to`.
-fn replace_bytes(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(haystack.len());
-    let mut i = 0;
-    while i < haystack.len() {
-        if haystack[i..].starts_with(from) {
-            out.extend_from_slice(to);
-            i += from.len();
-        } else {
-            out.push(haystack[i]);
-            i += 1;
-        }
+/// Template inputs fixed before the run: the environment, files, the auth token.
+struct Resolver<'a> {
+    token: Option<&'a str>,
+}
+
+impl Resolve for Resolver<'_> {
+    fn env(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
     }
-    out
+
+    fn lines(&self, path: &str) -> Result<Vec<String>, String> {
+        std::fs::read_to_string(path)
+            .map(|t| {
+                t.lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .map_err(|e| format!("cannot read `{path}`: {e}"))
+    }
+
+    fn token(&self) -> Option<&str> {
+        self.token
+    }
+}
+
+/// `m` with its `{{...}}` expressions parsed: fixed ones rendered now, the others per send.
+fn templated(flag: &'static str, m: Message, r: &Resolver<'_>) -> Result<Message, PlanError> {
+    // Only text can hold template expressions; a binary file is sent as it is.
+    let Ok(text) = std::str::from_utf8(&m.payload) else {
+        return Ok(m);
+    };
+    let t = match Template::parse(text, r) {
+        Ok(None) => return Ok(m),
+        Ok(Some(t)) => t,
+        Err(reason) => return Err(PlanError::Invalid { flag, reason }),
+    };
+    if t.is_fixed() {
+        let mut payload = Vec::new();
+        let mut rng = crate::proto::rng::Rng::new(0);
+        t.render(
+            &mut crate::proto::template::Vars {
+                conn_id: 0,
+                seq: 0,
+                now_unix_us: 0,
+                rng: &mut rng,
+            },
+            &mut payload,
+        );
+        return Ok(Message::fixed(m.opcode, payload.into()));
+    }
+    Ok(Message {
+        opcode: m.opcode,
+        payload: Box::new([]),
+        template: Some(Arc::new(t)),
+    })
 }
 
 /// On IPv4 loopback, connections beyond [`PORTS_PER_SOURCE`] are spread over 127.0.0.1,
@@ -896,10 +941,7 @@ fn load_message(flag: &'static str, spec: &str, opcode: OpCode) -> Result<Messag
             reason: "content is not UTF-8 text; add --binary to send it as binary".into(),
         });
     }
-    Ok(Message {
-        opcode,
-        payload: payload.into(),
-    })
+    Ok(Message::fixed(opcode, payload.into()))
 }
 
 /// CPUs this process may run on.

@@ -15,6 +15,7 @@
 use crate::metrics::{Hist, ShardStats};
 use crate::proto::inspect::{ExpectPattern, FieldScan, LatencyField, EXPECT_PREFIX};
 use crate::proto::rng::Rng;
+use crate::proto::template::{Fnv, Template, Vars};
 use crate::proto::tls::{Negotiated, TlsClient, TlsFailure};
 use crate::proto::ws::frame::{
     close_code_valid, encode_close, encode_frame, Decoded, FrameDecoder, FrameHeader, OpCode,
@@ -22,6 +23,7 @@ use crate::proto::ws::frame::{
 };
 use crate::proto::ws::handshake::{self, RequestTemplate, UpgradeFailure};
 use rustls::ClientConnection;
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fmt;
 use std::io::{BufRead, Write};
@@ -146,8 +148,26 @@ impl fmt::Display for Failure {
 pub struct Message {
     /// Text or Binary.
     pub opcode: OpCode,
-    /// Payload bytes.
+    /// Payload bytes (empty when `template` renders each one).
     pub payload: Box<[u8]>,
+    /// Rendered anew for every send (`{{seq}}`, `{{now_ms}}`, ...), if the text has any.
+    pub template: Option<Arc<Template>>,
+}
+
+impl Message {
+    /// A message whose payload is always the same.
+    pub fn fixed(opcode: OpCode, payload: Box<[u8]>) -> Self {
+        Self {
+            opcode,
+            payload,
+            template: None,
+        }
+    }
+}
+
+thread_local! {
+    /// Where templated payloads are rendered before framing; reused, so sends do not allocate.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// What a connection is for.
@@ -267,6 +287,10 @@ struct Extras {
     expect_since: Micros,
     /// Start of the message being received, while a reply is expected.
     expect_buf: Vec<u8>,
+    /// Templated messages: hashes of those awaiting their echo (parallel to `fifo`), and the
+    /// hash of the message being received.
+    hashes: VecDeque<u64>,
+    rx: Fnv,
 }
 
 /// The rustls side of a wss:// connection.
@@ -330,6 +354,9 @@ pub struct Conn {
     pong: Vec<u8>,
     /// Intended send times of messages awaiting their echo, oldest first.
     fifo: VecDeque<Micros>,
+    /// Run-wide connection number (`{{conn_id}}`), and the templated-message counter.
+    id: u64,
+    tseq: u64,
     /// State of the optional features (latency scan, expected reply, lifetime), boxed so
     /// that connections without them stay small.
     extras: Option<Box<Extras>>,
@@ -369,6 +396,8 @@ impl Conn {
             ctrl: Vec::new(),
             pong: Vec::new(),
             fifo: VecDeque::new(),
+            id: 0,
+            tseq: 0,
             extras: None,
             tls: None,
         };
@@ -682,7 +711,8 @@ impl Conn {
             self.pending |= OUT_ON_OPEN;
         }
         let c = ctx.cfg;
-        if c.session_lifetime > 0 || c.expect.is_some() || c.latency_from.is_some() {
+        let templated = c.message.as_ref().is_some_and(|m| m.template.is_some());
+        if c.session_lifetime > 0 || c.expect.is_some() || c.latency_from.is_some() || templated {
             let mut x = Box::<Extras>::default();
             if c.session_lifetime > 0 {
                 x.retire_at = now.saturating_add(c.session_lifetime);
@@ -724,6 +754,7 @@ impl Conn {
                 if let Some(x) = &mut self.extras {
                     x.scan.reset();
                     x.expect_buf.clear();
+                    x.rx = Fnv::default();
                 }
                 self.matching = !self.fifo.is_empty()
                     && ctx.cfg.message.as_ref().is_some_and(|m| m.opcode == op);
@@ -752,7 +783,16 @@ impl Conn {
             }
         }
         // Compare with our payload as it streams in: no reassembly buffer is ever needed.
-        if self.matching {
+        let templated = ctx
+            .cfg
+            .message
+            .as_ref()
+            .is_some_and(|m| m.template.is_some());
+        if self.matching && templated {
+            if let Some(x) = &mut self.extras {
+                x.rx.feed(p);
+            }
+        } else if self.matching {
             let expected = ctx.cfg.message.as_ref().map_or(&[][..], |m| &m.payload[..]);
             let end = self.match_off + p.len();
             self.matching = expected.get(self.match_off..end) == Some(p);
@@ -804,11 +844,19 @@ impl Conn {
         }
         self.inspect(ctx, now);
         let c = &mut ctx.stats.counters;
-        let full = ctx
-            .cfg
-            .message
-            .as_ref()
-            .is_some_and(|m| m.payload.len() == self.match_off);
+        let full = match (&ctx.cfg.message, &mut self.extras) {
+            // Templated: the echo is ours if it hashes like the oldest message awaiting one.
+            (Some(m), Some(x)) if m.template.is_some() => {
+                let ours = x.hashes.front() == Some(&x.rx.0);
+                if ours {
+                    x.hashes.pop_front();
+                }
+                ours
+            }
+            (m, _) => m
+                .as_ref()
+                .is_some_and(|m| m.payload.len() == self.match_off),
+        };
         if self.matching && full {
             if let Some(intended) = self.fifo.pop_front() {
                 c.msgs_received += 1;
@@ -1035,7 +1083,8 @@ impl Conn {
         if self.phase == Phase::Open {
             if self.pending & OUT_ON_OPEN != 0 {
                 if let Some(m) = &ctx.cfg.on_open {
-                    encode_frame(out, m.opcode, true, &m.payload, ctx.rng.mask());
+                    let now_unix = ctx.cfg.epoch_unix_us.saturating_add(now);
+                    self.encode_message(m, now_unix, ctx.rng, out);
                     ctx.stats.counters.on_open_sent += 1;
                 }
             }
@@ -1089,11 +1138,51 @@ impl Conn {
             if intended > now {
                 break;
             }
-            encode_frame(out, m.opcode, true, &m.payload, ctx.rng.mask());
+            let now_unix = ctx.cfg.epoch_unix_us.saturating_add(now);
+            if let Some(h) = self.encode_message(m, now_unix, ctx.rng, out) {
+                if let Some(x) = &mut self.extras {
+                    x.hashes.push_back(h);
+                }
+            }
             self.fifo.push_back(intended);
             ctx.stats.counters.msgs_sent += 1;
             self.next_msg_at = self.next_msg_at.saturating_add(iv);
         }
+    }
+
+    /// Frames `m` into `out`, rendering it first if it is templated; returns the rendered
+    /// payload's hash then.
+    fn encode_message(
+        &mut self,
+        m: &Message,
+        now_unix_us: u64,
+        rng: &mut Rng,
+        out: &mut Vec<u8>,
+    ) -> Option<u64> {
+        let mask = rng.mask();
+        let Some(t) = &m.template else {
+            encode_frame(out, m.opcode, true, &m.payload, mask);
+            return None;
+        };
+        self.tseq += 1;
+        let mut vars = Vars {
+            conn_id: self.id,
+            seq: self.tseq,
+            now_unix_us,
+            rng,
+        };
+        SCRATCH.with(|s| {
+            let mut s = s.borrow_mut();
+            s.clear();
+            t.render(&mut vars, &mut s);
+            encode_frame(out, m.opcode, true, &s, mask);
+            Some(Fnv::of(&s))
+        })
+    }
+
+    /// Sets the run-wide connection number (`{{conn_id}}`).
+    pub fn set_id(&mut self, id: u64) {
+        self.id = id;
     }
 
     /// The next instant at which [`Conn::handle_timer`] has work, if any.
@@ -1192,6 +1281,9 @@ impl Conn {
     fn account_unanswered(&mut self, ctx: &mut Ctx<'_>) {
         ctx.stats.counters.msgs_unanswered += self.fifo.len() as u64;
         self.fifo.clear();
+        if let Some(x) = &mut self.extras {
+            x.hashes.clear();
+        }
     }
 }
 

@@ -13,10 +13,12 @@ fn cfg() -> ConnConfig {
         on_open: Some(Message {
             opcode: OpCode::Text,
             payload: b"{\"type\":\"subscribe\"}".to_vec().into(),
+            template: None,
         }),
         message: Some(Message {
             opcode: OpCode::Text,
             payload: b"hello".to_vec().into(),
+            template: None,
         }),
         message_interval: 100 * MS,
         ping_interval: 0,
@@ -607,6 +609,53 @@ fn one_way_latency_from_the_server_timestamp() {
     c.handle_recv(&mut h.ctx(), 9 * MS, &ahead);
     assert_eq!(h.stats.hist(Hist::WsMsgLatency).len(), 1);
     assert_eq!(h.stats.counters.latency_clock_skew, 1);
+}
+
+#[test]
+fn templated_messages_render_per_send_and_echoes_match_by_hash() {
+    struct NoInputs;
+    impl crate::proto::template::Resolve for NoInputs {
+        fn env(&self, _: &str) -> Option<String> {
+            None
+        }
+        fn lines(&self, _: &str) -> Result<Vec<String>, String> {
+            Err("none".into())
+        }
+        fn token(&self) -> Option<&str> {
+            None
+        }
+    }
+    let t = Template::parse("m{{conn_id}}-{{seq}}", &NoInputs)
+        .unwrap()
+        .unwrap();
+    let mut h = Harness::new(ConnConfig {
+        on_open: None,
+        message: Some(Message {
+            opcode: OpCode::Text,
+            payload: Box::new([]),
+            template: Some(Arc::new(t)),
+        }),
+        ..cfg()
+    });
+    let mut c = Conn::new(&mut h.ctx(), 0);
+    c.set_id(7);
+    c.handle_connected(&mut h.ctx(), MS);
+    let req = h.tx(&mut c, MS);
+    c.handle_recv(&mut h.ctx(), 2 * MS, &response_for(&req));
+    assert_eq!(c.phase(), Phase::Open);
+    // Two sends, each rendered anew.
+    let t1 = c.poll_timeout(&h.cfg).unwrap();
+    c.handle_timer(&mut h.ctx(), t1 + 100 * MS);
+    let frames = client_frames(&h.tx(&mut c, t1 + 100 * MS));
+    let payloads: Vec<&[u8]> = frames.iter().map(|(_, p)| p.as_slice()).collect();
+    assert_eq!(payloads, [b"m7-1".as_slice(), b"m7-2".as_slice()]);
+    // The right echo is matched; an echo of something else is not.
+    c.handle_recv(&mut h.ctx(), t1 + 101 * MS, &server_frame(0x81, b"m7-1"));
+    c.handle_recv(&mut h.ctx(), t1 + 101 * MS, &server_frame(0x81, b"m7-9"));
+    assert_eq!(h.stats.counters.msgs_received, 1);
+    assert_eq!(h.stats.counters.msgs_pushed, 1);
+    c.handle_recv(&mut h.ctx(), t1 + 102 * MS, &server_frame(0x81, b"m7-2"));
+    assert_eq!(h.stats.counters.msgs_received, 2);
 }
 
 #[path = "conn_tls_tests.rs"]

@@ -182,6 +182,7 @@ fn conn_config(sel: u8) -> ConnConfig {
         on_open: (sel & 8 != 0).then(|| Message {
             opcode: OpCode::Text,
             payload: b"{\"op\":\"subscribe\"}".as_slice().into(),
+            template: None,
         }),
         message: Some(Message {
             opcode: if sel & 1 == 0 {
@@ -190,6 +191,7 @@ fn conn_config(sel: u8) -> ConnConfig {
                 OpCode::Binary
             },
             payload,
+            template: None,
         }),
         message_interval: 10 * MS,
         ping_interval: if sel & 16 != 0 { 25 * MS } else { 0 },

@@ -6,5 +6,6 @@ pub mod conn;
 mod fuzz_smoke;
 pub mod inspect;
 pub mod rng;
+pub mod template;
 pub mod tls;
 pub mod ws;
