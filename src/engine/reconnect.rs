@@ -76,7 +76,8 @@ impl Policy {
                     rng.below(cap + 1)
                 }
                 Jitter::Decorrelated => {
-                    let hi = prev.saturating_mul(3).clamp(base, max);
+                    // The first retry has no previous delay: start from `base`, jittered.
+                    let hi = prev.max(base).saturating_mul(3).clamp(base, max);
                     base + rng.below(hi - base + 1)
                 }
             }),
@@ -148,9 +149,16 @@ mod tests {
                 assert!(d <= cap, "attempt {attempt}: {d} > {cap}");
                 let prev = rng.below(5000 * MS);
                 let d = dec.delay(attempt, prev, &mut rng).unwrap();
-                assert!((100 * MS..=(prev * 3).clamp(100 * MS, 5000 * MS)).contains(&d));
+                assert!(
+                    (100 * MS..=(prev.max(100 * MS) * 3).clamp(100 * MS, 5000 * MS)).contains(&d)
+                );
             }
         }
+        // Both jitters spread the first retries of 1,000 connections.
+        let first: std::collections::BTreeSet<_> = (0..1000)
+            .map(|_| dec.delay(0, 0, &mut rng).unwrap() / MS)
+            .collect();
+        assert!(first.len() > 50);
         // Full jitter spreads: the first retries of 1,000 connections are not all alike.
         let first: std::collections::BTreeSet<_> = (0..1000)
             .map(|_| exp.delay(0, 0, &mut rng).unwrap() / MS)

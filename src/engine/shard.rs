@@ -139,6 +139,8 @@ struct Slot {
     rst: bool,
     /// Being closed because the stages ramp down.
     retired: bool,
+    /// No longer counted as open (a storm's graceful drop, closing).
+    uncounted: bool,
 }
 
 impl Slot {
@@ -158,6 +160,7 @@ impl Slot {
             retry: (0, 0),
             rst: false,
             retired: false,
+            uncounted: false,
         }
     }
 }
@@ -573,6 +576,13 @@ impl Shard {
     /// Stages: opens (at up to the connect rate) or retires (newest first, with a close
     /// handshake) connections so that the live count follows the ramp.
     fn follow_ramp(&mut self, now: Micros) {
+        // Entries of connections that have ended are skipped when retiring; drop them now and
+        // then so a long run with refills does not grow the list.
+        if self.opened.len() > 2 * self.live as usize + 1024 {
+            let slots = &self.slots;
+            self.opened
+                .retain(|&(j, g)| slots[j as usize].gen == g && slots[j as usize].conn.is_some());
+        }
         let want = self.plan.ramp.target(now);
         let have = self.live - self.retiring;
         if have < want {
@@ -635,6 +645,9 @@ impl Shard {
             if let Some(conn) = slot.conn.as_mut() {
                 conn.storm_drop(&mut env.ctx(), now, !storm.rst);
             }
+            // Dropped now, even while its close handshake runs: recovery counts from here.
+            slot.uncounted = true;
+            self.open_now = self.open_now.saturating_sub(1);
             self.after(i, now);
         }
         if k == 0 {
@@ -843,7 +856,7 @@ impl Shard {
             }
         }
         let slot = &mut self.slots[i as usize];
-        if conn.was_established() {
+        if conn.was_established() && !slot.uncounted {
             self.open_now = self.open_now.saturating_sub(1);
         }
         if slot.has_socket && !slot.close_submitted {

@@ -699,8 +699,11 @@ impl RunPlan {
         };
         let storm = match a.storm_at {
             None => None,
-            Some(_) if handshake => {
-                return Err(inv("--storm-at", "applies to session mode".into()))
+            Some(_) if handshake || arrival_rate.is_some() || !stages.is_empty() => {
+                return Err(inv(
+                    "--storm-at",
+                    "recovery is measured against a fixed connection count: not with --mode handshake, --arrival-rate or --stages".into(),
+                ))
             }
             Some(at) if at >= duration => {
                 return Err(inv(
@@ -842,7 +845,19 @@ fn auth_token(a: &RunArgs) -> Result<Option<String>, PlanError> {
         cacerts,
         insecure: a.tls.insecure,
     };
-    spec.fetch().map(Some)
+    let token = spec.fetch()?;
+    // It goes into header values and the request line: visible ASCII only (RFC 6750's
+    // b64token), or a server could inject headers. The message does not echo it.
+    let ok = token
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._~+/=".contains(&b));
+    if !ok {
+        return Err(PlanError::Auth(format!(
+            "the token at `{}` has characters a bearer token cannot have (spaces, control or non-ASCII); check --auth-token-field",
+            a.auth_token_field
+        )));
+    }
+    Ok(Some(token))
 }
 
 /// Template inputs fixed before the run: the environment, files, the auth token.

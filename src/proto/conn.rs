@@ -462,6 +462,11 @@ impl Conn {
             Phase::Done => {}
             // The close handshake is already underway; an error now only ends it early.
             Phase::Closing => self.finish(ctx, now),
+            // A handshake cycle waiting for its ticket: the handshake itself completed.
+            Phase::TlsHandshake if self.tls.as_ref().is_some_and(|t| t.done) => {
+                self.complete(ctx, now);
+                self.finish(ctx, now);
+            }
             _ => self.fail(ctx, now, failure),
         }
     }
@@ -502,12 +507,15 @@ impl Conn {
         let mut peer_closed = false;
         let mut got = 0;
         let stored = |ctx: &Ctx<'_>| ctx.cfg.tls.as_ref().map_or(0, |c| c.tickets_stored());
-        while !data.is_empty() && self.phase != Phase::Done {
-            if let Err(e) = t.conn.read_tls(&mut data) {
+        while !data.is_empty() && self.phase != Phase::Done && !peer_closed {
+            match t.conn.read_tls(&mut data) {
+                // After the server's close_notify rustls takes nothing more: bytes behind it
+                // are ignored (looping on them would spin).
+                Ok(0) => break,
+                Ok(_) => {}
                 // Only when rustls' buffer is full, which draining below after every read
                 // rules out; treat it as the server's fault rather than spin.
-                let _ = e;
-                return self.fail(ctx, now, Failure::Tls(TlsFailure::Protocol));
+                Err(_) => return self.fail(ctx, now, Failure::Tls(TlsFailure::Protocol)),
             }
             // The shard is one thread: tickets stored during this call are this connection's.
             let before = stored(ctx);
@@ -967,13 +975,16 @@ impl Conn {
         if let Some(x) = &mut self.extras {
             if self.phase == Phase::Open && x.retire_at != 0 && now >= x.retire_at {
                 // Its lifetime is over: replies in flight get --close-wait, then a close 1000.
-                ctx.stats.counters.sessions_retired += 1;
                 x.retire_at = 0;
+                if self.stopping {
+                    return;
+                }
+                ctx.stats.counters.sessions_retired += 1;
                 let drain_until = now.saturating_add(ctx.cfg.close_wait);
                 self.stop(ctx, now, drain_until);
                 return;
             }
-            if x.expect_until != 0 && now >= x.expect_until {
+            if x.expect_until != 0 && now >= x.expect_until && self.phase == Phase::Open {
                 ctx.stats.fail(Failure::ExpectTimeout);
                 x.expect_until = 0;
                 x.expect_buf = Vec::new();
@@ -1242,6 +1253,10 @@ impl Conn {
             return;
         }
         self.account_unanswered(ctx);
+        // A reply still expected when we close is not the server's failure.
+        if let Some(x) = &mut self.extras {
+            x.expect_until = 0;
+        }
         self.close_code = code;
         self.pending |= OUT_CLOSE;
         self.phase = Phase::Closing;

@@ -406,3 +406,45 @@ fn rst_cycle_sends_our_last_flight_before_it_ends() {
         );
     }
 }
+
+#[test]
+fn bytes_after_the_servers_close_notify_are_ignored_not_spun_on() {
+    let mut h = Harness::new(tls_cfg(&settings(13, Resume::On), Mode::Session));
+    let mut s = ServerConnection::new(server_cfg()).unwrap();
+    let (mut c, req) = connect(&mut h, &mut s, 0);
+    s.writer().write_all(&response_for(&req)).unwrap();
+    pump(&mut h, &mut c, &mut s, 2 * MS);
+    assert_eq!(c.phase(), Phase::Open);
+    s.send_close_notify();
+    let mut back = Vec::new();
+    while s.wants_write() {
+        s.write_tls(&mut back).unwrap();
+    }
+    back.extend_from_slice(b"junk after close_notify");
+    c.handle_recv(&mut h.ctx(), 3 * MS, &back);
+    // An orderly end of the stream without a close frame: 1006, session dropped.
+    assert!(c.is_done());
+    assert_eq!(h.stats.counters.sessions_dropped, 1);
+    assert_eq!(h.stats.close_codes.get(&1006), Some(&1));
+}
+
+#[test]
+fn a_reset_while_waiting_for_the_ticket_still_completes_the_cycle() {
+    let rst = Mode::Handshake {
+        upgrade: false,
+        rst: true,
+    };
+    let mut h = Harness::new(tls_cfg(&settings(13, Resume::On), rst));
+    let ca = ca();
+    let mut opts = ServerTlsOptions::new(ca.chain.clone(), ca.key.clone_key());
+    opts.tickets_per_handshake = 0;
+    opts.max_tls13_tickets = 0;
+    let mut s = ServerConnection::new(server_tls_config(&opts).unwrap()).unwrap();
+    let (mut c, _) = connect(&mut h, &mut s, 0);
+    assert_eq!(c.phase(), Phase::TlsHandshake, "waiting for a ticket");
+    c.handle_error(&mut h.ctx(), 2 * MS, Failure::Reset);
+    assert!(c.is_done());
+    assert_eq!(h.stats.counters.handshake_cycles, 1);
+    assert_eq!(h.stats.counters.connect_failed, 0);
+    assert_eq!(h.stats.failure_total(), 0);
+}
