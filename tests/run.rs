@@ -572,8 +572,6 @@ fn thresholds_pass_fail_and_exit_99() {
             url(gw.local_addr()),
             "-c".into(),
             "200".into(),
-            "-d".into(),
-            "2s".into(),
             "--message".into(),
             "hi".into(),
             "--no-reconnect".into(),
@@ -587,6 +585,9 @@ fn thresholds_pass_fail_and_exit_99() {
             "--threshold".into(),
             "ws_msgs_received: count>0".into(),
         ];
+        if !extra.contains(&"-d") {
+            args.extend(["-d".to_owned(), "2s".to_owned()]);
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         sockstorm(&args.iter().map(String::as_str).collect::<Vec<_>>())
     };
@@ -616,6 +617,31 @@ fn thresholds_pass_fail_and_exit_99() {
         "{stdout}"
     );
     assert_eq!(read_json(&out)["thresholds"][3]["pass"], false);
+    // With --abort-on-fail the run stops at the first failing check instead of running on.
+    let t0 = Instant::now();
+    let o = run(&[
+        "-d",
+        "20s",
+        "--threshold",
+        "ws_connecting: p(99)<1us",
+        "--threshold",
+        "ws_msg_rtt: p(50)<1s",
+        "--abort-on-fail",
+        "1s",
+    ]);
+    assert_eq!(o.status.code(), Some(99));
+    assert!(t0.elapsed() < Duration::from_secs(6), "{:?}", t0.elapsed());
+    let v = read_json(&out);
+    assert_eq!(
+        v["aborted_by_threshold"]["expr"],
+        "ws_connecting: p(99)<1us"
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("run stopped early at"));
+    assert_eq!(
+        counter(&v, "established"),
+        200,
+        "results up to the stop are kept"
+    );
     // A bad expression stops before any connection, naming the fix.
     let o = run(&["--threshold", "ws_conecting: p(95)<1s"]);
     assert_eq!(o.status.code(), Some(2));

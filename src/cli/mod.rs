@@ -264,7 +264,9 @@ fn finish(plan: &RunPlan, result: &RunResult) -> Result<u8, CliError> {
     let _ = out.write_all(report::summary(plan, result).as_bytes());
     let _ = out.flush();
     let c = &result.stats.counters;
-    Ok(if result.interrupted {
+    Ok(if result.threshold_abort.is_some() {
+        EXIT_THRESHOLDS
+    } else if result.interrupted {
         EXIT_INTERRUPTED
     } else if report::thresholds(plan, result).iter().any(|t| !t.pass) {
         EXIT_THRESHOLDS
@@ -466,6 +468,7 @@ fn demo(a: &DemoArgs) -> Result<u8, CliError> {
         json: a.json.clone(),
         quiet: a.quiet,
         thresholds: Vec::new(),
+        abort_on_fail: None,
         auth_url: None,
         auth_body: None,
         auth_headers: Vec::new(),

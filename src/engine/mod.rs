@@ -132,6 +132,8 @@ pub struct RunResult {
     pub storm_recovery: Option<Duration>,
     /// Stages: connections the shards were behind the ramp at worst (summed over shards).
     pub ramp_deficit_max: u64,
+    /// `--abort-on-fail`: the threshold that failed during the run, and when (s).
+    pub threshold_abort: Option<(String, f64)>,
 }
 
 impl RunResult {
@@ -305,6 +307,7 @@ pub fn run(plan: &RunPlan, ctl: &RunControl) -> Result<RunResult, EngineError> {
     let (mut peak_open, mut rss_at_peak) = (0u64, rss_before);
     let mut next_print = start + Duration::from_secs(1);
     let mut signalled = 0u8;
+    let mut threshold_abort: Option<(String, f64)> = None;
     let mut exited: Option<Instant> = None;
     let mut shard_error = None;
     let progress = Progress::new(plan.quiet, plan.mode != crate::proto::conn::Mode::Session);
@@ -381,6 +384,22 @@ pub fn run(plan: &RunPlan, ctl: &RunControl) -> Result<RunResult, EngineError> {
             progress.line(t, open, plan.connections, &second, &total);
             total.add(&second);
             second = ShardStats::new();
+            if threshold_abort.is_none() && plan.abort_on_fail.is_some_and(|d| t >= d.as_secs_f64())
+            {
+                // Only thresholds with data so far can fail early; the rest wait for the end.
+                if let Some(o) = plan
+                    .thresholds
+                    .iter()
+                    .map(|th| th.eval(&total, t))
+                    .find(|o| o.actual.is_some() && !o.pass)
+                {
+                    threshold_abort = Some((o.expr, t));
+                    flags.interrupt.store(true, Ordering::SeqCst);
+                    for w in &wakers {
+                        w.wake();
+                    }
+                }
+            }
         }
     }
     total.add(&second);
@@ -417,6 +436,7 @@ pub fn run(plan: &RunPlan, ctl: &RunControl) -> Result<RunResult, EngineError> {
         capacity,
         timeline,
         ramp_deficit_max: gauges.iter().map(|g| g.ramp_deficit_max).sum(),
+        threshold_abort,
         storm_recovery: plan.storm.and_then(|st| {
             gauges
                 .iter()

@@ -146,7 +146,8 @@ counters! {
     tls_handshakes_full,
     /// TLS handshakes the server resumed (as rustls reports it).
     tls_handshakes_resumed,
-    /// TLS handshakes that offered a stored session.
+    /// TLS handshakes that took a stored session for their ClientHello (rustls still drops
+    /// one that has expired, which then shows as refused).
     tls_resume_attempted,
     /// Offered sessions the server did not accept (a full handshake followed).
     tls_resume_refused,

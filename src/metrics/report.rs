@@ -250,6 +250,7 @@ pub fn to_json(plan: &RunPlan, r: &RunResult) -> Value {
             "upgrade": matches!(plan.mode, Mode::Handshake { upgrade: true, .. }),
             "close": if plan.linger_zero { "rst" } else { "fin" },
         })),
+        "aborted_by_threshold": r.threshold_abort.as_ref().map(|(e, t)| json!({"expr": e, "at_s": t})),
         "thresholds": thresholds(plan, r).iter().map(|t| json!({
             "expr": t.expr, "actual": t.actual, "pass": t.pass,
         })).collect::<Vec<_>>(),
@@ -400,6 +401,12 @@ pub fn summary(plan: &RunPlan, r: &RunResult) -> String {
         );
         for t in &outcomes {
             let _ = writeln!(o, "  {t}");
+        }
+        if let Some((e, t)) = &r.threshold_abort {
+            let _ = writeln!(
+                o,
+                "  run stopped early at {t:.1}s: `{e}` failed (--abort-on-fail)"
+            );
         }
     }
     let per_conn = r

@@ -215,6 +215,10 @@ pub struct RunArgs {
     /// 'connect_errors: rate<0.1%', 'msgs_received: count>0'. Any failing: exit code 99.
     #[arg(long = "threshold", value_name = "EXPR", value_parser = parse_threshold)]
     pub thresholds: Vec<Threshold>,
+    /// Stop the run early (gracefully, results kept, exit 99) once a --threshold with data
+    /// fails, checked every second from this time on (e.g. 10s: let the ramp settle first).
+    #[arg(long, value_name = "DELAY", value_parser = parse::duration)]
+    pub abort_on_fail: Option<Duration>,
     /// TLS settings.
     #[command(flatten)]
     pub tls: TlsArgs,
@@ -395,6 +399,8 @@ pub struct RunPlan {
     pub thresholds: Vec<Threshold>,
     /// Whether a token came from an auth pre-step.
     pub auth: bool,
+    /// Check thresholds during the run from this time on, and stop at the first failure.
+    pub abort_on_fail: Option<Duration>,
     /// Pong deadline after a ping.
     pub pong_timeout: Option<Duration>,
     /// Server timestamp field for one-way latency.
@@ -725,6 +731,12 @@ impl RunPlan {
                 })
             }
         };
+        if a.abort_on_fail.is_some() && a.thresholds.is_empty() {
+            return Err(inv(
+                "--abort-on-fail",
+                "needs at least one --threshold to check".into(),
+            ));
+        }
         let token = auth_token(a)?;
         let (headers, url, on_open, message) = match &token {
             None => (a.headers.clone(), url, on_open, message),
@@ -763,6 +775,7 @@ impl RunPlan {
             tls,
             thresholds: a.thresholds.clone(),
             auth: token.is_some(),
+            abort_on_fail: a.abort_on_fail,
             pong_timeout: a.pong_timeout,
             latency_from,
             expect: a.expect.clone(),
