@@ -1040,3 +1040,43 @@ fn templated_messages_are_rendered_per_send_and_every_echo_matched() {
     );
     gw.shutdown();
 }
+
+#[test]
+fn repeated_storms_each_take_their_share() {
+    let _g = lock();
+    let gw = gateway(None);
+    let out = json_path("storm-every");
+    let o = sockstorm(&[
+        "run",
+        &url(gw.local_addr()),
+        "-c",
+        "500",
+        "--connect-rate",
+        "5000",
+        "-d",
+        "3500ms",
+        "--storm-at",
+        "1s",
+        "--storm-every",
+        "1s",
+        "--storm-fraction",
+        "0.2",
+        "-q",
+        "--json",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let v = read_json(&out);
+    // Storms at 1, 2 and 3 s, each 20 % of the 500 open.
+    assert_eq!(counter(&v, "storm_dropped"), 300);
+    assert_eq!(counter(&v, "reconnects"), 300);
+    assert_eq!(counter(&v, "established"), 800);
+    assert_eq!(v["storm"]["every_s"], 1.0);
+    assert!(v["storm"]["recovered_after_s"].as_f64().unwrap() < 0.9);
+    gw.shutdown();
+}

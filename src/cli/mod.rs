@@ -457,6 +457,7 @@ fn demo(a: &DemoArgs) -> Result<u8, CliError> {
         arrival_rate: None,
         session_lifetime: None,
         storm_at: None,
+        storm_every: None,
         storm_fraction: 0.5,
         storm_close: plan::StormCloseArg::Rst,
         cpus: Some(parse::CpuList(client_cpus)),

@@ -128,7 +128,8 @@ pub struct RunResult {
     pub capacity: u64,
     /// One sample per second.
     pub timeline: Vec<Sample>,
-    /// After a storm: time until every shard was back at its connection count (None: never).
+    /// Storms: the longest time until a shard was back at its connection count (None: some
+    /// storm was never recovered from).
     pub storm_recovery: Option<Duration>,
     /// Stages: connections the shards were behind the ramp at worst (summed over shards).
     pub ramp_deficit_max: u64,
@@ -437,13 +438,10 @@ pub fn run(plan: &RunPlan, ctl: &RunControl) -> Result<RunResult, EngineError> {
         timeline,
         ramp_deficit_max: gauges.iter().map(|g| g.ramp_deficit_max).sum(),
         threshold_abort,
-        storm_recovery: plan.storm.and_then(|st| {
-            gauges
-                .iter()
-                .map(|g| (g.storm_recovered_us > 0).then_some(g.storm_recovered_us))
-                .collect::<Option<Vec<_>>>()
-                .and_then(|v| v.into_iter().max())
-                .map(|t| Duration::from_micros(t.saturating_sub(st.at)))
+        storm_recovery: plan.storm.and_then(|_| {
+            (!gauges.iter().any(|g| g.storm_unrecovered)).then(|| {
+                Duration::from_micros(gauges.iter().map(|g| g.storm_worst_us).max().unwrap_or(0))
+            })
         }),
     })
 }

@@ -115,6 +115,8 @@ pub struct Storm {
     pub fraction: f64,
     /// RST (abrupt, no close frame) rather than a close handshake.
     pub rst: bool,
+    /// Repeat every this long after the first, µs (0: once).
+    pub every: Micros,
 }
 
 #[cfg(test)]

@@ -80,8 +80,10 @@ pub struct Gauges {
     pub schedule_lag_max_us: u64,
     /// When the shard first had as many sessions opened as its target, µs (0: not yet).
     pub ramp_done_us: u64,
-    /// After a storm: when the shard's open sessions were back at its target, µs (0: not yet).
-    pub storm_recovered_us: u64,
+    /// Storms: the longest time until the shard's open sessions were back at its target, µs.
+    pub storm_worst_us: u64,
+    /// A storm from which the shard had not recovered (at the end, or when the next came).
+    pub storm_unrecovered: bool,
     /// Stages: the most connections the shard was behind its ramp (connect rate too low?).
     pub ramp_deficit_max: u64,
 }
@@ -290,8 +292,12 @@ struct Shard {
     /// Sessions open now.
     open_now: u64,
     /// The storm has happened (µs), and when the open count was back at the target.
-    storm_at: Option<Micros>,
-    storm_recovered: Micros,
+    /// Storms: when the next one comes, when the one in progress began, the longest
+    /// recovery, and whether one never recovered.
+    storm_next: Option<Micros>,
+    storm_started: Option<Micros>,
+    storm_worst: Micros,
+    storm_unrecovered: bool,
     /// Stages: connections being retired, the opening order (slot, generation) to retire the
     /// newest first, and the largest shortfall behind the ramp.
     retiring: u64,
@@ -310,6 +316,7 @@ impl Shard {
         tx: Sender<ShardEvent>,
     ) -> Self {
         // With stages the ramp decides what to open, not a fixed count.
+        let storm_next = plan.storm.map(|s| s.at);
         let n = if plan.ramp.is_active() {
             0
         } else {
@@ -348,8 +355,10 @@ impl Shard {
             all_done_at: None,
             reopen: BinaryHeap::new(),
             open_now: 0,
-            storm_at: None,
-            storm_recovered: 0,
+            storm_next,
+            storm_started: None,
+            storm_worst: 0,
+            storm_unrecovered: false,
             retiring: 0,
             opened: Vec::new(),
             ramp_deficit_max: 0,
@@ -376,8 +385,9 @@ impl Shard {
                 self.abort_all(now);
             }
             self.expire_timers(now);
-            if let Some(storm) = self.plan.storm {
-                if !self.stopping && self.storm_at.is_none() && now >= storm.at {
+            if let (Some(storm), Some(next)) = (self.plan.storm, self.storm_next) {
+                if !self.stopping && now >= next {
+                    self.storm_next = (storm.every > 0).then(|| next + storm.every);
                     self.storm(now, storm);
                 }
             }
@@ -459,8 +469,8 @@ impl Shard {
                     t = t.min(c);
                 }
             }
-            if let Some(storm) = self.plan.storm.filter(|_| self.storm_at.is_none()) {
-                t = t.min(storm.at);
+            if let Some(next) = self.storm_next {
+                t = t.min(next);
             }
         } else if let Some(done) = self.all_done_at {
             t = t.min(done.saturating_add(LEFTOVER_GRACE_US));
@@ -484,7 +494,8 @@ impl Shard {
             live: self.live,
             schedule_lag_max_us: self.lag_max,
             ramp_done_us: self.ramp.1,
-            storm_recovered_us: self.storm_recovered,
+            storm_worst_us: self.storm_worst,
+            storm_unrecovered: self.storm_unrecovered || self.storm_started.is_some(),
             ramp_deficit_max: self.ramp_deficit_max,
         };
         let stats = Box::new(self.env.stats.take_interval());
@@ -623,7 +634,11 @@ impl Shard {
 
     /// Drops the storm's share of this shard's open sessions, chosen at random.
     fn storm(&mut self, now: Micros, storm: Storm) {
-        self.storm_at = Some(now);
+        if self.storm_started.is_some() {
+            // The previous storm is still being recovered from: it never was.
+            self.storm_unrecovered = true;
+        }
+        self.storm_started = Some(now);
         let mut open: Vec<u32> = (0..self.slots.len() as u32)
             .filter(|&i| {
                 self.slots[i as usize]
@@ -651,7 +666,7 @@ impl Shard {
             self.after(i, now);
         }
         if k == 0 {
-            self.storm_recovered = now;
+            self.storm_started = None;
         }
     }
 
@@ -964,8 +979,8 @@ impl Shard {
                     ramp,
                     plan,
                     open_now,
-                    storm_at,
-                    storm_recovered,
+                    storm_started,
+                    storm_worst,
                     ..
                 } = self;
                 let slot = &mut slots[i as usize];
@@ -981,11 +996,11 @@ impl Shard {
                                 ramp.1 = now;
                             }
                             *open_now += 1;
-                            if storm_at.is_some()
-                                && *storm_recovered == 0
-                                && *open_now >= plan.connections
-                            {
-                                *storm_recovered = now;
+                            if let Some(started) = *storm_started {
+                                if *open_now >= plan.connections {
+                                    *storm_worst = (*storm_worst).max(now - started);
+                                    *storm_started = None;
+                                }
                             }
                         }
                     }

@@ -104,9 +104,11 @@ fn storm_json(plan: &RunPlan, r: &RunResult) -> Value {
         return Value::Null;
     };
     let at = st.at as f64 / 1e6;
-    let until = r
-        .storm_recovery
-        .map_or(f64::MAX, |d| at + d.as_secs_f64() + 1.0);
+    // Repeated storms: the whole run after the first.
+    let until = match r.storm_recovery {
+        Some(d) if st.every == 0 => at + d.as_secs_f64() + 1.0,
+        _ => f64::MAX,
+    };
     let window = r.timeline.iter().filter(|x| x.t_s > at && x.t_s <= until);
     let (mut peak, mut full, mut resumed, mut failures) = (0, 0, 0, 0);
     for x in window {
@@ -118,9 +120,11 @@ fn storm_json(plan: &RunPlan, r: &RunResult) -> Value {
     json!({
         "at_s": at,
         "fraction": st.fraction,
+        "every_s": (st.every > 0).then(|| st.every as f64 / 1e6),
         "close": if st.rst { "rst" } else { "graceful" },
         "policy": plan.policy.to_string(),
         "dropped": r.stats.counters.storm_dropped,
+        // The longest recovery when storms repeat.
         "recovered_after_s": r.storm_recovery.map(|d| d.as_secs_f64()),
         "peak_reconnects_per_s": peak,
         "mean_reconnects_per_s": r.storm_recovery.filter(|d| !d.is_zero()).map(|d| (r.stats.counters.storm_dropped as f64 / d.as_secs_f64()).round()),
@@ -373,13 +377,18 @@ pub fn summary(plan: &RunPlan, r: &RunResult) -> String {
     if let Some(st) = plan.storm {
         let _ = writeln!(
             o,
-            "\nstorm at {:.1}s: {} sessions dropped ({}), {}",
+            "\nstorm at {:.1}s{}: {} sessions dropped ({}), {}",
             st.at as f64 / 1e6,
+            if st.every > 0 {
+                format!(" and every {:.1}s", st.every as f64 / 1e6)
+            } else {
+                String::new()
+            },
             s.counters.storm_dropped,
             if st.rst { "RST" } else { "close handshake" },
             match r.storm_recovery {
                 Some(d) => format!(
-                    "back at {} open after {:.3}s",
+                    "back at {} open after {:.3}s at worst",
                     plan.connections,
                     d.as_secs_f64()
                 ),

@@ -166,6 +166,9 @@ pub struct RunArgs {
     /// sessions, which then come back by --reconnect-policy; recovery is reported.
     #[arg(long, value_parser = parse::duration)]
     pub storm_at: Option<Duration>,
+    /// Repeat the storm at this interval after --storm-at (default: once).
+    #[arg(long, requires = "storm_at", value_parser = parse::duration)]
+    pub storm_every: Option<Duration>,
     /// Share of open sessions the storm drops (0..1).
     #[arg(long, default_value_t = 0.5)]
     pub storm_fraction: f64,
@@ -724,10 +727,14 @@ impl RunPlan {
                         format!("must be in (0, 1], got {}", a.storm_fraction),
                     ));
                 }
+                if a.storm_every.is_some_and(|e| e.is_zero()) {
+                    return Err(inv("--storm-every", "must be longer than 0".into()));
+                }
                 Some(Storm {
                     at: at.as_micros() as u64,
                     fraction: a.storm_fraction,
                     rst: a.storm_close == StormCloseArg::Rst,
+                    every: a.storm_every.map_or(0, |e| e.as_micros() as u64),
                 })
             }
         };
