@@ -333,12 +333,7 @@ fn demo_runs_end_to_end_with_the_in_process_gateway() {
         "--json",
         out.to_str().unwrap(),
     ]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_ok(&o);
     let v = read_json(&out);
     assert_eq!(counter(&v, "established"), 400);
     assert_eq!(counter(&v, "msgs_received"), counter(&v, "msgs_sent"));
@@ -395,12 +390,7 @@ fn fan_out_pushes_acks_latency_and_pings() {
         "--json",
         out.to_str().unwrap(),
     ]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stdout)
-    );
+    assert_ok(&o);
     let v = read_json(&out);
     // Every subscription acknowledged and timed; every event's one-way latency recorded.
     assert_eq!(counter(&v, "expects_met"), 200);
@@ -592,12 +582,7 @@ fn thresholds_pass_fail_and_exit_99() {
         sockstorm(&args.iter().map(String::as_str).collect::<Vec<_>>())
     };
     let o = run(&[]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stdout)
-    );
+    assert_ok(&o);
     assert!(String::from_utf8_lossy(&o.stdout).contains("thresholds: all passed"));
     let v = read_json(&out);
     let t = v["thresholds"].as_array().unwrap();
@@ -745,12 +730,7 @@ fn reconnect_storm_drops_the_share_and_recovers() {
             "--json",
             out.to_str().unwrap(),
         ]);
-        assert_eq!(
-            o.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&o.stdout)
-        );
+        assert_ok(&o);
         let v = read_json(&out);
         // Exactly 30 % of the open sessions of each shard, all replaced, none failed.
         assert_eq!(counter(&v, "storm_dropped"), 300, "{close}");
@@ -844,12 +824,7 @@ fn auth_pre_step_token_reaches_messages_and_never_the_reports() {
         "--json",
         out.to_str().unwrap(),
     ]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_ok(&o);
     let req = h.join().unwrap();
     assert!(req.starts_with("POST /v1/auth/token HTTP/1.1\r\n"), "{req}");
     assert!(req.ends_with(r#"{"user":"load","password":"pw"}"#), "{req}");
@@ -903,12 +878,7 @@ fn stages_ramp_up_hold_and_down_every_second() {
         "--json",
         out.to_str().unwrap(),
     ]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stdout)
-    );
+    assert_ok(&o);
     let v = read_json(&out);
     // Each open connection is one of the 600, opened once and closed cleanly on the way down.
     assert_eq!(counter(&v, "established"), 600);
@@ -963,12 +933,7 @@ fn open_model_arrivals_with_a_lifetime_churn_at_the_rate() {
         "--json",
         out.to_str().unwrap(),
     ]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stdout)
-    );
+    assert_ok(&o);
     let v = read_json(&out);
     // 300/s for 3 s, split over the shards; each lives 0.5 s; none replaced.
     let attempts = counter(&v, "attempts");
@@ -1015,12 +980,7 @@ fn templated_messages_are_rendered_per_send_and_every_echo_matched() {
         "--json",
         out.to_str().unwrap(),
     ]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_ok(&o);
     let v = read_json(&out);
     let sent = counter(&v, "msgs_sent");
     assert!(sent >= 300 * 10, "{sent}");
@@ -1065,12 +1025,7 @@ fn repeated_storms_each_take_their_share() {
         "--json",
         out.to_str().unwrap(),
     ]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stdout)
-    );
+    assert_ok(&o);
     let v = read_json(&out);
     // Storms at 1, 2 and 3 s, each 20 % of the 500 open.
     assert_eq!(counter(&v, "storm_dropped"), 300);

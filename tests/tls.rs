@@ -415,12 +415,7 @@ fn demo_over_wss_and_keylog_file() {
         "--json",
         out.to_str().unwrap(),
     ]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_ok(&o);
     let v = read_json(&out);
     assert_eq!(counter(&v, "established"), 300);
     assert_eq!(counter(&v, "msgs_received"), counter(&v, "msgs_sent"));

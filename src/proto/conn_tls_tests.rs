@@ -57,6 +57,14 @@ fn tls_cfg(s: &TlsSettings, mode: Mode) -> ConnConfig {
     }
 }
 
+/// A server that issues no TLS 1.3 tickets, even when asked.
+fn ticketless_server() -> Arc<ServerConfig> {
+    let ca = ca();
+    let mut opts = ServerTlsOptions::new(ca.chain.clone(), ca.key.clone_key());
+    opts.tickets_per_handshake = 0;
+    server_tls_config(&opts).unwrap()
+}
+
 /// Moves bytes both ways until neither side has anything to say; returns the plaintext the
 /// server received.
 fn pump(h: &mut Harness, c: &mut Conn, s: &mut ServerConnection, now: Micros) -> Vec<u8> {
@@ -199,11 +207,7 @@ fn handshake_cycle_without_a_ticket_gives_up_after_the_short_wait() {
         rst: true,
     };
     let mut h = Harness::new(tls_cfg(&settings(13, Resume::On), rst));
-    let ca = ca();
-    let mut opts = ServerTlsOptions::new(ca.chain.clone(), ca.key.clone_key());
-    opts.tickets_per_handshake = 0;
-    opts.max_tls13_tickets = 0;
-    let mut s = ServerConnection::new(server_tls_config(&opts).unwrap()).unwrap();
+    let mut s = ServerConnection::new(ticketless_server()).unwrap();
     let (mut c, _) = connect(&mut h, &mut s, 0);
     assert_eq!(c.phase(), Phase::TlsHandshake);
     let t = c.poll_timeout(&h.cfg).unwrap();
@@ -217,7 +221,7 @@ fn handshake_cycle_without_a_ticket_gives_up_after_the_short_wait() {
     assert_eq!(h.stats.counters.tls_ticket_waits_expired, 1);
     assert_eq!(h.stats.counters.handshake_cycles, 1);
     assert_eq!(h.stats.counters.connect_failed, 0);
-    let server = server_tls_config(&opts).unwrap();
+    let server = ticketless_server();
     for i in 1..8 {
         let mut s = ServerConnection::new(server.clone()).unwrap();
         let (mut c, _) = connect(&mut h, &mut s, i * 100 * MS);
@@ -435,11 +439,7 @@ fn a_reset_while_waiting_for_the_ticket_still_completes_the_cycle() {
         rst: true,
     };
     let mut h = Harness::new(tls_cfg(&settings(13, Resume::On), rst));
-    let ca = ca();
-    let mut opts = ServerTlsOptions::new(ca.chain.clone(), ca.key.clone_key());
-    opts.tickets_per_handshake = 0;
-    opts.max_tls13_tickets = 0;
-    let mut s = ServerConnection::new(server_tls_config(&opts).unwrap()).unwrap();
+    let mut s = ServerConnection::new(ticketless_server()).unwrap();
     let (mut c, _) = connect(&mut h, &mut s, 0);
     assert_eq!(c.phase(), Phase::TlsHandshake, "waiting for a ticket");
     c.handle_error(&mut h.ctx(), 2 * MS, Failure::Reset);
