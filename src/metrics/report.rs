@@ -313,7 +313,15 @@ pub fn summary(plan: &RunPlan, r: &RunResult) -> String {
         let tls_only = k.starts_with("tls_") && plan.tls.is_none();
         let cycles_only =
             matches!(k, "handshake_cycles" | "closed_rst") && plan.mode == Mode::Session;
-        if !(tls_only || cycles_only) {
+        // Counters of features the run does not use stay out of the way (they are in the JSON).
+        let unused = match k {
+            "storm_dropped" => plan.storm.is_none(),
+            "sessions_retired" => plan.session_lifetime.is_none(),
+            "expects_met" => plan.expect.is_none(),
+            "latency_clock_skew" => plan.latency_from.is_none(),
+            _ => false,
+        };
+        if !(tls_only || cycles_only || unused) {
             let _ = writeln!(o, "  {k:<24}{v:>12}");
         }
     }
