@@ -57,6 +57,11 @@ fn tls_cfg(s: &TlsSettings, mode: Mode) -> ConnConfig {
     }
 }
 
+/// Handshake-mode cycles, with or without the upgrade, closed with RST or gracefully.
+fn cycles(upgrade: bool, rst: bool) -> Mode {
+    Mode::Handshake { upgrade, rst }
+}
+
 /// A server that issues no TLS 1.3 tickets, even when asked.
 fn ticketless_server() -> Arc<ServerConfig> {
     let ca = ca();
@@ -161,10 +166,7 @@ fn resumption_off_never_offers_a_session() {
 
 #[test]
 fn handshake_cycle_waits_for_its_ticket_then_closes() {
-    let rst = Mode::Handshake {
-        upgrade: false,
-        rst: true,
-    };
+    let rst = cycles(false, true);
     let mut h = Harness::new(tls_cfg(&settings(13, Resume::On), rst));
     let mut s = ServerConnection::new(server_cfg()).unwrap();
     let mut c = Conn::new(&mut h.ctx(), 0);
@@ -202,10 +204,7 @@ fn handshake_cycle_waits_for_its_ticket_then_closes() {
 
 #[test]
 fn handshake_cycle_without_a_ticket_gives_up_after_the_short_wait() {
-    let rst = Mode::Handshake {
-        upgrade: false,
-        rst: true,
-    };
+    let rst = cycles(false, true);
     let mut h = Harness::new(tls_cfg(&settings(13, Resume::On), rst));
     let mut s = ServerConnection::new(ticketless_server()).unwrap();
     let (mut c, _) = connect(&mut h, &mut s, 0);
@@ -240,10 +239,7 @@ fn handshake_cycle_without_a_ticket_gives_up_after_the_short_wait() {
 
 #[test]
 fn graceful_handshake_cycle_sends_close_notify_and_waits_for_the_servers() {
-    let fin = Mode::Handshake {
-        upgrade: false,
-        rst: false,
-    };
+    let fin = cycles(false, false);
     let mut h = Harness::new(tls_cfg(&settings(12, Resume::On), fin));
     let mut s = ServerConnection::new(server_cfg()).unwrap();
     let (mut c, _) = connect(&mut h, &mut s, 0);
@@ -265,10 +261,7 @@ fn graceful_handshake_cycle_sends_close_notify_and_waits_for_the_servers() {
 
 #[test]
 fn upgrade_cycles_count_as_sessions_and_cycles() {
-    let mode = Mode::Handshake {
-        upgrade: true,
-        rst: true,
-    };
+    let mode = cycles(true, true);
     let mut h = Harness::new(tls_cfg(&settings(13, Resume::On), mode));
     let mut s = ServerConnection::new(server_cfg()).unwrap();
     let (mut c, req) = connect(&mut h, &mut s, 0);
@@ -281,10 +274,7 @@ fn upgrade_cycles_count_as_sessions_and_cycles() {
 
 #[test]
 fn resume_fraction_forces_the_other_share_full() {
-    let rst = Mode::Handshake {
-        upgrade: false,
-        rst: true,
-    };
+    let rst = cycles(false, true);
     let mut h = Harness::new(tls_cfg(&settings(12, Resume::Fraction(0.5)), rst));
     let server = server_cfg();
     for i in 0..400 {
@@ -370,10 +360,7 @@ fn plain_http_garbage_eof_and_timeout_are_tls_failures() {
 
 #[test]
 fn rst_cycle_sends_our_last_flight_before_it_ends() {
-    let rst = Mode::Handshake {
-        upgrade: false,
-        rst: true,
-    };
+    let rst = cycles(false, true);
     // TLS 1.3 without resumption (no ticket wait) and a TLS 1.2 resumption: in both, our
     // Finished is the last flight, and the server only completes once it has it.
     for (version, resume, warmups) in [(13, Resume::Off, 0), (12, Resume::On, 1)] {
@@ -434,10 +421,7 @@ fn bytes_after_the_servers_close_notify_are_ignored_not_spun_on() {
 
 #[test]
 fn a_reset_while_waiting_for_the_ticket_still_completes_the_cycle() {
-    let rst = Mode::Handshake {
-        upgrade: false,
-        rst: true,
-    };
+    let rst = cycles(false, true);
     let mut h = Harness::new(tls_cfg(&settings(13, Resume::On), rst));
     let mut s = ServerConnection::new(ticketless_server()).unwrap();
     let (mut c, _) = connect(&mut h, &mut s, 0);
