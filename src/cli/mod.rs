@@ -9,7 +9,7 @@ use crate::certs::{self, CertError};
 use crate::doctor::{self, DoctorOptions};
 use crate::engine::{self, RunControl, RunResult};
 use crate::metrics::report;
-use crate::plan::{self, parse, RunArgs, RunPlan};
+use crate::plan::{self, parse, Run, RunArgs, RunPlan};
 use crate::server::{self as gateway, Gateway, Reject, ServeConfig, ServerTlsOptions};
 use clap::{Args, Parser, Subcommand};
 use std::io::Write;
@@ -221,7 +221,7 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
     match cli.command {
         Command::Run(args) => {
             let plan = RunPlan::from_args(&args)?;
-            storm(&plan)
+            storm(&Run::single(plan))
         }
         Command::Serve(args) => serve(&args),
         Command::Demo(args) => demo(&args),
@@ -229,8 +229,9 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
     }
 }
 
-fn storm(plan: &RunPlan) -> Result<u8, CliError> {
+fn storm(run: &Run) -> Result<u8, CliError> {
     let ctl = control();
+    let plan = run.main();
     if !plan.quiet {
         let rate = if plan.connect_rate.is_finite() {
             format!("at {}/s", plan.connect_rate)
@@ -238,6 +239,15 @@ fn storm(plan: &RunPlan) -> Result<u8, CliError> {
             "as fast as they complete".to_owned()
         };
         let what = match plan.mode {
+            crate::proto::conn::Mode::Session if run.is_multi() => {
+                let names: Vec<&str> = run.scenarios.iter().map(|p| p.name.as_str()).collect();
+                format!(
+                    "{} connections in {} scenarios ({})",
+                    run.connections(),
+                    names.len(),
+                    names.join(", ")
+                )
+            }
             crate::proto::conn::Mode::Session => format!("{} connections", plan.connections),
             crate::proto::conn::Mode::Handshake { .. } => {
                 format!("handshake cycles, {} in flight,", plan.connections)
@@ -248,27 +258,28 @@ fn storm(plan: &RunPlan) -> Result<u8, CliError> {
             plan.url_text,
             plan.target,
             plan.cpus.len(),
-            plan.duration
+            run.duration()
         );
     }
-    let result = engine::run(plan, ctl)?;
-    finish(plan, &result)
+    let result = engine::run(run, ctl)?;
+    finish(run, &result)
 }
 
-fn finish(plan: &RunPlan, result: &RunResult) -> Result<u8, CliError> {
+fn finish(run: &Run, result: &RunResult) -> Result<u8, CliError> {
+    let plan = run.main();
     // JSON first: if stdout is a closed pipe, the results file must still be written.
     if let Some(path) = &plan.json {
-        write_json(path, &report::to_json(plan, result))?;
+        write_json(path, &report::to_json(run, result))?;
     }
     let mut out = std::io::stdout().lock();
-    let _ = out.write_all(report::summary(plan, result).as_bytes());
+    let _ = out.write_all(report::summary(run, result).as_bytes());
     let _ = out.flush();
     let c = &result.stats.counters;
     Ok(if result.threshold_abort.is_some() {
         EXIT_THRESHOLDS
     } else if result.interrupted {
         EXIT_INTERRUPTED
-    } else if report::thresholds(plan, result).iter().any(|t| !t.pass) {
+    } else if report::thresholds(run, result).iter().any(|t| !t.pass) {
         EXIT_THRESHOLDS
     } else if result.stats.failure_total() > 0 || c.sessions_dropped > 0 {
         EXIT_FAILURES
@@ -490,7 +501,7 @@ fn demo(a: &DemoArgs) -> Result<u8, CliError> {
         .unwrap_or_else(|_| unreachable!("demo TLS flags parse")),
     };
     let plan = RunPlan::from_args(&args)?;
-    let code = storm(&plan);
+    let code = storm(&Run::single(plan));
     let s = gw.stats();
     gw.shutdown();
     eprintln!(

@@ -10,10 +10,10 @@ pub mod timer;
 use crate::io::sock::{self, SockOptions};
 use crate::io::uring::{RingConfig, SocketSetup};
 use crate::metrics::{Hist, ShardStats};
-use crate::plan::{RunPlan, SocketSetupArg};
+use crate::plan::{Run, RunPlan, SocketSetupArg};
 use crate::proto::conn::ConnConfig;
 use crate::proto::ws::handshake::RequestTemplate;
-use shard::{Gauges, ShardEvent, ShardPlan, StartGate, StopFlags};
+use shard::{Gauges, GroupPlan, ShardEvent, ShardPlan, StartGate, StopFlags};
 use std::io::Write;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{mpsc, Arc, Barrier, OnceLock};
@@ -81,7 +81,7 @@ impl RunControl {
 }
 
 /// Per-second sample of the run, for the JSON timeline.
-#[derive(Debug, Clone, Copy, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Sample {
     /// Seconds since start.
     pub t_s: f64,
@@ -99,13 +99,35 @@ pub struct Sample {
     pub tls_full: u64,
     /// See `tls_full`.
     pub tls_resumed: u64,
+    /// Open sessions per scenario (runs with more than one).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub open_by_scenario: Vec<u64>,
+}
+
+/// What one scenario of a run measured.
+#[derive(Debug)]
+pub struct ScenarioResult {
+    /// Merged statistics of the scenario on all shards.
+    pub stats: ShardStats,
+    /// Most of its sessions open at once (sampled each second).
+    pub peak_open: u64,
+    /// Largest connect-schedule lag of any shard, µs.
+    pub schedule_lag_max_us: u64,
+    /// Time from the start until every shard had opened its share (None: never).
+    pub ramp: Option<Duration>,
+    /// Storms: the longest recovery (None: some storm was never recovered from).
+    pub storm_recovery: Option<Duration>,
+    /// Stages: connections behind the ramp at worst (summed over shards).
+    pub ramp_deficit_max: u64,
 }
 
 /// Everything a finished (or interrupted) run measured.
 #[derive(Debug)]
 pub struct RunResult {
-    /// Merged statistics of all shards.
+    /// Merged statistics of all shards and scenarios.
     pub stats: ShardStats,
+    /// Per scenario, in plan order.
+    pub scenarios: Vec<ScenarioResult>,
     /// Wall time from start to the last shard finishing.
     pub elapsed: Duration,
     /// Stopped by Ctrl-C.
@@ -152,28 +174,10 @@ pub fn split(n: u64, parts: usize) -> Vec<u64> {
     (0..p).map(|i| n / p + u64::from(i < n % p)).collect()
 }
 
-/// Runs `plan` to completion.
-pub fn run(plan: &RunPlan, ctl: &RunControl) -> Result<RunResult, EngineError> {
-    let nofile = sock::raise_nofile_limit()
-        .or_else(|_| sock::nofile_limit())
-        .unwrap_or((1024, 1024));
-    // Sockets live in each shard's io_uring direct-descriptor table, not in the process's fd
-    // table; the kernel caps each table at RLIMIT_NOFILE, so capacity grows with shards.
-    let shards = plan.cpus.len().max(1);
-    let counts = split(plan.connections, shards);
-    let per_shard = nofile.0.saturating_sub(TABLE_SLACK);
-    let capacity = per_shard * shards as u64;
-    if counts.iter().any(|&n| n > per_shard) {
-        return Err(EngineError::TooManyConnections {
-            wanted: plan.connections,
-            allowed: capacity,
-            shards,
-            hard: nofile.1,
-        });
-    }
-    let conn_cfg = ConnConfig {
+/// The connection behaviour of one scenario (each shard adds its TLS client and epoch).
+fn conn_config(plan: &RunPlan) -> ConnConfig {
+    ConnConfig {
         mode: plan.mode,
-        // Each shard builds its own client (configurations and session store) at start.
         tls: None,
         template: RequestTemplate::new(
             &plan.url.host_header(),
@@ -196,13 +200,91 @@ pub fn run(plan: &RunPlan, ctl: &RunControl) -> Result<RunResult, EngineError> {
             .expect
             .clone()
             .map(|p| (p, plan.expect_timeout.as_micros() as u64)),
-        // Each shard sets it from the common epoch.
         epoch_unix_us: 0,
         session_lifetime: plan.session_lifetime.map_or(0, |d| d.as_micros() as u64),
         close_wait: plan.close_wait.as_micros() as u64,
         validate_utf8: plan.validate_utf8,
         timer_resolution: (plan.timer_resolution.as_micros() as u64).max(1),
-    };
+    }
+}
+
+/// Scenario `plan`'s share of shard `i` of `shards`.
+fn group_plan(plan: &RunPlan, conn: &ConnConfig, i: usize, shards: usize) -> GroupPlan {
+    let count = split(plan.connections, shards)[i];
+    let share = count as f64 / plan.connections as f64;
+    let rate = (plan.connect_rate * share).max(1e-9);
+    let start_us = plan.start.as_micros() as f64;
+    // A delayed scenario with stages holds 0 connections until its start.
+    let mut stages = plan.stages.clone();
+    if !stages.is_empty() && !plan.start.is_zero() {
+        stages.insert(
+            0,
+            stages::Stage {
+                duration: plan.start,
+                target: 0,
+            },
+        );
+    }
+    GroupPlan {
+        connections: count,
+        open_interval_us: 1e6 / rate,
+        open_offset_us: start_us + i as f64 * 1e6 / plan.connect_rate,
+        conn: conn.clone(),
+        reconnect: plan.reconnect,
+        policy: plan.policy,
+        storm: plan.storm,
+        // Open model: this shard's share of the arrivals over the scenario's time.
+        arrivals: plan.session_lifetime.map(|_| {
+            let secs = plan.duration.saturating_sub(plan.start).as_secs_f64();
+            (rate * secs).ceil() as u64
+        }),
+        ramp: stages::Ramp::new(
+            &stages,
+            &stages
+                .iter()
+                .map(|st| split(st.target, shards)[i])
+                .collect::<Vec<_>>(),
+        ),
+    }
+}
+
+/// Per-scenario accumulation in the engine loop.
+struct Tally {
+    total: ShardStats,
+    second: ShardStats,
+    peak_open: u64,
+}
+
+/// Runs every scenario of `run` to completion.
+pub fn run(run: &Run, ctl: &RunControl) -> Result<RunResult, EngineError> {
+    let main = run.main();
+    let nofile = sock::raise_nofile_limit()
+        .or_else(|_| sock::nofile_limit())
+        .unwrap_or((1024, 1024));
+    // Sockets live in each shard's io_uring direct-descriptor table, not in the process's fd
+    // table; the kernel caps each table at RLIMIT_NOFILE, so capacity grows with shards.
+    let shards = main.cpus.len().max(1);
+    let connections = run.connections();
+    let per_shard = nofile.0.saturating_sub(TABLE_SLACK);
+    let capacity = per_shard * shards as u64;
+    let shard_counts: Vec<u64> = (0..shards)
+        .map(|i| {
+            run.scenarios
+                .iter()
+                .map(|p| split(p.connections, shards)[i])
+                .sum()
+        })
+        .collect();
+    if shard_counts.iter().any(|&n| n > per_shard) {
+        return Err(EngineError::TooManyConnections {
+            wanted: connections,
+            allowed: capacity,
+            shards,
+            hard: nofile.1,
+        });
+    }
+    let configs: Vec<ConnConfig> = run.scenarios.iter().map(conn_config).collect();
+    let groups = run.scenarios.len();
     let flags = Arc::new(StopFlags::default());
     let gate = Arc::new(StartGate {
         barrier: Barrier::new(shards + 1),
@@ -210,11 +292,9 @@ pub fn run(plan: &RunPlan, ctl: &RunControl) -> Result<RunResult, EngineError> {
     });
     let (tx, rx) = mpsc::channel();
     let mut handles = Vec::new();
-    for (i, &count) in counts.iter().enumerate() {
-        let share = count as f64 / plan.connections as f64;
-        let rate = (plan.connect_rate * share).max(1e-9);
+    for (i, &count) in shard_counts.iter().enumerate() {
         // Rotate each shard's start in the source list so shards do not pile onto one address.
-        let mut sources = plan.source_ips.clone();
+        let mut sources = main.source_ips.clone();
         if !sources.is_empty() {
             let r = (i * sources.len() / shards) % sources.len();
             sources.rotate_left(r);
@@ -222,37 +302,24 @@ pub fn run(plan: &RunPlan, ctl: &RunControl) -> Result<RunResult, EngineError> {
         let sp = ShardPlan {
             index: i,
             shards,
-            cpu: plan.cpus.get(i).copied(),
-            target: plan.target,
-            connections: count,
-            open_interval_us: 1e6 / rate,
-            open_offset_us: i as f64 * 1e6 / plan.connect_rate,
-            duration_us: plan.duration.as_micros() as u64,
-            drain_us: plan.drain.as_micros() as u64,
-            conn: conn_cfg.clone(),
-            tls: plan.tls.clone(),
+            cpu: main.cpus.get(i).copied(),
+            target: main.target,
+            duration_us: run.duration().as_micros() as u64,
+            drain_us: main.drain.as_micros() as u64,
+            tls: main.tls.clone(),
             sources,
-            reconnect: plan.reconnect,
-            policy: plan.policy,
-            storm: plan.storm,
-            // Open model: this shard's share of the arrivals over the whole run.
-            arrivals: plan
-                .session_lifetime
-                .map(|_| (rate * plan.duration.as_secs_f64()).ceil() as u64),
-            ramp: stages::Ramp::new(
-                &plan.stages,
-                &plan
-                    .stages
-                    .iter()
-                    .map(|st| split(st.target, shards)[i])
-                    .collect::<Vec<_>>(),
-            ),
+            groups: run
+                .scenarios
+                .iter()
+                .zip(&configs)
+                .map(|(p, c)| group_plan(p, c, i, shards))
+                .collect(),
             ring: RingConfig {
                 files: (count + TABLE_SLACK).min(nofile.0).max(1) as u32,
                 sock: SockOptions {
-                    linger_zero: plan.linger_zero,
+                    linger_zero: main.linger_zero,
                 },
-                setup: match plan.socket_setup {
+                setup: match main.socket_setup {
                     SocketSetupArg::Auto => SocketSetup::Auto,
                     SocketSetupArg::Syscalls => SocketSetup::Syscalls,
                 },
@@ -297,9 +364,15 @@ pub fn run(plan: &RunPlan, ctl: &RunControl) -> Result<RunResult, EngineError> {
         return Err(e);
     }
 
+    let mut tallies: Vec<Tally> = (0..groups)
+        .map(|_| Tally {
+            total: ShardStats::new(),
+            second: ShardStats::new(),
+            peak_open: 0,
+        })
+        .collect();
     let mut total = ShardStats::new();
-    let mut second = ShardStats::new();
-    let mut gauges = vec![Gauges::default(); shards];
+    let mut gauges = vec![vec![Gauges::default(); groups]; shards];
     let mut done = vec![false; shards];
     // Intervals received per shard: a second's sample waits until every shard sent its
     // interval for that second (they tick together; the order they arrive in is a race).
@@ -311,7 +384,7 @@ pub fn run(plan: &RunPlan, ctl: &RunControl) -> Result<RunResult, EngineError> {
     let mut threshold_abort: Option<(String, f64)> = None;
     let mut exited: Option<Instant> = None;
     let mut shard_error = None;
-    let progress = Progress::new(plan.quiet, plan.mode != crate::proto::conn::Mode::Session);
+    let progress = Progress::new(main.quiet, main.mode != crate::proto::conn::Mode::Session);
     while done.iter().any(|d| !d) {
         let level = ctl.level();
         if level > signalled {
@@ -328,13 +401,11 @@ pub fn run(plan: &RunPlan, ctl: &RunControl) -> Result<RunResult, EngineError> {
         }
         match rx.recv_timeout(Duration::from_millis(50)) {
             Ok(ShardEvent::Interval(i, s, g)) => {
-                second.add(&s);
-                gauges[i] = g;
+                absorb(&mut tallies, &mut gauges[i], s, g);
                 reported[i] += 1;
             }
             Ok(ShardEvent::Done(i, s, g)) => {
-                second.add(&s);
-                gauges[i] = g;
+                absorb(&mut tallies, &mut gauges[i], s, g);
                 done[i] = true;
             }
             Ok(ShardEvent::Failed(i, reason)) => {
@@ -366,10 +437,18 @@ pub fn run(plan: &RunPlan, ctl: &RunControl) -> Result<RunResult, EngineError> {
         // A shard that stops reporting must not freeze the progress line: 0.5 s grace.
         if (all_in && now >= next_print) || now >= next_print + Duration::from_millis(500) {
             next_print += Duration::from_secs(1);
-            let open: u64 = gauges.iter().map(|g| g.open).sum();
+            let open_by: Vec<u64> = (0..groups)
+                .map(|k| gauges.iter().map(|g| g[k].open).sum())
+                .collect();
+            let open: u64 = open_by.iter().sum();
             if open > peak_open {
                 peak_open = open;
                 rss_at_peak = sock::rss_bytes().unwrap_or(0);
+            }
+            let mut second = ShardStats::new();
+            for (t, &o) in tallies.iter_mut().zip(&open_by) {
+                t.peak_open = t.peak_open.max(o);
+                second.add(&t.second);
             }
             let t = start.elapsed().as_secs_f64();
             timeline.push(Sample {
@@ -381,19 +460,23 @@ pub fn run(plan: &RunPlan, ctl: &RunControl) -> Result<RunResult, EngineError> {
                 reconnects: second.counters.reconnects,
                 tls_full: second.counters.tls_handshakes_full,
                 tls_resumed: second.counters.tls_handshakes_resumed,
+                open_by_scenario: if groups > 1 { open_by } else { Vec::new() },
             });
-            progress.line(t, open, plan.connections, &second, &total);
+            progress.line(t, open, connections, &second, &total);
             total.add(&second);
-            second = ShardStats::new();
-            if threshold_abort.is_none() && plan.abort_on_fail.is_some_and(|d| t >= d.as_secs_f64())
+            for t in tallies.iter_mut() {
+                t.total.add(&t.second);
+                t.second = ShardStats::new();
+            }
+            if threshold_abort.is_none() && run.abort_on_fail.is_some_and(|d| t >= d.as_secs_f64())
             {
                 // Only thresholds with data so far can fail early; the rest wait for the end.
-                if let Some(o) = plan
+                let failed = run
                     .thresholds
                     .iter()
-                    .map(|th| th.eval(&total, t))
-                    .find(|o| o.actual.is_some() && !o.pass)
-                {
+                    .map(|th| th.eval(run.stats_for(th, &total, &tallies_view(&tallies)), t))
+                    .find(|o| o.actual.is_some() && !o.pass);
+                if let Some(o) = failed {
                     threshold_abort = Some((o.expr, t));
                     flags.interrupt.store(true, Ordering::SeqCst);
                     for w in &wakers {
@@ -403,7 +486,10 @@ pub fn run(plan: &RunPlan, ctl: &RunControl) -> Result<RunResult, EngineError> {
             }
         }
     }
-    total.add(&second);
+    for t in tallies.iter_mut() {
+        total.add(&t.second);
+        t.total.add(&t.second);
+    }
     progress.finish();
     for h in handles {
         let _ = h.join();
@@ -412,6 +498,33 @@ pub fn run(plan: &RunPlan, ctl: &RunControl) -> Result<RunResult, EngineError> {
         return Err(e);
     }
     let cpu1 = sock::cpu_time();
+    let scenarios: Vec<ScenarioResult> = tallies
+        .into_iter()
+        .enumerate()
+        .map(|(k, t)| {
+            let plan = &run.scenarios[k];
+            let g = || gauges.iter().map(move |g| g[k]);
+            let counts = split(plan.connections, shards);
+            ScenarioResult {
+                stats: t.total,
+                peak_open: t.peak_open,
+                schedule_lag_max_us: g().map(|g| g.schedule_lag_max_us).max().unwrap_or(0),
+                ramp: g()
+                    .zip(&counts)
+                    .filter(|(_, &n)| n > 0)
+                    .map(|(g, _)| (g.ramp_done_us > 0).then_some(g.ramp_done_us))
+                    .collect::<Option<Vec<_>>>()
+                    .and_then(|v| v.into_iter().max())
+                    .map(Duration::from_micros),
+                storm_recovery: plan.storm.and_then(|_| {
+                    (!g().any(|g| g.storm_unrecovered)).then(|| {
+                        Duration::from_micros(g().map(|g| g.storm_worst_us).max().unwrap_or(0))
+                    })
+                }),
+                ramp_deficit_max: g().map(|g| g.ramp_deficit_max).sum(),
+            }
+        })
+        .collect();
     Ok(RunResult {
         stats: total,
         elapsed: start.elapsed(),
@@ -420,30 +533,46 @@ pub fn run(plan: &RunPlan, ctl: &RunControl) -> Result<RunResult, EngineError> {
         rss_before,
         rss_at_peak_open: rss_at_peak,
         peak_open,
-        schedule_lag_max_us: gauges
+        schedule_lag_max_us: scenarios
             .iter()
-            .map(|g| g.schedule_lag_max_us)
+            .map(|s| s.schedule_lag_max_us)
             .max()
             .unwrap_or(0),
-        ramp: gauges
+        ramp: scenarios
             .iter()
-            .zip(&counts)
-            .filter(|(_, &n)| n > 0)
-            .map(|(g, _)| (g.ramp_done_us > 0).then_some(g.ramp_done_us))
+            .map(|s| s.ramp)
             .collect::<Option<Vec<_>>>()
-            .and_then(|v| v.into_iter().max())
-            .map(Duration::from_micros),
+            .and_then(|v| v.into_iter().max()),
         nofile,
         capacity,
         timeline,
-        ramp_deficit_max: gauges.iter().map(|g| g.ramp_deficit_max).sum(),
+        ramp_deficit_max: scenarios.iter().map(|s| s.ramp_deficit_max).sum(),
         threshold_abort,
-        storm_recovery: plan.storm.and_then(|_| {
-            (!gauges.iter().any(|g| g.storm_unrecovered)).then(|| {
-                Duration::from_micros(gauges.iter().map(|g| g.storm_worst_us).max().unwrap_or(0))
-            })
-        }),
+        storm_recovery: if run.scenarios.iter().any(|p| p.storm.is_some()) {
+            scenarios
+                .iter()
+                .zip(&run.scenarios)
+                .filter(|(_, p)| p.storm.is_some())
+                .map(|(s, _)| s.storm_recovery)
+                .collect::<Option<Vec<_>>>()
+                .and_then(|v| v.into_iter().max())
+        } else {
+            None
+        },
+        scenarios,
     })
+}
+
+/// Adds a shard's interval into the per-scenario tallies and keeps its gauges.
+fn absorb(tallies: &mut [Tally], gauges: &mut Vec<Gauges>, stats: Vec<ShardStats>, g: Vec<Gauges>) {
+    for (t, s) in tallies.iter_mut().zip(&stats) {
+        t.second.add(s);
+    }
+    *gauges = g;
+}
+
+fn tallies_view(t: &[Tally]) -> Vec<&ShardStats> {
+    t.iter().map(|t| &t.total).collect()
 }
 
 /// The live progress line on stderr.

@@ -27,7 +27,7 @@ const OPEN_SLACK_US: f64 = 1000.0;
 /// waited for.
 const LEFTOVER_GRACE_US: Micros = 200_000;
 
-/// What one shard does: its share of connections and rate, and the shared behaviour.
+/// What one shard does: the shared settings and one [`GroupPlan`] per scenario.
 #[derive(Debug, Clone)]
 pub struct ShardPlan {
     /// Shard index (0-based).
@@ -38,38 +38,45 @@ pub struct ShardPlan {
     pub cpu: Option<usize>,
     /// Resolved target address.
     pub target: SocketAddr,
-    /// Connections this shard holds open.
-    pub connections: u64,
-    /// µs between connection openings on this shard.
-    pub open_interval_us: f64,
-    /// µs after the start before this shard's first opening (interleaves shards).
-    pub open_offset_us: f64,
     /// Run length from the start, µs; the stop begins then.
     pub duration_us: Micros,
     /// How long replies in flight are awaited after the stop, µs.
     pub drain_us: Micros,
-    /// Connection behaviour.
-    pub conn: ConnConfig,
-    /// TLS settings (wss://); the shard builds its own client from them.
+    /// TLS settings (wss://); the shard builds its own client from them, shared by all groups.
     pub tls: Option<Arc<TlsSettings>>,
     /// Source addresses to rotate (empty: let the kernel choose).
     pub sources: Vec<IpAddr>,
+    /// Ring sizing.
+    pub ring: RingConfig,
+    /// The scenarios' shares on this shard, in scenario order.
+    pub groups: Vec<GroupPlan>,
+}
+
+/// One scenario's share of a shard: its connections, schedule and behaviour.
+#[derive(Debug, Clone)]
+pub struct GroupPlan {
+    /// Connections this group holds open on this shard.
+    pub connections: u64,
+    /// µs between connection openings.
+    pub open_interval_us: f64,
+    /// µs after the start before the first opening (interleaves shards, delays a scenario).
+    pub open_offset_us: f64,
+    /// Connection behaviour.
+    pub conn: ConnConfig,
     /// Replace failed or server-closed connections to hold the count.
     pub reconnect: bool,
     /// When replacements are opened.
     pub policy: Policy,
     /// A reconnect storm, if any.
     pub storm: Option<Storm>,
-    /// Stages: this shard's open-connection target over time (inactive: hold `connections`).
+    /// Stages: this group's open-connection target over time (inactive: hold `connections`).
     pub ramp: Ramp,
     /// Open model: sessions to start at the connect rate (each lives its lifetime, none is
     /// replaced); `connections` is then only the room for those alive at once.
     pub arrivals: Option<u64>,
-    /// Ring sizing.
-    pub ring: RingConfig,
 }
 
-/// Point-in-time gauges of a shard.
+/// Point-in-time gauges of one group on a shard.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Gauges {
     /// Open WebSocket sessions.
@@ -78,13 +85,13 @@ pub struct Gauges {
     pub live: u64,
     /// Largest delay of a connection opening behind its schedule, µs.
     pub schedule_lag_max_us: u64,
-    /// When the shard first had as many sessions opened as its target, µs (0: not yet).
+    /// When the group first had as many sessions opened as its target, µs (0: not yet).
     pub ramp_done_us: u64,
-    /// Storms: the longest time until the shard's open sessions were back at its target, µs.
+    /// Storms: the longest time until the open sessions were back at the target, µs.
     pub storm_worst_us: u64,
-    /// A storm from which the shard had not recovered (at the end, or when the next came).
+    /// A storm not recovered from (at the end, or when the next came).
     pub storm_unrecovered: bool,
-    /// Stages: the most connections the shard was behind its ramp (connect rate too low?).
+    /// Stages: the most connections the group was behind its ramp (connect rate too low?).
     pub ramp_deficit_max: u64,
 }
 
@@ -95,10 +102,10 @@ pub enum ShardEvent {
     Ready(usize, Waker),
     /// The shard could not start.
     Failed(usize, String),
-    /// Once a second: what was gathered since the last interval.
-    Interval(usize, Box<ShardStats>, Gauges),
+    /// Once a second: what each group gathered since the last interval.
+    Interval(usize, Vec<ShardStats>, Vec<Gauges>),
     /// Final interval; the shard has closed everything and exits.
-    Done(usize, Box<ShardStats>, Gauges),
+    Done(usize, Vec<ShardStats>, Vec<Gauges>),
 }
 
 /// Stop requests from the engine (checked on every wake-up).
@@ -124,6 +131,8 @@ struct Slot {
     /// In use by a connection (or by its requests still in flight).
     allocated: bool,
     gen: u32,
+    /// The group (scenario) of the connection.
+    group: u16,
     /// The direct descriptor `slot index` holds (or is being created for) this connection.
     has_socket: bool,
     conn: Option<Conn>,
@@ -150,6 +159,7 @@ impl Slot {
         Self {
             allocated: false,
             gen: 0,
+            group: 0,
             has_socket: false,
             conn: None,
             ops: 0,
@@ -167,20 +177,71 @@ impl Slot {
     }
 }
 
-/// What a connection's handlers need from the shard, kept together so the shard can lend it
-/// out while it also borrows a slot.
-struct ConnEnv {
+/// One scenario on this shard: its plan, config, statistics and schedule state.
+struct Group {
+    plan: GroupPlan,
     cfg: ConnConfig,
     stats: ShardStats,
-    rng: Rng,
+    pending_opens: u64,
+    initial_left: u64,
+    next_open_at: f64,
+    /// Connections of the group in any phase.
+    live: u64,
+    lag_max: u64,
+    /// Sessions opened so far, and when that count first reached the target (µs).
+    ramp: (u64, Micros),
+    /// Replacements waiting for their policy's delay: (when, failed attempts, last delay).
+    reopen: BinaryHeap<Reverse<(Micros, u32, Micros)>>,
+    /// Sessions open now.
+    open_now: u64,
+    /// Storms: when the next one comes, when the one in progress began, the longest
+    /// recovery, and whether one never recovered.
+    storm_next: Option<Micros>,
+    storm_started: Option<Micros>,
+    storm_worst: Micros,
+    storm_unrecovered: bool,
+    /// Stages: connections being retired, the opening order (slot, generation) to retire the
+    /// newest first, and the largest shortfall behind the ramp.
+    retiring: u64,
+    opened: Vec<(u32, u32)>,
+    ramp_deficit_max: u64,
 }
 
-impl ConnEnv {
-    fn ctx(&mut self) -> Ctx<'_> {
+impl Group {
+    fn new(plan: GroupPlan) -> Self {
+        // With stages the ramp decides what to open, not a fixed count.
+        let n = if plan.ramp.is_active() {
+            0
+        } else {
+            plan.arrivals.unwrap_or(plan.connections)
+        };
+        Self {
+            cfg: plan.conn.clone(),
+            stats: ShardStats::new(),
+            pending_opens: n,
+            initial_left: n,
+            next_open_at: plan.open_offset_us,
+            live: 0,
+            lag_max: 0,
+            ramp: (0, 0),
+            reopen: BinaryHeap::new(),
+            open_now: 0,
+            storm_next: plan.storm.map(|s| s.at),
+            storm_started: None,
+            storm_worst: 0,
+            storm_unrecovered: false,
+            retiring: 0,
+            opened: Vec::new(),
+            ramp_deficit_max: 0,
+            plan,
+        }
+    }
+
+    fn ctx<'a>(&'a mut self, rng: &'a mut Rng) -> Ctx<'a> {
         Ctx {
             cfg: &self.cfg,
             stats: &mut self.stats,
-            rng: &mut self.rng,
+            rng,
         }
     }
 }
@@ -222,7 +283,12 @@ pub fn run(plan: ShardPlan, flags: Arc<StopFlags>, gate: Arc<StartGate>, tx: Sen
     let mut plan = plan;
     if let Some(settings) = &plan.tls {
         match settings.client() {
-            Ok(c) => plan.conn.tls = Some(Arc::new(c)),
+            Ok(c) => {
+                let client = Arc::new(c);
+                for g in &mut plan.groups {
+                    g.conn.tls = Some(client.clone());
+                }
+            }
             Err(e) => {
                 let _ = tx.send(ShardEvent::Failed(index, format!("TLS setup failed: {e}")));
                 gate.barrier.wait();
@@ -252,14 +318,18 @@ pub fn run(plan: ShardPlan, flags: Arc<StopFlags>, gate: Arc<StartGate>, tx: Sen
     let unix_now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    plan.conn.epoch_unix_us = unix_now.saturating_sub(epoch.elapsed()).as_micros() as u64;
+    let epoch_unix_us = unix_now.saturating_sub(epoch.elapsed()).as_micros() as u64;
+    for g in &mut plan.groups {
+        g.conn.epoch_unix_us = epoch_unix_us;
+    }
     let mut shard = Shard::new(plan, ring, epoch, flags, tx);
     shard.run();
 }
 
 struct Shard {
     plan: ShardPlan,
-    env: ConnEnv,
+    groups: Vec<Group>,
+    rng: Rng,
     ring: Ring,
     slots: Vec<Slot>,
     free: Vec<u32>,
@@ -267,42 +337,22 @@ struct Shard {
     epoch: Instant,
     flags: Arc<StopFlags>,
     tx: Sender<ShardEvent>,
-    pending_opens: u64,
-    initial_left: u64,
-    next_open_at: f64,
     source_idx: usize,
     stopping: bool,
     /// Every connection was cut short (second Ctrl-C, hard deadline or a ring error).
     aborted: bool,
     hard_deadline: Micros,
+    /// Close-handshake wait after the stop (the longest of the groups'), µs.
+    close_wait: Micros,
     next_tick: Micros,
     live: u64,
     inflight: u64,
-    lag_max: u64,
-    /// Sessions opened so far, and when that count first reached the target (µs).
-    ramp: (u64, Micros),
     dirty: Vec<u32>,
     cq: Vec<Completion>,
     fired: Vec<TimerEntry>,
     pool: Vec<Vec<u8>>,
     /// When the last connection ended after the stop.
     all_done_at: Option<Micros>,
-    /// Replacements waiting for their policy's delay: (when, failed attempts, last delay).
-    reopen: BinaryHeap<Reverse<(Micros, u32, Micros)>>,
-    /// Sessions open now.
-    open_now: u64,
-    /// The storm has happened (µs), and when the open count was back at the target.
-    /// Storms: when the next one comes, when the one in progress began, the longest
-    /// recovery, and whether one never recovered.
-    storm_next: Option<Micros>,
-    storm_started: Option<Micros>,
-    storm_worst: Micros,
-    storm_unrecovered: bool,
-    /// Stages: connections being retired, the opening order (slot, generation) to retire the
-    /// newest first, and the largest shortfall behind the ramp.
-    retiring: u64,
-    opened: Vec<(u32, u32)>,
-    ramp_deficit_max: u64,
     /// Connections made so far (numbers them run-wide: index + shards × this).
     conns_made: u64,
 }
@@ -315,23 +365,14 @@ impl Shard {
         flags: Arc<StopFlags>,
         tx: Sender<ShardEvent>,
     ) -> Self {
-        // With stages the ramp decides what to open, not a fixed count.
-        let storm_next = plan.storm.map(|s| s.at);
-        let n = if plan.ramp.is_active() {
-            0
-        } else {
-            plan.arrivals.unwrap_or(plan.connections)
-        };
+        let groups: Vec<Group> = plan.groups.iter().cloned().map(Group::new).collect();
+        let n: u64 = groups.iter().map(|g| g.pending_opens).sum();
         Self {
-            env: ConnEnv {
-                cfg: plan.conn.clone(),
-                stats: ShardStats::new(),
-                rng: Rng::from_entropy(plan.index as u64 + 1),
-            },
-            next_open_at: plan.open_offset_us,
-            pending_opens: n,
+            rng: Rng::from_entropy(plan.index as u64 + 1),
             source_idx: plan.index,
             slots: Vec::with_capacity(n as usize),
+            close_wait: groups.iter().map(|g| g.cfg.close_wait).max().unwrap_or(0),
+            groups,
             plan,
             ring,
             free: Vec::new(),
@@ -339,29 +380,17 @@ impl Shard {
             epoch,
             flags,
             tx,
-            initial_left: n,
             stopping: false,
             aborted: false,
             hard_deadline: u64::MAX,
             next_tick: SECOND,
             live: 0,
             inflight: 0,
-            lag_max: 0,
-            ramp: (0, 0),
             dirty: Vec::new(),
             cq: Vec::with_capacity(1024),
             fired: Vec::new(),
             pool: Vec::new(),
             all_done_at: None,
-            reopen: BinaryHeap::new(),
-            open_now: 0,
-            storm_next,
-            storm_started: None,
-            storm_worst: 0,
-            storm_unrecovered: false,
-            retiring: 0,
-            opened: Vec::new(),
-            ramp_deficit_max: 0,
             conns_made: 0,
         }
     }
@@ -385,17 +414,20 @@ impl Shard {
                 self.abort_all(now);
             }
             self.expire_timers(now);
-            if let (Some(storm), Some(next)) = (self.plan.storm, self.storm_next) {
-                if !self.stopping && now >= next {
-                    self.storm_next = (storm.every > 0).then(|| next + storm.every);
-                    self.storm(now, storm);
+            for gi in 0..self.groups.len() {
+                let g = &mut self.groups[gi];
+                if let (Some(storm), Some(next)) = (g.plan.storm, g.storm_next) {
+                    if !self.stopping && now >= next {
+                        g.storm_next = (storm.every > 0).then(|| next + storm.every);
+                        self.storm(gi, now, storm);
+                    }
                 }
-            }
-            if !self.stopping {
-                if self.plan.ramp.is_active() {
-                    self.follow_ramp(now);
+                if !self.stopping {
+                    if self.groups[gi].plan.ramp.is_active() {
+                        self.follow_ramp(gi, now);
+                    }
+                    self.open_due(gi, now);
                 }
-                self.open_due(now);
             }
             if now >= self.next_tick {
                 self.send_interval(false);
@@ -455,22 +487,24 @@ impl Shard {
         }
         if !self.stopping {
             t = t.min(self.plan.duration_us);
-            if self.pending_opens > 0 {
-                t = t.min(self.next_open_at as Micros);
-            }
-            if let Some(Reverse((at, _, _))) = self.reopen.peek() {
-                t = t.min(*at);
-            }
-            if self.plan.ramp.is_active() {
-                let want = self.plan.ramp.target(now);
-                if self.plan.ramp.ramping(now) || want != self.live - self.retiring {
-                    t = t.min(now + 1000);
-                } else if let Some(c) = self.plan.ramp.next_change(now) {
-                    t = t.min(c);
+            for g in &self.groups {
+                if g.pending_opens > 0 {
+                    t = t.min(g.next_open_at as Micros);
                 }
-            }
-            if let Some(next) = self.storm_next {
-                t = t.min(next);
+                if let Some(Reverse((at, _, _))) = g.reopen.peek() {
+                    t = t.min(*at);
+                }
+                if g.plan.ramp.is_active() {
+                    let want = g.plan.ramp.target(now);
+                    if g.plan.ramp.ramping(now) || want != g.live - g.retiring {
+                        t = t.min(now + 1000);
+                    } else if let Some(c) = g.plan.ramp.next_change(now) {
+                        t = t.min(c);
+                    }
+                }
+                if let Some(next) = g.storm_next {
+                    t = t.min(next);
+                }
             }
         } else if let Some(done) = self.all_done_at {
             t = t.min(done.saturating_add(LEFTOVER_GRACE_US));
@@ -484,48 +518,66 @@ impl Shard {
     }
 
     fn send_interval(&mut self, done: bool) {
-        let open = self
-            .slots
+        let mut open = vec![0u64; self.groups.len()];
+        for s in &self.slots {
+            if s.conn.as_ref().is_some_and(|c| c.phase() == Phase::Open) {
+                open[s.group as usize] += 1;
+            }
+        }
+        let gauges = self
+            .groups
             .iter()
-            .filter(|s| s.conn.as_ref().is_some_and(|c| c.phase() == Phase::Open))
-            .count() as u64;
-        let g = Gauges {
-            open,
-            live: self.live,
-            schedule_lag_max_us: self.lag_max,
-            ramp_done_us: self.ramp.1,
-            storm_worst_us: self.storm_worst,
-            storm_unrecovered: self.storm_unrecovered || self.storm_started.is_some(),
-            ramp_deficit_max: self.ramp_deficit_max,
-        };
-        let stats = Box::new(self.env.stats.take_interval());
+            .zip(open)
+            .map(|(g, open)| Gauges {
+                open,
+                live: g.live,
+                schedule_lag_max_us: g.lag_max,
+                ramp_done_us: g.ramp.1,
+                storm_worst_us: g.storm_worst,
+                storm_unrecovered: g.storm_unrecovered || g.storm_started.is_some(),
+                ramp_deficit_max: g.ramp_deficit_max,
+            })
+            .collect();
+        let stats = self
+            .groups
+            .iter_mut()
+            .map(|g| g.stats.take_interval())
+            .collect();
         let ev = if done {
-            ShardEvent::Done(self.plan.index, stats, g)
+            ShardEvent::Done(self.plan.index, stats, gauges)
         } else {
-            ShardEvent::Interval(self.plan.index, stats, g)
+            ShardEvent::Interval(self.plan.index, stats, gauges)
         };
         let _ = self.tx.send(ev);
     }
 
     fn begin_stop(&mut self, now: Micros, interrupted: bool) {
         self.stopping = true;
-        self.pending_opens = 0;
-        self.reopen.clear();
+        for g in &mut self.groups {
+            g.pending_opens = 0;
+            g.reopen.clear();
+        }
         let mut drain = self.plan.drain_us;
         if interrupted {
             // Ctrl-C must finish within 2 s: shorten the drain and the close handshake.
             drain = drain.min(500_000);
-            self.env.cfg.close_wait = self.env.cfg.close_wait.min(300_000);
+            self.close_wait = self.close_wait.min(300_000);
+            for g in &mut self.groups {
+                g.cfg.close_wait = g.cfg.close_wait.min(300_000);
+            }
         }
         self.hard_deadline = now
             .saturating_add(drain)
-            .saturating_add(self.env.cfg.close_wait)
+            .saturating_add(self.close_wait)
             .saturating_add(200_000);
         for i in 0..self.slots.len() {
-            let Shard { env, slots, .. } = self;
-            if let Some(conn) = slots[i].conn.as_mut() {
-                let mut ctx = env.ctx();
-                conn.stop(&mut ctx, now, now + drain);
+            let Shard {
+                groups, slots, rng, ..
+            } = self;
+            let slot = &mut slots[i];
+            if let Some(conn) = slot.conn.as_mut() {
+                let g = &mut groups[slot.group as usize];
+                conn.stop(&mut g.ctx(rng), now, now + drain);
                 self.after(i as u32, now);
             }
         }
@@ -537,86 +589,103 @@ impl Shard {
         }
         self.aborted = true;
         self.stopping = true;
-        self.pending_opens = 0;
+        for g in &mut self.groups {
+            g.pending_opens = 0;
+        }
         self.hard_deadline = self.hard_deadline.min(now);
         for i in 0..self.slots.len() {
-            let Shard { env, slots, .. } = self;
-            if let Some(conn) = slots[i].conn.as_mut() {
-                conn.abort(&mut env.ctx(), now);
+            let Shard {
+                groups, slots, rng, ..
+            } = self;
+            let slot = &mut slots[i];
+            if let Some(conn) = slot.conn.as_mut() {
+                let g = &mut groups[slot.group as usize];
+                conn.abort(&mut g.ctx(rng), now);
                 self.after(i as u32, now);
             }
         }
     }
 
-    fn open_due(&mut self, now: Micros) {
+    fn open_due(&mut self, gi: usize, now: Micros) {
         let nowf = now as f64;
         // Openings due within the next OPEN_SLACK_US go out in this batch: one wake-up and one
         // submission per millisecond instead of one per connection; the rate per second is
         // unchanged.
         // Bounded per turn: an opening that fails at once (EMFILE) is replaced at once in
         // handshake mode, and completions must still be reaped meanwhile.
-        let mut budget = self.plan.connections.max(64);
-        while self.pending_opens > 0 && self.next_open_at <= nowf + OPEN_SLACK_US && budget > 0 {
-            budget -= 1;
-            let lag = (nowf - self.next_open_at).max(0.0) as u64;
-            self.lag_max = self.lag_max.max(lag);
-            self.pending_opens -= 1;
-            self.next_open_at += self.plan.open_interval_us;
-            // Initial openings come first; anything beyond them replaces a lost connection.
-            if self.initial_left > 0 {
-                self.initial_left -= 1;
-            } else if self.plan.conn.mode == Mode::Session {
-                self.env.stats.counters.reconnects += 1;
+        let mut budget = self.groups[gi].plan.connections.max(64);
+        loop {
+            let g = &mut self.groups[gi];
+            if !(g.pending_opens > 0 && g.next_open_at <= nowf + OPEN_SLACK_US && budget > 0) {
+                break;
             }
-            self.open_one(now, (0, 0));
+            budget -= 1;
+            let lag = (nowf - g.next_open_at).max(0.0) as u64;
+            g.lag_max = g.lag_max.max(lag);
+            g.pending_opens -= 1;
+            g.next_open_at += g.plan.open_interval_us;
+            // Initial openings come first; anything beyond them replaces a lost connection.
+            if g.initial_left > 0 {
+                g.initial_left -= 1;
+            } else if g.plan.conn.mode == Mode::Session {
+                g.stats.counters.reconnects += 1;
+            }
+            self.open_one(gi, now, (0, 0));
         }
         while budget > 0 {
-            match self.reopen.peek() {
+            let g = &mut self.groups[gi];
+            match g.reopen.peek() {
                 Some(Reverse((at, _, _))) if *at as f64 <= nowf + OPEN_SLACK_US => {}
                 _ => break,
             }
-            let Some(Reverse((_, attempt, delay))) = self.reopen.pop() else {
+            let Some(Reverse((_, attempt, delay))) = g.reopen.pop() else {
                 break;
             };
             budget -= 1;
-            self.env.stats.counters.reconnects += 1;
-            self.open_one(now, (attempt, delay));
+            g.stats.counters.reconnects += 1;
+            self.open_one(gi, now, (attempt, delay));
         }
     }
 
     /// Stages: opens (at up to the connect rate) or retires (newest first, with a close
-    /// handshake) connections so that the live count follows the ramp.
-    fn follow_ramp(&mut self, now: Micros) {
+    /// handshake) connections so that the group's live count follows the ramp.
+    fn follow_ramp(&mut self, gi: usize, now: Micros) {
+        let g = &mut self.groups[gi];
         // Entries of connections that have ended are skipped when retiring; drop them now and
         // then so a long run with refills does not grow the list.
-        if self.opened.len() > 2 * self.live as usize + 1024 {
+        if g.opened.len() > 2 * g.live as usize + 1024 {
             let slots = &self.slots;
-            self.opened
-                .retain(|&(j, g)| slots[j as usize].gen == g && slots[j as usize].conn.is_some());
+            g.opened.retain(|&(j, gen)| {
+                slots[j as usize].gen == gen && slots[j as usize].conn.is_some()
+            });
         }
-        let want = self.plan.ramp.target(now);
-        let have = self.live - self.retiring;
+        let want = g.plan.ramp.target(now);
+        let have = g.live - g.retiring;
         if have < want {
             let nowf = now as f64;
             let mut short = want - have;
-            let mut budget = self.plan.connections.max(64);
-            while short > 0 && budget > 0 && self.next_open_at <= nowf + OPEN_SLACK_US {
-                self.next_open_at += self.plan.open_interval_us;
+            let mut budget = g.plan.connections.max(64);
+            while short > 0 && budget > 0 && self.groups[gi].next_open_at <= nowf + OPEN_SLACK_US {
+                let g = &mut self.groups[gi];
+                g.next_open_at += g.plan.open_interval_us;
                 short -= 1;
                 budget -= 1;
-                self.open_one(now, (0, 0));
+                self.open_one(gi, now, (0, 0));
             }
-            self.ramp_deficit_max = self.ramp_deficit_max.max(short);
+            let g = &mut self.groups[gi];
+            g.ramp_deficit_max = g.ramp_deficit_max.max(short);
             return;
         }
         // No credit for the idle time: a later ramp starts at the connect rate, not in a burst.
-        self.next_open_at = self.next_open_at.max(now as f64);
+        g.next_open_at = g.next_open_at.max(now as f64);
         let mut extra = have - want;
         while extra > 0 {
-            let Some((i, gen)) = self.opened.pop() else {
+            let Some((i, gen)) = self.groups[gi].opened.pop() else {
                 break;
             };
-            let Shard { env, slots, .. } = self;
+            let Shard {
+                groups, slots, rng, ..
+            } = self;
             let slot = &mut slots[i as usize];
             if slot.gen != gen || slot.retired {
                 continue;
@@ -624,69 +693,72 @@ impl Shard {
             let Some(conn) = slot.conn.as_mut() else {
                 continue;
             };
+            let g = &mut groups[gi];
             slot.retired = true;
-            self.retiring += 1;
+            g.retiring += 1;
             extra -= 1;
-            conn.stop(&mut env.ctx(), now, now.saturating_add(self.plan.drain_us));
+            let drain_until = now.saturating_add(self.plan.drain_us);
+            conn.stop(&mut g.ctx(rng), now, drain_until);
             self.after(i, now);
         }
     }
 
-    /// Drops the storm's share of this shard's open sessions, chosen at random.
-    fn storm(&mut self, now: Micros, storm: Storm) {
-        if self.storm_started.is_some() {
+    /// Drops the storm's share of this group's open sessions on this shard, chosen at random.
+    fn storm(&mut self, gi: usize, now: Micros, storm: Storm) {
+        let g = &mut self.groups[gi];
+        if g.storm_started.is_some() {
             // The previous storm is still being recovered from: it never was.
-            self.storm_unrecovered = true;
+            g.storm_unrecovered = true;
         }
-        self.storm_started = Some(now);
+        g.storm_started = Some(now);
         let mut open: Vec<u32> = (0..self.slots.len() as u32)
             .filter(|&i| {
-                self.slots[i as usize]
-                    .conn
-                    .as_ref()
-                    .is_some_and(|c| c.phase() == Phase::Open)
+                let s = &self.slots[i as usize];
+                s.group as usize == gi && s.conn.as_ref().is_some_and(|c| c.phase() == Phase::Open)
             })
             .collect();
         let k = ((open.len() as f64) * storm.fraction).round() as usize;
         // Partial Fisher-Yates: the first k are a uniform sample.
         for j in 0..k {
-            let r = j + self.env.rng.below((open.len() - j) as u64) as usize;
+            let r = j + self.rng.below((open.len() - j) as u64) as usize;
             open.swap(j, r);
         }
         for &i in &open[..k] {
-            let Shard { env, slots, .. } = self;
+            let Shard {
+                groups, slots, rng, ..
+            } = self;
             let slot = &mut slots[i as usize];
+            let g = &mut groups[gi];
             slot.rst = storm.rst;
             if let Some(conn) = slot.conn.as_mut() {
-                conn.storm_drop(&mut env.ctx(), now, !storm.rst);
+                conn.storm_drop(&mut g.ctx(rng), now, !storm.rst);
             }
             // Dropped now, even while its close handshake runs: recovery counts from here.
             slot.uncounted = true;
-            self.open_now = self.open_now.saturating_sub(1);
+            g.open_now = g.open_now.saturating_sub(1);
             self.after(i, now);
         }
         if k == 0 {
-            self.storm_started = None;
+            self.groups[gi].storm_started = None;
         }
     }
 
     /// A replacement for a lost connection: by the policy's delay, or through the connect
     /// schedule.
-    fn replace(&mut self, now: Micros, retry: (u32, Micros)) {
-        match self.plan.policy.delay(retry.0, retry.1, &mut self.env.rng) {
-            Some(d) => self
-                .reopen
-                .push(Reverse((now.saturating_add(d), retry.0, d))),
+    fn replace(&mut self, gi: usize, now: Micros, retry: (u32, Micros)) {
+        let g = &mut self.groups[gi];
+        match g.plan.policy.delay(retry.0, retry.1, &mut self.rng) {
+            Some(d) => g.reopen.push(Reverse((now.saturating_add(d), retry.0, d))),
             None => {
-                if self.pending_opens == 0 {
-                    self.next_open_at = self.next_open_at.max(now as f64);
+                if g.pending_opens == 0 {
+                    g.next_open_at = g.next_open_at.max(now as f64);
                 }
-                self.pending_opens += 1;
+                g.pending_opens += 1;
             }
         }
     }
 
-    fn open_one(&mut self, now: Micros, retry: (u32, Micros)) {
+    fn open_one(&mut self, gi: usize, now: Micros, retry: (u32, Micros)) {
         let i = match self.free.pop() {
             Some(i) => i,
             None => {
@@ -700,28 +772,31 @@ impl Shard {
             k
         });
         let Shard {
-            env,
+            groups,
+            rng,
             slots,
             ring,
             inflight,
             live,
             pool,
             plan,
-            opened,
             conns_made,
             ..
         } = self;
+        let g = &mut groups[gi];
         let slot = &mut slots[i as usize];
         slot.allocated = true;
+        slot.group = gi as u16;
         slot.retry = retry;
-        if plan.ramp.is_active() {
-            opened.push((i, slot.gen));
+        if g.plan.ramp.is_active() {
+            g.opened.push((i, slot.gen));
         }
-        let mut ctx = env.ctx();
+        let mut ctx = g.ctx(rng);
         let mut conn = Conn::new(&mut ctx, now);
         conn.set_id(plan.index as u64 + plan.shards as u64 * *conns_made);
         *conns_made += 1;
         *live += 1;
+        g.live += 1;
         if conn.is_done() {
             // TLS could not even start; counted as a failure already.
             slot.conn = Some(conn);
@@ -730,6 +805,7 @@ impl Shard {
         let mut buf = pool
             .pop()
             .unwrap_or_else(|| Vec::with_capacity(SEND_BUF_CAPACITY));
+        let mut ctx = g.ctx(rng);
         conn.poll_transmit(&mut ctx, now, &mut buf);
         let ud = [Op::Setup, Op::Connect, Op::Send].map(|op| pack(i, slot.gen, op));
         match ring.open(i, source, buf, ud) {
@@ -755,7 +831,9 @@ impl Shard {
         fired.clear();
         self.wheel.expire(now, &mut fired);
         for e in &fired {
-            let Shard { env, slots, .. } = self;
+            let Shard {
+                groups, slots, rng, ..
+            } = self;
             let Some(slot) = slots.get_mut(e.slot as usize) else {
                 continue;
             };
@@ -764,7 +842,7 @@ impl Shard {
             }
             slot.timer_at = 0;
             if let Some(conn) = slot.conn.as_mut() {
-                conn.handle_timer(&mut env.ctx(), now);
+                conn.handle_timer(&mut groups[slot.group as usize].ctx(rng), now);
                 self.after(e.slot, now);
             }
         }
@@ -780,10 +858,11 @@ impl Shard {
         if conn.is_done() {
             return self.teardown(i, now);
         }
-        if let Some(t) = conn.poll_timeout(&self.env.cfg) {
+        let cfg = &self.groups[slot.group as usize].cfg;
+        if let Some(t) = conn.poll_timeout(cfg) {
             // A send that is due now goes out through the dirty list, or, while a send is in
             // flight, when that send completes: arming a past timer for it would only spin.
-            let due_by_send = t <= now && conn.wants_transmit(&self.env.cfg, now);
+            let due_by_send = t <= now && conn.wants_transmit(cfg, now);
             let armed = slot.timer_at != 0 && slot.timer_at > now;
             if !due_by_send && (!armed || t < slot.timer_at) {
                 slot.timer_at = t;
@@ -794,7 +873,7 @@ impl Shard {
                 });
             }
         }
-        if !slot.sending && !slot.in_dirty && conn.wants_transmit(&self.env.cfg, now) {
+        if !slot.sending && !slot.in_dirty && conn.wants_transmit(cfg, now) {
             slot.in_dirty = true;
             self.dirty.push(i);
         }
@@ -804,7 +883,8 @@ impl Shard {
         let mut dirty = std::mem::take(&mut self.dirty);
         for &i in &dirty {
             let Shard {
-                env,
+                groups,
+                rng,
                 slots,
                 ring,
                 pool,
@@ -822,7 +902,7 @@ impl Shard {
             let mut buf = pool
                 .pop()
                 .unwrap_or_else(|| Vec::with_capacity(SEND_BUF_CAPACITY));
-            conn.poll_transmit(&mut env.ctx(), now, &mut buf);
+            conn.poll_transmit(&mut groups[slot.group as usize].ctx(rng), now, &mut buf);
             if buf.is_empty() {
                 pool.push(buf);
             } else {
@@ -840,39 +920,44 @@ impl Shard {
     fn teardown(&mut self, i: u32, now: Micros) {
         let slot = &mut self.slots[i as usize];
         let Some(conn) = slot.conn.take() else { return };
+        let gi = slot.group as usize;
+        let (retired, retry) = (slot.retired, slot.retry);
         self.live -= 1;
-        let cycles = self.plan.conn.mode != Mode::Session;
-        if slot.retired {
-            self.retiring -= 1;
+        let g = &mut self.groups[gi];
+        g.live -= 1;
+        let cycles = g.plan.conn.mode != Mode::Session;
+        if retired {
+            g.retiring -= 1;
         }
-        if self.plan.ramp.is_active() || self.plan.arrivals.is_some() {
+        if g.plan.ramp.is_active() || g.plan.arrivals.is_some() {
             // Stages: whatever was lost, the ramp opens again. Open model: arrivals do not
             // depend on departures.
         } else if cycles && !self.stopping {
             // Handshake mode: every finished cycle, failed or not, makes room for the next.
-            if self.pending_opens == 0 {
-                self.next_open_at = self.next_open_at.max(now as f64);
+            if g.pending_opens == 0 {
+                g.next_open_at = g.next_open_at.max(now as f64);
             }
-            self.pending_opens += 1;
+            g.pending_opens += 1;
         } else if !self.stopping {
             let lost = matches!(
                 conn.outcome(),
                 Some(Outcome::Failed(_) | Outcome::ServerClosed(_))
             );
             // A storm's sessions always come back: recovering from it is what is measured.
-            if (self.plan.reconnect && lost) || conn.storm_dropped() {
+            if (g.plan.reconnect && lost) || conn.storm_dropped() {
                 // Failed attempts back off further; a session that had opened starts over.
                 let retry = if conn.was_established() {
                     (0, 0)
                 } else {
-                    (slot.retry.0.saturating_add(1), slot.retry.1)
+                    (retry.0.saturating_add(1), retry.1)
                 };
-                self.replace(now, retry);
+                self.replace(gi, now, retry);
             }
         }
         let slot = &mut self.slots[i as usize];
         if conn.was_established() && !slot.uncounted {
-            self.open_now = self.open_now.saturating_sub(1);
+            let g = &mut self.groups[gi];
+            g.open_now = g.open_now.saturating_sub(1);
         }
         if slot.has_socket && !slot.close_submitted {
             if slot.recv_armed {
@@ -944,11 +1029,13 @@ impl Shard {
             return;
         }
         let res = c.result();
+        let gi = self.slots[i as usize].group as usize;
         match op {
             Op::Connect => {
                 self.op_done(i);
                 let Shard {
-                    env,
+                    groups,
+                    rng,
                     slots,
                     ring,
                     inflight,
@@ -957,7 +1044,7 @@ impl Shard {
                 let slot = &mut slots[i as usize];
                 slot.connecting = false;
                 if let Some(conn) = slot.conn.as_mut() {
-                    let mut ctx = env.ctx();
+                    let mut ctx = groups[gi].ctx(rng);
                     if res == 0 {
                         conn.handle_connected(&mut ctx, now);
                         arm_recv(ring, slot, i, inflight);
@@ -972,34 +1059,31 @@ impl Shard {
                     self.slots[i as usize].recv_armed = false;
                 }
                 let Shard {
-                    env,
+                    groups,
+                    rng,
                     slots,
                     ring,
                     inflight,
-                    ramp,
-                    plan,
-                    open_now,
-                    storm_started,
-                    storm_worst,
                     ..
                 } = self;
+                let g = &mut groups[gi];
                 let slot = &mut slots[i as usize];
                 let alive = slot.conn.as_ref().is_some_and(|c| !c.is_done());
                 if let Some(b) = c.take_buffer() {
                     if let (true, Some(conn)) = (res > 0, slot.conn.as_mut()) {
                         let data = ring.buffer(&b);
                         let before = conn.was_established();
-                        conn.handle_recv(&mut env.ctx(), now, data);
+                        conn.handle_recv(&mut g.ctx(rng), now, data);
                         if !before && conn.was_established() {
-                            ramp.0 += 1;
-                            if ramp.0 == plan.connections {
-                                ramp.1 = now;
+                            g.ramp.0 += 1;
+                            if g.ramp.0 == g.plan.connections {
+                                g.ramp.1 = now;
                             }
-                            *open_now += 1;
-                            if let Some(started) = *storm_started {
-                                if *open_now >= plan.connections {
-                                    *storm_worst = (*storm_worst).max(now - started);
-                                    *storm_started = None;
+                            g.open_now += 1;
+                            if let Some(started) = g.storm_started {
+                                if g.open_now >= g.plan.connections {
+                                    g.storm_worst = g.storm_worst.max(now - started);
+                                    g.storm_started = None;
                                 }
                             }
                         }
@@ -1007,7 +1091,7 @@ impl Shard {
                     ring.recycle(b);
                 }
                 if let Some(conn) = slot.conn.as_mut() {
-                    let mut ctx = env.ctx();
+                    let mut ctx = g.ctx(rng);
                     if res == 0 {
                         conn.handle_eof(&mut ctx, now);
                     } else if res < 0 && res != -libc::ECANCELED && res != -libc::ENOBUFS {
@@ -1022,7 +1106,8 @@ impl Shard {
             Op::Send => {
                 self.op_done(i);
                 let Shard {
-                    env,
+                    groups,
+                    rng,
                     slots,
                     ring,
                     pool,
@@ -1045,19 +1130,21 @@ impl Shard {
                     if let (true, Some(conn)) =
                         (res < 0 && res != -libc::ECANCELED, slot.conn.as_mut())
                     {
-                        conn.handle_error(&mut env.ctx(), now, Failure::from_errno(-res));
+                        conn.handle_error(&mut groups[gi].ctx(rng), now, Failure::from_errno(-res));
                     }
                 }
             }
             Op::Close => self.op_done(i),
             Op::Setup => {
                 // Socket, option or bind failed; connect and send follow with -ECANCELED.
-                let Shard { env, slots, .. } = self;
+                let Shard {
+                    groups, slots, rng, ..
+                } = self;
                 if let (true, Some(conn)) = (
                     res < 0 && res != -libc::ECANCELED,
                     slots[i as usize].conn.as_mut(),
                 ) {
-                    conn.handle_error(&mut env.ctx(), now, Failure::from_errno(-res));
+                    conn.handle_error(&mut groups[gi].ctx(rng), now, Failure::from_errno(-res));
                 }
             }
             Op::Wake | Op::Cancel => {}

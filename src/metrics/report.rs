@@ -3,8 +3,9 @@
 //! only header names and payload sizes do.
 
 use crate::engine::RunResult;
+use crate::engine::ScenarioResult;
 use crate::metrics::{Hist, ShardStats, TlsParam};
-use crate::plan::RunPlan;
+use crate::plan::{Run, RunPlan};
 use crate::proto::conn::Mode;
 use crate::proto::tls::{cipher_name, group_name, version_name, Resume};
 use hdrhistogram::Histogram;
@@ -99,13 +100,14 @@ fn tls_json(plan: &RunPlan, s: &ShardStats) -> Value {
 
 /// A reconnect storm's outcome: when, how many dropped, recovery, peak reconnect rate, and the
 /// TLS resumed share of the handshakes from the storm's second to the recovery's.
-fn storm_json(plan: &RunPlan, r: &RunResult) -> Value {
+fn storm_json(plan: &RunPlan, sr: &ScenarioResult, r: &RunResult) -> Value {
     let Some(st) = plan.storm else {
         return Value::Null;
     };
     let at = st.at as f64 / 1e6;
+    let dropped = sr.stats.counters.storm_dropped;
     // Repeated storms: the whole run after the first.
-    let until = match r.storm_recovery {
+    let until = match sr.storm_recovery {
         Some(d) if st.every == 0 => at + d.as_secs_f64() + 1.0,
         _ => f64::MAX,
     };
@@ -123,23 +125,70 @@ fn storm_json(plan: &RunPlan, r: &RunResult) -> Value {
         "every_s": (st.every > 0).then(|| st.every as f64 / 1e6),
         "close": if st.rst { "rst" } else { "graceful" },
         "policy": plan.policy.to_string(),
-        "dropped": r.stats.counters.storm_dropped,
+        "dropped": dropped,
         // The longest recovery when storms repeat.
-        "recovered_after_s": r.storm_recovery.map(|d| d.as_secs_f64()),
+        "recovered_after_s": sr.storm_recovery.map(|d| d.as_secs_f64()),
         "peak_reconnects_per_s": peak,
-        "mean_reconnects_per_s": r.storm_recovery.filter(|d| !d.is_zero()).map(|d| (r.stats.counters.storm_dropped as f64 / d.as_secs_f64()).round()),
+        "mean_reconnects_per_s": sr.storm_recovery.filter(|d| !d.is_zero()).map(|d| (dropped as f64 / d.as_secs_f64()).round()),
         "failures_during_recovery": failures,
+        "failures_by_cause": failures_json(&sr.stats),
         "tls_during_recovery": {"full": full, "resumed": resumed},
     })
 }
 
-/// The run's thresholds evaluated on its merged results.
-pub fn thresholds(plan: &RunPlan, r: &RunResult) -> Vec<crate::metrics::threshold::Outcome> {
-    let secs = plan.duration.as_secs_f64().min(r.elapsed.as_secs_f64());
-    plan.thresholds
+/// The run's thresholds evaluated on its merged results (overall or per scenario).
+pub fn thresholds(run: &Run, r: &RunResult) -> Vec<crate::metrics::threshold::Outcome> {
+    let secs = run.duration().as_secs_f64().min(r.elapsed.as_secs_f64());
+    let per: Vec<&ShardStats> = r.scenarios.iter().map(|s| &s.stats).collect();
+    run.thresholds
         .iter()
-        .map(|t| t.eval(&r.stats, secs))
+        .map(|t| t.eval(run.stats_for(t, &r.stats, &per), secs))
         .collect()
+}
+
+/// Failures by cause.
+fn failures_json(s: &ShardStats) -> Value {
+    Value::Object(
+        s.failures
+            .iter()
+            .map(|(k, v)| (k.name(), (*v).into()))
+            .collect(),
+    )
+}
+
+/// The per-scenario section of the JSON document.
+fn scenario_json(plan: &RunPlan, sr: &ScenarioResult, r: &RunResult) -> Value {
+    let s = &sr.stats;
+    let counters: Map<String, Value> = s
+        .counters
+        .pairs()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.into()))
+        .collect();
+    let histograms: Map<String, Value> = Hist::ALL
+        .iter()
+        .map(|h| (h.name().to_owned(), hist_json(s.hist(*h))))
+        .collect();
+    let close_codes: Map<String, Value> = s
+        .close_codes
+        .iter()
+        .map(|(k, v)| (k.to_string(), (*v).into()))
+        .collect();
+    json!({
+        "name": plan.name,
+        "url": plan.url_text,
+        "connections": plan.connections,
+        "start_s": plan.start.as_secs_f64(),
+        "peak_open": sr.peak_open,
+        "counters": counters,
+        "failures": failures_json(s),
+        "close_codes": close_codes,
+        "histograms": histograms,
+        "storm": storm_json(plan, sr, r),
+        "ramp_s": sr.ramp.map(|d| d.as_secs_f64()),
+        "ramp_deficit_max": sr.ramp_deficit_max,
+        "schedule_lag_max_us": sr.schedule_lag_max_us,
+    })
 }
 
 /// Handshake-mode rates: per second of run time and per second of client CPU.
@@ -157,7 +206,8 @@ fn handshake_rates(plan: &RunPlan, r: &RunResult) -> Option<(f64, f64, f64)> {
 }
 
 /// The JSON results document.
-pub fn to_json(plan: &RunPlan, r: &RunResult) -> Value {
+pub fn to_json(run: &Run, r: &RunResult) -> Value {
+    let plan = run.main();
     let s = &r.stats;
     let counters: Map<String, Value> = s
         .counters
@@ -194,10 +244,10 @@ pub fn to_json(plan: &RunPlan, r: &RunResult) -> Value {
             "url": plan.url_text,
             "target": plan.target.to_string(),
             "mode": if plan.mode == Mode::Session { "session" } else { "handshake" },
-            "connections": plan.connections,
+            "connections": run.connections(),
             "connect_rate": plan.connect_rate.is_finite().then_some(plan.connect_rate),
             "session_lifetime_s": plan.session_lifetime.map(|d| d.as_secs_f64()),
-            "duration_s": plan.duration.as_secs_f64(),
+            "duration_s": run.duration().as_secs_f64(),
             "connect_timeout_s": plan.connect_timeout.as_secs_f64(),
             "drain_s": plan.drain.as_secs_f64(),
             "close_wait_s": plan.close_wait.as_secs_f64(),
@@ -240,7 +290,8 @@ pub fn to_json(plan: &RunPlan, r: &RunResult) -> Value {
             "rss_per_open_connection_bytes": r.rss_per_open_connection(),
         },
         "tls": tls_json(plan, s),
-        "storm": storm_json(plan, r),
+        "storm": if run.is_multi() { Value::Null } else { storm_json(plan, &r.scenarios[0], r) },
+        "scenarios": r.scenarios.iter().zip(&run.scenarios).map(|(sr, p)| scenario_json(p, sr, r)).collect::<Vec<_>>(),
         "stages": (!plan.stages.is_empty()).then(|| json!({
             "stages": plan.stages.iter().map(|st| json!({"duration_s": st.duration.as_secs_f64(), "target": st.target})).collect::<Vec<_>>(),
             "ramp_deficit_max": r.ramp_deficit_max,
@@ -255,25 +306,26 @@ pub fn to_json(plan: &RunPlan, r: &RunResult) -> Value {
             "close": if plan.linger_zero { "rst" } else { "fin" },
         })),
         "aborted_by_threshold": r.threshold_abort.as_ref().map(|(e, t)| json!({"expr": e, "at_s": t})),
-        "thresholds": thresholds(plan, r).iter().map(|t| json!({
+        "thresholds": thresholds(run, r).iter().map(|t| json!({
             "expr": t.expr, "actual": t.actual, "pass": t.pass,
         })).collect::<Vec<_>>(),
         "schedule_lag_max_us": r.schedule_lag_max_us,
         "ramp_s": r.ramp.map(|d| d.as_secs_f64()),
-        "established_per_s": r.ramp.filter(|d| !d.is_zero()).map(|d| (plan.connections as f64 / d.as_secs_f64()).round()),
+        "established_per_s": r.ramp.filter(|d| !d.is_zero()).map(|d| (run.connections() as f64 / d.as_secs_f64()).round()),
         "timeline": r.timeline,
     })
 }
 
 /// The human summary printed on stdout.
-pub fn summary(plan: &RunPlan, r: &RunResult) -> String {
+pub fn summary(run: &Run, r: &RunResult) -> String {
+    let plan = run.main();
     let s: &ShardStats = &r.stats;
     let mut o = String::new();
     let _ = writeln!(
         o,
         "\nsockstorm run {}  {} connections over {} shard(s)  {:.1}s{}",
         plan.url_text,
-        plan.connections,
+        run.connections(),
         plan.cpus.len(),
         r.elapsed.as_secs_f64(),
         if r.interrupted {
@@ -314,11 +366,12 @@ pub fn summary(plan: &RunPlan, r: &RunResult) -> String {
         let cycles_only =
             matches!(k, "handshake_cycles" | "closed_rst") && plan.mode == Mode::Session;
         // Counters of features the run does not use stay out of the way (they are in the JSON).
+        let none = |f: fn(&RunPlan) -> bool| !run.scenarios.iter().any(f);
         let unused = match k {
-            "storm_dropped" => plan.storm.is_none(),
-            "sessions_retired" => plan.session_lifetime.is_none(),
-            "expects_met" => plan.expect.is_none(),
-            "latency_clock_skew" => plan.latency_from.is_none(),
+            "storm_dropped" => none(|p| p.storm.is_some()),
+            "sessions_retired" => none(|p| p.session_lifetime.is_some()),
+            "expects_met" => none(|p| p.expect.is_some()),
+            "latency_clock_skew" => none(|p| p.latency_from.is_some()),
             _ => false,
         };
         if !(tls_only || cycles_only || unused) {
@@ -382,29 +435,38 @@ pub fn summary(plan: &RunPlan, r: &RunResult) -> String {
             .collect();
         let _ = writeln!(o, "\nclose codes received: {}", codes.join("  "));
     }
-    if let Some(st) = plan.storm {
+    for (p, sr) in run.scenarios.iter().zip(&r.scenarios) {
+        let Some(st) = p.storm else { continue };
         let _ = writeln!(
             o,
-            "\nstorm at {:.1}s{}: {} sessions dropped ({}), {}",
+            "\nstorm{} at {:.1}s{}: {} sessions dropped ({}), {}",
+            if run.is_multi() {
+                format!(" [{}]", p.name)
+            } else {
+                String::new()
+            },
             st.at as f64 / 1e6,
             if st.every > 0 {
                 format!(" and every {:.1}s", st.every as f64 / 1e6)
             } else {
                 String::new()
             },
-            s.counters.storm_dropped,
+            sr.stats.counters.storm_dropped,
             if st.rst { "RST" } else { "close handshake" },
-            match r.storm_recovery {
+            match sr.storm_recovery {
                 Some(d) => format!(
                     "back at {} open after {:.3}s at worst",
-                    plan.connections,
+                    p.connections,
                     d.as_secs_f64()
                 ),
-                None => format!("NOT back at {} open before the run ended", plan.connections),
+                None => format!("NOT back at {} open before the run ended", p.connections),
             }
         );
     }
-    let outcomes = thresholds(plan, r);
+    if run.is_multi() {
+        scenario_table(&mut o, run, r);
+    }
+    let outcomes = thresholds(run, r);
     if !outcomes.is_empty() {
         let failed = outcomes.iter().filter(|t| !t.pass).count();
         let _ = writeln!(
@@ -469,6 +531,50 @@ pub fn summary(plan: &RunPlan, r: &RunResult) -> String {
         );
     }
     o
+}
+
+/// One line per scenario: its connections, sessions, messages, failures and p99 latencies.
+fn scenario_table(o: &mut String, run: &Run, r: &RunResult) {
+    let p99 = |s: &ShardStats, h: Hist| {
+        let h = s.hist(h);
+        if h.is_empty() {
+            "-".to_owned()
+        } else {
+            fmt_us(h.value_at_quantile(0.99))
+        }
+    };
+    let _ = writeln!(
+        o,
+        "\n{:<16}{:>8}{:>8}{:>10}{:>10}{:>10}{:>9}{:>12}{:>10}{:>12}",
+        "scenario",
+        "conns",
+        "peak",
+        "opened",
+        "sent",
+        "received",
+        "failed",
+        "p99 connect",
+        "p99 rtt",
+        "p99 latency"
+    );
+    for (p, sr) in run.scenarios.iter().zip(&r.scenarios) {
+        let s = &sr.stats;
+        let c = &s.counters;
+        let _ = writeln!(
+            o,
+            "{:<16}{:>8}{:>8}{:>10}{:>10}{:>10}{:>9}{:>12}{:>10}{:>12}",
+            p.name,
+            p.connections,
+            sr.peak_open,
+            c.established,
+            c.msgs_sent,
+            c.msgs_received + c.msgs_pushed,
+            s.failure_total(),
+            p99(s, Hist::WsConnecting),
+            p99(s, Hist::WsMsgRtt),
+            p99(s, Hist::WsMsgLatency),
+        );
+    }
 }
 
 #[cfg(test)]

@@ -104,6 +104,8 @@ impl Op {
 pub struct Threshold {
     /// The expression as given.
     pub expr: String,
+    /// Evaluated on this scenario's results only (`metric{scenario:NAME}`), else overall.
+    pub scenario: Option<String>,
     metric: Metric,
     agg: Agg,
     op: Op,
@@ -162,7 +164,23 @@ impl Threshold {
         let (name, cond) = expr.split_once(':').ok_or_else(|| {
             err("expected `METRIC: AGGREGATE OP VALUE`, e.g. `ws_connecting: p(95)<200ms`".into())
         })?;
-        let name = name.trim();
+        let (name, scenario) = match name.trim().split_once('{') {
+            None => (name.trim(), None),
+            Some((n, tag)) => {
+                let tag = tag
+                    .strip_suffix('}')
+                    .and_then(|t| t.trim().strip_prefix("scenario:"));
+                match tag.map(str::trim) {
+                    Some(t) if !t.is_empty() => (n.trim(), Some(t.to_owned())),
+                    _ => {
+                        return Err(err(format!(
+                            "bad tag in `{}`: the only tag is {{scenario:NAME}}, e.g. ws_connecting{{scenario:chat}}: p(95)<200ms",
+                            name.trim()
+                        )))
+                    }
+                }
+            }
+        };
         let metric = metric_named(name).ok_or_else(|| err(unknown_metric(name)))?;
         let cond: String = cond.chars().filter(|c| !c.is_whitespace()).collect();
         let at = cond
@@ -206,6 +224,7 @@ impl Threshold {
         let value = parse_value(metric, value_text).map_err(err)?;
         Ok(Self {
             expr: expr.trim().to_owned(),
+            scenario,
             metric,
             agg,
             op,
@@ -369,6 +388,10 @@ mod tests {
         assert!(check("ws_connecting: p(50)<1s")
             .to_string()
             .starts_with("pass"));
+        let tagged = Threshold::parse("ws_connecting{scenario:chat}: p(95)<96ms").unwrap();
+        assert_eq!(tagged.scenario.as_deref(), Some("chat"));
+        assert!(tagged.eval(&s, secs).pass);
+        assert!(err("ws_connecting{tag:x}: p(95)<1").contains("{scenario:NAME}"));
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod tls;
 use crate::engine::reconnect::{Policy, Storm};
 use crate::engine::stages::{Stage, Stages};
 use crate::metrics::threshold::Threshold;
+use crate::metrics::ShardStats;
 use crate::proto::conn::{Message, Mode};
 use crate::proto::inspect::{ExpectPattern, LatencyField, TimeUnit};
 use crate::proto::template::{Resolve, Template};
@@ -381,9 +382,74 @@ pub fn parse_url(url: &str) -> Result<Url, PlanError> {
     })
 }
 
-/// A validated run: everything the engine needs.
+/// A whole run: one or more scenarios run together against one target. Run-wide settings
+/// (target, TLS, CPUs, sources, drain, output) are the first scenario's.
+#[derive(Debug, Clone)]
+pub struct Run {
+    /// The scenarios, in file order (one for a command-line run).
+    pub scenarios: Vec<RunPlan>,
+    /// Pass/fail criteria, overall or tagged with a scenario.
+    pub thresholds: Vec<Threshold>,
+    /// Check thresholds during the run from this time on, and stop at the first failure.
+    pub abort_on_fail: Option<Duration>,
+}
+
+impl Run {
+    /// A run of one scenario (the command line without a scenario file).
+    pub fn single(mut plan: RunPlan) -> Self {
+        Self {
+            thresholds: std::mem::take(&mut plan.thresholds),
+            abort_on_fail: plan.abort_on_fail,
+            scenarios: vec![plan],
+        }
+    }
+
+    /// The first scenario, which carries the run-wide settings.
+    pub fn main(&self) -> &RunPlan {
+        &self.scenarios[0]
+    }
+
+    /// Connections of all scenarios.
+    pub fn connections(&self) -> u64 {
+        self.scenarios.iter().map(|p| p.connections).sum()
+    }
+
+    /// Run length: the longest scenario (its start included).
+    pub fn duration(&self) -> Duration {
+        self.scenarios
+            .iter()
+            .map(|p| p.duration)
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// Whether the run has more than one scenario.
+    pub fn is_multi(&self) -> bool {
+        self.scenarios.len() > 1
+    }
+
+    /// The statistics threshold `t` is evaluated on: its scenario's, or the overall ones.
+    pub fn stats_for<'a>(
+        &self,
+        t: &Threshold,
+        total: &'a ShardStats,
+        per_scenario: &[&'a ShardStats],
+    ) -> &'a ShardStats {
+        t.scenario
+            .as_deref()
+            .and_then(|name| self.scenarios.iter().position(|p| p.name == name))
+            .and_then(|k| per_scenario.get(k).copied())
+            .unwrap_or(total)
+    }
+}
+
+/// A validated scenario: everything the engine needs for its connections.
 #[derive(Debug, Clone)]
 pub struct RunPlan {
+    /// Scenario name (its tag in reports and thresholds); `default` on the command line.
+    pub name: String,
+    /// Delay from the run's start to the scenario's first connection.
+    pub start: Duration,
     /// The URL as given.
     pub url_text: String,
     /// Parsed URL.
@@ -773,6 +839,8 @@ impl RunPlan {
             None
         };
         Ok(Self {
+            name: "default".into(),
+            start: Duration::ZERO,
             url_text: a.url.clone(),
             url,
             target,
