@@ -189,6 +189,7 @@ impl CliError {
         match self {
             Self::Plan(
                 plan::PlanError::Invalid { .. }
+                | plan::PlanError::Scenario { .. }
                 | plan::PlanError::File { .. }
                 | plan::PlanError::BadUrl { .. }
                 | plan::PlanError::Cert(_),
@@ -220,6 +221,11 @@ fn control() -> &'static RunControl {
 pub fn run(cli: Cli) -> Result<u8, CliError> {
     match cli.command {
         Command::Run(args) => {
+            if is_scenario_file(&args.url) {
+                let path = Path::new(&args.url);
+                let run = plan::file::load(path, &run_words(&args.url))?;
+                return storm(&run);
+            }
             let plan = RunPlan::from_args(&args)?;
             storm(&Run::single(plan))
         }
@@ -227,6 +233,23 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Demo(args) => demo(&args),
         Command::Doctor(args) => Ok(doctor_cmd(&args)),
     }
+}
+
+/// Whether the `run` target is a scenario file rather than a URL.
+fn is_scenario_file(target: &str) -> bool {
+    !target.contains("://") && (target.ends_with(".toml") || Path::new(target).is_file())
+}
+
+/// The words given after `run` on this process's command line, without the scenario file.
+fn run_words(file: &str) -> Vec<String> {
+    let mut words: Vec<String> = std::env::args()
+        .skip_while(|w| w != "run")
+        .skip(1)
+        .collect();
+    if let Some(i) = words.iter().position(|w| w == file) {
+        words.remove(i);
+    }
+    words
 }
 
 fn storm(run: &Run) -> Result<u8, CliError> {
@@ -445,6 +468,9 @@ fn demo(a: &DemoArgs) -> Result<u8, CliError> {
     );
     let args = RunArgs {
         url,
+        target_url: None,
+        scenario: None,
+        base_dir: None,
         connections,
         connect_rate: Some(a.connect_rate),
         mode: plan::ModeArg::Session,

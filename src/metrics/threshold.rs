@@ -161,7 +161,13 @@ impl Threshold {
             expr: expr.to_owned(),
             reason,
         };
-        let (name, cond) = expr.split_once(':').ok_or_else(|| {
+        // A tag (`metric{scenario:NAME}`) has a colon of its own: split after it.
+        let tag_end = match (expr.find('{'), expr.find('}')) {
+            (Some(o), Some(c)) if o < c && expr[..o].find(':').is_none() => c,
+            _ => 0,
+        };
+        let split = expr[tag_end..].find(':').map(|i| i + tag_end);
+        let (name, cond) = split.map(|i| (&expr[..i], &expr[i + 1..])).ok_or_else(|| {
             err("expected `METRIC: AGGREGATE OP VALUE`, e.g. `ws_connecting: p(95)<200ms`".into())
         })?;
         let (name, scenario) = match name.trim().split_once('{') {

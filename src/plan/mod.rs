@@ -2,6 +2,7 @@
 //! of a run is found here, before any connection starts, and names the flag and the fix.
 
 pub mod auth;
+pub mod file;
 pub mod parse;
 pub mod tls;
 
@@ -30,6 +31,14 @@ pub enum PlanError {
         /// The URL given.
         url: String,
         /// What is wrong with it.
+        reason: String,
+    },
+    /// A scenario file is wrong at this place (`FILE:LINE:COLUMN`).
+    #[error("{at}: {reason}")]
+    Scenario {
+        /// Where: `FILE:LINE:COLUMN`.
+        at: String,
+        /// What is wrong and the fix.
         reason: String,
     },
     /// The auth pre-step failed (the run does not start).
@@ -69,8 +78,20 @@ pub enum PlanError {
 /// Flags of `sockstorm run`.
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
-    /// Target WebSocket URL, e.g. ws://127.0.0.1:8080/ws or wss://host/ws
+    /// Target WebSocket URL, e.g. ws://127.0.0.1:8080/ws or wss://host/ws, or a scenario
+    /// file (FILE.toml, see examples/) whose settings the other flags override.
+    #[arg(value_name = "URL|FILE.toml")]
     pub url: String,
+    /// With a scenario file: the target instead of the file's `url` (scenarios keep their
+    /// paths unless this URL has one).
+    #[arg(long = "url", value_name = "URL")]
+    pub target_url: Option<String>,
+    /// Scenario name for `{{scenario}}` (set by the scenario file).
+    #[arg(skip)]
+    pub scenario: Option<String>,
+    /// Directory relative paths in templates are read from (the scenario file's).
+    #[arg(skip)]
+    pub base_dir: Option<PathBuf>,
     /// Connections to open and hold (session mode).
     #[arg(short = 'c', long, default_value_t = 100)]
     pub connections: u64,
@@ -535,6 +556,12 @@ pub const PORTS_PER_SOURCE: u64 = 2000;
 impl RunPlan {
     /// Validates flags and resolves the target.
     pub fn from_args(a: &RunArgs) -> Result<Self, PlanError> {
+        if a.target_url.is_some() {
+            return Err(PlanError::Invalid {
+                flag: "--url",
+                reason: "is for scenario files (sockstorm run FILE.toml --url URL); give the URL itself instead".into(),
+            });
+        }
         let url = parse_url(&a.url)?;
         let target = resolve(&url)?;
         let inv = |flag: &'static str, reason: String| PlanError::Invalid { flag, reason };
@@ -825,6 +852,8 @@ impl RunPlan {
         };
         let resolver = Resolver {
             token: token.as_deref(),
+            scenario: a.scenario.as_deref().unwrap_or("default"),
+            base: a.base_dir.as_deref(),
         };
         let on_open = on_open
             .map(|m| templated("--send-on-open", m, &resolver))
@@ -951,6 +980,8 @@ fn auth_token(a: &RunArgs) -> Result<Option<String>, PlanError> {
 /// Template inputs fixed before the run: the environment, files, the auth token.
 struct Resolver<'a> {
     token: Option<&'a str>,
+    scenario: &'a str,
+    base: Option<&'a std::path::Path>,
 }
 
 impl Resolve for Resolver<'_> {
@@ -959,7 +990,11 @@ impl Resolve for Resolver<'_> {
     }
 
     fn lines(&self, path: &str) -> Result<Vec<String>, String> {
-        std::fs::read_to_string(path)
+        let full = match self.base {
+            Some(b) if std::path::Path::new(path).is_relative() => b.join(path),
+            _ => PathBuf::from(path),
+        };
+        std::fs::read_to_string(full)
             .map(|t| {
                 t.lines()
                     .filter(|l| !l.trim().is_empty())
@@ -971,6 +1006,10 @@ impl Resolve for Resolver<'_> {
 
     fn token(&self) -> Option<&str> {
         self.token
+    }
+
+    fn scenario(&self) -> &str {
+        self.scenario
     }
 }
 
@@ -992,6 +1031,7 @@ fn templated(flag: &'static str, m: Message, r: &Resolver<'_>) -> Result<Message
             &mut crate::proto::template::Vars {
                 conn_id: 0,
                 seq: 0,
+                last_seq: 0,
                 now_unix_us: 0,
                 rng: &mut rng,
             },

@@ -1179,6 +1179,7 @@ impl Conn {
         let mut vars = Vars {
             conn_id: self.id,
             seq: self.tseq,
+            last_seq: 0,
             now_unix_us,
             rng,
         };

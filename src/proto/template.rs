@@ -1,4 +1,4 @@
-//! Message templates: `{{conn_id}}`, `{{seq}}`, `{{now_ms}}`, `{{now_us}}`,
+//! Message templates: `{{conn_id}}`, `{{scenario}}`, `{{seq}}`, `{{last_seq}}`, `{{now_ms}}`, `{{now_us}}`,
 //! `{{rand_int LO HI}}`, `{{rand_choice A B ...}}`, `{{line FILE}}` (one line per connection,
 //! round-robin), `{{env NAME}}` and `{{token}}` (both fixed before the run). Parsed once into
 //! parts; rendering writes straight into the caller's buffer, so sending a templated message
@@ -13,6 +13,7 @@ enum Part {
     Lit(Box<[u8]>),
     ConnId,
     Seq,
+    LastSeq,
     NowMs,
     NowUs,
     RandInt(u64, u64),
@@ -35,6 +36,8 @@ pub struct Vars<'a> {
     pub seq: u64,
     /// Wall clock, Unix µs.
     pub now_unix_us: u64,
+    /// The highest `seq` this connection (or the session it resumes) received.
+    pub last_seq: u64,
     /// The shard's PRNG.
     pub rng: &'a mut Rng,
 }
@@ -47,6 +50,8 @@ pub trait Resolve {
     fn lines(&self, path: &str) -> Result<Vec<String>, String>;
     /// `{{token}}`, if an auth pre-step gave one.
     fn token(&self) -> Option<&str>;
+    /// `{{scenario}}`: the scenario's name.
+    fn scenario(&self) -> &str;
 }
 
 impl Template {
@@ -70,6 +75,11 @@ impl Template {
             let part = match words.as_slice() {
                 ["conn_id"] => Part::ConnId,
                 ["seq"] => Part::Seq,
+                ["last_seq"] => Part::LastSeq,
+                ["scenario"] => {
+                    lit.push_str(r.scenario());
+                    continue;
+                }
                 ["now_ms"] => Part::NowMs,
                 ["now_us"] => Part::NowUs,
                 ["rand_int", lo, hi] => {
@@ -135,6 +145,7 @@ impl Template {
                 Part::Lit(b) => out.extend_from_slice(b),
                 Part::ConnId => push_u64(out, v.conn_id),
                 Part::Seq => push_u64(out, v.seq),
+                Part::LastSeq => push_u64(out, v.last_seq),
                 Part::NowMs => push_u64(out, v.now_unix_us / 1000),
                 Part::NowUs => push_u64(out, v.now_unix_us),
                 Part::RandInt(lo, hi) => {
@@ -216,6 +227,9 @@ mod tests {
         fn token(&self) -> Option<&str> {
             None
         }
+        fn scenario(&self) -> &str {
+            "chat"
+        }
     }
 
     fn render(t: &Template, conn_id: u64, seq: u64, rng: &mut Rng) -> String {
@@ -224,6 +238,7 @@ mod tests {
             &mut Vars {
                 conn_id,
                 seq,
+                last_seq: 0,
                 now_unix_us: 1_700_000_000_123_456,
                 rng,
             },
