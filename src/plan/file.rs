@@ -305,7 +305,35 @@ impl Reader<'_> {
                         {
                             sub.replace('_', "-")
                         }
-                        _ => return Err(self.unknown(sub, &k.span(), &format!("in `{key}`"))),
+                        _ => {
+                            let keys: &[&str] = match key {
+                                "storm" => &["at", "every", "fraction", "close"],
+                                "auth" => &["url", "body", "body_file", "headers", "token_field"],
+                                _ => &[
+                                    "version",
+                                    "tickets",
+                                    "cacert",
+                                    "insecure",
+                                    "sni",
+                                    "ciphers",
+                                    "kx",
+                                    "alpn",
+                                    "cert",
+                                    "key",
+                                    "resume",
+                                    "no_verify_cache",
+                                ],
+                            };
+                            let known: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+                            let hint = closest(sub, &known).map_or_else(
+                                || format!("`{key}` has {}", keys.join(", ")),
+                                |s| format!("did you mean `{s}`?"),
+                            );
+                            return Err(self.err(
+                                &k.span(),
+                                format!("unknown key `{sub}` in `{key}`: {hint}"),
+                            ));
+                        }
                     };
                     self.flag_item(&dotted, &flag, val, out)?;
                 }
@@ -455,12 +483,14 @@ impl Reader<'_> {
                         }
                         n = Some(x);
                     }
-                    other => return Err(self.err(
-                        &k.span(),
-                        format!(
+                    other => {
+                        return Err(self.err(
+                            &k.span(),
+                            format!(
                             "unknown key `{other}` in a stage: a stage has `duration` and `target`"
                         ),
-                    )),
+                        ))
+                    }
                 }
             }
             match (d, n) {

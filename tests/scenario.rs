@@ -1,0 +1,255 @@
+//! Scenario files: whole runs of several scenarios against the gateway, and bad files.
+
+mod common;
+use common::*;
+use std::path::PathBuf;
+
+fn scenario_file(name: &str, text: &str) -> PathBuf {
+    let p = json_path(name).with_extension("toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn two_scenarios_run_together_with_their_own_metrics_and_thresholds() {
+    let _l = lock();
+    let gw = gateway(None);
+    let out = json_path("scenarios");
+    let file = scenario_file(
+        "two",
+        &format!(
+            r#"
+url = "ws://{addr}/ws"
+duration = "4s"
+connections = 600
+connect_rate = 3000
+thresholds = ["ws_connecting: p(95)<2s", "msgs_received{{scenario:chat}}: count>0"]
+
+[[scenario]]
+name = "chat"
+weight = 2
+on_open = '{{"type":"subscribe","channel":"{{{{scenario}}}}"}}'
+expect = "json:type=subscribed"
+message = '{{"seq":{{{{seq}}}},"from":{{{{conn_id}}}}}}'
+message_rate = 2
+thresholds = ["msg_loss: rate==0"]
+
+[[scenario]]
+name = "feed"
+url = "ws://{addr}/feed"
+start = "1s"
+ping_interval = "1s"
+"#,
+            addr = gw.local_addr()
+        ),
+    );
+    let o = sockstorm(&[
+        "run",
+        file.to_str().unwrap(),
+        "-q",
+        "--json",
+        out.to_str().unwrap(),
+    ]);
+    assert_ok(&o);
+    let v = read_json(&out);
+    let s = v["scenarios"].as_array().unwrap();
+    assert_eq!(s.len(), 2);
+    let (chat, feed) = (&s[0], &s[1]);
+    assert_eq!(
+        (chat["name"].as_str(), feed["name"].as_str()),
+        (Some("chat"), Some("feed"))
+    );
+    // 600 by weight 2:1; every connection of each opened and closed cleanly.
+    assert_eq!(chat["connections"], 400);
+    assert_eq!(feed["connections"], 200);
+    for (sc, n) in [(chat, 400), (feed, 200)] {
+        assert_eq!(sc["counters"]["established"], n);
+        assert_eq!(sc["counters"]["closed_clean"], n);
+    }
+    // Chat subscribed with its own name, every ack timed, every echo matched.
+    assert_eq!(chat["counters"]["on_open_sent"], 400);
+    assert_eq!(chat["counters"]["expects_met"], 400);
+    let sent = chat["counters"]["msgs_sent"].as_u64().unwrap();
+    assert!(sent > 400, "{sent}");
+    assert_eq!(chat["counters"]["msgs_received"].as_u64(), Some(sent));
+    // Feed started a second late, sent no messages, and pinged.
+    assert_eq!(feed["counters"]["msgs_sent"], 0);
+    assert!(feed["counters"]["pongs_received"].as_u64().unwrap() >= 200);
+    assert_eq!(chat["counters"]["pings_sent"], 0);
+    // Overall = the sum of the scenarios.
+    assert_eq!(counter(&v, "established"), 600);
+    assert_eq!(counter(&v, "msgs_received"), sent);
+    // Thresholds: overall, tagged on the command line style, and the scenario's own.
+    let th: Vec<&str> = v["thresholds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["expr"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        th,
+        [
+            "ws_connecting: p(95)<2s",
+            "msgs_received{scenario:chat}: count>0",
+            "msg_loss{scenario:chat}: rate==0"
+        ]
+    );
+    assert!(v["thresholds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t["pass"] == true));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("scenario") && text.contains("chat") && text.contains("feed"));
+    assert_eq!(gw.stats().accepted, 600);
+}
+
+#[test]
+fn command_line_flags_override_the_file() {
+    let _l = lock();
+    let gw = gateway(None);
+    let out = json_path("override");
+    let file = scenario_file(
+        "override",
+        r#"
+url = "ws://127.0.0.1:1/ws"
+duration = "30s"
+connections = 5000
+[[scenario]]
+name = "a"
+[[scenario]]
+name = "b"
+weight = 3
+"#,
+    );
+    // --url replaces the target, -c the total, -d the duration; a failing threshold → 99.
+    let o = sockstorm(&[
+        "run",
+        file.to_str().unwrap(),
+        "--url",
+        &format!("ws://{}", gw.local_addr()),
+        "-c",
+        "40",
+        "-d",
+        "1s",
+        "-q",
+        "--threshold",
+        "established{scenario:b}: count<30",
+        "--json",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(99),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v = read_json(&out);
+    assert_eq!(v["scenarios"][0]["counters"]["established"], 10);
+    assert_eq!(v["scenarios"][1]["counters"]["established"], 30);
+    assert_eq!(v["settings"]["duration_s"], 1.0);
+    assert_eq!(v["thresholds"][0]["actual"], 30.0);
+}
+
+#[test]
+fn bad_files_are_rejected_at_their_line_and_column_with_a_hint() {
+    let u = "url = \"ws://127.0.0.1:9/\"\n";
+    let cases: &[(&str, String, &str)] = &[
+        (
+            "unknown",
+            format!("{u}[[scenario]]\nname = \"a\"\nmesage = \"hi\"\n"),
+            "4:1: unknown key `mesage` in [[scenario]]: did you mean `message`?",
+        ),
+        (
+            "type",
+            format!("{u}connections = \"many\"\n"),
+            "2:15: `connections`: invalid value 'many' for '--connections <CONNECTIONS>': invalid digit found in string",
+        ),
+        (
+            "rate0",
+            format!("{u}connect_rate = 0\n"),
+            "2:16: `connect_rate`: must be a positive number of connections per second, got 0",
+        ),
+        (
+            "negramp",
+            format!("{u}stages = [{{duration = \"10s\", target = -5}}]\n"),
+            "2:39: stage 1: target is a number of connections, 0 or more",
+        ),
+        (
+            "metric",
+            format!("{u}thresholds = [\"ws_conecting: p(95)<200ms\"]\n"),
+            "2:15: threshold `ws_conecting: p(95)<200ms`: unknown metric `ws_conecting`",
+        ),
+        (
+            "syntax",
+            format!("{u}[[scenario]\nname = \"a\"\n"),
+            "2:12: invalid TOML: unclosed array table, expected `]`",
+        ),
+        (
+            "msgrate",
+            format!("{u}message = \"x\"\nmessage_rate = 0\n"),
+            "3:16: `message_rate`: must be a positive rate per connection, got 0",
+        ),
+        (
+            "runwide",
+            format!("{u}[[scenario]]\nname = \"a\"\ncpus = \"0\"\n"),
+            "4:1: `cpus` applies to the whole run: move it above the first [[scenario]]",
+        ),
+        (
+            "noname",
+            format!("{u}[[scenario]]\nweight = 2\n"),
+            "2:1: this [[scenario]] has no `name`: add name = \"...\" (it tags its metrics)",
+        ),
+        (
+            "dup",
+            format!("{u}[[scenario]]\nname = \"a\"\n[[scenario]]\nname = \"a\"\n"),
+            "5:8: scenario name `a` is used twice (also at",
+        ),
+        (
+            "target",
+            format!("{u}[[scenario]]\nname = \"a\"\nurl = \"ws://127.0.0.1:9999/x\"\n"),
+            "4:7: scenario `a`: one run has one target (ws://127.0.0.1:9/); a scenario may change the path only",
+        ),
+        (
+            "bool",
+            format!("{u}ping_interval = true\n"),
+            "2:17: `ping_interval`: invalid value 'true' for '--ping-interval <PING_INTERVAL>': invalid duration `true`",
+        ),
+        (
+            "tag",
+            format!("{u}[[scenario]]\nname = \"a\"\n[[scenario]]\nname = \"b\"\nthresholds = [\"ws_ping{{scenario:zz}}: count>0\"]\n"),
+            "6:15: threshold `ws_ping{scenario:zz}: count>0` is in scenario `b` but tagged `zz`",
+        ),
+        (
+            "weight",
+            format!("{u}[[scenario]]\nname = \"a\"\nweight = -1\n"),
+            "4:10: `weight` must be a number above 0, got -1",
+        ),
+        (
+            "stormtable",
+            format!("{u}storm = {{ at = \"1s\", fractoin = 0.5 }}\n"),
+            "2:22: unknown key `fractoin` in `storm`: did you mean `fraction`?",
+        ),
+        (
+            "start",
+            format!("{u}duration = \"5s\"\n[[scenario]]\nname = \"a\"\nstart = \"9s\"\n"),
+            "5:9: `start` 9s is not within the run (5s)",
+        ),
+        (
+            "notarget",
+            "connections = 5\n".to_owned(),
+            "1:1: no target: add url = \"ws://host:port/path\" at the top (or pass --url)",
+        ),
+    ];
+    for (name, text, want) in cases {
+        let file = scenario_file(&format!("bad-{name}"), text);
+        let o = sockstorm(&["run", file.to_str().unwrap(), "-q"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{name}: {err}");
+        let expected = format!("sockstorm: error: {}:{want}", file.display());
+        assert!(
+            err.starts_with(&expected),
+            "{name}:\n got {err}\nwant {expected}"
+        );
+    }
+}
