@@ -9,6 +9,7 @@ pub mod timer;
 
 use crate::io::sock::{self, SockOptions};
 use crate::io::uring::{RingConfig, SocketSetup};
+use crate::metrics::fanout::FanoutSummary;
 use crate::metrics::{Hist, ShardStats};
 use crate::plan::{Run, RunPlan, SocketSetupArg};
 use crate::proto::conn::ConnConfig;
@@ -155,6 +156,8 @@ pub struct RunResult {
     pub storm_recovery: Option<Duration>,
     /// Stages: connections the shards were behind the ramp at worst (summed over shards).
     pub ramp_deficit_max: u64,
+    /// Fan-out accounting (runs with publishers or subscribers).
+    pub fanout: Option<FanoutSummary>,
     /// `--abort-on-fail`: the threshold that failed during the run, and when (s).
     pub threshold_abort: Option<(String, f64)>,
 }
@@ -188,6 +191,10 @@ fn conn_config(plan: &RunPlan) -> ConnConfig {
         connect_timeout: plan.connect_timeout.as_micros() as u64,
         on_open: plan.on_open.clone(),
         message: plan.message.clone(),
+        message_count: plan.message_count,
+        on_reconnect: plan.on_reconnect.clone(),
+        fanout: plan.fanout.clone(),
+        heartbeat: plan.heartbeat.clone(),
         message_interval: if plan.message_rate > 0.0 {
             (1e6 / plan.message_rate).max(1.0) as u64
         } else {
@@ -498,7 +505,7 @@ pub fn run(run: &Run, ctl: &RunControl) -> Result<RunResult, EngineError> {
         return Err(e);
     }
     let cpu1 = sock::cpu_time();
-    let scenarios: Vec<ScenarioResult> = tallies
+    let mut scenarios: Vec<ScenarioResult> = tallies
         .into_iter()
         .enumerate()
         .map(|(k, t)| {
@@ -525,7 +532,9 @@ pub fn run(run: &Run, ctl: &RunControl) -> Result<RunResult, EngineError> {
             }
         })
         .collect();
+    let fanout = settle_fanout(&mut total, &mut scenarios);
     Ok(RunResult {
+        fanout,
         stats: total,
         elapsed: start.elapsed(),
         interrupted: signalled > 0,
@@ -569,6 +578,26 @@ fn absorb(tallies: &mut [Tally], gauges: &mut Vec<Gauges>, stats: Vec<ShardStats
         t.second.add(s);
     }
     *gauges = g;
+}
+
+/// Fan-out: what every subscriber was owed, now that the publish log is complete.
+fn settle_fanout(
+    total: &mut ShardStats,
+    scenarios: &mut [ScenarioResult],
+) -> Option<FanoutSummary> {
+    let summary = total.fanout.summarize()?;
+    let c = &mut total.counters;
+    c.fanout_owed = summary.expected;
+    c.fanout_lost = summary.expected.saturating_sub(c.fanout_delivered_owed);
+    for s in scenarios.iter_mut() {
+        if s.stats.counters.fanout_delivered > 0 || !s.stats.fanout.is_empty() {
+            let owed = total.fanout.owed_to(&s.stats.fanout);
+            let c = &mut s.stats.counters;
+            c.fanout_owed = owed;
+            c.fanout_lost = owed.saturating_sub(c.fanout_delivered_owed);
+        }
+    }
+    Some(summary)
 }
 
 fn tallies_view(t: &[Tally]) -> Vec<&ShardStats> {

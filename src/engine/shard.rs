@@ -205,6 +205,8 @@ struct Group {
     retiring: u64,
     opened: Vec<(u32, u32)>,
     ramp_deficit_max: u64,
+    /// Highest `seq` of lost sessions, for their replacements' `on_reconnect` message.
+    resume_seqs: Vec<u64>,
 }
 
 impl Group {
@@ -233,6 +235,7 @@ impl Group {
             retiring: 0,
             opened: Vec::new(),
             ramp_deficit_max: 0,
+            resume_seqs: Vec::new(),
             plan,
         }
     }
@@ -794,6 +797,11 @@ impl Shard {
         let mut ctx = g.ctx(rng);
         let mut conn = Conn::new(&mut ctx, now);
         conn.set_id(plan.index as u64 + plan.shards as u64 * *conns_made);
+        if g.cfg.on_reconnect.is_some() {
+            if let Some(seq) = g.resume_seqs.pop() {
+                conn.resume_from(seq);
+            }
+        }
         *conns_made += 1;
         *live += 1;
         g.live += 1;
@@ -951,6 +959,9 @@ impl Shard {
                 } else {
                     (retry.0.saturating_add(1), retry.1)
                 };
+                if g.cfg.on_reconnect.is_some() {
+                    g.resume_seqs.push(conn.last_seq());
+                }
                 self.replace(gi, now, retry);
             }
         }

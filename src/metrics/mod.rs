@@ -5,6 +5,7 @@
 //! the engine adds the intervals up (`Histogram::add`). Every histogram has the same bounds
 //! (1 µs .. 60 s, 3 significant figures), so merges cannot fail, across shards, runs and nodes.
 
+pub mod fanout;
 pub mod report;
 pub mod threshold;
 
@@ -37,13 +38,16 @@ pub enum Hist {
     TlsResumed,
     /// Session open (on-open message due) → the expected reply (`--expect`) received.
     WsSubscribeAck,
-    /// One-way: a message's server timestamp (`--latency-from`) → its arrival.
+    /// One-way: a message's server timestamp (`--latency-from`), or a fan-out message's
+    /// send time, → its arrival.
     WsMsgLatency,
+    /// Application-level heartbeat (`--heartbeat-message`) → its reply.
+    WsHeartbeat,
 }
 
 impl Hist {
     /// All histograms in report order.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::TcpConnect,
         Self::TlsFull,
         Self::TlsResumed,
@@ -53,6 +57,7 @@ impl Hist {
         Self::WsMsgRtt,
         Self::WsMsgLatency,
         Self::WsPing,
+        Self::WsHeartbeat,
     ];
 
     /// Metric name (k6 names where k6 has the same thing).
@@ -67,6 +72,7 @@ impl Hist {
             Self::TlsResumed => "tls_handshake_resumed",
             Self::WsSubscribeAck => "ws_subscribe_ack",
             Self::WsMsgLatency => "ws_msg_latency",
+            Self::WsHeartbeat => "ws_heartbeat",
         }
     }
 }
@@ -169,13 +175,34 @@ counters! {
     expects_met,
     /// Messages whose server timestamp was ahead of our clock (no latency recorded).
     latency_clock_skew,
+    /// `--on-reconnect` (resume) messages sent by replacement connections.
+    resumes_sent,
+    /// Application-level heartbeats sent.
+    heartbeats_sent,
+    /// Application-level heartbeats answered in time.
+    heartbeats_answered,
+    /// Fan-out: messages publishers sent.
+    fanout_published,
+    /// Fan-out: messages subscribers received (duplicates not counted).
+    fanout_delivered,
+    /// Fan-out: deliveries of messages published while the subscriber was subscribed.
+    fanout_delivered_owed,
+    /// Fan-out: deliveries owed (each message × the sessions subscribed when it was sent),
+    /// computed when the run ends.
+    fanout_owed,
+    /// Fan-out: owed deliveries never received (owed − delivered_owed), at the end.
+    fanout_lost,
+    /// Fan-out: messages received twice or more (extra copies).
+    fanout_duplicates,
+    /// Fan-out: messages that arrived after a later one of the same publisher.
+    fanout_reordered,
 }
 
 /// Everything one shard measured in one interval (or a merge of many).
 #[derive(Debug, Clone)]
 pub struct ShardStats {
     /// Latency histograms indexed like [`Hist::ALL`].
-    pub hists: [Histogram<u64>; 9],
+    pub hists: [Histogram<u64>; 10],
     /// Event counters.
     pub counters: Counters,
     /// Failures by cause (connect and session).
@@ -185,6 +212,8 @@ pub struct ShardStats {
     pub close_codes: BTreeMap<u16, u64>,
     /// Completed TLS handshakes by negotiated version, cipher suite and group.
     pub tls_params: BTreeMap<TlsParam, u64>,
+    /// Fan-out publish log, subscriber sessions and per-message delivery times.
+    pub fanout: fanout::FanoutStats,
 }
 
 /// One negotiated TLS parameter (IANA numbers), for counting.
@@ -213,6 +242,7 @@ impl ShardStats {
             failures: BTreeMap::new(),
             close_codes: BTreeMap::new(),
             tls_params: BTreeMap::new(),
+            fanout: fanout::FanoutStats::default(),
         }
     }
 
@@ -275,11 +305,16 @@ impl ShardStats {
         for (k, v) in &other.tls_params {
             *self.tls_params.entry(*k).or_insert(0) += v;
         }
+        if !other.fanout.is_empty() {
+            self.fanout.add(&other.fanout);
+        }
     }
 
     /// Moves the gathered interval out, leaving `self` empty but keeping its allocations.
     pub fn take_interval(&mut self) -> Self {
-        let out = self.clone();
+        let fanout = self.fanout.take();
+        let mut out = self.clone();
+        out.fanout = fanout;
         for h in &mut self.hists {
             h.reset();
         }

@@ -10,7 +10,7 @@ use crate::engine::reconnect::{Policy, Storm};
 use crate::engine::stages::{Stage, Stages};
 use crate::metrics::threshold::Threshold;
 use crate::metrics::ShardStats;
-use crate::proto::conn::{Message, Mode};
+use crate::proto::conn::{Fanout, Heartbeat, Message, Mode};
 use crate::proto::inspect::{ExpectPattern, LatencyField, TimeUnit};
 use crate::proto::template::{Resolve, Template};
 use crate::proto::tls::TlsSettings;
@@ -156,6 +156,36 @@ pub struct RunArgs {
     /// Send messages as binary frames instead of text.
     #[arg(long)]
     pub binary: bool,
+    /// Rate-driven messages per connection before it stops sending (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    pub message_count: u64,
+    /// Message a replacement connection sends after --send-on-open, e.g.
+    /// '{"action":"resume_session","lastSequence":{{last_seq}}}' ({{last_seq}}: the highest
+    /// `seq` field the lost session received).
+    #[arg(long, value_name = "TEXT|@file")]
+    pub on_reconnect: Option<String>,
+    /// Fan-out role: `publisher` sends --message (default: a publish to --channel carrying
+    /// pub, seq and ts) without expecting an echo; `subscriber` subscribes to --channel and
+    /// measures delivery latency, loss, duplicates and reordering. Both in one run (a
+    /// scenario file) give exact loss and broadcast completion.
+    #[arg(long, value_enum, help_heading = "Fan-out")]
+    pub role: Option<RoleArg>,
+    /// Fan-out channel to publish to or subscribe to.
+    #[arg(long, requires = "role", help_heading = "Fan-out")]
+    pub channel: Option<String>,
+    /// Application-level heartbeat: send --heartbeat-message at this interval and expect
+    /// --heartbeat-expect within --heartbeat-timeout (else: heartbeat_timeout, session closed).
+    #[arg(long, value_parser = parse::duration, help_heading = "Heartbeat")]
+    pub heartbeat_interval: Option<Duration>,
+    /// The heartbeat message.
+    #[arg(long, default_value = r#"{"type":"ping"}"#, help_heading = "Heartbeat")]
+    pub heartbeat_message: String,
+    /// The reply that answers a heartbeat (json:KEY=VALUE or text:SUBSTRING).
+    #[arg(long, default_value = "json:type=pong", value_parser = ExpectPattern::parse, help_heading = "Heartbeat")]
+    pub heartbeat_expect: ExpectPattern,
+    /// How long a heartbeat may go unanswered.
+    #[arg(long, default_value = "10s", value_parser = parse::duration, help_heading = "Heartbeat")]
+    pub heartbeat_timeout: Duration,
     /// Send a ping at this interval on every connection and record the pong RTT (e.g. 5s).
     #[arg(long, value_parser = parse::duration)]
     pub ping_interval: Option<Duration>,
@@ -251,6 +281,15 @@ pub struct RunArgs {
 
 fn parse_threshold(s: &str) -> Result<Threshold, String> {
     Threshold::parse(s).map_err(|e| e.reason)
+}
+
+/// `--role` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RoleArg {
+    /// Publishes to the channel.
+    Publisher,
+    /// Subscribes to the channel.
+    Subscriber,
 }
 
 /// `--storm-close` values.
@@ -515,6 +554,14 @@ pub struct RunPlan {
     pub on_open: Option<Message>,
     /// Rate-driven message.
     pub message: Option<Message>,
+    /// Rate-driven messages per connection (0: no limit).
+    pub message_count: u64,
+    /// Sent by replacement connections after `on_open`.
+    pub on_reconnect: Option<Message>,
+    /// Fan-out role.
+    pub fanout: Option<Fanout>,
+    /// Application-level heartbeat.
+    pub heartbeat: Option<Heartbeat>,
     /// Messages per second per connection (0 = none).
     pub message_rate: f64,
     /// Ping interval.
@@ -670,16 +717,66 @@ impl RunPlan {
         } else {
             OpCode::Text
         };
+        let channel_json =
+            || serde_json::to_string(a.channel.as_deref().unwrap_or_default()).unwrap_or_default();
+        let needs_channel = match a.role {
+            Some(RoleArg::Publisher) => a.message.is_none(),
+            Some(RoleArg::Subscriber) => a.send_on_open.is_none(),
+            None => false,
+        };
+        if needs_channel && a.channel.as_deref().is_none_or(str::is_empty) {
+            return Err(inv(
+                "--channel",
+                "a publisher or subscriber needs a channel (or its own --message / --send-on-open)"
+                    .into(),
+            ));
+        }
+        let default_open = (a.role == Some(RoleArg::Subscriber) && a.send_on_open.is_none())
+            .then(|| format!(r#"{{"action":"subscribe","channel":{}}}"#, channel_json()));
+        let default_message = (a.role == Some(RoleArg::Publisher) && a.message.is_none())
+            .then(|| {
+                format!(
+                    r#"{{"action":"publish","channel":{},"pub":{{{{conn_id}}}},"seq":{{{{seq}}}},"ts":{{{{now_us}}}}}}"#,
+                    channel_json()
+                )
+            });
         let on_open = a
             .send_on_open
+            .clone()
+            .or(default_open)
             .as_deref()
             .map(|s| load_message("--send-on-open", s, opcode))
             .transpose()?;
         let message = a
             .message
+            .clone()
+            .or(default_message)
             .as_deref()
             .map(|s| load_message("--message", s, opcode))
             .transpose()?;
+        let on_reconnect = a
+            .on_reconnect
+            .as_deref()
+            .map(|s| load_message("--on-reconnect", s, opcode))
+            .transpose()?;
+        let expect = match (&a.expect, a.role) {
+            (Some(e), _) => Some(e.clone()),
+            (None, Some(RoleArg::Subscriber)) if a.send_on_open.is_none() => {
+                Some(ExpectPattern::JsonEq {
+                    key: "type".into(),
+                    value: "subscribed".into(),
+                })
+            }
+            _ => None,
+        };
+        if let Some(hb) = a.heartbeat_interval {
+            if hb < Duration::from_millis(1) || a.heartbeat_timeout.is_zero() {
+                return Err(inv(
+                    "--heartbeat-interval/--heartbeat-timeout",
+                    "must be at least 1ms".into(),
+                ));
+            }
+        }
         if message.is_some() && !(a.message_rate.is_finite() && a.message_rate > 0.0) {
             return Err(inv(
                 "--message-rate",
@@ -861,6 +958,21 @@ impl RunPlan {
         let message = message
             .map(|m| templated("--message", m, &resolver))
             .transpose()?;
+        let on_reconnect = on_reconnect
+            .map(|m| templated("--on-reconnect", m, &resolver))
+            .transpose()?;
+        let heartbeat = match a.heartbeat_interval {
+            None => None,
+            Some(iv) => {
+                let m = Message::fixed(opcode, a.heartbeat_message.as_bytes().into());
+                Some(Heartbeat {
+                    interval: iv.as_micros() as u64,
+                    message: templated("--heartbeat-message", m, &resolver)?,
+                    expect: a.heartbeat_expect.clone(),
+                    timeout: a.heartbeat_timeout.as_micros() as u64,
+                })
+            }
+        };
         let tls = if url.tls {
             let per_shard = connections.div_ceil(cpus.len().max(1) as u64);
             Some(Arc::new(a.tls.settings(&url.host, per_shard)?))
@@ -882,8 +994,15 @@ impl RunPlan {
             abort_on_fail: a.abort_on_fail,
             pong_timeout: a.pong_timeout,
             latency_from,
-            expect: a.expect.clone(),
+            expect,
             expect_timeout: a.expect_timeout,
+            message_count: a.message_count,
+            on_reconnect,
+            fanout: a.role.map(|r| match r {
+                RoleArg::Publisher => Fanout::Publisher,
+                RoleArg::Subscriber => Fanout::Subscriber,
+            }),
+            heartbeat,
             duration,
             connect_timeout: a.connect_timeout,
             drain: a.drain,
@@ -920,7 +1039,7 @@ impl RunPlan {
 fn auth_token(a: &RunArgs) -> Result<Option<String>, PlanError> {
     let uses_token = a.url.contains(auth::TOKEN)
         || a.headers.iter().any(|(_, v)| v.contains(auth::TOKEN))
-        || [&a.send_on_open, &a.message]
+        || [&a.send_on_open, &a.message, &a.on_reconnect]
             .iter()
             .any(|m| m.as_deref().is_some_and(|m| m.contains(auth::TOKEN)));
     let Some(auth_url) = &a.auth_url else {

@@ -13,7 +13,7 @@
 //! syscall. Metrics go straight into the shard's [`ShardStats`] through [`Ctx`].
 
 use crate::metrics::{Hist, ShardStats};
-use crate::proto::inspect::{ExpectPattern, FieldScan, LatencyField, EXPECT_PREFIX};
+use crate::proto::inspect::{ExpectPattern, FieldScan, LatencyField, TimeUnit, EXPECT_PREFIX};
 use crate::proto::rng::Rng;
 use crate::proto::template::{Fnv, Template, Vars};
 use crate::proto::tls::{Negotiated, TlsClient, TlsFailure};
@@ -185,6 +185,38 @@ pub enum Mode {
     },
 }
 
+/// Fan-out role of a scenario's connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fanout {
+    /// Sends its rate-driven message (carrying `pub`, `seq` and `ts`) to a channel and
+    /// expects no echo; every message sent is logged for the subscribers' loss accounting.
+    Publisher,
+    /// Receives the publishers' messages: one-way latency, loss, duplicates, reordering.
+    Subscriber,
+}
+
+/// The fields subscribers read from each delivery: publisher id, sequence, send time (µs).
+pub fn fanout_fields() -> [LatencyField; 3] {
+    [
+        LatencyField::new("pub", TimeUnit::Micros),
+        LatencyField::new("seq", TimeUnit::Micros),
+        LatencyField::new("ts", TimeUnit::Micros),
+    ]
+}
+
+/// An application-level heartbeat: a message at an interval, answered by a matching reply.
+#[derive(Debug, Clone)]
+pub struct Heartbeat {
+    /// Between heartbeats, µs.
+    pub interval: Micros,
+    /// What is sent.
+    pub message: Message,
+    /// The reply that answers it.
+    pub expect: ExpectPattern,
+    /// An unanswered heartbeat ends the session as `heartbeat_timeout` after this long, µs.
+    pub timeout: Micros,
+}
+
 /// What every connection of a run does; shared (one per shard), never per connection.
 #[derive(Debug, Clone)]
 pub struct ConnConfig {
@@ -200,6 +232,14 @@ pub struct ConnConfig {
     pub on_open: Option<Message>,
     /// Sent every `message_interval` and matched against echoes.
     pub message: Option<Message>,
+    /// Rate-driven messages per connection before it stops sending (0: no limit).
+    pub message_count: u64,
+    /// Sent after `on_open` on a connection that replaces a lost one (resume a session).
+    pub on_reconnect: Option<Message>,
+    /// Fan-out role, if any.
+    pub fanout: Option<Fanout>,
+    /// Application-level heartbeat, if any.
+    pub heartbeat: Option<Heartbeat>,
     /// Interval between rate-driven messages, µs; 0 = none.
     pub message_interval: Micros,
     /// Interval between pings, µs; 0 = none.
@@ -291,6 +331,59 @@ struct Extras {
     /// hash of the message being received.
     hashes: VecDeque<u64>,
     rx: Fnv,
+    /// Fan-out subscriber: scans of `pub`, `seq`, `ts`; when the subscription took effect
+    /// (Unix µs, 0: not yet); what was received from each publisher.
+    fan: [FieldScan; 3],
+    subscribed_at: u64,
+    tracks: Vec<Track>,
+    /// The `seq` of the message being received (for `{{last_seq}}`).
+    seq_scan: FieldScan,
+    /// Heartbeat: when the next is due, and when the unanswered one was sent (0: none).
+    hb_next: Micros,
+    hb_sent: Micros,
+}
+
+/// What a subscriber received from one publisher: the highest sequence, and which of the 64
+/// below it arrived (bit i: `last - i`), to tell duplicates from late arrivals.
+#[derive(Debug, Clone, Copy)]
+struct Track {
+    publisher: u64,
+    last: u64,
+    seen: u64,
+}
+
+/// How a delivery relates to what came before from its publisher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Arrival {
+    /// Next or later in sequence.
+    InOrder,
+    /// Earlier than one already received, and new.
+    Reordered,
+    /// Received before.
+    Duplicate,
+}
+
+impl Track {
+    fn note(&mut self, seq: u64) -> Arrival {
+        if seq > self.last {
+            let shift = seq - self.last;
+            self.seen = if shift >= 64 {
+                1
+            } else {
+                (self.seen << shift) | 1
+            };
+            self.last = seq;
+            return Arrival::InOrder;
+        }
+        let back = self.last - seq;
+        if back < 64 {
+            if self.seen & (1 << back) != 0 {
+                return Arrival::Duplicate;
+            }
+            self.seen |= 1 << back;
+        }
+        Arrival::Reordered
+    }
 }
 
 /// The rustls side of a wss:// connection.
@@ -313,6 +406,8 @@ const OUT_ON_OPEN: u8 = 2;
 const OUT_PONG: u8 = 4;
 const OUT_CLOSE: u8 = 8;
 const OUT_PING: u8 = 16;
+const OUT_RESUME: u8 = 32;
+const OUT_HEARTBEAT: u8 = 64;
 
 /// One WebSocket client connection.
 #[derive(Debug)]
@@ -357,6 +452,12 @@ pub struct Conn {
     /// Run-wide connection number (`{{conn_id}}`), and the templated-message counter.
     id: u64,
     tseq: u64,
+    /// Rate-driven messages sent.
+    sent: u64,
+    /// Highest `seq` received (or inherited from the session this one resumes), and whether
+    /// this connection replaces a lost one (sends `on_reconnect`).
+    last_seq: u64,
+    resuming: bool,
     /// State of the optional features (latency scan, expected reply, lifetime), boxed so
     /// that connections without them stay small.
     extras: Option<Box<Extras>>,
@@ -398,6 +499,9 @@ impl Conn {
             fifo: VecDeque::new(),
             id: 0,
             tseq: 0,
+            sent: 0,
+            last_seq: 0,
+            resuming: false,
             extras: None,
             tls: None,
         };
@@ -718,9 +822,19 @@ impl Conn {
         if ctx.cfg.on_open.is_some() {
             self.pending |= OUT_ON_OPEN;
         }
+        if self.resuming && ctx.cfg.on_reconnect.is_some() {
+            self.pending |= OUT_RESUME;
+        }
         let c = ctx.cfg;
         let templated = c.message.as_ref().is_some_and(|m| m.template.is_some());
-        if c.session_lifetime > 0 || c.expect.is_some() || c.latency_from.is_some() || templated {
+        if c.session_lifetime > 0
+            || c.expect.is_some()
+            || c.latency_from.is_some()
+            || templated
+            || c.fanout.is_some()
+            || c.heartbeat.is_some()
+            || c.on_reconnect.is_some()
+        {
             let mut x = Box::<Extras>::default();
             if c.session_lifetime > 0 {
                 x.retire_at = now.saturating_add(c.session_lifetime);
@@ -728,6 +842,12 @@ impl Conn {
             if let Some((_, timeout)) = &c.expect {
                 x.expect_since = now;
                 x.expect_until = now.saturating_add(*timeout).max(1);
+            } else if c.fanout == Some(Fanout::Subscriber) {
+                // Without an ack to wait for, the subscription counts from the open.
+                x.subscribed_at = c.epoch_unix_us.saturating_add(now);
+            }
+            if let Some(hb) = &c.heartbeat {
+                x.hb_next = now.saturating_add(hb.interval);
             }
             self.extras = Some(x);
         }
@@ -763,6 +883,8 @@ impl Conn {
                     x.scan.reset();
                     x.expect_buf.clear();
                     x.rx = Fnv::default();
+                    x.fan = Default::default();
+                    x.seq_scan.reset();
                 }
                 self.matching = !self.fifo.is_empty()
                     && ctx.cfg.message.as_ref().is_some_and(|m| m.opcode == op);
@@ -785,9 +907,17 @@ impl Conn {
             if let Some(f) = &ctx.cfg.latency_from {
                 x.scan.feed(f, p);
             }
-            if x.expect_until != 0 {
+            if x.expect_until != 0 || x.hb_sent != 0 {
                 let room = EXPECT_PREFIX.saturating_sub(x.expect_buf.len());
                 x.expect_buf.extend_from_slice(&p[..p.len().min(room)]);
+            }
+            if ctx.cfg.fanout == Some(Fanout::Subscriber) {
+                let fields = fields();
+                for (scan, f) in x.fan.iter_mut().zip(fields) {
+                    scan.feed(f, p);
+                }
+            } else if ctx.cfg.on_reconnect.is_some() {
+                x.seq_scan.feed(&fields()[1], p);
             }
         }
         // Compare with our payload as it streams in: no reassembly buffer is ever needed.
@@ -899,8 +1029,33 @@ impl Conn {
                         .record(Hist::WsSubscribeAck, now.saturating_sub(x.expect_since));
                     ctx.stats.counters.expects_met += 1;
                     x.expect_until = 0;
-                    x.expect_buf = Vec::new();
+                    if ctx.cfg.fanout == Some(Fanout::Subscriber) {
+                        x.subscribed_at = ctx.cfg.epoch_unix_us.saturating_add(now);
+                    }
                 }
+            }
+        }
+        if x.hb_sent != 0 {
+            if let Some(hb) = &ctx.cfg.heartbeat {
+                if hb.expect.matches(&x.expect_buf) {
+                    ctx.stats
+                        .record(Hist::WsHeartbeat, now.saturating_sub(x.hb_sent));
+                    ctx.stats.counters.heartbeats_answered += 1;
+                    x.hb_sent = 0;
+                }
+            }
+        }
+        if x.expect_until == 0 && x.hb_sent == 0 && !x.expect_buf.is_empty() {
+            x.expect_buf = Vec::new();
+        }
+        if let Some(seq) = x.seq_scan.value() {
+            self.last_seq = self.last_seq.max(seq);
+        }
+        if ctx.cfg.fanout == Some(Fanout::Subscriber) {
+            let [p, q, t] = [x.fan[0].value(), x.fan[1].value(), x.fan[2].value()];
+            if let (Some(publisher), Some(seq), Some(ts)) = (p, q, t) {
+                self.last_seq = self.last_seq.max(seq);
+                deliver(ctx, x, now, publisher, seq, ts);
             }
         }
     }
@@ -989,6 +1144,18 @@ impl Conn {
                 x.expect_until = 0;
                 x.expect_buf = Vec::new();
             }
+            if let (Some(hb), Phase::Open) = (&ctx.cfg.heartbeat, self.phase) {
+                if x.hb_sent != 0 && now >= x.hb_sent.saturating_add(hb.timeout) {
+                    return self.fail(ctx, now, Failure::HeartbeatTimeout);
+                }
+                if !self.stopping && x.hb_next != 0 && now >= ctx.cfg.on_grid(x.hb_next) {
+                    // One heartbeat outstanding at a time, like pings.
+                    if x.hb_sent == 0 {
+                        self.pending |= OUT_HEARTBEAT;
+                    }
+                    x.hb_next = x.hb_next.saturating_add(hb.interval).max(now + 1);
+                }
+            }
         }
         if self.phase == Phase::Open
             && !self.stopping
@@ -1021,7 +1188,8 @@ impl Conn {
             }
             Phase::Connecting | Phase::TlsHandshake | Phase::Upgrading => self.abandon(ctx, now),
             Phase::Open => {
-                if self.fifo.is_empty() {
+                // Subscribers wait out the drain too: deliveries in flight still count.
+                if self.fifo.is_empty() && ctx.cfg.fanout != Some(Fanout::Subscriber) {
                     self.begin_close(ctx, now, 1000);
                 } else {
                     self.deadline = drain_until;
@@ -1099,6 +1267,21 @@ impl Conn {
                     ctx.stats.counters.on_open_sent += 1;
                 }
             }
+            if self.pending & OUT_RESUME != 0 {
+                if let Some(m) = &ctx.cfg.on_reconnect {
+                    let now_unix = ctx.cfg.epoch_unix_us.saturating_add(now);
+                    self.encode_message(m, now_unix, ctx.rng, out);
+                    ctx.stats.counters.resumes_sent += 1;
+                }
+            }
+            if self.pending & OUT_HEARTBEAT != 0 {
+                if let (Some(hb), Some(x)) = (&ctx.cfg.heartbeat, self.extras.as_mut()) {
+                    x.hb_sent = now;
+                    let now_unix = ctx.cfg.epoch_unix_us.saturating_add(now);
+                    self.encode_message(&hb.message, now_unix, ctx.rng, out);
+                    ctx.stats.counters.heartbeats_sent += 1;
+                }
+            }
             if self.pending & OUT_PING != 0 {
                 encode_frame(out, OpCode::Ping, true, &now.to_be_bytes(), ctx.rng.mask());
                 self.ping_sent_at = now;
@@ -1144,20 +1327,27 @@ impl Conn {
         if iv == 0 || self.stopping {
             return;
         }
+        let publisher = ctx.cfg.fanout == Some(Fanout::Publisher);
         loop {
             let intended = ctx.cfg.on_grid(self.next_msg_at);
-            if intended > now {
+            if intended > now || self.sends_done(ctx.cfg) {
                 break;
             }
             let now_unix = ctx.cfg.epoch_unix_us.saturating_add(now);
-            if let Some(h) = self.encode_message(m, now_unix, ctx.rng, out) {
-                if let Some(x) = &mut self.extras {
-                    x.hashes.push_back(h);
-                }
-            }
-            self.fifo.push_back(intended);
+            let hash = self.encode_message(m, now_unix, ctx.rng, out);
+            self.sent += 1;
             ctx.stats.counters.msgs_sent += 1;
             self.next_msg_at = self.next_msg_at.saturating_add(iv);
+            if publisher {
+                // No echo comes back; the log is what subscribers are held to.
+                ctx.stats.fanout.publish(self.id, self.tseq, now_unix);
+                ctx.stats.counters.fanout_published += 1;
+                continue;
+            }
+            if let (Some(h), Some(x)) = (hash, self.extras.as_mut()) {
+                x.hashes.push_back(h);
+            }
+            self.fifo.push_back(intended);
         }
     }
 
@@ -1179,7 +1369,7 @@ impl Conn {
         let mut vars = Vars {
             conn_id: self.id,
             seq: self.tseq,
-            last_seq: 0,
+            last_seq: self.last_seq,
             now_unix_us,
             rng,
         };
@@ -1197,6 +1387,23 @@ impl Conn {
         self.id = id;
     }
 
+    /// This connection replaces a lost session whose highest `seq` was `last_seq`: it sends
+    /// `on_reconnect` (with `{{last_seq}}`) after `on_open`.
+    pub fn resume_from(&mut self, last_seq: u64) {
+        self.resuming = true;
+        self.last_seq = last_seq;
+    }
+
+    /// The highest `seq` received so far (for the session that replaces this one).
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// Whether the `--message-count` limit has been reached.
+    fn sends_done(&self, cfg: &ConnConfig) -> bool {
+        cfg.message_count > 0 && self.sent >= cfg.message_count
+    }
+
     /// The next instant at which [`Conn::handle_timer`] has work, if any.
     pub fn poll_timeout(&self, cfg: &ConnConfig) -> Option<Micros> {
         let mut t = u64::MAX;
@@ -1210,6 +1417,14 @@ impl Conn {
             if self.phase == Phase::Open && x.retire_at != 0 {
                 t = t.min(x.retire_at);
             }
+            if let (Some(hb), Phase::Open) = (&cfg.heartbeat, self.phase) {
+                if x.hb_sent != 0 {
+                    t = t.min(x.hb_sent.saturating_add(hb.timeout));
+                }
+                if !self.stopping && x.hb_next != 0 {
+                    t = t.min(cfg.on_grid(x.hb_next));
+                }
+            }
         }
         if self.phase == Phase::Open && self.ping_sent_at != 0 && cfg.pong_timeout > 0 {
             t = t.min(self.ping_sent_at.saturating_add(cfg.pong_timeout));
@@ -1218,7 +1433,7 @@ impl Conn {
             if self.next_ping_at != 0 {
                 t = t.min(cfg.on_grid(self.next_ping_at));
             }
-            if cfg.message.is_some() && cfg.message_interval > 0 {
+            if cfg.message.is_some() && cfg.message_interval > 0 && !self.sends_done(cfg) {
                 t = t.min(cfg.on_grid(self.next_msg_at));
             }
         }
@@ -1236,6 +1451,7 @@ impl Conn {
                 && !self.stopping
                 && cfg.message.is_some()
                 && cfg.message_interval > 0
+                && !self.sends_done(cfg)
                 && cfg.on_grid(self.next_msg_at) <= now)
     }
 
@@ -1275,13 +1491,19 @@ impl Conn {
         self.finish(ctx, now);
     }
 
-    fn finish(&mut self, ctx: &mut Ctx<'_>, _now: Micros) {
+    fn finish(&mut self, ctx: &mut Ctx<'_>, now: Micros) {
         if self.phase == Phase::Closing && self.outcome.is_none() {
             // We closed, but no close reply came before EOF, an error or --close-wait.
             ctx.stats.counters.closes_incomplete += 1;
             self.outcome = Some(Outcome::Stopped);
         }
         self.account_unanswered(ctx);
+        if let Some(x) = &self.extras {
+            if x.subscribed_at != 0 {
+                let end = ctx.cfg.epoch_unix_us.saturating_add(now);
+                ctx.stats.fanout.session(x.subscribed_at, end);
+            }
+        }
         self.phase = Phase::Done;
         self.pending = 0;
         self.deadline = 0;
@@ -1300,6 +1522,45 @@ impl Conn {
         if let Some(x) = &mut self.extras {
             x.hashes.clear();
         }
+    }
+}
+
+/// The fan-out fields, parsed once per thread.
+fn fields() -> &'static [LatencyField; 3] {
+    static FIELDS: std::sync::OnceLock<[LatencyField; 3]> = std::sync::OnceLock::new();
+    FIELDS.get_or_init(fanout_fields)
+}
+
+/// A subscriber received message `seq` of `publisher`, sent at `ts` (Unix µs).
+fn deliver(ctx: &mut Ctx<'_>, x: &mut Extras, now: Micros, publisher: u64, seq: u64, ts: u64) {
+    let i = match x.tracks.iter().position(|t| t.publisher == publisher) {
+        Some(i) => i,
+        None => {
+            x.tracks.push(Track {
+                publisher,
+                last: 0,
+                seen: 0,
+            });
+            x.tracks.len() - 1
+        }
+    };
+    let c = &mut ctx.stats.counters;
+    match x.tracks[i].note(seq) {
+        Arrival::Duplicate => {
+            c.fanout_duplicates += 1;
+            return;
+        }
+        Arrival::Reordered => c.fanout_reordered += 1,
+        Arrival::InOrder => {}
+    }
+    c.fanout_delivered += 1;
+    let arrived = ctx.cfg.epoch_unix_us.saturating_add(now);
+    let latency = arrived.saturating_sub(ts);
+    ctx.stats.record(Hist::WsMsgLatency, latency);
+    // Only what was published while subscribed is owed; earlier messages are a bonus.
+    if x.subscribed_at != 0 && ts >= x.subscribed_at {
+        ctx.stats.counters.fanout_delivered_owed += 1;
+        ctx.stats.fanout.delivered(publisher, seq, latency);
     }
 }
 

@@ -29,6 +29,10 @@ fn cfg() -> ConnConfig {
         session_lifetime: 0,
         close_wait: 500 * MS,
         validate_utf8: true,
+        message_count: 0,
+        on_reconnect: None,
+        fanout: None,
+        heartbeat: None,
         timer_resolution: 1,
     }
 }

@@ -202,6 +202,10 @@ fn conn_config(sel: u8) -> ConnConfig {
         session_lifetime: 0,
         close_wait: CLOSE_WAIT,
         validate_utf8: sel & 32 == 0,
+        message_count: 0,
+        on_reconnect: None,
+        fanout: None,
+        heartbeat: None,
         timer_resolution: if sel & 64 == 0 { 1 } else { 4 * MS },
     }
 }

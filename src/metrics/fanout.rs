@@ -1,0 +1,253 @@
+//! Fan-out accounting: what publishers sent, when each subscriber session was subscribed, and
+//! per message how fast its deliveries arrived. Shards gather these like any statistics; at
+//! the end the merged log says what every subscriber was owed (each message published while
+//! it was subscribed), so loss is exact, and per message when 50 / 99 / 100 % of the
+//! subscribers owed it had it (broadcast completion).
+
+use std::collections::HashMap;
+
+/// Log-linear latency buckets: exact below 16 µs, then 8 per power of two (±6 %).
+const BUCKETS: usize = 16 + 24 * 8;
+/// Messages whose deliveries are timed per shard (beyond: counted, not timed).
+const TRACKED_MESSAGES: usize = 20_000;
+/// Published messages logged per shard.
+const LOGGED_MESSAGES: usize = 1_000_000;
+
+fn bucket(us: u64) -> usize {
+    if us < 16 {
+        return us as usize;
+    }
+    let e = 63 - us.leading_zeros() as usize; // ≥ 4
+    let m = ((us >> (e - 3)) & 7) as usize;
+    (16 + (e - 4) * 8 + m).min(BUCKETS - 1)
+}
+
+/// The largest latency in bucket `b`, µs.
+fn bucket_top(b: usize) -> u64 {
+    if b < 16 {
+        return b as u64;
+    }
+    let (e, m) = ((b - 16) / 8 + 4, ((b - 16) % 8) as u64);
+    ((8 + m + 1) << (e - 3)) - 1
+}
+
+/// Fan-out data of one shard interval (or a merge).
+#[derive(Debug, Clone, Default)]
+pub struct FanoutStats {
+    /// (publisher, seq, send time Unix µs) of every message published.
+    published: Vec<(u64, u64, u64)>,
+    /// Subscriber sessions: (subscribed from, ended), Unix µs.
+    sessions: Vec<(u64, u64)>,
+    /// Per message, the latencies of its owed deliveries.
+    latencies: HashMap<(u64, u64), Box<[u32; BUCKETS]>>,
+    /// Messages published beyond the log's capacity (their loss cannot be computed).
+    pub unlogged: u64,
+}
+
+impl FanoutStats {
+    /// A publisher sent message `seq` at `ts`.
+    pub fn publish(&mut self, publisher: u64, seq: u64, ts: u64) {
+        if self.published.len() < LOGGED_MESSAGES {
+            self.published.push((publisher, seq, ts));
+        } else {
+            self.unlogged += 1;
+        }
+    }
+
+    /// A subscriber session was subscribed from `from` to `to`.
+    pub fn session(&mut self, from: u64, to: u64) {
+        if to > from {
+            self.sessions.push((from, to));
+        }
+    }
+
+    /// An owed delivery of `(publisher, seq)` arrived after `latency` µs.
+    pub fn delivered(&mut self, publisher: u64, seq: u64, latency: u64) {
+        let full = self.latencies.len() >= TRACKED_MESSAGES;
+        let entry = match self.latencies.get_mut(&(publisher, seq)) {
+            Some(e) => e,
+            None if full => return,
+            None => self
+                .latencies
+                .entry((publisher, seq))
+                .or_insert_with(|| Box::new([0; BUCKETS])),
+        };
+        entry[bucket(latency)] += 1;
+    }
+
+    /// Whether anything was gathered.
+    pub fn is_empty(&self) -> bool {
+        self.published.is_empty() && self.sessions.is_empty() && self.latencies.is_empty()
+    }
+
+    /// Adds `other` into `self`.
+    pub fn add(&mut self, other: &Self) {
+        self.published.extend_from_slice(&other.published);
+        self.sessions.extend_from_slice(&other.sessions);
+        self.unlogged += other.unlogged;
+        for (k, v) in &other.latencies {
+            let e = self
+                .latencies
+                .entry(*k)
+                .or_insert_with(|| Box::new([0; BUCKETS]));
+            for (a, b) in e.iter_mut().zip(v.iter()) {
+                *a += b;
+            }
+        }
+    }
+
+    /// Moves the gathered data out.
+    pub fn take(&mut self) -> Self {
+        std::mem::take(self)
+    }
+
+    /// Deliveries owed to the subscriber sessions of `subs` by the messages logged here.
+    pub fn owed_to(&self, subs: &Self) -> u64 {
+        let mut from: Vec<u64> = subs.sessions.iter().map(|s| s.0).collect();
+        let mut to: Vec<u64> = subs.sessions.iter().map(|s| s.1).collect();
+        from.sort_unstable();
+        to.sort_unstable();
+        self.published
+            .iter()
+            .map(|&(_, _, ts)| {
+                (from.partition_point(|&a| a <= ts) - to.partition_point(|&b| b <= ts)) as u64
+            })
+            .sum()
+    }
+
+    /// The final accounting over the merged data of a run.
+    pub fn summarize(&self) -> Option<FanoutSummary> {
+        if self.published.is_empty() && self.sessions.is_empty() {
+            return None;
+        }
+        let mut from: Vec<u64> = self.sessions.iter().map(|s| s.0).collect();
+        let mut to: Vec<u64> = self.sessions.iter().map(|s| s.1).collect();
+        from.sort_unstable();
+        to.sort_unstable();
+        // Sessions subscribed at `ts`: begun by then, minus ended by then (each began first).
+        let owed_at = |ts: u64| {
+            (from.partition_point(|&a| a <= ts) - to.partition_point(|&b| b <= ts)) as u64
+        };
+        let mut expected = 0;
+        let (mut t50, mut t99, mut t100) = (Vec::new(), Vec::new(), Vec::new());
+        let mut incomplete = 0;
+        for &(p, seq, ts) in &self.published {
+            let owed = owed_at(ts);
+            expected += owed;
+            if owed == 0 {
+                continue;
+            }
+            let Some(b) = self.latencies.get(&(p, seq)) else {
+                incomplete += 1;
+                continue;
+            };
+            let goals = [owed.div_ceil(2), (owed * 99).div_ceil(100), owed];
+            let mut reached = [None; 3];
+            let mut sum = 0u64;
+            for (i, &n) in b.iter().enumerate() {
+                sum += u64::from(n);
+                for (g, r) in goals.iter().zip(reached.iter_mut()) {
+                    if r.is_none() && sum >= *g {
+                        *r = Some(bucket_top(i));
+                    }
+                }
+            }
+            if let Some(v) = reached[0] {
+                t50.push(v);
+            }
+            if let Some(v) = reached[1] {
+                t99.push(v);
+            }
+            match reached[2] {
+                Some(v) => t100.push(v),
+                None => incomplete += 1,
+            }
+        }
+        Some(FanoutSummary {
+            published: self.published.len() as u64 + self.unlogged,
+            sessions: self.sessions.len() as u64,
+            expected,
+            completion: [spread(t50), spread(t99), spread(t100)],
+            incomplete,
+            timed: self.latencies.len() as u64,
+        })
+    }
+}
+
+/// p50, p99 and max over messages, µs.
+fn spread(mut v: Vec<u64>) -> Option<[u64; 3]> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_unstable();
+    let q = |f: f64| v[((v.len() - 1) as f64 * f).round() as usize];
+    Some([q(0.5), q(0.99), v[v.len() - 1]])
+}
+
+/// The fan-out results of a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FanoutSummary {
+    /// Messages published.
+    pub published: u64,
+    /// Subscriber sessions that were subscribed.
+    pub sessions: u64,
+    /// Deliveries owed: for each message, the sessions subscribed when it was sent.
+    pub expected: u64,
+    /// Time until 50 %, 99 % and 100 % of the owed subscribers had a message: [p50, p99,
+    /// max] over messages, µs (bucket upper bounds, within 12.5 %).
+    pub completion: [Option<[u64; 3]>; 3],
+    /// Messages some owed subscriber never received.
+    pub incomplete: u64,
+    /// Messages whose deliveries were timed.
+    pub timed: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_cover_and_bound_their_values() {
+        for us in [0, 1, 15, 16, 17, 100, 1_000, 123_456, 60_000_000] {
+            let b = bucket(us);
+            assert!(bucket_top(b) >= us, "{us}");
+            assert!(b == 0 || bucket_top(b - 1) < us, "{us}");
+            assert!(bucket_top(b) as f64 <= us as f64 * 1.13 + 1.0, "{us}");
+        }
+        assert_eq!(bucket(u64::MAX), BUCKETS - 1);
+    }
+
+    #[test]
+    fn owed_deliveries_and_completion_are_exact() {
+        let mut f = FanoutStats::default();
+        // Two publishers × 3 messages at t = 100, 200, 300.
+        for p in [7, 9] {
+            for (seq, ts) in [(1, 100), (2, 200), (3, 300)] {
+                f.publish(p, seq, ts);
+            }
+        }
+        // Session A subscribed throughout; B from 150 to 250 (owed message 2 only).
+        f.session(50, 1_000);
+        f.session(150, 250);
+        for p in [7, 9] {
+            for seq in 1..=3 {
+                f.delivered(p, seq, 10);
+            }
+            f.delivered(p, 2, 1_000);
+        }
+        let mut merged = FanoutStats::default();
+        merged.add(&f);
+        let s = merged.summarize().unwrap();
+        assert_eq!(s.published, 6);
+        assert_eq!(s.sessions, 2);
+        assert_eq!(s.expected, 2 * (1 + 2 + 1));
+        assert_eq!(s.incomplete, 0);
+        // 50 % of message 2 at 10 µs, 100 % at ~1 ms.
+        assert_eq!(s.completion[0], Some([10, 10, 10]));
+        let full = s.completion[2].unwrap();
+        assert!(full[2] >= 1_000 && full[2] < 1_130, "{full:?}");
+        // A message owed but never delivered is incomplete.
+        f.publish(7, 4, 400);
+        assert_eq!(f.summarize().unwrap().incomplete, 1);
+    }
+}
