@@ -44,7 +44,7 @@ pub struct Cli {
 pub enum Command {
     /// Storm a WebSocket endpoint: open, hold and drive connections, then report.
     Run(Box<RunArgs>),
-    /// Run the built-in target gateway (echo, fan-out) on loopback.
+    /// Run the built-in target gateway (echo, channels, fan-out, auth endpoint) on loopback.
     Serve(ServeArgs),
     /// Start the built-in gateway in-process and storm it: a first look in ~30 s.
     Demo(DemoArgs),
@@ -70,6 +70,12 @@ pub struct ServeArgs {
     /// Fault injection: answer upgrades with this HTTP status (e.g. 503), or `close` to drop them.
     #[arg(long, value_parser = parse_reject)]
     pub reject_with: Option<Reject>,
+    /// Fault injection: drop every Nth channel delivery (one message to one subscriber), counted gateway-wide (0 = off).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub drop_every: u64,
+    /// Fault injection: close each WebSocket this long after it opened, with this close code, e.g. 5s:1012.
+    #[arg(long, value_name = "DUR:CODE", value_parser = parse_close_after)]
+    pub close_after: Option<(Duration, u16)>,
     /// Read buffer per connection in bytes.
     #[arg(long, default_value_t = 4096)]
     pub read_buffer: usize,
@@ -111,6 +117,25 @@ fn parse_reject(s: &str) -> Result<Reject, String> {
         .filter(|c| (200..=599).contains(c))
         .map(Reject::Status)
         .ok_or_else(|| format!("`{s}` is neither an HTTP status 200-599 nor `close`"))
+}
+
+/// `DUR:CODE` of `serve --close-after`, e.g. `5s:1012`.
+fn parse_close_after(s: &str) -> Result<(Duration, u16), String> {
+    let (dur, code) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("`{s}` is not DURATION:CODE (e.g. 5s:1012)"))?;
+    let dur = parse::duration(dur)?;
+    let code = code
+        .trim()
+        .parse::<u16>()
+        .ok()
+        .filter(|&c| gateway::close_code_allowed(c))
+        .ok_or_else(|| {
+            format!(
+                "`{code}` is not a close code a server may send (e.g. 1000, 1001, 1012, 1013, 4000-4999)"
+            )
+        })?;
+    Ok((dur, code))
 }
 
 /// Flags of `sockstorm demo`.
@@ -362,6 +387,8 @@ fn serve(a: &ServeArgs) -> Result<u8, CliError> {
         backlog: a.backlog,
         report: !a.quiet,
         tls,
+        drop_every: a.drop_every,
+        close_after: a.close_after,
     };
     let gw = Gateway::start(cfg)?;
     let mut tls_note = String::new();
@@ -381,13 +408,26 @@ fn serve(a: &ServeArgs) -> Result<u8, CliError> {
     if a.client_ca.is_some() {
         tls_note.push_str("; client certificates required");
     }
-    let mode = if a.publish_rate > 0.0 {
-        format!("echo + fan-out {}/s", a.publish_rate)
+    let mut mode = "echo + channels".to_owned();
+    if a.publish_rate > 0.0 {
+        mode.push_str(&format!(" + fan-out {}/s", a.publish_rate));
+    }
+    let mut faults = Vec::new();
+    if a.drop_every > 0 {
+        faults.push(format!("dropping 1 in {} channel deliveries", a.drop_every));
+    }
+    if let Some((after, code)) = a.close_after {
+        faults.push(format!(
+            "closing each connection {after:?} after it opened with {code}"
+        ));
+    }
+    let faults = if faults.is_empty() {
+        String::new()
     } else {
-        "echo".into()
+        format!("; fault injection: {}", faults.join(", "))
     };
     println!(
-        "sockstorm serve: listening on {}://{}/ ({mode}, {} thread(s)){tls_note}",
+        "sockstorm serve: listening on {}://{}/ ({mode}, {} thread(s)){faults}{tls_note}",
         if a.tls { "wss" } else { "ws" },
         gw.local_addr(),
         a.threads
@@ -408,6 +448,16 @@ fn serve(a: &ServeArgs) -> Result<u8, CliError> {
             "sockstorm serve: TLS handshakes: {} full, {} resumed, {} failed",
             s.tls_handshakes_full, s.tls_handshakes_resumed, s.tls_failures
         );
+    }
+    if s.channel_publishes > 0 {
+        println!(
+            "sockstorm serve: channels: {} publishes, {} deliveries",
+            s.channel_publishes, s.channel_deliveries
+        );
+    }
+    let faults = gateway::fault_totals(&s);
+    if !faults.is_empty() {
+        println!("sockstorm serve: {}", faults.trim_start());
     }
     Ok(EXIT_OK)
 }

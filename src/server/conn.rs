@@ -1,32 +1,56 @@
-//! One client connection of the gateway: the upgrade handshake, the open WebSocket (echo,
-//! subscribe acks, published events) and the fault-injection path that refuses the upgrade.
+//! One client connection of the gateway: reading the request head to route it, the upgrade
+//! handshake, the open WebSocket (echo, commands, channel and fan-out deliveries), and the
+//! plain HTTP answers (the demo auth endpoint, fault-injection refusals).
 //!
 //! Every connection is driven the same way: on any readiness event the worker hands the
 //! connection to [`Conn::drive`], which moves bytes until the socket would block and returns the
 //! connection (keep it) or `None` (drop it, which closes the socket). Nothing here blocks, and any
 //! error a client can provoke closes only that connection.
+//!
+//! Routing: the gateway reads the request head itself (plain or decrypted TLS bytes alike) and
+//! decides from it: `GET`/`POST /v1/auth/token` without `Upgrade` gets the demo token; anything
+//! else goes to tungstenite's handshake (or its refusal, with fault injection), which reads the
+//! same bytes again from [`ServerStream::replay`]. A request tungstenite cannot accept is
+//! counted as rejected, as before.
 
 use std::io::{self, Read, Write};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::Instant;
 
 use mio::net::TcpStream;
 use rustls::ServerConfig;
+use serde_json::Value;
 use tungstenite::error::ProtocolError;
 use tungstenite::handshake::server::{NoCallback, ServerHandshake};
 use tungstenite::handshake::{HandshakeError, MidHandshake};
+use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::protocol::WebSocketConfig;
-use tungstenite::{Error as WsError, Message, WebSocket};
+use tungstenite::{Error as WsError, Message, Utf8Bytes, WebSocket};
 
+use super::channel::ChannelOp;
+use super::command::{self, Command};
 use super::stream::ServerStream;
 use super::tls::{Accept, TlsStream};
 use super::ThreadStats;
 
-/// Largest HTTP request head a refusing connection reads before it gives up.
-const MAX_REJECT_REQUEST: usize = 16 * 1024;
+/// Largest HTTP request head the gateway reads before handing it on as it is (tungstenite then
+/// refuses it).
+const MAX_REQUEST_HEAD: usize = 16 * 1024;
 
-/// Events queued for a connection whose socket is full before further events are dropped for it
-/// (the client sees a gap in `seq`). About 60 bytes each.
+/// Largest auth request body read before answering (the body is read, so that closing the
+/// connection does not reset it under the client's feet; a larger one is answered all the same).
+const MAX_AUTH_BODY: usize = 64 * 1024;
+
+/// Path of the demo auth endpoint (the query string is ignored).
+const AUTH_PATH: &str = "/v1/auth/token";
+
+/// Body of the demo auth endpoint's answer.
+pub(super) const AUTH_BODY: &str = r#"{"token":"sockstorm-demo-token","expires_in":3600}"#;
+
+/// Deliveries (channel messages and fan-out events) queued for a connection whose socket is
+/// full before further ones are dropped for it and counted in `channel_overflow`. About 60
+/// bytes each for fan-out events; channel messages are as large as published.
 const MAX_QUEUED_WHILE_BLOCKED: u32 = 1024;
 
 /// The upgrade handshake in progress (tungstenite resumes it after `WouldBlock`).
@@ -42,6 +66,8 @@ pub(super) struct DriveCtx {
     pub(super) reject: Option<Refusal>,
     /// `wss://`: the TLS settings every connection shares; `None` = plain `ws://`.
     pub(super) tls: Option<Arc<ServerConfig>>,
+    /// The auth endpoint's whole HTTP answer.
+    pub(super) auth_answer: Arc<[u8]>,
 }
 
 /// How a refusing connection ends once the request has been read.
@@ -50,19 +76,21 @@ pub(super) enum Refusal {
     /// Close without answering.
     Close,
     /// Write this HTTP response, then close.
-    Answer(Box<[u8]>),
+    Answer(Arc<[u8]>),
 }
 
 /// A client connection in one of its phases.
 pub(super) enum Conn {
     /// `wss://`: the TLS handshake, until the client's first application bytes arrive.
     Tls(Box<TlsStream>),
-    /// Reading the upgrade request or writing the 101 response.
+    /// Reading the HTTP request head to route it.
+    Request(Box<RequestConn>),
+    /// The upgrade handshake: tungstenite reads the request (again) and writes the 101.
     Handshake(Box<Handshake>),
     /// Upgraded: WebSocket messages flow.
     Open(Box<OpenConn>),
-    /// Fault injection: reading the request, then refusing it.
-    Reject(Box<RejectConn>),
+    /// Writing a plain HTTP answer (auth token or refusal), then closing.
+    Answer(Box<AnswerConn>),
 }
 
 impl Conn {
@@ -70,7 +98,7 @@ impl Conn {
     /// refused to start a connection (counted as a TLS failure).
     pub(super) fn new(stream: TcpStream, ctx: &DriveCtx) -> Option<Self> {
         match &ctx.tls {
-            None => Some(Self::upgrade(ServerStream::Plain(stream), ctx)),
+            None => Some(Self::request(ServerStream::plain(stream))),
             Some(config) => match TlsStream::new(stream, config) {
                 Ok(tls) => Some(Self::Tls(Box::new(tls))),
                 Err(_) => {
@@ -81,21 +109,13 @@ impl Conn {
         }
     }
 
-    /// The WebSocket phase on an established transport: the upgrade, or its refusal.
-    fn upgrade(stream: ServerStream, ctx: &DriveCtx) -> Self {
-        if ctx.reject.is_some() {
-            Self::Reject(Box::new(RejectConn {
-                stream,
-                request: Vec::new(),
-                written: None,
-            }))
-        } else {
-            Self::Handshake(Box::new(ServerHandshake::start(
-                stream,
-                NoCallback,
-                Some(ctx.ws_config),
-            )))
-        }
+    /// The HTTP phase on an established transport: read the request head first.
+    fn request(stream: ServerStream) -> Self {
+        Self::Request(Box::new(RequestConn {
+            stream,
+            buf: Vec::new(),
+            parsed: None,
+        }))
     }
 
     /// True once the WebSocket upgrade has completed.
@@ -104,24 +124,34 @@ impl Conn {
     }
 
     /// Makes all the progress the socket allows; `None` means the connection is finished and the
-    /// caller drops it (closing the socket).
-    pub(super) fn drive(self, ctx: &DriveCtx) -> Option<Self> {
+    /// caller drops it (closing the socket). Channel requests of the client are appended to
+    /// `ops` in arrival order, for the worker to carry out.
+    pub(super) fn drive(self, ctx: &DriveCtx, ops: &mut Vec<ChannelOp>) -> Option<Self> {
         match self {
             Self::Tls(mut tls) => match tls.drive_accept(&ctx.stats).ok()? {
                 Accept::Pending => Some(Self::Tls(tls)),
-                // The upgrade request is (partly) decrypted already: no event will announce it.
-                Accept::Ready => Self::upgrade(ServerStream::Tls(tls), ctx).drive(ctx),
+                // The request is (partly) decrypted already: no event will announce it.
+                Accept::Ready => Self::request(ServerStream::tls(tls)).drive(ctx, ops),
             },
+            Self::Request(mut req) => {
+                if !req.read_request().ok()? {
+                    return Some(Self::Request(req));
+                }
+                // Routed: the next phase starts now, as no event will announce the bytes read.
+                (*req).route(ctx)?.drive(ctx, ops)
+            }
             Self::Handshake(mid) => match mid.handshake() {
                 Ok(ws) => {
                     let mut open = Box::new(OpenConn {
                         ws,
                         blocked: false,
                         queued_blocked: 0,
+                        unflushed: false,
+                        close_at: None,
                     });
                     // Bytes may have arrived after the handshake's last read: read them now, as
                     // the edge-triggered poller will not report them again.
-                    if open.drive(ctx).is_err() {
+                    if open.drive(ctx, ops).is_err() {
                         open.close();
                         return None;
                     }
@@ -136,15 +166,15 @@ impl Conn {
                 }
             },
             Self::Open(mut open) => {
-                if open.drive(ctx).is_err() {
+                if open.drive(ctx, ops).is_err() {
                     open.close();
                     return None;
                 }
                 Some(Self::Open(open))
             }
-            Self::Reject(mut rej) => {
-                rej.drive(ctx).ok()?;
-                Some(Self::Reject(rej))
+            Self::Answer(mut answer) => {
+                answer.drive().ok()?;
+                Some(Self::Answer(answer))
             }
         }
     }
@@ -165,6 +195,170 @@ fn is_refused_request(err: &WsError) -> bool {
 #[derive(Debug)]
 pub(super) struct Finished;
 
+/// Where a request goes once its head has been read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// The demo auth endpoint.
+    Auth,
+    /// Everything else: the WebSocket upgrade (or its refusal).
+    Upgrade,
+}
+
+/// A connection whose request head is being read.
+pub(super) struct RequestConn {
+    /// The client connection.
+    stream: ServerStream,
+    /// Bytes read so far: the head (and an auth request's body), maybe a first WebSocket frame.
+    buf: Vec<u8>,
+    /// Once the head is complete (or hopeless): where it goes and how many bytes of the request
+    /// to read before going there.
+    parsed: Option<(Route, usize)>,
+}
+
+impl RequestConn {
+    /// Reads until the request is routed (`Ok(true)`) or the socket would block (`Ok(false)`).
+    fn read_request(&mut self) -> Result<bool, Finished> {
+        let mut chunk = [0u8; 2048];
+        loop {
+            if self.parsed.is_some_and(|(_, len)| self.buf.len() >= len) {
+                return Ok(true);
+            }
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return Err(Finished),
+                Ok(n) => {
+                    self.buf.extend_from_slice(chunk.get(..n).ok_or(Finished)?);
+                    if self.parsed.is_none() {
+                        self.parsed = route(&self.buf);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Err(Finished),
+            }
+        }
+    }
+
+    /// The phase after a routed request; `None` = close without answering.
+    fn route(self, ctx: &DriveCtx) -> Option<Conn> {
+        let Self {
+            mut stream,
+            buf,
+            parsed,
+        } = self;
+        let answer = |stream, answer| {
+            Conn::Answer(Box::new(AnswerConn {
+                stream,
+                answer,
+                written: 0,
+            }))
+        };
+        if let Some((Route::Auth, _)) = parsed {
+            ctx.stats.auth_requests.fetch_add(1, Relaxed);
+            return Some(answer(stream, Arc::clone(&ctx.auth_answer)));
+        }
+        match &ctx.reject {
+            Some(refusal) => {
+                ctx.stats.handshakes_rejected.fetch_add(1, Relaxed);
+                match refusal {
+                    Refusal::Close => None,
+                    Refusal::Answer(bytes) => Some(answer(stream, Arc::clone(bytes))),
+                }
+            }
+            None => {
+                stream.replay(buf);
+                Some(Conn::Handshake(Box::new(ServerHandshake::start(
+                    stream,
+                    NoCallback,
+                    Some(ctx.ws_config),
+                ))))
+            }
+        }
+    }
+}
+
+/// Where the request in `buf` goes and how long it is, once that can be told. A request that is
+/// not HTTP, or whose head is too long, counts as complete: it goes on to be refused.
+fn route(buf: &[u8]) -> Option<(Route, usize)> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(head)) => Some(match auth_body_len(&req) {
+            Some(body) => (Route::Auth, head.saturating_add(body.min(MAX_AUTH_BODY))),
+            None => (Route::Upgrade, head),
+        }),
+        Ok(httparse::Status::Partial) if buf.len() <= MAX_REQUEST_HEAD => None,
+        Ok(httparse::Status::Partial) | Err(_) => Some((Route::Upgrade, buf.len())),
+    }
+}
+
+/// For a request to the auth endpoint (`GET` or `POST`, no `Upgrade` header), the length of
+/// its body; `None` for any other request.
+fn auth_body_len(req: &httparse::Request<'_, '_>) -> Option<usize> {
+    if !matches!(req.method, Some("GET" | "POST")) {
+        return None;
+    }
+    let path = req.path?;
+    if path.split('?').next() != Some(AUTH_PATH) {
+        return None;
+    }
+    let mut body = 0;
+    for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("upgrade") {
+            return None;
+        }
+        if h.name.eq_ignore_ascii_case("content-length") {
+            body = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+        }
+    }
+    Some(body)
+}
+
+/// A connection that gets a fixed HTTP answer and is then closed.
+pub(super) struct AnswerConn {
+    /// The client connection.
+    stream: ServerStream,
+    /// The whole answer.
+    answer: Arc<[u8]>,
+    /// How much of it has been written.
+    written: usize,
+}
+
+impl AnswerConn {
+    /// Writes the answer; `Err` = done (answered or failed): drop the socket.
+    fn drive(&mut self) -> Result<(), Finished> {
+        while let Some(rest) = self.answer.get(self.written..).filter(|r| !r.is_empty()) {
+            match self.stream.write(rest) {
+                Ok(0) => return Err(Finished),
+                Ok(n) => self.written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Err(Finished),
+            }
+        }
+        // A TLS stream may still hold the answer's records.
+        match self.stream.flush() {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+            _ => {
+                // Answered: dropping the stream closes the connection.
+                self.stream.close();
+                Err(Finished)
+            }
+        }
+    }
+}
+
+/// What became of one delivery handed to [`OpenConn::deliver`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Delivery {
+    /// Written or buffered; the worker flushes it at the end of its turn.
+    Queued,
+    /// Dropped: the client already has [`MAX_QUEUED_WHILE_BLOCKED`] deliveries waiting.
+    Overflow,
+}
+
 /// An upgraded connection.
 pub(super) struct OpenConn {
     /// The WebSocket; it owns the socket and the buffered output.
@@ -172,8 +366,13 @@ pub(super) struct OpenConn {
     /// The last flush hit `WouldBlock`: output is queued and a WRITABLE event will come. While
     /// set, nothing more is read from this client (backpressure for echo).
     blocked: bool,
-    /// Events queued while `blocked`; see [`MAX_QUEUED_WHILE_BLOCKED`].
+    /// Deliveries queued while `blocked`; see [`MAX_QUEUED_WHILE_BLOCKED`].
     queued_blocked: u32,
+    /// Deliveries are buffered and the slot is in the worker's list to flush at the end of
+    /// the turn.
+    pub(super) unflushed: bool,
+    /// When `close_after` closes this connection (its key in the worker's close queue).
+    pub(super) close_at: Option<Instant>,
 }
 
 /// Outcome of handing a message to tungstenite.
@@ -187,12 +386,12 @@ fn queued(res: Result<(), WsError>) -> Result<bool, Finished> {
 
 impl OpenConn {
     /// Ends the transport politely before the connection is dropped.
-    fn close(&mut self) {
+    pub(super) fn close(&mut self) {
         self.ws.get_mut().close();
     }
 
     /// Flushes queued output, then reads and answers messages until the socket would block.
-    fn drive(&mut self, ctx: &DriveCtx) -> Result<(), Finished> {
+    fn drive(&mut self, ctx: &DriveCtx, ops: &mut Vec<ChannelOp>) -> Result<(), Finished> {
         loop {
             if self.blocked {
                 self.flush()?;
@@ -203,9 +402,30 @@ impl OpenConn {
             let reply = match self.ws.read() {
                 Ok(Message::Text(text)) => {
                     ctx.stats.msgs_in.fetch_add(1, Relaxed);
-                    match subscribe_ack(&text) {
-                        Some(ack) => Message::Text(ack.into()),
+                    match command::parse(&text) {
                         None => Message::Text(text),
+                        Some(Command::Publish(channel)) => {
+                            ops.push(ChannelOp::Publish {
+                                channel: channel.into(),
+                                text,
+                            });
+                            continue;
+                        }
+                        Some(cmd) => {
+                            match &cmd {
+                                Command::Subscribe(Some(Value::String(c))) => {
+                                    ops.push(ChannelOp::Join(c.as_str().into()));
+                                }
+                                Command::Unsubscribe(Some(Value::String(c))) => {
+                                    ops.push(ChannelOp::Leave(c.as_str().into()));
+                                }
+                                _ => {}
+                            }
+                            let Some(ack) = cmd.reply() else {
+                                continue;
+                            };
+                            Message::Text(ack.into())
+                        }
                     }
                 }
                 Ok(Message::Binary(data)) => {
@@ -220,6 +440,11 @@ impl OpenConn {
                 Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(_) => return Err(Finished),
             };
+            // After the server's close frame (close_after) nothing more may be sent; messages
+            // the client sent before it saw that frame go unanswered.
+            if !self.ws.can_write() {
+                continue;
+            }
             ctx.stats.msgs_out.fetch_add(1, Relaxed);
             if queued(self.ws.write(reply))? {
                 self.blocked = true;
@@ -229,7 +454,7 @@ impl OpenConn {
     }
 
     /// Writes everything tungstenite has queued; sets or clears `blocked`.
-    fn flush(&mut self) -> Result<(), Finished> {
+    pub(super) fn flush(&mut self) -> Result<(), Finished> {
         self.blocked = queued(self.ws.flush())?;
         if !self.blocked {
             self.queued_blocked = 0;
@@ -237,130 +462,44 @@ impl OpenConn {
         Ok(())
     }
 
-    /// Sends one published event; a client that stopped reading loses events beyond
-    /// [`MAX_QUEUED_WHILE_BLOCKED`] instead of growing the buffer without bound.
-    pub(super) fn publish(&mut self, event: Message, ctx: &DriveCtx) -> Result<(), Finished> {
-        if !self.ws.can_write() {
-            return Ok(());
-        }
+    /// Whether deliveries can still be made: false once a close frame was sent or received (a
+    /// closing connection is no longer a channel member or fan-out receiver).
+    pub(super) fn accepts_deliveries(&self) -> bool {
+        self.ws.can_write()
+    }
+
+    /// Queues one delivery (channel message or fan-out event) without flushing; a client that
+    /// stopped reading loses deliveries beyond [`MAX_QUEUED_WHILE_BLOCKED`] instead of growing
+    /// the buffer without bound. Check [`Self::accepts_deliveries`] first.
+    pub(super) fn deliver(&mut self, msg: Message) -> Result<Delivery, Finished> {
         if self.blocked {
             if self.queued_blocked >= MAX_QUEUED_WHILE_BLOCKED {
-                return Ok(());
+                return Ok(Delivery::Overflow);
             }
             self.queued_blocked += 1;
-            ctx.stats.msgs_out.fetch_add(1, Relaxed);
-            // Buffered; the pending WRITABLE event flushes it.
-            queued(self.ws.write(event))?;
-            return Ok(());
         }
-        ctx.stats.msgs_out.fetch_add(1, Relaxed);
-        if queued(self.ws.write(event))? {
+        // `WouldBlock` means buffered: the pending WRITABLE event flushes it.
+        if queued(self.ws.write(msg))? {
             self.blocked = true;
-            return Ok(());
         }
-        self.flush()
+        Ok(Delivery::Queued)
     }
-}
 
-/// The reply to a `{"type":"subscribe",…}` text message, `None` for anything else.
-///
-/// Cheap for ordinary traffic: JSON is parsed only when the text looks like an object that
-/// mentions "subscribe".
-pub(super) fn subscribe_ack(text: &str) -> Option<String> {
-    if !text.trim_start().starts_with('{') || !text.contains("subscribe") {
-        return None;
-    }
-    let serde_json::Value::Object(obj) = serde_json::from_str(text).ok()? else {
-        return None;
-    };
-    if obj.get("type").and_then(serde_json::Value::as_str) != Some("subscribe") {
-        return None;
-    }
-    Some(match obj.get("channel") {
-        // `Value`'s Display is compact JSON, so the channel is copied verbatim in meaning.
-        Some(channel) => format!(r#"{{"type":"subscribed","channel":{channel}}}"#),
-        None => r#"{"type":"subscribed"}"#.to_owned(),
-    })
-}
-
-/// A connection whose upgrade is refused (fault injection).
-pub(super) struct RejectConn {
-    /// The client connection.
-    stream: ServerStream,
-    /// The request head read so far.
-    request: Vec<u8>,
-    /// `None` while reading the request; then how much of the answer has been written.
-    written: Option<usize>,
-}
-
-impl RejectConn {
-    /// Reads the whole request head, then answers (or just closes); `Err` = drop the socket.
-    fn drive(&mut self, ctx: &DriveCtx) -> Result<(), Finished> {
-        let Some(refusal) = &ctx.reject else {
-            return Err(Finished);
+    /// Starts the close handshake with `code` (close_after); false if the connection was
+    /// already closing. The client's close reply then ends the connection as usual.
+    pub(super) fn server_close(&mut self, code: u16) -> Result<bool, Finished> {
+        if !self.ws.can_write() {
+            return Ok(false);
+        }
+        let frame = CloseFrame {
+            code: code.into(),
+            reason: Utf8Bytes::default(),
         };
-        if self.written.is_none() {
-            if !self.read_request()? {
-                return Ok(());
-            }
-            ctx.stats.handshakes_rejected.fetch_add(1, Relaxed);
-            self.request = Vec::new();
-            self.written = Some(0);
+        self.blocked = queued(self.ws.close(Some(frame)))?;
+        if !self.blocked {
+            self.queued_blocked = 0;
         }
-        let Refusal::Answer(answer) = refusal else {
-            return Err(Finished);
-        };
-        let mut written = self.written.unwrap_or(0);
-        while let Some(rest) = answer.get(written..).filter(|rest| !rest.is_empty()) {
-            match self.stream.write(rest) {
-                Ok(0) => return Err(Finished),
-                Ok(n) => written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.written = Some(written);
-                    return Ok(());
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return Err(Finished),
-            }
-        }
-        // A TLS stream may still hold the answer's records.
-        match self.stream.flush() {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.written = Some(written);
-                Ok(())
-            }
-            _ => {
-                // Answered: dropping the stream closes the connection.
-                self.stream.close();
-                Err(Finished)
-            }
-        }
-    }
-
-    /// Reads until the request head is complete (`Ok(true)`) or the socket would block
-    /// (`Ok(false)`). A request that is not HTTP counts as complete: it is refused all the same.
-    fn read_request(&mut self) -> Result<bool, Finished> {
-        let mut chunk = [0u8; 2048];
-        loop {
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return Err(Finished),
-                Ok(n) => {
-                    self.request
-                        .extend_from_slice(chunk.get(..n).ok_or(Finished)?);
-                    let mut headers = [httparse::EMPTY_HEADER; 64];
-                    match httparse::Request::new(&mut headers).parse(&self.request) {
-                        Ok(httparse::Status::Partial) => {}
-                        Ok(httparse::Status::Complete(_)) | Err(_) => return Ok(true),
-                    }
-                    if self.request.len() > MAX_REJECT_REQUEST {
-                        return Ok(true);
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return Err(Finished),
-            }
-        }
+        Ok(true)
     }
 }
 
@@ -375,37 +514,68 @@ pub(super) fn reject_response(status: u16) -> Box<[u8]> {
         .into_boxed_slice()
 }
 
+/// The auth endpoint's whole answer: `200 OK` with [`AUTH_BODY`], then the connection closes.
+pub(super) fn auth_response() -> Box<[u8]> {
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+         Cache-Control: no-store\r\nConnection: close\r\n\r\n{AUTH_BODY}",
+        AUTH_BODY.len()
+    )
+    .into_bytes()
+    .into_boxed_slice()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn subscribe_ack_copies_channel() {
-        assert_eq!(
-            subscribe_ack(r#"{"type":"subscribe","channel":"prices"}"#).as_deref(),
-            Some(r#"{"type":"subscribed","channel":"prices"}"#)
-        );
-        assert_eq!(
-            subscribe_ack(r#" {"channel":{"a":[1,2]},"type":"subscribe"}"#).as_deref(),
-            Some(r#"{"type":"subscribed","channel":{"a":[1,2]}}"#)
-        );
-        assert_eq!(
-            subscribe_ack(r#"{"type":"subscribe"}"#).as_deref(),
-            Some(r#"{"type":"subscribed"}"#)
-        );
+    fn auth_requests_are_routed_with_their_body() {
+        let get = b"GET /v1/auth/token HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(route(get), Some((Route::Auth, get.len())));
+        let query = b"GET /v1/auth/token?user=a HTTP/1.1\r\n\r\n";
+        assert_eq!(route(query), Some((Route::Auth, query.len())));
+        let post = b"POST /v1/auth/token HTTP/1.1\r\ncontent-length: 13\r\n\r\n";
+        assert_eq!(route(post), Some((Route::Auth, post.len() + 13)));
+        let huge = b"POST /v1/auth/token HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n";
+        assert_eq!(route(huge), Some((Route::Auth, huge.len() + MAX_AUTH_BODY)));
+        // Not complete yet.
+        assert_eq!(route(b"POST /v1/auth/token HTTP/1.1\r\nHost"), None);
+        assert_eq!(route(b"GE"), None);
     }
 
     #[test]
-    fn subscribe_ack_ignores_everything_else() {
-        assert_eq!(subscribe_ack("subscribe"), None);
-        assert_eq!(subscribe_ack(r#"{"type":"subscribed"}"#), None);
-        assert_eq!(subscribe_ack(r#"{"type":"other","subscribe":1}"#), None);
-        assert_eq!(subscribe_ack(r#"{"type":"subscribe""#), None);
-        assert_eq!(subscribe_ack(r#"{"type":["subscribe"]}"#), None);
-        assert_eq!(subscribe_ack(&"[".repeat(10_000)), None);
+    fn everything_else_goes_to_the_upgrade() {
+        for head in [
+            &b"GET /ws HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+            b"GET /v1/auth/tokens HTTP/1.1\r\n\r\n",
+            b"PUT /v1/auth/token HTTP/1.1\r\n\r\n",
+            b"GET /v1/auth/token HTTP/1.1\r\nUpgrade: websocket\r\n\r\n",
+        ] {
+            assert_eq!(route(head), Some((Route::Upgrade, head.len())));
+        }
+        // Not HTTP, or a head that never ends: handed on at once, to be refused.
+        let junk = [0u8, 1, 2, 3, 0xff, b'\r', b'\n'];
+        assert_eq!(route(&junk), Some((Route::Upgrade, junk.len())));
+        let mut long = b"GET /ws HTTP/1.1\r\nX: ".to_vec();
+        long.resize(MAX_REQUEST_HEAD + 1, b'a');
+        assert_eq!(route(&long), Some((Route::Upgrade, long.len())));
+    }
+
+    #[test]
+    fn auth_response_is_json_with_its_length() {
+        let resp = auth_response();
+        let text = std::str::from_utf8(&resp).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert!(
+            head.contains("\r\nContent-Type: application/json\r\n"),
+            "{head}"
+        );
+        assert!(head.contains(&format!("\r\nContent-Length: {}\r\n", body.len())));
         assert_eq!(
-            subscribe_ack(&format!("{{subscribe{}", "{".repeat(10_000))),
-            None
+            body,
+            r#"{"token":"sockstorm-demo-token","expires_in":3600}"#
         );
     }
 

@@ -1,5 +1,5 @@
-//! Built-in target gateway (tungstenite + mio): echo, fan-out publisher, subscribe acks, fault
-//! injection.
+//! Built-in target gateway (tungstenite + mio): echo, pub/sub channels, fan-out publisher,
+//! app-level ping and resume replies, a demo auth endpoint, fault injection.
 //!
 //! The gateway is what `sockstorm serve` and `sockstorm demo` point the load generator at, and
 //! what the integration tests run against. Model:
@@ -10,12 +10,25 @@
 //! - Per connection: tungstenite's server handshake on a non-blocking socket (resumed after
 //!   `WouldBlock`), then a `WebSocket` kept in a slab keyed by the mio `Token`.
 //! - Echo: text and binary messages come back unchanged; pings are answered; a client's close is
-//!   answered and then the server drops the TCP connection. `{"type":"subscribe","channel":…}`
-//!   gets `{"type":"subscribed","channel":…}` instead of an echo.
+//!   answered and then the server drops the TCP connection.
+//! - Commands (module `command`; JSON text naming itself in `"action"` or `"type"`) get a reply
+//!   instead of an echo: `subscribe` → `{"type":"subscribed","channel":…}` and the connection
+//!   joins that channel (a string channel; without one it is only acknowledged),
+//!   `unsubscribe` → `{"type":"unsubscribed","channel":…}`, `ping` → `{"type":"pong","ts":…}`
+//!   (`ts` copied if present), `resume_session` → `{"type":"resumed","lastSequence":…}`.
+//! - Channels (module `channel`): a `publish` with a `"channel"` is relayed verbatim (the same
+//!   text frame payload) to every member of that channel on every thread, in order per
+//!   publisher; the publisher gets nothing unless it is a member. Each thread owns its members;
+//!   publishes cross threads through an `mpsc` queue plus the target thread's `mio::Waker`.
+//! - Auth endpoint for examples: a plain `GET`/`POST /v1/auth/token` (no upgrade) is answered
+//!   `200` with `{"token":"sockstorm-demo-token","expires_in":3600}`, then closed; the gateway
+//!   reads each request head itself to route it and then replays it to tungstenite.
 //! - Fan-out (`publish_rate > 0`): every thread sends `{"type":"event","seq":K,"ts_us":T}` to all
 //!   its open connections at `start + K / rate`, `K` from 1, the same `K` on every thread. `start`
 //!   is the moment the first WebSocket opens; `T` is the intended send time in Unix
 //!   microseconds, so a late broadcast shows up as latency rather than hiding it.
+//! - Fault injection: refused upgrades (`reject`), every Nth channel delivery dropped
+//!   (`drop_every`), every connection closed by the server after a while (`close_after`).
 //! - TLS (`tls` set): rustls over the same non-blocking sockets (module `tls`); the TLS
 //!   handshake completes before tungstenite sees a byte, and a client that closes after it
 //!   (handshake-only load) costs no WebSocket state at all.
@@ -25,6 +38,8 @@
 //! ~1 KiB of state and kernel socket buffers; 19,000 connections at the 4 KiB default need
 //! about 100 MB in user space.
 
+mod channel;
+mod command;
 mod conn;
 mod stream;
 mod tls;
@@ -44,8 +59,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mio::{Interest, Poll, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
+use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::WebSocketConfig;
 
+use channel::Inbox;
 use conn::{DriveCtx, Refusal};
 pub use tls::{server_tls_config, ServerTlsOptions};
 use worker::{Worker, LISTENER, WAKER};
@@ -80,6 +97,15 @@ pub struct ServeConfig {
     /// `ws://`. Each TLS connection adds rustls' state, about 1-2 KiB beyond the read buffer,
     /// plus ~18 KiB of TLS record buffers while data is in flight.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Fault injection: every Nth channel delivery (one published message to one subscriber),
+    /// counted gateway-wide, is not sent (counted in `channel_dropped`). Default 0 = off.
+    /// Costs one shared atomic increment per delivery while on.
+    pub drop_every: u64,
+    /// Fault injection: the server closes each WebSocket connection this long after its
+    /// upgrade, with this close code (a close frame, then the usual close handshake). Default
+    /// `None` = never. The code must be one a server may send (1000-1003, 1007-1013,
+    /// 3000-4999). Costs 24 bytes per connection opened within the last `close_after`.
+    pub close_after: Option<(Duration, u16)>,
 }
 
 impl Default for ServeConfig {
@@ -94,6 +120,8 @@ impl Default for ServeConfig {
             backlog: 4096,
             report: false,
             tls: None,
+            drop_every: 0,
+            close_after: None,
         }
     }
 }
@@ -116,7 +144,8 @@ pub struct GatewayStats {
     pub open: u64,
     /// Text and binary messages received (control frames not counted).
     pub msgs_in: u64,
-    /// Text and binary messages sent: echoes, subscribe acks and published events.
+    /// Text and binary messages sent: echoes, command replies, channel deliveries and fan-out
+    /// events.
     pub msgs_out: u64,
     /// Upgrade requests refused: by fault injection, or malformed / not a WebSocket upgrade.
     pub handshakes_rejected: u64,
@@ -127,6 +156,20 @@ pub struct GatewayStats {
     /// TLS connections that ended before their handshake completed: a TLS error (refused or
     /// missing client certificate, not TLS at all) or the client closing mid-handshake.
     pub tls_failures: u64,
+    /// Channel publish messages received.
+    pub channel_publishes: u64,
+    /// Channel deliveries (one published message to one subscriber) queued to a subscriber.
+    pub channel_deliveries: u64,
+    /// Channel deliveries not sent because of `drop_every`.
+    pub channel_dropped: u64,
+    /// Deliveries (channel messages and fan-out events) dropped because the client already had
+    /// the maximum (1024) queued behind a full socket. Subscribers that are closing are not
+    /// members any more: nothing is counted for them.
+    pub channel_overflow: u64,
+    /// Connections the server closed because of `close_after`.
+    pub server_closes: u64,
+    /// Requests answered by the auth endpoint.
+    pub auth_requests: u64,
 }
 
 /// Why the gateway could not start.
@@ -150,6 +193,11 @@ pub enum ServerError {
     /// `net.core.somaxconn`).
     #[error("serve: listen backlog {0} must be positive")]
     InvalidBacklog(i32),
+    /// The `close_after` code is not one a server may send (1005, 1006, 1015 and unassigned
+    /// codes are not). Fix: use 1001 (going away), 1012 (service restart), 1013 (try again
+    /// later), 1000, or an application code 4000-4999.
+    #[error("serve: close code {0} may not be sent by a server")]
+    InvalidCloseCode(u16),
     /// A CPU in `cpus` is not one this process may run on. Fix: pick CPUs from `nproc` /
     /// the process's affinity mask (`taskset -p $$`).
     #[error("serve: cannot pin to CPU {cpu}: not among the {available} CPUs this process may use")]
@@ -215,6 +263,18 @@ struct ThreadStats {
     tls_handshakes_resumed: AtomicU64,
     /// TLS connections lost before the handshake completed.
     tls_failures: AtomicU64,
+    /// Channel publishes received.
+    channel_publishes: AtomicU64,
+    /// Channel deliveries queued.
+    channel_deliveries: AtomicU64,
+    /// Channel deliveries dropped by `drop_every`.
+    channel_dropped: AtomicU64,
+    /// Deliveries dropped for a full client.
+    channel_overflow: AtomicU64,
+    /// `close_after` closes.
+    server_closes: AtomicU64,
+    /// Auth endpoint answers.
+    auth_requests: AtomicU64,
 }
 
 /// The fan-out schedule's origin, shared by all threads.
@@ -259,12 +319,16 @@ impl PublishClock {
 }
 
 /// State shared by the gateway handle and its threads.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Shared {
     /// Set by shutdown; threads exit after the waker fires.
     stop: AtomicBool,
     /// Fan-out origin, set when the first WebSocket opens.
     clock: OnceLock<PublishClock>,
+    /// One per thread, by index: relayed publishes and the waker.
+    inboxes: Box<[Inbox]>,
+    /// Channel deliveries so far, gateway-wide; counted only while `drop_every` is on.
+    deliveries: AtomicU64,
 }
 
 /// The once-a-second stats printer.
@@ -280,12 +344,11 @@ struct Reporter {
 pub struct Gateway {
     /// The bound address, port resolved.
     local_addr: SocketAddr,
-    /// Stop flag and publish clock.
+    /// Stop flag, publish clock and the threads' inboxes (whose wakers interrupt `poll` at
+    /// shutdown).
     shared: Arc<Shared>,
     /// One entry per thread.
     stats: Vec<Arc<ThreadStats>>,
-    /// One per thread, to interrupt `poll` at shutdown.
-    wakers: Vec<Waker>,
     /// The event-loop threads.
     threads: Vec<JoinHandle<()>>,
     /// The stats printer, if `report` is on.
@@ -321,10 +384,14 @@ impl Gateway {
         }
 
         let mut polls = Vec::with_capacity(cfg.threads);
-        let mut wakers = Vec::with_capacity(cfg.threads);
+        let mut inboxes = Vec::with_capacity(cfg.threads);
+        let mut receivers = Vec::with_capacity(cfg.threads);
         for listener in &mut listeners {
             let poll = Poll::new().map_err(ServerError::Poll)?;
-            wakers.push(Waker::new(poll.registry(), WAKER).map_err(ServerError::Poll)?);
+            let waker = Waker::new(poll.registry(), WAKER).map_err(ServerError::Poll)?;
+            let (inbox, rx) = Inbox::new(waker);
+            inboxes.push(inbox);
+            receivers.push(rx);
             poll.registry()
                 .register(listener, LISTENER, Interest::READABLE)
                 .map_err(ServerError::Poll)?;
@@ -334,9 +401,13 @@ impl Gateway {
         let stats: Vec<Arc<ThreadStats>> = (0..cfg.threads).map(|_| Arc::default()).collect();
         let mut gateway = Self {
             local_addr,
-            shared: Arc::new(Shared::default()),
+            shared: Arc::new(Shared {
+                stop: AtomicBool::new(false),
+                clock: OnceLock::new(),
+                inboxes: inboxes.into_boxed_slice(),
+                deliveries: AtomicU64::new(0),
+            }),
             stats: stats.clone(),
-            wakers,
             threads: Vec::with_capacity(cfg.threads),
             reporter: None,
         };
@@ -344,24 +415,28 @@ impl Gateway {
             .read_buffer_size(cfg.read_buffer)
             .write_buffer_size(cfg.read_buffer);
         let reject = cfg.reject.map(|r| match r {
-            Reject::Status(s) => Refusal::Answer(conn::reject_response(s)),
+            Reject::Status(s) => Refusal::Answer(conn::reject_response(s).into()),
             Reject::Close => Refusal::Close,
         });
 
-        let threads = polls.into_iter().zip(listeners).zip(&stats).enumerate();
-        for (i, ((poll, listener), thread_stats)) in threads {
+        let auth_answer: Arc<[u8]> = conn::auth_response().into();
+
+        let threads = polls.into_iter().zip(listeners).zip(receivers).zip(&stats);
+        for (i, (((poll, listener), inbox), thread_stats)) in threads.enumerate() {
             let ctx = DriveCtx {
                 stats: Arc::clone(thread_stats),
                 ws_config,
                 reject: reject.clone(),
                 tls: cfg.tls.clone(),
+                auth_answer: Arc::clone(&auth_answer),
             };
             let worker = Worker::new(
                 poll,
                 listener,
                 ctx,
                 Arc::clone(&gateway.shared),
-                cfg.publish_rate,
+                (i, inbox),
+                &cfg,
             );
             let cpu = cfg.cpus.get(i % cfg.cpus.len().max(1)).copied();
             let thread = std::thread::Builder::new()
@@ -411,9 +486,9 @@ impl Gateway {
     /// Signals every thread to stop and joins them; idempotent.
     fn stop(&mut self) {
         self.shared.stop.store(true, Release);
-        for waker in &self.wakers {
+        for inbox in &self.shared.inboxes {
             // A failed wake leaves that loop asleep; nothing better to do than to try the rest.
-            let _ = waker.wake();
+            inbox.wake();
         }
         for thread in self.threads.drain(..) {
             let _ = thread.join();
@@ -450,6 +525,11 @@ fn validate(cfg: &ServeConfig) -> Result<(), ServerError> {
     if cfg.backlog <= 0 {
         return Err(ServerError::InvalidBacklog(cfg.backlog));
     }
+    if let Some((_, code)) = cfg.close_after {
+        if !close_code_allowed(code) {
+            return Err(ServerError::InvalidCloseCode(code));
+        }
+    }
     if !cfg.cpus.is_empty() {
         let allowed: Vec<usize> = core_affinity::get_core_ids()
             .unwrap_or_default()
@@ -464,6 +544,13 @@ fn validate(cfg: &ServeConfig) -> Result<(), ServerError> {
         }
     }
     Ok(())
+}
+
+/// Whether a server may send close code `code` (RFC 6455 section 7.4 and the IANA registry as
+/// tungstenite knows it).
+#[must_use]
+pub fn close_code_allowed(code: u16) -> bool {
+    CloseCode::from(code).is_allowed()
 }
 
 /// A non-blocking listener on `addr` with SO_REUSEADDR and SO_REUSEPORT.
@@ -498,7 +585,28 @@ fn sum_stats(stats: &[Arc<ThreadStats>]) -> GatewayStats {
             tls_handshakes_resumed: acc.tls_handshakes_resumed
                 + t.tls_handshakes_resumed.load(Relaxed),
             tls_failures: acc.tls_failures + t.tls_failures.load(Relaxed),
+            channel_publishes: acc.channel_publishes + t.channel_publishes.load(Relaxed),
+            channel_deliveries: acc.channel_deliveries + t.channel_deliveries.load(Relaxed),
+            channel_dropped: acc.channel_dropped + t.channel_dropped.load(Relaxed),
+            channel_overflow: acc.channel_overflow + t.channel_overflow.load(Relaxed),
+            server_closes: acc.server_closes + t.server_closes.load(Relaxed),
+            auth_requests: acc.auth_requests + t.auth_requests.load(Relaxed),
         })
+}
+
+/// The fault and extra-endpoint totals that are non-zero, as `  name N` pairs (empty if none).
+#[must_use]
+pub fn fault_totals(s: &GatewayStats) -> String {
+    [
+        ("dropped", s.channel_dropped),
+        ("overflow", s.channel_overflow),
+        ("server closes", s.server_closes),
+        ("auth", s.auth_requests),
+    ]
+    .into_iter()
+    .filter(|&(_, n)| n > 0)
+    .map(|(name, n)| format!("  {name} {n}"))
+    .collect()
 }
 
 /// Prints one line per second until `stop`'s sender is dropped; with TLS handshake rates if
@@ -526,12 +634,21 @@ fn report_loop(stats: &[Arc<ThreadStats>], tls: bool, stop: &mpsc::Receiver<()>)
         } else {
             String::new()
         };
+        let mut channels = String::new();
+        if cur.channel_publishes > 0 {
+            channels = format!(
+                "  publishes/s {}  deliveries/s {}",
+                per_s(cur.channel_publishes, last.channel_publishes),
+                per_s(cur.channel_deliveries, last.channel_deliveries),
+            );
+        }
         eprintln!(
-            "serve: open {}  accepted/s {}  msgs in/s {}  out/s {}{tls_rates}",
+            "serve: open {}  accepted/s {}  msgs in/s {}  out/s {}{tls_rates}{channels}{}",
             cur.open,
             per_s(cur.accepted, last.accepted),
             per_s(cur.msgs_in, last.msgs_in),
             per_s(cur.msgs_out, last.msgs_out),
+            fault_totals(&cur),
         );
         (last, last_at) = (cur, now);
         next += Duration::from_secs(1);

@@ -137,14 +137,22 @@ fn subscribe_gets_ack_instead_of_echo() {
         echo(&mut ws, Message::text(r#"{"type":"subscribe"}"#)),
         Message::text(r#"{"type":"subscribed"}"#)
     );
+    // Unsubscribing is acknowledged the same way.
+    assert_eq!(
+        echo(
+            &mut ws,
+            Message::text(r#"{"type":"unsubscribe","channel":"prices"}"#)
+        ),
+        Message::text(r#"{"type":"unsubscribed","channel":"prices"}"#)
+    );
     // Mentions "subscribe" but is not a subscribe request: echoed.
-    let other = Message::text(r#"{"type":"unsubscribe","channel":"prices"}"#);
+    let other = Message::text(r#"{"type":"resubscribe","channel":"prices"}"#);
     assert_eq!(echo(&mut ws, other.clone()), other);
     // A binary subscribe is just bytes: echoed.
     let bin = Message::binary(br#"{"type":"subscribe"}"#.to_vec());
     assert_eq!(echo(&mut ws, bin.clone()), bin);
     let stats = gw.stats();
-    assert_eq!((stats.msgs_in, stats.msgs_out), (4, 4));
+    assert_eq!((stats.msgs_in, stats.msgs_out), (5, 5));
 }
 
 #[test]
@@ -539,6 +547,15 @@ fn invalid_settings_are_refused() {
         }),
         ServerError::InvalidBacklog(0)
     ));
+    for code in [0, 999, 1005, 1006, 1015, 2000, 5000] {
+        assert!(matches!(
+            err(ServeConfig {
+                close_after: Some((Duration::from_secs(1), code)),
+                ..loopback()
+            }),
+            ServerError::InvalidCloseCode(c) if c == code
+        ));
+    }
     assert!(matches!(
         err(ServeConfig {
             cpus: vec![usize::MAX],
@@ -574,6 +591,7 @@ fn defaults_are_documented_values() {
     assert_eq!((cfg.threads, cfg.read_buffer, cfg.backlog), (1, 4096, 4096));
     assert!(cfg.cpus.is_empty() && cfg.reject.is_none() && !cfg.report);
     assert_eq!(cfg.publish_rate, 0.0);
+    assert_eq!((cfg.drop_every, cfg.close_after), (0, None));
 }
 
 #[test]
@@ -637,6 +655,414 @@ fn nine_thousand_connections_fit() {
     );
     let per_conn = (rss_kib() - before) * 1024 / N as u64;
     eprintln!("{N} connections in {connect_time:?}; {per_conn} bytes RSS per client+server pair");
+}
+
+// ---- channels, app commands, close_after, auth endpoint ----
+
+/// The next message, which must be text.
+fn next_text<S: Read + Write>(ws: &mut WebSocket<S>) -> String {
+    match ws.read().unwrap() {
+        Message::Text(text) => text.as_str().to_owned(),
+        other => panic!("expected text, got {other:?}"),
+    }
+}
+
+/// Connects until a connection lands on worker `thread` (SO_REUSEPORT picks the listener by a
+/// hash of the client's port); the others stay open in `spares`.
+fn connect_on(gw: &Gateway, thread: usize, spares: &mut Vec<Client>) -> Client {
+    for _ in 0..200 {
+        let before: Vec<u64> = gw.stats.iter().map(|t| t.accepted.load(Relaxed)).collect();
+        let ws = connect(gw.local_addr());
+        // `accepted` counts before the 101 is written; this only waits out visibility.
+        let total = before.iter().sum::<u64>() + 1;
+        let at = wait_for(gw, |s| s.accepted == total).accepted;
+        assert_eq!(at, total);
+        let landed = gw
+            .stats
+            .iter()
+            .zip(&before)
+            .position(|(t, &b)| t.accepted.load(Relaxed) > b)
+            .unwrap();
+        if landed == thread {
+            return ws;
+        }
+        spares.push(ws);
+    }
+    panic!("200 connections and none on thread {thread}");
+}
+
+fn subscribe<S: Read + Write>(ws: &mut WebSocket<S>, channel: &str) {
+    let req = format!(r#"{{"action":"subscribe","channel":"{channel}"}}"#);
+    let ack = format!(r#"{{"type":"subscribed","channel":"{channel}"}}"#);
+    assert_eq!(echo(ws, Message::text(req)), Message::text(ack));
+}
+
+fn publish_msg(channel: &str, seq: usize) -> Message {
+    let pad = "✓x".repeat(seq * 37);
+    Message::text(format!(
+        r#"{{"action":"publish","channel":"{channel}","seq":{seq},"data":{{"pad":"{pad}"}}}}"#
+    ))
+}
+
+#[test]
+fn channel_publish_reaches_every_member_on_both_threads_in_order() {
+    const K: usize = 50;
+    let gw = Gateway::start(ServeConfig {
+        threads: 2,
+        ..loopback()
+    })
+    .unwrap();
+    // Publisher and one subscriber on thread 0 (local delivery), one subscriber on thread 1
+    // (relayed through thread 1's inbox).
+    let mut spares = Vec::new();
+    let mut publisher = connect_on(&gw, 0, &mut spares);
+    let mut local = connect_on(&gw, 0, &mut spares);
+    let mut remote = connect_on(&gw, 1, &mut spares);
+    let mut gone = connect_on(&gw, 1, &mut spares);
+    let mut elsewhere = connect(gw.local_addr());
+    let opened = 5 + spares.len() as u64;
+    for ws in [&mut local, &mut remote, &mut gone] {
+        subscribe(ws, "news");
+    }
+    subscribe(&mut elsewhere, "sports");
+    // A closed connection leaves its channels: nothing is delivered or counted for it.
+    gone.close(None).unwrap();
+    assert!(matches!(gone.read(), Ok(Message::Close(None))));
+    assert_eq!(wait_for(&gw, |s| s.open == opened - 1).open, opened - 1);
+
+    let msgs: Vec<Message> = (0..K).map(|i| publish_msg("news", i)).collect();
+    for m in &msgs {
+        publisher.write(m.clone()).unwrap();
+    }
+    publisher.flush().unwrap();
+    // Byte-identical and in order on both threads.
+    for ws in [&mut local, &mut remote] {
+        for m in &msgs {
+            assert_eq!(&ws.read().unwrap(), m);
+        }
+    }
+    // The publisher got nothing: the next message it reads is the echo of its next one.
+    assert_eq!(
+        echo(&mut publisher, Message::text("done")),
+        Message::text("done")
+    );
+    assert_eq!(
+        echo(&mut elsewhere, Message::text("other channel")),
+        Message::text("other channel")
+    );
+
+    // After unsubscribing, the remote member gets nothing more.
+    assert_eq!(
+        echo(
+            &mut remote,
+            Message::text(r#"{"type":"unsubscribe","channel":"news"}"#)
+        ),
+        Message::text(r#"{"type":"unsubscribed","channel":"news"}"#)
+    );
+    let last = publish_msg("news", K);
+    publisher.send(last.clone()).unwrap();
+    assert_eq!(local.read().unwrap(), last);
+    // Relayed to thread 1 and found no member there (counted deliveries are exact).
+    wait_for(&gw, |s| s.channel_publishes == K as u64 + 1);
+    assert_eq!(
+        echo(&mut remote, Message::text("probe")),
+        Message::text("probe")
+    );
+
+    let k = K as u64;
+    // In: 4 subscribes, K + 1 publishes, "done", "other channel", the unsubscribe, "probe".
+    // Out: 4 acks, 2K + 1 deliveries, the 3 echoes, the unsubscribe ack.
+    let stats = wait_for(&gw, |s| s.msgs_in == k + 9);
+    assert_eq!(
+        stats,
+        GatewayStats {
+            accepted: opened,
+            open: opened - 1,
+            msgs_in: k + 9,
+            msgs_out: 2 * k + 9,
+            channel_publishes: k + 1,
+            channel_deliveries: 2 * k + 1,
+            ..GatewayStats::default()
+        }
+    );
+    // Both threads delivered: the local path and the relay were exercised.
+    assert!(gw
+        .stats
+        .iter()
+        .all(|t| t.channel_deliveries.load(Relaxed) >= k));
+}
+
+#[test]
+fn publisher_that_is_a_member_gets_its_own_message() {
+    let gw = Gateway::start(loopback()).unwrap();
+    let mut ws = connect(gw.local_addr());
+    subscribe(&mut ws, "self");
+    let msg = publish_msg("self", 3);
+    assert_eq!(echo(&mut ws, msg.clone()), msg);
+    // A publish without a channel has nowhere to go: it is echoed.
+    let stray = Message::text(r#"{"action":"publish","data":1}"#);
+    assert_eq!(echo(&mut ws, stray.clone()), stray);
+    let stats = gw.stats();
+    assert_eq!((stats.channel_publishes, stats.channel_deliveries), (1, 1));
+}
+
+#[test]
+fn drop_every_drops_exactly_every_nth_delivery_gateway_wide() {
+    const SUBS: usize = 3;
+    const PUBLISHES: usize = 20;
+    let gw = Gateway::start(ServeConfig {
+        threads: 2,
+        drop_every: 10,
+        ..loopback()
+    })
+    .unwrap();
+    let mut subs: Vec<Client> = (0..SUBS).map(|_| connect(gw.local_addr())).collect();
+    for ws in &mut subs {
+        subscribe(ws, "lossy");
+    }
+    let mut publisher = connect(gw.local_addr());
+    for i in 0..PUBLISHES {
+        publisher.write(publish_msg("lossy", i)).unwrap();
+    }
+    publisher.flush().unwrap();
+    let stats = wait_for(&gw, |s| s.channel_deliveries + s.channel_dropped == 60);
+    assert_eq!(
+        (
+            stats.channel_publishes,
+            stats.channel_deliveries,
+            stats.channel_dropped,
+            stats.channel_overflow
+        ),
+        (20, 54, 6, 0)
+    );
+    // Every delivery counted was queued before the probe's echo: read up to the echo.
+    let mut received = 0;
+    for ws in &mut subs {
+        ws.send(Message::text("probe")).unwrap();
+        let mut last_seq = None;
+        loop {
+            let text = next_text(ws);
+            if text == "probe" {
+                break;
+            }
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            let seq = v["seq"].as_u64().unwrap();
+            // Order kept, gaps only where deliveries were dropped.
+            assert!(last_seq.is_none_or(|l| seq > l), "{last_seq:?} then {seq}");
+            last_seq = Some(seq);
+            received += 1;
+        }
+    }
+    assert_eq!(received, 54);
+}
+
+#[test]
+fn app_ping_gets_pong_and_resume_gets_resumed() {
+    let gw = Gateway::start(loopback()).unwrap();
+    let mut ws = connect(gw.local_addr());
+    assert_eq!(
+        echo(
+            &mut ws,
+            Message::text(r#"{"type":"ping","ts":1712345678901}"#)
+        ),
+        Message::text(r#"{"type":"pong","ts":1712345678901}"#)
+    );
+    assert_eq!(
+        echo(&mut ws, Message::text(r#"{"action":"ping"}"#)),
+        Message::text(r#"{"type":"pong"}"#)
+    );
+    assert_eq!(
+        echo(
+            &mut ws,
+            Message::text(r#"{"action":"resume_session","sessionId":"abc","lastSequence":41}"#)
+        ),
+        Message::text(r#"{"type":"resumed","lastSequence":41}"#)
+    );
+    assert_eq!(
+        echo(&mut ws, Message::text(r#"{"type":"resume_session"}"#)),
+        Message::text(r#"{"type":"resumed"}"#)
+    );
+    // Anything else is still echoed.
+    let pong = Message::text(r#"{"type":"pong","ts":1}"#);
+    assert_eq!(echo(&mut ws, pong.clone()), pong);
+    let stats = gw.stats();
+    assert_eq!((stats.msgs_in, stats.msgs_out), (5, 5));
+}
+
+#[test]
+fn close_after_closes_each_connection_with_the_code() {
+    let after = Duration::from_millis(200);
+    let gw = Gateway::start(ServeConfig {
+        threads: 2,
+        close_after: Some((after, 1012)),
+        ..loopback()
+    })
+    .unwrap();
+    let t0 = Instant::now();
+    let mut clients: Vec<Client> = (0..4).map(|_| connect(gw.local_addr())).collect();
+    for ws in &mut clients {
+        assert_eq!(echo(ws, Message::text("before")), Message::text("before"));
+    }
+    for ws in &mut clients {
+        match ws.read() {
+            Ok(Message::Close(Some(frame))) => assert_eq!(u16::from(frame.code), 1012),
+            other => panic!("expected close 1012, got {other:?}"),
+        }
+        // tungstenite answered the close; the server then ends the connection.
+        assert!(matches!(ws.read(), Err(WsError::ConnectionClosed)));
+    }
+    assert!(t0.elapsed() >= after, "closed after {:?}", t0.elapsed());
+    assert_eq!(
+        wait_for(&gw, |s| s.open == 0),
+        GatewayStats {
+            accepted: 4,
+            open: 0,
+            msgs_in: 4,
+            msgs_out: 4,
+            server_closes: 4,
+            ..GatewayStats::default()
+        }
+    );
+}
+
+/// Writes `request` (in two parts, so the server must wait for the rest) and reads the answer
+/// to the end.
+fn http_exchange<S: Read + Write>(mut stream: S, request: &str) -> Vec<u8> {
+    let (head, tail) = request.split_at(request.len() / 2);
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.flush().unwrap();
+    thread::sleep(Duration::from_millis(20));
+    stream.write_all(tail.as_bytes()).unwrap();
+    stream.flush().unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).unwrap();
+    answer
+}
+
+const AUTH_GET: &str = "GET /v1/auth/token HTTP/1.1\r\nHost: localhost\r\n\r\n";
+const AUTH_POST: &str = "POST /v1/auth/token?client=1 HTTP/1.1\r\nHost: localhost\r\n\
+                         Content-Type: application/json\r\nContent-Length: 17\r\n\r\n\
+                         {\"user\":\"storm\"}\n";
+
+fn auth_spec(url: String, body: Option<&str>) -> crate::plan::auth::AuthSpec {
+    crate::plan::auth::AuthSpec {
+        url,
+        body: body.map(str::to_owned),
+        headers: Vec::new(),
+        field: "token".to_owned(),
+        cacerts: Vec::new(),
+        insecure: false,
+    }
+}
+
+#[test]
+fn auth_endpoint_answers_with_the_demo_token() {
+    // Auth is not an upgrade: it is answered even while upgrades are refused.
+    for reject in [None, Some(Reject::Status(503))] {
+        let gw = Gateway::start(ServeConfig {
+            reject,
+            ..loopback()
+        })
+        .unwrap();
+        let addr = gw.local_addr();
+        for request in [AUTH_GET, AUTH_POST] {
+            assert_eq!(
+                http_exchange(tcp(addr), request),
+                &*conn::auth_response(),
+                "{request}"
+            );
+        }
+        // The crate's own auth pre-step (ureq) reads the token.
+        let url = format!("http://{addr}/v1/auth/token");
+        for body in [None, Some(r#"{"user":"storm"}"#)] {
+            let token = auth_spec(url.clone(), body).fetch().unwrap();
+            assert_eq!(token, "sockstorm-demo-token");
+        }
+        let stats = wait_for(&gw, |s| s.auth_requests == 4);
+        assert_eq!(
+            (
+                stats.accepted,
+                stats.auth_requests,
+                stats.handshakes_rejected
+            ),
+            (4, 4, 0)
+        );
+        if reject.is_none() {
+            // WebSockets on the same port are unaffected.
+            let mut ws = connect(addr);
+            assert_eq!(echo(&mut ws, Message::text("ws")), Message::text("ws"));
+        }
+    }
+}
+
+#[test]
+#[ignore = "2,000 subscribers x 1,000 messages (about 10 s of CPU); run with --ignored"]
+fn channel_loss_at_scale_is_exactly_what_drop_every_dropped() {
+    const SUBS: usize = 2_000;
+    const PUBLISHERS: usize = 5;
+    const EACH: usize = 200;
+    let gw = Gateway::start(ServeConfig {
+        threads: 2,
+        drop_every: 7,
+        ..loopback()
+    })
+    .unwrap();
+    let addr = gw.local_addr();
+    let mut subs: Vec<Client> = (0..SUBS).map(|_| connect(addr)).collect();
+    for ws in &mut subs {
+        ws.write(Message::text(r#"{"type":"subscribe","channel":"all"}"#))
+            .unwrap();
+        ws.flush().unwrap();
+    }
+    for ws in &mut subs {
+        assert_eq!(next_text(ws), r#"{"type":"subscribed","channel":"all"}"#);
+    }
+    let publishers: Vec<_> = (0..PUBLISHERS)
+        .map(|p| {
+            thread::spawn(move || {
+                let mut ws = connect(addr);
+                for i in 0..EACH {
+                    let text = format!(r#"{{"action":"publish","channel":"all","p":{p},"i":{i}}}"#);
+                    ws.write(Message::text(text)).unwrap();
+                }
+                ws.flush().unwrap();
+                ws
+            })
+        })
+        .collect();
+    let publishers: Vec<Client> = publishers.into_iter().map(|h| h.join().unwrap()).collect();
+    let total = (SUBS * PUBLISHERS * EACH) as u64;
+    let stats = wait_for(&gw, |s| s.channel_deliveries + s.channel_dropped == total);
+    assert_eq!(stats.channel_deliveries + stats.channel_dropped, total);
+    // All deliveries are queued: each subscriber's probe echo comes after its last one.
+    for ws in &mut subs {
+        ws.send(Message::text("end")).unwrap();
+    }
+    let mut received = 0u64;
+    for ws in &mut subs {
+        let mut last = [None::<u64>; PUBLISHERS];
+        loop {
+            let text = next_text(ws);
+            if text == "end" {
+                break;
+            }
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            let (p, i) = (v["p"].as_u64().unwrap() as usize, v["i"].as_u64().unwrap());
+            assert!(
+                last[p].is_none_or(|l| i > l),
+                "publisher {p}: {:?} then {i}",
+                last[p]
+            );
+            last[p] = Some(i);
+            received += 1;
+        }
+    }
+    let stats = gw.stats();
+    assert_eq!(stats.channel_publishes, (PUBLISHERS * EACH) as u64);
+    assert_eq!(stats.channel_overflow, 0);
+    assert_eq!(stats.channel_dropped, total / 7);
+    assert_eq!(total - received, stats.channel_dropped);
+    drop(publishers);
 }
 
 // ---- wss:// ----
@@ -1005,5 +1431,31 @@ fn reject_status_is_answered_over_tls() {
             tls_handshakes_full: 1,
             ..GatewayStats::default()
         }
+    );
+}
+
+#[test]
+fn auth_endpoint_answers_over_tls() {
+    let (gw, ca) = tls_gateway(loopback(), |_, _| {});
+    let config = Arc::new(tls_client_config(&ca, &TLS13));
+    let answer = http_exchange(tls_stream(gw.local_addr(), &config), AUTH_POST);
+    assert_eq!(answer, &*conn::auth_response());
+    let mut spec = auth_spec(
+        format!("https://localhost:{}/v1/auth/token", gw.local_addr().port()),
+        None,
+    );
+    spec.cacerts = ca_certs(&ca);
+    assert_eq!(spec.fetch().unwrap(), "sockstorm-demo-token");
+    // The same listener still upgrades.
+    let mut ws = tls_connect(gw.local_addr(), &config).unwrap();
+    assert_eq!(echo(&mut ws, Message::text("wss")), Message::text("wss"));
+    let stats = wait_for(&gw, |s| s.open == 1);
+    assert_eq!(
+        (
+            stats.accepted,
+            stats.auth_requests,
+            stats.handshakes_rejected
+        ),
+        (3, 2, 0)
     );
 }

@@ -1,24 +1,30 @@
 //! One event-loop thread of the gateway: its own `SO_REUSEPORT` listener, a `mio::Poll`, a slab
-//! of connections keyed by `Token`, and (in fan-out mode) the publish timer.
+//! of connections keyed by `Token`, the channel membership of those connections, and the timers
+//! (fan-out publish ticks, `close_after` closes).
 //!
-//! The loop sleeps in `poll` until a socket is ready, the [`mio::Waker`] fires (shutdown), or
-//! the next publish tick is due; an idle echo gateway does not wake up at all.
+//! The loop sleeps in `poll` until a socket is ready, the [`mio::Waker`] fires (another worker
+//! relayed a publish, or shutdown), or a timer is due; an idle echo gateway does not wake up at
+//! all. One turn: drive the ready connections (carrying out their channel requests right after
+//! each), deliver the publishes other workers relayed, send due fan-out ticks, close due
+//! connections, then flush every connection that got deliveries, once each.
 
+use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::Ordering::{Acquire, Relaxed};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
-use tungstenite::Message;
+use tungstenite::{Message, Utf8Bytes};
 
-use super::conn::{Conn, DriveCtx};
-use super::{PublishClock, Shared};
+use super::channel::{ChannelOp, Channels, Relayed};
+use super::conn::{Conn, Delivery, DriveCtx, OpenConn};
+use super::{PublishClock, ServeConfig, Shared};
 
 /// The listener's token.
 pub(super) const LISTENER: Token = Token(0);
-/// The shutdown waker's token.
+/// The waker's token (relayed publishes, shutdown).
 pub(super) const WAKER: Token = Token(1);
 /// Connection `slot` has token `FIRST_CONN + slot`.
 const FIRST_CONN: usize = 2;
@@ -29,6 +35,8 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 /// Ticks sent back to back when the loop fell behind the publish schedule; older ones are
 /// skipped (clients see the gap as loss).
 const MAX_CATCH_UP: u32 = 64;
+/// Relayed publishes delivered per turn before the loop serves its sockets again.
+const RELAY_BATCH: usize = 4096;
 
 /// Whether the listener needs attention without a new readiness event.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -61,10 +69,30 @@ pub(super) struct Worker {
     free: Vec<usize>,
     /// Counters and per-connection settings.
     ctx: DriveCtx,
-    /// Stop flag and publish clock shared by all threads.
+    /// Stop flag, publish clock, inboxes and the delivery count shared by all threads.
     shared: Arc<Shared>,
+    /// This worker's index in `shared.inboxes`.
+    index: usize,
+    /// Publishes relayed to this worker by the others.
+    inbox: mpsc::Receiver<Relayed>,
+    /// The inbox was not drained to empty last turn.
+    inbox_more: bool,
     /// Fan-out state; `None` in echo-only mode.
     publisher: Option<Publisher>,
+    /// Fault injection: every Nth channel delivery (gateway-wide) is dropped; 0 = off.
+    drop_every: u64,
+    /// Close each connection this long after it opened, with this code; `None` = never.
+    close_after: Option<(Duration, u16)>,
+    /// Connections to close for `close_after`, oldest first (deadlines only grow).
+    close_queue: VecDeque<(Instant, usize)>,
+    /// Channel membership of this thread's connections.
+    channels: Channels,
+    /// Channel requests of the connection being driven (kept for its allocation).
+    ops: Vec<ChannelOp>,
+    /// Slots with buffered deliveries, flushed at the end of the turn.
+    unflushed: Vec<usize>,
+    /// Open connections whose socket failed while the loop was iterating; dropped after it.
+    failed: Vec<usize>,
     /// Open WebSocket connections of this thread.
     open: usize,
     /// Listener state.
@@ -72,17 +100,18 @@ pub(super) struct Worker {
 }
 
 impl Worker {
-    /// Creates a worker around a poll that already has `listener` (token [`LISTENER`]) and the
-    /// shutdown waker (token [`WAKER`]) registered.
+    /// Creates worker `index` around a poll that already has `listener` (token [`LISTENER`])
+    /// and its waker (token [`WAKER`], in `shared.inboxes[index]`) registered.
     pub(super) fn new(
         poll: Poll,
         listener: TcpListener,
         ctx: DriveCtx,
         shared: Arc<Shared>,
-        publish_rate: f64,
+        (index, inbox): (usize, mpsc::Receiver<Relayed>),
+        cfg: &ServeConfig,
     ) -> Self {
-        let publisher = (publish_rate > 0.0).then_some(Publisher {
-            rate: publish_rate,
+        let publisher = (cfg.publish_rate > 0.0).then_some(Publisher {
+            rate: cfg.publish_rate,
             next_k: 1,
         });
         Self {
@@ -92,7 +121,17 @@ impl Worker {
             free: Vec::new(),
             ctx,
             shared,
+            index,
+            inbox,
+            inbox_more: false,
             publisher,
+            drop_every: cfg.drop_every,
+            close_after: cfg.close_after,
+            close_queue: VecDeque::new(),
+            channels: Channels::default(),
+            ops: Vec::new(),
+            unflushed: Vec::new(),
+            failed: Vec::new(),
             open: 0,
             accept: AcceptState::Idle,
         }
@@ -111,25 +150,31 @@ impl Worker {
                 eprintln!("serve: event loop stopped: epoll_wait failed: {e}");
                 return;
             }
+            let now = Instant::now();
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept_all(),
                     WAKER => {}
-                    Token(t) => self.drive(t.wrapping_sub(FIRST_CONN)),
+                    Token(t) => self.drive(t.wrapping_sub(FIRST_CONN), now),
                 }
             }
-            let now = Instant::now();
             match self.accept {
                 AcceptState::More => self.accept_all(),
                 AcceptState::Backoff(at) if at <= now => self.accept_all(),
                 AcceptState::Idle | AcceptState::Backoff(_) => {}
             }
+            self.drain_inbox();
             self.publish_due(now);
+            self.close_due(now);
+            self.flush_unflushed();
         }
     }
 
     /// How long `poll` may sleep.
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
+        if self.inbox_more {
+            return Some(Duration::ZERO);
+        }
         let accept = match self.accept {
             AcceptState::Idle => None,
             AcceptState::More => Some(Duration::ZERO),
@@ -141,10 +186,11 @@ impl Worker {
                 .map(|d| d.saturating_duration_since(now)),
             _ => None,
         };
-        match (accept, publish) {
-            (Some(a), Some(p)) => Some(a.min(p)),
-            (a, p) => a.or(p),
-        }
+        let close = self
+            .close_queue
+            .front()
+            .map(|&(at, _)| at.saturating_duration_since(now));
+        [accept, publish, close].into_iter().flatten().min()
     }
 
     /// Accepts pending connections, at most [`ACCEPT_BATCH`] per call.
@@ -201,8 +247,9 @@ impl Worker {
         }
     }
 
-    /// Drives the connection in `slot` after a readiness event.
-    fn drive(&mut self, slot: usize) {
+    /// Drives the connection in `slot` after a readiness event, then carries out its channel
+    /// requests.
+    fn drive(&mut self, slot: usize, now: Instant) {
         let Some(entry) = self.slots.get_mut(slot) else {
             return;
         };
@@ -210,17 +257,178 @@ impl Worker {
             return;
         };
         let was_open = conn.is_open();
-        let next = conn.drive(&self.ctx);
+        let mut ops = std::mem::take(&mut self.ops);
+        let mut next = conn.drive(&self.ctx, &mut ops);
         let now_open = next.as_ref().is_some_and(Conn::is_open);
-        if next.is_none() {
-            self.free.push(slot);
+        if let (Some(Conn::Open(conn)), false, Some((after, _))) =
+            (&mut next, was_open, self.close_after)
+        {
+            if let Some(at) = now.checked_add(after) {
+                conn.close_at = Some(at);
+                self.close_queue.push_back((at, slot));
+            }
         }
+        let alive = next.is_some();
         *entry = next;
+        if !alive {
+            self.release(slot);
+        }
         if now_open && !was_open {
             self.opened();
         } else if was_open && !now_open {
             self.closed(1);
         }
+        self.carry_out(slot, alive, &mut ops);
+        self.ops = ops;
+    }
+
+    /// Carries out the channel requests the connection in `slot` made, in order; joins and
+    /// leaves only if it is still there (`alive`), publishes in any case.
+    fn carry_out(&mut self, slot: usize, alive: bool, ops: &mut Vec<ChannelOp>) {
+        for op in ops.drain(..) {
+            match op {
+                ChannelOp::Join(channel) if alive => {
+                    self.channels.join(slot, channel);
+                }
+                ChannelOp::Leave(channel) if alive => {
+                    self.channels.leave(slot, &channel);
+                }
+                ChannelOp::Join(_) | ChannelOp::Leave(_) => {}
+                ChannelOp::Publish { channel, text } => {
+                    self.ctx.stats.channel_publishes.fetch_add(1, Relaxed);
+                    // The other workers first, so they deliver while this one does.
+                    for (i, inbox) in self.shared.inboxes.iter().enumerate() {
+                        if i != self.index {
+                            inbox.send(Relayed {
+                                channel: Arc::clone(&channel),
+                                text: text.clone(),
+                            });
+                        }
+                    }
+                    self.deliver(&channel, &text);
+                }
+            }
+        }
+        self.drop_failed();
+    }
+
+    /// Delivers the publishes other workers relayed, at most [`RELAY_BATCH`] per turn.
+    fn drain_inbox(&mut self) {
+        if let Some(inbox) = self.shared.inboxes.get(self.index) {
+            inbox.take_pending();
+        }
+        self.inbox_more = false;
+        for _ in 0..RELAY_BATCH {
+            let Ok(Relayed { channel, text }) = self.inbox.try_recv() else {
+                self.drop_failed();
+                return;
+            };
+            self.deliver(&channel, &text);
+        }
+        self.inbox_more = true;
+        self.drop_failed();
+    }
+
+    /// Queues `text` for every member of `channel` on this thread (flushed at the end of the
+    /// turn). Members that are closing are skipped and not counted; every other delivery is
+    /// counted exactly once: queued, dropped by `drop_every`, or dropped as overflow.
+    fn deliver(&mut self, channel: &str, text: &Utf8Bytes) {
+        let stats = &self.ctx.stats;
+        for &slot in self.channels.members(channel) {
+            let Some(Some(Conn::Open(conn))) = self.slots.get_mut(slot) else {
+                continue;
+            };
+            if !conn.accepts_deliveries() {
+                continue;
+            }
+            if self.drop_every > 0 {
+                let n = self.shared.deliveries.fetch_add(1, Relaxed).wrapping_add(1);
+                if n % self.drop_every == 0 {
+                    stats.channel_dropped.fetch_add(1, Relaxed);
+                    continue;
+                }
+            }
+            match conn.deliver(Message::Text(text.clone())) {
+                Ok(Delivery::Queued) => {
+                    stats.channel_deliveries.fetch_add(1, Relaxed);
+                    stats.msgs_out.fetch_add(1, Relaxed);
+                    mark_unflushed(conn, slot, &mut self.unflushed);
+                }
+                Ok(Delivery::Overflow) => {
+                    stats.channel_overflow.fetch_add(1, Relaxed);
+                }
+                Err(_) => self.failed.push(slot),
+            }
+        }
+    }
+
+    /// Flushes every connection that got deliveries this turn.
+    fn flush_unflushed(&mut self) {
+        for slot in self.unflushed.drain(..) {
+            let Some(Some(Conn::Open(conn))) = self.slots.get_mut(slot) else {
+                continue;
+            };
+            // A stale entry (the slot was reused this turn) finds the flag clear.
+            if !std::mem::take(&mut conn.unflushed) {
+                continue;
+            }
+            if conn.flush().is_err() {
+                self.failed.push(slot);
+            }
+        }
+        self.drop_failed();
+    }
+
+    /// Sends the close frame to every connection whose `close_after` deadline has come.
+    fn close_due(&mut self, now: Instant) {
+        let Some((_, code)) = self.close_after else {
+            return;
+        };
+        while let Some(&(at, slot)) = self.close_queue.front() {
+            if at > now {
+                break;
+            }
+            self.close_queue.pop_front();
+            let Some(Some(Conn::Open(conn))) = self.slots.get_mut(slot) else {
+                continue;
+            };
+            // The entry belongs to the connection that opened at `at - close_after`, not to a
+            // later one in the same slot.
+            if conn.close_at != Some(at) {
+                continue;
+            }
+            conn.close_at = None;
+            match conn.server_close(code) {
+                Ok(true) => {
+                    self.ctx.stats.server_closes.fetch_add(1, Relaxed);
+                }
+                Ok(false) => {}
+                Err(_) => self.failed.push(slot),
+            }
+        }
+        self.drop_failed();
+    }
+
+    /// Drops the open connections in `failed`.
+    fn drop_failed(&mut self) {
+        while let Some(slot) = self.failed.pop() {
+            let Some(entry) = self.slots.get_mut(slot) else {
+                continue;
+            };
+            // Listed at most once per failure; a second listing finds the slot emptied.
+            let Some(Conn::Open(mut conn)) = entry.take() else {
+                continue;
+            };
+            conn.close();
+            self.release(slot);
+            self.closed(1);
+        }
+    }
+
+    /// Frees `slot` (its entry is already `None`): it leaves its channels and can be reused.
+    fn release(&mut self, slot: usize) {
+        self.channels.leave_all(slot);
+        self.free.push(slot);
     }
 
     /// Bookkeeping for a connection that completed its upgrade.
@@ -268,23 +476,38 @@ impl Worker {
         }
     }
 
-    /// Sends event `seq` to every open connection of this thread.
+    /// Queues event `seq` for every open connection of this thread (flushed at the end of the
+    /// turn).
     fn broadcast(&mut self, seq: u64, ts_us: u64) {
         let event =
             Message::Text(format!(r#"{{"type":"event","seq":{seq},"ts_us":{ts_us}}}"#).into());
-        let mut closed = 0;
+        let stats = &self.ctx.stats;
         for (slot, entry) in self.slots.iter_mut().enumerate() {
             let Some(Conn::Open(conn)) = entry else {
                 continue;
             };
-            if conn.publish(event.clone(), &self.ctx).is_err() {
-                *entry = None;
-                self.free.push(slot);
-                closed += 1;
+            if !conn.accepts_deliveries() {
+                continue;
+            }
+            match conn.deliver(event.clone()) {
+                Ok(Delivery::Queued) => {
+                    stats.msgs_out.fetch_add(1, Relaxed);
+                    mark_unflushed(conn, slot, &mut self.unflushed);
+                }
+                Ok(Delivery::Overflow) => {
+                    stats.channel_overflow.fetch_add(1, Relaxed);
+                }
+                Err(_) => self.failed.push(slot),
             }
         }
-        if closed > 0 {
-            self.closed(closed);
-        }
+        self.drop_failed();
+    }
+}
+
+/// Puts `slot` on the end-of-turn flush list once.
+fn mark_unflushed(conn: &mut OpenConn, slot: usize, list: &mut Vec<usize>) {
+    if !conn.unflushed {
+        conn.unflushed = true;
+        list.push(slot);
     }
 }
