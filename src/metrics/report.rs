@@ -136,6 +136,37 @@ fn storm_json(plan: &RunPlan, sr: &ScenarioResult, r: &RunResult) -> Value {
     })
 }
 
+/// Fan-out results: owed and delivered, loss, duplicates, reordering, broadcast completion.
+fn fanout_json(r: &RunResult) -> Value {
+    let Some(f) = &r.fanout else {
+        return Value::Null;
+    };
+    let c = &r.stats.counters;
+    let spread = |x: &Option<[u64; 3]>| {
+        x.map(|[p50, p99, max]| json!({"p50_us": p50, "p99_us": p99, "max_us": max}))
+    };
+    json!({
+        "published": f.published,
+        "subscriber_sessions": f.sessions,
+        "owed": f.expected,
+        "delivered_owed": c.fanout_delivered_owed,
+        "delivered_total": c.fanout_delivered,
+        "lost": c.fanout_lost,
+        "duplicates": c.fanout_duplicates,
+        "reordered": c.fanout_reordered,
+        "delivery_ratio": (f.expected > 0).then(|| c.fanout_delivered_owed as f64 / f.expected as f64),
+        // Per message, the time until 50/99/100 % of the subscribers owed it had it, as a
+        // distribution over messages (bucketed: within 12.5 %).
+        "broadcast_completion": {
+            "to_50pct": spread(&f.completion[0]),
+            "to_99pct": spread(&f.completion[1]),
+            "to_100pct": spread(&f.completion[2]),
+            "messages_incomplete": f.incomplete,
+            "messages_timed": f.timed,
+        },
+    })
+}
+
 /// The run's thresholds evaluated on its merged results (overall or per scenario).
 pub fn thresholds(run: &Run, r: &RunResult) -> Vec<crate::metrics::threshold::Outcome> {
     let secs = run.duration().as_secs_f64().min(r.elapsed.as_secs_f64());
@@ -290,6 +321,7 @@ pub fn to_json(run: &Run, r: &RunResult) -> Value {
             "rss_per_open_connection_bytes": r.rss_per_open_connection(),
         },
         "tls": tls_json(plan, s),
+        "fanout": fanout_json(r),
         "storm": if run.is_multi() { Value::Null } else { storm_json(plan, &r.scenarios[0], r) },
         "scenarios": r.scenarios.iter().zip(&run.scenarios).map(|(sr, p)| scenario_json(p, sr, r)).collect::<Vec<_>>(),
         "stages": (!plan.stages.is_empty()).then(|| json!({
@@ -372,6 +404,9 @@ pub fn summary(run: &Run, r: &RunResult) -> String {
             "sessions_retired" => none(|p| p.session_lifetime.is_some()),
             "expects_met" => none(|p| p.expect.is_some()),
             "latency_clock_skew" => none(|p| p.latency_from.is_some()),
+            "resumes_sent" => none(|p| p.on_reconnect.is_some()),
+            "heartbeats_sent" | "heartbeats_answered" => none(|p| p.heartbeat.is_some()),
+            k if k.starts_with("fanout_") => none(|p| p.fanout.is_some()),
             _ => false,
         };
         if !(tls_only || cycles_only || unused) {
@@ -462,6 +497,39 @@ pub fn summary(run: &Run, r: &RunResult) -> String {
                 None => format!("NOT back at {} open before the run ended", p.connections),
             }
         );
+    }
+    if let Some(f) = &r.fanout {
+        let c = &s.counters;
+        let _ = writeln!(
+            o,
+            "\nfan-out: {} published, {} subscriber sessions; owed {} deliveries, received {} ({:.4}%), lost {}, duplicates {}, reordered {}",
+            f.published,
+            f.sessions,
+            f.expected,
+            c.fanout_delivered_owed,
+            if f.expected > 0 { c.fanout_delivered_owed as f64 * 100.0 / f.expected as f64 } else { 0.0 },
+            c.fanout_lost,
+            c.fanout_duplicates,
+            c.fanout_reordered,
+        );
+        for (label, x) in ["50%", "99%", "100%"].iter().zip(&f.completion) {
+            if let Some([p50, p99, max]) = x {
+                let _ = writeln!(
+                    o,
+                    "  broadcast to {label:<5} of subscribers: p50 {}  p99 {}  max {}  (over messages)",
+                    fmt_us(*p50),
+                    fmt_us(*p99),
+                    fmt_us(*max)
+                );
+            }
+        }
+        if f.incomplete > 0 {
+            let _ = writeln!(
+                o,
+                "  {} messages never reached every subscriber owed them",
+                f.incomplete
+            );
+        }
     }
     if run.is_multi() {
         scenario_table(&mut o, run, r);
