@@ -628,6 +628,9 @@ fn templated_messages_render_per_send_and_echoes_match_by_hash() {
         fn token(&self) -> Option<&str> {
             None
         }
+        fn scenario(&self) -> &str {
+            "s"
+        }
     }
     let t = Template::parse("m{{conn_id}}-{{seq}}", &NoInputs)
         .unwrap()
@@ -660,6 +663,191 @@ fn templated_messages_render_per_send_and_echoes_match_by_hash() {
     assert_eq!(h.stats.counters.msgs_pushed, 1);
     c.handle_recv(&mut h.ctx(), t1 + 102 * MS, &server_frame(0x81, b"m7-2"));
     assert_eq!(h.stats.counters.msgs_received, 2);
+}
+
+struct NoInputs;
+impl crate::proto::template::Resolve for NoInputs {
+    fn env(&self, _: &str) -> Option<String> {
+        None
+    }
+    fn lines(&self, _: &str) -> Result<Vec<String>, String> {
+        Err("none".into())
+    }
+    fn token(&self) -> Option<&str> {
+        None
+    }
+    fn scenario(&self) -> &str {
+        "s"
+    }
+}
+
+fn templated(text: &str) -> Message {
+    let t = Template::parse(text, &NoInputs).unwrap().unwrap();
+    Message {
+        opcode: OpCode::Text,
+        payload: Box::new([]),
+        template: Some(Arc::new(t)),
+    }
+}
+
+#[test]
+fn subscriber_counts_deliveries_duplicates_and_late_arrivals_per_publisher() {
+    let mut h = Harness::new(ConnConfig {
+        message: None,
+        fanout: Some(Fanout::Subscriber),
+        ..cfg()
+    });
+    let mut c = h.open(0);
+    let msg = |p: u64, seq: u64, ts: u64| {
+        server_frame(
+            0x81,
+            format!(r#"{{"pub":{p},"seq":{seq},"ts":{ts}}}"#).as_bytes(),
+        )
+    };
+    // Subscribed from the open (2 ms); publisher 1 sends 1, 2, 4, 3, 2; publisher 2 sends 1.
+    for (p, seq) in [(1, 1), (1, 2), (1, 4), (1, 3), (1, 2), (2, 1)] {
+        c.handle_recv(&mut h.ctx(), 10 * MS, &msg(p, seq, 5 * MS));
+    }
+    // One from before the subscription: delivered, but not owed.
+    c.handle_recv(&mut h.ctx(), 10 * MS, &msg(2, 2, MS));
+    let k = &h.stats.counters;
+    assert_eq!(k.fanout_delivered, 6);
+    assert_eq!(k.fanout_duplicates, 1);
+    assert_eq!(k.fanout_reordered, 1);
+    assert_eq!(k.fanout_delivered_owed, 5);
+    let lat = h.stats.hist(Hist::WsMsgLatency);
+    assert_eq!((lat.len(), lat.max()), (6, lat.highest_equivalent(9 * MS)));
+    // The session's window is logged when it ends.
+    c.stop(&mut h.ctx(), 20 * MS, 20 * MS);
+    c.handle_timer(&mut h.ctx(), 20 * MS);
+    c.abort(&mut h.ctx(), 21 * MS);
+    let mut merged = crate::metrics::fanout::FanoutStats::default();
+    merged.add(&h.stats.fanout);
+    merged.publish(1, 9, 15 * MS);
+    merged.publish(1, 10, 30 * MS);
+    assert_eq!(
+        merged.summarize().unwrap().expected,
+        1,
+        "owed: sent at 15 ms only"
+    );
+}
+
+#[test]
+fn publisher_logs_what_it_sends_and_waits_for_no_echo() {
+    let mut h = Harness::new(ConnConfig {
+        on_open: Some(Message::fixed(
+            OpCode::Text,
+            b"{\"type\":\"subscribe\"}".to_vec().into(),
+        )),
+        message: Some(templated(
+            r#"{"pub":{{conn_id}},"seq":{{seq}},"ts":{{now_us}}}"#,
+        )),
+        message_count: 3,
+        fanout: Some(Fanout::Publisher),
+        epoch_unix_us: 1_000_000,
+        ..cfg()
+    });
+    let mut c = Conn::new(&mut h.ctx(), 0);
+    c.set_id(4);
+    c.handle_connected(&mut h.ctx(), MS);
+    let req = h.tx(&mut c, MS);
+    c.handle_recv(&mut h.ctx(), 2 * MS, &response_for(&req));
+    h.tx(&mut c, 2 * MS);
+    let mut sent = Vec::new();
+    for step in 1..=10 {
+        let now = 2 * MS + step * 100 * MS;
+        c.handle_timer(&mut h.ctx(), now);
+        sent.extend(client_frames(&h.tx(&mut c, now)));
+    }
+    // Exactly --message-count messages, then no more timers for sending.
+    assert_eq!(sent.len(), 3);
+    assert_eq!(h.stats.counters.fanout_published, 3);
+    assert!(c.poll_timeout(&h.cfg).is_none());
+    let first = String::from_utf8(sent[0].1.clone()).unwrap();
+    assert!(first.starts_with(r#"{"pub":4,"seq":1,"ts":1"#), "{first}");
+    // Nothing awaits an echo: stopping closes at once, nothing unanswered.
+    c.stop(&mut h.ctx(), 2_000 * MS, 3_000 * MS);
+    assert_eq!(c.phase(), Phase::Closing);
+    assert_eq!(h.stats.counters.msgs_unanswered, 0);
+    let s = h.stats.fanout.summarize().unwrap();
+    assert_eq!(s.published, 3);
+}
+
+#[test]
+fn heartbeat_answered_is_timed_and_unanswered_closes() {
+    let hb = Heartbeat {
+        interval: 100 * MS,
+        message: Message::fixed(OpCode::Text, br#"{"type":"ping"}"#.to_vec().into()),
+        expect: crate::proto::inspect::ExpectPattern::parse("json:type=pong").unwrap(),
+        timeout: 50 * MS,
+    };
+    let mut h = Harness::new(ConnConfig {
+        message: None,
+        heartbeat: Some(hb),
+        ..cfg()
+    });
+    let mut c = h.open(0);
+    assert_eq!(c.poll_timeout(&h.cfg), Some(102 * MS));
+    c.handle_timer(&mut h.ctx(), 102 * MS);
+    let out = client_frames(&h.tx(&mut c, 102 * MS));
+    assert_eq!(out, vec![(OpCode::Text, br#"{"type":"ping"}"#.to_vec())]);
+    c.handle_recv(
+        &mut h.ctx(),
+        110 * MS,
+        &server_frame(0x81, br#"{"type":"pong"}"#),
+    );
+    assert_eq!(h.stats.counters.heartbeats_answered, 1);
+    let rtt = h.stats.hist(Hist::WsHeartbeat);
+    assert_eq!(rtt.max(), rtt.highest_equivalent(8 * MS));
+    // The next one goes unanswered: 50 ms later the session is closed as dead.
+    c.handle_timer(&mut h.ctx(), 202 * MS);
+    h.tx(&mut c, 202 * MS);
+    c.handle_recv(
+        &mut h.ctx(),
+        210 * MS,
+        &server_frame(0x81, br#"{"type":"other"}"#),
+    );
+    assert_eq!(c.poll_timeout(&h.cfg), Some(252 * MS));
+    c.handle_timer(&mut h.ctx(), 252 * MS);
+    assert!(c.is_done());
+    assert_eq!(h.stats.failures[&Failure::HeartbeatTimeout], 1);
+}
+
+#[test]
+fn replacement_resumes_from_the_last_sequence_seen() {
+    let mut h = Harness::new(ConnConfig {
+        message: None,
+        on_reconnect: Some(templated(
+            r#"{"action":"resume_session","lastSequence":{{last_seq}}}"#,
+        )),
+        ..cfg()
+    });
+    // The first session sees seq 5, then 9, then 7.
+    let mut first = h.open(0);
+    for seq in [5, 9, 7] {
+        let m = format!(r#"{{"type":"event","seq":{seq}}}"#);
+        first.handle_recv(&mut h.ctx(), 10 * MS, &server_frame(0x81, m.as_bytes()));
+    }
+    assert_eq!(first.last_seq(), 9);
+    // Its replacement sends on_open, then the resume message.
+    let mut c = Conn::new(&mut h.ctx(), 20 * MS);
+    c.resume_from(first.last_seq());
+    c.handle_connected(&mut h.ctx(), 21 * MS);
+    let req = h.tx(&mut c, 21 * MS);
+    c.handle_recv(&mut h.ctx(), 22 * MS, &response_for(&req));
+    let frames = client_frames(&h.tx(&mut c, 22 * MS));
+    let texts: Vec<String> = frames
+        .iter()
+        .map(|(_, p)| String::from_utf8(p.clone()).unwrap())
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            r#"{"type":"subscribe"}"#,
+            r#"{"action":"resume_session","lastSequence":9}"#
+        ]
+    );
+    assert_eq!(h.stats.counters.resumes_sent, 1);
 }
 
 #[path = "conn_tls_tests.rs"]
