@@ -57,6 +57,10 @@ impl EchoSession {
             session_lifetime: 0,
             close_wait: 1_000_000,
             validate_utf8: true,
+            message_count: 0,
+            on_reconnect: None,
+            fanout: None,
+            heartbeat: None,
             timer_resolution: 1,
         };
         let mut stats = ShardStats::new();

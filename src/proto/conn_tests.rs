@@ -778,7 +778,7 @@ fn heartbeat_answered_is_timed_and_unanswered_closes() {
     let hb = Heartbeat {
         interval: 100 * MS,
         message: Message::fixed(OpCode::Text, br#"{"type":"ping"}"#.to_vec().into()),
-        expect: crate::proto::inspect::ExpectPattern::parse("json:type=pong").unwrap(),
+        expect: ExpectPattern::parse("json:type=pong").unwrap(),
         timeout: 50 * MS,
     };
     let mut h = Harness::new(ConnConfig {
