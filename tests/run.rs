@@ -739,6 +739,7 @@ fn reconnect_storm_drops_the_share_and_recovers() {
         let ended_by_storm = if close == "rst" { 300 } else { 0 };
         assert_eq!(counter(&v, "closed_clean") + ended_by_storm, 1300);
         let st = &v["storm"];
+        assert!(st["failures_during_recovery_by_cause"].is_object(), "{st}");
         assert_eq!(st["dropped"], 300);
         assert_eq!(st["close"], close);
         assert_eq!(

@@ -522,6 +522,7 @@ fn demo(a: &DemoArgs) -> Result<u8, CliError> {
         scenario: None,
         base_dir: None,
         message_count: 0,
+        message_total_rate: None,
         on_reconnect: None,
         role: None,
         channel: None,

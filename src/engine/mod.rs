@@ -100,6 +100,9 @@ pub struct Sample {
     pub tls_full: u64,
     /// See `tls_full`.
     pub tls_resumed: u64,
+    /// Failures in the second by cause.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub failures_by_cause: std::collections::BTreeMap<String, u64>,
     /// Open sessions per scenario (runs with more than one).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub open_by_scenario: Vec<u64>,
@@ -467,6 +470,11 @@ pub fn run(run: &Run, ctl: &RunControl) -> Result<RunResult, EngineError> {
                 reconnects: second.counters.reconnects,
                 tls_full: second.counters.tls_handshakes_full,
                 tls_resumed: second.counters.tls_handshakes_resumed,
+                failures_by_cause: second
+                    .failures
+                    .iter()
+                    .map(|(f, n)| (f.name(), *n))
+                    .collect(),
                 open_by_scenario: if groups > 1 { open_by } else { Vec::new() },
             });
             progress.line(t, open, connections, &second, &total);

@@ -113,11 +113,16 @@ fn storm_json(plan: &RunPlan, sr: &ScenarioResult, r: &RunResult) -> Value {
     };
     let window = r.timeline.iter().filter(|x| x.t_s > at && x.t_s <= until);
     let (mut peak, mut full, mut resumed, mut failures) = (0, 0, 0, 0);
+    let mut by_cause = Map::new();
     for x in window {
         peak = peak.max(x.reconnects);
         full += x.tls_full;
         resumed += x.tls_resumed;
         failures += x.failures;
+        for (k, n) in &x.failures_by_cause {
+            let e = by_cause.entry(k.clone()).or_insert(Value::from(0u64));
+            *e = Value::from(e.as_u64().unwrap_or(0) + n);
+        }
     }
     json!({
         "at_s": at,
@@ -131,6 +136,7 @@ fn storm_json(plan: &RunPlan, sr: &ScenarioResult, r: &RunResult) -> Value {
         "peak_reconnects_per_s": peak,
         "mean_reconnects_per_s": sr.storm_recovery.filter(|d| !d.is_zero()).map(|d| (dropped as f64 / d.as_secs_f64()).round()),
         "failures_during_recovery": failures,
+        "failures_during_recovery_by_cause": by_cause,
         "failures_by_cause": failures_json(&sr.stats),
         "tls_during_recovery": {"full": full, "resumed": resumed},
     })

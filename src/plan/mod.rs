@@ -159,6 +159,10 @@ pub struct RunArgs {
     /// Rate-driven messages per connection before it stops sending (0: no limit).
     #[arg(long, default_value_t = 0)]
     pub message_count: u64,
+    /// Messages per second across all connections (open model: the total stays the same
+    /// whatever the replies do), instead of --message-rate per connection.
+    #[arg(long, value_name = "R")]
+    pub message_total_rate: Option<f64>,
     /// Message a replacement connection sends after --send-on-open, e.g.
     /// '{"action":"resume_session","lastSequence":{{last_seq}}}' ({{last_seq}}: the highest
     /// `seq` field the lost session received).
@@ -777,22 +781,37 @@ impl RunPlan {
                 ));
             }
         }
-        if message.is_some() && !(a.message_rate.is_finite() && a.message_rate > 0.0) {
+        // A total rate is the per-connection rate times the connections alive at once.
+        let alive = match (arrival_rate, a.session_lifetime) {
+            (Some(r), Some(life)) => (r * life.as_secs_f64()).max(1.0),
+            _ => connections as f64,
+        };
+        let message_rate = match a.message_total_rate {
+            Some(_) if message.is_none() => {
+                return Err(inv("--message-total-rate", "needs --message (or --role publisher)".into()))
+            }
+            Some(t) if !(t.is_finite() && t > 0.0) => {
+                return Err(inv("--message-total-rate", format!("must be a positive number of messages per second, got {t}")))
+            }
+            Some(t) => t / alive,
+            None => a.message_rate,
+        };
+        if message.is_some() && !(message_rate.is_finite() && message_rate > 0.0) {
             return Err(inv(
                 "--message-rate",
                 format!(
                     "must be a positive rate per connection, got {}",
-                    a.message_rate
+                    message_rate
                 ),
             ));
         }
-        if message.is_some() && a.message_rate < 0.001 {
+        if message.is_some() && message_rate < 0.001 {
             return Err(inv(
                 "--message-rate",
                 "must be at least 0.001 per second (one message per 1000 s)".into(),
             ));
         }
-        if message.is_some() && a.message_rate > 100_000.0 {
+        if message.is_some() && message_rate > 100_000.0 {
             return Err(inv(
                 "--message-rate",
                 "is per connection; above 100000/s use more connections".into(),
@@ -1011,7 +1030,7 @@ impl RunPlan {
             subprotocols: a.subprotocols.clone(),
             on_open,
             message_rate: if message.is_some() {
-                a.message_rate
+                message_rate
             } else {
                 0.0
             },
