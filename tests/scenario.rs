@@ -208,7 +208,7 @@ fn bad_files_are_rejected_at_their_line_and_column_with_a_hint() {
         (
             "target",
             format!("{u}[[scenario]]\nname = \"a\"\nurl = \"ws://127.0.0.1:9999/x\"\n"),
-            "4:7: scenario `a`: one run has one target (ws://127.0.0.1:9/); a scenario may change the path only",
+            "4:7: scenario `a`: one run has one target (ws://127.0.0.1:9); a scenario may change the path only (url = \"/path\")",
         ),
         (
             "bool",
@@ -234,6 +234,21 @@ fn bad_files_are_rejected_at_their_line_and_column_with_a_hint() {
             "start",
             format!("{u}duration = \"5s\"\n[[scenario]]\nname = \"a\"\nstart = \"9s\"\n"),
             "5:9: `start` 9s is not within the run (5s)",
+        ),
+        (
+            "header",
+            format!("{u}headers = {{ X-Id = \"c{{{{conn_id}}}}\" }}\n"),
+            "2:20: `headers.X-Id`: `c{{conn_id}}`: only {{token}}, {{env NAME}} and {{scenario}} can be used here",
+        ),
+        (
+            "requires",
+            format!("{u}session_lifetime = \"6m\"\n"),
+            "1:1: the following required arguments were not provided: --arrival-rate <ARRIVAL_RATE>",
+        ),
+        (
+            "order",
+            format!("{u}zzz = 1\naaa = 2\n"),
+            "2:1: unknown key `zzz` at the top level: every `sockstorm run --flag` is a key",
         ),
         (
             "notarget",

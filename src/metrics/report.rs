@@ -378,6 +378,9 @@ pub fn summary(run: &Run, r: &RunResult) -> String {
         "latency", "count", "p50", "p90", "p95", "p99", "p99.9", "max"
     );
     for h in Hist::ALL {
+        if matches!(h, Hist::TlsFull | Hist::TlsResumed) && plan.tls.is_none() {
+            continue;
+        }
         let hist = s.hist(h);
         if hist.is_empty() {
             let _ = writeln!(o, "{:<16}{:>10}", h.name(), 0);
@@ -625,7 +628,7 @@ fn scenario_table(o: &mut String, run: &Run, r: &RunResult) {
         "peak",
         "opened",
         "sent",
-        "received",
+        "recv all",
         "failed",
         "p99 connect",
         "p99 rtt",

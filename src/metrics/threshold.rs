@@ -23,6 +23,8 @@ enum Metric {
     Hist(Hist),
     /// An event counter.
     Counter(usize),
+    /// The sum of several counters (k6's totals over all kinds of messages).
+    Sum(&'static [&'static str]),
     /// A ratio of two counters (numerator, denominator), as a fraction.
     Rate(RateMetric),
 }
@@ -215,7 +217,7 @@ impl Threshold {
                     "`{name}` is a latency: use p(N), avg, min, max, med or count"
                 )))
             }
-            (Metric::Counter(_), Agg::P(_) | Agg::Avg | Agg::Min | Agg::Max) => {
+            (Metric::Counter(_) | Metric::Sum(_), Agg::P(_) | Agg::Avg | Agg::Min | Agg::Max) => {
                 return Err(err(format!(
                     "`{name}` is a counter: use count or rate (per second)"
                 )))
@@ -253,8 +255,17 @@ impl Threshold {
                     Agg::Rate => None,
                 }
             }
-            Metric::Counter(i) => {
-                let v = s.counters.pairs()[i].1 as f64;
+            Metric::Counter(_) | Metric::Sum(_) => {
+                let pairs = s.counters.pairs();
+                let v = match self.metric {
+                    Metric::Counter(i) => pairs[i].1,
+                    Metric::Sum(names) => pairs
+                        .iter()
+                        .filter(|(n, _)| names.contains(n))
+                        .map(|(_, v)| v)
+                        .sum(),
+                    _ => 0,
+                } as f64;
                 match self.agg {
                     Agg::Rate => (secs > 0.0).then(|| v / secs),
                     _ => Some(v),
@@ -263,7 +274,9 @@ impl Threshold {
             Metric::Rate(r) => r.of(&s.counters),
         };
         let unit = match (self.metric, self.agg) {
-            (Metric::Hist(_), Agg::Count) | (Metric::Counter(_), _) => Unit::Number,
+            (Metric::Hist(_), Agg::Count) | (Metric::Counter(_) | Metric::Sum(_), _) => {
+                Unit::Number
+            }
             (Metric::Hist(_), _) => Unit::Micros,
             (Metric::Rate(_), _) => Unit::Fraction,
         };
@@ -277,10 +290,23 @@ impl Threshold {
 }
 
 /// k6's names for the same counters, accepted as aliases.
-const ALIASES: [(&str, &str); 3] = [
-    ("ws_msgs_received", "msgs_received"),
-    ("ws_msgs_sent", "msgs_sent"),
-    ("ws_sessions", "established"),
+const ALIASES: [(&str, &str); 1] = [("ws_sessions", "established")];
+
+/// k6's message totals: every data message, whatever it was for.
+const SUMS: [(&str, &[&str]); 2] = [
+    (
+        "ws_msgs_received",
+        &["msgs_received", "msgs_pushed", "msgs_late"],
+    ),
+    (
+        "ws_msgs_sent",
+        &[
+            "msgs_sent",
+            "on_open_sent",
+            "resumes_sent",
+            "heartbeats_sent",
+        ],
+    ),
 ];
 
 fn metric_named(name: &str) -> Option<Metric> {
@@ -289,6 +315,9 @@ fn metric_named(name: &str) -> Option<Metric> {
     }
     if let Some((_, r)) = RateMetric::ALL.iter().find(|(n, _)| *n == name) {
         return Some(Metric::Rate(*r));
+    }
+    if let Some((_, names)) = SUMS.iter().find(|(n, _)| *n == name) {
+        return Some(Metric::Sum(names));
     }
     let name = ALIASES
         .iter()
@@ -348,7 +377,7 @@ fn parse_value(metric: Metric, s: &str) -> Result<f64, String> {
             Some(v) => num(v).map(|v| v / 100.0),
             None => num(s),
         },
-        Metric::Counter(_) => num(s),
+        Metric::Counter(_) | Metric::Sum(_) => num(s),
     }
 }
 

@@ -56,6 +56,7 @@ const RUN_WIDE: &[&str] = &[
 const SPECIAL: &[&str] = &[
     "scenario",
     "tls",
+    "heartbeat",
     "name",
     "weight",
     "start",
@@ -269,7 +270,7 @@ impl Reader<'_> {
                 let text = self.stages(v)?;
                 push(out, key, "stages", vec![format!("--stages={text}")], span);
             }
-            "storm" | "auth" | "tls" => {
+            "storm" | "auth" | "tls" | "heartbeat" => {
                 let DeValue::Table(t) = v.get_ref() else {
                     return Err(self.err(&span, format!("`{key}` is a table: {key} = {{ ... }}")));
                 };
@@ -278,6 +279,9 @@ impl Reader<'_> {
                     let dotted = format!("{key}.{sub}");
                     let flag = match (key, sub) {
                         ("storm", "at" | "every" | "fraction" | "close") => format!("storm-{sub}"),
+                        ("heartbeat", "interval" | "message" | "expect" | "timeout") => {
+                            format!("heartbeat-{sub}")
+                        }
                         ("auth", "url" | "body" | "token_field") => {
                             format!("auth-{}", sub.replace('_', "-"))
                         }
@@ -309,6 +313,7 @@ impl Reader<'_> {
                             let keys: &[&str] = match key {
                                 "storm" => &["at", "every", "fraction", "close"],
                                 "auth" => &["url", "body", "body_file", "headers", "token_field"],
+                                "heartbeat" => &["interval", "message", "expect", "timeout"],
                                 _ => &[
                                     "version",
                                     "tickets",
@@ -621,8 +626,13 @@ fn kind(v: &DeValue<'_>) -> &'static str {
 /// The first line of a clap error, without its `error: ` prefix.
 fn clap_reason(e: &clap::Error) -> String {
     let text = e.render().to_string();
-    let first = text.lines().next().unwrap_or_default();
-    first.trim_start_matches("error: ").to_owned()
+    let lines: Vec<&str> = text
+        .lines()
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines.join(" ").trim_start_matches("error: ").to_owned()
 }
 
 /// The known key nearest to `key` (edit distance ≤ 3), if any.
@@ -646,7 +656,7 @@ fn closest(key: &str, known: &[String]) -> Option<String> {
     known
         .iter()
         .map(|k| (dist(key, k), k))
-        .filter(|(d, _)| *d <= 3)
+        .filter(|(d, _)| *d <= (key.chars().count() / 3).max(1))
         .min()
         .map(|(_, k)| k.clone())
 }
@@ -771,16 +781,41 @@ pub fn load(path: &Path, cli: &[String]) -> Result<Run, PlanError> {
             .and_then(|i| i.args.first())
             .and_then(|a| a.split_once('=').map(|(_, v)| v.to_owned()))
     };
-    let url = if from_cli("target_url") {
-        cli_flags.run.target_url.clone()
-    } else {
-        None
-    }
-    .or(url_top)
-    .ok_or_else(|| PlanError::Scenario {
-        at: r.at(0),
-        reason: "no target: add url = \"ws://host:port/path\" at the top (or pass --url)".into(),
-    })?;
+    let url_item = top.items.iter().find(|i| i.flag == "url");
+    let file_url = match (&url_top, url_item) {
+        (Some(u), Some(i)) => Some(parse_url(u).map_err(|e| r.err(&i.span, e.to_string()))?),
+        _ => None,
+    };
+    let cli_url = match &cli_flags.run.target_url {
+        Some(u) if from_cli("target_url") => Some(parse_url(u)?),
+        _ => None,
+    };
+    // The target: --url's, else the file's; the path: --url's if it has one, else the file's.
+    let (run_url, cli_path) = match (cli_url, &file_url) {
+        (Some(c), f) => {
+            let explicit = c.path != "/";
+            let path = match f {
+                Some(f) if !explicit => f.path.clone(),
+                _ => c.path.clone(),
+            };
+            (super::Url { path, ..c }, explicit)
+        }
+        (None, Some(f)) => (f.clone(), false),
+        (None, None) => {
+            return Err(PlanError::Scenario {
+                at: r.at(0),
+                reason: "no target: add url = \"ws://host:port/path\" at the top (or pass --url)"
+                    .into(),
+            })
+        }
+    };
+    let scheme = |u: &super::Url| if u.tls { "wss" } else { "ws" };
+    let url = format!(
+        "{}://{}{}",
+        scheme(&run_url),
+        run_url.host_header(),
+        run_url.path
+    );
     let total_connections: u64 = if from_cli("connections") {
         cli_flags.run.connections
     } else {
@@ -808,33 +843,54 @@ pub fn load(path: &Path, cli: &[String]) -> Result<Run, PlanError> {
         let mut a = match Flags::try_parse_from(&words) {
             Ok(f) => f.run,
             Err(e) => {
-                return Err(r.err(
-                    &b.name_span,
-                    format!("scenario `{}`: {}", b.name, clap_reason(&e)),
-                ))
+                let scope = if single {
+                    String::new()
+                } else {
+                    format!("scenario `{}`: ", b.name)
+                };
+                return Err(r.err(&b.name_span, format!("{scope}{}", clap_reason(&e))));
             }
         };
-        // A scenario's own url may change the path; the target is the run's.
+        // A scenario's own url may change the path (`/feed`, or the file's target with
+        // another path); the target is the run's.
         if let Some(i) = own_url {
             let own = i.args[0].trim_start_matches("--url=");
-            let (run_u, own_u) = (
-                parse_url(&url)?,
-                parse_url(own).map_err(|e| r.err(&i.span, e.to_string()))?,
+            let path = if own.starts_with('/') {
+                if own.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    return Err(r.err(&i.span, "whitespace in the path (percent-encode it)"));
+                }
+                own.to_owned()
+            } else {
+                let own_u = parse_url(own).map_err(|e| r.err(&i.span, e.to_string()))?;
+                let base = file_url.as_ref().unwrap_or(&run_url);
+                if (base.tls, &base.host, base.port) != (own_u.tls, &own_u.host, own_u.port) {
+                    return Err(r.err(
+                        &i.span,
+                        format!(
+                            "scenario `{}`: one run has one target ({}://{}); a scenario may change the path only (url = \"/path\")",
+                            b.name,
+                            scheme(base),
+                            base.host_header()
+                        ),
+                    ));
+                }
+                own_u.path
+            };
+            if !cli_path {
+                a.url = format!("{}://{}{}", scheme(&run_url), run_url.host_header(), path);
+            }
+        }
+        // A storm after the end of a run shortened on the command line is left out.
+        if from_cli("duration") && a.stages.is_none() && a.storm_at.is_some_and(|t| t >= a.duration)
+        {
+            eprintln!(
+                "sockstorm: warning: scenario `{}`: the storm at {:?} is after the end of the run (-d {:?}); no storm",
+                b.name,
+                a.storm_at.unwrap_or_default(),
+                a.duration
             );
-            if (run_u.tls, &run_u.host, run_u.port) != (own_u.tls, &own_u.host, own_u.port) {
-                return Err(r.err(
-                    &i.span,
-                    format!("scenario `{}`: one run has one target ({url}); a scenario may change the path only", b.name),
-                ));
-            }
-            if !from_cli("target_url") || parse_url(&url).is_ok_and(|u| u.path == "/") {
-                a.url = format!(
-                    "{}://{}{}",
-                    if own_u.tls { "wss" } else { "ws" },
-                    run_u.host_header(),
-                    own_u.path
-                );
-            }
+            a.storm_at = None;
+            a.storm_every = None;
         }
         a.target_url = None;
         a.scenario = Some(b.name.clone());

@@ -788,10 +788,16 @@ impl RunPlan {
         };
         let message_rate = match a.message_total_rate {
             Some(_) if message.is_none() => {
-                return Err(inv("--message-total-rate", "needs --message (or --role publisher)".into()))
+                return Err(inv(
+                    "--message-total-rate",
+                    "needs --message (or --role publisher)".into(),
+                ))
             }
             Some(t) if !(t.is_finite() && t > 0.0) => {
-                return Err(inv("--message-total-rate", format!("must be a positive number of messages per second, got {t}")))
+                return Err(inv(
+                    "--message-total-rate",
+                    format!("must be a positive number of messages per second, got {t}"),
+                ))
             }
             Some(t) => t / alive,
             None => a.message_rate,
@@ -954,23 +960,60 @@ impl RunPlan {
             ));
         }
         let token = auth_token(a)?;
-        let (headers, url, on_open, message) = match &token {
-            None => (a.headers.clone(), url, on_open, message),
-            Some(t) => {
-                let sub = |s: &str| s.replace(auth::TOKEN, t);
-                let headers = a.headers.iter().map(|(n, v)| (n.clone(), sub(v))).collect();
-                let url = Url {
-                    path: sub(&url.path),
-                    ..url
-                };
-                (headers, url, on_open, message)
-            }
-        };
         let resolver = Resolver {
             token: token.as_deref(),
             scenario: a.scenario.as_deref().unwrap_or("default"),
             base: a.base_dir.as_deref(),
         };
+        // Headers and the URL are one request template for every connection: they take the
+        // expressions fixed before the run ({{token}}, {{env}}, {{scenario}}).
+        let fixed = |flag: &'static str, text: &str| -> Result<String, PlanError> {
+            match Template::parse(text, &resolver) {
+                Ok(None) => Ok(text.to_owned()),
+                Ok(Some(t)) if t.is_fixed() => {
+                    let mut out = Vec::new();
+                    let mut rng = crate::proto::rng::Rng::new(0);
+                    t.render(
+                        &mut crate::proto::template::Vars {
+                            conn_id: 0,
+                            seq: 0,
+                            last_seq: 0,
+                            now_unix_us: 0,
+                            rng: &mut rng,
+                        },
+                        &mut out,
+                    );
+                    Ok(String::from_utf8_lossy(&out).into_owned())
+                }
+                Ok(Some(_)) => Err(inv(
+                    flag,
+                    format!("`{text}`: only {{{{token}}}}, {{{{env NAME}}}} and {{{{scenario}}}} can be used here (the upgrade request is the same for every connection); per-connection values go in messages"),
+                )),
+                Err(reason) => Err(inv(flag, reason)),
+            }
+        };
+        let headers = a
+            .headers
+            .iter()
+            .map(|(n, v)| Ok((n.clone(), fixed("--header", v)?)))
+            .collect::<Result<Vec<_>, PlanError>>()?;
+        if headers
+            .iter()
+            .any(|(_, v)| v.chars().any(|c| c.is_control()))
+        {
+            return Err(inv(
+                "--header",
+                "a header value rendered with a control character (check {{env}})".into(),
+            ));
+        }
+        let path = fixed("URL", &url.path)?;
+        if path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(inv(
+                "URL",
+                "the path rendered with whitespace (percent-encode it)".into(),
+            ));
+        }
+        let url = Url { path, ..url };
         let on_open = on_open
             .map(|m| templated("--send-on-open", m, &resolver))
             .transpose()?;
@@ -1029,11 +1072,7 @@ impl RunPlan {
             headers,
             subprotocols: a.subprotocols.clone(),
             on_open,
-            message_rate: if message.is_some() {
-                message_rate
-            } else {
-                0.0
-            },
+            message_rate: if message.is_some() { message_rate } else { 0.0 },
             message,
             ping_interval: a.ping_interval,
             reconnect: !a.no_reconnect,
