@@ -35,7 +35,7 @@ fn bench_render(c: &mut Criterion) {
     let mut rng = Rng::new(1);
     let mut out = Vec::with_capacity(256);
     let mut seq = 0u64;
-    let mut render = |out: &mut Vec<u8>, rng: &mut Rng, seq: u64| {
+    let render = |out: &mut Vec<u8>, rng: &mut Rng, seq: u64| {
         out.clear();
         t.render(
             &mut Vars {
