@@ -7,6 +7,8 @@
 # (4,875,000 deliveries), then only 1 message each (195,000 deliveries, the baseline: setup,
 # subscribe, idle holding, close); deliveries per client-CPU-second = extra deliveries / extra
 # client CPU. About 90 s, loopback only, bounded; one run each on a shared machine.
+# The publishers get their own connect rate: a share of the total (10 of 19,510) would take
+# 4 s to open them.
 # Uses ./target/release/sockstorm as built (or $SOCKSTORM_BIN).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,6 +40,7 @@ name = "publishers"
 role = "publisher"
 channel = "ticks"
 connections = 10
+connect_rate = 100
 start = "6s"
 message_rate = 1
 message_count = 25

@@ -15,6 +15,7 @@ use crate::plan::{Run, RunPlan, SocketSetupArg};
 use crate::proto::conn::ConnConfig;
 use crate::proto::ws::handshake::RequestTemplate;
 use shard::{Gauges, GroupPlan, ShardEvent, ShardPlan, StartGate, StopFlags};
+use std::borrow::Cow;
 use std::io::Write;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{mpsc, Arc, Barrier, OnceLock};
@@ -381,7 +382,6 @@ pub fn run(run: &Run, ctl: &RunControl) -> Result<RunResult, EngineError> {
             peak_open: 0,
         })
         .collect();
-    let mut total = ShardStats::new();
     let mut gauges = vec![vec![Gauges::default(); groups]; shards];
     let mut done = vec![false; shards];
     // Intervals received per shard: a second's sample waits until every shard sent its
@@ -455,11 +455,10 @@ pub fn run(run: &Run, ctl: &RunControl) -> Result<RunResult, EngineError> {
                 peak_open = open;
                 rss_at_peak = sock::rss_bytes().unwrap_or(0);
             }
-            let mut second = ShardStats::new();
             for (t, &o) in tallies.iter_mut().zip(&open_by) {
                 t.peak_open = t.peak_open.max(o);
-                second.add(&t.second);
             }
+            let second = overall(&tallies, |t| &t.second);
             let t = start.elapsed().as_secs_f64();
             timeline.push(Sample {
                 t_s: (t * 10.0).round() / 10.0,
@@ -477,15 +476,22 @@ pub fn run(run: &Run, ctl: &RunControl) -> Result<RunResult, EngineError> {
                     .collect(),
                 open_by_scenario: if groups > 1 { open_by } else { Vec::new() },
             });
-            progress.line(t, open, connections, &second, &total);
-            total.add(&second);
+            progress.line(
+                t,
+                open,
+                connections,
+                &second,
+                &overall(&tallies, |t| &t.total),
+            );
+            drop(second);
             for t in tallies.iter_mut() {
                 t.total.add(&t.second);
-                t.second = ShardStats::new();
+                t.second.reset();
             }
             if threshold_abort.is_none() && run.abort_on_fail.is_some_and(|d| t >= d.as_secs_f64())
             {
                 // Only thresholds with data so far can fail early; the rest wait for the end.
+                let total = overall(&tallies, |t| &t.total);
                 let failed = run
                     .thresholds
                     .iter()
@@ -502,9 +508,9 @@ pub fn run(run: &Run, ctl: &RunControl) -> Result<RunResult, EngineError> {
         }
     }
     for t in tallies.iter_mut() {
-        total.add(&t.second);
         t.total.add(&t.second);
     }
+    let mut total = overall(&tallies, |t| &t.total).into_owned();
     progress.finish();
     for h in handles {
         let _ = h.join();
@@ -578,6 +584,21 @@ pub fn run(run: &Run, ctl: &RunControl) -> Result<RunResult, EngineError> {
         },
         scenarios,
     })
+}
+
+/// The statistics of all scenarios together: borrowed when there is one (no copy of its
+/// histograms, which are most of the engine's memory), merged otherwise.
+fn overall<'a>(tallies: &'a [Tally], pick: impl Fn(&Tally) -> &ShardStats) -> Cow<'a, ShardStats> {
+    match tallies {
+        [one] => Cow::Borrowed(pick(one)),
+        _ => {
+            let mut s = ShardStats::new();
+            for t in tallies {
+                s.add(pick(t));
+            }
+            Cow::Owned(s)
+        }
+    }
 }
 
 /// Adds a shard's interval into the per-scenario tallies and keeps its gauges.

@@ -315,6 +315,13 @@ impl ShardStats {
         let fanout = self.fanout.take();
         let mut out = self.clone();
         out.fanout = fanout;
+        self.reset();
+        out
+    }
+
+    /// Empties `self`, keeping its allocations.
+    pub fn reset(&mut self) {
+        self.fanout.take();
         for h in &mut self.hists {
             h.reset();
         }
@@ -322,7 +329,6 @@ impl ShardStats {
         self.failures.clear();
         self.close_codes.clear();
         self.tls_params.clear();
-        out
     }
 }
 
