@@ -28,7 +28,7 @@ thresholds = ["ws_connecting: p(95)<2s", "msgs_received{{scenario:chat}}: count>
 [[scenario]]
 name = "chat"
 weight = 2
-on_open = '{{"type":"subscribe","channel":"{{{{scenario}}}}"}}'
+on_open = ['{{"type":"subscribe","channel":"{{{{scenario}}}}"}}', '{{"type":"subscribe","channel":"news"}}']
 expect = "json:type=subscribed"
 message = '{{"seq":{{{{seq}}}},"from":{{{{conn_id}}}}}}'
 message_rate = 2
@@ -67,7 +67,10 @@ ping_interval = "1s"
         assert_eq!(sc["counters"]["closed_clean"], n);
     }
     // Chat subscribed with its own name, every ack timed, every echo matched.
-    assert_eq!(chat["counters"]["on_open_sent"], 400);
+    assert_eq!(
+        chat["counters"]["on_open_sent"], 800,
+        "two on-open messages each"
+    );
     assert_eq!(chat["counters"]["expects_met"], 400);
     let sent = chat["counters"]["msgs_sent"].as_u64().unwrap();
     assert!(sent > 400, "{sent}");

@@ -42,7 +42,7 @@ impl EchoSession {
             tls: None,
             template: RequestTemplate::new("127.0.0.1:9001", "/echo", &[], &[]),
             connect_timeout: 5_000_000,
-            on_open: None,
+            on_open: Vec::new(),
             message: Some(Message {
                 opcode: sockstorm::proto::ws::frame::OpCode::Text,
                 payload: payload.as_bytes().into(),

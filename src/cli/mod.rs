@@ -545,7 +545,7 @@ fn demo(a: &DemoArgs) -> Result<u8, CliError> {
         close_wait: Duration::from_secs(1),
         headers: Vec::new(),
         subprotocols: Vec::new(),
-        send_on_open: Some(r#"{"type":"subscribe","channel":"demo"}"#.into()),
+        send_on_open: vec![r#"{"type":"subscribe","channel":"demo"}"#.into()],
         message: Some(r#"{"type":"echo","payload":"sockstorm demo message"}"#.into()),
         message_rate: 1.0,
         binary: false,

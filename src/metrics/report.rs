@@ -291,7 +291,7 @@ pub fn to_json(run: &Run, r: &RunResult) -> Value {
             "header_names": header_names,
             "auth_pre_step": plan.auth,
             "subprotocols": plan.subprotocols,
-            "send_on_open_bytes": plan.on_open.as_ref().map(|m| m.payload.len()),
+            "send_on_open_bytes": plan.on_open.iter().map(|m| m.payload.len()).collect::<Vec<_>>(),
             "message_bytes": plan.message.as_ref().map(|m| m.payload.len()),
             "message_rate": plan.message_rate,
             "ping_interval_s": plan.ping_interval.map(|d| d.as_secs_f64()),

@@ -196,14 +196,19 @@ impl Reader<'_> {
             };
         match key {
             "on_open" | "send_on_open" => {
-                let s = self.scalar(key, v)?;
-                push(
-                    out,
-                    key,
-                    "send-on-open",
-                    vec![format!("--send-on-open={s}")],
-                    span,
-                );
+                for (s, sp) in self.strings(key, v)? {
+                    let s = match s.strip_prefix('@') {
+                        Some(p) => format!("@{}", self.path(p)),
+                        None => s,
+                    };
+                    push(
+                        out,
+                        key,
+                        "send-on-open",
+                        vec![format!("--send-on-open={s}")],
+                        sp,
+                    );
+                }
             }
             "on_open_file" | "message_file" => {
                 let flag = if key == "on_open_file" {

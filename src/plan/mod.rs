@@ -144,9 +144,10 @@ pub struct RunArgs {
     /// Subprotocol to offer in Sec-WebSocket-Protocol (repeatable).
     #[arg(long = "subprotocol")]
     pub subprotocols: Vec<String>,
-    /// Message sent once when a connection opens (TEXT or @file), e.g. a subscribe.
+    /// Message sent once when a connection opens (TEXT or @file), e.g. a subscribe;
+    /// repeatable: sent in order.
     #[arg(long)]
-    pub send_on_open: Option<String>,
+    pub send_on_open: Vec<String>,
     /// Message sent at --message-rate per connection and matched to its echo (TEXT or @file).
     #[arg(long)]
     pub message: Option<String>,
@@ -554,8 +555,8 @@ pub struct RunPlan {
     pub headers: Vec<(String, String)>,
     /// Offered subprotocols.
     pub subprotocols: Vec<String>,
-    /// Message on open.
-    pub on_open: Option<Message>,
+    /// Messages on open, in order.
+    pub on_open: Vec<Message>,
     /// Rate-driven message.
     pub message: Option<Message>,
     /// Rate-driven messages per connection (0: no limit).
@@ -725,7 +726,7 @@ impl RunPlan {
             || serde_json::to_string(a.channel.as_deref().unwrap_or_default()).unwrap_or_default();
         let needs_channel = match a.role {
             Some(RoleArg::Publisher) => a.message.is_none(),
-            Some(RoleArg::Subscriber) => a.send_on_open.is_none(),
+            Some(RoleArg::Subscriber) => a.send_on_open.is_empty(),
             None => false,
         };
         if needs_channel && a.channel.as_deref().is_none_or(str::is_empty) {
@@ -735,7 +736,7 @@ impl RunPlan {
                     .into(),
             ));
         }
-        let default_open = (a.role == Some(RoleArg::Subscriber) && a.send_on_open.is_none())
+        let default_open = (a.role == Some(RoleArg::Subscriber) && a.send_on_open.is_empty())
             .then(|| format!(r#"{{"action":"subscribe","channel":{}}}"#, channel_json()));
         let default_message = (a.role == Some(RoleArg::Publisher) && a.message.is_none())
             .then(|| {
@@ -746,11 +747,11 @@ impl RunPlan {
             });
         let on_open = a
             .send_on_open
-            .clone()
-            .or(default_open)
-            .as_deref()
-            .map(|s| load_message("--send-on-open", s, opcode))
-            .transpose()?;
+            .iter()
+            .cloned()
+            .chain(default_open)
+            .map(|s| load_message("--send-on-open", &s, opcode))
+            .collect::<Result<Vec<_>, _>>()?;
         let message = a
             .message
             .clone()
@@ -765,7 +766,7 @@ impl RunPlan {
             .transpose()?;
         let expect = match (&a.expect, a.role) {
             (Some(e), _) => Some(e.clone()),
-            (None, Some(RoleArg::Subscriber)) if a.send_on_open.is_none() => {
+            (None, Some(RoleArg::Subscriber)) if a.send_on_open.is_empty() => {
                 Some(ExpectPattern::JsonEq {
                     key: "type".into(),
                     value: "subscribed".into(),
@@ -1015,8 +1016,9 @@ impl RunPlan {
         }
         let url = Url { path, ..url };
         let on_open = on_open
+            .into_iter()
             .map(|m| templated("--send-on-open", m, &resolver))
-            .transpose()?;
+            .collect::<Result<Vec<_>, _>>()?;
         let message = message
             .map(|m| templated("--message", m, &resolver))
             .transpose()?;
@@ -1097,9 +1099,11 @@ impl RunPlan {
 fn auth_token(a: &RunArgs) -> Result<Option<String>, PlanError> {
     let uses_token = a.url.contains(auth::TOKEN)
         || a.headers.iter().any(|(_, v)| v.contains(auth::TOKEN))
-        || [&a.send_on_open, &a.message, &a.on_reconnect]
+        || a.send_on_open
             .iter()
-            .any(|m| m.as_deref().is_some_and(|m| m.contains(auth::TOKEN)));
+            .chain(&a.message)
+            .chain(&a.on_reconnect)
+            .any(|m| m.contains(auth::TOKEN));
     let Some(auth_url) = &a.auth_url else {
         if uses_token {
             return Err(PlanError::Invalid {

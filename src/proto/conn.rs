@@ -228,8 +228,8 @@ pub struct ConnConfig {
     pub template: RequestTemplate,
     /// Budget for TCP connect + upgrade, µs.
     pub connect_timeout: Micros,
-    /// Sent once right after the upgrade (e.g. a subscribe message).
-    pub on_open: Option<Message>,
+    /// Sent once right after the upgrade, in order (e.g. subscribe messages).
+    pub on_open: Vec<Message>,
     /// Sent every `message_interval` and matched against echoes.
     pub message: Option<Message>,
     /// Rate-driven messages per connection before it stops sending (0: no limit).
@@ -819,7 +819,7 @@ impl Conn {
         self.phase = Phase::Open;
         self.t_phase = now;
         self.deadline = 0;
-        if ctx.cfg.on_open.is_some() {
+        if !ctx.cfg.on_open.is_empty() {
             self.pending |= OUT_ON_OPEN;
         }
         if self.resuming && ctx.cfg.on_reconnect.is_some() {
@@ -1261,8 +1261,8 @@ impl Conn {
         }
         if self.phase == Phase::Open {
             if self.pending & OUT_ON_OPEN != 0 {
-                if let Some(m) = &ctx.cfg.on_open {
-                    let now_unix = ctx.cfg.epoch_unix_us.saturating_add(now);
+                let now_unix = ctx.cfg.epoch_unix_us.saturating_add(now);
+                for m in &ctx.cfg.on_open {
                     self.encode_message(m, now_unix, ctx.rng, out);
                     ctx.stats.counters.on_open_sent += 1;
                 }

@@ -10,11 +10,11 @@ fn cfg() -> ConnConfig {
         tls: None,
         template: RequestTemplate::new("127.0.0.1:9", "/ws", &[], &[]),
         connect_timeout: 1000 * MS,
-        on_open: Some(Message {
+        on_open: vec![Message {
             opcode: OpCode::Text,
             payload: b"{\"type\":\"subscribe\"}".to_vec().into(),
             template: None,
-        }),
+        }],
         message: Some(Message {
             opcode: OpCode::Text,
             payload: b"hello".to_vec().into(),
@@ -636,7 +636,7 @@ fn templated_messages_render_per_send_and_echoes_match_by_hash() {
         .unwrap()
         .unwrap();
     let mut h = Harness::new(ConnConfig {
-        on_open: None,
+        on_open: Vec::new(),
         message: Some(Message {
             opcode: OpCode::Text,
             payload: Box::new([]),
@@ -735,10 +735,10 @@ fn subscriber_counts_deliveries_duplicates_and_late_arrivals_per_publisher() {
 #[test]
 fn publisher_logs_what_it_sends_and_waits_for_no_echo() {
     let mut h = Harness::new(ConnConfig {
-        on_open: Some(Message::fixed(
+        on_open: vec![Message::fixed(
             OpCode::Text,
             b"{\"type\":\"subscribe\"}".to_vec().into(),
-        )),
+        )],
         message: Some(templated(
             r#"{"pub":{{conn_id}},"seq":{{seq}},"ts":{{now_us}}}"#,
         )),

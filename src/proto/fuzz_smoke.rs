@@ -179,11 +179,14 @@ fn conn_config(sel: u8) -> ConnConfig {
         tls: None,
         template: RequestTemplate::new("example.com", "/ws", &[], &[]),
         connect_timeout: 1000 * MS,
-        on_open: (sel & 8 != 0).then(|| Message {
-            opcode: OpCode::Text,
-            payload: b"{\"op\":\"subscribe\"}".as_slice().into(),
-            template: None,
-        }),
+        on_open: (sel & 8 != 0)
+            .then(|| Message {
+                opcode: OpCode::Text,
+                payload: b"{\"op\":\"subscribe\"}".as_slice().into(),
+                template: None,
+            })
+            .into_iter()
+            .collect(),
         message: Some(Message {
             opcode: if sel & 1 == 0 {
                 OpCode::Text
