@@ -1036,3 +1036,111 @@ fn repeated_storms_each_take_their_share() {
     assert!(v["storm"]["recovered_after_s"].as_f64().unwrap() < 0.9);
     gw.shutdown();
 }
+
+#[test]
+fn per_connection_auth_gives_each_connection_its_own_token() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let _g = lock();
+    // Auth: every request gets the next token, tok-0, tok-1, ...
+    let auth = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let auth_addr = auth.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for (n, s) in auth.incoming().enumerate().take(200) {
+            let Ok(mut s) = s else { continue };
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut len = 0;
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length: ") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; len];
+            let _ = r.read_exact(&mut body);
+            let answer = format!(r#"{{"token":"tok-{n}"}}"#);
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+        }
+    });
+    // Target: records each upgrade request's tokens, then closes.
+    let ws = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let ws_addr = ws.local_addr().unwrap();
+    let seen = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        ws.set_nonblocking(false).unwrap();
+        for s in ws.incoming().take(20) {
+            let Ok(s) = s else { continue };
+            let mut r = BufReader::new(s);
+            let (mut path, mut header) = (String::new(), String::new());
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if line.starts_with("GET ") {
+                    path = line.clone();
+                }
+                if let Some(v) = line.strip_prefix("Authorization: Bearer ") {
+                    header = v.trim().to_owned();
+                }
+            }
+            seen.push((path, header));
+        }
+        seen
+    });
+    let out = json_path("auth-per-connection");
+    let o = sockstorm(&[
+        "run",
+        &format!("ws://{ws_addr}/ws?t={{{{token}}}}"),
+        "-c",
+        "20",
+        "-d",
+        "2s",
+        "--no-reconnect",
+        "--auth-url",
+        &format!("http://{auth_addr}/v1/auth/token"),
+        "--auth-body",
+        r#"{"user":"load-{{conn_id}}"}"#,
+        "--auth-per-connection",
+        "--auth-rate",
+        "50",
+        "-H",
+        "Authorization: Bearer {{token}}",
+        "-q",
+        "--json",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let seen = seen.join().unwrap();
+    assert_eq!(seen.len(), 20);
+    let mut tokens: Vec<&str> = seen.iter().map(|(_, h)| h.as_str()).collect();
+    for (path, header) in &seen {
+        assert!(header.starts_with("tok-"), "{header}");
+        assert!(
+            path.contains(&format!("?t={header} ")),
+            "{path} vs {header}"
+        );
+    }
+    tokens.sort_unstable();
+    tokens.dedup();
+    assert_eq!(tokens.len(), 20, "every connection has its own token");
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(!text.contains("tok-"), "no token in the report");
+    let v = read_json(&out);
+    let a = &v["auth_per_connection"][0];
+    assert!(a["tokens"].as_u64().unwrap() >= 20, "{a}");
+    assert_eq!(a["failures"], serde_json::json!({}));
+    // 20 tokens at 50/s: the openings waited for them, and that shows as schedule lag.
+    assert!(v["schedule_lag_max_us"].as_u64().unwrap() > 200_000, "{v}");
+}

@@ -573,6 +573,8 @@ fn demo(a: &DemoArgs) -> Result<u8, CliError> {
         auth_body: None,
         auth_headers: Vec::new(),
         auth_token_field: "token".into(),
+        auth_per_connection: false,
+        auth_rate: 100.0,
         pong_timeout: None,
         latency_from: None,
         latency_unit: plan::LatencyUnitArg::Ms,

@@ -2,6 +2,7 @@
 //! start instant, merges their once-a-second intervals into the live progress line and the
 //! totals, handles Ctrl-C, and returns the merged result.
 
+pub mod auth;
 pub mod reconnect;
 pub mod shard;
 pub mod stages;
@@ -160,6 +161,8 @@ pub struct RunResult {
     pub storm_recovery: Option<Duration>,
     /// Stages: connections the shards were behind the ramp at worst (summed over shards).
     pub ramp_deficit_max: u64,
+    /// Per-connection auth, per scenario that used it.
+    pub auth: Vec<(String, auth::AuthStats)>,
     /// Fan-out accounting (runs with publishers or subscribers).
     pub fanout: Option<FanoutSummary>,
     /// `--abort-on-fail`: the threshold that failed during the run, and when (s).
@@ -220,7 +223,13 @@ fn conn_config(plan: &RunPlan) -> ConnConfig {
 }
 
 /// Scenario `plan`'s share of shard `i` of `shards`.
-fn group_plan(plan: &RunPlan, conn: &ConnConfig, i: usize, shards: usize) -> GroupPlan {
+fn group_plan(
+    plan: &RunPlan,
+    conn: &ConnConfig,
+    i: usize,
+    shards: usize,
+    tokens: Option<mpsc::Receiver<String>>,
+) -> GroupPlan {
     let count = split(plan.connections, shards)[i];
     let share = count as f64 / plan.connections as f64;
     let rate = (plan.connect_rate * share).max(1e-9);
@@ -256,6 +265,7 @@ fn group_plan(plan: &RunPlan, conn: &ConnConfig, i: usize, shards: usize) -> Gro
                 .map(|st| split(st.target, shards)[i])
                 .collect::<Vec<_>>(),
         ),
+        tokens,
     }
 }
 
@@ -295,6 +305,23 @@ pub fn run(run: &Run, ctl: &RunControl) -> Result<RunResult, EngineError> {
         });
     }
     let configs: Vec<ConnConfig> = run.scenarios.iter().map(conn_config).collect();
+    // Per-connection auth: one thread per scenario that asks for it, a channel per shard.
+    let mut auth_workers = Vec::new();
+    let mut token_rx: Vec<Vec<Option<mpsc::Receiver<String>>>> = Vec::new();
+    for p in &run.scenarios {
+        match &p.auth_pool {
+            Some(pool) => {
+                let (tx, rx) = auth::channels(pool, shards);
+                let w = auth::spawn(&p.name, pool.clone(), tx).map_err(|e| EngineError::Shard {
+                    shard: 0,
+                    reason: format!("cannot start the auth thread: {e}"),
+                })?;
+                auth_workers.push((p.name.clone(), w));
+                token_rx.push(rx.into_iter().map(Some).collect());
+            }
+            None => token_rx.push((0..shards).map(|_| None).collect()),
+        }
+    }
     let groups = run.scenarios.len();
     let flags = Arc::new(StopFlags::default());
     let gate = Arc::new(StartGate {
@@ -323,7 +350,8 @@ pub fn run(run: &Run, ctl: &RunControl) -> Result<RunResult, EngineError> {
                 .scenarios
                 .iter()
                 .zip(&configs)
-                .map(|(p, c)| group_plan(p, c, i, shards))
+                .zip(token_rx.iter_mut())
+                .map(|((p, c), rx)| group_plan(p, c, i, shards, rx[i].take()))
                 .collect(),
             ring: RingConfig {
                 files: (count + TABLE_SLACK).min(nofile.0).max(1) as u32,
@@ -547,7 +575,12 @@ pub fn run(run: &Run, ctl: &RunControl) -> Result<RunResult, EngineError> {
         })
         .collect();
     let fanout = settle_fanout(&mut total, &mut scenarios);
+    let auth = auth_workers
+        .into_iter()
+        .map(|(name, w)| (name, w.finish()))
+        .collect();
     Ok(RunResult {
+        auth,
         fanout,
         stats: total,
         elapsed: start.elapsed(),

@@ -14,7 +14,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Barrier, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -28,7 +28,7 @@ const OPEN_SLACK_US: f64 = 1000.0;
 const LEFTOVER_GRACE_US: Micros = 200_000;
 
 /// What one shard does: the shared settings and one [`GroupPlan`] per scenario.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ShardPlan {
     /// Shard index (0-based).
     pub index: usize,
@@ -53,7 +53,7 @@ pub struct ShardPlan {
 }
 
 /// One scenario's share of a shard: its connections, schedule and behaviour.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct GroupPlan {
     /// Connections this group holds open on this shard.
     pub connections: u64,
@@ -74,6 +74,8 @@ pub struct GroupPlan {
     /// Open model: sessions to start at the connect rate (each lives its lifetime, none is
     /// replaced); `connections` is then only the room for those alive at once.
     pub arrivals: Option<u64>,
+    /// Per-connection auth: tokens for this shard's openings (each opening waits for one).
+    pub tokens: Option<Receiver<String>>,
 }
 
 /// Point-in-time gauges of one group on a shard.
@@ -207,10 +209,13 @@ struct Group {
     ramp_deficit_max: u64,
     /// Highest `seq` of lost sessions, for their replacements' `on_reconnect` message.
     resume_seqs: Vec<u64>,
+    /// Per-connection auth: where tokens come from, and the one for the next opening.
+    tokens: Option<Receiver<String>>,
+    next_token: Option<String>,
 }
 
 impl Group {
-    fn new(plan: GroupPlan) -> Self {
+    fn new(mut plan: GroupPlan) -> Self {
         // With stages the ramp decides what to open, not a fixed count.
         let n = if plan.ramp.is_active() {
             0
@@ -236,12 +241,29 @@ impl Group {
             opened: Vec::new(),
             ramp_deficit_max: 0,
             resume_seqs: Vec::new(),
+            tokens: plan.tokens.take(),
+            next_token: None,
             plan,
         }
     }
 
+    /// Whether the next opening can go: it needs no token, or one has arrived.
+    fn token_ready(&mut self) -> bool {
+        let Some(rx) = &self.tokens else { return true };
+        if self.next_token.is_none() {
+            self.next_token = rx.try_recv().ok();
+        }
+        self.next_token.is_some()
+    }
+
+    /// Waiting for a token: openings that are due cannot go yet.
+    fn starved(&self) -> bool {
+        self.tokens.is_some() && self.next_token.is_none()
+    }
+
     fn ctx<'a>(&'a mut self, rng: &'a mut Rng) -> Ctx<'a> {
         Ctx {
+            token: None,
             cfg: &self.cfg,
             stats: &mut self.stats,
             rng,
@@ -362,13 +384,16 @@ struct Shard {
 
 impl Shard {
     fn new(
-        plan: ShardPlan,
+        mut plan: ShardPlan,
         ring: Ring,
         epoch: Instant,
         flags: Arc<StopFlags>,
         tx: Sender<ShardEvent>,
     ) -> Self {
-        let groups: Vec<Group> = plan.groups.iter().cloned().map(Group::new).collect();
+        let groups: Vec<Group> = std::mem::take(&mut plan.groups)
+            .into_iter()
+            .map(Group::new)
+            .collect();
         let n: u64 = groups.iter().map(|g| g.pending_opens).sum();
         Self {
             rng: Rng::from_entropy(plan.index as u64 + 1),
@@ -491,11 +516,13 @@ impl Shard {
         if !self.stopping {
             t = t.min(self.plan.duration_us);
             for g in &self.groups {
+                // Openings that wait for a token look again in 5 ms, not in a spin.
+                let floor = if g.starved() { now + 5_000 } else { 0 };
                 if g.pending_opens > 0 {
-                    t = t.min(g.next_open_at as Micros);
+                    t = t.min((g.next_open_at as Micros).max(floor));
                 }
                 if let Some(Reverse((at, _, _))) = g.reopen.peek() {
-                    t = t.min(*at);
+                    t = t.min((*at).max(floor));
                 }
                 if g.plan.ramp.is_active() {
                     let want = g.plan.ramp.target(now);
@@ -619,7 +646,9 @@ impl Shard {
         let mut budget = self.groups[gi].plan.connections.max(64);
         loop {
             let g = &mut self.groups[gi];
-            if !(g.pending_opens > 0 && g.next_open_at <= nowf + OPEN_SLACK_US && budget > 0) {
+            let due = g.pending_opens > 0 && g.next_open_at <= nowf + OPEN_SLACK_US && budget > 0;
+            // A token is only taken for an opening that is due.
+            if !(due && g.token_ready()) {
                 break;
             }
             budget -= 1;
@@ -640,6 +669,9 @@ impl Shard {
             match g.reopen.peek() {
                 Some(Reverse((at, _, _))) if *at as f64 <= nowf + OPEN_SLACK_US => {}
                 _ => break,
+            }
+            if !g.token_ready() {
+                break;
             }
             let Some(Reverse((_, attempt, delay))) = g.reopen.pop() else {
                 break;
@@ -668,7 +700,11 @@ impl Shard {
             let nowf = now as f64;
             let mut short = want - have;
             let mut budget = g.plan.connections.max(64);
-            while short > 0 && budget > 0 && self.groups[gi].next_open_at <= nowf + OPEN_SLACK_US {
+            while short > 0
+                && budget > 0
+                && self.groups[gi].next_open_at <= nowf + OPEN_SLACK_US
+                && self.groups[gi].token_ready()
+            {
                 let g = &mut self.groups[gi];
                 g.next_open_at += g.plan.open_interval_us;
                 short -= 1;
@@ -813,8 +849,12 @@ impl Shard {
         let mut buf = pool
             .pop()
             .unwrap_or_else(|| Vec::with_capacity(SEND_BUF_CAPACITY));
+        // Its own token goes into its upgrade request, rendered now; it is kept nowhere.
+        let token = g.next_token.take();
         let mut ctx = g.ctx(rng);
+        ctx.token = token.as_deref();
         conn.poll_transmit(&mut ctx, now, &mut buf);
+        ctx.token = None;
         let ud = [Op::Setup, Op::Connect, Op::Send].map(|op| pack(i, slot.gen, op));
         match ring.open(i, source, buf, ud) {
             Ok(()) => {

@@ -173,6 +173,28 @@ fn fanout_json(r: &RunResult) -> Value {
     })
 }
 
+/// Per-connection auth: requests, tokens, failures by cause, request latency.
+fn auth_json(r: &RunResult) -> Value {
+    if r.auth.is_empty() {
+        return Value::Null;
+    }
+    Value::Array(
+        r.auth
+            .iter()
+            .map(|(name, a)| {
+                json!({
+                    "scenario": name,
+                    "requests": a.requests,
+                    "tokens": a.tokens,
+                    "failures": a.failures,
+                    "first_error": a.first_error,
+                    "latency": hist_json(&a.latency),
+                })
+            })
+            .collect(),
+    )
+}
+
 /// The run's thresholds evaluated on its merged results (overall or per scenario).
 pub fn thresholds(run: &Run, r: &RunResult) -> Vec<crate::metrics::threshold::Outcome> {
     let secs = run.duration().as_secs_f64().min(r.elapsed.as_secs_f64());
@@ -328,6 +350,7 @@ pub fn to_json(run: &Run, r: &RunResult) -> Value {
         },
         "tls": tls_json(plan, s),
         "fanout": fanout_json(r),
+        "auth_per_connection": auth_json(r),
         "storm": if run.is_multi() { Value::Null } else { storm_json(plan, &r.scenarios[0], r) },
         "scenarios": r.scenarios.iter().zip(&run.scenarios).map(|(sr, p)| scenario_json(p, sr, r)).collect::<Vec<_>>(),
         "stages": (!plan.stages.is_empty()).then(|| json!({
@@ -540,6 +563,32 @@ pub fn summary(run: &Run, r: &RunResult) -> String {
             );
         }
     }
+    for (name, a) in &r.auth {
+        let lat = &a.latency;
+        let _ = writeln!(
+            o,
+            "\nauth per connection{}: {} requests, {} tokens, p50 {} p99 {}{}",
+            if run.is_multi() {
+                format!(" [{name}]")
+            } else {
+                String::new()
+            },
+            a.requests,
+            a.tokens,
+            fmt_us(lat.value_at_quantile(0.5)),
+            fmt_us(lat.value_at_quantile(0.99)),
+            if a.failures.is_empty() {
+                String::new()
+            } else {
+                let f: Vec<String> = a.failures.iter().map(|(k, v)| format!("{k}×{v}")).collect();
+                format!(
+                    "; failed: {} (first: {})",
+                    f.join("  "),
+                    a.first_error.as_deref().unwrap_or("")
+                )
+            }
+        );
+    }
     if run.is_multi() {
         scenario_table(&mut o, run, r);
     }
@@ -603,8 +652,13 @@ pub fn summary(run: &Run, r: &RunResult) -> String {
     if r.schedule_lag_max_us > 100_000 {
         let _ = writeln!(
             o,
-            "warning: connect schedule fell behind by up to {} (client saturated?)",
-            fmt_us(r.schedule_lag_max_us)
+            "warning: connect schedule fell behind by up to {} ({})",
+            fmt_us(r.schedule_lag_max_us),
+            if r.auth.is_empty() {
+                "client saturated?"
+            } else {
+                "openings wait for --auth-per-connection tokens: raise --auth-rate, or the client is saturated"
+            }
         );
     }
     o

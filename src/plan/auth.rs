@@ -34,6 +34,13 @@ fn fail(reason: String) -> PlanError {
 impl AuthSpec {
     /// Runs the request and returns the token.
     pub fn fetch(&self) -> Result<String, PlanError> {
+        let agent = self.agent(Duration::from_secs(15));
+        self.fetch_with(&agent, self.body.as_deref())
+            .map_err(|e| fail(e.message))
+    }
+
+    /// An HTTP client for this server (keeps connections alive between requests).
+    pub fn agent(&self, timeout: Duration) -> ureq::Agent {
         let mut tls = ureq::tls::TlsConfig::builder()
             .unversioned_rustls_crypto_provider(Arc::new(
                 rustls::crypto::aws_lc_rs::default_provider(),
@@ -49,15 +56,20 @@ impl AuthSpec {
                 .collect();
             tls = tls.root_certs(ureq::tls::RootCerts::Specific(Arc::new(roots)));
         }
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(15)))
+        ureq::Agent::config_builder()
+            .timeout_global(Some(timeout))
             .http_status_as_error(false)
             .tls_config(tls.build())
             .build()
-            .into();
-        let method = if self.body.is_some() { "POST" } else { "GET" };
+            .into()
+    }
+
+    /// One request with `body` (POST) or none (GET): the token, or why there is none.
+    pub fn fetch_with(&self, agent: &ureq::Agent, body: Option<&str>) -> Result<String, AuthError> {
+        let method = if body.is_some() { "POST" } else { "GET" };
         let what = format!("{method} {}", self.url);
-        let res = match &self.body {
+        let fail = |cause: String, message: String| AuthError { cause, message };
+        let res = match body {
             Some(body) => {
                 let mut req = agent
                     .post(&self.url)
@@ -75,24 +87,69 @@ impl AuthSpec {
                 req.call()
             }
         };
-        let mut res = res.map_err(|e| fail(format!("{what} failed: {e}")))?;
+        let mut res = res.map_err(|e| {
+            let cause = match e {
+                ureq::Error::Timeout(_) => "auth_timeout",
+                ureq::Error::Io(_) | ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => {
+                    "auth_connect"
+                }
+                _ => "auth_error",
+            };
+            fail(cause.into(), format!("{what} failed: {e}"))
+        })?;
         let status = res.status().as_u16();
         if !(200..300).contains(&status) {
-            return Err(fail(format!(
-                "{what} answered HTTP {status}: check the URL, --auth-body and --auth-header"
-            )));
+            return Err(fail(
+                format!("auth_http_{status}"),
+                format!(
+                    "{what} answered HTTP {status}: check the URL, --auth-body and --auth-header"
+                ),
+            ));
         }
-        let v: serde_json::Value = res
-            .body_mut()
-            .read_json()
-            .map_err(|e| fail(format!("{what}: the answer is not JSON ({e})")))?;
-        token_at(&v, &self.field).ok_or_else(|| {
-            fail(format!(
-                "{what}: the JSON answer has no string or number at `{}` (set --auth-token-field)",
-                self.field
-            ))
-        })
+        let v: serde_json::Value = res.body_mut().read_json().map_err(|e| {
+            fail(
+                "auth_not_json".into(),
+                format!("{what}: the answer is not JSON ({e})"),
+            )
+        })?;
+        let token = token_at(&v, &self.field).ok_or_else(|| {
+            fail(
+                "auth_no_token".into(),
+                format!(
+                    "{what}: the JSON answer has no string or number at `{}` (set --auth-token-field)",
+                    self.field
+                ),
+            )
+        })?;
+        // It goes into header values and the request line: visible ASCII only (RFC 6750's
+        // b64token), or a server could inject headers. The message does not echo it.
+        if !is_bearer(&token) {
+            return Err(fail(
+                "auth_bad_token".into(),
+                format!(
+                    "the token at `{}` has characters a bearer token cannot have (spaces, control or non-ASCII); check --auth-token-field",
+                    self.field
+                ),
+            ));
+        }
+        Ok(token)
     }
+}
+
+/// Why an auth request gave no token: a cause for counting, and a message for people.
+#[derive(Debug, Clone)]
+pub struct AuthError {
+    /// `auth_http_401`, `auth_timeout`, `auth_connect`, `auth_not_json`, `auth_no_token`, ...
+    pub cause: String,
+    /// What happened and what to check (never the token).
+    pub message: String,
+}
+
+/// Whether `t` can go in a header value and a request line as it is.
+pub fn is_bearer(t: &str) -> bool {
+    !t.is_empty()
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/=".contains(&b))
 }
 
 /// The string (or number) at a dot-separated path.

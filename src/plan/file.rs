@@ -287,7 +287,7 @@ impl Reader<'_> {
                         ("heartbeat", "interval" | "message" | "expect" | "timeout") => {
                             format!("heartbeat-{sub}")
                         }
-                        ("auth", "url" | "body" | "token_field") => {
+                        ("auth", "url" | "body" | "token_field" | "per_connection" | "rate") => {
                             format!("auth-{}", sub.replace('_', "-"))
                         }
                         ("auth", "body_file") => {
@@ -317,7 +317,15 @@ impl Reader<'_> {
                         _ => {
                             let keys: &[&str] = match key {
                                 "storm" => &["at", "every", "fraction", "close"],
-                                "auth" => &["url", "body", "body_file", "headers", "token_field"],
+                                "auth" => &[
+                                    "url",
+                                    "body",
+                                    "body_file",
+                                    "headers",
+                                    "token_field",
+                                    "per_connection",
+                                    "rate",
+                                ],
                                 "heartbeat" => &["interval", "message", "expect", "timeout"],
                                 _ => &[
                                     "version",

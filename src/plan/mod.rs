@@ -271,6 +271,14 @@ pub struct RunArgs {
     /// Where the token is in the JSON answer, dot-separated (e.g. data.access_token).
     #[arg(long, default_value = "token", help_heading = "Auth pre-step")]
     pub auth_token_field: String,
+    /// One auth request per connection (each gets its own token, in its upgrade request),
+    /// made at --auth-rate in the background; openings wait for tokens. The body may use
+    /// {{conn_id}} (the request's number) and {{line FILE}} (e.g. one user per line).
+    #[arg(long, requires = "auth_url", help_heading = "Auth pre-step")]
+    pub auth_per_connection: bool,
+    /// --auth-per-connection: auth requests per second at most.
+    #[arg(long, default_value_t = 100.0, help_heading = "Auth pre-step")]
+    pub auth_rate: f64,
     /// Pass/fail criterion on the results, repeatable, e.g. 'ws_connecting: p(95)<200ms',
     /// 'connect_errors: rate<0.1%', 'msgs_received: count>0'. Any failing: exit code 99.
     #[arg(long = "threshold", value_name = "EXPR", value_parser = parse_threshold)]
@@ -533,6 +541,8 @@ pub struct RunPlan {
     pub thresholds: Vec<Threshold>,
     /// Whether a token came from an auth pre-step.
     pub auth: bool,
+    /// Per-connection auth: each connection's own token, fetched at a bounded rate.
+    pub auth_pool: Option<Arc<AuthPool>>,
     /// Check thresholds during the run from this time on, and stop at the first failure.
     pub abort_on_fail: Option<Duration>,
     /// Pong deadline after a ping.
@@ -960,16 +970,78 @@ impl RunPlan {
                 "needs at least one --threshold to check".into(),
             ));
         }
-        let token = auth_token(a)?;
+        let spec = auth_spec(a)?;
+        if a.auth_per_connection
+            && a.send_on_open
+                .iter()
+                .chain(&a.message)
+                .chain(&a.on_reconnect)
+                .any(|m| m.contains(auth::TOKEN))
+        {
+            return Err(inv(
+                "--auth-per-connection",
+                "each connection's token goes in its upgrade request only: use {{token}} in -H values or the URL, not in messages".into(),
+            ));
+        }
+        if a.auth_per_connection && !(a.auth_rate.is_finite() && a.auth_rate > 0.0) {
+            return Err(inv(
+                "--auth-rate",
+                format!(
+                    "must be a positive number of requests per second, got {}",
+                    a.auth_rate
+                ),
+            ));
+        }
+        // One token for the whole run (the pre-step), or one per connection later.
+        let (token, auth_pool) = match spec {
+            Some(spec) if a.auth_per_connection => {
+                let body = match &spec.body {
+                    None => None,
+                    Some(b) => Some(
+                        Template::parse(
+                            b,
+                            &Resolver {
+                                token: None,
+                                scenario: a.scenario.as_deref().unwrap_or("default"),
+                                base: a.base_dir.as_deref(),
+                            },
+                        )
+                        .map_err(|reason| inv("--auth-body", reason))?
+                        .unwrap_or_else(|| Template::literal(b)),
+                    ),
+                };
+                let pool = AuthPool {
+                    spec,
+                    body,
+                    rate: a.auth_rate,
+                    timeout: a.connect_timeout,
+                };
+                (None, Some(Arc::new(pool)))
+            }
+            Some(spec) => {
+                let token = spec.fetch()?;
+                (Some(token), None)
+            }
+            None => (None, None),
+        };
         let resolver = Resolver {
             token: token.as_deref(),
             scenario: a.scenario.as_deref().unwrap_or("default"),
             base: a.base_dir.as_deref(),
         };
+        // Per-connection tokens: the placeholder stays in the request template.
+        let request_resolver = Resolver {
+            token: if auth_pool.is_some() {
+                Some(crate::proto::ws::handshake::TOKEN_SLOT)
+            } else {
+                token.as_deref()
+            },
+            ..resolver
+        };
         // Headers and the URL are one request template for every connection: they take the
         // expressions fixed before the run ({{token}}, {{env}}, {{scenario}}).
         let fixed = |flag: &'static str, text: &str| -> Result<String, PlanError> {
-            match Template::parse(text, &resolver) {
+            match Template::parse(text, &request_resolver) {
                 Ok(None) => Ok(text.to_owned()),
                 Ok(Some(t)) if t.is_fixed() => {
                     let mut out = Vec::new();
@@ -1054,7 +1126,8 @@ impl RunPlan {
             mode,
             tls,
             thresholds: a.thresholds.clone(),
-            auth: token.is_some(),
+            auth: token.is_some() || auth_pool.is_some(),
+            auth_pool,
             abort_on_fail: a.abort_on_fail,
             pong_timeout: a.pong_timeout,
             latency_from,
@@ -1095,8 +1168,8 @@ impl RunPlan {
     }
 }
 
-/// Runs the auth pre-step if asked for; `{{token}}` without one is an error.
-fn auth_token(a: &RunArgs) -> Result<Option<String>, PlanError> {
+/// The auth request asked for, if any; `{{token}}` without one is an error.
+fn auth_spec(a: &RunArgs) -> Result<Option<auth::AuthSpec>, PlanError> {
     let uses_token = a.url.contains(auth::TOKEN)
         || a.headers.iter().any(|(_, v)| v.contains(auth::TOKEN))
         || a.send_on_open
@@ -1143,22 +1216,24 @@ fn auth_token(a: &RunArgs) -> Result<Option<String>, PlanError> {
         cacerts,
         insecure: a.tls.insecure,
     };
-    let token = spec.fetch()?;
-    // It goes into header values and the request line: visible ASCII only (RFC 6750's
-    // b64token), or a server could inject headers. The message does not echo it.
-    let ok = token
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"-._~+/=".contains(&b));
-    if !ok {
-        return Err(PlanError::Auth(format!(
-            "the token at `{}` has characters a bearer token cannot have (spaces, control or non-ASCII); check --auth-token-field",
-            a.auth_token_field
-        )));
-    }
-    Ok(Some(token))
+    Ok(Some(spec))
+}
+
+/// Per-connection auth: the request, its body template, the rate, the timeout.
+#[derive(Debug)]
+pub struct AuthPool {
+    /// What to request.
+    pub spec: auth::AuthSpec,
+    /// The body, rendered per request (`{{conn_id}}` = the request's number).
+    pub body: Option<Template>,
+    /// Requests per second at most.
+    pub rate: f64,
+    /// Per-request timeout.
+    pub timeout: Duration,
 }
 
 /// Template inputs fixed before the run: the environment, files, the auth token.
+#[derive(Clone, Copy)]
 struct Resolver<'a> {
     token: Option<&'a str>,
     scenario: &'a str,

@@ -281,6 +281,8 @@ pub struct Ctx<'a> {
     pub stats: &'a mut ShardStats,
     /// The shard's PRNG.
     pub rng: &'a mut Rng,
+    /// This connection's own auth token, while its upgrade request is rendered.
+    pub token: Option<&'a str>,
 }
 
 /// Phase of a connection.
@@ -1253,7 +1255,7 @@ impl Conn {
     pub fn poll_transmit(&mut self, ctx: &mut Ctx<'_>, now: Micros, out: &mut Vec<u8>) -> usize {
         let start = out.len();
         if self.pending & OUT_REQUEST != 0 {
-            ctx.cfg.template.render(&self.key, out);
+            ctx.cfg.template.render(&self.key, ctx.token, out);
         }
         if self.pending & OUT_PONG != 0 && !self.got_close {
             encode_frame(out, OpCode::Pong, true, &self.pong, ctx.rng.mask());

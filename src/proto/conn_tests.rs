@@ -53,6 +53,7 @@ impl Harness {
     }
     fn ctx(&mut self) -> Ctx<'_> {
         Ctx {
+            token: None,
             cfg: &self.cfg,
             stats: &mut self.stats,
             rng: &mut self.rng,

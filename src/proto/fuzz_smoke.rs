@@ -453,6 +453,7 @@ impl ConnFuzzer {
         self.stats.close_codes.clear();
         let mut rng = Rng::new(u64::from(sel) | ((data.len() as u64) << 8));
         let mut ctx = Ctx {
+            token: None,
             cfg: &cfg,
             stats: &mut self.stats,
             rng: &mut rng,

@@ -133,6 +133,13 @@ impl Template {
         Ok(Some(Self { parts }))
     }
 
+    /// A template that renders `text` as it is.
+    pub fn literal(text: &str) -> Self {
+        Self {
+            parts: vec![Part::Lit(text.as_bytes().into())],
+        }
+    }
+
     /// Whether every part is fixed (only `env`/`token`): the caller can render it once.
     pub fn is_fixed(&self) -> bool {
         self.parts.iter().all(|p| matches!(p, Part::Lit(_)))

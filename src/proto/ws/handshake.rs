@@ -40,9 +40,28 @@ impl fmt::Display for UpgradeFailure {
 /// The upgrade request, rendered once per run; only the key differs per connection.
 #[derive(Debug, Clone)]
 pub struct RequestTemplate {
-    head: Vec<u8>,
-    tail: Vec<u8>,
+    /// Before the key and after it, each split where a per-connection token goes.
+    head: Vec<Vec<u8>>,
+    tail: Vec<Vec<u8>>,
     offers_subprotocol: bool,
+}
+
+/// Where a per-connection token (`--auth-per-connection`) goes in headers or the path.
+pub const TOKEN_SLOT: &str = "{{token}}";
+
+fn split_slots(text: &str) -> Vec<Vec<u8>> {
+    text.split(TOKEN_SLOT)
+        .map(|p| p.as_bytes().to_vec())
+        .collect()
+}
+
+fn join_slots(parts: &[Vec<u8>], token: &[u8], out: &mut Vec<u8>) {
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            out.extend_from_slice(token);
+        }
+        out.extend_from_slice(p);
+    }
 }
 
 impl RequestTemplate {
@@ -53,8 +72,8 @@ impl RequestTemplate {
         headers: &[(String, String)],
         subprotocols: &[String],
     ) -> Self {
-        let mut head = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n").into_bytes();
-        head.extend_from_slice(b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ");
+        let mut head = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n");
+        head.push_str("Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ");
         let mut tail = String::from("\r\nSec-WebSocket-Version: 13\r\n");
         if !subprotocols.is_empty() {
             tail.push_str("Sec-WebSocket-Protocol: ");
@@ -69,17 +88,23 @@ impl RequestTemplate {
         }
         tail.push_str("\r\n");
         Self {
-            head,
-            tail: tail.into_bytes(),
+            head: split_slots(&head),
+            tail: split_slots(&tail),
             offers_subprotocol: !subprotocols.is_empty(),
         }
     }
 
-    /// Appends the request carrying `key` to `out`.
-    pub fn render(&self, key: &[u8; 24], out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.head);
+    /// Whether the request has a place for a per-connection token.
+    pub fn wants_token(&self) -> bool {
+        self.head.len() > 1 || self.tail.len() > 1
+    }
+
+    /// Appends the request carrying `key` (and `token` in its places) to `out`.
+    pub fn render(&self, key: &[u8; 24], token: Option<&str>, out: &mut Vec<u8>) {
+        let token = token.unwrap_or_default().as_bytes();
+        join_slots(&self.head, token, out);
         out.extend_from_slice(key);
-        out.extend_from_slice(&self.tail);
+        join_slots(&self.tail, token, out);
     }
 }
 
@@ -139,7 +164,8 @@ pub fn check_response(
     }
     if let Some(p) = proto {
         let offered = template.offers_subprotocol
-            && std::str::from_utf8(&template.tail)
+            // The protocol line comes before any header that could hold a token.
+            && std::str::from_utf8(template.tail.first().map_or(&[][..], Vec::as_slice))
                 .ok()
                 .and_then(|t| {
                     t.lines()
@@ -177,7 +203,7 @@ Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
     #[test]
     fn renders_rfc_request() {
         let mut out = Vec::new();
-        template().render(KEY, &mut out);
+        template().render(KEY, None, &mut out);
         let text = String::from_utf8(out.clone()).unwrap();
         assert_eq!(
             text,
@@ -186,6 +212,23 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
 Sec-WebSocket-Protocol: chat\r\nX-Tag: a\r\n\r\n"
         );
         assert_eq!(make_key(*b"the sample nonce"), *KEY);
+    }
+
+    #[test]
+    fn per_connection_tokens_fill_their_places() {
+        let t = RequestTemplate::new(
+            "h",
+            "/ws?t={{token}}",
+            &[("Authorization".into(), "Bearer {{token}}".into())],
+            &[],
+        );
+        assert!(t.wants_token() && !template().wants_token());
+        let mut out = Vec::new();
+        t.render(KEY, Some("abc"), &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("GET /ws?t=abc HTTP/1.1\r\n"), "{text}");
+        assert!(text.contains("\r\nAuthorization: Bearer abc\r\n"), "{text}");
+        assert!(!text.contains("{{"), "{text}");
     }
 
     #[test]

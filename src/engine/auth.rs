@@ -1,0 +1,195 @@
+//! Per-connection auth (`--auth-per-connection`): a background thread makes one auth request
+//! per connection at a bounded rate and hands each token to a shard, whose next opening
+//! carries it in its upgrade request. The thread is the only place that blocks on HTTP; the
+//! shards only take ready tokens from their channel (openings wait, and that wait shows as
+//! connect-schedule lag). Tokens never reach reports or logs: only counts, causes, latencies.
+
+use crate::metrics::new_histogram;
+use crate::plan::AuthPool;
+use crate::proto::rng::Rng;
+use crate::proto::template::Vars;
+use hdrhistogram::Histogram;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// What the auth requests of one scenario did.
+#[derive(Debug, Clone)]
+pub struct AuthStats {
+    /// Requests made.
+    pub requests: u64,
+    /// Tokens obtained.
+    pub tokens: u64,
+    /// Requests without a token, by cause (`auth_http_401`, `auth_timeout`, ...).
+    pub failures: BTreeMap<String, u64>,
+    /// What the first failure said (the message names the status or error, never a token).
+    pub first_error: Option<String>,
+    /// Request → answer, µs.
+    pub latency: Histogram<u64>,
+}
+
+impl Default for AuthStats {
+    fn default() -> Self {
+        Self {
+            requests: 0,
+            tokens: 0,
+            failures: BTreeMap::new(),
+            first_error: None,
+            latency: new_histogram(),
+        }
+    }
+}
+
+/// A running auth thread: its statistics so far and the flag that stops it.
+#[derive(Debug)]
+pub struct AuthWorker {
+    /// Updated after every request.
+    pub stats: Arc<Mutex<AuthStats>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl AuthWorker {
+    /// Stops making requests (a request in flight ends by its timeout) and returns the
+    /// statistics gathered.
+    pub fn finish(self) -> AuthStats {
+        self.stop.store(true, Ordering::SeqCst);
+        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+/// One channel per shard: tokens for about a quarter second of openings, so the thread does
+/// not run far ahead of what is used.
+pub fn channels(
+    pool: &AuthPool,
+    shards: usize,
+) -> (Vec<SyncSender<String>>, Vec<Receiver<String>>) {
+    let cap = ((pool.rate / 4.0 / shards as f64).ceil() as usize).clamp(2, 10_000);
+    (0..shards)
+        .map(|_| std::sync::mpsc::sync_channel(cap))
+        .unzip()
+}
+
+/// Starts the thread for `pool`, feeding `senders` round-robin.
+pub fn spawn(
+    name: &str,
+    pool: Arc<AuthPool>,
+    senders: Vec<SyncSender<String>>,
+) -> std::io::Result<AuthWorker> {
+    let stats = Arc::new(Mutex::new(AuthStats::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (s, f) = (stats.clone(), stop.clone());
+    std::thread::Builder::new()
+        .name(format!("auth-{name}"))
+        .spawn(move || run(&pool, &senders, &s, &f))?;
+    Ok(AuthWorker { stats, stop })
+}
+
+fn run(
+    pool: &AuthPool,
+    senders: &[SyncSender<String>],
+    stats: &Mutex<AuthStats>,
+    stop: &AtomicBool,
+) {
+    let agent = pool.spec.agent(pool.timeout);
+    let start = Instant::now();
+    let mut rng = Rng::from_entropy(0xA07);
+    let mut body = Vec::new();
+    let mut next = 0usize;
+    for n in 0u64.. {
+        // Paced from the start: request n goes out at n / rate.
+        let due = start + Duration::from_secs_f64(n as f64 / pool.rate);
+        if !sleep_until(due, stop) {
+            return;
+        }
+        let text = pool.body.as_ref().map(|t| {
+            body.clear();
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_micros() as u64;
+            t.render(
+                &mut Vars {
+                    conn_id: n,
+                    seq: n + 1,
+                    last_seq: 0,
+                    now_unix_us: now,
+                    rng: &mut rng,
+                },
+                &mut body,
+            );
+            String::from_utf8_lossy(&body).into_owned()
+        });
+        let t0 = Instant::now();
+        let result = pool.spec.fetch_with(&agent, text.as_deref());
+        let took = t0.elapsed().as_micros() as u64;
+        let token = {
+            let Ok(mut s) = stats.lock() else { return };
+            s.requests += 1;
+            s.latency
+                .saturating_record(took.clamp(1, crate::metrics::HIST_MAX_US));
+            match result {
+                Ok(t) => {
+                    s.tokens += 1;
+                    Some(t)
+                }
+                Err(e) => {
+                    *s.failures.entry(e.cause).or_insert(0) += 1;
+                    s.first_error.get_or_insert(e.message);
+                    None
+                }
+            }
+        };
+        if let Some(t) = token {
+            if !hand_over(t, senders, &mut next, stop) {
+                return;
+            }
+        }
+    }
+}
+
+/// Sleeps until `due` in short steps; false if stopped meanwhile.
+fn sleep_until(due: Instant, stop: &AtomicBool) -> bool {
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        let now = Instant::now();
+        if now >= due {
+            return true;
+        }
+        std::thread::sleep((due - now).min(Duration::from_millis(50)));
+    }
+}
+
+/// Gives `token` to the next shard with room (waiting while all are full); false when the
+/// run is over (stopped, or every shard gone).
+fn hand_over(
+    mut token: String,
+    senders: &[SyncSender<String>],
+    next: &mut usize,
+    stop: &AtomicBool,
+) -> bool {
+    loop {
+        let mut gone = 0;
+        for k in 0..senders.len() {
+            let i = (*next + k) % senders.len();
+            match senders[i].try_send(token) {
+                Ok(()) => {
+                    *next = i + 1;
+                    return true;
+                }
+                Err(TrySendError::Full(t)) => token = t,
+                Err(TrySendError::Disconnected(t)) => {
+                    token = t;
+                    gone += 1;
+                }
+            }
+        }
+        if gone == senders.len() || stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
