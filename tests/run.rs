@@ -336,13 +336,29 @@ fn demo_runs_end_to_end_with_the_in_process_gateway() {
     assert_ok(&o);
     let v = read_json(&out);
     assert_eq!(counter(&v, "established"), 400);
-    assert_eq!(counter(&v, "msgs_received"), counter(&v, "msgs_sent"));
-    assert_eq!(counter(&v, "msgs_pushed"), 400, "subscribe acks");
+    // Echo sessions: every message matched, every subscribe acked and timed.
+    let echo = &v["scenarios"][0];
+    assert_eq!(echo["name"], "echo");
+    assert_eq!(echo["counters"]["established"], 358);
+    assert_eq!(
+        echo["counters"]["msgs_received"],
+        echo["counters"]["msgs_sent"]
+    );
+    assert_eq!(echo["counters"]["msgs_pushed"], 358, "subscribe acks");
     assert_eq!(
         counter(&v, "expects_met"),
-        400,
+        398,
         "each ack expected and timed"
     );
+    // Fan-out: 40 subscribers, 2 publishers; everything owed was delivered.
+    assert_eq!(v["scenarios"][1]["counters"]["established"], 40);
+    assert_eq!(v["scenarios"][2]["counters"]["established"], 2);
+    let f = &v["fanout"];
+    assert_eq!(f["subscriber_sessions"], 40);
+    let published = f["published"].as_u64().unwrap();
+    assert!(published >= 4, "{f}");
+    assert_eq!(f["owed"].as_u64(), Some(published * 40));
+    assert_eq!(f["lost"], 0);
 }
 
 #[test]

@@ -418,7 +418,9 @@ fn demo_over_wss_and_keylog_file() {
     assert_ok(&o);
     let v = read_json(&out);
     assert_eq!(counter(&v, "established"), 300);
-    assert_eq!(counter(&v, "msgs_received"), counter(&v, "msgs_sent"));
+    let echo = &v["scenarios"][0]["counters"];
+    assert_eq!(echo["msgs_received"], echo["msgs_sent"]);
+    assert_eq!(v["fanout"]["lost"], 0);
     assert_eq!(tls(&v, "full") + tls(&v, "resumed"), 300);
     // SSLKEYLOGFILE: one TLS 1.3 client traffic secret line per handshake, and the JSON says so.
     let ca = generate_test_ca().unwrap();

@@ -507,7 +507,8 @@ fn demo(a: &DemoArgs) -> Result<u8, CliError> {
     }
     eprintln!(
         "sockstorm demo: built-in gateway on {url} (CPU {gw_cpu}); client on CPU(s) {client_cpus:?}; \
-         {connections} connections at {}/s, one echo message per second each, ping every 5 s, for {:?}{}",
+         {connections} connections at {}/s for {:?}: echo sessions (one message per second each, ping every 5 s), \
+         a tenth subscribed to a channel two publishers feed{}",
         a.connect_rate,
         a.duration,
         if a.connections.is_none() && connections < 10_000 {
@@ -590,8 +591,46 @@ fn demo(a: &DemoArgs) -> Result<u8, CliError> {
         // `--cacert <absolute path we wrote>` always parses.
         .unwrap_or_else(|_| unreachable!("demo TLS flags parse")),
     };
-    let plan = RunPlan::from_args(&args)?;
-    let code = storm(&Run::single(plan));
+    // Three scenarios: echo sessions; a tenth of the connections subscribed to a channel
+    // that two publishers feed from the second second on (fan-out latency, loss,
+    // broadcast completion).
+    let subscribers = (connections / 10).max(1);
+    let publishers = 2;
+    let echo_count = connections.saturating_sub(subscribers + publishers).max(1);
+    let total = (echo_count + subscribers) as f64;
+    let share = |n: u64| Some(a.connect_rate * n as f64 / total);
+    let mut echo = RunPlan::from_args(&RunArgs {
+        connections: echo_count,
+        connect_rate: share(echo_count),
+        ..args.clone()
+    })?;
+    echo.name = "echo".into();
+    let feed_args = RunArgs {
+        connections: subscribers,
+        connect_rate: share(subscribers),
+        send_on_open: Vec::new(),
+        message: None,
+        expect: None,
+        role: Some(plan::RoleArg::Subscriber),
+        channel: Some("demo-feed".into()),
+        ..args.clone()
+    };
+    let mut feed = RunPlan::from_args(&feed_args)?;
+    feed.name = "feed".into();
+    let mut publish = RunPlan::from_args(&RunArgs {
+        connections: publishers,
+        connect_rate: Some(100.0),
+        message_rate: 2.0,
+        role: Some(plan::RoleArg::Publisher),
+        ..feed_args
+    })?;
+    publish.name = "publishers".into();
+    publish.start = Duration::from_secs(1).min(a.duration / 2);
+    let code = storm(&Run {
+        scenarios: vec![echo, feed, publish],
+        thresholds: Vec::new(),
+        abort_on_fail: None,
+    });
     let s = gw.stats();
     gw.shutdown();
     eprintln!(
