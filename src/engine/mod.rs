@@ -185,7 +185,7 @@ pub fn split(n: u64, parts: usize) -> Vec<u64> {
 }
 
 /// The connection behaviour of one scenario (each shard adds its TLS client and epoch).
-fn conn_config(plan: &RunPlan) -> ConnConfig {
+fn conn_config(plan: &RunPlan, channel: u32) -> ConnConfig {
     ConnConfig {
         mode: plan.mode,
         tls: None,
@@ -201,6 +201,7 @@ fn conn_config(plan: &RunPlan) -> ConnConfig {
         message_count: plan.message_count,
         on_reconnect: plan.on_reconnect.clone(),
         fanout: plan.fanout.clone(),
+        channel,
         heartbeat: plan.heartbeat.clone(),
         message_interval: if plan.message_rate > 0.0 {
             (1e6 / plan.message_rate).max(1.0) as u64
@@ -304,7 +305,22 @@ pub fn run(run: &Run, ctl: &RunControl) -> Result<RunResult, EngineError> {
             hard: nofile.1,
         });
     }
-    let configs: Vec<ConnConfig> = run.scenarios.iter().map(conn_config).collect();
+    // Fan-out channels by name: 1, 2, ... (0: none named).
+    let mut channels: Vec<&str> = Vec::new();
+    let configs: Vec<ConnConfig> = run
+        .scenarios
+        .iter()
+        .map(|p| {
+            let id = p.channel.as_deref().map_or(0, |c| {
+                let i = channels.iter().position(|&n| n == c).unwrap_or_else(|| {
+                    channels.push(c);
+                    channels.len() - 1
+                });
+                i as u32 + 1
+            });
+            conn_config(p, id)
+        })
+        .collect();
     // Per-connection auth: one thread per scenario that asks for it, a channel per shard.
     let mut auth_workers = Vec::new();
     let mut token_rx: Vec<Vec<Option<mpsc::Receiver<String>>>> = Vec::new();
@@ -486,7 +502,7 @@ pub fn run(run: &Run, ctl: &RunControl) -> Result<RunResult, EngineError> {
             for (t, &o) in tallies.iter_mut().zip(&open_by) {
                 t.peak_open = t.peak_open.max(o);
             }
-            let second = overall(&tallies, |t| &t.second);
+            let second = overall(&tallies, false, |t| &t.second);
             let t = start.elapsed().as_secs_f64();
             timeline.push(Sample {
                 t_s: (t * 10.0).round() / 10.0,
@@ -509,7 +525,7 @@ pub fn run(run: &Run, ctl: &RunControl) -> Result<RunResult, EngineError> {
                 open,
                 connections,
                 &second,
-                &overall(&tallies, |t| &t.total),
+                &overall(&tallies, false, |t| &t.total),
             );
             drop(second);
             for t in tallies.iter_mut() {
@@ -519,7 +535,7 @@ pub fn run(run: &Run, ctl: &RunControl) -> Result<RunResult, EngineError> {
             if threshold_abort.is_none() && run.abort_on_fail.is_some_and(|d| t >= d.as_secs_f64())
             {
                 // Only thresholds with data so far can fail early; the rest wait for the end.
-                let total = overall(&tallies, |t| &t.total);
+                let total = overall(&tallies, false, |t| &t.total);
                 let failed = run
                     .thresholds
                     .iter()
@@ -538,7 +554,7 @@ pub fn run(run: &Run, ctl: &RunControl) -> Result<RunResult, EngineError> {
     for t in tallies.iter_mut() {
         t.total.add(&t.second);
     }
-    let mut total = overall(&tallies, |t| &t.total).into_owned();
+    let mut total = overall(&tallies, true, |t| &t.total).into_owned();
     progress.finish();
     for h in handles {
         let _ = h.join();
@@ -620,14 +636,23 @@ pub fn run(run: &Run, ctl: &RunControl) -> Result<RunResult, EngineError> {
 }
 
 /// The statistics of all scenarios together: borrowed when there is one (no copy of its
-/// histograms, which are most of the engine's memory), merged otherwise.
-fn overall<'a>(tallies: &'a [Tally], pick: impl Fn(&Tally) -> &ShardStats) -> Cow<'a, ShardStats> {
+/// histograms, which are most of the engine's memory), merged otherwise (without the
+/// fan-out log unless `full`: the per-second views do not need it).
+fn overall<'a>(
+    tallies: &'a [Tally],
+    full: bool,
+    pick: impl Fn(&Tally) -> &ShardStats,
+) -> Cow<'a, ShardStats> {
     match tallies {
         [one] => Cow::Borrowed(pick(one)),
         _ => {
             let mut s = ShardStats::new();
             for t in tallies {
-                s.add(pick(t));
+                if full {
+                    s.add(pick(t));
+                } else {
+                    s.add_measures(pick(t));
+                }
             }
             Cow::Owned(s)
         }

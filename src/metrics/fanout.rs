@@ -8,9 +8,10 @@ use std::collections::HashMap;
 
 /// Log-linear latency buckets: exact below 16 µs, then 8 per power of two (±6 %).
 const BUCKETS: usize = 16 + 24 * 8;
-/// Messages whose deliveries are timed per shard (beyond: counted, not timed).
+/// Messages whose deliveries are timed, run-wide (beyond: counted, not timed). A message is
+/// admitted by the first data that reaches the merge, then every shard's data for it is kept.
 const TRACKED_MESSAGES: usize = 20_000;
-/// Published messages logged per shard.
+/// Published messages logged, run-wide (beyond: their loss cannot be computed).
 const LOGGED_MESSAGES: usize = 1_000_000;
 
 fn bucket(us: u64) -> usize {
@@ -34,44 +35,72 @@ fn bucket_top(b: usize) -> u64 {
 /// Fan-out data of one shard interval (or a merge).
 #[derive(Debug, Clone, Default)]
 pub struct FanoutStats {
-    /// (publisher, seq, send time Unix µs) of every message published.
-    published: Vec<(u64, u64, u64)>,
-    /// Subscriber sessions: (subscribed from, ended), Unix µs.
-    sessions: Vec<(u64, u64)>,
+    /// (channel, publisher, seq, send time Unix µs) of every message published.
+    published: Vec<(u32, u64, u64, u64)>,
+    /// Subscriber sessions: (channel, subscribed from, ended), Unix µs.
+    sessions: Vec<(u32, u64, u64)>,
     /// Per message, the latencies of its owed deliveries.
     latencies: HashMap<(u64, u64), Box<[u32; BUCKETS]>>,
     /// Messages published beyond the log's capacity (their loss cannot be computed).
     pub unlogged: u64,
+    /// Messages not timed because the timing table was full.
+    untimed: bool,
+}
+
+/// Sessions of one channel, sorted by start and by end.
+struct Owed {
+    from: Vec<u64>,
+    to: Vec<u64>,
+}
+
+impl Owed {
+    fn of(sessions: &[(u32, u64, u64)]) -> HashMap<u32, Self> {
+        let mut by: HashMap<u32, Self> = HashMap::new();
+        for &(ch, a, b) in sessions {
+            let e = by.entry(ch).or_insert(Self {
+                from: Vec::new(),
+                to: Vec::new(),
+            });
+            e.from.push(a);
+            e.to.push(b);
+        }
+        for e in by.values_mut() {
+            e.from.sort_unstable();
+            e.to.sort_unstable();
+        }
+        by
+    }
+
+    /// Sessions subscribed at `ts`: begun by then, minus ended by then (each began first).
+    fn at(&self, ts: u64) -> u64 {
+        (self.from.partition_point(|&a| a <= ts) - self.to.partition_point(|&b| b <= ts)) as u64
+    }
 }
 
 impl FanoutStats {
-    /// A publisher sent message `seq` at `ts`.
-    pub fn publish(&mut self, publisher: u64, seq: u64, ts: u64) {
+    /// A publisher sent message `seq` to `channel` at `ts`.
+    pub fn publish(&mut self, channel: u32, publisher: u64, seq: u64, ts: u64) {
         if self.published.len() < LOGGED_MESSAGES {
-            self.published.push((publisher, seq, ts));
+            self.published.push((channel, publisher, seq, ts));
         } else {
             self.unlogged += 1;
         }
     }
 
-    /// A subscriber session was subscribed from `from` to `to`.
-    pub fn session(&mut self, from: u64, to: u64) {
+    /// A subscriber session of `channel` was subscribed from `from` to `to`.
+    pub fn session(&mut self, channel: u32, from: u64, to: u64) {
         if to > from {
-            self.sessions.push((from, to));
+            self.sessions.push((channel, from, to));
         }
     }
 
-    /// An owed delivery of `(publisher, seq)` arrived after `latency` µs.
+    /// An owed delivery of `(publisher, seq)` arrived after `latency` µs. (A shard's interval
+    /// holds what one second brought; the run-wide cap applies when intervals are merged.)
     pub fn delivered(&mut self, publisher: u64, seq: u64, latency: u64) {
-        let full = self.latencies.len() >= TRACKED_MESSAGES;
-        let entry = match self.latencies.get_mut(&(publisher, seq)) {
-            Some(e) => e,
-            None if full => return,
-            None => self
-                .latencies
-                .entry((publisher, seq))
-                .or_insert_with(|| Box::new([0; BUCKETS])),
-        };
+        let entry = self
+            .latencies
+            .entry((publisher, seq))
+            .or_insert_with(|| Box::new([0; BUCKETS]));
         entry[bucket(latency)] += 1;
     }
 
@@ -80,12 +109,20 @@ impl FanoutStats {
         self.published.is_empty() && self.sessions.is_empty() && self.latencies.is_empty()
     }
 
-    /// Adds `other` into `self`.
+    /// Adds `other` into `self`, within the run-wide caps.
     pub fn add(&mut self, other: &Self) {
-        self.published.extend_from_slice(&other.published);
+        let room = LOGGED_MESSAGES.saturating_sub(self.published.len());
+        let take = other.published.len().min(room);
+        self.published.extend_from_slice(&other.published[..take]);
+        self.unlogged += other.unlogged + (other.published.len() - take) as u64;
         self.sessions.extend_from_slice(&other.sessions);
-        self.unlogged += other.unlogged;
+        self.untimed |= other.untimed;
         for (k, v) in &other.latencies {
+            let full = self.latencies.len() >= TRACKED_MESSAGES;
+            if full && !self.latencies.contains_key(k) {
+                self.untimed = true;
+                continue;
+            }
             let e = self
                 .latencies
                 .entry(*k)
@@ -103,15 +140,10 @@ impl FanoutStats {
 
     /// Deliveries owed to the subscriber sessions of `subs` by the messages logged here.
     pub fn owed_to(&self, subs: &Self) -> u64 {
-        let mut from: Vec<u64> = subs.sessions.iter().map(|s| s.0).collect();
-        let mut to: Vec<u64> = subs.sessions.iter().map(|s| s.1).collect();
-        from.sort_unstable();
-        to.sort_unstable();
+        let owed = Owed::of(&subs.sessions);
         self.published
             .iter()
-            .map(|&(_, _, ts)| {
-                (from.partition_point(|&a| a <= ts) - to.partition_point(|&b| b <= ts)) as u64
-            })
+            .map(|&(ch, _, _, ts)| owed.get(&ch).map_or(0, |o| o.at(ts)))
             .sum()
     }
 
@@ -120,25 +152,23 @@ impl FanoutStats {
         if self.published.is_empty() && self.sessions.is_empty() {
             return None;
         }
-        let mut from: Vec<u64> = self.sessions.iter().map(|s| s.0).collect();
-        let mut to: Vec<u64> = self.sessions.iter().map(|s| s.1).collect();
-        from.sort_unstable();
-        to.sort_unstable();
-        // Sessions subscribed at `ts`: begun by then, minus ended by then (each began first).
-        let owed_at = |ts: u64| {
-            (from.partition_point(|&a| a <= ts) - to.partition_point(|&b| b <= ts)) as u64
-        };
+        let by_channel = Owed::of(&self.sessions);
         let mut expected = 0;
         let (mut t50, mut t99, mut t100) = (Vec::new(), Vec::new(), Vec::new());
-        let mut incomplete = 0;
-        for &(p, seq, ts) in &self.published {
-            let owed = owed_at(ts);
+        let (mut incomplete, mut untimed) = (0, 0);
+        for &(ch, p, seq, ts) in &self.published {
+            let owed = by_channel.get(&ch).map_or(0, |o| o.at(ts));
             expected += owed;
             if owed == 0 {
                 continue;
             }
             let Some(b) = self.latencies.get(&(p, seq)) else {
-                incomplete += 1;
+                // Not in the timing table: never delivered, or the table was full.
+                if self.untimed {
+                    untimed += 1;
+                } else {
+                    incomplete += 1;
+                }
                 continue;
             };
             let goals = [owed.div_ceil(2), (owed * 99).div_ceil(100), owed];
@@ -170,6 +200,7 @@ impl FanoutStats {
             completion: [spread(t50), spread(t99), spread(t100)],
             incomplete,
             timed: self.latencies.len() as u64,
+            untimed,
         })
     }
 }
@@ -200,6 +231,9 @@ pub struct FanoutSummary {
     pub incomplete: u64,
     /// Messages whose deliveries were timed.
     pub timed: u64,
+    /// Messages owed to someone but not timed (the timing table was full): neither in the
+    /// completion figures nor counted incomplete; their loss is still exact.
+    pub untimed: u64,
 }
 
 #[cfg(test)]
@@ -223,12 +257,14 @@ mod tests {
         // Two publishers × 3 messages at t = 100, 200, 300.
         for p in [7, 9] {
             for (seq, ts) in [(1, 100), (2, 200), (3, 300)] {
-                f.publish(p, seq, ts);
+                f.publish(1, p, seq, ts);
             }
         }
-        // Session A subscribed throughout; B from 150 to 250 (owed message 2 only).
-        f.session(50, 1_000);
-        f.session(150, 250);
+        // Session A subscribed throughout; B from 150 to 250 (owed message 2 only); C is on
+        // another channel (owed nothing of channel 1).
+        f.session(1, 50, 1_000);
+        f.session(1, 150, 250);
+        f.session(2, 50, 1_000);
         for p in [7, 9] {
             for seq in 1..=3 {
                 f.delivered(p, seq, 10);
@@ -239,7 +275,7 @@ mod tests {
         merged.add(&f);
         let s = merged.summarize().unwrap();
         assert_eq!(s.published, 6);
-        assert_eq!(s.sessions, 2);
+        assert_eq!(s.sessions, 3);
         assert_eq!(s.expected, 2 * (1 + 2 + 1));
         assert_eq!(s.incomplete, 0);
         // 50 % of message 2 at 10 µs, 100 % at ~1 ms.
@@ -247,7 +283,10 @@ mod tests {
         let full = s.completion[2].unwrap();
         assert!(full[2] >= 1_000 && full[2] < 1_130, "{full:?}");
         // A message owed but never delivered is incomplete.
-        f.publish(7, 4, 400);
+        f.publish(1, 7, 4, 400);
         assert_eq!(f.summarize().unwrap().incomplete, 1);
+        // Channel 2 is owed its own messages only.
+        f.publish(2, 8, 1, 500);
+        assert_eq!(f.summarize().unwrap().expected, 2 * (1 + 2 + 1) + 1 + 1);
     }
 }

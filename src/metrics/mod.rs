@@ -284,6 +284,15 @@ impl ShardStats {
 
     /// Adds `other` into `self`.
     pub fn add(&mut self, other: &Self) {
+        self.add_measures(other);
+        if !other.fanout.is_empty() {
+            self.fanout.add(&other.fanout);
+        }
+    }
+
+    /// Adds `other`'s histograms, counters and maps into `self`, but not its fan-out log
+    /// (which only the end of the run needs, and which grows with the run).
+    pub fn add_measures(&mut self, other: &Self) {
         for (a, b) in self.hists.iter_mut().zip(&other.hists) {
             // Same bounds everywhere, so `add` cannot fail; saturate defensively anyway.
             if a.add(b).is_err() {
@@ -304,9 +313,6 @@ impl ShardStats {
         }
         for (k, v) in &other.tls_params {
             *self.tls_params.entry(*k).or_insert(0) += v;
-        }
-        if !other.fanout.is_empty() {
-            self.fanout.add(&other.fanout);
         }
     }
 

@@ -169,6 +169,7 @@ fn fanout_json(r: &RunResult) -> Value {
             "to_100pct": spread(&f.completion[2]),
             "messages_incomplete": f.incomplete,
             "messages_timed": f.timed,
+            "messages_untimed": f.untimed,
         },
     })
 }

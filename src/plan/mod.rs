@@ -575,6 +575,8 @@ pub struct RunPlan {
     pub on_reconnect: Option<Message>,
     /// Fan-out role.
     pub fanout: Option<Fanout>,
+    /// Fan-out channel.
+    pub channel: Option<String>,
     /// Application-level heartbeat.
     pub heartbeat: Option<Heartbeat>,
     /// Messages per second per connection (0 = none).
@@ -1135,6 +1137,7 @@ impl RunPlan {
             expect_timeout: a.expect_timeout,
             message_count: a.message_count,
             on_reconnect,
+            channel: a.channel.clone(),
             fanout: a.role.map(|r| match r {
                 RoleArg::Publisher => Fanout::Publisher,
                 RoleArg::Subscriber => Fanout::Subscriber,

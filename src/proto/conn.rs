@@ -238,6 +238,9 @@ pub struct ConnConfig {
     pub on_reconnect: Option<Message>,
     /// Fan-out role, if any.
     pub fanout: Option<Fanout>,
+    /// Fan-out channel (run-wide number of the channel's name): messages are owed to the
+    /// subscribers of their own channel only.
+    pub channel: u32,
     /// Application-level heartbeat, if any.
     pub heartbeat: Option<Heartbeat>,
     /// Interval between rate-driven messages, µs; 0 = none.
@@ -337,6 +340,8 @@ struct Extras {
     /// (Unix µs, 0: not yet); what was received from each publisher.
     fan: [FieldScan; 3],
     subscribed_at: u64,
+    /// When the session stopped being subscribed (its close began), Unix µs; 0: still is.
+    session_end: u64,
     tracks: Vec<Track>,
     /// The `seq` of the message being received (for `{{last_seq}}`).
     seq_scan: FieldScan,
@@ -980,6 +985,11 @@ impl Conn {
         }
         if self.phase != Phase::Open {
             ctx.stats.counters.msgs_late += 1;
+            // A delivery sent while we were still subscribed counts even if it arrives
+            // during our close.
+            if let Some(x) = &mut self.extras {
+                fan_out(ctx, x, now, &mut self.last_seq);
+            }
             return Ok(());
         }
         self.inspect(ctx, now);
@@ -1053,13 +1063,7 @@ impl Conn {
         if let Some(seq) = x.seq_scan.value() {
             self.last_seq = self.last_seq.max(seq);
         }
-        if ctx.cfg.fanout == Some(Fanout::Subscriber) {
-            let [p, q, t] = [x.fan[0].value(), x.fan[1].value(), x.fan[2].value()];
-            if let (Some(publisher), Some(seq), Some(ts)) = (p, q, t) {
-                self.last_seq = self.last_seq.max(seq);
-                deliver(ctx, x, now, publisher, seq, ts);
-            }
-        }
+        fan_out(ctx, x, now, &mut self.last_seq);
     }
 
     fn on_close_frame(&mut self, ctx: &mut Ctx<'_>, now: Micros) -> Result<(), Violation> {
@@ -1342,7 +1346,9 @@ impl Conn {
             self.next_msg_at = self.next_msg_at.saturating_add(iv);
             if publisher {
                 // No echo comes back; the log is what subscribers are held to.
-                ctx.stats.fanout.publish(self.id, self.tseq, now_unix);
+                ctx.stats
+                    .fanout
+                    .publish(ctx.cfg.channel, self.id, self.tseq, now_unix);
                 ctx.stats.counters.fanout_published += 1;
                 continue;
             }
@@ -1475,6 +1481,10 @@ impl Conn {
         // A reply still expected when we close is not the server's failure.
         if let Some(x) = &mut self.extras {
             x.expect_until = 0;
+            // Closing ends the subscription: later messages are not owed to this session.
+            if x.subscribed_at != 0 && x.session_end == 0 {
+                x.session_end = ctx.cfg.epoch_unix_us.saturating_add(now).max(1);
+            }
         }
         self.close_code = code;
         self.pending |= OUT_CLOSE;
@@ -1502,8 +1512,13 @@ impl Conn {
         self.account_unanswered(ctx);
         if let Some(x) = &self.extras {
             if x.subscribed_at != 0 {
-                let end = ctx.cfg.epoch_unix_us.saturating_add(now);
-                ctx.stats.fanout.session(x.subscribed_at, end);
+                let end = match x.session_end {
+                    0 => ctx.cfg.epoch_unix_us.saturating_add(now),
+                    e => e,
+                };
+                ctx.stats
+                    .fanout
+                    .session(ctx.cfg.channel, x.subscribed_at, end);
             }
         }
         self.phase = Phase::Done;
@@ -1533,6 +1548,18 @@ fn fields() -> &'static [LatencyField; 3] {
     FIELDS.get_or_init(fanout_fields)
 }
 
+/// A subscriber's complete message: a delivery if it carries `pub`, `seq` and `ts`.
+fn fan_out(ctx: &mut Ctx<'_>, x: &mut Extras, now: Micros, last_seq: &mut u64) {
+    if ctx.cfg.fanout != Some(Fanout::Subscriber) {
+        return;
+    }
+    let [p, q, t] = [x.fan[0].value(), x.fan[1].value(), x.fan[2].value()];
+    if let (Some(publisher), Some(seq), Some(ts)) = (p, q, t) {
+        *last_seq = (*last_seq).max(seq);
+        deliver(ctx, x, now, publisher, seq, ts);
+    }
+}
+
 /// A subscriber received message `seq` of `publisher`, sent at `ts` (Unix µs).
 fn deliver(ctx: &mut Ctx<'_>, x: &mut Extras, now: Micros, publisher: u64, seq: u64, ts: u64) {
     let i = match x.tracks.iter().position(|t| t.publisher == publisher) {
@@ -1559,8 +1586,9 @@ fn deliver(ctx: &mut Ctx<'_>, x: &mut Extras, now: Micros, publisher: u64, seq: 
     let arrived = ctx.cfg.epoch_unix_us.saturating_add(now);
     let latency = arrived.saturating_sub(ts);
     ctx.stats.record(Hist::WsMsgLatency, latency);
-    // Only what was published while subscribed is owed; earlier messages are a bonus.
-    if x.subscribed_at != 0 && ts >= x.subscribed_at {
+    // Only what was published while subscribed is owed; earlier (and later) ones are a bonus.
+    let subscribed = x.subscribed_at != 0 && ts >= x.subscribed_at;
+    if subscribed && (x.session_end == 0 || ts < x.session_end) {
         ctx.stats.counters.fanout_delivered_owed += 1;
         ctx.stats.fanout.delivered(publisher, seq, latency);
     }

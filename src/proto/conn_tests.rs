@@ -32,6 +32,7 @@ fn cfg() -> ConnConfig {
         message_count: 0,
         on_reconnect: None,
         fanout: None,
+        channel: 0,
         heartbeat: None,
         timer_resolution: 1,
     }
@@ -719,13 +720,20 @@ fn subscriber_counts_deliveries_duplicates_and_late_arrivals_per_publisher() {
     let lat = h.stats.hist(Hist::WsMsgLatency);
     assert_eq!((lat.len(), lat.max()), (6, lat.highest_equivalent(9 * MS)));
     // The session's window is logged when it ends.
+    // Subscribers drain, then close: the subscription ends when the close begins (20 ms).
     c.stop(&mut h.ctx(), 20 * MS, 20 * MS);
     c.handle_timer(&mut h.ctx(), 20 * MS);
+    assert_eq!(c.phase(), Phase::Closing);
+    // Arriving during the close: one sent before it (owed), one after (not owed).
+    c.handle_recv(&mut h.ctx(), 20 * MS + 500, &msg(1, 5, 18 * MS));
+    c.handle_recv(&mut h.ctx(), 20 * MS + 600, &msg(1, 6, 25 * MS));
+    assert_eq!(h.stats.counters.fanout_delivered, 8);
+    assert_eq!(h.stats.counters.fanout_delivered_owed, 6);
     c.abort(&mut h.ctx(), 21 * MS);
     let mut merged = crate::metrics::fanout::FanoutStats::default();
     merged.add(&h.stats.fanout);
-    merged.publish(1, 9, 15 * MS);
-    merged.publish(1, 10, 30 * MS);
+    merged.publish(0, 1, 9, 15 * MS);
+    merged.publish(0, 1, 10, 30 * MS);
     assert_eq!(
         merged.summarize().unwrap().expected,
         1,

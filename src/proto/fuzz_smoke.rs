@@ -208,6 +208,7 @@ fn conn_config(sel: u8) -> ConnConfig {
         message_count: 0,
         on_reconnect: None,
         fanout: None,
+        channel: 0,
         heartbeat: None,
         timer_resolution: if sel & 64 == 0 { 1 } else { 4 * MS },
     }
