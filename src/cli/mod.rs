@@ -252,7 +252,7 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
                 return storm(&run);
             }
             let plan = RunPlan::from_args(&args)?;
-            storm(&Run::single(plan))
+            storm(&Run::single(plan)?)
         }
         Command::Serve(args) => serve(&args),
         Command::Demo(args) => demo(&args),

@@ -343,6 +343,7 @@ pub fn run(run: &Run, ctl: &RunControl) -> Result<RunResult, EngineError> {
     let gate = Arc::new(StartGate {
         barrier: Barrier::new(shards + 1),
         epoch: OnceLock::new(),
+        epoch_unix_us: OnceLock::new(),
     });
     let (tx, rx) = mpsc::channel();
     let mut handles = Vec::new();
@@ -407,7 +408,13 @@ pub fn run(run: &Run, ctl: &RunControl) -> Result<RunResult, EngineError> {
     let rss_before = sock::rss_bytes().unwrap_or(0);
     let cpu0 = sock::cpu_time();
     let start = Instant::now();
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     let _ = gate.epoch.set(start);
+    let _ = gate
+        .epoch_unix_us
+        .set(unix.saturating_sub(start.elapsed()).as_micros() as u64);
     if setup_error.is_some() {
         flags.abort.store(true, Ordering::SeqCst);
     }
@@ -580,7 +587,8 @@ pub fn run(run: &Run, ctl: &RunControl) -> Result<RunResult, EngineError> {
                     .map(|(g, _)| (g.ramp_done_us > 0).then_some(g.ramp_done_us))
                     .collect::<Option<Vec<_>>>()
                     .and_then(|v| v.into_iter().max())
-                    .map(Duration::from_micros),
+                    // From the scenario's own start.
+                    .map(|us| Duration::from_micros(us).saturating_sub(plan.start)),
                 storm_recovery: plan.storm.and_then(|_| {
                     (!g().any(|g| g.storm_unrecovered)).then(|| {
                         Duration::from_micros(g().map(|g| g.storm_worst_us).max().unwrap_or(0))

@@ -126,6 +126,9 @@ pub struct StartGate {
     pub barrier: Barrier,
     /// The common epoch, set by the engine before it passes the barrier.
     pub epoch: OnceLock<Instant>,
+    /// The wall clock at the epoch, Unix µs: one for all shards, so times stamped on one
+    /// shard (a publisher's) compare exactly with another's (a subscriber's).
+    pub epoch_unix_us: OnceLock<u64>,
 }
 
 #[derive(Debug)]
@@ -340,10 +343,7 @@ pub fn run(plan: ShardPlan, flags: Arc<StopFlags>, gate: Arc<StartGate>, tx: Sen
     let Some(&epoch) = gate.epoch.get() else {
         return;
     };
-    let unix_now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let epoch_unix_us = unix_now.saturating_sub(epoch.elapsed()).as_micros() as u64;
+    let epoch_unix_us = gate.epoch_unix_us.get().copied().unwrap_or(0);
     for g in &mut plan.groups {
         g.conn.epoch_unix_us = epoch_unix_us;
     }
@@ -657,12 +657,13 @@ impl Shard {
             g.pending_opens -= 1;
             g.next_open_at += g.plan.open_interval_us;
             // Initial openings come first; anything beyond them replaces a lost connection.
-            if g.initial_left > 0 {
+            let replacement = g.initial_left == 0;
+            if !replacement {
                 g.initial_left -= 1;
             } else if g.plan.conn.mode == Mode::Session {
                 g.stats.counters.reconnects += 1;
             }
-            self.open_one(gi, now, (0, 0));
+            self.open_one(gi, now, (0, 0), replacement);
         }
         while budget > 0 {
             let g = &mut self.groups[gi];
@@ -678,7 +679,7 @@ impl Shard {
             };
             budget -= 1;
             g.stats.counters.reconnects += 1;
-            self.open_one(gi, now, (attempt, delay));
+            self.open_one(gi, now, (attempt, delay), true);
         }
     }
 
@@ -709,7 +710,8 @@ impl Shard {
                 g.next_open_at += g.plan.open_interval_us;
                 short -= 1;
                 budget -= 1;
-                self.open_one(gi, now, (0, 0));
+                // A refill takes the place of a lost session if there is one to resume.
+                self.open_one(gi, now, (0, 0), true);
             }
             let g = &mut self.groups[gi];
             g.ramp_deficit_max = g.ramp_deficit_max.max(short);
@@ -797,7 +799,9 @@ impl Shard {
         }
     }
 
-    fn open_one(&mut self, gi: usize, now: Micros, retry: (u32, Micros)) {
+    /// Opens one connection of group `gi`; a `replacement` resumes a lost session's
+    /// sequence if one is waiting (`on_reconnect`).
+    fn open_one(&mut self, gi: usize, now: Micros, retry: (u32, Micros), replacement: bool) {
         let i = match self.free.pop() {
             Some(i) => i,
             None => {
@@ -833,7 +837,7 @@ impl Shard {
         let mut ctx = g.ctx(rng);
         let mut conn = Conn::new(&mut ctx, now);
         conn.set_id(plan.index as u64 + plan.shards as u64 * *conns_made);
-        if g.cfg.on_reconnect.is_some() {
+        if replacement && g.cfg.on_reconnect.is_some() {
             if let Some(seq) = g.resume_seqs.pop() {
                 conn.resume_from(seq);
             }
@@ -977,9 +981,18 @@ impl Shard {
         if retired {
             g.retiring -= 1;
         }
-        if g.plan.ramp.is_active() || g.plan.arrivals.is_some() {
-            // Stages: whatever was lost, the ramp opens again. Open model: arrivals do not
-            // depend on departures.
+        if g.plan.arrivals.is_some() {
+            // Open model: arrivals do not depend on departures.
+        } else if g.plan.ramp.is_active() {
+            // Stages: whatever was lost, the ramp opens again; a lost session's refill
+            // resumes it.
+            let lost = matches!(
+                conn.outcome(),
+                Some(Outcome::Failed(_) | Outcome::ServerClosed(_))
+            ) || conn.storm_dropped();
+            if lost && conn.has_session_to_resume() && !retired && g.cfg.on_reconnect.is_some() {
+                g.resume_seqs.push(conn.last_seq());
+            }
         } else if cycles && !self.stopping {
             // Handshake mode: every finished cycle, failed or not, makes room for the next.
             if g.pending_opens == 0 {
@@ -999,7 +1012,7 @@ impl Shard {
                 } else {
                     (retry.0.saturating_add(1), retry.1)
                 };
-                if g.cfg.on_reconnect.is_some() {
+                if g.cfg.on_reconnect.is_some() && conn.has_session_to_resume() {
                     g.resume_seqs.push(conn.last_seq());
                 }
                 self.replace(gi, now, retry);

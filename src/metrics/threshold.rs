@@ -229,7 +229,15 @@ impl Threshold {
             }
             _ => {}
         }
-        let value = parse_value(metric, value_text).map_err(err)?;
+        // A histogram's `count` is a number of samples, not a time.
+        let value = match (metric, agg) {
+            (Metric::Hist(_), Agg::Count) => value_text
+                .parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite())
+                .ok_or_else(|| err(format!("`{value_text}` is not a number of samples"))),
+            _ => parse_value(metric, value_text).map_err(err),
+        }?;
         Ok(Self {
             expr: expr.trim().to_owned(),
             scenario,
@@ -414,6 +422,11 @@ mod tests {
         let none = check("ws_msg_rtt: p(99)<100ms");
         assert_eq!((none.actual, none.pass), (None, false), "no data fails");
         assert!(check("ws_msg_rtt: count==0").pass);
+        assert!(
+            check("ws_connecting: count==1000").pass,
+            "count is samples, not ms"
+        );
+        assert!(!check("ws_connecting: count<1").pass);
         assert!(check("connect_errors: rate<0.1%")
             .to_string()
             .ends_with("actual 0.100%"));

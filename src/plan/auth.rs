@@ -67,7 +67,11 @@ impl AuthSpec {
     /// One request with `body` (POST) or none (GET): the token, or why there is none.
     pub fn fetch_with(&self, agent: &ureq::Agent, body: Option<&str>) -> Result<String, AuthError> {
         let method = if body.is_some() { "POST" } else { "GET" };
-        let what = format!("{method} {}", self.url);
+        // Without the query: it may carry credentials, and messages reach the report.
+        let what = format!(
+            "{method} {}",
+            self.url.split('?').next().unwrap_or_default()
+        );
         let fail = |cause: String, message: String| AuthError { cause, message };
         let res = match body {
             Some(body) => {

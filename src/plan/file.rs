@@ -233,7 +233,8 @@ impl Reader<'_> {
                     vec!["--no-reconnect".into()],
                     span,
                 ),
-                DeValue::Boolean(true) => {}
+                // No words, but it replaces a `reconnect = false` at the top.
+                DeValue::Boolean(true) => push(out, key, "no-reconnect", Vec::new(), span),
                 other => {
                     return Err(self.err(
                         &span,
@@ -586,7 +587,7 @@ impl Reader<'_> {
                         .map_err(|e| self.err(&v.span(), format!("`start`: {e}")))?;
                     b.start_span = v.span();
                 }
-                "thresholds" => {
+                "thresholds" | "threshold" => {
                     for (s, sp) in self.strings(key, v)? {
                         b.thresholds.push((s, sp));
                     }
@@ -847,7 +848,10 @@ pub fn load(path: &Path, cli: &[String]) -> Result<Run, PlanError> {
     for b in &blocks {
         let own_url = b.items.iter().find(|i| i.flag == "url");
         let mut words = vec![url.clone()];
-        for i in top.items.iter().chain(&b.items) {
+        // A key in the block replaces the same key at the top (a header, a table member or
+        // a list as a whole; a switch turned back off too).
+        let replaced = |t: &Item| b.items.iter().any(|i| same_key(t, i));
+        for i in top.items.iter().filter(|t| !replaced(t)).chain(&b.items) {
             if i.flag != "url" {
                 words.extend(i.args.iter().cloned());
             }
@@ -913,9 +917,15 @@ pub fn load(path: &Path, cli: &[String]) -> Result<Run, PlanError> {
         args_list.push(a);
     }
 
-    // Connections and connect rate: totals split by weight over the scenarios without their own.
+    // Connections and connect rate: totals split by weight over the scenarios that hold a
+    // connection count (not stages, arrivals or handshake cycles) and do not set their own
+    // (a total on the command line is split over all of them).
+    let holds = |a: &RunArgs| {
+        a.stages.is_none() && a.arrival_rate.is_none() && a.mode == super::ModeArg::Session
+    };
     let shared: Vec<usize> = (0..blocks.len())
-        .filter(|&k| !blocks[k].own_connections || single)
+        .filter(|&k| holds(&args_list[k]))
+        .filter(|&k| !blocks[k].own_connections || single || from_cli("connections"))
         .collect();
     let weights: Vec<f64> = shared
         .iter()
@@ -933,15 +943,45 @@ pub fn load(path: &Path, cli: &[String]) -> Result<Run, PlanError> {
         }
         args_list[k].connections = n;
     }
-    let total: u64 = args_list.iter().map(|a| a.connections).sum::<u64>().max(1);
+    // Connections a scenario opens at its peak, for the rate split: its count, or the
+    // largest stage target.
+    let peak = |a: &RunArgs| match &a.stages {
+        Some(st) => st.0.iter().map(|s| s.target).max().unwrap_or(0),
+        None => a.connections,
+    };
+    let paced = |a: &RunArgs| a.arrival_rate.is_none() && a.mode == super::ModeArg::Session;
+    let total: u64 = args_list
+        .iter()
+        .filter(|a| paced(a))
+        .map(peak)
+        .sum::<u64>()
+        .max(1);
     for (k, a) in args_list.iter_mut().enumerate() {
-        if blocks[k].own_rate && !from_cli("connect_rate") {
+        if !paced(a) || (blocks[k].own_rate && !from_cli("connect_rate")) {
             continue;
         }
         let rate = total_rate.unwrap_or(2000.0);
-        a.connect_rate = Some(rate * a.connections as f64 / total as f64)
+        a.connect_rate = Some(rate * peak(a) as f64 / total as f64)
             .filter(|r| *r > 0.0)
             .or(Some(rate));
+    }
+    // A total message rate in the file is shared by the scenarios that send, by connections.
+    let total_msgs = if from_cli("message_total_rate") {
+        cli_flags.run.message_total_rate
+    } else {
+        value_of("message-total-rate").and_then(|v| v.parse::<f64>().ok())
+    };
+    if let Some(t) = total_msgs {
+        let sends = |a: &RunArgs| a.message.is_some() || a.role == Some(super::RoleArg::Publisher);
+        let senders: u64 = args_list
+            .iter()
+            .filter(|a| sends(a))
+            .map(peak)
+            .sum::<u64>()
+            .max(1);
+        for a in &mut args_list {
+            a.message_total_rate = sends(a).then(|| t * peak(a) as f64 / senders as f64);
+        }
     }
 
     // Plans, with their errors traced back to the key that caused them.
@@ -1011,7 +1051,21 @@ pub fn load(path: &Path, cli: &[String]) -> Result<Run, PlanError> {
             thresholds.push(t);
         }
     }
-    thresholds.extend(cli_flags.run.thresholds.iter().cloned());
+    for t in &cli_flags.run.thresholds {
+        if let Some(tag) = &t.scenario {
+            if !names.contains(&tag.as_str()) {
+                return Err(PlanError::Invalid {
+                    flag: "--threshold",
+                    reason: format!(
+                        "`{}`: no scenario is named `{tag}` (scenarios: {})",
+                        t.expr,
+                        names.join(", ")
+                    ),
+                });
+            }
+        }
+        thresholds.push(t.clone());
+    }
     let abort_on_fail = if from_cli("abort_on_fail") {
         cli_flags.run.abort_on_fail
     } else {
@@ -1028,6 +1082,16 @@ pub fn load(path: &Path, cli: &[String]) -> Result<Run, PlanError> {
         thresholds,
         abort_on_fail,
     })
+}
+
+/// Whether a block's item replaces a top-level one: a table member or header by its dotted
+/// key, anything else by its flag (so `on_open` replaces `send_on_open`).
+fn same_key(top: &Item, block: &Item) -> bool {
+    if top.key.contains('.') || block.key.contains('.') {
+        top.key == block.key
+    } else {
+        top.flag == block.flag
+    }
 }
 
 /// A plan error named by flag, placed at the key that set the flag (the block's first, then

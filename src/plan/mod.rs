@@ -469,12 +469,25 @@ pub struct Run {
 
 impl Run {
     /// A run of one scenario (the command line without a scenario file).
-    pub fn single(mut plan: RunPlan) -> Self {
-        Self {
+    pub fn single(mut plan: RunPlan) -> Result<Self, PlanError> {
+        if let Some(t) = plan
+            .thresholds
+            .iter()
+            .find(|t| t.scenario.as_deref().is_some_and(|s| s != plan.name))
+        {
+            return Err(PlanError::Invalid {
+                flag: "--threshold",
+                reason: format!(
+                    "`{}`: scenario tags need a scenario file; on the command line the one scenario is `{}`",
+                    t.expr, plan.name
+                ),
+            });
+        }
+        Ok(Self {
             thresholds: std::mem::take(&mut plan.thresholds),
             abort_on_fail: plan.abort_on_fail,
             scenarios: vec![plan],
-        }
+        })
     }
 
     /// The first scenario, which carries the run-wide settings.

@@ -1402,6 +1402,12 @@ impl Conn {
         self.last_seq = last_seq;
     }
 
+    /// Whether a replacement of this connection resumes a session: it had one, or it was
+    /// itself resuming one (and failed before its own opened).
+    pub fn has_session_to_resume(&self) -> bool {
+        self.established || self.resuming
+    }
+
     /// The highest `seq` received so far (for the session that replaces this one).
     pub fn last_seq(&self) -> u64 {
         self.last_seq
