@@ -118,11 +118,14 @@ fn command_line_flags_override_the_file() {
 url = "ws://127.0.0.1:1/ws"
 duration = "30s"
 connections = 5000
+reconnect = false
 [[scenario]]
 name = "a"
+connections = 1000
 [[scenario]]
 name = "b"
 weight = 3
+reconnect = true
 "#,
     );
     // --url replaces the target, -c the total, -d the duration; a failing threshold → 99.
@@ -152,6 +155,83 @@ weight = 3
     assert_eq!(v["scenarios"][1]["counters"]["established"], 30);
     assert_eq!(v["settings"]["duration_s"], 1.0);
     assert_eq!(v["thresholds"][0]["actual"], 30.0);
+    // Tags on the command line must name a scenario of the file.
+    let o = sockstorm(&[
+        "run",
+        file.to_str().unwrap(),
+        "--threshold",
+        "established{scenario:zz}: count>0",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no scenario is named `zz` (scenarios: a, b)")
+    );
+}
+
+#[test]
+fn a_block_replaces_the_top_levels_value_of_a_key() {
+    let file = scenario_file(
+        "replace",
+        r#"
+url = "ws://127.0.0.1:9/ws"
+reconnect = false
+headers = { Authorization = "Bearer top", X-Team = "load" }
+on_open = ["a", "b"]
+[[scenario]]
+name = "a"
+reconnect = true
+headers = { Authorization = "Bearer mine" }
+on_open = "c"
+[[scenario]]
+name = "b"
+"#,
+    );
+    // Nothing listens on port 9: both scenarios fail to connect, which is fine here; what
+    // matters is what each one was configured with.
+    let out = json_path("replace");
+    let o = sockstorm(&[
+        "run",
+        file.to_str().unwrap(),
+        "-d",
+        "1s",
+        "-c",
+        "4",
+        "-q",
+        "--json",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v = read_json(&out);
+    // `a` turned reconnecting back on and retried; `b` kept the top's `reconnect = false`.
+    assert!(
+        v["scenarios"][0]["counters"]["reconnects"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    assert_eq!(v["scenarios"][1]["counters"]["reconnects"], 0);
+    assert_eq!(v["scenarios"][1]["counters"]["attempts"], 2);
+    let (a, b) = (&v["scenarios"][0], &v["scenarios"][1]);
+    assert_eq!(
+        (a["reconnect"].as_bool(), b["reconnect"].as_bool()),
+        (Some(true), Some(false))
+    );
+    // Headers replace by name; a list replaces the whole list.
+    assert_eq!(
+        a["header_names"],
+        serde_json::json!(["X-Team", "Authorization"])
+    );
+    assert_eq!(
+        b["header_names"],
+        serde_json::json!(["Authorization", "X-Team"])
+    );
+    assert_eq!(a["send_on_open_bytes"], serde_json::json!([1]));
+    assert_eq!(b["send_on_open_bytes"], serde_json::json!([1, 1]));
 }
 
 #[test]
