@@ -60,6 +60,7 @@ impl EchoSession {
             message_count: 0,
             on_reconnect: None,
             fanout: None,
+            channel: 0,
             heartbeat: None,
             timer_resolution: 1,
         };
@@ -67,6 +68,7 @@ impl EchoSession {
         let mut rng = Rng::new(0x5eed);
         let mut out = Vec::with_capacity(64 * 1024);
         let mut ctx = Ctx {
+            token: None,
             cfg: &cfg,
             stats: &mut stats,
             rng: &mut rng,
@@ -104,6 +106,7 @@ impl EchoSession {
     pub fn round_trip(&mut self) -> usize {
         self.out.clear();
         let mut ctx = Ctx {
+            token: None,
             cfg: &self.cfg,
             stats: &mut self.stats,
             rng: &mut self.rng,
