@@ -125,6 +125,8 @@ pub struct ScenarioResult {
     pub storm_recovery: Option<Duration>,
     /// Stages: connections behind the ramp at worst (summed over shards).
     pub ramp_deficit_max: u64,
+    /// Its own per-second samples (empty when it is the run's only scenario).
+    pub timeline: Vec<Sample>,
 }
 
 /// Everything a finished (or interrupted) run measured.
@@ -275,6 +277,8 @@ struct Tally {
     total: ShardStats,
     second: ShardStats,
     peak_open: u64,
+    /// Its own samples (runs of several scenarios).
+    timeline: Vec<Sample>,
 }
 
 /// Runs every scenario of `run` to completion.
@@ -431,6 +435,7 @@ pub fn run(run: &Run, ctl: &RunControl) -> Result<RunResult, EngineError> {
             total: ShardStats::new(),
             second: ShardStats::new(),
             peak_open: 0,
+            timeline: Vec::new(),
         })
         .collect();
     let mut gauges = vec![vec![Gauges::default(); groups]; shards];
@@ -506,27 +511,21 @@ pub fn run(run: &Run, ctl: &RunControl) -> Result<RunResult, EngineError> {
                 peak_open = open;
                 rss_at_peak = sock::rss_bytes().unwrap_or(0);
             }
+            let t_s = (start.elapsed().as_secs_f64() * 10.0).round() / 10.0;
             for (t, &o) in tallies.iter_mut().zip(&open_by) {
                 t.peak_open = t.peak_open.max(o);
+                if groups > 1 {
+                    t.timeline.push(sample(t_s, o, &t.second, Vec::new()));
+                }
             }
             let second = overall(&tallies, false, |t| &t.second);
             let t = start.elapsed().as_secs_f64();
-            timeline.push(Sample {
-                t_s: (t * 10.0).round() / 10.0,
+            timeline.push(sample(
+                t_s,
                 open,
-                established: second.counters.established,
-                msgs_received: second.counters.msgs_received,
-                failures: second.failure_total(),
-                reconnects: second.counters.reconnects,
-                tls_full: second.counters.tls_handshakes_full,
-                tls_resumed: second.counters.tls_handshakes_resumed,
-                failures_by_cause: second
-                    .failures
-                    .iter()
-                    .map(|(f, n)| (f.name(), *n))
-                    .collect(),
-                open_by_scenario: if groups > 1 { open_by } else { Vec::new() },
-            });
+                &second,
+                if groups > 1 { open_by } else { Vec::new() },
+            ));
             progress.line(
                 t,
                 open,
@@ -595,6 +594,7 @@ pub fn run(run: &Run, ctl: &RunControl) -> Result<RunResult, EngineError> {
                     })
                 }),
                 ramp_deficit_max: g().map(|g| g.ramp_deficit_max).sum(),
+                timeline: t.timeline,
             }
         })
         .collect();
@@ -664,6 +664,22 @@ fn overall<'a>(
             }
             Cow::Owned(s)
         }
+    }
+}
+
+/// One second's sample from what `s` gathered in it.
+fn sample(t_s: f64, open: u64, s: &ShardStats, open_by_scenario: Vec<u64>) -> Sample {
+    Sample {
+        t_s,
+        open,
+        established: s.counters.established,
+        msgs_received: s.counters.msgs_received,
+        failures: s.failure_total(),
+        reconnects: s.counters.reconnects,
+        tls_full: s.counters.tls_handshakes_full,
+        tls_resumed: s.counters.tls_handshakes_resumed,
+        failures_by_cause: s.failures.iter().map(|(f, n)| (f.name(), *n)).collect(),
+        open_by_scenario,
     }
 }
 

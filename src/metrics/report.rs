@@ -111,7 +111,13 @@ fn storm_json(plan: &RunPlan, sr: &ScenarioResult, r: &RunResult) -> Value {
         Some(d) if st.every == 0 => at + d.as_secs_f64() + 1.0,
         _ => f64::MAX,
     };
-    let window = r.timeline.iter().filter(|x| x.t_s > at && x.t_s <= until);
+    // The scenario's own samples when the run has several.
+    let timeline = if sr.timeline.is_empty() {
+        &r.timeline
+    } else {
+        &sr.timeline
+    };
+    let window = timeline.iter().filter(|x| x.t_s > at && x.t_s <= until);
     let (mut peak, mut full, mut resumed, mut failures) = (0, 0, 0, 0);
     let mut by_cause = Map::new();
     for x in window {
