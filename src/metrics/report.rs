@@ -222,24 +222,30 @@ fn failures_json(s: &ShardStats) -> Value {
     )
 }
 
-/// The per-scenario section of the JSON document.
-fn scenario_json(plan: &RunPlan, sr: &ScenarioResult, r: &RunResult) -> Value {
-    let s = &sr.stats;
+/// Counters, close codes and histograms of `s` as JSON objects.
+fn measures_json(s: &ShardStats) -> (Value, Value, Value) {
     let counters: Map<String, Value> = s
         .counters
         .pairs()
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.into()))
         .collect();
-    let histograms: Map<String, Value> = Hist::ALL
-        .iter()
-        .map(|h| (h.name().to_owned(), hist_json(s.hist(*h))))
-        .collect();
     let close_codes: Map<String, Value> = s
         .close_codes
         .iter()
         .map(|(k, v)| (k.to_string(), (*v).into()))
         .collect();
+    let histograms: Map<String, Value> = Hist::ALL
+        .iter()
+        .map(|h| (h.name().to_owned(), hist_json(s.hist(*h))))
+        .collect();
+    (counters.into(), close_codes.into(), histograms.into())
+}
+
+/// The per-scenario section of the JSON document.
+fn scenario_json(plan: &RunPlan, sr: &ScenarioResult, r: &RunResult) -> Value {
+    let s = &sr.stats;
+    let (counters, close_codes, histograms) = measures_json(s);
     json!({
         "name": plan.name,
         "url": plan.url_text,
@@ -278,30 +284,12 @@ fn handshake_rates(plan: &RunPlan, r: &RunResult) -> Option<(f64, f64, f64)> {
 pub fn to_json(run: &Run, r: &RunResult) -> Value {
     let plan = run.main();
     let s = &r.stats;
-    let counters: Map<String, Value> = s
-        .counters
-        .pairs()
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.into()))
-        .collect();
-    let failures: Map<String, Value> = s
-        .failures
-        .iter()
-        .map(|(k, v)| (k.name(), (*v).into()))
-        .collect();
+    let (counters, close_codes, histograms) = measures_json(s);
+    let failures = failures_json(s);
     let failure_text: Map<String, Value> = s
         .failures
         .keys()
         .map(|k| (k.name(), k.describe().into()))
-        .collect();
-    let close_codes: Map<String, Value> = s
-        .close_codes
-        .iter()
-        .map(|(k, v)| (k.to_string(), (*v).into()))
-        .collect();
-    let histograms: Map<String, Value> = Hist::ALL
-        .iter()
-        .map(|h| (h.name().to_owned(), hist_json(s.hist(*h))))
         .collect();
     let header_names: Vec<&str> = plan.headers.iter().map(|(n, _)| n.as_str()).collect();
     json!({

@@ -1059,19 +1059,7 @@ impl RunPlan {
             match Template::parse(text, &request_resolver) {
                 Ok(None) => Ok(text.to_owned()),
                 Ok(Some(t)) if t.is_fixed() => {
-                    let mut out = Vec::new();
-                    let mut rng = crate::proto::rng::Rng::new(0);
-                    t.render(
-                        &mut crate::proto::template::Vars {
-                            conn_id: 0,
-                            seq: 0,
-                            last_seq: 0,
-                            now_unix_us: 0,
-                            rng: &mut rng,
-                        },
-                        &mut out,
-                    );
-                    Ok(String::from_utf8_lossy(&out).into_owned())
+                    Ok(String::from_utf8_lossy(&t.render_fixed()).into_owned())
                 }
                 Ok(Some(_)) => Err(inv(
                     flag,
@@ -1297,19 +1285,7 @@ fn templated(flag: &'static str, m: Message, r: &Resolver<'_>) -> Result<Message
         Err(reason) => return Err(PlanError::Invalid { flag, reason }),
     };
     if t.is_fixed() {
-        let mut payload = Vec::new();
-        let mut rng = crate::proto::rng::Rng::new(0);
-        t.render(
-            &mut crate::proto::template::Vars {
-                conn_id: 0,
-                seq: 0,
-                last_seq: 0,
-                now_unix_us: 0,
-                rng: &mut rng,
-            },
-            &mut payload,
-        );
-        return Ok(Message::fixed(m.opcode, payload.into()));
+        return Ok(Message::fixed(m.opcode, t.render_fixed().into()));
     }
     Ok(Message {
         opcode: m.opcode,

@@ -619,21 +619,6 @@ fn one_way_latency_from_the_server_timestamp() {
 
 #[test]
 fn templated_messages_render_per_send_and_echoes_match_by_hash() {
-    struct NoInputs;
-    impl crate::proto::template::Resolve for NoInputs {
-        fn env(&self, _: &str) -> Option<String> {
-            None
-        }
-        fn lines(&self, _: &str) -> Result<Vec<String>, String> {
-            Err("none".into())
-        }
-        fn token(&self) -> Option<&str> {
-            None
-        }
-        fn scenario(&self) -> &str {
-            "s"
-        }
-    }
     let t = Template::parse("m{{conn_id}}-{{seq}}", &NoInputs)
         .unwrap()
         .unwrap();

@@ -140,6 +140,23 @@ impl Template {
         }
     }
 
+    /// The text of a fixed template (see [`Template::is_fixed`]), rendered once.
+    pub fn render_fixed(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut rng = Rng::new(0);
+        self.render(
+            &mut Vars {
+                conn_id: 0,
+                seq: 0,
+                last_seq: 0,
+                now_unix_us: 0,
+                rng: &mut rng,
+            },
+            &mut out,
+        );
+        out
+    }
+
     /// Whether every part is fixed (only `env`/`token`): the caller can render it once.
     pub fn is_fixed(&self) -> bool {
         self.parts.iter().all(|p| matches!(p, Part::Lit(_)))
