@@ -126,7 +126,7 @@ counters! {
     abandoned,
     /// Reconnect attempts made to hold the target connection count.
     reconnects,
-    /// Rate-driven messages sent.
+    /// Rate-driven messages sent that an echo answers (publishers' are `fanout_published`).
     msgs_sent,
     /// Echo replies received and matched to a sent message.
     msgs_received,
@@ -181,7 +181,7 @@ counters! {
     heartbeats_sent,
     /// Application-level heartbeats answered in time.
     heartbeats_answered,
-    /// Fan-out: messages publishers sent.
+    /// Fan-out: messages publishers sent (not in `msgs_sent`: no echo answers them).
     fanout_published,
     /// Fan-out: messages subscribers received (duplicates not counted).
     fanout_delivered,

@@ -696,7 +696,7 @@ fn scenario_table(o: &mut String, run: &Run, r: &RunResult) {
             p.connections,
             sr.peak_open,
             c.established,
-            c.msgs_sent,
+            c.msgs_sent + c.fanout_published,
             c.msgs_received + c.msgs_pushed,
             s.failure_total(),
             p99(s, Hist::WsConnecting),

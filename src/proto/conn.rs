@@ -1342,10 +1342,10 @@ impl Conn {
             let now_unix = ctx.cfg.epoch_unix_us.saturating_add(now);
             let hash = self.encode_message(m, now_unix, ctx.rng, out);
             self.sent += 1;
-            ctx.stats.counters.msgs_sent += 1;
             self.next_msg_at = self.next_msg_at.saturating_add(iv);
             if publisher {
-                // No echo comes back; the log is what subscribers are held to.
+                // No echo comes back (so not in msgs_sent, which echoes answer); the log is
+                // what subscribers are held to.
                 ctx.stats
                     .fanout
                     .publish(ctx.cfg.channel, self.id, self.tseq, now_unix);
@@ -1355,6 +1355,7 @@ impl Conn {
             if let (Some(h), Some(x)) = (hash, self.extras.as_mut()) {
                 x.hashes.push_back(h);
             }
+            ctx.stats.counters.msgs_sent += 1;
             self.fifo.push_back(intended);
         }
     }
