@@ -334,6 +334,11 @@ fn bad_files_are_rejected_at_their_line_and_column_with_a_hint() {
             "2:1: unknown key `zzz` at the top level: every `sockstorm run --flag` is a key",
         ),
         (
+            "headername",
+            format!("{u}headers = {{ \"X-A: b\" = \"c\" }}\n"),
+            "2:13: `X-A: b` is not a header name (no colon, spaces or control characters)",
+        ),
+        (
             "notarget",
             "connections = 5\n".to_owned(),
             "1:1: no target: add url = \"ws://host:port/path\" at the top (or pass --url)",

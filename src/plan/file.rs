@@ -250,6 +250,16 @@ impl Reader<'_> {
                     ));
                 };
                 for (name, value) in t.iter() {
+                    let n = name.get_ref();
+                    if n.is_empty()
+                        || n.contains(':')
+                        || n.chars().any(|c| c.is_whitespace() || c.is_control())
+                    {
+                        return Err(self.err(
+                            &name.span(),
+                            format!("`{n}` is not a header name (no colon, spaces or control characters)"),
+                        ));
+                    }
                     let s = self.scalar(&format!("headers.{}", name.get_ref()), value)?;
                     let arg = format!("--header={}: {s}", name.get_ref());
                     push(
@@ -987,7 +997,8 @@ pub fn load(path: &Path, cli: &[String]) -> Result<Run, PlanError> {
     // Plans, with their errors traced back to the key that caused them.
     let mut scenarios = Vec::new();
     for (b, a) in blocks.iter().zip(&args_list) {
-        let mut plan = RunPlan::from_args(a).map_err(|e| locate(&r, e, b, &top, single))?;
+        let mut plan =
+            RunPlan::from_args(a).map_err(|e| locate(&r, e, b, &top, single, &from_cli))?;
         plan.name = b.name.clone();
         plan.start = b.start;
         if !b.start.is_zero() {
@@ -1096,7 +1107,14 @@ fn same_key(top: &Item, block: &Item) -> bool {
 
 /// A plan error named by flag, placed at the key that set the flag (the block's first, then
 /// the top level's); errors of command-line flags are returned as they are.
-fn locate(r: &Reader<'_>, e: PlanError, b: &Block, top: &Block, single: bool) -> PlanError {
+fn locate(
+    r: &Reader<'_>,
+    e: PlanError,
+    b: &Block,
+    top: &Block,
+    single: bool,
+    from_cli: &dyn Fn(&str) -> bool,
+) -> PlanError {
     let PlanError::Invalid { flag, reason } = &e else {
         return match e {
             PlanError::BadUrl { .. } | PlanError::Resolve { .. } => {
@@ -1113,11 +1131,16 @@ fn locate(r: &Reader<'_>, e: PlanError, b: &Block, top: &Block, single: bool) ->
             e => e,
         };
     };
+    let flags: Vec<&str> = flag.split('/').map(|f| f.trim_start_matches('-')).collect();
+    // A value given on the command line is reported as such, not at the file's key.
+    if flags.iter().any(|f| from_cli(&f.replace('-', "_"))) {
+        return e;
+    }
     let hit = b
         .items
         .iter()
         .chain(&top.items)
-        .find(|i| flag.split('/').any(|f| f.trim_start_matches('-') == i.flag));
+        .find(|i| flags.contains(&i.flag.as_str()));
     let scope = if single {
         String::new()
     } else {
