@@ -10,7 +10,7 @@ use std::cell::Cell;
 #[path = "../benches/support/echo.rs"]
 mod echo;
 
-use echo::EchoSession;
+use echo::{EchoSession, Subscribers};
 
 struct CountingAlloc;
 
@@ -127,4 +127,27 @@ fn echo_round_trips_allocate_nothing_large_multibyte_message() {
 #[test]
 fn echo_round_trips_with_pings_both_ways_allocate_nothing() {
     assert_steady_state_allocates_nothing("hello, sockstorm", true);
+}
+
+#[test]
+fn fan_out_deliveries_allocate_only_once_per_message_not_per_subscriber() {
+    let mut subs = Subscribers::open(50);
+    // Warm-up: the per-publisher windows and the shard's tables reach their working size.
+    for seq in 1..=200 {
+        subs.deliver(seq);
+    }
+    let n = allocations_in(|| {
+        for seq in 201..=300 {
+            subs.deliver(seq);
+        }
+    });
+    let c = &subs.stats().counters;
+    assert_eq!(c.fanout_delivered, 300 * 50);
+    assert_eq!(c.fanout_delivered_owed, 300 * 50);
+    assert_eq!((c.fanout_duplicates, c.fanout_reordered), (0, 0));
+    // One timing row per new message (shared by its 50 deliveries), plus the table growing.
+    assert!(
+        n <= 100 + 2,
+        "{n} allocations for 100 messages × 50 subscribers"
+    );
 }

@@ -3,7 +3,7 @@
 //! `tests/alloc.rs` (no allocation per message); cargo does not build this directory as a bench.
 
 use sockstorm::metrics::ShardStats;
-use sockstorm::proto::conn::{Conn, ConnConfig, Ctx, Message, Micros, Mode, Phase};
+use sockstorm::proto::conn::{Conn, ConnConfig, Ctx, Fanout, Message, Micros, Mode, Phase};
 use sockstorm::proto::rng::Rng;
 use sockstorm::proto::ws::frame::apply_mask;
 use sockstorm::proto::ws::handshake::RequestTemplate;
@@ -67,23 +67,7 @@ impl EchoSession {
         let mut stats = ShardStats::new();
         let mut rng = Rng::new(0x5eed);
         let mut out = Vec::with_capacity(64 * 1024);
-        let mut ctx = Ctx {
-            token: None,
-            cfg: &cfg,
-            stats: &mut stats,
-            rng: &mut rng,
-        };
-        let mut conn = Conn::new(&mut ctx, 0);
-        conn.handle_connected(&mut ctx, 100);
-        conn.poll_transmit(&mut ctx, 100, &mut out);
-        let resp = response_for(&out);
-        conn.handle_recv(&mut ctx, 200, &resp);
-        assert_eq!(
-            conn.phase(),
-            Phase::Open,
-            "the scripted 101 opens the session"
-        );
-        out.clear();
+        let conn = open_conn(&cfg, &mut stats, &mut rng, &mut out);
         // The first message is due at a random phase within the first interval.
         let now = conn.poll_timeout(&cfg).expect("a message timer is armed");
         let echo = server_frame(0x81, payload.as_bytes());
@@ -163,6 +147,90 @@ impl EchoSession {
 }
 
 /// The 101 a correct server sends for the upgrade `request`.
+/// A connection of `cfg` opened by a scripted correct 101 at t = 200 µs.
+fn open_conn(cfg: &ConnConfig, stats: &mut ShardStats, rng: &mut Rng, out: &mut Vec<u8>) -> Conn {
+    let mut ctx = Ctx {
+        token: None,
+        cfg,
+        stats,
+        rng,
+    };
+    let mut conn = Conn::new(&mut ctx, 0);
+    conn.handle_connected(&mut ctx, 100);
+    conn.poll_transmit(&mut ctx, 100, out);
+    let resp = response_for(out);
+    conn.handle_recv(&mut ctx, 200, &resp);
+    assert_eq!(
+        conn.phase(),
+        Phase::Open,
+        "the scripted 101 opens the session"
+    );
+    out.clear();
+    conn
+}
+
+/// Fan-out subscribers of one shard receiving the same publisher's messages, as a channel
+/// relays them (a driver would feed each connection its own copy).
+pub struct Subscribers {
+    cfg: ConnConfig,
+    stats: ShardStats,
+    rng: Rng,
+    conns: Vec<Conn>,
+    frame: Vec<u8>,
+}
+
+impl Subscribers {
+    /// `n` open subscribers, subscribed from their open (no ack awaited).
+    pub fn open(n: usize) -> Self {
+        let cfg = ConnConfig {
+            on_open: Vec::new(),
+            message: None,
+            message_interval: 0,
+            fanout: Some(Fanout::Subscriber),
+            channel: 1,
+            epoch_unix_us: 1_000_000,
+            ..EchoSession::open("x", false).cfg
+        };
+        let (mut stats, mut rng, mut out) = (ShardStats::new(), Rng::new(7), Vec::new());
+        let conns = (0..n)
+            .map(|_| open_conn(&cfg, &mut stats, &mut rng, &mut out))
+            .collect();
+        Self {
+            cfg,
+            stats,
+            rng,
+            conns,
+            frame: Vec::with_capacity(128),
+        }
+    }
+
+    /// Message `seq` of publisher 3, sent at 1 ms after the subscription, to everyone.
+    pub fn deliver(&mut self, seq: u64) {
+        use std::io::Write;
+        self.frame.clear();
+        self.frame.extend_from_slice(&[0x81, 0]);
+        let _ = write!(
+            self.frame,
+            r#"{{"pub":3,"seq":{seq},"ts":1001000,"x":"quote"}}"#
+        );
+        self.frame[1] = (self.frame.len() - 2) as u8;
+        let mut ctx = Ctx {
+            token: None,
+            cfg: &self.cfg,
+            stats: &mut self.stats,
+            rng: &mut self.rng,
+        };
+        for c in &mut self.conns {
+            c.handle_recv(&mut ctx, 2_000, &self.frame);
+        }
+    }
+
+    /// The shard's statistics.
+    pub fn stats(&self) -> &ShardStats {
+        &self.stats
+    }
+}
+
 fn response_for(request: &[u8]) -> Vec<u8> {
     let text = std::str::from_utf8(request).expect("the request is ASCII");
     let key = text
