@@ -17,7 +17,7 @@ use std::hint::black_box;
 #[path = "support/echo.rs"]
 mod echo;
 
-use echo::{server_frame, EchoSession};
+use echo::{server_frame, EchoSession, Subscribers};
 
 const KIB: usize = 1024;
 
@@ -185,8 +185,26 @@ fn bench_conn_echo(c: &mut Criterion) {
     g.finish();
 }
 
+/// A fan-out message reaching 50 subscribers of one shard: frame parse, three field scans,
+/// the per-publisher window, latency and per-message timing (divide by 50 per delivery).
+fn bench_fanout_deliver(c: &mut Criterion) {
+    let mut g = c.benchmark_group("fanout_deliver");
+    let mut subs = Subscribers::open(50);
+    let mut seq = 0;
+    g.throughput(Throughput::Elements(50));
+    g.bench_function("50_subscribers", |b| {
+        b.iter(|| {
+            seq += 1;
+            subs.deliver(seq);
+        })
+    });
+    g.finish();
+    assert_eq!(subs.stats().counters.fanout_duplicates, 0);
+}
+
 criterion_group!(
     benches,
+    bench_fanout_deliver,
     bench_encode,
     bench_decode,
     bench_mask,
