@@ -329,7 +329,10 @@ fn finish(run: &Run, result: &RunResult) -> Result<u8, CliError> {
         EXIT_INTERRUPTED
     } else if report::thresholds(run, result).iter().any(|t| !t.pass) {
         EXIT_THRESHOLDS
-    } else if result.stats.failure_total() > 0 || c.sessions_dropped > 0 {
+    } else if result.stats.failure_total() > 0
+        || c.sessions_dropped > 0
+        || result.auth.iter().any(|(_, a)| !a.failures.is_empty())
+    {
         EXIT_FAILURES
     } else {
         EXIT_OK
