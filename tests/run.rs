@@ -1155,8 +1155,21 @@ fn per_connection_auth_gives_each_connection_its_own_token() {
     assert!(!text.contains("tok-"), "no token in the report");
     let v = read_json(&out);
     let a = &v["auth_per_connection"][0];
-    assert!(a["tokens"].as_u64().unwrap() >= 20, "{a}");
+    // One request per connection, a token at most ahead per shard.
+    let tokens = a["tokens"].as_u64().unwrap();
+    assert!((20..=23).contains(&tokens), "{a}");
+    assert_eq!(a["requests"].as_u64(), Some(tokens));
     assert_eq!(a["failures"], serde_json::json!({}));
     // 20 tokens at 50/s: the openings waited for them, and that shows as schedule lag.
     assert!(v["schedule_lag_max_us"].as_u64().unwrap() > 200_000, "{v}");
+    // A token with nowhere to go is refused before any request.
+    let o = sockstorm(&[
+        "run",
+        &format!("ws://{ws_addr}/ws"),
+        "--auth-url",
+        &format!("http://{auth_addr}/v1/auth/token"),
+        "--auth-per-connection",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no {{token}} in -H values or the URL"));
 }

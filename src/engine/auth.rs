@@ -26,8 +26,10 @@ pub struct AuthStats {
     pub failures: BTreeMap<String, u64>,
     /// What the first failure said (the message names the status or error, never a token).
     pub first_error: Option<String>,
-    /// Request → answer, µs.
+    /// Request → answer of the requests that gave a token, µs.
     pub latency: Histogram<u64>,
+    /// A request was waiting for its answer when the run ended.
+    pub in_flight: bool,
 }
 
 impl Default for AuthStats {
@@ -38,6 +40,7 @@ impl Default for AuthStats {
             failures: BTreeMap::new(),
             first_error: None,
             latency: new_histogram(),
+            in_flight: false,
         }
     }
 }
@@ -52,22 +55,32 @@ pub struct AuthWorker {
 
 impl AuthWorker {
     /// Stops making requests (a request in flight ends by its timeout) and returns the
-    /// statistics gathered.
-    pub fn finish(self) -> AuthStats {
+    /// statistics gathered; a request still unanswered counts as `auth_unanswered`.
+    pub fn finish(&self) -> AuthStats {
         self.stop.store(true, Ordering::SeqCst);
-        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+        let mut s = self.stats.lock().map(|s| s.clone()).unwrap_or_default();
+        if s.in_flight {
+            *s.failures.entry("auth_unanswered".into()).or_insert(0) += 1;
+            s.first_error.get_or_insert_with(|| {
+                "an auth request was still unanswered at the end (is the auth server hung?)".into()
+            });
+        }
+        s
     }
 }
 
-/// One channel per shard: tokens for about a quarter second of openings, so the thread does
-/// not run far ahead of what is used.
-pub fn channels(
-    pool: &AuthPool,
-    shards: usize,
-) -> (Vec<SyncSender<String>>, Vec<Receiver<String>>) {
-    let cap = ((pool.rate / 4.0 / shards as f64).ceil() as usize).clamp(2, 10_000);
+impl Drop for AuthWorker {
+    fn drop(&mut self) {
+        // Whatever ended the run (an error included), no more requests.
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// One channel per shard holding one token: the thread fetches a token when a shard has
+/// taken its last, so requests follow openings (a few ahead at most, one per shard).
+pub fn channels(shards: usize) -> (Vec<SyncSender<String>>, Vec<Receiver<String>>) {
     (0..shards)
-        .map(|_| std::sync::mpsc::sync_channel(cap))
+        .map(|_| std::sync::mpsc::sync_channel(1))
         .unzip()
 }
 
@@ -97,12 +110,16 @@ fn run(
     let mut rng = Rng::from_entropy(0xA07);
     let mut body = Vec::new();
     let mut next = 0usize;
+    let gap = Duration::from_secs_f64(1.0 / pool.rate);
+    let mut due = start;
     for n in 0u64.. {
-        // Paced from the start: request n goes out at n / rate.
-        let due = start + Duration::from_secs_f64(n as f64 / pool.rate);
+        // At most `rate` per second: time spent waiting for a shard to take a token is not
+        // made up for with a burst.
         if !sleep_until(due, stop) {
             return;
         }
+        let floor = Instant::now().checked_sub(gap).unwrap_or(due);
+        due = due.max(floor).checked_add(gap).unwrap_or(due);
         let text = pool.body.as_ref().map(|t| {
             body.clear();
             let now = SystemTime::now()
@@ -121,17 +138,21 @@ fn run(
             );
             String::from_utf8_lossy(&body).into_owned()
         });
+        if let Ok(mut s) = stats.lock() {
+            s.requests += 1;
+            s.in_flight = true;
+        }
         let t0 = Instant::now();
         let result = pool.spec.fetch_with(&agent, text.as_deref());
         let took = t0.elapsed().as_micros() as u64;
         let token = {
             let Ok(mut s) = stats.lock() else { return };
-            s.requests += 1;
-            s.latency
-                .saturating_record(took.clamp(1, crate::metrics::HIST_MAX_US));
+            s.in_flight = false;
             match result {
                 Ok(t) => {
                     s.tokens += 1;
+                    s.latency
+                        .saturating_record(took.clamp(1, crate::metrics::HIST_MAX_US));
                     Some(t)
                 }
                 Err(e) => {

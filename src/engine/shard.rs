@@ -516,8 +516,8 @@ impl Shard {
         if !self.stopping {
             t = t.min(self.plan.duration_us);
             for g in &self.groups {
-                // Openings that wait for a token look again in 5 ms, not in a spin.
-                let floor = if g.starved() { now + 5_000 } else { 0 };
+                // Openings that wait for a token look again in 1 ms, not in a spin.
+                let floor = if g.starved() { now + 1_000 } else { 0 };
                 if g.pending_opens > 0 {
                     t = t.min((g.next_open_at as Micros).max(floor));
                 }

@@ -201,6 +201,7 @@ impl FanoutStats {
             incomplete,
             timed: self.latencies.len() as u64,
             untimed,
+            exact: self.unlogged == 0,
         })
     }
 }
@@ -234,6 +235,9 @@ pub struct FanoutSummary {
     /// Messages owed to someone but not timed (the timing table was full): neither in the
     /// completion figures nor counted incomplete; their loss is still exact.
     pub untimed: u64,
+    /// Every published message was logged, so `expected` (and the loss) is complete; beyond
+    /// the log's capacity it is not computed.
+    pub exact: bool,
 }
 
 #[cfg(test)]

@@ -67,11 +67,10 @@ impl AuthSpec {
     /// One request with `body` (POST) or none (GET): the token, or why there is none.
     pub fn fetch_with(&self, agent: &ureq::Agent, body: Option<&str>) -> Result<String, AuthError> {
         let method = if body.is_some() { "POST" } else { "GET" };
-        // Without the query: it may carry credentials, and messages reach the report.
-        let what = format!(
-            "{method} {}",
-            self.url.split('?').next().unwrap_or_default()
-        );
+        // Without credentials (user:password@, the query): messages reach the report.
+        let shown = shown_url(&self.url);
+        let what = format!("{method} {shown}");
+        let clean = |text: String| text.replace(&self.url, &shown);
         let fail = |cause: String, message: String| AuthError { cause, message };
         let res = match body {
             Some(body) => {
@@ -99,7 +98,7 @@ impl AuthSpec {
                 }
                 _ => "auth_error",
             };
-            fail(cause.into(), format!("{what} failed: {e}"))
+            fail(cause.into(), clean(format!("{what} failed: {e}")))
         })?;
         let status = res.status().as_u16();
         if !(200..300).contains(&status) {
@@ -149,6 +148,19 @@ pub struct AuthError {
     pub message: String,
 }
 
+/// `url` as it may be shown: no `user:password@`, no query.
+fn shown_url(url: &str) -> String {
+    let url = url.split(['?', '#']).next().unwrap_or_default();
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            format!("{scheme}://{host}{path}")
+        }
+        None => url.to_owned(),
+    }
+}
+
 /// Whether `t` can go in a header value and a request line as it is.
 pub fn is_bearer(t: &str) -> bool {
     !t.is_empty()
@@ -182,5 +194,15 @@ mod tests {
         assert_eq!(token_at(&v, "data.n").as_deref(), Some("7"));
         assert_eq!(token_at(&v, "data"), None);
         assert_eq!(token_at(&v, "missing.x"), None);
+    }
+
+    #[test]
+    fn shown_urls_have_no_credentials() {
+        assert_eq!(
+            shown_url("http://admin:hunter2@h:8/v1/t?key=s3cr3t"),
+            "http://h:8/v1/t"
+        );
+        assert_eq!(shown_url("https://h/a@b"), "https://h/a@b");
+        assert_eq!(shown_url("http://h"), "http://h");
     }
 }

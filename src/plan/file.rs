@@ -975,6 +975,18 @@ pub fn load(path: &Path, cli: &[String]) -> Result<Run, PlanError> {
             .filter(|r| *r > 0.0)
             .or(Some(rate));
     }
+    // Per-connection auth at the top level: its rate is shared by the scenarios using it.
+    let own_auth_rate = |k: usize| blocks[k].items.iter().any(|i| i.flag == "auth-rate");
+    let apc: Vec<usize> = (0..blocks.len())
+        .filter(|&k| args_list[k].auth_per_connection && !own_auth_rate(k))
+        .collect();
+    if apc.len() > 1 {
+        let sum: u64 = apc.iter().map(|&k| peak(&args_list[k])).sum::<u64>().max(1);
+        for &k in &apc {
+            let a = &mut args_list[k];
+            a.auth_rate = a.auth_rate * peak(a) as f64 / sum as f64;
+        }
+    }
     // A total message rate in the file is shared by the scenarios that send, by connections.
     let total_msgs = if from_cli("message_total_rate") {
         cli_flags.run.message_total_rate
@@ -1016,6 +1028,22 @@ pub fn load(path: &Path, cli: &[String]) -> Result<Run, PlanError> {
             }
         }
         scenarios.push(plan);
+    }
+    // Messages are owed per channel: every fan-out scenario names its channel, or none does.
+    let named = |p: &RunPlan| p.fanout.is_some() && p.channel.is_some();
+    if scenarios.iter().any(named) {
+        if let Some(k) = scenarios
+            .iter()
+            .position(|p| p.fanout.is_some() && p.channel.is_none())
+        {
+            return Err(r.err(
+                &blocks[k].name_span,
+                format!(
+                    "scenario `{}` has a role but no `channel` while others name theirs: give it its `channel` (messages are owed to the subscribers of their channel)",
+                    blocks[k].name
+                ),
+            ));
+        }
     }
 
     // Thresholds: the top level's are overall (or tagged), a block's are its own.

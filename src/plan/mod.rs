@@ -878,10 +878,14 @@ impl RunPlan {
             }
         }
         for p in &a.subprotocols {
-            if p.is_empty() || p.chars().any(|c| !c.is_ascii_graphic() || c == ',') {
+            // An RFC 7230 token: no separators (so no `{{...}}` either).
+            if p.is_empty()
+                || p.chars()
+                    .any(|c| !c.is_ascii_graphic() || "(),/:;<=>?@[\\]{}\"".contains(c))
+            {
                 return Err(inv(
                     "--subprotocol",
-                    format!("`{p}` is not a valid token (no spaces or commas)"),
+                    format!("`{p}` is not a valid token (no spaces, commas or other separators such as {{}} ; : / =)"),
                 ));
             }
         }
@@ -998,14 +1002,31 @@ impl RunPlan {
                 "each connection's token goes in its upgrade request only: use {{token}} in -H values or the URL, not in messages".into(),
             ));
         }
-        if a.auth_per_connection && !(a.auth_rate.is_finite() && a.auth_rate > 0.0) {
+        if a.auth_per_connection && !(a.auth_rate.is_finite() && a.auth_rate >= 0.001) {
             return Err(inv(
                 "--auth-rate",
                 format!(
-                    "must be a positive number of requests per second, got {}",
+                    "must be at least 0.001 requests per second, got {}",
                     a.auth_rate
                 ),
             ));
+        }
+        if a.auth_per_connection {
+            let in_request = a.url.contains(auth::TOKEN)
+                || a.headers.iter().any(|(_, v)| v.contains(auth::TOKEN));
+            if !in_request {
+                return Err(inv(
+                    "--auth-per-connection",
+                    "no {{token}} in -H values or the URL: each connection's token would be fetched and never sent".into(),
+                ));
+            }
+            if handshake && !a.upgrade {
+                return Err(inv(
+                    "--auth-per-connection",
+                    "handshake cycles without --upgrade send no upgrade request to carry a token"
+                        .into(),
+                ));
+            }
         }
         // One token for the whole run (the pre-step), or one per connection later.
         let (token, auth_pool) = match spec {
@@ -1034,7 +1055,12 @@ impl RunPlan {
                 (None, Some(Arc::new(pool)))
             }
             Some(spec) => {
-                let token = spec.fetch()?;
+                let token = spec.fetch().map_err(|e| match (&a.scenario, e) {
+                    (Some(name), PlanError::Auth(m)) => {
+                        PlanError::Auth(format!("scenario `{name}`: {m}"))
+                    }
+                    (_, e) => e,
+                })?;
                 (Some(token), None)
             }
             None => (None, None),
@@ -1181,6 +1207,11 @@ fn auth_spec(a: &RunArgs) -> Result<Option<auth::AuthSpec>, PlanError> {
             .chain(&a.message)
             .chain(&a.on_reconnect)
             .any(|m| m.contains(auth::TOKEN));
+    // A scenario of a file that inherits the top level's auth but never uses the token
+    // needs no request.
+    if !uses_token && a.scenario.is_some() {
+        return Ok(None);
+    }
     let Some(auth_url) = &a.auth_url else {
         if uses_token {
             return Err(PlanError::Invalid {
