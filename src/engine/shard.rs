@@ -600,14 +600,18 @@ impl Shard {
             .saturating_add(drain)
             .saturating_add(self.close_wait)
             .saturating_add(200_000);
+        self.each_conn(now, |conn, ctx| conn.stop(ctx, now, now + drain));
+    }
+
+    /// Applies `f` to every live connection with its group's context, then re-arms it.
+    fn each_conn(&mut self, now: Micros, f: impl Fn(&mut Conn, &mut Ctx<'_>)) {
         for i in 0..self.slots.len() {
             let Shard {
                 groups, slots, rng, ..
             } = self;
             let slot = &mut slots[i];
             if let Some(conn) = slot.conn.as_mut() {
-                let g = &mut groups[slot.group as usize];
-                conn.stop(&mut g.ctx(rng), now, now + drain);
+                f(conn, &mut groups[slot.group as usize].ctx(rng));
                 self.after(i as u32, now);
             }
         }
@@ -623,17 +627,7 @@ impl Shard {
             g.pending_opens = 0;
         }
         self.hard_deadline = self.hard_deadline.min(now);
-        for i in 0..self.slots.len() {
-            let Shard {
-                groups, slots, rng, ..
-            } = self;
-            let slot = &mut slots[i];
-            if let Some(conn) = slot.conn.as_mut() {
-                let g = &mut groups[slot.group as usize];
-                conn.abort(&mut g.ctx(rng), now);
-                self.after(i as u32, now);
-            }
-        }
+        self.each_conn(now, |conn, ctx| conn.abort(ctx, now));
     }
 
     fn open_due(&mut self, gi: usize, now: Micros) {

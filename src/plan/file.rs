@@ -38,6 +38,11 @@ const RUN_WIDE: &[&str] = &[
     "abort_on_fail",
     "no_utf8_check",
     "tls",
+];
+
+/// The TLS keys: run-wide too, at the top or in the `tls` table (there `version` and
+/// `tickets` stand for `tls_version` and `tls_tickets`).
+const TLS_KEYS: &[&str] = &[
     "cacert",
     "insecure",
     "no_verify_cache",
@@ -51,6 +56,11 @@ const RUN_WIDE: &[&str] = &[
     "resume",
     "tls_tickets",
 ];
+
+/// Whether `key` describes the whole run (allowed at the top level only).
+fn run_wide(key: &str) -> bool {
+    RUN_WIDE.contains(&key) || TLS_KEYS.contains(&key)
+}
 
 /// Keys that are not flags.
 const SPECIAL: &[&str] = &[
@@ -319,12 +329,7 @@ impl Reader<'_> {
                             continue;
                         }
                         ("tls", "version" | "tickets") => format!("tls-{sub}"),
-                        ("tls", _)
-                            if self.flag(&sub.replace('_', "-")).is_some()
-                                && RUN_WIDE.contains(&sub) =>
-                        {
-                            sub.replace('_', "-")
-                        }
+                        ("tls", _) if TLS_KEYS.contains(&sub) => sub.replace('_', "-"),
                         _ => {
                             let keys: &[&str] = match key {
                                 "storm" => &["at", "every", "fraction", "close"],
@@ -338,21 +343,14 @@ impl Reader<'_> {
                                     "rate",
                                 ],
                                 "heartbeat" => &["interval", "message", "expect", "timeout"],
-                                _ => &[
-                                    "version",
-                                    "tickets",
-                                    "cacert",
-                                    "insecure",
-                                    "sni",
-                                    "ciphers",
-                                    "kx",
-                                    "alpn",
-                                    "cert",
-                                    "key",
-                                    "resume",
-                                    "no_verify_cache",
-                                ],
+                                _ => &[],
                             };
+                            // The tls table's names: its keys without their `tls_` prefix.
+                            let tls: Vec<&str> = TLS_KEYS
+                                .iter()
+                                .map(|k| k.strip_prefix("tls_").unwrap_or(k))
+                                .collect();
+                            let keys = if key == "tls" { &tls[..] } else { keys };
                             let known: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
                             let hint = closest(sub, &known).map_or_else(
                                 || format!("`{key}` has {}", keys.join(", ")),
@@ -554,7 +552,7 @@ impl Reader<'_> {
             if top && key == "scenario" {
                 continue;
             }
-            if !top && RUN_WIDE.contains(&key) && key != "url" {
+            if !top && run_wide(key) && key != "url" {
                 return Err(self.err(
                     &k.span(),
                     format!(
