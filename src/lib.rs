@@ -15,4 +15,5 @@ pub mod io;
 pub mod metrics;
 pub mod plan;
 pub mod proto;
+pub mod results;
 pub mod server;

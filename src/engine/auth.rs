@@ -4,46 +4,14 @@
 //! shards only take ready tokens from their channel (openings wait, and that wait shows as
 //! connect-schedule lag). Tokens never reach reports or logs: only counts, causes, latencies.
 
-use crate::metrics::new_histogram;
+use crate::metrics::run::AuthStats;
 use crate::plan::AuthPool;
 use crate::proto::rng::Rng;
 use crate::proto::template::Vars;
-use hdrhistogram::Histogram;
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-/// What the auth requests of one scenario did.
-#[derive(Debug, Clone)]
-pub struct AuthStats {
-    /// Requests made.
-    pub requests: u64,
-    /// Tokens obtained.
-    pub tokens: u64,
-    /// Requests without a token, by cause (`auth_http_401`, `auth_timeout`, ...).
-    pub failures: BTreeMap<String, u64>,
-    /// What the first failure said (the message names the status or error, never a token).
-    pub first_error: Option<String>,
-    /// Request → answer of the requests that gave a token, µs.
-    pub latency: Histogram<u64>,
-    /// A request was waiting for its answer when the run ended.
-    pub in_flight: bool,
-}
-
-impl Default for AuthStats {
-    fn default() -> Self {
-        Self {
-            requests: 0,
-            tokens: 0,
-            failures: BTreeMap::new(),
-            first_error: None,
-            latency: new_histogram(),
-            in_flight: false,
-        }
-    }
-}
 
 /// A running auth thread: its statistics so far and the flag that stops it.
 #[derive(Debug)]

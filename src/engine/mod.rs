@@ -1,23 +1,21 @@
-//! Orchestration: plans each shard's share, starts one pinned shard per CPU behind a common
-//! start instant, merges their once-a-second intervals into the live progress line and the
-//! totals, handles Ctrl-C, and returns the merged result.
+//! Orchestration: plans each shard's share ([`layout`]), starts one pinned shard per CPU
+//! behind a common start instant ([`start`]), merges their once-a-second intervals for an
+//! [`Observer`] and into the totals while passing on Ctrl-C ([`collect`]), and assembles the
+//! merged result ([`finish`]).
 
 pub mod auth;
-pub mod reconnect;
 pub mod shard;
 pub mod stages;
 pub mod timer;
 
 use crate::io::sock::{self, SockOptions};
-use crate::io::uring::{RingConfig, SocketSetup};
+use crate::io::uring::{RingConfig, SocketSetup, Waker};
 use crate::metrics::fanout::FanoutSummary;
-use crate::metrics::{Hist, ShardStats};
-use crate::plan::{Run, RunPlan, SocketSetupArg};
-use crate::proto::conn::ConnConfig;
-use crate::proto::ws::handshake::RequestTemplate;
+use crate::metrics::run::{Observer, RunResult, Sample, ScenarioResult, Tick};
+use crate::metrics::ShardStats;
+use crate::plan::{Prepared, Run, RunPlan};
 use shard::{Gauges, GroupPlan, ShardEvent, ShardPlan, StartGate, StopFlags};
 use std::borrow::Cow;
-use std::io::Write;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{mpsc, Arc, Barrier, OnceLock};
 use std::time::{Duration, Instant};
@@ -83,152 +81,15 @@ impl RunControl {
     }
 }
 
-/// Per-second sample of the run, for the JSON timeline.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Sample {
-    /// Seconds since start.
-    pub t_s: f64,
-    /// Open sessions.
-    pub open: u64,
-    /// Sessions opened in the second.
-    pub established: u64,
-    /// Echoes matched in the second.
-    pub msgs_received: u64,
-    /// Failures in the second.
-    pub failures: u64,
-    /// Replacement connections opened in the second.
-    pub reconnects: u64,
-    /// TLS handshakes in the second, full and resumed.
-    pub tls_full: u64,
-    /// See `tls_full`.
-    pub tls_resumed: u64,
-    /// Failures in the second by cause.
-    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub failures_by_cause: std::collections::BTreeMap<String, u64>,
-    /// Open sessions per scenario (runs with more than one).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub open_by_scenario: Vec<u64>,
-}
-
-/// What one scenario of a run measured.
-#[derive(Debug)]
-pub struct ScenarioResult {
-    /// Merged statistics of the scenario on all shards.
-    pub stats: ShardStats,
-    /// Most of its sessions open at once (sampled each second).
-    pub peak_open: u64,
-    /// Largest connect-schedule lag of any shard, µs.
-    pub schedule_lag_max_us: u64,
-    /// Time from the start until every shard had opened its share (None: never).
-    pub ramp: Option<Duration>,
-    /// Storms: the longest recovery (None: some storm was never recovered from).
-    pub storm_recovery: Option<Duration>,
-    /// Stages: connections behind the ramp at worst (summed over shards).
-    pub ramp_deficit_max: u64,
-    /// Its own per-second samples (empty when it is the run's only scenario).
-    pub timeline: Vec<Sample>,
-}
-
-/// Everything a finished (or interrupted) run measured.
-#[derive(Debug)]
-pub struct RunResult {
-    /// Merged statistics of all shards and scenarios.
-    pub stats: ShardStats,
-    /// Per scenario, in plan order.
-    pub scenarios: Vec<ScenarioResult>,
-    /// Wall time from start to the last shard finishing.
-    pub elapsed: Duration,
-    /// Stopped by Ctrl-C.
-    pub interrupted: bool,
-    /// Process CPU time used during the run (user, system).
-    pub cpu: (Duration, Duration),
-    /// RSS before connections were opened.
-    pub rss_before: u64,
-    /// RSS when the most sessions were open.
-    pub rss_at_peak_open: u64,
-    /// Most sessions open at once.
-    pub peak_open: u64,
-    /// Largest connect-schedule lag of any shard, µs.
-    pub schedule_lag_max_us: u64,
-    /// Time from the start until every shard had opened its target count (None: never).
-    pub ramp: Option<Duration>,
-    /// RLIMIT_NOFILE (soft, hard) after raising.
-    pub nofile: (u64, u64),
-    /// Connections the limits allow.
-    pub capacity: u64,
-    /// One sample per second.
-    pub timeline: Vec<Sample>,
-    /// Storms: the longest time until a shard was back at its connection count (None: some
-    /// storm was never recovered from).
-    pub storm_recovery: Option<Duration>,
-    /// Stages: connections the shards were behind the ramp at worst (summed over shards).
-    pub ramp_deficit_max: u64,
-    /// Per-connection auth, per scenario that used it.
-    pub auth: Vec<(String, auth::AuthStats)>,
-    /// Fan-out accounting (runs with publishers or subscribers).
-    pub fanout: Option<FanoutSummary>,
-    /// `--abort-on-fail`: the threshold that failed during the run, and when (s).
-    pub threshold_abort: Option<(String, f64)>,
-}
-
-impl RunResult {
-    /// RSS growth per open connection at the peak (the per-connection memory cost).
-    pub fn rss_per_open_connection(&self) -> Option<u64> {
-        self.rss_at_peak_open
-            .saturating_sub(self.rss_before)
-            .checked_div(self.peak_open)
-    }
-}
-
 /// Splits `n` into `parts` near-equal shares (the first ones get the remainder).
 pub fn split(n: u64, parts: usize) -> Vec<u64> {
     let p = parts.max(1) as u64;
     (0..p).map(|i| n / p + u64::from(i < n % p)).collect()
 }
 
-/// The connection behaviour of one scenario (each shard adds its TLS client and epoch).
-fn conn_config(plan: &RunPlan, channel: u32) -> ConnConfig {
-    ConnConfig {
-        mode: plan.mode,
-        tls: None,
-        template: RequestTemplate::new(
-            &plan.url.host_header(),
-            &plan.url.path,
-            &plan.headers,
-            &plan.subprotocols,
-        ),
-        connect_timeout: plan.connect_timeout.as_micros() as u64,
-        on_open: plan.on_open.clone(),
-        message: plan.message.clone(),
-        message_count: plan.message_count,
-        on_reconnect: plan.on_reconnect.clone(),
-        fanout: plan.fanout.clone(),
-        channel,
-        heartbeat: plan.heartbeat.clone(),
-        message_interval: if plan.message_rate > 0.0 {
-            (1e6 / plan.message_rate).max(1.0) as u64
-        } else {
-            0
-        },
-        ping_interval: plan.ping_interval.map_or(0, |d| d.as_micros() as u64),
-        pong_timeout: plan.pong_timeout.map_or(0, |d| d.as_micros() as u64),
-        latency_from: plan.latency_from.clone(),
-        expect: plan
-            .expect
-            .clone()
-            .map(|p| (p, plan.expect_timeout.as_micros() as u64)),
-        epoch_unix_us: 0,
-        session_lifetime: plan.session_lifetime.map_or(0, |d| d.as_micros() as u64),
-        close_wait: plan.close_wait.as_micros() as u64,
-        validate_utf8: plan.validate_utf8,
-        timer_resolution: (plan.timer_resolution.as_micros() as u64).max(1),
-    }
-}
-
 /// Scenario `plan`'s share of shard `i` of `shards`.
 fn group_plan(
     plan: &RunPlan,
-    conn: &ConnConfig,
     i: usize,
     shards: usize,
     tokens: Option<mpsc::Receiver<String>>,
@@ -242,7 +103,7 @@ fn group_plan(
     if !stages.is_empty() && !plan.start.is_zero() {
         stages.insert(
             0,
-            stages::Stage {
+            crate::plan::stages::Stage {
                 duration: plan.start,
                 target: 0,
             },
@@ -252,12 +113,12 @@ fn group_plan(
         connections: count,
         open_interval_us: 1e6 / rate,
         open_offset_us: start_us + i as f64 * 1e6 / plan.connect_rate,
-        conn: conn.clone(),
+        conn: plan.conn.clone(),
         reconnect: plan.reconnect,
         policy: plan.policy,
         storm: plan.storm,
         // Open model: this shard's share of the arrivals over the scenario's time.
-        arrivals: plan.session_lifetime.map(|_| {
+        arrivals: (plan.conn.session_lifetime > 0).then(|| {
             let secs = plan.duration.saturating_sub(plan.start).as_secs_f64();
             (rate * secs).ceil() as u64
         }),
@@ -273,6 +134,7 @@ fn group_plan(
 }
 
 /// Per-scenario accumulation in the engine loop.
+#[derive(Default)]
 struct Tally {
     total: ShardStats,
     second: ShardStats,
@@ -281,16 +143,34 @@ struct Tally {
     timeline: Vec<Sample>,
 }
 
-/// Runs every scenario of `run` to completion.
-pub fn run(run: &Run, ctl: &RunControl) -> Result<RunResult, EngineError> {
-    let main = run.main();
+/// Runs every scenario of `run` to completion; `observer` sees each merged second.
+pub fn run(
+    run: &Prepared,
+    ctl: &RunControl,
+    observer: &mut dyn Observer,
+) -> Result<RunResult, EngineError> {
+    let layout = layout(run)?;
+    let started = start(run, &layout)?;
+    let collected = collect(run, &layout, &started, ctl, observer);
+    finish(run, &layout, started, collected)
+}
+
+/// How the run maps onto shards: the limit, each shard's connections, each shard's plan.
+struct Layout {
+    shards: usize,
+    nofile: (u64, u64),
+    capacity: u64,
+    shard_counts: Vec<u64>,
+}
+
+/// Plans each shard's share and checks it fits the descriptor tables.
+fn layout(run: &Prepared) -> Result<Layout, EngineError> {
     let nofile = sock::raise_nofile_limit()
         .or_else(|_| sock::nofile_limit())
         .unwrap_or((1024, 1024));
     // Sockets live in each shard's io_uring direct-descriptor table, not in the process's fd
     // table; the kernel caps each table at RLIMIT_NOFILE, so capacity grows with shards.
-    let shards = main.cpus.len().max(1);
-    let connections = run.connections();
+    let shards = run.main().cpus.len().max(1);
     let per_shard = nofile.0.saturating_sub(TABLE_SLACK);
     let capacity = per_shard * shards as u64;
     let shard_counts: Vec<u64> = (0..shards)
@@ -303,31 +183,39 @@ pub fn run(run: &Run, ctl: &RunControl) -> Result<RunResult, EngineError> {
         .collect();
     if shard_counts.iter().any(|&n| n > per_shard) {
         return Err(EngineError::TooManyConnections {
-            wanted: connections,
+            wanted: run.connections(),
             allowed: capacity,
             shards,
             hard: nofile.1,
         });
     }
-    // Fan-out channels by name: 1, 2, ... (0: none named).
-    let mut channels: Vec<&str> = Vec::new();
-    let configs: Vec<ConnConfig> = run
-        .scenarios
-        .iter()
-        .map(|p| {
-            let id = p.channel.as_deref().map_or(0, |c| {
-                let i = channels.iter().position(|&n| n == c).unwrap_or_else(|| {
-                    channels.push(c);
-                    channels.len() - 1
-                });
-                i as u32 + 1
-            });
-            conn_config(p, id)
-        })
-        .collect();
-    // Per-connection auth: one thread per scenario that asks for it, a channel per shard.
-    let mut auth_workers = Vec::new();
-    let mut token_rx: Vec<Vec<Option<mpsc::Receiver<String>>>> = Vec::new();
+    Ok(Layout {
+        shards,
+        nofile,
+        capacity,
+        shard_counts,
+    })
+}
+
+/// The running shards, past the common start instant.
+struct Started {
+    handles: Vec<std::thread::JoinHandle<()>>,
+    rx: mpsc::Receiver<ShardEvent>,
+    wakers: Vec<Waker>,
+    flags: Arc<StopFlags>,
+    auth_workers: Vec<(String, auth::AuthWorker)>,
+    start: Instant,
+    rss_before: u64,
+    cpu0: (Duration, Duration),
+}
+
+/// Per-connection auth: one thread per scenario that asks for it, a token channel per shard.
+fn auth_workers(
+    run: &Run,
+    shards: usize,
+) -> Result<(AuthWorkers, Vec<Vec<Option<mpsc::Receiver<String>>>>), EngineError> {
+    let mut workers = Vec::new();
+    let mut token_rx = Vec::new();
     for p in &run.scenarios {
         match &p.auth_pool {
             Some(pool) => {
@@ -336,13 +224,23 @@ pub fn run(run: &Run, ctl: &RunControl) -> Result<RunResult, EngineError> {
                     shard: 0,
                     reason: format!("cannot start the auth thread: {e}"),
                 })?;
-                auth_workers.push((p.name.clone(), w));
+                workers.push((p.name.clone(), w));
                 token_rx.push(rx.into_iter().map(Some).collect());
             }
             None => token_rx.push((0..shards).map(|_| None).collect()),
         }
     }
-    let groups = run.scenarios.len();
+    Ok((workers, token_rx))
+}
+
+/// The auth threads of a run, by scenario name.
+type AuthWorkers = Vec<(String, auth::AuthWorker)>;
+
+/// Spawns one pinned shard per CPU, waits for every ring, and releases them together.
+fn start(run: &Prepared, layout: &Layout) -> Result<Started, EngineError> {
+    let main = run.main();
+    let shards = layout.shards;
+    let (auth_workers, mut token_rx) = auth_workers(run, shards)?;
     let flags = Arc::new(StopFlags::default());
     let gate = Arc::new(StartGate {
         barrier: Barrier::new(shards + 1),
@@ -351,9 +249,9 @@ pub fn run(run: &Run, ctl: &RunControl) -> Result<RunResult, EngineError> {
     });
     let (tx, rx) = mpsc::channel();
     let mut handles = Vec::new();
-    for (i, &count) in shard_counts.iter().enumerate() {
+    for (i, &count) in layout.shard_counts.iter().enumerate() {
         // Rotate each shard's start in the source list so shards do not pile onto one address.
-        let mut sources = main.source_ips.clone();
+        let mut sources = run.source_ips.clone();
         if !sources.is_empty() {
             let r = (i * sources.len() / shards) % sources.len();
             sources.rotate_left(r);
@@ -362,7 +260,7 @@ pub fn run(run: &Run, ctl: &RunControl) -> Result<RunResult, EngineError> {
             index: i,
             shards,
             cpu: main.cpus.get(i).copied(),
-            target: main.target,
+            target: run.target,
             duration_us: run.duration().as_micros() as u64,
             drain_us: main.drain.as_micros() as u64,
             tls: main.tls.clone(),
@@ -370,18 +268,18 @@ pub fn run(run: &Run, ctl: &RunControl) -> Result<RunResult, EngineError> {
             groups: run
                 .scenarios
                 .iter()
-                .zip(&configs)
                 .zip(token_rx.iter_mut())
-                .map(|((p, c), rx)| group_plan(p, c, i, shards, rx[i].take()))
+                .map(|(p, rx)| group_plan(p, i, shards, rx[i].take()))
                 .collect(),
             ring: RingConfig {
-                files: (count + TABLE_SLACK).min(nofile.0).max(1) as u32,
+                files: (count + TABLE_SLACK).min(layout.nofile.0).max(1) as u32,
                 sock: SockOptions {
                     linger_zero: main.linger_zero,
                 },
-                setup: match main.socket_setup {
-                    SocketSetupArg::Auto => SocketSetup::Auto,
-                    SocketSetupArg::Syscalls => SocketSetup::Syscalls,
+                setup: if main.socket_syscalls {
+                    SocketSetup::Syscalls
+                } else {
+                    SocketSetup::Auto
                 },
                 ..RingConfig::default()
             },
@@ -429,66 +327,101 @@ pub fn run(run: &Run, ctl: &RunControl) -> Result<RunResult, EngineError> {
         }
         return Err(e);
     }
+    Ok(Started {
+        handles,
+        rx,
+        wakers,
+        flags,
+        auth_workers,
+        start,
+        rss_before,
+        cpu0,
+    })
+}
 
-    let mut tallies: Vec<Tally> = (0..groups)
-        .map(|_| Tally {
-            total: ShardStats::new(),
-            second: ShardStats::new(),
-            peak_open: 0,
-            timeline: Vec::new(),
-        })
-        .collect();
-    let mut gauges = vec![vec![Gauges::default(); groups]; shards];
+impl Started {
+    /// Asks every shard to stop (`abort`: at once) and wakes them to see it.
+    fn stop(&self, abort: bool) {
+        self.flags.interrupt.store(true, Ordering::SeqCst);
+        if abort {
+            self.flags.abort.store(true, Ordering::SeqCst);
+        }
+        for w in &self.wakers {
+            w.wake();
+        }
+    }
+}
+
+/// What the collecting loop gathered.
+struct Collected {
+    tallies: Vec<Tally>,
+    gauges: Vec<Vec<Gauges>>,
+    timeline: Vec<Sample>,
+    peak_open: u64,
+    rss_at_peak: u64,
+    interrupted: bool,
+    threshold_abort: Option<(String, f64)>,
+    shard_error: Option<EngineError>,
+}
+
+/// Merges the shards' intervals until every shard is done: one sample and one observer
+/// tick per second, Ctrl-C passed on, `--abort-on-fail` checked.
+fn collect(
+    run: &Prepared,
+    layout: &Layout,
+    st: &Started,
+    ctl: &RunControl,
+    observer: &mut dyn Observer,
+) -> Collected {
+    let shards = layout.shards;
+    let groups = run.scenarios.len();
+    let mut c = Collected {
+        tallies: (0..groups).map(|_| Tally::default()).collect(),
+        gauges: vec![vec![Gauges::default(); groups]; shards],
+        timeline: Vec::new(),
+        peak_open: 0,
+        rss_at_peak: st.rss_before,
+        interrupted: false,
+        threshold_abort: None,
+        shard_error: None,
+    };
     let mut done = vec![false; shards];
     // Intervals received per shard: a second's sample waits until every shard sent its
     // interval for that second (they tick together; the order they arrive in is a race).
     let mut reported = vec![0u64; shards];
-    let mut timeline = Vec::new();
-    let (mut peak_open, mut rss_at_peak) = (0u64, rss_before);
-    let mut next_print = start + Duration::from_secs(1);
+    let mut next_print = st.start + Duration::from_secs(1);
     let mut signalled = 0u8;
-    let mut threshold_abort: Option<(String, f64)> = None;
     let mut exited: Option<Instant> = None;
-    let mut shard_error = None;
-    let progress = Progress::new(main.quiet, main.mode != crate::proto::conn::Mode::Session);
     while done.iter().any(|d| !d) {
         let level = ctl.level();
         if level > signalled {
             signalled = level;
-            if level >= 1 {
-                flags.interrupt.store(true, Ordering::SeqCst);
-            }
-            if level >= 2 {
-                flags.abort.store(true, Ordering::SeqCst);
-            }
-            for w in &wakers {
-                w.wake();
-            }
+            st.stop(level >= 2);
         }
-        match rx.recv_timeout(Duration::from_millis(50)) {
+        match st.rx.recv_timeout(Duration::from_millis(50)) {
             Ok(ShardEvent::Interval(i, s, g)) => {
-                absorb(&mut tallies, &mut gauges[i], s, g);
+                absorb(&mut c.tallies, &mut c.gauges[i], s, g);
                 reported[i] += 1;
             }
             Ok(ShardEvent::Done(i, s, g)) => {
-                absorb(&mut tallies, &mut gauges[i], s, g);
+                absorb(&mut c.tallies, &mut c.gauges[i], s, g);
                 done[i] = true;
             }
             Ok(ShardEvent::Failed(i, reason)) => {
-                shard_error = Some(EngineError::Shard { shard: i, reason })
+                c.shard_error = Some(EngineError::Shard { shard: i, reason })
             }
             Ok(ShardEvent::Ready(..)) => {}
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 // A shard thread that ended without its final report (an internal error) must
                 // not hang the run; a report sent just before exiting gets a second to arrive.
-                for (i, h) in handles.iter().enumerate() {
+                for (i, h) in st.handles.iter().enumerate() {
                     if done[i] || !h.is_finished() {
                         continue;
                     }
                     let since = *exited.get_or_insert_with(Instant::now);
                     if since.elapsed() > Duration::from_secs(1) {
                         done[i] = true;
-                        shard_error = Some(EngineError::Shard {
+                        c.shard_error = Some(EngineError::Shard {
                             shard: i,
                             reason: "stopped without its final report (internal error)".into(),
                         });
@@ -498,108 +431,100 @@ pub fn run(run: &Run, ctl: &RunControl) -> Result<RunResult, EngineError> {
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
         let now = Instant::now();
-        let sampled = timeline.len() as u64;
+        let sampled = c.timeline.len() as u64;
         let all_in = (0..shards).all(|i| done[i] || reported[i] > sampled);
         // A shard that stops reporting must not freeze the progress line: 0.5 s grace.
         if (all_in && now >= next_print) || now >= next_print + Duration::from_millis(500) {
             next_print += Duration::from_secs(1);
-            let open_by: Vec<u64> = (0..groups)
-                .map(|k| gauges.iter().map(|g| g[k].open).sum())
-                .collect();
-            let open: u64 = open_by.iter().sum();
-            if open > peak_open {
-                peak_open = open;
-                rss_at_peak = sock::rss_bytes().unwrap_or(0);
-            }
-            let t_s = (start.elapsed().as_secs_f64() * 10.0).round() / 10.0;
-            for (t, &o) in tallies.iter_mut().zip(&open_by) {
-                t.peak_open = t.peak_open.max(o);
-                if groups > 1 {
-                    t.timeline.push(sample(t_s, o, &t.second, Vec::new()));
-                }
-            }
-            let second = overall(&tallies, false, |t| &t.second);
-            let t = start.elapsed().as_secs_f64();
-            timeline.push(sample(
-                t_s,
-                open,
-                &second,
-                if groups > 1 { open_by } else { Vec::new() },
-            ));
-            progress.line(
-                t,
-                open,
-                connections,
-                &second,
-                &overall(&tallies, false, |t| &t.total),
-            );
-            drop(second);
-            for t in tallies.iter_mut() {
-                t.total.add(&t.second);
-                t.second.reset();
-            }
-            if threshold_abort.is_none() && run.abort_on_fail.is_some_and(|d| t >= d.as_secs_f64())
-            {
-                // Only thresholds with data so far can fail early; the rest wait for the end.
-                let total = overall(&tallies, false, |t| &t.total);
-                let failed = run
-                    .thresholds
-                    .iter()
-                    .map(|th| th.eval(run.stats_for(th, &total, &tallies_view(&tallies)), t))
-                    .find(|o| o.actual.is_some() && !o.pass);
-                if let Some(o) = failed {
-                    threshold_abort = Some((o.expr, t));
-                    flags.interrupt.store(true, Ordering::SeqCst);
-                    for w in &wakers {
-                        w.wake();
-                    }
-                }
-            }
+            second(run, st, &mut c, observer);
         }
     }
-    for t in tallies.iter_mut() {
+    for t in c.tallies.iter_mut() {
         t.total.add(&t.second);
     }
-    let mut total = overall(&tallies, true, |t| &t.total).into_owned();
-    progress.finish();
-    for h in handles {
+    c.interrupted = signalled > 0;
+    observer.finish();
+    c
+}
+
+/// One merged second: the sample, the observer's tick, the early threshold check.
+fn second(run: &Prepared, st: &Started, c: &mut Collected, observer: &mut dyn Observer) {
+    let groups = c.tallies.len();
+    let open_by: Vec<u64> = (0..groups)
+        .map(|k| c.gauges.iter().map(|g| g[k].open).sum())
+        .collect();
+    let open: u64 = open_by.iter().sum();
+    if open > c.peak_open {
+        c.peak_open = open;
+        c.rss_at_peak = sock::rss_bytes().unwrap_or(0);
+    }
+    let t_s = (st.start.elapsed().as_secs_f64() * 10.0).round() / 10.0;
+    for (t, &o) in c.tallies.iter_mut().zip(&open_by) {
+        t.peak_open = t.peak_open.max(o);
+        if groups > 1 {
+            t.timeline.push(sample(t_s, o, &t.second, Vec::new()));
+        }
+    }
+    let second = overall(&c.tallies, false, |t| &t.second);
+    let t = st.start.elapsed().as_secs_f64();
+    c.timeline.push(sample(
+        t_s,
+        open,
+        &second,
+        if groups > 1 { open_by } else { Vec::new() },
+    ));
+    observer.tick(&Tick {
+        t,
+        open,
+        target: run.connections(),
+        second: &second,
+        total: &overall(&c.tallies, false, |t| &t.total),
+    });
+    drop(second);
+    for t in c.tallies.iter_mut() {
+        t.total.add(&t.second);
+        t.second.reset();
+    }
+    if c.threshold_abort.is_none() && run.abort_on_fail.is_some_and(|d| t >= d.as_secs_f64()) {
+        // Only thresholds with data so far can fail early; the rest wait for the end.
+        let total = overall(&c.tallies, false, |t| &t.total);
+        let failed = run
+            .thresholds
+            .iter()
+            .map(|th| th.eval(run.stats_for(th, &total, &tallies_view(&c.tallies)), t))
+            .find(|o| o.actual.is_some() && !o.pass);
+        if let Some(o) = failed {
+            c.threshold_abort = Some((o.expr, t));
+            st.stop(false);
+        }
+    }
+}
+
+/// Joins the shards and assembles the result: per scenario, then overall.
+fn finish(
+    run: &Prepared,
+    layout: &Layout,
+    st: Started,
+    c: Collected,
+) -> Result<RunResult, EngineError> {
+    let mut total = overall(&c.tallies, true, |t| &t.total).into_owned();
+    for h in st.handles {
         let _ = h.join();
     }
-    if let Some(e) = shard_error {
+    if let Some(e) = c.shard_error {
         return Err(e);
     }
     let cpu1 = sock::cpu_time();
-    let mut scenarios: Vec<ScenarioResult> = tallies
+    let gauges = &c.gauges;
+    let mut scenarios: Vec<ScenarioResult> = c
+        .tallies
         .into_iter()
         .enumerate()
-        .map(|(k, t)| {
-            let plan = &run.scenarios[k];
-            let g = || gauges.iter().map(move |g| g[k]);
-            let counts = split(plan.connections, shards);
-            ScenarioResult {
-                stats: t.total,
-                peak_open: t.peak_open,
-                schedule_lag_max_us: g().map(|g| g.schedule_lag_max_us).max().unwrap_or(0),
-                ramp: g()
-                    .zip(&counts)
-                    .filter(|(_, &n)| n > 0)
-                    .map(|(g, _)| (g.ramp_done_us > 0).then_some(g.ramp_done_us))
-                    .collect::<Option<Vec<_>>>()
-                    .and_then(|v| v.into_iter().max())
-                    // From the scenario's own start.
-                    .map(|us| Duration::from_micros(us).saturating_sub(plan.start)),
-                storm_recovery: plan.storm.and_then(|_| {
-                    (!g().any(|g| g.storm_unrecovered)).then(|| {
-                        Duration::from_micros(g().map(|g| g.storm_worst_us).max().unwrap_or(0))
-                    })
-                }),
-                ramp_deficit_max: g().map(|g| g.ramp_deficit_max).sum(),
-                timeline: t.timeline,
-            }
-        })
+        .map(|(k, t)| scenario_result(&run.scenarios[k], k, t, gauges, layout.shards))
         .collect();
     let fanout = settle_fanout(&mut total, &mut scenarios);
-    let auth = auth_workers
+    let auth = st
+        .auth_workers
         .into_iter()
         .map(|(name, w)| (name, w.finish()))
         .collect();
@@ -607,12 +532,15 @@ pub fn run(run: &Run, ctl: &RunControl) -> Result<RunResult, EngineError> {
         auth,
         fanout,
         stats: total,
-        elapsed: start.elapsed(),
-        interrupted: signalled > 0,
-        cpu: (cpu1.0.saturating_sub(cpu0.0), cpu1.1.saturating_sub(cpu0.1)),
-        rss_before,
-        rss_at_peak_open: rss_at_peak,
-        peak_open,
+        elapsed: st.start.elapsed(),
+        interrupted: c.interrupted,
+        cpu: (
+            cpu1.0.saturating_sub(st.cpu0.0),
+            cpu1.1.saturating_sub(st.cpu0.1),
+        ),
+        rss_before: st.rss_before,
+        rss_at_peak_open: c.rss_at_peak,
+        peak_open: c.peak_open,
         schedule_lag_max_us: scenarios
             .iter()
             .map(|s| s.schedule_lag_max_us)
@@ -623,11 +551,11 @@ pub fn run(run: &Run, ctl: &RunControl) -> Result<RunResult, EngineError> {
             .map(|s| s.ramp)
             .collect::<Option<Vec<_>>>()
             .and_then(|v| v.into_iter().max()),
-        nofile,
-        capacity,
-        timeline,
+        nofile: layout.nofile,
+        capacity: layout.capacity,
+        timeline: c.timeline,
         ramp_deficit_max: scenarios.iter().map(|s| s.ramp_deficit_max).sum(),
-        threshold_abort,
+        threshold_abort: c.threshold_abort,
         storm_recovery: if run.scenarios.iter().any(|p| p.storm.is_some()) {
             scenarios
                 .iter()
@@ -641,6 +569,37 @@ pub fn run(run: &Run, ctl: &RunControl) -> Result<RunResult, EngineError> {
         },
         scenarios,
     })
+}
+
+/// Scenario `k`'s result from its tally and every shard's gauges of it.
+fn scenario_result(
+    plan: &RunPlan,
+    k: usize,
+    t: Tally,
+    gauges: &[Vec<Gauges>],
+    shards: usize,
+) -> ScenarioResult {
+    let g = || gauges.iter().map(move |g| g[k]);
+    let counts = split(plan.connections, shards);
+    ScenarioResult {
+        stats: t.total,
+        peak_open: t.peak_open,
+        schedule_lag_max_us: g().map(|g| g.schedule_lag_max_us).max().unwrap_or(0),
+        ramp: g()
+            .zip(&counts)
+            .filter(|(_, &n)| n > 0)
+            .map(|(g, _)| (g.ramp_done_us > 0).then_some(g.ramp_done_us))
+            .collect::<Option<Vec<_>>>()
+            .and_then(|v| v.into_iter().max())
+            // From the scenario's own start.
+            .map(|us| Duration::from_micros(us).saturating_sub(plan.start)),
+        storm_recovery: plan.storm.and_then(|_| {
+            (!g().any(|g| g.storm_unrecovered))
+                .then(|| Duration::from_micros(g().map(|g| g.storm_worst_us).max().unwrap_or(0)))
+        }),
+        ramp_deficit_max: g().map(|g| g.ramp_deficit_max).sum(),
+        timeline: t.timeline,
+    }
 }
 
 /// The statistics of all scenarios together: borrowed when there is one (no copy of its
@@ -717,76 +676,6 @@ fn settle_fanout(
 
 fn tallies_view(t: &[Tally]) -> Vec<&ShardStats> {
     t.iter().map(|t| &t.total).collect()
-}
-
-/// The live progress line on stderr.
-struct Progress {
-    quiet: bool,
-    tty: bool,
-    /// Handshake mode: handshake rates instead of open sessions and messages.
-    cycles: bool,
-}
-
-impl Progress {
-    fn new(quiet: bool, cycles: bool) -> Self {
-        Self {
-            quiet,
-            cycles,
-            tty: std::io::IsTerminal::is_terminal(&std::io::stderr()),
-        }
-    }
-
-    fn line(&self, t: f64, open: u64, target: u64, second: &ShardStats, total: &ShardStats) {
-        if self.quiet {
-            return;
-        }
-        let p99 = |h: Hist| {
-            let h = second.hist(h);
-            if h.is_empty() {
-                "-".to_owned()
-            } else {
-                crate::metrics::report::fmt_us(h.value_at_quantile(0.99))
-            }
-        };
-        let c = &second.counters;
-        let errors = total.failure_total() + second.failure_total();
-        let line = if self.cycles {
-            let tls = c.tls_handshakes_full + c.tls_handshakes_resumed;
-            format!(
-                "[{t:6.1}s] handshakes/s {}  resumed {}%  p99 full {}  resumed {}  errors {errors}",
-                c.handshake_cycles,
-                (c.tls_handshakes_resumed * 100)
-                    .checked_div(tls)
-                    .unwrap_or(0),
-                p99(Hist::TlsFull),
-                p99(Hist::TlsResumed),
-            )
-        } else {
-            format!(
-            "[{t:6.1}s] open {open}/{target}  conn/s {}  msgs/s {}/{}  p99 connect {}  rtt {}  ping {}  errors {}",
-            c.established,
-            c.msgs_sent,
-            c.msgs_received,
-            p99(Hist::WsConnecting),
-            p99(Hist::WsMsgRtt),
-            p99(Hist::WsPing),
-            errors,
-        )
-        };
-        let mut err = std::io::stderr().lock();
-        if self.tty {
-            let _ = write!(err, "\r\x1b[2K{line}");
-        } else {
-            let _ = writeln!(err, "{line}");
-        }
-        let _ = err.flush();
-    }
-
-    fn finish(&self) {
-        if self.tty && !self.quiet {
-            eprintln!();
-        }
-    }
 }
 
 #[cfg(test)]

@@ -2,11 +2,11 @@
 //! its share of the connect schedule and its own [`ShardStats`]. Nothing here is shared with
 //! other shards; the engine only receives interval snapshots and can wake the shard to stop.
 
-use crate::engine::reconnect::{Policy, Storm};
 use crate::engine::stages::Ramp;
 use crate::engine::timer::{TimerEntry, TimerWheel};
 use crate::io::uring::{pack, unpack, Completion, Op, Ring, RingConfig, Waker};
 use crate::metrics::ShardStats;
+use crate::plan::reconnect::{Policy, Storm};
 use crate::proto::conn::{Conn, ConnConfig, Ctx, Failure, Micros, Mode, Outcome, Phase};
 use crate::proto::rng::Rng;
 use crate::proto::tls::TlsSettings;

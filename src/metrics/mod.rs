@@ -6,8 +6,7 @@
 //! (1 µs .. 60 s, 3 significant figures), so merges cannot fail, across shards, runs and nodes.
 
 pub mod fanout;
-pub mod report;
-pub mod threshold;
+pub mod run;
 
 use crate::proto::conn::Failure;
 use crate::proto::tls::Negotiated;
@@ -18,6 +17,17 @@ use std::collections::BTreeMap;
 pub const HIST_MAX_US: u64 = 60_000_000;
 /// Significant figures kept by every histogram.
 pub const HIST_SIGFIG: u8 = 3;
+
+/// Formats microseconds with a readable unit.
+pub fn fmt_us(us: u64) -> String {
+    if us < 1_000 {
+        format!("{us}µs")
+    } else if us < 1_000_000 {
+        format!("{:.2}ms", us as f64 / 1e3)
+    } else {
+        format!("{:.2}s", us as f64 / 1e6)
+    }
+}
 
 /// The latency histograms, in report order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

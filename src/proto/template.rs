@@ -133,6 +133,20 @@ impl Template {
         Ok(Some(Self { parts }))
     }
 
+    /// Replaces `slot` with `value` in the literal text (a value known only after parsing,
+    /// like an auth pre-step's token).
+    pub fn fill(&mut self, slot: &str, value: &str) {
+        for p in &mut self.parts {
+            if let Part::Lit(b) = p {
+                if let Ok(text) = std::str::from_utf8(b) {
+                    if text.contains(slot) {
+                        *b = text.replace(slot, value).into_bytes().into();
+                    }
+                }
+            }
+        }
+    }
+
     /// A template that renders `text` as it is.
     pub fn literal(text: &str) -> Self {
         Self {

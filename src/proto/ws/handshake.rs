@@ -94,6 +94,16 @@ impl RequestTemplate {
         }
     }
 
+    /// Puts `token` in every token place for good (a token for the whole run, from an auth
+    /// pre-step): the request then has no place left for a per-connection one.
+    pub fn fill_token(&mut self, token: &str) {
+        for parts in [&mut self.head, &mut self.tail] {
+            let mut joined = Vec::new();
+            join_slots(parts, token.as_bytes(), &mut joined);
+            *parts = vec![joined];
+        }
+    }
+
     /// Whether the request has a place for a per-connection token.
     pub fn wants_token(&self) -> bool {
         self.head.len() > 1 || self.tail.len() > 1

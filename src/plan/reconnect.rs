@@ -87,7 +87,7 @@ impl Policy {
 
 impl std::fmt::Display for Policy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let d = |us: Micros| crate::metrics::report::fmt_us(us);
+        let d = |us: Micros| crate::metrics::fmt_us(us);
         match *self {
             Self::Rate => f.write_str("rate"),
             Self::Immediate => f.write_str("immediate"),

@@ -140,7 +140,7 @@ impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let actual = match (self.actual, self.unit) {
             (None, _) => "no data".to_owned(),
-            (Some(v), Unit::Micros) => crate::metrics::report::fmt_us(v.round() as u64),
+            (Some(v), Unit::Micros) => crate::metrics::fmt_us(v.round() as u64),
             (Some(v), Unit::Fraction) => format!("{:.3}%", v * 100.0),
             (Some(v), Unit::Number) => format!("{v:.2}")
                 .trim_end_matches('0')

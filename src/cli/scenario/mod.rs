@@ -6,22 +6,15 @@
 //! validation error of the plan is traced back to the key it came from, so every mistake is
 //! reported as `FILE:LINE:COLUMN: what is wrong and the fix`.
 
-use super::{parse_url, PlanError, Run, RunArgs, RunPlan};
-use crate::metrics::threshold::Threshold;
+use super::args::{ModeArg, RoleArg, RunArgs, RunWords as Flags};
+use crate::plan::threshold::Threshold;
+use crate::plan::{parse, parse_url, prepare, PlanError, Prepared, Run, RunPlan, Url};
 use clap::{CommandFactory, FromArgMatches, Parser};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toml::de::{DeArray, DeTable, DeValue};
 use toml::Spanned;
-
-/// `run` flags parsed on their own (a scenario's merged flags, or one key's).
-#[derive(Debug, Parser)]
-#[command(no_binary_name = true, args_override_self = true)]
-struct Flags {
-    #[command(flatten)]
-    run: RunArgs,
-}
 
 /// Keys that describe the whole run: only at the top level.
 const RUN_WIDE: &[&str] = &[
@@ -480,7 +473,7 @@ impl Reader<'_> {
                 match k.get_ref().as_ref() {
                     "duration" => {
                         let s = self.scalar("duration", val)?;
-                        super::parse::duration(&s)
+                        parse::duration(&s)
                             .ok()
                             .filter(|d| !d.is_zero())
                             .ok_or_else(|| {
@@ -591,7 +584,7 @@ impl Reader<'_> {
                 }
                 "start" if !top => {
                     let s = self.scalar(key, v)?;
-                    b.start = super::parse::duration(&s)
+                    b.start = parse::duration(&s)
                         .map_err(|e| self.err(&v.span(), format!("`start`: {e}")))?;
                     b.start_span = v.span();
                 }
@@ -684,7 +677,7 @@ fn closest(key: &str, known: &[String]) -> Option<String> {
 }
 
 /// Splits `total` by `weights` (largest remainder: the parts add up to `total` exactly).
-pub fn split_weighted(total: u64, weights: &[f64]) -> Vec<u64> {
+pub(super) fn split_weighted(total: u64, weights: &[f64]) -> Vec<u64> {
     let sum: f64 = weights.iter().sum();
     if weights.is_empty() || sum <= 0.0 {
         return vec![0; weights.len()];
@@ -708,7 +701,7 @@ pub fn split_weighted(total: u64, weights: &[f64]) -> Vec<u64> {
 }
 
 /// Loads `path` and merges `cli` (the `run` words after the file) over it.
-pub fn load(path: &Path, cli: &[String]) -> Result<Run, PlanError> {
+fn read(path: &Path, cli: &[String]) -> Result<Run, PlanError> {
     let text = std::fs::read_to_string(path).map_err(|e| PlanError::File {
         flag: "scenario file",
         path: path.to_owned(),
@@ -820,7 +813,7 @@ pub fn load(path: &Path, cli: &[String]) -> Result<Run, PlanError> {
                 Some(f) if !explicit => f.path.clone(),
                 _ => c.path.clone(),
             };
-            (super::Url { path, ..c }, explicit)
+            (Url { path, ..c }, explicit)
         }
         (None, Some(f)) => (f.clone(), false),
         (None, None) => {
@@ -831,7 +824,7 @@ pub fn load(path: &Path, cli: &[String]) -> Result<Run, PlanError> {
             })
         }
     };
-    let scheme = |u: &super::Url| if u.tls { "wss" } else { "ws" };
+    let scheme = |u: &Url| if u.tls { "wss" } else { "ws" };
     let url = format!(
         "{}://{}{}",
         scheme(&run_url),
@@ -928,9 +921,8 @@ pub fn load(path: &Path, cli: &[String]) -> Result<Run, PlanError> {
     // Connections and connect rate: totals split by weight over the scenarios that hold a
     // connection count (not stages, arrivals or handshake cycles) and do not set their own
     // (a total on the command line is split over all of them).
-    let holds = |a: &RunArgs| {
-        a.stages.is_none() && a.arrival_rate.is_none() && a.mode == super::ModeArg::Session
-    };
+    let holds =
+        |a: &RunArgs| a.stages.is_none() && a.arrival_rate.is_none() && a.mode == ModeArg::Session;
     let shared: Vec<usize> = (0..blocks.len())
         .filter(|&k| holds(&args_list[k]))
         .filter(|&k| !blocks[k].own_connections || single || from_cli("connections"))
@@ -957,7 +949,7 @@ pub fn load(path: &Path, cli: &[String]) -> Result<Run, PlanError> {
         Some(st) => st.0.iter().map(|s| s.target).max().unwrap_or(0),
         None => a.connections,
     };
-    let paced = |a: &RunArgs| a.arrival_rate.is_none() && a.mode == super::ModeArg::Session;
+    let paced = |a: &RunArgs| a.arrival_rate.is_none() && a.mode == ModeArg::Session;
     let total: u64 = args_list
         .iter()
         .filter(|a| paced(a))
@@ -992,7 +984,7 @@ pub fn load(path: &Path, cli: &[String]) -> Result<Run, PlanError> {
         value_of("message-total-rate").and_then(|v| v.parse::<f64>().ok())
     };
     if let Some(t) = total_msgs {
-        let sends = |a: &RunArgs| a.message.is_some() || a.role == Some(super::RoleArg::Publisher);
+        let sends = |a: &RunArgs| a.message.is_some() || a.role == Some(RoleArg::Publisher);
         let senders: u64 = args_list
             .iter()
             .filter(|a| sends(a))
@@ -1007,8 +999,9 @@ pub fn load(path: &Path, cli: &[String]) -> Result<Run, PlanError> {
     // Plans, with their errors traced back to the key that caused them.
     let mut scenarios = Vec::new();
     for (b, a) in blocks.iter().zip(&args_list) {
-        let mut plan =
-            RunPlan::from_args(a).map_err(|e| locate(&r, e, b, &top, single, &from_cli))?;
+        let mut plan = a
+            .plan()
+            .map_err(|e| locate(&r, e, b, &top, single, &from_cli))?;
         plan.name = b.name.clone();
         plan.start = b.start;
         if !b.start.is_zero() {
@@ -1028,11 +1021,11 @@ pub fn load(path: &Path, cli: &[String]) -> Result<Run, PlanError> {
         scenarios.push(plan);
     }
     // Messages are owed per channel: every fan-out scenario names its channel, or none does.
-    let named = |p: &RunPlan| p.fanout.is_some() && p.channel.is_some();
+    let named = |p: &RunPlan| p.conn.fanout.is_some() && p.channel.is_some();
     if scenarios.iter().any(named) {
         if let Some(k) = scenarios
             .iter()
-            .position(|p| p.fanout.is_some() && p.channel.is_none())
+            .position(|p| p.conn.fanout.is_some() && p.channel.is_none())
         {
             return Err(r.err(
                 &blocks[k].name_span,
@@ -1106,7 +1099,7 @@ pub fn load(path: &Path, cli: &[String]) -> Result<Run, PlanError> {
     let abort_on_fail = if from_cli("abort_on_fail") {
         cli_flags.run.abort_on_fail
     } else {
-        value_of("abort-on-fail").and_then(|v| super::parse::duration(&v).ok())
+        value_of("abort-on-fail").and_then(|v| parse::duration(&v).ok())
     };
     if abort_on_fail.is_some() && thresholds.is_empty() {
         return Err(PlanError::Invalid {
@@ -1114,10 +1107,42 @@ pub fn load(path: &Path, cli: &[String]) -> Result<Run, PlanError> {
             reason: "needs at least one threshold to check".into(),
         });
     }
-    Ok(Run {
-        scenarios,
-        thresholds,
-        abort_on_fail,
+    Ok(Run::new(scenarios, thresholds, abort_on_fail))
+}
+
+/// Reads the scenario file at `path` with the command line's `cli` words over it, and
+/// prepares the run; a target that does not resolve is reported at the file's `url`.
+pub(super) fn load(path: &Path, cli: &[String]) -> Result<Prepared, PlanError> {
+    let run = read(path, cli)?;
+    prepare(run).map_err(|e| match e {
+        PlanError::Resolve { .. }
+            if !cli.iter().any(|w| w == "--url" || w.starts_with("--url=")) =>
+        {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            // The value of the top level's `url = ...` (the run's target).
+            let at = text
+                .lines()
+                .enumerate()
+                .find(|(_, l)| l.trim_start().starts_with("url") && l.contains('='))
+                .map_or_else(
+                    || path.display().to_string(),
+                    |(n, l)| {
+                        let eq = l.find('=').unwrap_or(0) + 1;
+                        let col = eq + (l[eq..].len() - l[eq..].trim_start().len());
+                        format!(
+                            "{}:{}:{}",
+                            path.display(),
+                            n + 1,
+                            l[..col].chars().count() + 1
+                        )
+                    },
+                );
+            PlanError::Scenario {
+                at,
+                reason: e.to_string(),
+            }
+        }
+        e => e,
     })
 }
 

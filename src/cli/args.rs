@@ -1,0 +1,311 @@
+//! The flags of `sockstorm run` (clap). Scenario files use the same names as keys
+//! (`message_rate` for `--message-rate`) and go through the same value parsers; what the
+//! flags mean as a plan is built in [`super::build`].
+
+use super::tls_args::TlsArgs;
+use crate::plan::parse;
+use crate::plan::reconnect::Policy;
+use crate::plan::stages::Stages;
+use crate::plan::threshold::Threshold;
+use crate::proto::inspect::ExpectPattern;
+use clap::Args;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Flags of `sockstorm run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Target WebSocket URL, e.g. ws://127.0.0.1:8080/ws or wss://host/ws, or a scenario
+    /// file (FILE.toml, see examples/) whose settings the other flags override.
+    #[arg(value_name = "URL|FILE.toml")]
+    pub url: String,
+    /// With a scenario file: the target instead of the file's `url` (scenarios keep their
+    /// paths unless this URL has one).
+    #[arg(long = "url", value_name = "URL")]
+    pub target_url: Option<String>,
+    /// Scenario name for `{{scenario}}` (set by the scenario file).
+    #[arg(skip)]
+    pub scenario: Option<String>,
+    /// Directory relative paths in templates are read from (the scenario file's).
+    #[arg(skip)]
+    pub base_dir: Option<PathBuf>,
+    /// Connections to open and hold (session mode).
+    #[arg(short = 'c', long, default_value_t = 100)]
+    pub connections: u64,
+    /// New connections per second across all shards (planned centrally, split per shard).
+    /// Default 2000 in session mode; unlimited in handshake mode.
+    #[arg(long)]
+    pub connect_rate: Option<f64>,
+    /// `session`: open and hold WebSocket sessions; `handshake`: repeat connect → TLS
+    /// handshake [→ upgrade] → close, to measure handshake throughput.
+    #[arg(long, value_enum, default_value_t = ModeArg::Session)]
+    pub mode: ModeArg,
+    /// Handshake mode: connections in flight at once.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: u64,
+    /// Handshake mode: also upgrade to WebSocket before closing.
+    #[arg(long)]
+    pub upgrade: bool,
+    /// Handshake mode: close with `rst` (SO_LINGER 0, no TIME_WAIT) or `fin` (close_notify or
+    /// close frame, then FIN).
+    #[arg(long, value_enum, default_value_t = CloseArg::Rst)]
+    pub close: CloseArg,
+    /// k6-style stages: the open-connection count ramps linearly to each TARGET over its
+    /// DURATION, e.g. 2m:5000,5m:5000,1m:0 (ramp-down closes gracefully). Sets the run
+    /// length (-d) and the connection count (-c, the largest target); openings are paced by
+    /// --connect-rate, and a ramp faster than that is reported as lag.
+    #[arg(long, value_parser = crate::plan::stages::parse_flag)]
+    pub stages: Option<Stages>,
+    /// Open model: start new sessions at this rate (per second) for the whole run, each
+    /// living --session-lifetime, whatever happens to the others (churn). Replaces -c.
+    #[arg(long, requires = "session_lifetime")]
+    pub arrival_rate: Option<f64>,
+    /// Open model: how long each session lives before it closes gracefully.
+    #[arg(long, requires = "arrival_rate", value_parser = parse::duration)]
+    pub session_lifetime: Option<Duration>,
+    /// Run length from the start (ramp included), e.g. 30s, 5m, 1h30m.
+    #[arg(short = 'd', long, default_value = "10s", value_parser = parse::duration)]
+    pub duration: Duration,
+    /// Budget for TCP connect plus the WebSocket upgrade.
+    #[arg(long, default_value = "10s", value_parser = parse::duration)]
+    pub connect_timeout: Duration,
+    /// After the run, how long replies in flight are awaited before closing.
+    #[arg(long, default_value = "2s", value_parser = parse::duration)]
+    pub drain: Duration,
+    /// How long to wait for the server's close reply after our close frame.
+    #[arg(long, default_value = "1s", value_parser = parse::duration)]
+    pub close_wait: Duration,
+    /// Extra request header 'Name: value' (repeatable).
+    #[arg(short = 'H', long = "header", value_parser = parse::header)]
+    pub headers: Vec<(String, String)>,
+    /// Subprotocol to offer in Sec-WebSocket-Protocol (repeatable).
+    #[arg(long = "subprotocol")]
+    pub subprotocols: Vec<String>,
+    /// Message sent once when a connection opens (TEXT or @file), e.g. a subscribe;
+    /// repeatable: sent in order.
+    #[arg(long)]
+    pub send_on_open: Vec<String>,
+    /// Message sent at --message-rate per connection and matched to its echo (TEXT or @file).
+    #[arg(long)]
+    pub message: Option<String>,
+    /// Messages per second per connection (requires --message); fractions allowed (0.2 = every 5 s).
+    #[arg(long, default_value_t = 1.0)]
+    pub message_rate: f64,
+    /// Send messages as binary frames instead of text.
+    #[arg(long)]
+    pub binary: bool,
+    /// Rate-driven messages per connection before it stops sending (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    pub message_count: u64,
+    /// Messages per second across all connections (open model: the total stays the same
+    /// whatever the replies do), instead of --message-rate per connection.
+    #[arg(long, value_name = "R")]
+    pub message_total_rate: Option<f64>,
+    /// Message a replacement connection sends after --send-on-open, e.g.
+    /// '{"action":"resume_session","lastSequence":{{last_seq}}}' ({{last_seq}}: the highest
+    /// `seq` field the lost session received).
+    #[arg(long, value_name = "TEXT|@file")]
+    pub on_reconnect: Option<String>,
+    /// Fan-out role: `publisher` sends --message (default: a publish to --channel carrying
+    /// pub, seq and ts) without expecting an echo; `subscriber` subscribes to --channel and
+    /// measures delivery latency, loss, duplicates and reordering. Both in one run (a
+    /// scenario file) give exact loss and broadcast completion.
+    #[arg(long, value_enum, help_heading = "Fan-out")]
+    pub role: Option<RoleArg>,
+    /// Fan-out channel to publish to or subscribe to.
+    #[arg(long, requires = "role", help_heading = "Fan-out")]
+    pub channel: Option<String>,
+    /// Application-level heartbeat: send --heartbeat-message at this interval and expect
+    /// --heartbeat-expect within --heartbeat-timeout (else: heartbeat_timeout, session closed).
+    #[arg(long, value_parser = parse::duration, help_heading = "Heartbeat")]
+    pub heartbeat_interval: Option<Duration>,
+    /// The heartbeat message.
+    #[arg(long, default_value = r#"{"type":"ping"}"#, help_heading = "Heartbeat")]
+    pub heartbeat_message: String,
+    /// The reply that answers a heartbeat (json:KEY=VALUE or text:SUBSTRING).
+    #[arg(long, default_value = "json:type=pong", value_parser = ExpectPattern::parse, help_heading = "Heartbeat")]
+    pub heartbeat_expect: ExpectPattern,
+    /// How long a heartbeat may go unanswered.
+    #[arg(long, default_value = "10s", value_parser = parse::duration, help_heading = "Heartbeat")]
+    pub heartbeat_timeout: Duration,
+    /// Send a ping at this interval on every connection and record the pong RTT (e.g. 5s).
+    #[arg(long, value_parser = parse::duration)]
+    pub ping_interval: Option<Duration>,
+    /// Close a session as `heartbeat_timeout` when a ping is unanswered this long (needs
+    /// --ping-interval).
+    #[arg(long, value_parser = parse::duration)]
+    pub pong_timeout: Option<Duration>,
+    /// One-way latency from a server timestamp in received messages: `json:FIELD` (its
+    /// first numeric occurrence), recorded as ws_msg_latency.
+    #[arg(long, value_name = "json:FIELD")]
+    pub latency_from: Option<String>,
+    /// Unit of the --latency-from timestamp (Unix epoch based).
+    #[arg(long, value_enum, default_value_t = LatencyUnitArg::Ms)]
+    pub latency_unit: LatencyUnitArg,
+    /// Reply expected once a session opens (e.g. the ack of --send-on-open):
+    /// `json:KEY=VALUE` or `text:SUBSTRING`; time to it is recorded as ws_subscribe_ack.
+    #[arg(long, value_name = "PATTERN", value_parser = ExpectPattern::parse)]
+    pub expect: Option<ExpectPattern>,
+    /// How long to wait for the --expect reply before counting `expect_timeout`.
+    #[arg(long, default_value = "5s", value_parser = parse::duration)]
+    pub expect_timeout: Duration,
+    /// Do not replace failed or server-closed connections.
+    #[arg(long)]
+    pub no_reconnect: bool,
+    /// When replacements open: `rate` (queued at --connect-rate), `immediate`, `fixed:DUR`,
+    /// or `exponential:BASE:MAX[:full|decorrelated]` (per-connection backoff with jitter).
+    #[arg(long, default_value = "rate", value_parser = Policy::parse)]
+    pub reconnect_policy: Policy,
+    /// Reconnect storm: at this time from the start, drop --storm-fraction of the open
+    /// sessions, which then come back by --reconnect-policy; recovery is reported.
+    #[arg(long, value_parser = parse::duration)]
+    pub storm_at: Option<Duration>,
+    /// Repeat the storm at this interval after --storm-at (default: once).
+    #[arg(long, requires = "storm_at", value_parser = parse::duration)]
+    pub storm_every: Option<Duration>,
+    /// Share of open sessions the storm drops (0..1).
+    #[arg(long, default_value_t = 0.5)]
+    pub storm_fraction: f64,
+    /// How the storm drops them: `rst` (abrupt) or `graceful` (close handshake).
+    #[arg(long, value_enum, default_value_t = StormCloseArg::Rst)]
+    pub storm_close: StormCloseArg,
+    /// CPUs to run shards on: list and ranges, e.g. 0,2-3 (default: all).
+    #[arg(long, value_parser = parse::cpu_list)]
+    pub cpus: Option<parse::CpuList>,
+    /// Source addresses to rotate: list, range (127.0.0.1-127.0.0.32) or CIDR (127.0.0.0/27).
+    #[arg(long, value_parser = parse::source_ips)]
+    pub source_ip: Option<parse::IpList>,
+    /// Close sockets with RST (SO_LINGER 0) to leave no TIME_WAIT behind.
+    #[arg(long)]
+    pub linger_zero: bool,
+    /// Do not validate UTF-8 in received text messages.
+    #[arg(long)]
+    pub no_utf8_check: bool,
+    /// Grid for scheduled sends: messages due within one step go out together (fewer
+    /// wake-ups), each stamped with its grid time. 0 = exact per-connection timers.
+    #[arg(long, default_value = "1ms", value_parser = parse::duration)]
+    pub timer_resolution: Duration,
+    /// How client sockets are made: `auto` (in the io_uring ring when the kernel has it,
+    /// 6.11+) or `syscalls` (socket/setsockopt/bind, then installed in the ring).
+    #[arg(long, value_enum, default_value_t = SocketSetupArg::Auto)]
+    pub socket_setup: SocketSetupArg,
+    /// Write the results as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// No live progress line on stderr.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Auth pre-step: request this http(s) URL before the storm; the token in its JSON answer
+    /// replaces `{{token}}` in -H values, the URL and messages (it never appears in reports).
+    #[arg(long, help_heading = "Auth pre-step")]
+    pub auth_url: Option<String>,
+    /// JSON body of the auth request (TEXT or @file); POST when given, GET otherwise.
+    #[arg(long, help_heading = "Auth pre-step")]
+    pub auth_body: Option<String>,
+    /// Header of the auth request 'Name: value' (repeatable).
+    #[arg(long = "auth-header", value_parser = parse::header, help_heading = "Auth pre-step")]
+    pub auth_headers: Vec<(String, String)>,
+    /// Where the token is in the JSON answer, dot-separated (e.g. data.access_token).
+    #[arg(long, default_value = "token", help_heading = "Auth pre-step")]
+    pub auth_token_field: String,
+    /// One auth request per connection (each gets its own token, in its upgrade request),
+    /// made at --auth-rate in the background; openings wait for tokens. The body may use
+    /// {{conn_id}} (the request's number) and {{line FILE}} (e.g. one user per line).
+    #[arg(long, requires = "auth_url", help_heading = "Auth pre-step")]
+    pub auth_per_connection: bool,
+    /// --auth-per-connection: auth requests per second at most.
+    #[arg(long, default_value_t = 100.0, help_heading = "Auth pre-step")]
+    pub auth_rate: f64,
+    /// Pass/fail criterion on the results, repeatable, e.g. 'ws_connecting: p(95)<200ms',
+    /// 'connect_errors: rate<0.1%', 'msgs_received: count>0'. Any failing: exit code 99.
+    #[arg(long = "threshold", value_name = "EXPR", value_parser = parse_threshold)]
+    pub thresholds: Vec<Threshold>,
+    /// Stop the run early (gracefully, results kept, exit 99) once a --threshold with data
+    /// fails, checked every second from this time on (e.g. 10s: let the ramp settle first).
+    #[arg(long, value_name = "DELAY", value_parser = parse::duration)]
+    pub abort_on_fail: Option<Duration>,
+    /// TLS settings.
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+fn parse_threshold(s: &str) -> Result<Threshold, String> {
+    Threshold::parse(s).map_err(|e| e.reason)
+}
+
+/// `--role` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RoleArg {
+    /// Publishes to the channel.
+    Publisher,
+    /// Subscribes to the channel.
+    Subscriber,
+}
+
+/// `--storm-close` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StormCloseArg {
+    /// RST, no close frame.
+    Rst,
+    /// Close frame 1000, then FIN.
+    Graceful,
+}
+
+/// `--latency-unit` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LatencyUnitArg {
+    /// Milliseconds.
+    Ms,
+    /// Microseconds.
+    Us,
+    /// Nanoseconds.
+    Ns,
+}
+
+/// `--mode` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModeArg {
+    /// Hold WebSocket sessions.
+    Session,
+    /// Repeat handshakes.
+    Handshake,
+}
+
+/// `--close` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CloseArg {
+    /// SO_LINGER 0.
+    Rst,
+    /// Graceful.
+    Fin,
+}
+
+/// `--socket-setup` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SocketSetupArg {
+    /// In the ring when the kernel supports it.
+    Auto,
+    /// With syscalls.
+    Syscalls,
+}
+
+/// `run` flags parsed from words, as they follow `run` on the command line (scenario files
+/// and the demo build their runs this way too).
+#[derive(Debug, clap::Parser)]
+#[command(no_binary_name = true, args_override_self = true)]
+pub(crate) struct RunWords {
+    #[command(flatten)]
+    pub(crate) run: RunArgs,
+}
+
+impl RunArgs {
+    /// Parses `words` (the URL or file first, then flags) like the command line does.
+    pub fn from_words<I, T>(words: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::Parser;
+        RunWords::try_parse_from(words).map(|w| w.run)
+    }
+}

@@ -1,0 +1,329 @@
+//! `sockstorm run` flags → a validated [`RunPlan`]: every user-input error of a run is found
+//! here, before anything connects, and names the flag and the fix. Pure: no DNS and no
+//! network (that is [`crate::plan::prepare`]); files named by `@file` and `{{line FILE}}` are
+//! read, as they are part of the input.
+//!
+//! [`RunArgs::plan`] works in steps: the load shape (connections, mode, rates, stages, open
+//! model), the checks of flags that stand alone, the machine (CPUs, sources), the storm, the
+//! auth steps, then the connection behaviour ([`conn`]).
+
+mod auth;
+mod conn;
+#[cfg(test)]
+mod tests;
+
+use super::args::{CloseArg, ModeArg, RunArgs, SocketSetupArg, StormCloseArg};
+use crate::plan::reconnect::Storm;
+use crate::plan::stages::Stage;
+use crate::plan::{available_cpus, parse, parse_url, PlanError, RunPlan, Url};
+use crate::proto::conn::Mode;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// An error of `flag`, with what is wrong and the fix.
+fn inv(flag: &'static str, reason: impl Into<String>) -> PlanError {
+    PlanError::Invalid {
+        flag,
+        reason: reason.into(),
+    }
+}
+
+/// How much load, and in what shape.
+#[derive(Debug)]
+struct Shape {
+    /// Connections held, in flight, or room for those alive at once (open model).
+    connections: u64,
+    mode: Mode,
+    /// Open model: sessions started per second.
+    arrival_rate: Option<f64>,
+    /// Run length (the stages' sum with stages).
+    duration: Duration,
+    connect_rate: f64,
+    stages: Vec<Stage>,
+}
+
+impl RunArgs {
+    /// Validates the flags and builds the scenario's plan.
+    pub fn plan(&self) -> Result<RunPlan, PlanError> {
+        let a = self;
+        if a.target_url.is_some() {
+            return Err(inv(
+                "--url",
+                "is for scenario files (sockstorm run FILE.toml --url URL); give the URL itself instead",
+            ));
+        }
+        let url = parse_url(&a.url)?;
+        let shape = shape(a, &url)?;
+        check_flags(a, &url)?;
+        let cpus = cpus(a)?;
+        let storm = storm(a, &shape)?;
+        let auth = auth::steps(a, shape.mode)?;
+        let (conn, message_rate) = conn::config(a, &url, &shape, &auth)?;
+        let tls = if url.tls {
+            let per_shard = shape.connections.div_ceil(cpus.len().max(1) as u64);
+            Some(Arc::new(a.tls.settings(&url.host, per_shard)?))
+        } else {
+            None
+        };
+        Ok(RunPlan {
+            name: "default".into(),
+            start: Duration::ZERO,
+            url_text: a.url.clone(),
+            url,
+            connections: shape.connections,
+            connect_rate: shape.connect_rate,
+            tls,
+            thresholds: a.thresholds.clone(),
+            auth_pre_step: auth.pre_step,
+            auth_pool: auth.pool,
+            abort_on_fail: a.abort_on_fail,
+            header_names: a.headers.iter().map(|(n, _)| n.clone()).collect(),
+            subprotocols: a.subprotocols.clone(),
+            message_rate,
+            duration: shape.duration,
+            drain: a.drain,
+            reconnect: !a.no_reconnect,
+            policy: a.reconnect_policy,
+            storm,
+            stages: shape.stages,
+            cpus,
+            source_ips: a.source_ip.clone().map(|l| l.0).unwrap_or_default(),
+            linger_zero: a.linger_zero || matches!(shape.mode, Mode::Handshake { rst: true, .. }),
+            socket_syscalls: a.socket_setup == SocketSetupArg::Syscalls,
+            json: a.json.clone(),
+            quiet: a.quiet,
+            channel: a.channel.clone(),
+            conn,
+        })
+    }
+}
+
+/// Connections, mode, rates, stages and the open model, checked together.
+fn shape(a: &RunArgs, url: &Url) -> Result<Shape, PlanError> {
+    let handshake = a.mode == ModeArg::Handshake;
+    let stages = a.stages.clone().map(|s| s.0).unwrap_or_default();
+    if handshake && !stages.is_empty() {
+        return Err(inv("--stages", "applies to session mode"));
+    }
+    if !stages.is_empty() && stages.iter().all(|s| s.target == 0) {
+        return Err(inv(
+            "--stages",
+            "every target is 0: no connection would open",
+        ));
+    }
+    let (connections, mode) = if handshake {
+        if a.concurrency == 0 {
+            return Err(inv("--concurrency", "must be at least 1"));
+        }
+        if !url.tls && !a.upgrade {
+            return Err(inv(
+                "--mode",
+                "handshake mode on a ws:// URL has nothing to handshake: use wss:// or add --upgrade",
+            ));
+        }
+        let mode = Mode::Handshake {
+            upgrade: a.upgrade,
+            rst: a.close == CloseArg::Rst,
+        };
+        (a.concurrency, mode)
+    } else {
+        for (given, flag) in [
+            (a.upgrade, "--upgrade"),
+            (a.close != CloseArg::Rst, "--close"),
+            (a.concurrency != 64, "--concurrency"),
+        ] {
+            if given {
+                return Err(inv(flag, "only applies with --mode handshake"));
+            }
+        }
+        let n = stages
+            .iter()
+            .map(|s| s.target)
+            .max()
+            .unwrap_or(a.connections);
+        (n, Mode::Session)
+    };
+    // Open model: arrivals at a rate, each living a lifetime; capacity for those alive at
+    // once (rate × lifetime, with room for arrivals bunching and slow closes).
+    let (connections, arrival_rate) = match (a.arrival_rate, a.session_lifetime) {
+        (Some(r), Some(life)) => {
+            if handshake || !stages.is_empty() {
+                return Err(inv(
+                    "--arrival-rate",
+                    "is its own load shape: not with --mode handshake or --stages",
+                ));
+            }
+            if !(r.is_finite() && r > 0.0) {
+                return Err(inv(
+                    "--arrival-rate",
+                    format!("must be a positive number of sessions per second, got {r}"),
+                ));
+            }
+            if life.is_zero() {
+                return Err(inv("--session-lifetime", "must be longer than 0"));
+            }
+            let alive = r * (life + a.close_wait).as_secs_f64();
+            ((alive * 1.25).ceil() as u64 + 64, Some(r))
+        }
+        _ => (connections, None),
+    };
+    let duration = if stages.is_empty() {
+        a.duration
+    } else {
+        stages.iter().map(|s| s.duration).sum()
+    };
+    if connections == 0 {
+        return Err(inv("--connections", "must be at least 1"));
+    }
+    let connect_rate = match arrival_rate.or(a.connect_rate) {
+        Some(r) if !(r.is_finite() && r > 0.0) => {
+            return Err(inv(
+                "--connect-rate",
+                format!("must be a positive number of connections per second, got {r}"),
+            ))
+        }
+        Some(r) => r,
+        None if handshake => f64::INFINITY,
+        None => 2000.0,
+    };
+    Ok(Shape {
+        connections,
+        mode,
+        arrival_rate,
+        duration,
+        connect_rate,
+        stages,
+    })
+}
+
+/// Flags checked on their own: TLS flags on ws://, zero durations, reserved headers,
+/// subprotocol tokens, timers.
+fn check_flags(a: &RunArgs, url: &Url) -> Result<(), PlanError> {
+    if !url.tls {
+        if let Some(flag) = a.tls.given() {
+            return Err(inv(flag, "only applies to wss:// URLs"));
+        }
+    }
+    if a.duration.is_zero() {
+        return Err(inv("--duration", "must be longer than 0 (e.g. 30s)"));
+    }
+    if a.connect_timeout.is_zero() {
+        return Err(inv("--connect-timeout", "must be longer than 0 (e.g. 10s)"));
+    }
+    if let Some(hb) = a.heartbeat_interval {
+        if hb < Duration::from_millis(1) || a.heartbeat_timeout.is_zero() {
+            return Err(inv(
+                "--heartbeat-interval/--heartbeat-timeout",
+                "must be at least 1ms",
+            ));
+        }
+    }
+    if a.timer_resolution > Duration::from_millis(100) {
+        return Err(inv(
+            "--timer-resolution",
+            "above 100ms it distorts the schedule; use 1ms (default) or 0 for exact timers",
+        ));
+    }
+    if let Some(p) = a.ping_interval {
+        if p < Duration::from_millis(1) {
+            return Err(inv("--ping-interval", "must be at least 1ms"));
+        }
+    }
+    for (name, _) in &a.headers {
+        let reserved = [
+            "host",
+            "upgrade",
+            "connection",
+            "sec-websocket-key",
+            "sec-websocket-version",
+        ];
+        if reserved.contains(&name.to_ascii_lowercase().as_str()) {
+            return Err(inv(
+                "--header",
+                format!("`{name}` is set by sockstorm itself and cannot be overridden"),
+            ));
+        }
+    }
+    for p in &a.subprotocols {
+        // An RFC 7230 token: no separators (so no `{{...}}` either).
+        if p.is_empty()
+            || p.chars()
+                .any(|c| !c.is_ascii_graphic() || "(),/:;<=>?@[\\]{}\"".contains(c))
+        {
+            return Err(inv(
+                "--subprotocol",
+                format!("`{p}` is not a valid token (no spaces, commas or other separators such as {{}} ; : / =)"),
+            ));
+        }
+    }
+    if a.pong_timeout.is_some() && a.ping_interval.is_none() {
+        return Err(inv(
+            "--pong-timeout",
+            "needs --ping-interval (no pings, no pongs to wait for)",
+        ));
+    }
+    if a.pong_timeout.is_some_and(|d| d.is_zero()) || a.expect_timeout.is_zero() {
+        return Err(inv(
+            "--pong-timeout/--expect-timeout",
+            "must be longer than 0",
+        ));
+    }
+    if a.abort_on_fail.is_some() && a.thresholds.is_empty() {
+        return Err(inv(
+            "--abort-on-fail",
+            "needs at least one --threshold to check",
+        ));
+    }
+    Ok(())
+}
+
+/// The CPUs to run shards on: the ones given (each must be available) or all.
+fn cpus(a: &RunArgs) -> Result<Vec<usize>, PlanError> {
+    let available = available_cpus();
+    match &a.cpus {
+        Some(parse::CpuList(list)) => {
+            if let Some(c) = list.iter().find(|c| !available.contains(c)) {
+                return Err(inv(
+                    "--cpus",
+                    format!("CPU {c} is not available to this process (available: {available:?})"),
+                ));
+            }
+            Ok(list.clone())
+        }
+        None => Ok(available),
+    }
+}
+
+/// The reconnect storm, if asked for: only against a fixed connection count.
+fn storm(a: &RunArgs, shape: &Shape) -> Result<Option<Storm>, PlanError> {
+    let Some(at) = a.storm_at else {
+        return Ok(None);
+    };
+    if shape.mode != Mode::Session || shape.arrival_rate.is_some() || !shape.stages.is_empty() {
+        return Err(inv(
+            "--storm-at",
+            "recovery is measured against a fixed connection count: not with --mode handshake, --arrival-rate or --stages",
+        ));
+    }
+    if at >= shape.duration {
+        return Err(inv(
+            "--storm-at",
+            format!("{at:?} is not within the run (-d {:?})", shape.duration),
+        ));
+    }
+    if !(a.storm_fraction > 0.0 && a.storm_fraction <= 1.0) {
+        return Err(inv(
+            "--storm-fraction",
+            format!("must be in (0, 1], got {}", a.storm_fraction),
+        ));
+    }
+    if a.storm_every.is_some_and(|e| e.is_zero()) {
+        return Err(inv("--storm-every", "must be longer than 0"));
+    }
+    Ok(Some(Storm {
+        at: at.as_micros() as u64,
+        fraction: a.storm_fraction,
+        rst: a.storm_close == StormCloseArg::Rst,
+        every: a.storm_every.map_or(0, |e| e.as_micros() as u64),
+    }))
+}

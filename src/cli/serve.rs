@@ -1,0 +1,212 @@
+//! `sockstorm serve`: the built-in target gateway on loopback, until Ctrl-C or --duration.
+
+use super::{control, CliError, EXIT_OK};
+use crate::certs;
+use crate::plan::parse;
+use crate::server::{self as gateway, Gateway, Reject, ServeConfig, ServerTlsOptions};
+use clap::Args;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Flags of `sockstorm serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (loopback by default; port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Event-loop threads.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// CPUs to pin the threads to, e.g. 1 or 0,2-3.
+    #[arg(long, value_parser = parse::cpu_list)]
+    pub cpus: Option<parse::CpuList>,
+    /// Fan-out: broadcast a sequence-numbered, timestamped event to every connection R times per second.
+    #[arg(long, default_value_t = 0.0)]
+    pub publish_rate: f64,
+    /// Fault injection: answer upgrades with this HTTP status (e.g. 503), or `close` to drop them.
+    #[arg(long, value_parser = parse_reject)]
+    pub reject_with: Option<Reject>,
+    /// Fault injection: drop every Nth channel delivery (one message to one subscriber), counted gateway-wide (0 = off).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub drop_every: u64,
+    /// Fault injection: close each WebSocket this long after it opened, with this close code, e.g. 5s:1012.
+    #[arg(long, value_name = "DUR:CODE", value_parser = parse_close_after)]
+    pub close_after: Option<(Duration, u16)>,
+    /// Read buffer per connection in bytes.
+    #[arg(long, default_value_t = 4096)]
+    pub read_buffer: usize,
+    /// Listen backlog (also capped by net.core.somaxconn).
+    #[arg(long, default_value_t = 4096)]
+    pub backlog: i32,
+    /// Exit by itself after this long (default: until Ctrl-C).
+    #[arg(long, value_parser = parse::duration)]
+    pub duration: Option<Duration>,
+    /// No per-second stats line on stderr.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Serve wss:// (TLS 1.2 and 1.3); without --cert/--key, with a generated test CA.
+    #[arg(long)]
+    pub tls: bool,
+    /// Certificate chain to serve (PEM, leaf first) instead of a generated one.
+    #[arg(long, value_name = "FILE", requires_all = ["tls", "key"])]
+    pub cert: Option<PathBuf>,
+    /// Private key of --cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", requires_all = ["tls", "cert"])]
+    pub key: Option<PathBuf>,
+    /// Mutual TLS: require client certificates issued by this CA (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    pub client_ca: Option<PathBuf>,
+    /// Where to write the generated CA certificate [default: <temp dir>/sockstorm-ca-<port>.pem].
+    #[arg(long, value_name = "PATH", requires = "tls", conflicts_with = "cert")]
+    pub ca_out: Option<PathBuf>,
+    /// TLS 1.3 session tickets sent per handshake (0 = no TLS 1.3 resumption).
+    #[arg(long, value_name = "N", default_value_t = 2, requires = "tls")]
+    pub tls_tickets: usize,
+}
+
+fn parse_reject(s: &str) -> Result<Reject, String> {
+    if s.eq_ignore_ascii_case("close") {
+        return Ok(Reject::Close);
+    }
+    s.parse::<u16>()
+        .ok()
+        .filter(|c| (200..=599).contains(c))
+        .map(Reject::Status)
+        .ok_or_else(|| format!("`{s}` is neither an HTTP status 200-599 nor `close`"))
+}
+
+/// `DUR:CODE` of `serve --close-after`, e.g. `5s:1012`.
+fn parse_close_after(s: &str) -> Result<(Duration, u16), String> {
+    let (dur, code) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("`{s}` is not DURATION:CODE (e.g. 5s:1012)"))?;
+    let dur = parse::duration(dur)?;
+    let code = code
+        .trim()
+        .parse::<u16>()
+        .ok()
+        .filter(|&c| gateway::close_code_allowed(c))
+        .ok_or_else(|| {
+            format!(
+                "`{code}` is not a close code a server may send (e.g. 1000, 1001, 1012, 1013, 4000-4999)"
+            )
+        })?;
+    Ok((dur, code))
+}
+
+/// The TLS settings `serve` flags ask for, and the generated CA (to be written out) if any.
+fn serve_tls(
+    a: &ServeArgs,
+) -> Result<(Option<std::sync::Arc<rustls::ServerConfig>>, Option<String>), CliError> {
+    if !a.tls {
+        return Ok((None, None));
+    }
+    let (chain, key, ca_pem) = match (&a.cert, &a.key) {
+        (Some(cert), Some(key)) => (
+            certs::load_certs("--cert", cert)?,
+            certs::load_key("--key", key)?,
+            None,
+        ),
+        // clap enforces --cert and --key together.
+        _ => {
+            let ca = certs::generate_test_ca()?;
+            (ca.chain, ca.key, Some(ca.ca_pem))
+        }
+    };
+    let mut opts = ServerTlsOptions::new(chain, key);
+    opts.tickets_per_handshake = a.tls_tickets;
+    if let Some(path) = &a.client_ca {
+        opts.client_ca = Some(certs::load_certs("--client-ca", path)?);
+    }
+    Ok((Some(gateway::server_tls_config(&opts)?), ca_pem))
+}
+
+pub(super) fn serve(a: &ServeArgs) -> Result<u8, CliError> {
+    let ctl = control();
+    let (tls, ca_pem) = serve_tls(a)?;
+    let cfg = ServeConfig {
+        listen: a.listen,
+        threads: a.threads,
+        cpus: a.cpus.clone().map(|c| c.0).unwrap_or_default(),
+        publish_rate: a.publish_rate,
+        reject: a.reject_with,
+        read_buffer: a.read_buffer,
+        backlog: a.backlog,
+        report: !a.quiet,
+        tls,
+        drop_every: a.drop_every,
+        close_after: a.close_after,
+    };
+    let gw = Gateway::start(cfg)?;
+    let mut tls_note = String::new();
+    if let Some(pem) = ca_pem {
+        let path = a.ca_out.clone().unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("sockstorm-ca-{}.pem", gw.local_addr().port()))
+        });
+        std::fs::write(&path, pem).map_err(|source| CliError::Output {
+            path: path.clone(),
+            source,
+        })?;
+        tls_note = format!(
+            "; CA certificate written to {0} (use --cacert {0})",
+            path.display()
+        );
+    }
+    if a.client_ca.is_some() {
+        tls_note.push_str("; client certificates required");
+    }
+    let mut mode = "echo + channels".to_owned();
+    if a.publish_rate > 0.0 {
+        mode.push_str(&format!(" + fan-out {}/s", a.publish_rate));
+    }
+    let mut faults = Vec::new();
+    if a.drop_every > 0 {
+        faults.push(format!("dropping 1 in {} channel deliveries", a.drop_every));
+    }
+    if let Some((after, code)) = a.close_after {
+        faults.push(format!(
+            "closing each connection {after:?} after it opened with {code}"
+        ));
+    }
+    let faults = if faults.is_empty() {
+        String::new()
+    } else {
+        format!("; fault injection: {}", faults.join(", "))
+    };
+    println!(
+        "sockstorm serve: listening on {}://{}/ ({mode}, {} thread(s)){faults}{tls_note}",
+        if a.tls { "wss" } else { "ws" },
+        gw.local_addr(),
+        a.threads
+    );
+    let _ = std::io::stdout().flush();
+    let start = Instant::now();
+    while ctl.level() == 0 && a.duration.is_none_or(|d| start.elapsed() < d) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let s = gw.stats();
+    gw.shutdown();
+    println!(
+        "sockstorm serve: stopped; accepted {} connections, {} messages in, {} out, {} handshakes rejected",
+        s.accepted, s.msgs_in, s.msgs_out, s.handshakes_rejected
+    );
+    if a.tls {
+        println!(
+            "sockstorm serve: TLS handshakes: {} full, {} resumed, {} failed",
+            s.tls_handshakes_full, s.tls_handshakes_resumed, s.tls_failures
+        );
+    }
+    if s.channel_publishes > 0 {
+        println!(
+            "sockstorm serve: channels: {} publishes, {} deliveries",
+            s.channel_publishes, s.channel_deliveries
+        );
+    }
+    let faults = gateway::fault_totals(&s);
+    if !faults.is_empty() {
+        println!("sockstorm serve: {}", faults.trim_start());
+    }
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,167 @@
+//! What a finished (or interrupted) run measured, as the engine hands it to the result
+//! writers: merged statistics overall and per scenario, per-second samples, process figures.
+
+use crate::metrics::fanout::FanoutSummary;
+use crate::metrics::{new_histogram, ShardStats};
+use hdrhistogram::Histogram;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Per-second sample of the run, for the JSON timeline.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Sample {
+    /// Seconds since start.
+    pub t_s: f64,
+    /// Open sessions.
+    pub open: u64,
+    /// Sessions opened in the second.
+    pub established: u64,
+    /// Echoes matched in the second.
+    pub msgs_received: u64,
+    /// Failures in the second.
+    pub failures: u64,
+    /// Replacement connections opened in the second.
+    pub reconnects: u64,
+    /// TLS handshakes in the second, full and resumed.
+    pub tls_full: u64,
+    /// See `tls_full`.
+    pub tls_resumed: u64,
+    /// Failures in the second by cause.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub failures_by_cause: BTreeMap<String, u64>,
+    /// Open sessions per scenario (runs with more than one).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub open_by_scenario: Vec<u64>,
+}
+
+/// What one scenario of a run measured.
+#[derive(Debug)]
+pub struct ScenarioResult {
+    /// Merged statistics of the scenario on all shards.
+    pub stats: ShardStats,
+    /// Most of its sessions open at once (sampled each second).
+    pub peak_open: u64,
+    /// Largest connect-schedule lag of any shard, µs.
+    pub schedule_lag_max_us: u64,
+    /// Time from the start until every shard had opened its share (None: never).
+    pub ramp: Option<Duration>,
+    /// Storms: the longest recovery (None: some storm was never recovered from).
+    pub storm_recovery: Option<Duration>,
+    /// Stages: connections behind the ramp at worst (summed over shards).
+    pub ramp_deficit_max: u64,
+    /// Its own per-second samples (empty when it is the run's only scenario).
+    pub timeline: Vec<Sample>,
+}
+
+/// Everything a finished (or interrupted) run measured.
+#[derive(Debug)]
+pub struct RunResult {
+    /// Merged statistics of all shards and scenarios.
+    pub stats: ShardStats,
+    /// Per scenario, in plan order.
+    pub scenarios: Vec<ScenarioResult>,
+    /// Wall time from start to the last shard finishing.
+    pub elapsed: Duration,
+    /// Stopped by Ctrl-C.
+    pub interrupted: bool,
+    /// Process CPU time used during the run (user, system).
+    pub cpu: (Duration, Duration),
+    /// RSS before connections were opened.
+    pub rss_before: u64,
+    /// RSS when the most sessions were open.
+    pub rss_at_peak_open: u64,
+    /// Most sessions open at once.
+    pub peak_open: u64,
+    /// Largest connect-schedule lag of any shard, µs.
+    pub schedule_lag_max_us: u64,
+    /// Time from the start until every shard had opened its target count (None: never).
+    pub ramp: Option<Duration>,
+    /// RLIMIT_NOFILE (soft, hard) after raising.
+    pub nofile: (u64, u64),
+    /// Connections the limits allow.
+    pub capacity: u64,
+    /// One sample per second.
+    pub timeline: Vec<Sample>,
+    /// Storms: the longest time until a shard was back at its connection count (None: some
+    /// storm was never recovered from).
+    pub storm_recovery: Option<Duration>,
+    /// Stages: connections the shards were behind the ramp at worst (summed over shards).
+    pub ramp_deficit_max: u64,
+    /// Per-connection auth, per scenario that used it.
+    pub auth: Vec<(String, AuthStats)>,
+    /// Fan-out accounting (runs with publishers or subscribers).
+    pub fanout: Option<FanoutSummary>,
+    /// `--abort-on-fail`: the threshold that failed during the run, and when (s).
+    pub threshold_abort: Option<(String, f64)>,
+}
+
+impl RunResult {
+    /// RSS growth per open connection at the peak (the per-connection memory cost).
+    pub fn rss_per_open_connection(&self) -> Option<u64> {
+        self.rss_at_peak_open
+            .saturating_sub(self.rss_before)
+            .checked_div(self.peak_open)
+    }
+}
+
+/// What the auth requests of one scenario did.
+#[derive(Debug, Clone)]
+pub struct AuthStats {
+    /// Requests made.
+    pub requests: u64,
+    /// Tokens obtained.
+    pub tokens: u64,
+    /// Requests without a token, by cause (`auth_http_401`, `auth_timeout`, ...).
+    pub failures: BTreeMap<String, u64>,
+    /// What the first failure said (the message names the status or error, never a token).
+    pub first_error: Option<String>,
+    /// Request → answer of the requests that gave a token, µs.
+    pub latency: Histogram<u64>,
+    /// A request was waiting for its answer when the run ended.
+    pub in_flight: bool,
+}
+
+impl Default for AuthStats {
+    fn default() -> Self {
+        Self {
+            requests: 0,
+            tokens: 0,
+            failures: BTreeMap::new(),
+            first_error: None,
+            latency: new_histogram(),
+            in_flight: false,
+        }
+    }
+}
+
+/// What the engine shows once a second, while the run goes on.
+#[derive(Debug, Clone, Copy)]
+pub struct Tick<'a> {
+    /// Seconds since the start.
+    pub t: f64,
+    /// Sessions open now (all scenarios).
+    pub open: u64,
+    /// Connections the run aims to hold.
+    pub target: u64,
+    /// What the last second measured.
+    pub second: &'a ShardStats,
+    /// Everything before the last second.
+    pub total: &'a ShardStats,
+}
+
+/// Watches a run while it goes on (the progress line, and later live exporters). Called on
+/// the engine's collecting thread, never on a shard: it cannot slow the connections down.
+pub trait Observer {
+    /// One second has been merged.
+    fn tick(&mut self, tick: &Tick<'_>);
+    /// The run is over (before the result is returned).
+    fn finish(&mut self) {}
+}
+
+/// An observer that shows nothing (tests, embedding).
+#[derive(Debug, Default)]
+pub struct Silent;
+
+impl Observer for Silent {
+    fn tick(&mut self, _: &Tick<'_>) {}
+}

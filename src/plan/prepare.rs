@@ -1,0 +1,116 @@
+//! The step between a plan and a run that needs the outside world: resolving the target,
+//! choosing source addresses, and the auth pre-step (one HTTP request whose token fills
+//! `{{token}}`). Building a plan has no side effects; this is where they are, called once
+//! by `cli` before the engine starts.
+
+use super::message::TOKEN_SLOT;
+use super::{auto_sources, PlanError, Run, Url};
+use crate::proto::conn::Message;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::ops::Deref;
+use std::sync::Arc;
+
+/// A run ready to start: its plan, the resolved target and the source addresses.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The plan, with the auth pre-step's token filled in.
+    pub run: Run,
+    /// The target address (the first the name resolved to).
+    pub target: SocketAddr,
+    /// Source addresses rotated round-robin (empty: the kernel's choice).
+    pub source_ips: Vec<IpAddr>,
+    /// Whether they were chosen automatically (loopback spreading) rather than given.
+    pub source_ips_auto: bool,
+}
+
+impl Deref for Prepared {
+    type Target = Run;
+
+    fn deref(&self) -> &Run {
+        &self.run
+    }
+}
+
+/// Resolves the target, checks or chooses the source addresses, and makes the auth
+/// pre-step of each scenario that asks for one.
+pub fn prepare(mut run: Run) -> Result<Prepared, PlanError> {
+    let main = run.main();
+    let target = resolve(&main.url)?;
+    let (source_ips, source_ips_auto) = if main.source_ips.is_empty() {
+        (auto_sources(target.ip(), run.connections()), true)
+    } else {
+        if let Some(ip) = main
+            .source_ips
+            .iter()
+            .find(|ip| ip.is_ipv4() != target.is_ipv4())
+        {
+            return Err(PlanError::Invalid {
+                flag: "--source-ip",
+                reason: format!(
+                    "{ip} is not the same address family as the target {}",
+                    target.ip()
+                ),
+            });
+        }
+        (main.source_ips.clone(), false)
+    };
+    for p in &mut run.scenarios {
+        let Some(spec) = p.auth_pre_step.take() else {
+            continue;
+        };
+        let token = spec.fetch().map_err(|e| match (run_is_multi(p), e) {
+            (Some(name), PlanError::Auth(m)) => PlanError::Auth(format!("scenario `{name}`: {m}")),
+            (_, e) => e,
+        })?;
+        fill_token(p, &token);
+        p.auth_pre_step = Some(spec);
+    }
+    Ok(Prepared {
+        run,
+        target,
+        source_ips,
+        source_ips_auto,
+    })
+}
+
+/// A scenario's name when it came from a scenario file (errors then name it).
+fn run_is_multi(p: &super::RunPlan) -> Option<&str> {
+    (p.name != "default").then_some(p.name.as_str())
+}
+
+/// The pre-step's token in every place `{{token}}` was written: the upgrade request (URL
+/// and headers) and the messages.
+fn fill_token(p: &mut super::RunPlan, token: &str) {
+    let c = &mut p.conn;
+    c.template.fill_token(token);
+    let messages = c
+        .on_open
+        .iter_mut()
+        .chain(c.message.as_mut())
+        .chain(c.on_reconnect.as_mut())
+        .chain(c.heartbeat.as_mut().map(|h| &mut h.message));
+    for m in messages {
+        fill_message(m, token);
+    }
+}
+
+fn fill_message(m: &mut Message, token: &str) {
+    if let Some(t) = &mut m.template {
+        Arc::make_mut(t).fill(TOKEN_SLOT, token);
+    } else if let Ok(text) = std::str::from_utf8(&m.payload) {
+        if text.contains(TOKEN_SLOT) {
+            m.payload = text.replace(TOKEN_SLOT, token).into_bytes().into();
+        }
+    }
+}
+
+fn resolve(url: &Url) -> Result<SocketAddr, PlanError> {
+    let err = |reason: String| PlanError::Resolve {
+        host: url.host.clone(),
+        reason,
+    };
+    let mut addrs = (url.host.as_str(), url.port)
+        .to_socket_addrs()
+        .map_err(|e| err(e.to_string()))?;
+    addrs.next().ok_or_else(|| err("no addresses".into()))
+}

@@ -1,0 +1,331 @@
+//! The JSON results document (`--json`): settings, machine, counters, failures, histograms
+//! (as percentiles), TLS, fan-out, storms, per-scenario sections and the per-second timeline.
+
+use super::{handshake_rates, thresholds, tls_params};
+use crate::metrics::run::{RunResult, ScenarioResult};
+use crate::metrics::{Hist, ShardStats};
+use crate::plan::{Prepared, RunPlan};
+use crate::proto::conn::Mode;
+use crate::proto::tls::{cipher_name, group_name, version_name, Resume};
+use hdrhistogram::Histogram;
+use serde_json::{json, Map, Value};
+
+/// Version of the JSON layout; bumped on incompatible changes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Seconds of a µs setting.
+fn secs(us: u64) -> f64 {
+    us as f64 / 1e6
+}
+
+fn hist_json(h: &Histogram<u64>) -> Value {
+    if h.is_empty() {
+        return json!({"count": 0, "min_us": 0, "mean_us": 0.0, "p50_us": 0, "p90_us": 0, "p95_us": 0,
+                      "p99_us": 0, "p999_us": 0, "max_us": 0});
+    }
+    json!({
+        "count": h.len(),
+        "min_us": h.min(),
+        "mean_us": (h.mean() * 10.0).round() / 10.0,
+        "p50_us": h.value_at_quantile(0.50),
+        "p90_us": h.value_at_quantile(0.90),
+        "p95_us": h.value_at_quantile(0.95),
+        "p99_us": h.value_at_quantile(0.99),
+        "p999_us": h.value_at_quantile(0.999),
+        "max_us": h.max(),
+    })
+}
+
+/// Reads a one-line /proc or /sys file.
+fn read_trim(path: &str) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_owned())
+}
+
+/// The TLS part of the JSON document: what was offered, what was negotiated, resumption.
+fn tls_json(plan: &RunPlan, s: &ShardStats) -> Value {
+    let Some(t) = &plan.tls else {
+        return Value::Null;
+    };
+    let c = &s.counters;
+    let handshakes = c.tls_handshakes_full + c.tls_handshakes_resumed;
+    let [versions, ciphers, groups] = tls_params(s);
+    let obj = |v: Vec<(String, u64)>| -> Map<String, Value> {
+        v.into_iter().map(|(k, n)| (k, n.into())).collect()
+    };
+    json!({
+        "server_name": format!("{:?}", t.server_name).trim_start_matches("DnsName(").trim_start_matches("IpAddress(").trim_end_matches(')').trim_matches('"'),
+        "verify_certificates": !t.insecure,
+        "verify_cache": !t.insecure && t.verify_cache,
+        "roots": "webpki-roots (Mozilla) + --cacert",
+        "versions_offered": t.versions.iter().map(|v| version_name(u16::from(v.version))).collect::<Vec<_>>(),
+        "ciphers_offered": t.suites.iter().map(|x| cipher_name(u16::from(x.suite()))).collect::<Vec<_>>(),
+        "kx_offered": t.kx.iter().map(|g| group_name(u16::from(g.name()))).collect::<Vec<_>>(),
+        "alpn_offered": t.alpn.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect::<Vec<_>>(),
+        "client_certificate": t.identity.is_some(),
+        "keylog_file": t.keylog,
+        "resume": match t.resume { Resume::Off => json!("off"), Resume::On => json!("on"), Resume::Fraction(f) => json!(f) },
+        "tickets_requested": t.tickets,
+        "handshakes": handshakes,
+        "full": c.tls_handshakes_full,
+        "resumed": c.tls_handshakes_resumed,
+        "resume_attempted": c.tls_resume_attempted,
+        "resume_refused": c.tls_resume_refused,
+        "resumed_share": (handshakes > 0).then(|| c.tls_handshakes_resumed as f64 / handshakes as f64),
+        "negotiated": {"versions": obj(versions), "ciphers": obj(ciphers), "groups": obj(groups)},
+    })
+}
+
+/// A reconnect storm's outcome: when, how many dropped, recovery, peak reconnect rate, and the
+/// TLS resumed share of the handshakes from the storm's second to the recovery's.
+fn storm_json(plan: &RunPlan, sr: &ScenarioResult, r: &RunResult) -> Value {
+    let Some(st) = plan.storm else {
+        return Value::Null;
+    };
+    let at = st.at as f64 / 1e6;
+    let dropped = sr.stats.counters.storm_dropped;
+    // Repeated storms: the whole run after the first.
+    let until = match sr.storm_recovery {
+        Some(d) if st.every == 0 => at + d.as_secs_f64() + 1.0,
+        _ => f64::MAX,
+    };
+    // The scenario's own samples when the run has several.
+    let timeline = if sr.timeline.is_empty() {
+        &r.timeline
+    } else {
+        &sr.timeline
+    };
+    let window = timeline.iter().filter(|x| x.t_s > at && x.t_s <= until);
+    let (mut peak, mut full, mut resumed, mut failures) = (0, 0, 0, 0);
+    let mut by_cause = Map::new();
+    for x in window {
+        peak = peak.max(x.reconnects);
+        full += x.tls_full;
+        resumed += x.tls_resumed;
+        failures += x.failures;
+        for (k, n) in &x.failures_by_cause {
+            let e = by_cause.entry(k.clone()).or_insert(Value::from(0u64));
+            *e = Value::from(e.as_u64().unwrap_or(0) + n);
+        }
+    }
+    json!({
+        "at_s": at,
+        "fraction": st.fraction,
+        "every_s": (st.every > 0).then(|| st.every as f64 / 1e6),
+        "close": if st.rst { "rst" } else { "graceful" },
+        "policy": plan.policy.to_string(),
+        "dropped": dropped,
+        // The longest recovery when storms repeat.
+        "recovered_after_s": sr.storm_recovery.map(|d| d.as_secs_f64()),
+        "peak_reconnects_per_s": peak,
+        "mean_reconnects_per_s": sr.storm_recovery.filter(|d| !d.is_zero()).map(|d| (dropped as f64 / d.as_secs_f64()).round()),
+        "failures_during_recovery": failures,
+        "failures_during_recovery_by_cause": by_cause,
+        "failures_by_cause": failures_json(&sr.stats),
+        "tls_during_recovery": {"full": full, "resumed": resumed},
+    })
+}
+
+/// Fan-out results: owed and delivered, loss, duplicates, reordering, broadcast completion.
+fn fanout_json(r: &RunResult) -> Value {
+    let Some(f) = &r.fanout else {
+        return Value::Null;
+    };
+    let c = &r.stats.counters;
+    let spread = |x: &Option<[u64; 3]>| {
+        x.map(|[p50, p99, max]| json!({"p50_us": p50, "p99_us": p99, "max_us": max}))
+    };
+    json!({
+        "published": f.published,
+        "subscriber_sessions": f.sessions,
+        "owed": f.exact.then_some(f.expected),
+        "delivered_owed": c.fanout_delivered_owed,
+        "delivered_total": c.fanout_delivered,
+        "lost": f.exact.then_some(c.fanout_lost),
+        "duplicates": c.fanout_duplicates,
+        "reordered": c.fanout_reordered,
+        "delivery_ratio": (f.exact && f.expected > 0).then(|| c.fanout_delivered_owed as f64 / f.expected as f64),
+        // Per message, the time until 50/99/100 % of the subscribers owed it had it, as a
+        // distribution over messages (bucketed: within 12.5 %).
+        "broadcast_completion": {
+            "to_50pct": spread(&f.completion[0]),
+            "to_99pct": spread(&f.completion[1]),
+            "to_100pct": spread(&f.completion[2]),
+            "messages_incomplete": f.incomplete,
+            "messages_timed": f.timed,
+            "messages_untimed": f.untimed,
+        },
+    })
+}
+
+/// Per-connection auth: requests, tokens, failures by cause, request latency.
+fn auth_json(r: &RunResult) -> Value {
+    if r.auth.is_empty() {
+        return Value::Null;
+    }
+    Value::Array(
+        r.auth
+            .iter()
+            .map(|(name, a)| {
+                json!({
+                    "scenario": name,
+                    "requests": a.requests,
+                    "tokens": a.tokens,
+                    "failures": a.failures,
+                    "first_error": a.first_error,
+                    "latency": hist_json(&a.latency),
+                })
+            })
+            .collect(),
+    )
+}
+
+/// Failures by cause.
+fn failures_json(s: &ShardStats) -> Value {
+    Value::Object(
+        s.failures
+            .iter()
+            .map(|(k, v)| (k.name(), (*v).into()))
+            .collect(),
+    )
+}
+
+/// Counters, close codes and histograms of `s` as JSON objects.
+fn measures_json(s: &ShardStats) -> (Value, Value, Value) {
+    let counters: Map<String, Value> = s
+        .counters
+        .pairs()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.into()))
+        .collect();
+    let close_codes: Map<String, Value> = s
+        .close_codes
+        .iter()
+        .map(|(k, v)| (k.to_string(), (*v).into()))
+        .collect();
+    let histograms: Map<String, Value> = Hist::ALL
+        .iter()
+        .map(|h| (h.name().to_owned(), hist_json(s.hist(*h))))
+        .collect();
+    (counters.into(), close_codes.into(), histograms.into())
+}
+
+/// The per-scenario section of the JSON document.
+fn scenario_json(plan: &RunPlan, sr: &ScenarioResult, r: &RunResult) -> Value {
+    let s = &sr.stats;
+    let (counters, close_codes, histograms) = measures_json(s);
+    json!({
+        "name": plan.name,
+        "url": plan.url_text,
+        "connections": plan.connections,
+        "start_s": plan.start.as_secs_f64(),
+        "header_names": plan.header_names,
+        "send_on_open_bytes": plan.conn.on_open.iter().map(|m| m.payload.len()).collect::<Vec<_>>(),
+        "reconnect": plan.reconnect,
+        "peak_open": sr.peak_open,
+        "counters": counters,
+        "failures": failures_json(s),
+        "close_codes": close_codes,
+        "histograms": histograms,
+        "storm": storm_json(plan, sr, r),
+        "ramp_s": sr.ramp.map(|d| d.as_secs_f64()),
+        "ramp_deficit_max": sr.ramp_deficit_max,
+        "schedule_lag_max_us": sr.schedule_lag_max_us,
+    })
+}
+
+/// The JSON results document.
+pub fn to_json(run: &Prepared, r: &RunResult) -> Value {
+    let plan = run.main();
+    let s = &r.stats;
+    let (counters, close_codes, histograms) = measures_json(s);
+    let failures = failures_json(s);
+    let failure_text: Map<String, Value> = s
+        .failures
+        .keys()
+        .map(|k| (k.name(), k.describe().into()))
+        .collect();
+    json!({
+        "schema_version": SCHEMA_VERSION,
+        "tool": {"name": "sockstorm", "version": env!("CARGO_PKG_VERSION")},
+        "interrupted": r.interrupted,
+        "elapsed_s": (r.elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
+        "settings": {
+            "url": plan.url_text,
+            "target": run.target.to_string(),
+            "mode": if plan.conn.mode == Mode::Session { "session" } else { "handshake" },
+            "connections": run.connections(),
+            "connect_rate": plan.connect_rate.is_finite().then_some(plan.connect_rate),
+            "session_lifetime_s": (plan.conn.session_lifetime > 0).then(|| secs(plan.conn.session_lifetime)),
+            "duration_s": run.duration().as_secs_f64(),
+            "connect_timeout_s": secs(plan.conn.connect_timeout),
+            "drain_s": plan.drain.as_secs_f64(),
+            "close_wait_s": secs(plan.conn.close_wait),
+            "header_names": plan.header_names,
+            "auth_pre_step": plan.auth_pre_step.is_some(),
+            "auth_per_connection": plan.auth_pool.is_some(),
+            "subprotocols": plan.subprotocols,
+            "send_on_open_bytes": plan.conn.on_open.iter().map(|m| m.payload.len()).collect::<Vec<_>>(),
+            "message_bytes": plan.conn.message.as_ref().map(|m| m.payload.len()),
+            "message_rate": plan.message_rate,
+            "ping_interval_s": (plan.conn.ping_interval > 0).then(|| secs(plan.conn.ping_interval)),
+            "reconnect": plan.reconnect,
+            "source_ips": run.source_ips.iter().map(|ip| ip.to_string()).collect::<Vec<_>>(),
+            "source_ips_auto": run.source_ips_auto,
+            "linger_zero": plan.linger_zero,
+            "validate_utf8": plan.conn.validate_utf8,
+            "timer_resolution_us": plan.conn.timer_resolution,
+            "backend": "io_uring",
+            "socket_setup": if plan.socket_syscalls { "syscalls" } else { "auto" },
+        },
+        "machine": {
+            "kernel": read_trim("/proc/sys/kernel/osrelease"),
+            "cpus_used": plan.cpus,
+            "cpus_online": read_trim("/sys/devices/system/cpu/online"),
+            "nofile_soft": r.nofile.0,
+            "nofile_hard": r.nofile.1,
+            "connection_capacity": r.capacity,
+            "ip_local_port_range": read_trim("/proc/sys/net/ipv4/ip_local_port_range").map(|s| s.split_whitespace().collect::<Vec<_>>().join("-")),
+        },
+        "counters": counters,
+        "failures": failures,
+        "failure_descriptions": failure_text,
+        "close_codes": close_codes,
+        "histograms": histograms,
+        "process": {
+            "cpu_user_s": r.cpu.0.as_secs_f64(),
+            "cpu_sys_s": r.cpu.1.as_secs_f64(),
+            "rss_before_bytes": r.rss_before,
+            "rss_at_peak_open_bytes": r.rss_at_peak_open,
+            "peak_open": r.peak_open,
+            "rss_per_open_connection_bytes": r.rss_per_open_connection(),
+        },
+        "tls": tls_json(plan, s),
+        "fanout": fanout_json(r),
+        "auth_per_connection": auth_json(r),
+        "storm": if run.is_multi() { Value::Null } else { storm_json(plan, &r.scenarios[0], r) },
+        "scenarios": r.scenarios.iter().zip(&run.scenarios).map(|(sr, p)| scenario_json(p, sr, r)).collect::<Vec<_>>(),
+        "stages": (!plan.stages.is_empty()).then(|| json!({
+            "stages": plan.stages.iter().map(|st| json!({"duration_s": st.duration.as_secs_f64(), "target": st.target})).collect::<Vec<_>>(),
+            "ramp_deficit_max": r.ramp_deficit_max,
+        })),
+        "handshake_mode": handshake_rates(plan, r).map(|(per_s, per_cpu_s, cpu_us)| json!({
+            "cycles": s.counters.handshake_cycles,
+            "per_s": per_s.round(),
+            "per_client_cpu_s": per_cpu_s.round(),
+            "client_cpu_us_per_handshake": (cpu_us * 10.0).round() / 10.0,
+            "concurrency": plan.connections,
+            "upgrade": matches!(plan.conn.mode, Mode::Handshake { upgrade: true, .. }),
+            "close": if plan.linger_zero { "rst" } else { "fin" },
+        })),
+        "aborted_by_threshold": r.threshold_abort.as_ref().map(|(e, t)| json!({"expr": e, "at_s": t})),
+        "thresholds": thresholds(run, r).iter().map(|t| json!({
+            "expr": t.expr, "actual": t.actual, "pass": t.pass,
+        })).collect::<Vec<_>>(),
+        "schedule_lag_max_us": r.schedule_lag_max_us,
+        "ramp_s": r.ramp.map(|d| d.as_secs_f64()),
+        "established_per_s": r.ramp.filter(|d| !d.is_zero()).map(|d| (run.connections() as f64 / d.as_secs_f64()).round()),
+        "timeline": r.timeline,
+    })
+}

@@ -1,0 +1,415 @@
+//! The human summary printed on stdout: latency table, counters, TLS, failures, storms,
+//! fan-out, auth, scenarios, thresholds, process figures and warnings, one section each.
+
+use super::{handshake_rates, thresholds, tls_params};
+use crate::metrics::run::RunResult;
+use crate::metrics::{fmt_us, Hist, ShardStats};
+use crate::plan::{Prepared, Run, RunPlan};
+use crate::proto::conn::Mode;
+use std::fmt::Write as _;
+
+/// The human summary printed on stdout.
+pub fn summary(run: &Prepared, r: &RunResult) -> String {
+    let mut o = String::new();
+    for section in [
+        header, latencies, counters, tls, failures, storms, fanout, auth, scenarios, verdicts,
+        process,
+    ] {
+        section(&mut o, run, r);
+    }
+    o
+}
+
+/// The first line: target, connections, shards, elapsed time.
+fn header(o: &mut String, run: &Prepared, r: &RunResult) {
+    let plan = run.main();
+    let _ = writeln!(
+        o,
+        "\nsockstorm run {}  {} connections over {} shard(s)  {:.1}s{}",
+        plan.url_text,
+        run.connections(),
+        plan.cpus.len(),
+        r.elapsed.as_secs_f64(),
+        if r.interrupted {
+            "  (interrupted: partial results)"
+        } else {
+            ""
+        }
+    );
+}
+
+/// One row per latency histogram (TLS ones only over wss://).
+fn latencies(o: &mut String, run: &Prepared, r: &RunResult) {
+    let plan = run.main();
+    let s: &ShardStats = &r.stats;
+    let _ = writeln!(
+        o,
+        "\n{:<16}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}",
+        "latency", "count", "p50", "p90", "p95", "p99", "p99.9", "max"
+    );
+    for h in Hist::ALL {
+        if matches!(h, Hist::TlsFull | Hist::TlsResumed) && plan.tls.is_none() {
+            continue;
+        }
+        let hist = s.hist(h);
+        if hist.is_empty() {
+            let _ = writeln!(o, "{:<16}{:>10}", h.name(), 0);
+            continue;
+        }
+        let q = |x| fmt_us(hist.value_at_quantile(x));
+        let _ = writeln!(
+            o,
+            "{:<16}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}",
+            h.name(),
+            hist.len(),
+            q(0.5),
+            q(0.9),
+            q(0.95),
+            q(0.99),
+            q(0.999),
+            fmt_us(hist.max())
+        );
+    }
+}
+
+/// Every counter that can be non-zero in this run (the JSON has them all).
+fn counters(o: &mut String, run: &Prepared, r: &RunResult) {
+    let plan = run.main();
+    let s: &ShardStats = &r.stats;
+    let _ = writeln!(o, "\ncounters");
+    for (k, v) in s.counters.pairs() {
+        // TLS and handshake-mode counters only where they can be non-zero.
+        let tls_only = k.starts_with("tls_") && plan.tls.is_none();
+        let cycles_only =
+            matches!(k, "handshake_cycles" | "closed_rst") && plan.conn.mode == Mode::Session;
+        // Counters of features the run does not use stay out of the way (they are in the JSON).
+        let none = |f: fn(&RunPlan) -> bool| !run.scenarios.iter().any(f);
+        let unused = match k {
+            "storm_dropped" => none(|p| p.storm.is_some()),
+            "sessions_retired" => none(|p| p.conn.session_lifetime > 0),
+            "expects_met" => none(|p| p.conn.expect.is_some()),
+            "latency_clock_skew" => none(|p| p.conn.latency_from.is_some()),
+            "resumes_sent" => none(|p| p.conn.on_reconnect.is_some()),
+            "heartbeats_sent" | "heartbeats_answered" => none(|p| p.conn.heartbeat.is_some()),
+            k if k.starts_with("fanout_") => none(|p| p.conn.fanout.is_some()),
+            _ => false,
+        };
+        if !(tls_only || cycles_only || unused) {
+            let _ = writeln!(o, "  {k:<24}{v:>12}");
+        }
+    }
+}
+
+/// TLS handshakes full and resumed, negotiated parameters, handshake-mode rates.
+fn tls(o: &mut String, run: &Prepared, r: &RunResult) {
+    let plan = run.main();
+    let s: &ShardStats = &r.stats;
+    if let Some(t) = &plan.tls {
+        let c = &s.counters;
+        let n = c.tls_handshakes_full + c.tls_handshakes_resumed;
+        let pct = |a: u64| {
+            if n == 0 {
+                0.0
+            } else {
+                a as f64 * 100.0 / n as f64
+            }
+        };
+        let _ = writeln!(
+            o,
+            "\ntls: {n} handshakes: {} full, {} resumed ({:.1}%); resumption offered {} times, refused {}{}",
+            c.tls_handshakes_full,
+            c.tls_handshakes_resumed,
+            pct(c.tls_handshakes_resumed),
+            c.tls_resume_attempted,
+            c.tls_resume_refused,
+            if t.insecure { "\n  certificate verification OFF (--insecure)" } else { "" }
+        );
+        for (label, v) in ["versions", "ciphers", "groups"].iter().zip(tls_params(s)) {
+            if !v.is_empty() {
+                let items: Vec<String> = v.iter().map(|(k, n)| format!("{k}×{n}")).collect();
+                let _ = writeln!(o, "  {label:<9}{}", items.join("  "));
+            }
+        }
+    }
+    if s.counters.tls_ticket_waits_expired > 0 {
+        let _ = writeln!(
+            o,
+            "  {} handshake cycles waited in vain for a TLS 1.3 ticket: the server sends none? (each shard stops waiting after a few; --resume off avoids it)",
+            s.counters.tls_ticket_waits_expired
+        );
+    }
+    if let Some((per_s, per_cpu, cpu_us)) = handshake_rates(plan, r) {
+        let _ = writeln!(
+            o,
+            "\nhandshakes: {} cycles, {per_s:.0}/s, {per_cpu:.0} per client-CPU-second, {cpu_us:.1}µs client CPU each",
+            s.counters.handshake_cycles
+        );
+    }
+}
+
+/// Failures by cause with their descriptions, and the close codes received.
+fn failures(o: &mut String, _: &Prepared, r: &RunResult) {
+    let s: &ShardStats = &r.stats;
+    if s.failures.is_empty() {
+        let _ = writeln!(o, "\nfailures: none");
+    } else {
+        let _ = writeln!(o, "\nfailures");
+        for (k, v) in &s.failures {
+            let _ = writeln!(o, "  {:<32}{v:>10}  {}", k.name(), k.describe());
+        }
+    }
+    if !s.close_codes.is_empty() {
+        let codes: Vec<String> = s
+            .close_codes
+            .iter()
+            .map(|(k, v)| format!("{k}×{v}"))
+            .collect();
+        let _ = writeln!(o, "\nclose codes received: {}", codes.join("  "));
+    }
+}
+
+/// Each scenario's reconnect storm and its recovery.
+fn storms(o: &mut String, run: &Prepared, r: &RunResult) {
+    for (p, sr) in run.scenarios.iter().zip(&r.scenarios) {
+        let Some(st) = p.storm else { continue };
+        let _ = writeln!(
+            o,
+            "\nstorm{} at {:.1}s{}: {} sessions dropped ({}), {}",
+            if run.is_multi() {
+                format!(" [{}]", p.name)
+            } else {
+                String::new()
+            },
+            st.at as f64 / 1e6,
+            if st.every > 0 {
+                format!(" and every {:.1}s", st.every as f64 / 1e6)
+            } else {
+                String::new()
+            },
+            sr.stats.counters.storm_dropped,
+            if st.rst { "RST" } else { "close handshake" },
+            match sr.storm_recovery {
+                Some(d) => format!(
+                    "back at {} open after {:.3}s at worst",
+                    p.connections,
+                    d.as_secs_f64()
+                ),
+                None => format!("NOT back at {} open before the run ended", p.connections),
+            }
+        );
+    }
+}
+
+/// Fan-out accounting: owed, received, lost, broadcast completion.
+fn fanout(o: &mut String, _: &Prepared, r: &RunResult) {
+    let s: &ShardStats = &r.stats;
+    if let Some(f) = &r.fanout {
+        let c = &s.counters;
+        let _ = writeln!(
+            o,
+            "\nfan-out: {} published, {} subscriber sessions; owed {} deliveries, received {} ({:.4}%), lost {}, duplicates {}, reordered {}",
+            f.published,
+            f.sessions,
+            f.expected,
+            c.fanout_delivered_owed,
+            if f.expected > 0 { c.fanout_delivered_owed as f64 * 100.0 / f.expected as f64 } else { 0.0 },
+            c.fanout_lost,
+            c.fanout_duplicates,
+            c.fanout_reordered,
+        );
+        for (label, x) in ["50%", "99%", "100%"].iter().zip(&f.completion) {
+            if let Some([p50, p99, max]) = x {
+                let _ = writeln!(
+                    o,
+                    "  broadcast to {label:<5} of subscribers: p50 {}  p99 {}  max {}  (over messages)",
+                    fmt_us(*p50),
+                    fmt_us(*p99),
+                    fmt_us(*max)
+                );
+            }
+        }
+        if !f.exact {
+            let _ = writeln!(
+                o,
+                "  owed and lost not computed: more messages were published than the log holds (1,000,000)"
+            );
+        }
+        if f.incomplete > 0 {
+            let _ = writeln!(
+                o,
+                "  {} messages never reached every subscriber owed them",
+                f.incomplete
+            );
+        }
+    }
+}
+
+/// Per-connection auth requests of each scenario.
+fn auth(o: &mut String, run: &Prepared, r: &RunResult) {
+    for (name, a) in &r.auth {
+        let lat = &a.latency;
+        let _ = writeln!(
+            o,
+            "\nauth per connection{}: {} requests, {} tokens, p50 {} p99 {}{}",
+            if run.is_multi() {
+                format!(" [{name}]")
+            } else {
+                String::new()
+            },
+            a.requests,
+            a.tokens,
+            fmt_us(lat.value_at_quantile(0.5)),
+            fmt_us(lat.value_at_quantile(0.99)),
+            if a.failures.is_empty() {
+                String::new()
+            } else {
+                let f: Vec<String> = a.failures.iter().map(|(k, v)| format!("{k}×{v}")).collect();
+                format!(
+                    "; failed: {} (first: {})",
+                    f.join("  "),
+                    a.first_error.as_deref().unwrap_or("")
+                )
+            }
+        );
+    }
+}
+
+/// The per-scenario table, when the run has several.
+fn scenarios(o: &mut String, run: &Prepared, r: &RunResult) {
+    if run.is_multi() {
+        scenario_table(o, run, r);
+    }
+}
+
+/// Thresholds: each outcome, and an early stop by --abort-on-fail.
+fn verdicts(o: &mut String, run: &Prepared, r: &RunResult) {
+    let outcomes = thresholds(run, r);
+    if !outcomes.is_empty() {
+        let failed = outcomes.iter().filter(|t| !t.pass).count();
+        let _ = writeln!(
+            o,
+            "\nthresholds: {}",
+            if failed == 0 {
+                "all passed".to_owned()
+            } else {
+                format!("{failed} of {} FAILED", outcomes.len())
+            }
+        );
+        for t in &outcomes {
+            let _ = writeln!(o, "  {t}");
+        }
+        if let Some((e, t)) = &r.threshold_abort {
+            let _ = writeln!(
+                o,
+                "  run stopped early at {t:.1}s: `{e}` failed (--abort-on-fail)"
+            );
+        }
+    }
+}
+
+/// Process CPU and RSS, limits, and warnings about the schedule.
+fn process(o: &mut String, run: &Prepared, r: &RunResult) {
+    let per_conn = r
+        .rss_per_open_connection()
+        .map_or_else(String::new, |b| format!(" ({b} B per open connection)"));
+    let _ = writeln!(
+        o,
+        "\nprocess: cpu {:.2}s user + {:.2}s sys; RSS {:.1} MiB before, {:.1} MiB at {} open{}",
+        r.cpu.0.as_secs_f64(),
+        r.cpu.1.as_secs_f64(),
+        r.rss_before as f64 / 1048576.0,
+        r.rss_at_peak_open as f64 / 1048576.0,
+        r.peak_open,
+        per_conn
+    );
+    let _ = writeln!(
+        o,
+        "limits: RLIMIT_NOFILE {} (hard {}) allows {} connections{}",
+        r.nofile.0,
+        r.nofile.1,
+        r.capacity,
+        if run.source_ips_auto && !run.source_ips.is_empty() {
+            format!(
+                "; spread over {} loopback source addresses",
+                run.source_ips.len()
+            )
+        } else {
+            String::new()
+        }
+    );
+    if r.ramp_deficit_max > 0 {
+        let _ = writeln!(
+            o,
+            "warning: the connection count fell behind the stages by up to {} (raise --connect-rate, or the client is saturated)",
+            r.ramp_deficit_max
+        );
+    }
+    if r.schedule_lag_max_us > 100_000 {
+        let _ = writeln!(
+            o,
+            "warning: connect schedule fell behind by up to {} ({})",
+            fmt_us(r.schedule_lag_max_us),
+            if r.auth.is_empty() {
+                "client saturated?"
+            } else {
+                "openings wait for --auth-per-connection tokens: raise --auth-rate, or the client is saturated"
+            }
+        );
+    }
+}
+
+/// One line per scenario: its connections, sessions, messages, failures and p99 latencies.
+fn scenario_table(o: &mut String, run: &Run, r: &RunResult) {
+    let p99 = |s: &ShardStats, h: Hist| {
+        let h = s.hist(h);
+        if h.is_empty() {
+            "-".to_owned()
+        } else {
+            fmt_us(h.value_at_quantile(0.99))
+        }
+    };
+    let _ = writeln!(
+        o,
+        "\n{:<16}{:>8}{:>8}{:>10}{:>10}{:>10}{:>9}{:>12}{:>10}{:>12}",
+        "scenario",
+        "conns",
+        "peak",
+        "opened",
+        "sent",
+        "recv all",
+        "failed",
+        "p99 connect",
+        "p99 rtt",
+        "p99 latency"
+    );
+    for (p, sr) in run.scenarios.iter().zip(&r.scenarios) {
+        let s = &sr.stats;
+        let c = &s.counters;
+        let _ = writeln!(
+            o,
+            "{:<16}{:>8}{:>8}{:>10}{:>10}{:>10}{:>9}{:>12}{:>10}{:>12}",
+            p.name,
+            p.connections,
+            sr.peak_open,
+            c.established,
+            c.msgs_sent + c.fanout_published,
+            c.msgs_received + c.msgs_pushed,
+            s.failure_total(),
+            p99(s, Hist::WsConnecting),
+            p99(s, Hist::WsMsgRtt),
+            p99(s, Hist::WsMsgLatency),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units() {
+        assert_eq!(fmt_us(850), "850µs");
+        assert_eq!(fmt_us(1_250), "1.25ms");
+        assert_eq!(fmt_us(2_500_000), "2.50s");
+    }
+}
