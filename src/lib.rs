@@ -1,9 +1,11 @@
 //! sockstorm: a thread-per-core io_uring WebSocket load generator.
 //!
-//! Layout follows `DESIGN.md`: `plan` turns user input into a validated plan, `proto` holds the
-//! sans-IO protocol core, `engine` runs one pinned shard per CPU over an `io` backend, `metrics`
-//! collects and reports, `server` is the built-in gateway, `certs` loads and generates TLS
-//! certificates for both sides, `doctor` checks the host.
+//! The layers (docs/ARCHITECTURE.md; `tests/architecture.rs` enforces them): `cli` turns words
+//! (flags, scenario files) into a validated `plan`, which `plan::prepare` readies; `engine`
+//! runs one pinned shard per CPU over an `io` backend, driving `proto`'s sans-IO connection
+//! state machines; `metrics` gathers and merges; `results` writes the JSON, the summary and
+//! the progress line; `server` is the built-in gateway, `certs` loads and generates TLS
+//! certificates for both sides, `doctor` checks the host. Imports point one way, down.
 #![deny(unsafe_code)]
 #![warn(unreachable_pub, unused_qualifications, missing_docs)]
 

@@ -5,7 +5,7 @@
 //! grouped `use crate::{a::B, c::{D, E}}`) is an edge from the file's top-level module to `x`.
 //! Comments and string literals are blanked out first; `self::` and `super::` paths stay inside
 //! a module and are not edges. The edges are checked against [`LAYERS`], the layering that
-//! DESIGN.md draws, and the graph they form must have no cycle.
+//! docs/ARCHITECTURE.md draws, and the graph they form must have no cycle.
 //!
 //! Test code (inline `#[cfg(test)] mod … { … }` modules and test-only files) may also use the
 //! few extra edges in [`TEST_ONLY_LAYERS`]. It is left out of the cycle check: tests compile
@@ -23,9 +23,9 @@ use std::path::Path;
 /// An allowed-dependency table: each top-level module with the modules it may import.
 type Table = [(&'static str, &'static [&'static str])];
 
-/// DESIGN.md's layering: cli → engine → {plan, proto, io, metrics}; results → metrics; report
+/// docs/ARCHITECTURE.md's layering: cli → engine → {plan, proto, io, metrics}; results → metrics; report
 /// → results; nothing below imports upward. A module may import only the modules listed next to
-/// it. A new top-level module must be added here (and to DESIGN.md) before it can be used.
+/// it. A new top-level module must be added here (and to docs/ARCHITECTURE.md) before it can be used.
 const LAYERS: &Table = &[
     (
         "cli",
@@ -487,7 +487,7 @@ fn render(violations: &[Violation]) -> String {
     if !unknown.is_empty() {
         s.push_str(
             "Modules missing from the layering table. If it is a new top-level module, add it to \
-             LAYERS in tests/architecture.rs (and to DESIGN.md's layers) with the modules it may \
+             LAYERS in tests/architecture.rs (and to docs/ARCHITECTURE.md's layers) with the modules it may \
              import; if `crate::x` names an item defined in lib.rs, move it into the module \
              that owns it:\n",
         );
@@ -504,7 +504,7 @@ fn render(violations: &[Violation]) -> String {
         let _ = writeln!(
             s,
             "{} import(s) outside the layering table (LAYERS in tests/architecture.rs, which is \
-             DESIGN.md's layering; test code may also use TEST_ONLY_LAYERS):",
+             docs/ARCHITECTURE.md's layering; test code may also use TEST_ONLY_LAYERS):",
             upward.len()
         );
         for v in upward {
@@ -514,9 +514,9 @@ fn render(violations: &[Violation]) -> String {
         }
         s.push_str(
             "Fix: nothing below imports upward. Move the type or function down into the lower \
-             layer that both sides may use (DESIGN.md: \"when a type is needed by two layers, it \
+             layer that both sides may use (docs/ARCHITECTURE.md: \"when a type is needed by two layers, it \
              belongs to the lower one\"), or have the upper layer pass it in (a value, a trait \
-             the lower layer defines). Change the table only together with DESIGN.md.\n",
+             the lower layer defines). Change the table only together with docs/ARCHITECTURE.md.\n",
         );
     }
     s
@@ -678,7 +678,7 @@ fn layer_table_is_acyclic_and_closed() {
     let cycles = find_cycles(&table_graph(LAYERS));
     assert!(
         cycles.is_empty(),
-        "LAYERS (DESIGN.md's layering) has a cycle; layers must point one way:\n{}",
+        "LAYERS (docs/ARCHITECTURE.md's layering) has a cycle; layers must point one way:\n{}",
         cycles
             .iter()
             .map(|c| format!("  {}\n", cycle_path(c)))
@@ -701,7 +701,7 @@ fn src_has_no_import_cycles() {
         cycles.is_empty(),
         "\nImport cycles between the top-level modules of src/ (test code not counted):\n{}\
          Fix: remove the imports outside the table. The lower module of a cycle must not import \
-         the upper one: move the shared type down into the lower layer, as DESIGN.md says.\n",
+         the upper one: move the shared type down into the lower layer, as docs/ARCHITECTURE.md says.\n",
         render_cycles(&cycles, &edges, LAYERS)
     );
 }

@@ -236,56 +236,58 @@ fn parse_threshold(s: &str) -> Result<Threshold, String> {
 /// `--role` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum RoleArg {
-    /// Publishes to the channel.
+    /// Sends sequence-numbered, timestamped messages to `--channel`, expecting no echo.
     Publisher,
-    /// Subscribes to the channel.
+    /// Subscribes to `--channel` and accounts for every message owed to it (loss,
+    /// duplicates, order, delivery latency).
     Subscriber,
 }
 
 /// `--storm-close` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum StormCloseArg {
-    /// RST, no close frame.
+    /// Abrupt: RST (SO_LINGER 0), no close frame; the server sees a reset.
     Rst,
-    /// Close frame 1000, then FIN.
+    /// A close frame with code 1000, the server's close reply awaited, then FIN.
     Graceful,
 }
 
 /// `--latency-unit` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LatencyUnitArg {
-    /// Milliseconds.
+    /// The timestamp counts milliseconds since the Unix epoch (JavaScript's `Date.now()`).
     Ms,
-    /// Microseconds.
+    /// Microseconds since the Unix epoch.
     Us,
-    /// Nanoseconds.
+    /// Nanoseconds since the Unix epoch.
     Ns,
 }
 
 /// `--mode` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ModeArg {
-    /// Hold WebSocket sessions.
+    /// Open WebSocket sessions and hold them for the run (messages, pings, reconnects).
     Session,
-    /// Repeat handshakes.
+    /// Repeat connect → TLS handshake [→ upgrade] → close, `--concurrency` at a time.
     Handshake,
 }
 
 /// `--close` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum CloseArg {
-    /// SO_LINGER 0.
+    /// Close with RST (SO_LINGER 0): no TIME_WAIT left behind; our last TLS flight is sent first.
     Rst,
-    /// Graceful.
+    /// Close gracefully: close_notify (TLS) or, with `--upgrade`, a close frame, then FIN.
     Fin,
 }
 
 /// `--socket-setup` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SocketSetupArg {
-    /// In the ring when the kernel supports it.
+    /// Socket, options, bind and connect as one linked chain in the io_uring ring where the
+    /// kernel has those operations (6.11+), else with syscalls.
     Auto,
-    /// With syscalls.
+    /// socket/setsockopt/bind with syscalls, then the socket installed in the ring's table.
     Syscalls,
 }
 
