@@ -210,10 +210,7 @@ struct Started {
 }
 
 /// Per-connection auth: one thread per scenario that asks for it, a token channel per shard.
-fn auth_workers(
-    run: &Run,
-    shards: usize,
-) -> Result<(AuthWorkers, Vec<Vec<Option<mpsc::Receiver<String>>>>), EngineError> {
+fn auth_workers(run: &Run, shards: usize) -> Result<(AuthWorkers, Vec<ShardTokens>), EngineError> {
     let mut workers = Vec::new();
     let mut token_rx = Vec::new();
     for p in &run.scenarios {
@@ -235,6 +232,10 @@ fn auth_workers(
 
 /// The auth threads of a run, by scenario name.
 type AuthWorkers = Vec<(String, auth::AuthWorker)>;
+
+/// One scenario's token channels, one per shard (None: the scenario fetches no tokens, or
+/// the shard's channel was handed over).
+type ShardTokens = Vec<Option<mpsc::Receiver<String>>>;
 
 /// Spawns one pinned shard per CPU, waits for every ring, and releases them together.
 fn start(run: &Prepared, layout: &Layout) -> Result<Started, EngineError> {
