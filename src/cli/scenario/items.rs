@@ -1,0 +1,318 @@
+//! What one `key = value` of a scenario file becomes: `run` flag words, as [`Item`]s. Most
+//! keys are a flag by their name (`message_rate` is `--message-rate`); the tables (`storm`,
+//! `auth`, `tls`, `heartbeat`, `headers`) and the message keys are spelt out here. Each value
+//! goes alone through its flag's own parser, so type and range errors point at the value.
+
+use super::keys::{clap_reason, closest, kind, Item, TLS_KEYS};
+use super::reader::Reader;
+use crate::cli::args::RunWords as Flags;
+use crate::plan::PlanError;
+use clap::Parser;
+use std::ops::Range;
+use toml::de::DeValue;
+use toml::Spanned;
+
+impl Reader<'_> {
+    /// Turns `key = value` into flags, checking each value with its flag's own parser.
+    pub(super) fn item(
+        &self,
+        key: &str,
+        v: &Spanned<DeValue<'_>>,
+        out: &mut Vec<Item>,
+    ) -> Result<(), PlanError> {
+        match key {
+            "on_open" | "send_on_open" => self.on_open(key, v, out),
+            "on_open_file" | "message_file" => self.message_file(key, v, out),
+            "reconnect" => self.reconnect(key, v, out),
+            "headers" => self.headers(v, out),
+            "subprotocols" => {
+                for (s, sp) in self.strings(key, v)? {
+                    let args = vec![format!("--subprotocol={s}")];
+                    out.push(Item::new(key, "subprotocol", args, sp));
+                }
+                Ok(())
+            }
+            "stages" => {
+                let text = self.stages(v)?;
+                let args = vec![format!("--stages={text}")];
+                out.push(Item::new(key, "stages", args, v.span()));
+                Ok(())
+            }
+            "storm" | "auth" | "tls" | "heartbeat" => self.table(key, v, out),
+            _ => {
+                let flag = key.replace('_', "-");
+                self.flag_item(key, &flag, v, out)
+            }
+        }
+    }
+
+    /// `on_open`: a message or a list of them, sent when a connection opens; an `@file` is
+    /// read relative to the scenario file.
+    fn on_open(
+        &self,
+        key: &str,
+        v: &Spanned<DeValue<'_>>,
+        out: &mut Vec<Item>,
+    ) -> Result<(), PlanError> {
+        for (s, sp) in self.strings(key, v)? {
+            let s = match s.strip_prefix('@') {
+                Some(p) => format!("@{}", self.path(p)),
+                None => s,
+            };
+            let args = vec![format!("--send-on-open={s}")];
+            out.push(Item::new(key, "send-on-open", args, sp));
+        }
+        Ok(())
+    }
+
+    /// `on_open_file` / `message_file`: the message is the named file's contents (`@file`),
+    /// relative to the scenario file.
+    fn message_file(
+        &self,
+        key: &str,
+        v: &Spanned<DeValue<'_>>,
+        out: &mut Vec<Item>,
+    ) -> Result<(), PlanError> {
+        let flag = if key == "on_open_file" {
+            "send-on-open"
+        } else {
+            "message"
+        };
+        let s = self.scalar(key, v)?;
+        let args = vec![format!("--{flag}=@{}", self.path(&s))];
+        out.push(Item::new(key, flag, args, v.span()));
+        Ok(())
+    }
+
+    /// `reconnect = false` is `--no-reconnect`; `true` gives no words but still replaces a
+    /// `reconnect = false` at the top.
+    fn reconnect(
+        &self,
+        key: &str,
+        v: &Spanned<DeValue<'_>>,
+        out: &mut Vec<Item>,
+    ) -> Result<(), PlanError> {
+        let args = match v.get_ref() {
+            DeValue::Boolean(false) => vec!["--no-reconnect".into()],
+            DeValue::Boolean(true) => Vec::new(),
+            other => {
+                return Err(self.err(
+                    &v.span(),
+                    format!("`reconnect` is true or false, not {}", kind(other)),
+                ))
+            }
+        };
+        out.push(Item::new(key, "no-reconnect", args, v.span()));
+        Ok(())
+    }
+
+    /// `headers = { Name = "value" }`: one `--header` per name, keyed `headers.Name` so a
+    /// block replaces the top's header of the same name only.
+    fn headers(&self, v: &Spanned<DeValue<'_>>, out: &mut Vec<Item>) -> Result<(), PlanError> {
+        let DeValue::Table(t) = v.get_ref() else {
+            return Err(self.err(
+                &v.span(),
+                "`headers` is a table: headers = { Authorization = \"Bearer {{token}}\" }",
+            ));
+        };
+        for (name, value) in t.iter() {
+            let n = name.get_ref();
+            if n.is_empty()
+                || n.contains(':')
+                || n.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err(self.err(
+                    &name.span(),
+                    format!("`{n}` is not a header name (no colon, spaces or control characters)"),
+                ));
+            }
+            let key = format!("headers.{n}");
+            let s = self.scalar(&key, value)?;
+            let args = vec![format!("--header={n}: {s}")];
+            out.push(Item::new(&key, "header", args, value.span()));
+        }
+        Ok(())
+    }
+
+    /// A `storm`, `auth`, `tls` or `heartbeat` table: each member is the flag named by the
+    /// table and the member (`storm.at` is `--storm-at`), keyed by its dotted name.
+    fn table(
+        &self,
+        key: &str,
+        v: &Spanned<DeValue<'_>>,
+        out: &mut Vec<Item>,
+    ) -> Result<(), PlanError> {
+        let DeValue::Table(t) = v.get_ref() else {
+            return Err(self.err(&v.span(), format!("`{key}` is a table: {key} = {{ ... }}")));
+        };
+        for (k, val) in t.iter() {
+            let sub = k.get_ref().as_ref();
+            let dotted = format!("{key}.{sub}");
+            match (key, sub) {
+                ("auth", "body_file") => self.auth_body_file(&dotted, val, out)?,
+                ("auth", "headers") => self.auth_headers(&dotted, val, out)?,
+                _ => match member_flag(key, sub) {
+                    Some(flag) => self.flag_item(&dotted, &flag, val, out)?,
+                    None => return Err(self.unknown_member(key, sub, &k.span())),
+                },
+            }
+        }
+        Ok(())
+    }
+
+    /// `auth.body_file`: the auth request's body is the named file's contents, relative to
+    /// the scenario file.
+    fn auth_body_file(
+        &self,
+        dotted: &str,
+        v: &Spanned<DeValue<'_>>,
+        out: &mut Vec<Item>,
+    ) -> Result<(), PlanError> {
+        let s = self.scalar(dotted, v)?;
+        let args = vec![format!("--auth-body=@{}", self.path(&s))];
+        out.push(Item::new(dotted, "auth-body", args, v.span()));
+        Ok(())
+    }
+
+    /// `auth.headers = { Name = "value" }`: one `--auth-header` per name.
+    fn auth_headers(
+        &self,
+        dotted: &str,
+        v: &Spanned<DeValue<'_>>,
+        out: &mut Vec<Item>,
+    ) -> Result<(), PlanError> {
+        let DeValue::Table(h) = v.get_ref() else {
+            return Err(self.err(&v.span(), "`auth.headers` is a table"));
+        };
+        for (name, hv) in h.iter() {
+            let s = self.scalar(dotted, hv)?;
+            let args = vec![format!("--auth-header={}: {s}", name.get_ref())];
+            out.push(Item::new(dotted, "auth-header", args, hv.span()));
+        }
+        Ok(())
+    }
+
+    /// The error for a member `sub` that table `table` does not have, with the nearest
+    /// member or the table's list of members.
+    fn unknown_member(&self, table: &str, sub: &str, span: &Range<usize>) -> PlanError {
+        let keys: &[&str] = match table {
+            "storm" => &["at", "every", "fraction", "close"],
+            "auth" => &[
+                "url",
+                "body",
+                "body_file",
+                "headers",
+                "token_field",
+                "per_connection",
+                "rate",
+            ],
+            "heartbeat" => &["interval", "message", "expect", "timeout"],
+            _ => &[],
+        };
+        // The tls table's names: its keys without their `tls_` prefix.
+        let tls: Vec<&str> = TLS_KEYS
+            .iter()
+            .map(|k| k.strip_prefix("tls_").unwrap_or(k))
+            .collect();
+        let keys = if table == "tls" { &tls[..] } else { keys };
+        let known: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+        let hint = closest(sub, &known).map_or_else(
+            || format!("`{table}` has {}", keys.join(", ")),
+            |s| format!("did you mean `{s}`?"),
+        );
+        self.err(span, format!("unknown key `{sub}` in `{table}`: {hint}"))
+    }
+
+    /// `key = value` for the flag `--flag`.
+    fn flag_item(
+        &self,
+        key: &str,
+        flag: &str,
+        v: &Spanned<DeValue<'_>>,
+        out: &mut Vec<Item>,
+    ) -> Result<(), PlanError> {
+        let Some((takes_value, repeatable)) = self.flag(flag) else {
+            return Err(self.unknown(key, &v.span(), "here"));
+        };
+        let args = if takes_value {
+            self.value_words(key, flag, repeatable, v)?
+        } else {
+            self.switch_words(key, flag, v)?
+        };
+        // The value alone through the flag's own parser: type and range errors point here.
+        let mut probe = vec!["ws://127.0.0.1/".to_owned()];
+        probe.extend(args.iter().cloned());
+        if let Err(e) = Flags::try_parse_from(&probe) {
+            if e.kind() != clap::error::ErrorKind::MissingRequiredArgument {
+                return Err(self.err(&v.span(), format!("`{key}`: {}", clap_reason(&e))));
+            }
+        }
+        out.push(Item::new(key, flag, args, v.span()));
+        Ok(())
+    }
+
+    /// The words of a switch: `--flag` for `true`, none for `false`.
+    fn switch_words(
+        &self,
+        key: &str,
+        flag: &str,
+        v: &Spanned<DeValue<'_>>,
+    ) -> Result<Vec<String>, PlanError> {
+        match v.get_ref() {
+            DeValue::Boolean(true) => Ok(vec![format!("--{flag}")]),
+            DeValue::Boolean(false) => Ok(Vec::new()),
+            other => Err(self.err(
+                &v.span(),
+                format!("`{key}` is true or false, not {}", kind(other)),
+            )),
+        }
+    }
+
+    /// The words of a flag that takes a value: `--flag=value`, once per element of a list
+    /// for a repeatable flag. File paths are made relative to the scenario file.
+    fn value_words(
+        &self,
+        key: &str,
+        flag: &str,
+        repeatable: bool,
+        v: &Spanned<DeValue<'_>>,
+    ) -> Result<Vec<String>, PlanError> {
+        if let DeValue::Array(a) = v.get_ref() {
+            if !repeatable {
+                return Err(self.err(&v.span(), format!("`{key}` takes one value, not a list")));
+            }
+            return Ok(self
+                .array_strings(key, a)?
+                .into_iter()
+                .map(|(s, _)| format!("--{flag}={s}"))
+                .collect());
+        }
+        let mut s = self.scalar(key, v)?;
+        if ["cacert", "cert", "key"].contains(&flag) {
+            s = self.path(&s);
+        }
+        if matches!(flag, "message" | "send-on-open" | "auth-body") {
+            if let Some(p) = s.strip_prefix('@') {
+                s = format!("@{}", self.path(p));
+            }
+        }
+        Ok(vec![format!("--{flag}={s}")])
+    }
+}
+
+/// The flag of member `sub` of table `table` (`storm.at` is `storm-at`), if the table has
+/// that member; `auth.body_file` and `auth.headers` are read by their own methods.
+fn member_flag(table: &str, sub: &str) -> Option<String> {
+    match (table, sub) {
+        ("storm", "at" | "every" | "fraction" | "close") => Some(format!("storm-{sub}")),
+        ("heartbeat", "interval" | "message" | "expect" | "timeout") => {
+            Some(format!("heartbeat-{sub}"))
+        }
+        ("auth", "url" | "body" | "token_field" | "per_connection" | "rate") => {
+            Some(format!("auth-{}", sub.replace('_', "-")))
+        }
+        ("tls", "version" | "tickets") => Some(format!("tls-{sub}")),
+        ("tls", _) if TLS_KEYS.contains(&sub) => Some(sub.replace('_', "-")),
+        _ => None,
+    }
+}
