@@ -2,12 +2,12 @@
 //! (`message_rate` for `--message-rate`) and go through the same value parsers; what the
 //! flags mean as a plan is built in [`super::build`].
 
+use super::conn::ConnArgs;
 use super::tls_args::TlsArgs;
 use crate::plan::parse;
 use crate::plan::reconnect::Policy;
 use crate::plan::stages::Stages;
 use crate::plan::threshold::Threshold;
-use crate::proto::inspect::ExpectPattern;
 use clap::Args;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -66,89 +66,12 @@ pub struct RunArgs {
     /// Run length from the start (ramp included), e.g. 30s, 5m, 1h30m.
     #[arg(short = 'd', long, default_value = "10s", value_parser = parse::duration)]
     pub duration: Duration,
-    /// Budget for TCP connect plus the WebSocket upgrade.
-    #[arg(long, default_value = "10s", value_parser = parse::duration)]
-    pub connect_timeout: Duration,
     /// After the run, how long replies in flight are awaited before closing.
     #[arg(long, default_value = "2s", value_parser = parse::duration)]
     pub drain: Duration,
-    /// How long to wait for the server's close reply after our close frame.
-    #[arg(long, default_value = "1s", value_parser = parse::duration)]
-    pub close_wait: Duration,
-    /// Extra request header 'Name: value' (repeatable).
-    #[arg(short = 'H', long = "header", value_parser = parse::header)]
-    pub headers: Vec<(String, String)>,
-    /// Subprotocol to offer in Sec-WebSocket-Protocol (repeatable).
-    #[arg(long = "subprotocol")]
-    pub subprotocols: Vec<String>,
-    /// Message sent once when a connection opens (TEXT or @file), e.g. a subscribe;
-    /// repeatable: sent in order.
-    #[arg(long)]
-    pub send_on_open: Vec<String>,
-    /// Message sent at --message-rate per connection and matched to its echo (TEXT or @file).
-    #[arg(long)]
-    pub message: Option<String>,
-    /// Messages per second per connection (requires --message); fractions allowed (0.2 = every 5 s).
-    #[arg(long, default_value_t = 1.0)]
-    pub message_rate: f64,
-    /// Send messages as binary frames instead of text.
-    #[arg(long)]
-    pub binary: bool,
-    /// Rate-driven messages per connection before it stops sending (0: no limit).
-    #[arg(long, default_value_t = 0)]
-    pub message_count: u64,
-    /// Messages per second across all connections (open model: the total stays the same
-    /// whatever the replies do), instead of --message-rate per connection.
-    #[arg(long, value_name = "R")]
-    pub message_total_rate: Option<f64>,
-    /// Message a replacement connection sends after --send-on-open, e.g.
-    /// '{"action":"resume_session","lastSequence":{{last_seq}}}' ({{last_seq}}: the highest
-    /// `seq` field the lost session received).
-    #[arg(long, value_name = "TEXT|@file")]
-    pub on_reconnect: Option<String>,
-    /// Fan-out role: `publisher` sends --message (default: a publish to --channel carrying
-    /// pub, seq and ts) without expecting an echo; `subscriber` subscribes to --channel and
-    /// measures delivery latency, loss, duplicates and reordering. Both in one run (a
-    /// scenario file) give exact loss and broadcast completion.
-    #[arg(long, value_enum, help_heading = "Fan-out")]
-    pub role: Option<RoleArg>,
-    /// Fan-out channel to publish to or subscribe to.
-    #[arg(long, requires = "role", help_heading = "Fan-out")]
-    pub channel: Option<String>,
-    /// Application-level heartbeat: send --heartbeat-message at this interval and expect
-    /// --heartbeat-expect within --heartbeat-timeout (else: heartbeat_timeout, session closed).
-    #[arg(long, value_parser = parse::duration, help_heading = "Heartbeat")]
-    pub heartbeat_interval: Option<Duration>,
-    /// The heartbeat message.
-    #[arg(long, default_value = r#"{"type":"ping"}"#, help_heading = "Heartbeat")]
-    pub heartbeat_message: String,
-    /// The reply that answers a heartbeat (json:KEY=VALUE or text:SUBSTRING).
-    #[arg(long, default_value = "json:type=pong", value_parser = ExpectPattern::parse, help_heading = "Heartbeat")]
-    pub heartbeat_expect: ExpectPattern,
-    /// How long a heartbeat may go unanswered.
-    #[arg(long, default_value = "10s", value_parser = parse::duration, help_heading = "Heartbeat")]
-    pub heartbeat_timeout: Duration,
-    /// Send a ping at this interval on every connection and record the pong RTT (e.g. 5s).
-    #[arg(long, value_parser = parse::duration)]
-    pub ping_interval: Option<Duration>,
-    /// Close a session as `heartbeat_timeout` when a ping is unanswered this long (needs
-    /// --ping-interval).
-    #[arg(long, value_parser = parse::duration)]
-    pub pong_timeout: Option<Duration>,
-    /// One-way latency from a server timestamp in received messages: `json:FIELD` (its
-    /// first numeric occurrence), recorded as ws_msg_latency.
-    #[arg(long, value_name = "json:FIELD")]
-    pub latency_from: Option<String>,
-    /// Unit of the --latency-from timestamp (Unix epoch based).
-    #[arg(long, value_enum, default_value_t = LatencyUnitArg::Ms)]
-    pub latency_unit: LatencyUnitArg,
-    /// Reply expected once a session opens (e.g. the ack of --send-on-open):
-    /// `json:KEY=VALUE` or `text:SUBSTRING`; time to it is recorded as ws_subscribe_ack.
-    #[arg(long, value_name = "PATTERN", value_parser = ExpectPattern::parse)]
-    pub expect: Option<ExpectPattern>,
-    /// How long to wait for the --expect reply before counting `expect_timeout`.
-    #[arg(long, default_value = "5s", value_parser = parse::duration)]
-    pub expect_timeout: Duration,
+    /// How each connection behaves: the upgrade request, messages, replies, timers.
+    #[command(flatten)]
+    pub conn: ConnArgs,
     /// Do not replace failed or server-closed connections.
     #[arg(long)]
     pub no_reconnect: bool,
@@ -178,13 +101,6 @@ pub struct RunArgs {
     /// Close sockets with RST (SO_LINGER 0) to leave no TIME_WAIT behind.
     #[arg(long)]
     pub linger_zero: bool,
-    /// Do not validate UTF-8 in received text messages.
-    #[arg(long)]
-    pub no_utf8_check: bool,
-    /// Grid for scheduled sends: messages due within one step go out together (fewer
-    /// wake-ups), each stamped with its grid time. 0 = exact per-connection timers.
-    #[arg(long, default_value = "1ms", value_parser = parse::duration)]
-    pub timer_resolution: Duration,
     /// How client sockets are made: `auto` (in the io_uring ring when the kernel has it,
     /// 6.11+) or `syscalls` (socket/setsockopt/bind, then installed in the ring).
     #[arg(long, value_enum, default_value_t = SocketSetupArg::Auto)]
@@ -233,16 +149,6 @@ fn parse_threshold(s: &str) -> Result<Threshold, String> {
     Threshold::parse(s).map_err(|e| e.reason)
 }
 
-/// `--role` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum RoleArg {
-    /// Sends sequence-numbered, timestamped messages to `--channel`, expecting no echo.
-    Publisher,
-    /// Subscribes to `--channel` and accounts for every message owed to it (loss,
-    /// duplicates, order, delivery latency).
-    Subscriber,
-}
-
 /// `--storm-close` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum StormCloseArg {
@@ -250,17 +156,6 @@ pub enum StormCloseArg {
     Rst,
     /// A close frame with code 1000, the server's close reply awaited, then FIN.
     Graceful,
-}
-
-/// `--latency-unit` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LatencyUnitArg {
-    /// The timestamp counts milliseconds since the Unix epoch (JavaScript's `Date.now()`).
-    Ms,
-    /// Microseconds since the Unix epoch.
-    Us,
-    /// Nanoseconds since the Unix epoch.
-    Ns,
 }
 
 /// `--mode` values.

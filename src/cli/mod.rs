@@ -9,6 +9,7 @@
 
 pub mod args;
 mod build;
+pub mod conn;
 mod demo;
 mod doctor;
 mod run;

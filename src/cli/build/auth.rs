@@ -30,10 +30,11 @@ impl Steps {
 pub(super) fn steps(a: &RunArgs, mode: Mode) -> Result<Steps, PlanError> {
     let spec = spec(a)?;
     if a.auth_per_connection {
-        if a.send_on_open
+        if a.conn
+            .send_on_open
             .iter()
-            .chain(&a.message)
-            .chain(&a.on_reconnect)
+            .chain(&a.conn.message)
+            .chain(&a.conn.on_reconnect)
             .any(|m| m.contains(auth::TOKEN))
         {
             return Err(inv(
@@ -50,8 +51,8 @@ pub(super) fn steps(a: &RunArgs, mode: Mode) -> Result<Steps, PlanError> {
                 ),
             ));
         }
-        let in_request =
-            a.url.contains(auth::TOKEN) || a.headers.iter().any(|(_, v)| v.contains(auth::TOKEN));
+        let in_request = a.url.contains(auth::TOKEN)
+            || a.conn.headers.iter().any(|(_, v)| v.contains(auth::TOKEN));
         if !in_request {
             return Err(inv(
                 "--auth-per-connection",
@@ -91,7 +92,7 @@ pub(super) fn steps(a: &RunArgs, mode: Mode) -> Result<Steps, PlanError> {
         spec,
         body,
         rate: a.auth_rate,
-        timeout: a.connect_timeout,
+        timeout: a.conn.connect_timeout,
     };
     Ok(Steps {
         pre_step: None,
@@ -102,11 +103,12 @@ pub(super) fn steps(a: &RunArgs, mode: Mode) -> Result<Steps, PlanError> {
 /// The auth request asked for, if any; `{{token}}` without one is an error.
 fn spec(a: &RunArgs) -> Result<Option<AuthSpec>, PlanError> {
     let uses_token = a.url.contains(auth::TOKEN)
-        || a.headers.iter().any(|(_, v)| v.contains(auth::TOKEN))
-        || a.send_on_open
+        || a.conn.headers.iter().any(|(_, v)| v.contains(auth::TOKEN))
+        || a.conn
+            .send_on_open
             .iter()
-            .chain(&a.message)
-            .chain(&a.on_reconnect)
+            .chain(&a.conn.message)
+            .chain(&a.conn.on_reconnect)
             .any(|m| m.contains(auth::TOKEN));
     // A scenario of a file that inherits the top level's auth but never uses the token
     // needs no request.

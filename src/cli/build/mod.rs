@@ -8,11 +8,12 @@
 //! auth steps, then the connection behaviour ([`conn`]).
 
 mod auth;
-mod conn;
 #[cfg(test)]
 mod tests;
 
 use super::args::{CloseArg, ModeArg, RunArgs, SocketSetupArg, StormCloseArg};
+use super::conn::Load;
+use crate::plan::message::Resolver;
 use crate::plan::reconnect::Storm;
 use crate::plan::stages::Stage;
 use crate::plan::{available_cpus, parse, parse_url, PlanError, RunPlan, Url};
@@ -58,7 +59,22 @@ impl RunArgs {
         let cpus = cpus(a)?;
         let storm = storm(a, &shape)?;
         let auth = auth::steps(a, shape.mode)?;
-        let (conn, message_rate) = conn::config(a, &url, &shape, &auth)?;
+        let load = Load {
+            url: &url,
+            mode: shape.mode,
+            // The connections alive at once (the open model's rate × lifetime).
+            alive: match (shape.arrival_rate, a.session_lifetime) {
+                (Some(r), Some(life)) => (r * life.as_secs_f64()).max(1.0),
+                _ => shape.connections as f64,
+            },
+            session_lifetime: a.session_lifetime,
+        };
+        let resolver = Resolver {
+            token: auth.gives_token(),
+            scenario: a.scenario.as_deref().unwrap_or("default"),
+            base: a.base_dir.as_deref(),
+        };
+        let (conn, message_rate) = a.conn.config(&load, &resolver)?;
         let tls = if url.tls {
             let per_shard = shape.connections.div_ceil(cpus.len().max(1) as u64);
             Some(Arc::new(a.tls.settings(&url.host, per_shard)?))
@@ -77,8 +93,8 @@ impl RunArgs {
             auth_pre_step: auth.pre_step,
             auth_pool: auth.pool,
             abort_on_fail: a.abort_on_fail,
-            header_names: a.headers.iter().map(|(n, _)| n.clone()).collect(),
-            subprotocols: a.subprotocols.clone(),
+            header_names: a.conn.headers.iter().map(|(n, _)| n.clone()).collect(),
+            subprotocols: a.conn.subprotocols.clone(),
             message_rate,
             duration: shape.duration,
             drain: a.drain,
@@ -92,7 +108,7 @@ impl RunArgs {
             socket_syscalls: a.socket_setup == SocketSetupArg::Syscalls,
             json: a.json.clone(),
             quiet: a.quiet,
-            channel: a.channel.clone(),
+            channel: a.conn.channel.clone(),
             conn,
         })
     }
@@ -162,7 +178,7 @@ fn shape(a: &RunArgs, url: &Url) -> Result<Shape, PlanError> {
             if life.is_zero() {
                 return Err(inv("--session-lifetime", "must be longer than 0"));
             }
-            let alive = r * (life + a.close_wait).as_secs_f64();
+            let alive = r * (life + a.conn.close_wait).as_secs_f64();
             ((alive * 1.25).ceil() as u64 + 64, Some(r))
         }
         _ => (connections, None),
@@ -207,29 +223,29 @@ fn check_flags(a: &RunArgs, url: &Url) -> Result<(), PlanError> {
     if a.duration.is_zero() {
         return Err(inv("--duration", "must be longer than 0 (e.g. 30s)"));
     }
-    if a.connect_timeout.is_zero() {
+    if a.conn.connect_timeout.is_zero() {
         return Err(inv("--connect-timeout", "must be longer than 0 (e.g. 10s)"));
     }
-    if let Some(hb) = a.heartbeat_interval {
-        if hb < Duration::from_millis(1) || a.heartbeat_timeout.is_zero() {
+    if let Some(hb) = a.conn.heartbeat_interval {
+        if hb < Duration::from_millis(1) || a.conn.heartbeat_timeout.is_zero() {
             return Err(inv(
                 "--heartbeat-interval/--heartbeat-timeout",
                 "must be at least 1ms",
             ));
         }
     }
-    if a.timer_resolution > Duration::from_millis(100) {
+    if a.conn.timer_resolution > Duration::from_millis(100) {
         return Err(inv(
             "--timer-resolution",
             "above 100ms it distorts the schedule; use 1ms (default) or 0 for exact timers",
         ));
     }
-    if let Some(p) = a.ping_interval {
+    if let Some(p) = a.conn.ping_interval {
         if p < Duration::from_millis(1) {
             return Err(inv("--ping-interval", "must be at least 1ms"));
         }
     }
-    for (name, _) in &a.headers {
+    for (name, _) in &a.conn.headers {
         let reserved = [
             "host",
             "upgrade",
@@ -244,7 +260,7 @@ fn check_flags(a: &RunArgs, url: &Url) -> Result<(), PlanError> {
             ));
         }
     }
-    for p in &a.subprotocols {
+    for p in &a.conn.subprotocols {
         // An RFC 7230 token: no separators (so no `{{...}}` either).
         if p.is_empty()
             || p.chars()
@@ -256,13 +272,13 @@ fn check_flags(a: &RunArgs, url: &Url) -> Result<(), PlanError> {
             ));
         }
     }
-    if a.pong_timeout.is_some() && a.ping_interval.is_none() {
+    if a.conn.pong_timeout.is_some() && a.conn.ping_interval.is_none() {
         return Err(inv(
             "--pong-timeout",
             "needs --ping-interval (no pings, no pongs to wait for)",
         ));
     }
-    if a.pong_timeout.is_some_and(|d| d.is_zero()) || a.expect_timeout.is_zero() {
+    if a.conn.pong_timeout.is_some_and(|d| d.is_zero()) || a.conn.expect_timeout.is_zero() {
         return Err(inv(
             "--pong-timeout/--expect-timeout",
             "must be longer than 0",

@@ -8,7 +8,8 @@ use super::blocks::Block;
 use super::keys::{clap_reason, Item};
 use super::target::Target;
 use super::Input;
-use crate::cli::args::{ModeArg, RoleArg, RunArgs, RunWords as Flags};
+use crate::cli::args::{ModeArg, RunArgs, RunWords as Flags};
+use crate::cli::conn::RoleArg;
 use crate::plan::PlanError;
 use clap::Parser;
 
@@ -176,7 +177,7 @@ impl Input<'_> {
     /// scenarios that send, by peak connections.
     fn split_message_rate(&self, args: &mut [RunArgs]) {
         let total_msgs = if self.cmd.sets("message_total_rate") {
-            self.cmd.flags.run.message_total_rate
+            self.cmd.flags.run.conn.message_total_rate
         } else {
             self.file
                 .top
@@ -186,7 +187,8 @@ impl Input<'_> {
         let Some(t) = total_msgs else {
             return;
         };
-        let sends = |a: &RunArgs| a.message.is_some() || a.role == Some(RoleArg::Publisher);
+        let sends =
+            |a: &RunArgs| a.conn.message.is_some() || a.conn.role == Some(RoleArg::Publisher);
         let senders: u64 = args
             .iter()
             .filter(|a| sends(a))
@@ -194,7 +196,7 @@ impl Input<'_> {
             .sum::<u64>()
             .max(1);
         for a in args.iter_mut() {
-            a.message_total_rate = sends(a).then(|| t * peak(a) as f64 / senders as f64);
+            a.conn.message_total_rate = sends(a).then(|| t * peak(a) as f64 / senders as f64);
         }
     }
 }

@@ -1,0 +1,399 @@
+//! The connection flags of `sockstorm run` and what they become: the connection behaviour of
+//! a scenario ([`ConnConfig`]): the upgrade request, the messages (on open, rate-driven, on
+//! reconnect, heartbeat), the replies expected, timers. A new connection option is a flag
+//! and a line here, its field (with its default) in `proto::conn`'s config, and the code in
+//! `proto::conn` that uses it; scenario files and the demo get it by its name.
+
+use crate::plan::message::{load_message, templated, Resolver};
+use crate::plan::{parse, PlanError, Url};
+use crate::proto::conn::{ConnConfig, Fanout, Heartbeat, Message, Mode};
+use crate::proto::inspect::{ExpectPattern, LatencyField, TimeUnit};
+use crate::proto::template::Template;
+use crate::proto::ws::frame::OpCode;
+use crate::proto::ws::handshake::RequestTemplate;
+use clap::Args;
+use std::time::Duration;
+
+/// Flags of `sockstorm run` that say how each connection behaves.
+#[derive(Debug, Clone, Args)]
+pub struct ConnArgs {
+    /// Budget for TCP connect plus the WebSocket upgrade.
+    #[arg(long, default_value = "10s", value_parser = parse::duration)]
+    pub connect_timeout: Duration,
+    /// How long to wait for the server's close reply after our close frame.
+    #[arg(long, default_value = "1s", value_parser = parse::duration)]
+    pub close_wait: Duration,
+    /// Extra request header 'Name: value' (repeatable).
+    #[arg(short = 'H', long = "header", value_parser = parse::header)]
+    pub headers: Vec<(String, String)>,
+    /// Subprotocol to offer in Sec-WebSocket-Protocol (repeatable).
+    #[arg(long = "subprotocol")]
+    pub subprotocols: Vec<String>,
+    /// Message sent once when a connection opens (TEXT or @file), e.g. a subscribe;
+    /// repeatable: sent in order.
+    #[arg(long)]
+    pub send_on_open: Vec<String>,
+    /// Message sent at --message-rate per connection and matched to its echo (TEXT or @file).
+    #[arg(long)]
+    pub message: Option<String>,
+    /// Messages per second per connection (requires --message); fractions allowed (0.2 = every 5 s).
+    #[arg(long, default_value_t = 1.0)]
+    pub message_rate: f64,
+    /// Send messages as binary frames instead of text.
+    #[arg(long)]
+    pub binary: bool,
+    /// Rate-driven messages per connection before it stops sending (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    pub message_count: u64,
+    /// Messages per second across all connections (open model: the total stays the same
+    /// whatever the replies do), instead of --message-rate per connection.
+    #[arg(long, value_name = "R")]
+    pub message_total_rate: Option<f64>,
+    /// Message a replacement connection sends after --send-on-open, e.g.
+    /// '{"action":"resume_session","lastSequence":{{last_seq}}}' ({{last_seq}}: the highest
+    /// `seq` field the lost session received).
+    #[arg(long, value_name = "TEXT|@file")]
+    pub on_reconnect: Option<String>,
+    /// Fan-out role: `publisher` sends --message (default: a publish to --channel carrying
+    /// pub, seq and ts) without expecting an echo; `subscriber` subscribes to --channel and
+    /// measures delivery latency, loss, duplicates and reordering. Both in one run (a
+    /// scenario file) give exact loss and broadcast completion.
+    #[arg(long, value_enum, help_heading = "Fan-out")]
+    pub role: Option<RoleArg>,
+    /// Fan-out channel to publish to or subscribe to.
+    #[arg(long, requires = "role", help_heading = "Fan-out")]
+    pub channel: Option<String>,
+    /// Application-level heartbeat: send --heartbeat-message at this interval and expect
+    /// --heartbeat-expect within --heartbeat-timeout (else: heartbeat_timeout, session closed).
+    #[arg(long, value_parser = parse::duration, help_heading = "Heartbeat")]
+    pub heartbeat_interval: Option<Duration>,
+    /// The heartbeat message.
+    #[arg(long, default_value = r#"{"type":"ping"}"#, help_heading = "Heartbeat")]
+    pub heartbeat_message: String,
+    /// The reply that answers a heartbeat (json:KEY=VALUE or text:SUBSTRING).
+    #[arg(long, default_value = "json:type=pong", value_parser = ExpectPattern::parse, help_heading = "Heartbeat")]
+    pub heartbeat_expect: ExpectPattern,
+    /// How long a heartbeat may go unanswered.
+    #[arg(long, default_value = "10s", value_parser = parse::duration, help_heading = "Heartbeat")]
+    pub heartbeat_timeout: Duration,
+    /// Send a ping at this interval on every connection and record the pong RTT (e.g. 5s).
+    #[arg(long, value_parser = parse::duration)]
+    pub ping_interval: Option<Duration>,
+    /// Close a session as `heartbeat_timeout` when a ping is unanswered this long (needs
+    /// --ping-interval).
+    #[arg(long, value_parser = parse::duration)]
+    pub pong_timeout: Option<Duration>,
+    /// One-way latency from a server timestamp in received messages: `json:FIELD` (its
+    /// first numeric occurrence), recorded as ws_msg_latency.
+    #[arg(long, value_name = "json:FIELD")]
+    pub latency_from: Option<String>,
+    /// Unit of the --latency-from timestamp (Unix epoch based).
+    #[arg(long, value_enum, default_value_t = LatencyUnitArg::Ms)]
+    pub latency_unit: LatencyUnitArg,
+    /// Reply expected once a session opens (e.g. the ack of --send-on-open):
+    /// `json:KEY=VALUE` or `text:SUBSTRING`; time to it is recorded as ws_subscribe_ack.
+    #[arg(long, value_name = "PATTERN", value_parser = ExpectPattern::parse)]
+    pub expect: Option<ExpectPattern>,
+    /// How long to wait for the --expect reply before counting `expect_timeout`.
+    #[arg(long, default_value = "5s", value_parser = parse::duration)]
+    pub expect_timeout: Duration,
+    /// Do not validate UTF-8 in received text messages.
+    #[arg(long)]
+    pub no_utf8_check: bool,
+    /// Grid for scheduled sends: messages due within one step go out together (fewer
+    /// wake-ups), each stamped with its grid time. 0 = exact per-connection timers.
+    #[arg(long, default_value = "1ms", value_parser = parse::duration)]
+    pub timer_resolution: Duration,
+}
+
+/// `--role` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RoleArg {
+    /// Sends sequence-numbered, timestamped messages to `--channel`, expecting no echo.
+    Publisher,
+    /// Subscribes to `--channel` and accounts for every message owed to it (loss,
+    /// duplicates, order, delivery latency).
+    Subscriber,
+}
+
+/// `--latency-unit` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LatencyUnitArg {
+    /// The timestamp counts milliseconds since the Unix epoch (JavaScript's `Date.now()`).
+    Ms,
+    /// Microseconds since the Unix epoch.
+    Us,
+    /// Nanoseconds since the Unix epoch.
+    Ns,
+}
+
+/// What the connection config needs from the rest of the plan.
+#[derive(Debug)]
+pub(super) struct Load<'a> {
+    /// The target URL (its host and path go into the upgrade request).
+    pub(super) url: &'a Url,
+    /// Session or handshake cycles.
+    pub(super) mode: Mode,
+    /// Connections alive at once, over which `--message-total-rate` is shared.
+    pub(super) alive: f64,
+    /// Open model: how long each session lives.
+    pub(super) session_lifetime: Option<Duration>,
+}
+
+/// An error of `flag`, with what is wrong and the fix.
+fn inv(flag: &'static str, reason: impl Into<String>) -> PlanError {
+    PlanError::Invalid {
+        flag,
+        reason: reason.into(),
+    }
+}
+
+/// Micros of a duration, for the config's timers.
+fn us(d: Duration) -> u64 {
+    d.as_micros() as u64
+}
+
+impl ConnArgs {
+    /// The connection config, and the message rate per connection (0: no messages).
+    pub(super) fn config(
+        &self,
+        load: &Load,
+        r: &Resolver<'_>,
+    ) -> Result<(ConnConfig, f64), PlanError> {
+        config(self, load, r)
+    }
+}
+
+/// See [`ConnArgs::config`].
+fn config(a: &ConnArgs, load: &Load, r: &Resolver<'_>) -> Result<(ConnConfig, f64), PlanError> {
+    let opcode = if a.binary {
+        OpCode::Binary
+    } else {
+        OpCode::Text
+    };
+    let resolver = r;
+    let (on_open, message, on_reconnect) = messages(a, opcode, resolver)?;
+    let rate = message_rate(a, load, message.is_some())?;
+    let heartbeat = match a.heartbeat_interval {
+        None => None,
+        Some(iv) => {
+            let m = Message::fixed(opcode, a.heartbeat_message.as_bytes().into());
+            Some(Heartbeat {
+                interval: us(iv),
+                message: templated("--heartbeat-message", m, resolver)?,
+                expect: a.heartbeat_expect.clone(),
+                timeout: us(a.heartbeat_timeout),
+            })
+        }
+    };
+    let expect = match (&a.expect, a.role) {
+        (Some(e), _) => Some(e.clone()),
+        (None, Some(RoleArg::Subscriber)) if a.send_on_open.is_empty() => {
+            Some(ExpectPattern::JsonEq {
+                key: "type".into(),
+                value: "subscribed".into(),
+            })
+        }
+        _ => None,
+    };
+    let conn = ConnConfig {
+        mode: load.mode,
+        tls: None,
+        template: request(a, load.url, resolver)?,
+        connect_timeout: us(a.connect_timeout),
+        on_open,
+        message,
+        message_count: a.message_count,
+        on_reconnect,
+        fanout: a.role.map(|r| match r {
+            RoleArg::Publisher => Fanout::Publisher,
+            RoleArg::Subscriber => Fanout::Subscriber,
+        }),
+        // Numbered across the run by `Run::new`.
+        channel: 0,
+        heartbeat,
+        message_interval: if rate > 0.0 {
+            (1e6 / rate).max(1.0) as u64
+        } else {
+            0
+        },
+        ping_interval: a.ping_interval.map_or(0, us),
+        pong_timeout: a.pong_timeout.map_or(0, us),
+        latency_from: latency_from(a)?,
+        expect: expect.map(|p| (p, us(a.expect_timeout))),
+        epoch_unix_us: 0,
+        session_lifetime: load.session_lifetime.map_or(0, us),
+        close_wait: us(a.close_wait),
+        validate_utf8: !a.no_utf8_check,
+        timer_resolution: us(a.timer_resolution).max(1),
+    };
+    Ok((conn, rate))
+}
+
+/// The upgrade request: the URL's path and the headers take only the expressions fixed
+/// before the run (`{{token}}`, `{{env}}`, `{{scenario}}`).
+fn request(a: &ConnArgs, url: &Url, r: &Resolver<'_>) -> Result<RequestTemplate, PlanError> {
+    let fixed = |flag: &'static str, text: &str| -> Result<String, PlanError> {
+        match Template::parse(text, r) {
+            Ok(None) => Ok(text.to_owned()),
+            Ok(Some(t)) if t.is_fixed() => Ok(String::from_utf8_lossy(&t.render_fixed()).into_owned()),
+            Ok(Some(_)) => Err(inv(
+                flag,
+                format!("`{text}`: only {{{{token}}}}, {{{{env NAME}}}} and {{{{scenario}}}} can be used here (the upgrade request is the same for every connection); per-connection values go in messages"),
+            )),
+            Err(reason) => Err(inv(flag, reason)),
+        }
+    };
+    let headers = a
+        .headers
+        .iter()
+        .map(|(n, v)| Ok((n.clone(), fixed("--header", v)?)))
+        .collect::<Result<Vec<_>, PlanError>>()?;
+    if headers
+        .iter()
+        .any(|(_, v)| v.chars().any(|c| c.is_control()))
+    {
+        return Err(inv(
+            "--header",
+            "a header value rendered with a control character (check {{env}})",
+        ));
+    }
+    let path = fixed("URL", &url.path)?;
+    if path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(inv(
+            "URL",
+            "the path rendered with whitespace (percent-encode it)",
+        ));
+    }
+    Ok(RequestTemplate::new(
+        &url.host_header(),
+        &path,
+        &headers,
+        &a.subprotocols,
+    ))
+}
+
+/// The messages on open, rate-driven and on reconnect, with the fan-out roles' defaults.
+#[allow(clippy::type_complexity)] // reason: three named parts of one answer, destructured at once
+fn messages(
+    a: &ConnArgs,
+    opcode: OpCode,
+    r: &Resolver<'_>,
+) -> Result<(Vec<Message>, Option<Message>, Option<Message>), PlanError> {
+    let channel_json =
+        || serde_json::to_string(a.channel.as_deref().unwrap_or_default()).unwrap_or_default();
+    let needs_channel = match a.role {
+        Some(RoleArg::Publisher) => a.message.is_none(),
+        Some(RoleArg::Subscriber) => a.send_on_open.is_empty(),
+        None => false,
+    };
+    if needs_channel && a.channel.as_deref().is_none_or(str::is_empty) {
+        return Err(inv(
+            "--channel",
+            "a publisher or subscriber needs a channel (or its own --message / --send-on-open)",
+        ));
+    }
+    let default_open = (a.role == Some(RoleArg::Subscriber) && a.send_on_open.is_empty())
+        .then(|| format!(r#"{{"action":"subscribe","channel":{}}}"#, channel_json()));
+    let default_message = (a.role == Some(RoleArg::Publisher) && a.message.is_none()).then(|| {
+        format!(
+            r#"{{"action":"publish","channel":{},"pub":{{{{conn_id}}}},"seq":{{{{seq}}}},"ts":{{{{now_us}}}}}}"#,
+            channel_json()
+        )
+    });
+    let on_open = a
+        .send_on_open
+        .iter()
+        .cloned()
+        .chain(default_open)
+        .map(|s| load_message("--send-on-open", &s, opcode))
+        .collect::<Result<Vec<_>, _>>()?;
+    let message = a
+        .message
+        .clone()
+        .or(default_message)
+        .as_deref()
+        .map(|s| load_message("--message", s, opcode))
+        .transpose()?;
+    let on_reconnect = a
+        .on_reconnect
+        .as_deref()
+        .map(|s| load_message("--on-reconnect", s, opcode))
+        .transpose()?;
+    let on_open = on_open
+        .into_iter()
+        .map(|m| templated("--send-on-open", m, r))
+        .collect::<Result<Vec<_>, _>>()?;
+    let message = message.map(|m| templated("--message", m, r)).transpose()?;
+    let on_reconnect = on_reconnect
+        .map(|m| templated("--on-reconnect", m, r))
+        .transpose()?;
+    Ok((on_open, message, on_reconnect))
+}
+
+/// Messages per second per connection: `--message-rate`, or `--message-total-rate` shared
+/// by the connections alive at once. 0 without a message.
+fn message_rate(a: &ConnArgs, load: &Load, has_message: bool) -> Result<f64, PlanError> {
+    // A total rate is the per-connection rate times the connections alive at once.
+    let alive = load.alive;
+    let rate = match a.message_total_rate {
+        Some(_) if !has_message => {
+            return Err(inv(
+                "--message-total-rate",
+                "needs --message (or --role publisher)",
+            ))
+        }
+        Some(t) if !(t.is_finite() && t > 0.0) => {
+            return Err(inv(
+                "--message-total-rate",
+                format!("must be a positive number of messages per second, got {t}"),
+            ))
+        }
+        Some(t) => t / alive,
+        None => a.message_rate,
+    };
+    if !has_message {
+        return Ok(0.0);
+    }
+    if !(rate.is_finite() && rate > 0.0) {
+        return Err(inv(
+            "--message-rate",
+            format!("must be a positive rate per connection, got {rate}"),
+        ));
+    }
+    if rate < 0.001 {
+        return Err(inv(
+            "--message-rate",
+            "must be at least 0.001 per second (one message per 1000 s)",
+        ));
+    }
+    if rate > 100_000.0 {
+        return Err(inv(
+            "--message-rate",
+            "is per connection; above 100000/s use more connections",
+        ));
+    }
+    Ok(rate)
+}
+
+/// `--latency-from json:FIELD` with its unit.
+fn latency_from(a: &ConnArgs) -> Result<Option<LatencyField>, PlanError> {
+    let Some(spec) = a.latency_from.as_deref() else {
+        return Ok(None);
+    };
+    let field = spec.strip_prefix("json:").filter(|f| {
+        !f.is_empty() && !f.contains(['"', '\\']) && f.chars().all(|c| !c.is_control())
+    });
+    let Some(field) = field else {
+        return Err(inv(
+            "--latency-from",
+            format!("`{spec}`: expected json:FIELD, e.g. json:server_ts"),
+        ));
+    };
+    let unit = match a.latency_unit {
+        LatencyUnitArg::Ms => TimeUnit::Millis,
+        LatencyUnitArg::Us => TimeUnit::Micros,
+        LatencyUnitArg::Ns => TimeUnit::Nanos,
+    };
+    Ok(Some(LatencyField::new(field, unit)))
+}
