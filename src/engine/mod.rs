@@ -190,7 +190,6 @@ pub fn split(n: u64, parts: usize) -> Vec<u64> {
 fn conn_config(plan: &RunPlan, channel: u32) -> ConnConfig {
     ConnConfig {
         mode: plan.mode,
-        tls: None,
         template: RequestTemplate::new(
             &plan.url.host_header(),
             &plan.url.path,
@@ -217,7 +216,6 @@ fn conn_config(plan: &RunPlan, channel: u32) -> ConnConfig {
             .expect
             .clone()
             .map(|p| (p, plan.expect_timeout.as_micros() as u64)),
-        epoch_unix_us: 0,
         session_lifetime: plan.session_lifetime.map_or(0, |d| d.as_micros() as u64),
         close_wait: plan.close_wait.as_micros() as u64,
         validate_utf8: plan.validate_utf8,

@@ -7,9 +7,11 @@ use crate::engine::stages::Ramp;
 use crate::engine::timer::{TimerEntry, TimerWheel};
 use crate::io::uring::{pack, unpack, Completion, Op, Ring, RingConfig, Waker};
 use crate::metrics::ShardStats;
-use crate::proto::conn::{Conn, ConnConfig, Ctx, Failure, Micros, Mode, Outcome, Phase};
+use crate::proto::conn::{
+    Conn, ConnConfig, Ctx, Ending, Event, Failure, Micros, Mode, Outcome, Phase,
+};
 use crate::proto::rng::Rng;
-use crate::proto::tls::TlsSettings;
+use crate::proto::tls::{TlsClient, TlsSettings};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::net::{IpAddr, SocketAddr};
@@ -215,10 +217,14 @@ struct Group {
     /// Per-connection auth: where tokens come from, and the one for the next opening.
     tokens: Option<Receiver<String>>,
     next_token: Option<String>,
+    /// The shard's TLS client (shared by its groups) and wall clock at the epoch, Unix µs:
+    /// runtime values its connections get through their context.
+    tls: Option<Arc<TlsClient>>,
+    epoch_unix_us: u64,
 }
 
 impl Group {
-    fn new(mut plan: GroupPlan) -> Self {
+    fn new(mut plan: GroupPlan, tls: Option<Arc<TlsClient>>, epoch_unix_us: u64) -> Self {
         // With stages the ramp decides what to open, not a fixed count.
         let n = if plan.ramp.is_active() {
             0
@@ -246,6 +252,8 @@ impl Group {
             resume_seqs: Vec::new(),
             tokens: plan.tokens.take(),
             next_token: None,
+            tls,
+            epoch_unix_us,
             plan,
         }
     }
@@ -264,12 +272,30 @@ impl Group {
         self.tokens.is_some() && self.next_token.is_none()
     }
 
-    fn ctx<'a>(&'a mut self, rng: &'a mut Rng) -> Ctx<'a> {
+    fn ctx<'a>(&'a mut self, rng: &'a mut Rng) -> Ctx<'a, ShardStats> {
         Ctx {
-            token: None,
             cfg: &self.cfg,
             stats: &mut self.stats,
             rng,
+            tls: self.tls.as_deref(),
+            epoch_unix_us: self.epoch_unix_us,
+            token: None,
+        }
+    }
+
+    /// A session opened: it counts towards the ramp, the open sessions and a storm's
+    /// recovery.
+    fn session_opened(&mut self, now: Micros) {
+        self.ramp.0 += 1;
+        if self.ramp.0 == self.plan.connections {
+            self.ramp.1 = now;
+        }
+        self.open_now += 1;
+        if let Some(started) = self.storm_started {
+            if self.open_now >= self.plan.connections {
+                self.storm_worst = self.storm_worst.max(now - started);
+                self.storm_started = None;
+            }
         }
     }
 }
@@ -308,22 +334,15 @@ pub fn run(plan: ShardPlan, flags: Arc<StopFlags>, gate: Arc<StartGate>, tx: Sen
     if let Some(cpu) = plan.cpu {
         core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
     }
-    let mut plan = plan;
-    if let Some(settings) = &plan.tls {
-        match settings.client() {
-            Ok(c) => {
-                let client = Arc::new(c);
-                for g in &mut plan.groups {
-                    g.conn.tls = Some(client.clone());
-                }
-            }
-            Err(e) => {
-                let _ = tx.send(ShardEvent::Failed(index, format!("TLS setup failed: {e}")));
-                gate.barrier.wait();
-                return;
-            }
+    let tls = match plan.tls.as_ref().map(|settings| settings.client()) {
+        None => None,
+        Some(Ok(c)) => Some(Arc::new(c)),
+        Some(Err(e)) => {
+            let _ = tx.send(ShardEvent::Failed(index, format!("TLS setup failed: {e}")));
+            gate.barrier.wait();
+            return;
         }
-    }
+    };
     let ring = Ring::new(plan.ring, plan.target, &plan.sources).and_then(|r| Ok((r.waker()?, r)));
     let (waker, ring) = match ring {
         Ok(x) => x,
@@ -344,10 +363,7 @@ pub fn run(plan: ShardPlan, flags: Arc<StopFlags>, gate: Arc<StartGate>, tx: Sen
         return;
     };
     let epoch_unix_us = gate.epoch_unix_us.get().copied().unwrap_or(0);
-    for g in &mut plan.groups {
-        g.conn.epoch_unix_us = epoch_unix_us;
-    }
-    let mut shard = Shard::new(plan, ring, epoch, flags, tx);
+    let mut shard = Shard::new(plan, ring, (epoch, epoch_unix_us), tls, flags, tx);
     shard.run();
 }
 
@@ -386,13 +402,14 @@ impl Shard {
     fn new(
         mut plan: ShardPlan,
         ring: Ring,
-        epoch: Instant,
+        (epoch, epoch_unix_us): (Instant, u64),
+        tls: Option<Arc<TlsClient>>,
         flags: Arc<StopFlags>,
         tx: Sender<ShardEvent>,
     ) -> Self {
         let groups: Vec<Group> = std::mem::take(&mut plan.groups)
             .into_iter()
-            .map(Group::new)
+            .map(|g| Group::new(g, tls.clone(), epoch_unix_us))
             .collect();
         let n: u64 = groups.iter().map(|g| g.pending_opens).sum();
         Self {
@@ -604,7 +621,7 @@ impl Shard {
     }
 
     /// Applies `f` to every live connection with its group's context, then re-arms it.
-    fn each_conn(&mut self, now: Micros, f: impl Fn(&mut Conn, &mut Ctx<'_>)) {
+    fn each_conn(&mut self, now: Micros, f: impl Fn(&mut Conn, &mut Ctx<'_, ShardStats>)) {
         for i in 0..self.slots.len() {
             let Shard {
                 groups, slots, rng, ..
@@ -895,15 +912,26 @@ impl Shard {
         self.fired = fired;
     }
 
-    /// After any input: re-arm the timer, queue output, or tear down a finished connection.
+    /// After any input: act on the connection's events (tear it down once it ended), re-arm
+    /// its timer, queue its output.
     fn after(&mut self, i: u32, now: Micros) {
+        while let Some(ev) = self.slots[i as usize]
+            .conn
+            .as_mut()
+            .and_then(Conn::poll_event)
+        {
+            match ev {
+                Event::SessionOpened => {
+                    let gi = self.slots[i as usize].group as usize;
+                    self.groups[gi].session_opened(now);
+                }
+                Event::Ended(end) => return self.teardown(i, now, end),
+            }
+        }
         let slot = &mut self.slots[i as usize];
         let Some(conn) = slot.conn.as_ref() else {
             return;
         };
-        if conn.is_done() {
-            return self.teardown(i, now);
-        }
         let cfg = &self.groups[slot.group as usize].cfg;
         if let Some(t) = conn.poll_timeout(cfg) {
             // A send that is due now goes out through the dirty list, or, while a send is in
@@ -963,9 +991,13 @@ impl Shard {
         self.dirty = dirty;
     }
 
-    fn teardown(&mut self, i: u32, now: Micros) {
+    /// A connection ended: account for it (a replacement, the resume sequence, the open
+    /// count) and close its socket.
+    fn teardown(&mut self, i: u32, now: Micros, end: Ending) {
         let slot = &mut self.slots[i as usize];
-        let Some(conn) = slot.conn.take() else { return };
+        if slot.conn.take().is_none() {
+            return;
+        }
         let gi = slot.group as usize;
         let (retired, retry) = (slot.retired, slot.retry);
         self.live -= 1;
@@ -980,12 +1012,12 @@ impl Shard {
         } else if g.plan.ramp.is_active() {
             // Stages: whatever was lost, the ramp opens again; a lost session's refill
             // resumes it.
-            let lost = matches!(
-                conn.outcome(),
-                Some(Outcome::Failed(_) | Outcome::ServerClosed(_))
-            ) || conn.storm_dropped();
-            if lost && conn.has_session_to_resume() && !retired && g.cfg.on_reconnect.is_some() {
-                g.resume_seqs.push(conn.last_seq());
+            let lost = matches!(end.outcome, Outcome::Failed(_) | Outcome::ServerClosed(_))
+                || end.storm_dropped;
+            if let (true, Some(seq)) =
+                (lost && !retired && g.cfg.on_reconnect.is_some(), end.resume)
+            {
+                g.resume_seqs.push(seq);
             }
         } else if cycles && !self.stopping {
             // Handshake mode: every finished cycle, failed or not, makes room for the next.
@@ -994,26 +1026,23 @@ impl Shard {
             }
             g.pending_opens += 1;
         } else if !self.stopping {
-            let lost = matches!(
-                conn.outcome(),
-                Some(Outcome::Failed(_) | Outcome::ServerClosed(_))
-            );
+            let lost = matches!(end.outcome, Outcome::Failed(_) | Outcome::ServerClosed(_));
             // A storm's sessions always come back: recovering from it is what is measured.
-            if (g.plan.reconnect && lost) || conn.storm_dropped() {
+            if (g.plan.reconnect && lost) || end.storm_dropped {
                 // Failed attempts back off further; a session that had opened starts over.
-                let retry = if conn.was_established() {
+                let retry = if end.established {
                     (0, 0)
                 } else {
                     (retry.0.saturating_add(1), retry.1)
                 };
-                if g.cfg.on_reconnect.is_some() && conn.has_session_to_resume() {
-                    g.resume_seqs.push(conn.last_seq());
+                if let (true, Some(seq)) = (g.cfg.on_reconnect.is_some(), end.resume) {
+                    g.resume_seqs.push(seq);
                 }
                 self.replace(gi, now, retry);
             }
         }
         let slot = &mut self.slots[i as usize];
-        if conn.was_established() && !slot.uncounted {
+        if end.established && !slot.uncounted {
             let g = &mut self.groups[gi];
             g.open_now = g.open_now.saturating_sub(1);
         }
@@ -1030,7 +1059,7 @@ impl Shard {
             }
             // A completed cycle's last send (close_notify, close frame) is small and will
             // complete; the close then takes effect after it.
-            if slot.sending && conn.outcome() != Some(Outcome::Completed) {
+            if slot.sending && end.outcome != Outcome::Completed {
                 self.ring
                     .cancel(pack(i, slot.gen, Op::Send), pack(i, slot.gen, Op::Cancel));
             }
@@ -1130,21 +1159,7 @@ impl Shard {
                 if let Some(b) = c.take_buffer() {
                     if let (true, Some(conn)) = (res > 0, slot.conn.as_mut()) {
                         let data = ring.buffer(&b);
-                        let before = conn.was_established();
                         conn.handle_recv(&mut g.ctx(rng), now, data);
-                        if !before && conn.was_established() {
-                            g.ramp.0 += 1;
-                            if g.ramp.0 == g.plan.connections {
-                                g.ramp.1 = now;
-                            }
-                            g.open_now += 1;
-                            if let Some(started) = g.storm_started {
-                                if g.open_now >= g.plan.connections {
-                                    g.storm_worst = g.storm_worst.max(now - started);
-                                    g.storm_started = None;
-                                }
-                            }
-                        }
                     }
                     ring.recycle(b);
                 }

@@ -1,13 +1,16 @@
 //! The connection state machine on a fake clock, against a scripted server.
 
 use super::*;
+use crate::metrics::ShardStats;
+use crate::proto::inspect::ExpectPattern;
+use crate::proto::template::Template;
+use crate::proto::ws::handshake::{RequestTemplate, UpgradeFailure};
+use std::sync::Arc;
 
 const MS: Micros = 1000;
 
 fn cfg() -> ConnConfig {
     ConnConfig {
-        mode: Mode::Session,
-        tls: None,
         template: RequestTemplate::new("127.0.0.1:9", "/ws", &[], &[]),
         connect_timeout: 1000 * MS,
         on_open: vec![Message {
@@ -21,20 +24,9 @@ fn cfg() -> ConnConfig {
             template: None,
         }),
         message_interval: 100 * MS,
-        ping_interval: 0,
-        pong_timeout: 0,
-        latency_from: None,
-        expect: None,
-        epoch_unix_us: 0,
-        session_lifetime: 0,
         close_wait: 500 * MS,
-        validate_utf8: true,
-        message_count: 0,
-        on_reconnect: None,
-        fanout: None,
-        channel: 0,
-        heartbeat: None,
         timer_resolution: 1,
+        ..Default::default()
     }
 }
 
@@ -42,6 +34,9 @@ struct Harness {
     cfg: ConnConfig,
     stats: ShardStats,
     rng: Rng,
+    /// The shard's TLS client (wss://) and wall clock at its epoch, as a shard lends them.
+    tls: Option<TlsClient>,
+    epoch_unix_us: u64,
 }
 
 impl Harness {
@@ -50,14 +45,18 @@ impl Harness {
             cfg,
             stats: ShardStats::new(),
             rng: Rng::new(7),
+            tls: None,
+            epoch_unix_us: 0,
         }
     }
-    fn ctx(&mut self) -> Ctx<'_> {
+    fn ctx(&mut self) -> Ctx<'_, ShardStats> {
         Ctx {
-            token: None,
             cfg: &self.cfg,
             stats: &mut self.stats,
             rng: &mut self.rng,
+            tls: self.tls.as_ref(),
+            epoch_unix_us: self.epoch_unix_us,
+            token: None,
         }
     }
     fn tx(&mut self, c: &mut Conn, now: Micros) -> Vec<u8> {
@@ -594,12 +593,14 @@ fn expected_reply_is_timed_or_counted_as_missing() {
 #[test]
 fn one_way_latency_from_the_server_timestamp() {
     use crate::proto::inspect::{LatencyField, TimeUnit};
-    let mut h = Harness::new(ConnConfig {
-        message: None,
-        latency_from: Some(LatencyField::new("server_ts", TimeUnit::Millis)),
+    let mut h = Harness {
         epoch_unix_us: 1_700_000_000_000_000,
-        ..cfg()
-    });
+        ..Harness::new(ConnConfig {
+            message: None,
+            latency_from: Some(LatencyField::new("server_ts", TimeUnit::Millis)),
+            ..cfg()
+        })
+    };
     let mut c = h.open(0);
     // Sent (server clock) at epoch + 1 ms, received at epoch + 8 ms, split across two reads.
     let frame = server_frame(
@@ -728,19 +729,21 @@ fn subscriber_counts_deliveries_duplicates_and_late_arrivals_per_publisher() {
 
 #[test]
 fn publisher_logs_what_it_sends_and_waits_for_no_echo() {
-    let mut h = Harness::new(ConnConfig {
-        on_open: vec![Message::fixed(
-            OpCode::Text,
-            b"{\"type\":\"subscribe\"}".to_vec().into(),
-        )],
-        message: Some(templated(
-            r#"{"pub":{{conn_id}},"seq":{{seq}},"ts":{{now_us}}}"#,
-        )),
-        message_count: 3,
-        fanout: Some(Fanout::Publisher),
+    let mut h = Harness {
         epoch_unix_us: 1_000_000,
-        ..cfg()
-    });
+        ..Harness::new(ConnConfig {
+            on_open: vec![Message::fixed(
+                OpCode::Text,
+                b"{\"type\":\"subscribe\"}".to_vec().into(),
+            )],
+            message: Some(templated(
+                r#"{"pub":{{conn_id}},"seq":{{seq}},"ts":{{now_us}}}"#,
+            )),
+            message_count: 3,
+            fanout: Some(Fanout::Publisher),
+            ..cfg()
+        })
+    };
     let mut c = Conn::new(&mut h.ctx(), 0);
     c.set_id(4);
     c.handle_connected(&mut h.ctx(), MS);
@@ -844,5 +847,4 @@ fn replacement_resumes_from_the_last_sequence_seen() {
     assert_eq!(h.stats.counters.resumes_sent, 1);
 }
 
-#[path = "conn_tls_tests.rs"]
 mod tls;
