@@ -847,4 +847,72 @@ fn replacement_resumes_from_the_last_sequence_seen() {
     assert_eq!(h.stats.counters.resumes_sent, 1);
 }
 
+#[test]
+fn events_report_the_open_then_the_ending_once() {
+    let mut h = Harness::new(cfg());
+    let mut c = Conn::new(&mut h.ctx(), 0);
+    assert_eq!(c.poll_event(), None);
+    c.handle_connected(&mut h.ctx(), MS);
+    let req = h.tx(&mut c, MS);
+    c.handle_recv(&mut h.ctx(), 2 * MS, &response_for(&req));
+    assert_eq!(c.poll_event(), Some(Event::SessionOpened));
+    assert_eq!(c.poll_event(), None);
+    // The server closes; the connection ends with its FIN, not before.
+    c.handle_recv(
+        &mut h.ctx(),
+        3 * MS,
+        &server_frame(0x88, &1001u16.to_be_bytes()),
+    );
+    assert_eq!(c.poll_event(), None);
+    c.handle_eof(&mut h.ctx(), 4 * MS);
+    let ended = Ending {
+        outcome: Outcome::ServerClosed(1001),
+        established: true,
+        storm_dropped: false,
+        resume: Some(0),
+    };
+    assert_eq!(c.poll_event(), Some(Event::Ended(ended)));
+    c.handle_eof(&mut h.ctx(), 5 * MS);
+    c.handle_timer(&mut h.ctx(), 6 * MS);
+    assert_eq!(c.poll_event(), None, "an ending is reported once");
+}
+
+#[test]
+fn an_ending_says_what_its_replacement_resumes() {
+    let mut h = Harness::new(cfg());
+    // Never opened: nothing to resume.
+    let mut c = Conn::new(&mut h.ctx(), 0);
+    c.handle_error(&mut h.ctx(), MS, Failure::Refused);
+    let refused = Ending {
+        outcome: Outcome::Failed(Failure::Refused),
+        established: false,
+        storm_dropped: false,
+        resume: None,
+    };
+    assert_eq!(c.poll_event(), Some(Event::Ended(refused)));
+    // A replacement that fails before it opens hands its session on.
+    let mut c = Conn::new(&mut h.ctx(), 0);
+    c.resume_from(9);
+    c.handle_timer(&mut h.ctx(), 1000 * MS);
+    let timed_out = Ending {
+        outcome: Outcome::Failed(Failure::ConnectTimeout),
+        established: false,
+        storm_dropped: false,
+        resume: Some(9),
+    };
+    assert_eq!(c.poll_event(), Some(Event::Ended(timed_out)));
+    // A session a storm drops: opened and dropped in one go, reported in that order.
+    let mut c = h.open(0);
+    c.storm_drop(&mut h.ctx(), 5 * MS, false);
+    assert_eq!(c.poll_event(), Some(Event::SessionOpened));
+    let dropped = Ending {
+        outcome: Outcome::Dropped,
+        established: true,
+        storm_dropped: true,
+        resume: Some(0),
+    };
+    assert_eq!(c.poll_event(), Some(Event::Ended(dropped)));
+    assert_eq!(c.poll_event(), None);
+}
+
 mod tls;
