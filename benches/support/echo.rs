@@ -3,7 +3,7 @@
 //! `tests/alloc.rs` (no allocation per message); cargo does not build this directory as a bench.
 
 use sockstorm::metrics::ShardStats;
-use sockstorm::proto::conn::{Conn, ConnConfig, Ctx, Fanout, Message, Micros, Mode, Phase};
+use sockstorm::proto::conn::{Conn, ConnConfig, Ctx, Fanout, Message, Micros, Phase};
 use sockstorm::proto::rng::Rng;
 use sockstorm::proto::ws::frame::apply_mask;
 use sockstorm::proto::ws::handshake::RequestTemplate;
@@ -38,11 +38,8 @@ impl EchoSession {
     /// server pings every 10th round trip (the client's pong goes out with the next message).
     pub fn open(payload: &str, pings: bool) -> Self {
         let cfg = ConnConfig {
-            mode: Mode::Session,
-            tls: None,
             template: RequestTemplate::new("127.0.0.1:9001", "/echo", &[], &[]),
             connect_timeout: 5_000_000,
-            on_open: Vec::new(),
             message: Some(Message {
                 opcode: sockstorm::proto::ws::frame::OpCode::Text,
                 payload: payload.as_bytes().into(),
@@ -50,24 +47,13 @@ impl EchoSession {
             }),
             message_interval: INTERVAL,
             ping_interval: if pings { 10 * INTERVAL } else { 0 },
-            pong_timeout: 0,
-            latency_from: None,
-            expect: None,
-            epoch_unix_us: 0,
-            session_lifetime: 0,
-            close_wait: 1_000_000,
-            validate_utf8: true,
-            message_count: 0,
-            on_reconnect: None,
-            fanout: None,
-            channel: 0,
-            heartbeat: None,
             timer_resolution: 1,
+            ..Default::default()
         };
         let mut stats = ShardStats::new();
         let mut rng = Rng::new(0x5eed);
         let mut out = Vec::with_capacity(64 * 1024);
-        let conn = open_conn(&cfg, &mut stats, &mut rng, &mut out);
+        let conn = open_conn(&cfg, &mut stats, &mut rng, 0, &mut out);
         // The first message is due at a random phase within the first interval.
         let now = conn.poll_timeout(&cfg).expect("a message timer is armed");
         let echo = server_frame(0x81, payload.as_bytes());
@@ -90,10 +76,12 @@ impl EchoSession {
     pub fn round_trip(&mut self) -> usize {
         self.out.clear();
         let mut ctx = Ctx {
-            token: None,
             cfg: &self.cfg,
             stats: &mut self.stats,
             rng: &mut self.rng,
+            tls: None,
+            epoch_unix_us: 0,
+            token: None,
         };
         if self.pings {
             // Pings are due on the timer, as a driver would deliver it.
@@ -148,12 +136,20 @@ impl EchoSession {
 
 /// The 101 a correct server sends for the upgrade `request`.
 /// A connection of `cfg` opened by a scripted correct 101 at t = 200 µs.
-fn open_conn(cfg: &ConnConfig, stats: &mut ShardStats, rng: &mut Rng, out: &mut Vec<u8>) -> Conn {
+fn open_conn(
+    cfg: &ConnConfig,
+    stats: &mut ShardStats,
+    rng: &mut Rng,
+    epoch_unix_us: u64,
+    out: &mut Vec<u8>,
+) -> Conn {
     let mut ctx = Ctx {
-        token: None,
         cfg,
         stats,
         rng,
+        tls: None,
+        epoch_unix_us,
+        token: None,
     };
     let mut conn = Conn::new(&mut ctx, 0);
     conn.handle_connected(&mut ctx, 100);
@@ -168,6 +164,9 @@ fn open_conn(cfg: &ConnConfig, stats: &mut ShardStats, rng: &mut Rng, out: &mut 
     out.clear();
     conn
 }
+
+/// The subscribers' shard epoch, Unix µs (deliveries are stamped relative to it).
+const SUBSCRIBERS_EPOCH: u64 = 1_000_000;
 
 /// Fan-out subscribers of one shard receiving the same publisher's messages, as a channel
 /// relays them (a driver would feed each connection its own copy).
@@ -188,12 +187,11 @@ impl Subscribers {
             message_interval: 0,
             fanout: Some(Fanout::Subscriber),
             channel: 1,
-            epoch_unix_us: 1_000_000,
             ..EchoSession::open("x", false).cfg
         };
         let (mut stats, mut rng, mut out) = (ShardStats::new(), Rng::new(7), Vec::new());
         let conns = (0..n)
-            .map(|_| open_conn(&cfg, &mut stats, &mut rng, &mut out))
+            .map(|_| open_conn(&cfg, &mut stats, &mut rng, SUBSCRIBERS_EPOCH, &mut out))
             .collect();
         Self {
             cfg,
@@ -215,10 +213,12 @@ impl Subscribers {
         );
         self.frame[1] = (self.frame.len() - 2) as u8;
         let mut ctx = Ctx {
-            token: None,
             cfg: &self.cfg,
             stats: &mut self.stats,
             rng: &mut self.rng,
+            tls: None,
+            epoch_unix_us: SUBSCRIBERS_EPOCH,
+            token: None,
         };
         for c in &mut self.conns {
             c.handle_recv(&mut ctx, 2_000, &self.frame);

@@ -198,7 +198,6 @@ fn config(a: &ConnArgs, load: &Load, r: &Resolver<'_>) -> Result<(ConnConfig, f6
     };
     let conn = ConnConfig {
         mode: load.mode,
-        tls: None,
         template: request(a, load.url, resolver)?,
         connect_timeout: us(a.connect_timeout),
         on_open,
@@ -221,7 +220,6 @@ fn config(a: &ConnArgs, load: &Load, r: &Resolver<'_>) -> Result<(ConnConfig, f6
         pong_timeout: a.pong_timeout.map_or(0, us),
         latency_from: latency_from(a)?,
         expect: expect.map(|p| (p, us(a.expect_timeout))),
-        epoch_unix_us: 0,
         session_lifetime: load.session_lifetime.map_or(0, us),
         close_wait: us(a.close_wait),
         validate_utf8: !a.no_utf8_check,

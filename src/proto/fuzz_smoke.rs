@@ -14,7 +14,7 @@
 )]
 
 use crate::metrics::{Counters, ShardStats};
-use crate::proto::conn::{Conn, ConnConfig, Ctx, Failure, Message, Micros, Mode, Phase};
+use crate::proto::conn::{Conn, ConnConfig, Ctx, Failure, Message, Micros, Phase};
 use crate::proto::rng::Rng;
 use crate::proto::ws::frame::{apply_mask, Decoded, FrameDecoder, FrameHeader, OpCode, Violation};
 use crate::proto::ws::handshake::{check_response, RequestTemplate, MAX_RESPONSE};
@@ -175,8 +175,6 @@ fn conn_config(sel: u8) -> ConnConfig {
         _ => b"x".as_slice().into(),
     };
     ConnConfig {
-        mode: Mode::Session,
-        tls: None,
         template: RequestTemplate::new("example.com", "/ws", &[], &[]),
         connect_timeout: 1000 * MS,
         on_open: (sel & 8 != 0)
@@ -198,19 +196,10 @@ fn conn_config(sel: u8) -> ConnConfig {
         }),
         message_interval: 10 * MS,
         ping_interval: if sel & 16 != 0 { 25 * MS } else { 0 },
-        pong_timeout: 0,
-        latency_from: None,
-        expect: None,
-        epoch_unix_us: 0,
-        session_lifetime: 0,
         close_wait: CLOSE_WAIT,
         validate_utf8: sel & 32 == 0,
-        message_count: 0,
-        on_reconnect: None,
-        fanout: None,
-        channel: 0,
-        heartbeat: None,
         timer_resolution: if sel & 64 == 0 { 1 } else { 4 * MS },
+        ..Default::default()
     }
 }
 
@@ -337,7 +326,7 @@ impl Default for ConnFuzzer {
 /// One scripted session: the connection, its context and what the server owes it.
 struct Session<'a> {
     conn: Conn,
-    ctx: Ctx<'a>,
+    ctx: Ctx<'a, ShardStats>,
     now: Micros,
     out: Vec<u8>,
     /// Client frames the server has not answered yet.
@@ -454,10 +443,12 @@ impl ConnFuzzer {
         self.stats.close_codes.clear();
         let mut rng = Rng::new(u64::from(sel) | ((data.len() as u64) << 8));
         let mut ctx = Ctx {
-            token: None,
             cfg: &cfg,
             stats: &mut self.stats,
             rng: &mut rng,
+            tls: None,
+            epoch_unix_us: 0,
+            token: None,
         };
         let conn = Conn::new(&mut ctx, 0);
         let mut s = Session {

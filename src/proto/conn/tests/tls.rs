@@ -8,6 +8,7 @@ use crate::server::{server_tls_config, ServerTlsOptions};
 use rustls::pki_types::ServerName;
 use rustls::{RootCertStore, ServerConfig, ServerConnection};
 use std::io::Read;
+use std::io::Write;
 use std::sync::OnceLock;
 
 fn ca() -> &'static TestCa {
@@ -49,11 +50,10 @@ fn settings(version: u16, resume: Resume) -> TlsSettings {
 
 use rustls::pki_types::pem::PemObject;
 
-fn tls_cfg(s: &TlsSettings, mode: Mode) -> ConnConfig {
-    ConnConfig {
-        mode,
-        tls: Some(Arc::new(s.client().unwrap())),
-        ..cfg()
+fn tls_harness(s: &TlsSettings, mode: Mode) -> Harness {
+    Harness {
+        tls: Some(s.client().unwrap()),
+        ..Harness::new(ConnConfig { mode, ..cfg() })
     }
 }
 
@@ -131,7 +131,7 @@ fn session(h: &mut Harness, now: Micros) -> Conn {
 #[test]
 fn wss_sessions_resume_with_tls13_tickets_and_tls12_sessions() {
     for version in [13, 12] {
-        let mut h = Harness::new(tls_cfg(&settings(version, Resume::On), Mode::Session));
+        let mut h = tls_harness(&settings(version, Resume::On), Mode::Session);
         let first = session(&mut h, 0);
         let second = session(&mut h, 10 * MS);
         let k = &h.stats.counters;
@@ -155,7 +155,7 @@ fn wss_sessions_resume_with_tls13_tickets_and_tls12_sessions() {
 
 #[test]
 fn resumption_off_never_offers_a_session() {
-    let mut h = Harness::new(tls_cfg(&settings(13, Resume::Off), Mode::Session));
+    let mut h = tls_harness(&settings(13, Resume::Off), Mode::Session);
     for i in 0..3 {
         session(&mut h, i * 10 * MS);
     }
@@ -167,7 +167,7 @@ fn resumption_off_never_offers_a_session() {
 #[test]
 fn handshake_cycle_waits_for_its_ticket_then_closes() {
     let rst = cycles(false, true);
-    let mut h = Harness::new(tls_cfg(&settings(13, Resume::On), rst));
+    let mut h = tls_harness(&settings(13, Resume::On), rst);
     let mut s = ServerConnection::new(server_cfg()).unwrap();
     let mut c = Conn::new(&mut h.ctx(), 0);
     c.handle_connected(&mut h.ctx(), 0);
@@ -205,7 +205,7 @@ fn handshake_cycle_waits_for_its_ticket_then_closes() {
 #[test]
 fn handshake_cycle_without_a_ticket_gives_up_after_the_short_wait() {
     let rst = cycles(false, true);
-    let mut h = Harness::new(tls_cfg(&settings(13, Resume::On), rst));
+    let mut h = tls_harness(&settings(13, Resume::On), rst);
     let mut s = ServerConnection::new(ticketless_server()).unwrap();
     let (mut c, _) = connect(&mut h, &mut s, 0);
     assert_eq!(c.phase(), Phase::TlsHandshake);
@@ -240,7 +240,7 @@ fn handshake_cycle_without_a_ticket_gives_up_after_the_short_wait() {
 #[test]
 fn graceful_handshake_cycle_sends_close_notify_and_waits_for_the_servers() {
     let fin = cycles(false, false);
-    let mut h = Harness::new(tls_cfg(&settings(12, Resume::On), fin));
+    let mut h = tls_harness(&settings(12, Resume::On), fin);
     let mut s = ServerConnection::new(server_cfg()).unwrap();
     let (mut c, _) = connect(&mut h, &mut s, 0);
     assert_eq!(c.phase(), Phase::Closing);
@@ -262,7 +262,7 @@ fn graceful_handshake_cycle_sends_close_notify_and_waits_for_the_servers() {
 #[test]
 fn upgrade_cycles_count_as_sessions_and_cycles() {
     let mode = cycles(true, true);
-    let mut h = Harness::new(tls_cfg(&settings(13, Resume::On), mode));
+    let mut h = tls_harness(&settings(13, Resume::On), mode);
     let mut s = ServerConnection::new(server_cfg()).unwrap();
     let (mut c, req) = connect(&mut h, &mut s, 0);
     s.writer().write_all(&response_for(&req)).unwrap();
@@ -275,7 +275,7 @@ fn upgrade_cycles_count_as_sessions_and_cycles() {
 #[test]
 fn resume_fraction_forces_the_other_share_full() {
     let rst = cycles(false, true);
-    let mut h = Harness::new(tls_cfg(&settings(12, Resume::Fraction(0.5)), rst));
+    let mut h = tls_harness(&settings(12, Resume::Fraction(0.5)), rst);
     let server = server_cfg();
     for i in 0..400 {
         let mut s = ServerConnection::new(server.clone()).unwrap();
@@ -303,7 +303,7 @@ fn certificate_failures_are_counted_by_kind() {
     let mut public = RootCertStore::empty();
     public.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     s.roots = Arc::new(public);
-    let mut h = Harness::new(tls_cfg(&s, Mode::Session));
+    let mut h = tls_harness(&s, Mode::Session);
     let mut srv = ServerConnection::new(server_cfg()).unwrap();
     let (c, _) = connect(&mut h, &mut srv, 0);
     assert!(c.is_done());
@@ -312,14 +312,14 @@ fn certificate_failures_are_counted_by_kind() {
     // A name the certificate is not for.
     let mut s = settings(13, Resume::On);
     s.server_name = ServerName::try_from("example.com").unwrap();
-    let mut h = Harness::new(tls_cfg(&s, Mode::Session));
+    let mut h = tls_harness(&s, Mode::Session);
     let mut srv = ServerConnection::new(server_cfg()).unwrap();
     connect(&mut h, &mut srv, 0);
     assert_eq!(failure_of(&h), ["tls_cert_name_mismatch"]);
     // --insecure accepts both.
     s.insecure = true;
     s.roots = Arc::new(RootCertStore::empty());
-    let mut h = Harness::new(tls_cfg(&s, Mode::Session));
+    let mut h = tls_harness(&s, Mode::Session);
     let mut srv = ServerConnection::new(server_cfg()).unwrap();
     let (c, _) = connect(&mut h, &mut srv, 0);
     assert_eq!(c.phase(), Phase::Upgrading);
@@ -327,7 +327,7 @@ fn certificate_failures_are_counted_by_kind() {
 
 #[test]
 fn plain_http_garbage_eof_and_timeout_are_tls_failures() {
-    let mut h = Harness::new(tls_cfg(&settings(13, Resume::On), Mode::Session));
+    let mut h = tls_harness(&settings(13, Resume::On), Mode::Session);
     let mut c = Conn::new(&mut h.ctx(), 0);
     c.handle_connected(&mut h.ctx(), 0);
     h.tx(&mut c, 0);
@@ -364,7 +364,7 @@ fn rst_cycle_sends_our_last_flight_before_it_ends() {
     // TLS 1.3 without resumption (no ticket wait) and a TLS 1.2 resumption: in both, our
     // Finished is the last flight, and the server only completes once it has it.
     for (version, resume, warmups) in [(13, Resume::Off, 0), (12, Resume::On, 1)] {
-        let mut h = Harness::new(tls_cfg(&settings(version, resume), rst));
+        let mut h = tls_harness(&settings(version, resume), rst);
         for i in 0..warmups {
             let mut s = ServerConnection::new(server_cfg()).unwrap();
             connect(&mut h, &mut s, i * MS);
@@ -400,7 +400,7 @@ fn rst_cycle_sends_our_last_flight_before_it_ends() {
 
 #[test]
 fn bytes_after_the_servers_close_notify_are_ignored_not_spun_on() {
-    let mut h = Harness::new(tls_cfg(&settings(13, Resume::On), Mode::Session));
+    let mut h = tls_harness(&settings(13, Resume::On), Mode::Session);
     let mut s = ServerConnection::new(server_cfg()).unwrap();
     let (mut c, req) = connect(&mut h, &mut s, 0);
     s.writer().write_all(&response_for(&req)).unwrap();
@@ -422,7 +422,7 @@ fn bytes_after_the_servers_close_notify_are_ignored_not_spun_on() {
 #[test]
 fn a_reset_while_waiting_for_the_ticket_still_completes_the_cycle() {
     let rst = cycles(false, true);
-    let mut h = Harness::new(tls_cfg(&settings(13, Resume::On), rst));
+    let mut h = tls_harness(&settings(13, Resume::On), rst);
     let mut s = ServerConnection::new(ticketless_server()).unwrap();
     let (mut c, _) = connect(&mut h, &mut s, 0);
     assert_eq!(c.phase(), Phase::TlsHandshake, "waiting for a ticket");

@@ -1,13 +1,16 @@
 //! The connection state machine on a fake clock, against a scripted server.
 
 use super::*;
+use crate::metrics::ShardStats;
+use crate::proto::inspect::ExpectPattern;
+use crate::proto::template::Template;
+use crate::proto::ws::handshake::{RequestTemplate, UpgradeFailure};
+use std::sync::Arc;
 
 const MS: Micros = 1000;
 
 fn cfg() -> ConnConfig {
     ConnConfig {
-        mode: Mode::Session,
-        tls: None,
         template: RequestTemplate::new("127.0.0.1:9", "/ws", &[], &[]),
         connect_timeout: 1000 * MS,
         on_open: vec![Message {
@@ -21,20 +24,9 @@ fn cfg() -> ConnConfig {
             template: None,
         }),
         message_interval: 100 * MS,
-        ping_interval: 0,
-        pong_timeout: 0,
-        latency_from: None,
-        expect: None,
-        epoch_unix_us: 0,
-        session_lifetime: 0,
         close_wait: 500 * MS,
-        validate_utf8: true,
-        message_count: 0,
-        on_reconnect: None,
-        fanout: None,
-        channel: 0,
-        heartbeat: None,
         timer_resolution: 1,
+        ..Default::default()
     }
 }
 
@@ -42,6 +34,9 @@ struct Harness {
     cfg: ConnConfig,
     stats: ShardStats,
     rng: Rng,
+    /// The shard's TLS client (wss://) and wall clock at its epoch, as a shard lends them.
+    tls: Option<TlsClient>,
+    epoch_unix_us: u64,
 }
 
 impl Harness {
@@ -50,14 +45,18 @@ impl Harness {
             cfg,
             stats: ShardStats::new(),
             rng: Rng::new(7),
+            tls: None,
+            epoch_unix_us: 0,
         }
     }
-    fn ctx(&mut self) -> Ctx<'_> {
+    fn ctx(&mut self) -> Ctx<'_, ShardStats> {
         Ctx {
-            token: None,
             cfg: &self.cfg,
             stats: &mut self.stats,
             rng: &mut self.rng,
+            tls: self.tls.as_ref(),
+            epoch_unix_us: self.epoch_unix_us,
+            token: None,
         }
     }
     fn tx(&mut self, c: &mut Conn, now: Micros) -> Vec<u8> {
@@ -594,12 +593,14 @@ fn expected_reply_is_timed_or_counted_as_missing() {
 #[test]
 fn one_way_latency_from_the_server_timestamp() {
     use crate::proto::inspect::{LatencyField, TimeUnit};
-    let mut h = Harness::new(ConnConfig {
-        message: None,
-        latency_from: Some(LatencyField::new("server_ts", TimeUnit::Millis)),
+    let mut h = Harness {
         epoch_unix_us: 1_700_000_000_000_000,
-        ..cfg()
-    });
+        ..Harness::new(ConnConfig {
+            message: None,
+            latency_from: Some(LatencyField::new("server_ts", TimeUnit::Millis)),
+            ..cfg()
+        })
+    };
     let mut c = h.open(0);
     // Sent (server clock) at epoch + 1 ms, received at epoch + 8 ms, split across two reads.
     let frame = server_frame(
@@ -728,19 +729,21 @@ fn subscriber_counts_deliveries_duplicates_and_late_arrivals_per_publisher() {
 
 #[test]
 fn publisher_logs_what_it_sends_and_waits_for_no_echo() {
-    let mut h = Harness::new(ConnConfig {
-        on_open: vec![Message::fixed(
-            OpCode::Text,
-            b"{\"type\":\"subscribe\"}".to_vec().into(),
-        )],
-        message: Some(templated(
-            r#"{"pub":{{conn_id}},"seq":{{seq}},"ts":{{now_us}}}"#,
-        )),
-        message_count: 3,
-        fanout: Some(Fanout::Publisher),
+    let mut h = Harness {
         epoch_unix_us: 1_000_000,
-        ..cfg()
-    });
+        ..Harness::new(ConnConfig {
+            on_open: vec![Message::fixed(
+                OpCode::Text,
+                b"{\"type\":\"subscribe\"}".to_vec().into(),
+            )],
+            message: Some(templated(
+                r#"{"pub":{{conn_id}},"seq":{{seq}},"ts":{{now_us}}}"#,
+            )),
+            message_count: 3,
+            fanout: Some(Fanout::Publisher),
+            ..cfg()
+        })
+    };
     let mut c = Conn::new(&mut h.ctx(), 0);
     c.set_id(4);
     c.handle_connected(&mut h.ctx(), MS);
@@ -844,5 +847,72 @@ fn replacement_resumes_from_the_last_sequence_seen() {
     assert_eq!(h.stats.counters.resumes_sent, 1);
 }
 
-#[path = "conn_tls_tests.rs"]
+#[test]
+fn events_report_the_open_then_the_ending_once() {
+    let mut h = Harness::new(cfg());
+    let mut c = Conn::new(&mut h.ctx(), 0);
+    assert_eq!(c.poll_event(), None);
+    c.handle_connected(&mut h.ctx(), MS);
+    let req = h.tx(&mut c, MS);
+    c.handle_recv(&mut h.ctx(), 2 * MS, &response_for(&req));
+    assert_eq!(c.poll_event(), Some(Event::SessionOpened));
+    assert_eq!(c.poll_event(), None);
+    // The server closes; the connection ends with its FIN, not before.
+    c.handle_recv(
+        &mut h.ctx(),
+        3 * MS,
+        &server_frame(0x88, &1001u16.to_be_bytes()),
+    );
+    assert_eq!(c.poll_event(), None);
+    c.handle_eof(&mut h.ctx(), 4 * MS);
+    let ended = Ending {
+        outcome: Outcome::ServerClosed(1001),
+        established: true,
+        storm_dropped: false,
+        resume: Some(0),
+    };
+    assert_eq!(c.poll_event(), Some(Event::Ended(ended)));
+    c.handle_eof(&mut h.ctx(), 5 * MS);
+    c.handle_timer(&mut h.ctx(), 6 * MS);
+    assert_eq!(c.poll_event(), None, "an ending is reported once");
+}
+
+#[test]
+fn an_ending_says_what_its_replacement_resumes() {
+    let mut h = Harness::new(cfg());
+    // Never opened: nothing to resume.
+    let mut c = Conn::new(&mut h.ctx(), 0);
+    c.handle_error(&mut h.ctx(), MS, Failure::Refused);
+    let refused = Ending {
+        outcome: Outcome::Failed(Failure::Refused),
+        established: false,
+        storm_dropped: false,
+        resume: None,
+    };
+    assert_eq!(c.poll_event(), Some(Event::Ended(refused)));
+    // A replacement that fails before it opens hands its session on.
+    let mut c = Conn::new(&mut h.ctx(), 0);
+    c.resume_from(9);
+    c.handle_timer(&mut h.ctx(), 1000 * MS);
+    let timed_out = Ending {
+        outcome: Outcome::Failed(Failure::ConnectTimeout),
+        established: false,
+        storm_dropped: false,
+        resume: Some(9),
+    };
+    assert_eq!(c.poll_event(), Some(Event::Ended(timed_out)));
+    // A session a storm drops: opened and dropped in one go, reported in that order.
+    let mut c = h.open(0);
+    c.storm_drop(&mut h.ctx(), 5 * MS, false);
+    assert_eq!(c.poll_event(), Some(Event::SessionOpened));
+    let dropped = Ending {
+        outcome: Outcome::Dropped,
+        established: true,
+        storm_dropped: true,
+        resume: Some(0),
+    };
+    assert_eq!(c.poll_event(), Some(Event::Ended(dropped)));
+    assert_eq!(c.poll_event(), None);
+}
+
 mod tls;

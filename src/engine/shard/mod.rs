@@ -1,0 +1,465 @@
+//! One shard: a pinned thread owning an io_uring ring, a slab of connections, a timer wheel,
+//! its share of the connect schedule and its own [`ShardStats`]. Nothing here is shared with
+//! other shards; the engine only receives interval snapshots and can wake the shard to stop.
+//!
+//! This file holds what the engine sees (the plan, the events, the stop flags, the start gate)
+//! and the loop: read the clock once per turn, stop when due, expire timers, open what the
+//! schedule says, flush output, wait for the ring, hand completions on. The rest, one concern
+//! per file: `slot` (the slab), `group` (a scenario's share and its connections' context),
+//! `schedule` (openings, stages, replacements), `storm` (reconnect storms), `completion`
+//! (feeding connections what the ring and the timers report) and `lifecycle` (acting on a
+//! connection's events after each call: open counts, teardown, re-arming).
+
+use crate::engine::stages::Ramp;
+use crate::engine::timer::{TimerEntry, TimerWheel};
+use crate::io::uring::{Completion, Ring, RingConfig, Waker};
+use crate::metrics::ShardStats;
+use crate::plan::reconnect::{Policy, Storm};
+use crate::proto::conn::{Conn, ConnConfig, Ctx, Micros, Phase};
+use crate::proto::rng::Rng;
+use crate::proto::tls::{TlsClient, TlsSettings};
+use std::cmp::Reverse;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Barrier, OnceLock};
+use std::time::{Duration, Instant};
+
+mod completion;
+mod group;
+mod lifecycle;
+mod schedule;
+mod slot;
+mod storm;
+
+use self::group::Group;
+use self::slot::Slot;
+
+const SECOND: Micros = 1_000_000;
+/// After the stop, how long requests still in flight once every connection has ended are
+/// waited for.
+const LEFTOVER_GRACE_US: Micros = 200_000;
+
+/// What one shard does: the shared settings and one [`GroupPlan`] per scenario.
+#[derive(Debug)]
+pub struct ShardPlan {
+    /// Shard index (0-based).
+    pub index: usize,
+    /// Shards in the run (connection numbers interleave across them).
+    pub shards: usize,
+    /// CPU to pin to, if any.
+    pub cpu: Option<usize>,
+    /// Resolved target address.
+    pub target: SocketAddr,
+    /// Run length from the start, µs; the stop begins then.
+    pub duration_us: Micros,
+    /// How long replies in flight are awaited after the stop, µs.
+    pub drain_us: Micros,
+    /// TLS settings (wss://); the shard builds its own client from them, shared by all groups.
+    pub tls: Option<Arc<TlsSettings>>,
+    /// Source addresses to rotate (empty: let the kernel choose).
+    pub sources: Vec<IpAddr>,
+    /// Ring sizing.
+    pub ring: RingConfig,
+    /// The scenarios' shares on this shard, in scenario order.
+    pub groups: Vec<GroupPlan>,
+}
+
+/// One scenario's share of a shard: its connections, schedule and behaviour.
+#[derive(Debug)]
+pub struct GroupPlan {
+    /// Connections this group holds open on this shard.
+    pub connections: u64,
+    /// µs between connection openings.
+    pub open_interval_us: f64,
+    /// µs after the start before the first opening (interleaves shards, delays a scenario).
+    pub open_offset_us: f64,
+    /// Connection behaviour.
+    pub conn: ConnConfig,
+    /// Replace failed or server-closed connections to hold the count.
+    pub reconnect: bool,
+    /// When replacements are opened.
+    pub policy: Policy,
+    /// A reconnect storm, if any.
+    pub storm: Option<Storm>,
+    /// Stages: this group's open-connection target over time (inactive: hold `connections`).
+    pub ramp: Ramp,
+    /// Open model: sessions to start at the connect rate (each lives its lifetime, none is
+    /// replaced); `connections` is then only the room for those alive at once.
+    pub arrivals: Option<u64>,
+    /// Per-connection auth: tokens for this shard's openings (each opening waits for one).
+    pub tokens: Option<Receiver<String>>,
+}
+
+/// Point-in-time gauges of one group on a shard.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Gauges {
+    /// Open WebSocket sessions.
+    pub open: u64,
+    /// Connections in any phase.
+    pub live: u64,
+    /// Largest delay of a connection opening behind its schedule, µs.
+    pub schedule_lag_max_us: u64,
+    /// When the group first had as many sessions opened as its target, µs (0: not yet).
+    pub ramp_done_us: u64,
+    /// Storms: the longest time until the open sessions were back at the target, µs.
+    pub storm_worst_us: u64,
+    /// A storm not recovered from (at the end, or when the next came).
+    pub storm_unrecovered: bool,
+    /// Stages: the most connections the group was behind its ramp (connect rate too low?).
+    pub ramp_deficit_max: u64,
+}
+
+/// Messages from a shard to the engine.
+#[derive(Debug)]
+pub enum ShardEvent {
+    /// The ring is up; the waker stops the shard early.
+    Ready(usize, Waker),
+    /// The shard could not start.
+    Failed(usize, String),
+    /// Once a second: what each group gathered since the last interval.
+    Interval(usize, Vec<ShardStats>, Vec<Gauges>),
+    /// Final interval; the shard has closed everything and exits.
+    Done(usize, Vec<ShardStats>, Vec<Gauges>),
+}
+
+/// Stop requests from the engine (checked on every wake-up).
+#[derive(Debug, Default)]
+pub struct StopFlags {
+    /// Stop gracefully now (Ctrl-C): short drain, close handshakes.
+    pub interrupt: AtomicBool,
+    /// Stop immediately: close every socket without waiting.
+    pub abort: AtomicBool,
+}
+
+/// Start synchronisation: all shards begin at the same instant.
+#[derive(Debug)]
+pub struct StartGate {
+    /// Shards + the engine.
+    pub barrier: Barrier,
+    /// The common epoch, set by the engine before it passes the barrier.
+    pub epoch: OnceLock<Instant>,
+    /// The wall clock at the epoch, Unix µs: one for all shards, so times stamped on one
+    /// shard (a publisher's) compare exactly with another's (a subscriber's).
+    pub epoch_unix_us: OnceLock<u64>,
+}
+
+/// Runs a shard to completion on the current thread.
+pub fn run(plan: ShardPlan, flags: Arc<StopFlags>, gate: Arc<StartGate>, tx: Sender<ShardEvent>) {
+    let index = plan.index;
+    if let Some(cpu) = plan.cpu {
+        core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
+    }
+    let tls = match plan.tls.as_ref().map(|settings| settings.client()) {
+        None => None,
+        Some(Ok(c)) => Some(Arc::new(c)),
+        Some(Err(e)) => {
+            let _ = tx.send(ShardEvent::Failed(index, format!("TLS setup failed: {e}")));
+            gate.barrier.wait();
+            return;
+        }
+    };
+    let ring = Ring::new(plan.ring, plan.target, &plan.sources).and_then(|r| Ok((r.waker()?, r)));
+    let (waker, ring) = match ring {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = tx.send(ShardEvent::Failed(
+                index,
+                format!("io_uring setup failed: {e} (check `sockstorm doctor`; Linux ≥ 6.1 with io_uring enabled is required)"),
+            ));
+            gate.barrier.wait();
+            return;
+        }
+    };
+    if tx.send(ShardEvent::Ready(index, waker)).is_err() {
+        return;
+    }
+    gate.barrier.wait();
+    let Some(&epoch) = gate.epoch.get() else {
+        return;
+    };
+    let epoch_unix_us = gate.epoch_unix_us.get().copied().unwrap_or(0);
+    let mut shard = Shard::new(plan, ring, (epoch, epoch_unix_us), tls, flags, tx);
+    shard.run();
+}
+
+struct Shard {
+    plan: ShardPlan,
+    groups: Vec<Group>,
+    rng: Rng,
+    ring: Ring,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    wheel: TimerWheel,
+    epoch: Instant,
+    flags: Arc<StopFlags>,
+    tx: Sender<ShardEvent>,
+    source_idx: usize,
+    stopping: bool,
+    /// Every connection was cut short (second Ctrl-C, hard deadline or a ring error).
+    aborted: bool,
+    hard_deadline: Micros,
+    /// Close-handshake wait after the stop (the longest of the groups'), µs.
+    close_wait: Micros,
+    next_tick: Micros,
+    live: u64,
+    inflight: u64,
+    dirty: Vec<u32>,
+    cq: Vec<Completion>,
+    fired: Vec<TimerEntry>,
+    pool: Vec<Vec<u8>>,
+    /// When the last connection ended after the stop.
+    all_done_at: Option<Micros>,
+    /// Connections made so far (numbers them run-wide: index + shards × this).
+    conns_made: u64,
+}
+
+impl Shard {
+    fn new(
+        mut plan: ShardPlan,
+        ring: Ring,
+        (epoch, epoch_unix_us): (Instant, u64),
+        tls: Option<Arc<TlsClient>>,
+        flags: Arc<StopFlags>,
+        tx: Sender<ShardEvent>,
+    ) -> Self {
+        let groups: Vec<Group> = std::mem::take(&mut plan.groups)
+            .into_iter()
+            .map(|g| Group::new(g, tls.clone(), epoch_unix_us))
+            .collect();
+        let n: u64 = groups.iter().map(|g| g.pending_opens).sum();
+        Self {
+            rng: Rng::from_entropy(plan.index as u64 + 1),
+            source_idx: plan.index,
+            slots: Vec::with_capacity(n as usize),
+            close_wait: groups.iter().map(|g| g.cfg.close_wait).max().unwrap_or(0),
+            groups,
+            plan,
+            ring,
+            free: Vec::new(),
+            wheel: TimerWheel::new(),
+            epoch,
+            flags,
+            tx,
+            stopping: false,
+            aborted: false,
+            hard_deadline: u64::MAX,
+            next_tick: SECOND,
+            live: 0,
+            inflight: 0,
+            dirty: Vec::new(),
+            cq: Vec::with_capacity(1024),
+            fired: Vec::new(),
+            pool: Vec::new(),
+            all_done_at: None,
+            conns_made: 0,
+        }
+    }
+
+    fn now(&self) -> Micros {
+        self.epoch.elapsed().as_micros() as Micros
+    }
+
+    fn run(&mut self) {
+        loop {
+            let now = self.now();
+            if !self.stopping {
+                let interrupted = self.flags.interrupt.load(Ordering::Relaxed);
+                if interrupted || now >= self.plan.duration_us {
+                    self.begin_stop(now, interrupted);
+                }
+            }
+            if self.flags.abort.load(Ordering::Relaxed)
+                || (self.stopping && now >= self.hard_deadline)
+            {
+                self.abort_all(now);
+            }
+            self.expire_timers(now);
+            for gi in 0..self.groups.len() {
+                let g = &mut self.groups[gi];
+                if let (Some(storm), Some(next)) = (g.plan.storm, g.storm_next) {
+                    if !self.stopping && now >= next {
+                        g.storm_next = (storm.every > 0).then(|| next + storm.every);
+                        self.storm(gi, now, storm);
+                    }
+                }
+                if !self.stopping {
+                    if self.groups[gi].plan.ramp.is_active() {
+                        self.follow_ramp(gi, now);
+                    }
+                    self.open_due(gi, now);
+                }
+            }
+            if now >= self.next_tick {
+                self.send_interval(false);
+                self.next_tick = (now / SECOND + 1) * SECOND;
+            }
+            self.flush(now);
+            if self.stopping && self.live == 0 && self.inflight == 0 {
+                break;
+            }
+            // A request the kernel never completes (a send to a peer that stopped reading)
+            // must not hold the run hostage: dropping the ring cancels whatever is left.
+            // Once every connection has ended, requests still in flight carry no results: a
+            // short grace for their completions, then leave (seen: a connect and send of a
+            // chain cut by the stop that never complete).
+            if self.stopping && self.live == 0 {
+                let since = *self.all_done_at.get_or_insert(now);
+                if now >= since.saturating_add(LEFTOVER_GRACE_US) {
+                    let _ = self.ring.submit_and_wait(Some(Duration::ZERO));
+                    break;
+                }
+            }
+            if self.stopping && now >= self.hard_deadline.saturating_add(SECOND) {
+                // Hand the queued closes to the kernel before leaving, or their fds leak.
+                let _ = self.ring.submit_and_wait(Some(Duration::ZERO));
+                break;
+            }
+            let timeout = self
+                .next_wake(now)
+                .map(|t| Duration::from_micros(t.saturating_sub(self.now())));
+            if let Err(e) = self.ring.submit_and_wait(timeout) {
+                if !self.aborted {
+                    let _ = self.tx.send(ShardEvent::Failed(
+                        self.plan.index,
+                        format!("io_uring wait failed: {e}"),
+                    ));
+                }
+                self.abort_all(self.now());
+            }
+            self.ring.reap(&mut self.cq);
+            let now = self.now();
+            let mut cq = std::mem::take(&mut self.cq);
+            for c in cq.drain(..) {
+                self.on_completion(c, now);
+            }
+            self.cq = cq;
+        }
+        self.send_interval(true);
+    }
+
+    fn next_wake(&self, now: Micros) -> Option<Micros> {
+        if !self.dirty.is_empty() {
+            return Some(now);
+        }
+        let mut t = self.next_tick;
+        if let Some(w) = self.wheel.next_due() {
+            t = t.min(w);
+        }
+        if !self.stopping {
+            t = t.min(self.plan.duration_us);
+            for g in &self.groups {
+                // Openings that wait for a token look again in 1 ms, not in a spin.
+                let floor = if g.starved() { now + 1_000 } else { 0 };
+                if g.pending_opens > 0 {
+                    t = t.min((g.next_open_at as Micros).max(floor));
+                }
+                if let Some(Reverse((at, _, _))) = g.reopen.peek() {
+                    t = t.min((*at).max(floor));
+                }
+                if g.plan.ramp.is_active() {
+                    let want = g.plan.ramp.target(now);
+                    if g.plan.ramp.ramping(now) || want != g.live - g.retiring {
+                        t = t.min(now + 1000);
+                    } else if let Some(c) = g.plan.ramp.next_change(now) {
+                        t = t.min(c);
+                    }
+                }
+                if let Some(next) = g.storm_next {
+                    t = t.min(next);
+                }
+            }
+        } else if let Some(done) = self.all_done_at {
+            t = t.min(done.saturating_add(LEFTOVER_GRACE_US));
+        } else if now < self.hard_deadline {
+            t = t.min(self.hard_deadline);
+        } else {
+            // Past the hard deadline only the final exit is left to wait for.
+            t = t.min(self.hard_deadline.saturating_add(SECOND));
+        }
+        Some(t.max(now))
+    }
+
+    fn send_interval(&mut self, done: bool) {
+        let mut open = vec![0u64; self.groups.len()];
+        for s in &self.slots {
+            if s.conn.as_ref().is_some_and(|c| c.phase() == Phase::Open) {
+                open[s.group as usize] += 1;
+            }
+        }
+        let gauges = self
+            .groups
+            .iter()
+            .zip(open)
+            .map(|(g, open)| Gauges {
+                open,
+                live: g.live,
+                schedule_lag_max_us: g.lag_max,
+                ramp_done_us: g.ramp.1,
+                storm_worst_us: g.storm_worst,
+                storm_unrecovered: g.storm_unrecovered || g.storm_started.is_some(),
+                ramp_deficit_max: g.ramp_deficit_max,
+            })
+            .collect();
+        let stats = self
+            .groups
+            .iter_mut()
+            .map(|g| g.stats.take_interval())
+            .collect();
+        let ev = if done {
+            ShardEvent::Done(self.plan.index, stats, gauges)
+        } else {
+            ShardEvent::Interval(self.plan.index, stats, gauges)
+        };
+        let _ = self.tx.send(ev);
+    }
+
+    fn begin_stop(&mut self, now: Micros, interrupted: bool) {
+        self.stopping = true;
+        for g in &mut self.groups {
+            g.pending_opens = 0;
+            g.reopen.clear();
+        }
+        let mut drain = self.plan.drain_us;
+        if interrupted {
+            // Ctrl-C must finish within 2 s: shorten the drain and the close handshake.
+            drain = drain.min(500_000);
+            self.close_wait = self.close_wait.min(300_000);
+            for g in &mut self.groups {
+                g.cfg.close_wait = g.cfg.close_wait.min(300_000);
+            }
+        }
+        self.hard_deadline = now
+            .saturating_add(drain)
+            .saturating_add(self.close_wait)
+            .saturating_add(200_000);
+        self.each_conn(now, |conn, ctx| conn.stop(ctx, now, now + drain));
+    }
+
+    /// Applies `f` to every live connection with its group's context, then re-arms it.
+    fn each_conn(&mut self, now: Micros, f: impl Fn(&mut Conn, &mut Ctx<'_, ShardStats>)) {
+        for i in 0..self.slots.len() {
+            let Shard {
+                groups, slots, rng, ..
+            } = self;
+            let slot = &mut slots[i];
+            if let Some(conn) = slot.conn.as_mut() {
+                f(conn, &mut groups[slot.group as usize].ctx(rng));
+                self.after(i as u32, now);
+            }
+        }
+    }
+
+    fn abort_all(&mut self, now: Micros) {
+        if self.aborted {
+            return;
+        }
+        self.aborted = true;
+        self.stopping = true;
+        for g in &mut self.groups {
+            g.pending_opens = 0;
+        }
+        self.hard_deadline = self.hard_deadline.min(now);
+        self.each_conn(now, |conn, ctx| conn.abort(ctx, now));
+    }
+}

@@ -1,0 +1,158 @@
+//! What every connection of a run does: [`ConnConfig`] and the messages, mode, fan-out role and
+//! heartbeat it is made of. Built once per run (by the plan), shared by a shard's connections;
+//! what only a shard knows at run time (its TLS client, its epoch) travels in [`super::Ctx`].
+
+use super::Micros;
+use crate::proto::inspect::{ExpectPattern, LatencyField};
+use crate::proto::template::Template;
+use crate::proto::ws::frame::OpCode;
+use crate::proto::ws::handshake::RequestTemplate;
+use std::sync::Arc;
+
+/// A message payload with its frame type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Text or Binary.
+    pub opcode: OpCode,
+    /// Payload bytes (empty when `template` renders each one).
+    pub payload: Box<[u8]>,
+    /// Rendered anew for every send (`{{seq}}`, `{{now_ms}}`, ...), if the text has any.
+    pub template: Option<Arc<Template>>,
+}
+
+impl Message {
+    /// A message whose payload is always the same.
+    pub fn fixed(opcode: OpCode, payload: Box<[u8]>) -> Self {
+        Self {
+            opcode,
+            payload,
+            template: None,
+        }
+    }
+}
+
+/// What a connection is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Open a WebSocket session and hold it until the run stops.
+    Session,
+    /// Connect, complete the TLS handshake (and the upgrade if `upgrade`), then close at once
+    /// (with RST if `rst`, else close_notify / close frame); the backend starts the next one.
+    Handshake {
+        /// Also upgrade to WebSocket before closing.
+        upgrade: bool,
+        /// Close with RST instead of a graceful close.
+        rst: bool,
+    },
+}
+
+/// Fan-out role of a scenario's connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fanout {
+    /// Sends its rate-driven message (carrying `pub`, `seq` and `ts`) to a channel and
+    /// expects no echo; every message sent is logged for the subscribers' loss accounting.
+    Publisher,
+    /// Receives the publishers' messages: one-way latency, loss, duplicates, reordering.
+    Subscriber,
+}
+
+/// An application-level heartbeat: a message at an interval, answered by a matching reply.
+#[derive(Debug, Clone)]
+pub struct Heartbeat {
+    /// Between heartbeats, µs.
+    pub interval: Micros,
+    /// What is sent.
+    pub message: Message,
+    /// The reply that answers it.
+    pub expect: ExpectPattern,
+    /// An unanswered heartbeat ends the session as `heartbeat_timeout` after this long, µs.
+    pub timeout: Micros,
+}
+
+/// What every connection of a run does; shared (one per shard), never per connection, so its
+/// size does not count towards the memory per connection.
+///
+/// [`ConnConfig::default`] is a plain echo-less session against `ws://localhost/`: the command
+/// line's defaults for the timeouts (`--connect-timeout 10s`, `--close-wait 1s`,
+/// `--timer-resolution 1ms`), UTF-8 validation on, and nothing sent, pinged, expected or
+/// scanned. Build others with `ConnConfig { mode, message, .., ..Default::default() }`.
+#[derive(Debug, Clone)]
+pub struct ConnConfig {
+    /// Session or handshake cycles (default: session).
+    pub mode: Mode,
+    /// The pre-rendered upgrade request (default: `GET /` for host `localhost`).
+    pub template: RequestTemplate,
+    /// Budget for TCP connect + upgrade, µs (default 10 s).
+    pub connect_timeout: Micros,
+    /// Sent once right after the upgrade, in order (e.g. subscribe messages).
+    pub on_open: Vec<Message>,
+    /// Sent every `message_interval` and matched against echoes.
+    pub message: Option<Message>,
+    /// Rate-driven messages per connection before it stops sending (0: no limit).
+    pub message_count: u64,
+    /// Sent after `on_open` on a connection that replaces a lost one (resume a session).
+    pub on_reconnect: Option<Message>,
+    /// Fan-out role, if any.
+    pub fanout: Option<Fanout>,
+    /// Fan-out channel (run-wide number of the channel's name): messages are owed to the
+    /// subscribers of their own channel only.
+    pub channel: u32,
+    /// Application-level heartbeat, if any.
+    pub heartbeat: Option<Heartbeat>,
+    /// Interval between rate-driven messages, µs; 0 = none.
+    pub message_interval: Micros,
+    /// Interval between pings, µs; 0 = none.
+    pub ping_interval: Micros,
+    /// A ping unanswered this long ends the session as `heartbeat_timeout`, µs; 0 = never.
+    pub pong_timeout: Micros,
+    /// One-way latency from a timestamp field of received messages.
+    pub latency_from: Option<LatencyField>,
+    /// Reply expected after the on-open message, and how long to wait for it (µs).
+    pub expect: Option<(ExpectPattern, Micros)>,
+    /// Open model: a session ends (gracefully) this long after it opened, µs; 0 = never.
+    pub session_lifetime: Micros,
+    /// How long to wait for the server's close frame and FIN after ours, µs (default 1 s).
+    pub close_wait: Micros,
+    /// Validate UTF-8 of received text messages (default on).
+    pub validate_utf8: bool,
+    /// Grid for scheduled sends, µs (≥ 1). Intended send times are rounded up to it, so all
+    /// connections' sends due in one grid step go out in one wake-up, and, being stamped with
+    /// the grid time, the batching adds no latency that the measurement would not see
+    /// (default 1 ms).
+    pub timer_resolution: Micros,
+}
+
+impl Default for ConnConfig {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Session,
+            template: RequestTemplate::new("localhost", "/", &[], &[]),
+            connect_timeout: 10_000_000,
+            on_open: Vec::new(),
+            message: None,
+            message_count: 0,
+            on_reconnect: None,
+            fanout: None,
+            channel: 0,
+            heartbeat: None,
+            message_interval: 0,
+            ping_interval: 0,
+            pong_timeout: 0,
+            latency_from: None,
+            expect: None,
+            session_lifetime: 0,
+            close_wait: 1_000_000,
+            validate_utf8: true,
+            timer_resolution: 1_000,
+        }
+    }
+}
+
+impl ConnConfig {
+    /// `t` rounded up to the send grid.
+    #[inline]
+    pub fn on_grid(&self, t: Micros) -> Micros {
+        let r = self.timer_resolution.max(1);
+        t.div_ceil(r) * r
+    }
+}

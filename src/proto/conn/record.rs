@@ -1,0 +1,208 @@
+//! What a connection measures, and the interface it records through. A connection counts
+//! events in [`Counters`], times phases and messages into the [`Hist`] histograms, and reports
+//! failures, close codes, negotiated TLS parameters and fan-out traffic, all through a
+//! [`Recorder`] the driver hands it in [`super::Ctx`]. The protocol core defines this interface
+//! and the metrics layer implements it (`metrics::ShardStats`), so the dependency runs one way.
+//!
+//! Every call is on the hot path: implementations must not allocate in the steady state, and
+//! the connection's methods are generic over the recorder, so each call compiles to a direct,
+//! inlinable one.
+
+use super::Failure;
+use crate::proto::tls::Negotiated;
+
+/// The latency histograms, in report order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hist {
+    /// TCP connect: connect submitted → connected.
+    TcpConnect,
+    /// WebSocket upgrade: request sent → valid 101 parsed.
+    WsUpgrade,
+    /// Whole connection setup: connect submitted → WebSocket open.
+    WsConnecting,
+    /// Echo round trip, from the message's intended send time.
+    WsMsgRtt,
+    /// Ping → pong round trip.
+    WsPing,
+    /// Full TLS handshake: TCP connected → handshake complete.
+    TlsFull,
+    /// Resumed TLS handshake: TCP connected → handshake complete.
+    TlsResumed,
+    /// Session open (on-open message due) → the expected reply (`--expect`) received.
+    WsSubscribeAck,
+    /// One-way: a message's server timestamp (`--latency-from`), or a fan-out message's
+    /// send time, → its arrival.
+    WsMsgLatency,
+    /// Application-level heartbeat (`--heartbeat-message`) → its reply.
+    WsHeartbeat,
+}
+
+impl Hist {
+    /// All histograms in report order.
+    pub const ALL: [Self; 10] = [
+        Self::TcpConnect,
+        Self::TlsFull,
+        Self::TlsResumed,
+        Self::WsUpgrade,
+        Self::WsConnecting,
+        Self::WsSubscribeAck,
+        Self::WsMsgRtt,
+        Self::WsMsgLatency,
+        Self::WsPing,
+        Self::WsHeartbeat,
+    ];
+
+    /// Metric name (k6 names where k6 has the same thing).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::TcpConnect => "tcp_connect",
+            Self::WsUpgrade => "ws_upgrade",
+            Self::WsConnecting => "ws_connecting",
+            Self::WsMsgRtt => "ws_msg_rtt",
+            Self::WsPing => "ws_ping",
+            Self::TlsFull => "tls_handshake_full",
+            Self::TlsResumed => "tls_handshake_resumed",
+            Self::WsSubscribeAck => "ws_subscribe_ack",
+            Self::WsMsgLatency => "ws_msg_latency",
+            Self::WsHeartbeat => "ws_heartbeat",
+        }
+    }
+}
+
+macro_rules! counters {
+    ($( $(#[doc = $doc:literal])* $name:ident ),* $(,)?) => {
+        /// Monotonic event counters of one shard (or of a merge).
+        #[derive(Debug, Clone, Default, PartialEq, Eq)]
+        pub struct Counters {
+            $( $(#[doc = $doc])* pub $name: u64, )*
+        }
+
+        impl Counters {
+            /// `(name, value)` pairs in declaration order, for reports.
+            pub fn pairs(&self) -> Vec<(&'static str, u64)> {
+                vec![$( (stringify!($name), self.$name), )*]
+            }
+
+            /// Adds `other` into `self`.
+            pub fn add(&mut self, other: &Self) {
+                $( self.$name += other.$name; )*
+            }
+        }
+    };
+}
+
+counters! {
+    /// Connection attempts started (TCP connect submitted).
+    attempts,
+    /// WebSocket sessions opened (valid 101 received).
+    established,
+    /// Attempts that never reached an open WebSocket.
+    connect_failed,
+    /// Open sessions lost to an error (reset, EOF without close frame, protocol violation).
+    sessions_dropped,
+    /// Open sessions the server ended with a close frame before we stopped.
+    closed_by_server,
+    /// Sessions we closed with a completed close handshake.
+    closed_clean,
+    /// Sessions we closed whose close handshake did not complete (no close reply before EOF,
+    /// an error or `--close-wait`).
+    closes_incomplete,
+    /// Attempts still connecting or upgrading when the run stopped (not failures).
+    abandoned,
+    /// Reconnect attempts made to hold the target connection count.
+    reconnects,
+    /// Rate-driven messages sent that an echo answers (publishers' are `fanout_published`).
+    msgs_sent,
+    /// Echo replies received and matched to a sent message.
+    msgs_received,
+    /// Sent messages still unanswered when the connection closed.
+    msgs_unanswered,
+    /// Data messages that were not an echo of ours (server pushes, acks).
+    msgs_pushed,
+    /// Data messages that arrived after we had started closing.
+    msgs_late,
+    /// `--send-on-open` messages sent.
+    on_open_sent,
+    /// Pings sent.
+    pings_sent,
+    /// Pongs received for our pings.
+    pongs_received,
+    /// Pongs sent in answer to server pings.
+    pongs_sent,
+    /// Bytes written to sockets (handshakes and frames).
+    bytes_sent,
+    /// Bytes read from sockets.
+    bytes_received,
+    /// Full TLS handshakes completed.
+    tls_handshakes_full,
+    /// TLS handshakes the server resumed (as rustls reports it).
+    tls_handshakes_resumed,
+    /// TLS handshakes that took a stored session for their ClientHello (rustls still drops
+    /// one that has expired, which then shows as refused).
+    tls_resume_attempted,
+    /// Offered sessions the server did not accept (a full handshake followed).
+    tls_resume_refused,
+    /// Full handshakes the server made retry with another key share (HelloRetryRequest).
+    tls_hello_retries,
+    /// TLS 1.3 session tickets received.
+    tls_tickets_received,
+    /// Handshake cycles that closed without a TLS 1.3 ticket after waiting for one.
+    tls_ticket_waits_expired,
+    /// `--mode handshake` cycles completed.
+    handshake_cycles,
+    /// Sessions ended with RST on purpose (`--mode handshake --upgrade --close rst`).
+    closed_rst,
+    /// Open sessions a reconnect storm dropped (RST, or closed with a close handshake).
+    storm_dropped,
+    /// Sessions ended at the end of their `--session-lifetime` (open model).
+    sessions_retired,
+    /// Expected replies (`--expect`) received in time.
+    expects_met,
+    /// Messages whose server timestamp was ahead of our clock (no latency recorded).
+    latency_clock_skew,
+    /// `--on-reconnect` (resume) messages sent by replacement connections.
+    resumes_sent,
+    /// Application-level heartbeats sent.
+    heartbeats_sent,
+    /// Application-level heartbeats answered in time.
+    heartbeats_answered,
+    /// Fan-out: messages publishers sent (not in `msgs_sent`: no echo answers them).
+    fanout_published,
+    /// Fan-out: messages subscribers received (duplicates not counted).
+    fanout_delivered,
+    /// Fan-out: deliveries of messages published while the subscriber was subscribed.
+    fanout_delivered_owed,
+    /// Fan-out: deliveries owed (each message × the sessions subscribed when it was sent),
+    /// computed when the run ends.
+    fanout_owed,
+    /// Fan-out: owed deliveries never received (owed − delivered_owed), at the end.
+    fanout_lost,
+    /// Fan-out: messages received twice or more (extra copies).
+    fanout_duplicates,
+    /// Fan-out: messages that arrived after a later one of the same publisher.
+    fanout_reordered,
+}
+
+/// Where a connection's measurements go. One per shard (or per test), never shared.
+///
+/// `metrics::ShardStats` is the implementation a run uses; a test can count what it needs.
+pub trait Recorder {
+    /// The event counters, to add to.
+    fn counters(&mut self) -> &mut Counters;
+    /// Records a latency of `us` microseconds into `hist`.
+    fn record(&mut self, hist: Hist, us: u64);
+    /// Counts one failure of cause `failure`.
+    fn fail(&mut self, failure: Failure);
+    /// Counts one close code received from the server (1005: a close frame without a code,
+    /// 1006: the session was lost without one).
+    fn close_code(&mut self, code: u16);
+    /// Counts what one completed TLS handshake negotiated.
+    fn tls_negotiated(&mut self, negotiated: &Negotiated);
+    /// Fan-out: a publisher sent message `seq` to `channel` at `sent_unix_us`.
+    fn published(&mut self, channel: u32, publisher: u64, seq: u64, sent_unix_us: u64);
+    /// Fan-out: a subscriber session of `channel` was subscribed from `from_unix_us` until
+    /// `to_unix_us`.
+    fn subscribed(&mut self, channel: u32, from_unix_us: u64, to_unix_us: u64);
+    /// Fan-out: an owed delivery of `(publisher, seq)` arrived `latency_us` after it was sent.
+    fn delivered(&mut self, publisher: u64, seq: u64, latency_us: u64);
+}

@@ -1,0 +1,181 @@
+//! Output: the upgrade request, the messages due (stamped with their intended send time),
+//! pings, pongs and the close frame, framed into the caller's buffer and, on wss://, encrypted
+//! by rustls on the way out.
+
+use super::{
+    Conn, ConnConfig, Ctx, Fanout, Message, Micros, Phase, Recorder, OUT_CLOSE, OUT_HEARTBEAT,
+    OUT_ON_OPEN, OUT_PING, OUT_PONG, OUT_REQUEST, OUT_RESUME,
+};
+use crate::proto::rng::Rng;
+use crate::proto::template::{Fnv, Vars};
+use crate::proto::ws::frame::{encode_close, encode_frame, OpCode};
+use std::cell::RefCell;
+use std::io::Write;
+
+thread_local! {
+    /// Where templated payloads are rendered before framing; reused, so sends do not allocate.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Conn {
+    /// Appends due output to `out` (caller-owned, reused across calls). Returns the number of
+    /// bytes appended. Call only when no earlier output is still being written.
+    pub fn poll_transmit<R: Recorder>(
+        &mut self,
+        ctx: &mut Ctx<'_, R>,
+        now: Micros,
+        out: &mut Vec<u8>,
+    ) -> usize {
+        let start = out.len();
+        if self.pending & OUT_REQUEST != 0 {
+            ctx.cfg.template.render(&self.key, ctx.token, out);
+        }
+        if self.pending & OUT_PONG != 0 && !self.got_close {
+            encode_frame(out, OpCode::Pong, true, &self.pong, ctx.rng.mask());
+            ctx.stats.counters().pongs_sent += 1;
+        }
+        if self.phase == Phase::Open {
+            if self.pending & OUT_ON_OPEN != 0 {
+                let now_unix = ctx.epoch_unix_us.saturating_add(now);
+                for m in &ctx.cfg.on_open {
+                    self.encode_message(m, now_unix, ctx.rng, out);
+                    ctx.stats.counters().on_open_sent += 1;
+                }
+            }
+            if self.pending & OUT_RESUME != 0 {
+                if let Some(m) = &ctx.cfg.on_reconnect {
+                    let now_unix = ctx.epoch_unix_us.saturating_add(now);
+                    self.encode_message(m, now_unix, ctx.rng, out);
+                    ctx.stats.counters().resumes_sent += 1;
+                }
+            }
+            if self.pending & OUT_HEARTBEAT != 0 {
+                if let (Some(hb), Some(x)) = (&ctx.cfg.heartbeat, self.extras.as_mut()) {
+                    x.hb_sent = now;
+                    let now_unix = ctx.epoch_unix_us.saturating_add(now);
+                    self.encode_message(&hb.message, now_unix, ctx.rng, out);
+                    ctx.stats.counters().heartbeats_sent += 1;
+                }
+            }
+            if self.pending & OUT_PING != 0 {
+                encode_frame(out, OpCode::Ping, true, &now.to_be_bytes(), ctx.rng.mask());
+                self.ping_sent_at = now;
+                ctx.stats.counters().pings_sent += 1;
+            }
+            self.transmit_messages(ctx, now, out);
+        }
+        if self.pending & OUT_CLOSE != 0 {
+            encode_close(out, self.close_code, b"", ctx.rng.mask());
+        }
+        self.pending = 0;
+        if let Some(t) = self.tls.as_mut() {
+            if out.len() > start {
+                // No buffer limit is set, so rustls takes all of it.
+                let _ = t.conn.writer().write_all(&out[start..]);
+                out.truncate(start);
+            }
+            if t.close_notify {
+                t.close_notify = false;
+                t.conn.send_close_notify();
+            }
+            while t.conn.wants_write() {
+                if t.conn.write_tls(out).is_err() {
+                    break;
+                }
+            }
+            if t.done_after_write {
+                // The backend closes the socket after this send completes.
+                self.finish(ctx, now);
+            }
+        }
+        let n = out.len() - start;
+        ctx.stats.counters().bytes_sent += n as u64;
+        n
+    }
+
+    /// Writes every message whose intended time has come, stamping each with that time (not
+    /// the write time) so a stalled loop shows up as latency instead of hiding it.
+    fn transmit_messages<R: Recorder>(
+        &mut self,
+        ctx: &mut Ctx<'_, R>,
+        now: Micros,
+        out: &mut Vec<u8>,
+    ) {
+        let (Some(m), iv) = (&ctx.cfg.message, ctx.cfg.message_interval) else {
+            return;
+        };
+        if iv == 0 || self.stopping {
+            return;
+        }
+        let publisher = ctx.cfg.fanout == Some(Fanout::Publisher);
+        loop {
+            let intended = ctx.cfg.on_grid(self.next_msg_at);
+            if intended > now || self.sends_done(ctx.cfg) {
+                break;
+            }
+            let now_unix = ctx.epoch_unix_us.saturating_add(now);
+            let hash = self.encode_message(m, now_unix, ctx.rng, out);
+            self.sent += 1;
+            self.next_msg_at = self.next_msg_at.saturating_add(iv);
+            if publisher {
+                // No echo comes back (so not in msgs_sent, which echoes answer); the log is
+                // what subscribers are held to.
+                ctx.stats
+                    .published(ctx.cfg.channel, self.id, self.tseq, now_unix);
+                ctx.stats.counters().fanout_published += 1;
+                continue;
+            }
+            if let (Some(h), Some(x)) = (hash, self.extras.as_mut()) {
+                x.hashes.push_back(h);
+            }
+            ctx.stats.counters().msgs_sent += 1;
+            self.fifo.push_back(intended);
+        }
+    }
+
+    /// Frames `m` into `out`, rendering it first if it is templated; returns the rendered
+    /// payload's hash then.
+    fn encode_message(
+        &mut self,
+        m: &Message,
+        now_unix_us: u64,
+        rng: &mut Rng,
+        out: &mut Vec<u8>,
+    ) -> Option<u64> {
+        let mask = rng.mask();
+        let Some(t) = &m.template else {
+            encode_frame(out, m.opcode, true, &m.payload, mask);
+            return None;
+        };
+        self.tseq += 1;
+        let mut vars = Vars {
+            conn_id: self.id,
+            seq: self.tseq,
+            last_seq: self.last_seq,
+            now_unix_us,
+            rng,
+        };
+        SCRATCH.with(|s| {
+            let mut s = s.borrow_mut();
+            s.clear();
+            t.render(&mut vars, &mut s);
+            encode_frame(out, m.opcode, true, &s, mask);
+            Some(Fnv::of(&s))
+        })
+    }
+
+    /// Whether output is pending (a send should be started).
+    pub fn wants_transmit(&self, cfg: &ConnConfig, now: Micros) -> bool {
+        self.pending != 0
+            || self
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.close_notify || t.conn.wants_write())
+            || (self.phase == Phase::Open
+                && !self.stopping
+                && cfg.message.is_some()
+                && cfg.message_interval > 0
+                && !self.sends_done(cfg)
+                && cfg.on_grid(self.next_msg_at) <= now)
+    }
+}
