@@ -1,5 +1,6 @@
-//! The steady state allocates nothing (STYLE item 7): an open connection sending messages and
-//! matching their echoes reuses its buffers, its FIFO and its histograms.
+//! The steady state allocates nothing (docs/ARCHITECTURE.md, "The connection and its driver"):
+//! an open connection sending messages and matching their echoes reuses its buffers, its FIFO
+//! and its histograms.
 //!
 //! A counting wrapper around the system allocator counts allocations made by the current thread
 //! while counting is switched on, so the test harness's own threads do not disturb the count.
