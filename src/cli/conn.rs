@@ -223,7 +223,7 @@ fn config(a: &ConnArgs, load: &Load, r: &Resolver<'_>) -> Result<(ConnConfig, f6
         session_lifetime: load.session_lifetime.map_or(0, us),
         close_wait: us(a.close_wait),
         validate_utf8: !a.no_utf8_check,
-        timer_resolution: us(a.timer_resolution).max(1),
+        timer_resolution: us(a.timer_resolution),
     };
     Ok((conn, rate))
 }

@@ -115,10 +115,10 @@ pub struct ConnConfig {
     pub close_wait: Micros,
     /// Validate UTF-8 of received text messages (default on).
     pub validate_utf8: bool,
-    /// Grid for scheduled sends, µs (≥ 1). Intended send times are rounded up to it, so all
-    /// connections' sends due in one grid step go out in one wake-up, and, being stamped with
-    /// the grid time, the batching adds no latency that the measurement would not see
-    /// (default 1 ms).
+    /// Grid for scheduled sends, µs (0 behaves as 1: exact timers). Intended send times are
+    /// rounded up to it, so all connections' sends due in one grid step go out in one
+    /// wake-up, and, being stamped with the grid time, the batching adds no latency that the
+    /// measurement would not see (default 1 ms).
     pub timer_resolution: Micros,
 }
 
