@@ -58,7 +58,7 @@ pub fn prepare(mut run: Run) -> Result<Prepared, PlanError> {
         let Some(spec) = p.auth_pre_step.take() else {
             continue;
         };
-        let token = spec.fetch().map_err(|e| match (run_is_multi(p), e) {
+        let token = spec.fetch().map_err(|e| match (named(p), e) {
             (Some(name), PlanError::Auth(m)) => PlanError::Auth(format!("scenario `{name}`: {m}")),
             (_, e) => e,
         })?;
@@ -73,8 +73,8 @@ pub fn prepare(mut run: Run) -> Result<Prepared, PlanError> {
     })
 }
 
-/// A scenario's name when it came from a scenario file (errors then name it).
-fn run_is_multi(p: &super::RunPlan) -> Option<&str> {
+/// A scenario's name when it has one of its own (a scenario file's block): errors name it.
+fn named(p: &super::RunPlan) -> Option<&str> {
     (p.name != "default").then_some(p.name.as_str())
 }
 
