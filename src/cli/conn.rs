@@ -132,6 +132,11 @@ pub enum LatencyUnitArg {
 pub(super) struct Load<'a> {
     /// The target URL (its host and path go into the upgrade request).
     pub(super) url: &'a Url,
+    /// Template inputs of the upgrade request (`{{token}}`: the pre-step's or each
+    /// connection's own).
+    pub(super) request: Resolver<'a>,
+    /// Template inputs of the messages (`{{token}}`: only the pre-step's).
+    pub(super) messages: Resolver<'a>,
     /// Session or handshake cycles.
     pub(super) mode: Mode,
     /// Connections alive at once, over which `--message-total-rate` is shared.
@@ -155,23 +160,104 @@ fn us(d: Duration) -> u64 {
 
 impl ConnArgs {
     /// The connection config, and the message rate per connection (0: no messages).
-    pub(super) fn config(
-        &self,
-        load: &Load,
-        r: &Resolver<'_>,
-    ) -> Result<(ConnConfig, f64), PlanError> {
-        config(self, load, r)
+    pub(super) fn config(&self, load: &Load<'_>) -> Result<(ConnConfig, f64), PlanError> {
+        config(self, load)
+    }
+
+    /// The texts sent as messages as given (before `@file`s are read), for the auth checks:
+    /// `--send-on-open`, `--message` and `--on-reconnect`.
+    pub(super) fn message_texts(&self) -> impl Iterator<Item = &String> {
+        self.send_on_open
+            .iter()
+            .chain(&self.message)
+            .chain(&self.on_reconnect)
+    }
+
+    /// The checks of connection flags that stand alone: zero durations, timers, reserved
+    /// headers, subprotocol tokens, pings and pongs.
+    pub(super) fn check(&self) -> Result<(), PlanError> {
+        let a = self;
+        if a.connect_timeout.is_zero() {
+            return Err(inv("--connect-timeout", "must be longer than 0 (e.g. 10s)"));
+        }
+        if let Some(hb) = a.heartbeat_interval {
+            if hb < Duration::from_millis(1) || a.heartbeat_timeout.is_zero() {
+                return Err(inv(
+                    "--heartbeat-interval/--heartbeat-timeout",
+                    "must be at least 1ms",
+                ));
+            }
+        }
+        if a.timer_resolution > Duration::from_millis(100) {
+            return Err(inv(
+                "--timer-resolution",
+                "above 100ms it distorts the schedule; use 1ms (default) or 0 for exact timers",
+            ));
+        }
+        if a.ping_interval
+            .is_some_and(|p| p < Duration::from_millis(1))
+        {
+            return Err(inv("--ping-interval", "must be at least 1ms"));
+        }
+        check_headers(a)?;
+        if a.pong_timeout.is_some() && a.ping_interval.is_none() {
+            return Err(inv(
+                "--pong-timeout",
+                "needs --ping-interval (no pings, no pongs to wait for)",
+            ));
+        }
+        if a.pong_timeout.is_some_and(|d| d.is_zero()) || a.expect_timeout.is_zero() {
+            return Err(inv(
+                "--pong-timeout/--expect-timeout",
+                "must be longer than 0",
+            ));
+        }
+        Ok(())
     }
 }
 
+/// Header names sockstorm sets itself, and subprotocols that are not RFC 7230 tokens.
+fn check_headers(a: &ConnArgs) -> Result<(), PlanError> {
+    for (name, _) in &a.headers {
+        let reserved = [
+            "host",
+            "upgrade",
+            "connection",
+            "sec-websocket-key",
+            "sec-websocket-version",
+        ];
+        if reserved.contains(&name.to_ascii_lowercase().as_str()) {
+            return Err(inv(
+                "--header",
+                format!("`{name}` is set by sockstorm itself and cannot be overridden"),
+            ));
+        }
+    }
+    for p in &a.subprotocols {
+        // An RFC 7230 token: no separators (so no `{{...}}` either).
+        if p.is_empty()
+            || p.chars()
+                .any(|c| !c.is_ascii_graphic() || "(),/:;<=>?@[\\]{}\"".contains(c))
+        {
+            return Err(inv(
+                "--subprotocol",
+                format!("`{p}` is not a valid token (no spaces, commas or other separators such as {{}} ; : / =)"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// See [`ConnArgs::config`].
-fn config(a: &ConnArgs, load: &Load, r: &Resolver<'_>) -> Result<(ConnConfig, f64), PlanError> {
+fn config(a: &ConnArgs, load: &Load<'_>) -> Result<(ConnConfig, f64), PlanError> {
     let opcode = if a.binary {
         OpCode::Binary
     } else {
         OpCode::Text
     };
-    let resolver = r;
+    // Messages take a token only from the pre-step (one for the run); a connection's own
+    // token goes in its upgrade request alone.
+    let resolver = &load.messages;
     let (on_open, message, on_reconnect) = messages(a, opcode, resolver)?;
     let rate = message_rate(a, load, message.is_some())?;
     let heartbeat = match a.heartbeat_interval {
@@ -198,7 +284,7 @@ fn config(a: &ConnArgs, load: &Load, r: &Resolver<'_>) -> Result<(ConnConfig, f6
     };
     let conn = ConnConfig {
         mode: load.mode,
-        template: request(a, load.url, resolver)?,
+        template: request(a, load.url, &load.request)?,
         connect_timeout: us(a.connect_timeout),
         on_open,
         message,

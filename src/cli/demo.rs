@@ -124,7 +124,7 @@ fn demo_scenarios(
     let mut common: Vec<String> = vec![
         url.to_owned(),
         "-d".into(),
-        format!("{}ms", a.duration.as_millis()),
+        format!("{}us", a.duration.as_micros()),
         "--ping-interval".into(),
         "5s".into(),
         "--cpus".into(),

@@ -91,6 +91,9 @@ pub struct Run {
     pub thresholds: Vec<Threshold>,
     /// Check thresholds during the run from this time on, and stop at the first failure.
     pub abort_on_fail: Option<Duration>,
+    /// The scenario file the run came from (None: the command line); errors found later
+    /// (the auth pre-step's) then name their scenario.
+    pub file: Option<PathBuf>,
 }
 
 impl Run {
@@ -135,6 +138,7 @@ impl Run {
             scenarios,
             thresholds,
             abort_on_fail,
+            file: None,
         }
     }
 

@@ -54,13 +54,17 @@ pub fn prepare(mut run: Run) -> Result<Prepared, PlanError> {
         }
         (main.source_ips.clone(), false)
     };
+    let from_file = run.file.is_some();
     for p in &mut run.scenarios {
         let Some(spec) = p.auth_pre_step.take() else {
             continue;
         };
-        let token = spec.fetch().map_err(|e| match (named(p), e) {
-            (Some(name), PlanError::Auth(m)) => PlanError::Auth(format!("scenario `{name}`: {m}")),
-            (_, e) => e,
+        // A scenario file's errors name the scenario.
+        let token = spec.fetch().map_err(|e| match e {
+            PlanError::Auth(m) if from_file => {
+                PlanError::Auth(format!("scenario `{}`: {m}", p.name))
+            }
+            e => e,
         })?;
         fill_token(p, &token);
         p.auth_pre_step = Some(spec);
@@ -71,11 +75,6 @@ pub fn prepare(mut run: Run) -> Result<Prepared, PlanError> {
         source_ips,
         source_ips_auto,
     })
-}
-
-/// A scenario's name when it has one of its own (a scenario file's block): errors name it.
-fn named(p: &super::RunPlan) -> Option<&str> {
-    (p.name != "default").then_some(p.name.as_str())
 }
 
 /// The pre-step's token in every place `{{token}}` was written: the upgrade request (URL

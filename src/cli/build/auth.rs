@@ -30,13 +30,7 @@ impl Steps {
 pub(super) fn steps(a: &RunArgs, mode: Mode) -> Result<Steps, PlanError> {
     let spec = spec(a)?;
     if a.auth_per_connection {
-        if a.conn
-            .send_on_open
-            .iter()
-            .chain(&a.conn.message)
-            .chain(&a.conn.on_reconnect)
-            .any(|m| m.contains(auth::TOKEN))
-        {
+        if a.conn.message_texts().any(|m| m.contains(auth::TOKEN)) {
             return Err(inv(
                 "--auth-per-connection",
                 "each connection's token goes in its upgrade request only: use {{token}} in -H values or the URL, not in messages",
@@ -104,12 +98,7 @@ pub(super) fn steps(a: &RunArgs, mode: Mode) -> Result<Steps, PlanError> {
 fn spec(a: &RunArgs) -> Result<Option<AuthSpec>, PlanError> {
     let uses_token = a.url.contains(auth::TOKEN)
         || a.conn.headers.iter().any(|(_, v)| v.contains(auth::TOKEN))
-        || a.conn
-            .send_on_open
-            .iter()
-            .chain(&a.conn.message)
-            .chain(&a.conn.on_reconnect)
-            .any(|m| m.contains(auth::TOKEN));
+        || a.conn.message_texts().any(|m| m.contains(auth::TOKEN));
     // A scenario of a file that inherits the top level's auth but never uses the token
     // needs no request.
     if !uses_token && a.scenario.is_some() {

@@ -56,11 +56,22 @@ impl RunArgs {
         let url = parse_url(&a.url)?;
         let shape = shape(a, &url)?;
         check_flags(a, &url)?;
+        a.conn.check()?;
         let cpus = cpus(a)?;
         let storm = storm(a, &shape)?;
         let auth = auth::steps(a, shape.mode)?;
+        let resolver = Resolver {
+            token: auth.pre_step.is_some(),
+            scenario: a.scenario.as_deref().unwrap_or("default"),
+            base: a.base_dir.as_deref(),
+        };
         let load = Load {
             url: &url,
+            request: Resolver {
+                token: auth.gives_token(),
+                ..resolver
+            },
+            messages: resolver,
             mode: shape.mode,
             // The connections alive at once (the open model's rate × lifetime).
             alive: match (shape.arrival_rate, a.session_lifetime) {
@@ -69,12 +80,7 @@ impl RunArgs {
             },
             session_lifetime: a.session_lifetime,
         };
-        let resolver = Resolver {
-            token: auth.gives_token(),
-            scenario: a.scenario.as_deref().unwrap_or("default"),
-            base: a.base_dir.as_deref(),
-        };
-        let (conn, message_rate) = a.conn.config(&load, &resolver)?;
+        let (conn, message_rate) = a.conn.config(&load)?;
         let tls = if url.tls {
             let per_shard = shape.connections.div_ceil(cpus.len().max(1) as u64);
             Some(Arc::new(a.tls.settings(&url.host, per_shard)?))
@@ -212,8 +218,8 @@ fn shape(a: &RunArgs, url: &Url) -> Result<Shape, PlanError> {
     })
 }
 
-/// Flags checked on their own: TLS flags on ws://, zero durations, reserved headers,
-/// subprotocol tokens, timers.
+/// Run-level flags checked on their own: TLS flags on ws://, the run length, early abort
+/// (the connection flags check themselves: [`super::conn::ConnArgs::check`]).
 fn check_flags(a: &RunArgs, url: &Url) -> Result<(), PlanError> {
     if !url.tls {
         if let Some(flag) = a.tls.given() {
@@ -222,67 +228,6 @@ fn check_flags(a: &RunArgs, url: &Url) -> Result<(), PlanError> {
     }
     if a.duration.is_zero() {
         return Err(inv("--duration", "must be longer than 0 (e.g. 30s)"));
-    }
-    if a.conn.connect_timeout.is_zero() {
-        return Err(inv("--connect-timeout", "must be longer than 0 (e.g. 10s)"));
-    }
-    if let Some(hb) = a.conn.heartbeat_interval {
-        if hb < Duration::from_millis(1) || a.conn.heartbeat_timeout.is_zero() {
-            return Err(inv(
-                "--heartbeat-interval/--heartbeat-timeout",
-                "must be at least 1ms",
-            ));
-        }
-    }
-    if a.conn.timer_resolution > Duration::from_millis(100) {
-        return Err(inv(
-            "--timer-resolution",
-            "above 100ms it distorts the schedule; use 1ms (default) or 0 for exact timers",
-        ));
-    }
-    if let Some(p) = a.conn.ping_interval {
-        if p < Duration::from_millis(1) {
-            return Err(inv("--ping-interval", "must be at least 1ms"));
-        }
-    }
-    for (name, _) in &a.conn.headers {
-        let reserved = [
-            "host",
-            "upgrade",
-            "connection",
-            "sec-websocket-key",
-            "sec-websocket-version",
-        ];
-        if reserved.contains(&name.to_ascii_lowercase().as_str()) {
-            return Err(inv(
-                "--header",
-                format!("`{name}` is set by sockstorm itself and cannot be overridden"),
-            ));
-        }
-    }
-    for p in &a.conn.subprotocols {
-        // An RFC 7230 token: no separators (so no `{{...}}` either).
-        if p.is_empty()
-            || p.chars()
-                .any(|c| !c.is_ascii_graphic() || "(),/:;<=>?@[\\]{}\"".contains(c))
-        {
-            return Err(inv(
-                "--subprotocol",
-                format!("`{p}` is not a valid token (no spaces, commas or other separators such as {{}} ; : / =)"),
-            ));
-        }
-    }
-    if a.conn.pong_timeout.is_some() && a.conn.ping_interval.is_none() {
-        return Err(inv(
-            "--pong-timeout",
-            "needs --ping-interval (no pings, no pongs to wait for)",
-        ));
-    }
-    if a.conn.pong_timeout.is_some_and(|d| d.is_zero()) || a.conn.expect_timeout.is_zero() {
-        return Err(inv(
-            "--pong-timeout/--expect-timeout",
-            "must be longer than 0",
-        ));
     }
     if a.abort_on_fail.is_some() && a.thresholds.is_empty() {
         return Err(inv(

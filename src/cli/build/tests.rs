@@ -46,3 +46,143 @@ fn flags_validate_with_the_fix_in_the_message() {
     assert!(msg(&["ws://127.0.0.1:9/", "--mode", "handshake"]).contains("--upgrade"));
     assert!(msg(&["ws://127.0.0.1:9/", "--upgrade"]).contains("--mode handshake"));
 }
+
+#[test]
+fn the_plan_is_pure_and_prepare_resolves() {
+    // Building the plan makes no DNS request: an unresolvable host is found by `prepare`.
+    let p = plan(&["ws://no-such-host.invalid/"]).unwrap();
+    assert_eq!(p.url.host, "no-such-host.invalid");
+    let e = prepare(Run::single(p).unwrap()).unwrap_err();
+    assert!(
+        matches!(e, PlanError::Resolve { .. }),
+        "{e}: expected a DNS error from prepare"
+    );
+}
+
+#[test]
+fn a_connections_own_token_goes_in_its_upgrade_request_only() {
+    let dir = std::env::temp_dir().join(format!("sockstorm-token-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("open.json");
+    std::fs::write(&file, r#"{"auth":"{{token}}"}"#).unwrap();
+    let at_file = format!("@{}", file.display());
+    let per_connection = [
+        "ws://127.0.0.1:9/",
+        "--auth-url",
+        "http://127.0.0.1:9/token",
+        "--auth-per-connection",
+        "-H",
+        "Authorization: Bearer {{token}}",
+    ];
+    let with = |extra: &[&str]| {
+        let words: Vec<&str> = per_connection.iter().chain(extra).copied().collect();
+        plan(&words)
+    };
+    // In the request: one slot per connection, filled when its request is rendered.
+    let p = with(&[]).unwrap();
+    assert!(p.conn.template.wants_token() && p.auth_pool.is_some());
+    // Anywhere else it would go out as the literal text: refused, naming the flag.
+    for (extra, flag) in [
+        (
+            &[
+                "--heartbeat-interval",
+                "1s",
+                "--heartbeat-message",
+                "{{token}}",
+            ][..],
+            "--heartbeat-message",
+        ),
+        (&["--send-on-open", &at_file][..], "--send-on-open"),
+        (&["--message", &at_file][..], "--message"),
+        (
+            &["--role", "subscriber", "--channel", "{{token}}"][..],
+            "--send-on-open",
+        ),
+    ] {
+        let e = with(extra).unwrap_err().to_string();
+        assert!(
+            e.starts_with(flag) && e.contains("{{token}}"),
+            "{extra:?}: {e}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_pre_steps_token_fills_every_place_and_stays_out_of_reports() {
+    use crate::proto::rng::Rng;
+    use crate::proto::template::Vars;
+    use crate::server::{Gateway, ServeConfig};
+    let gw = Gateway::start(ServeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        threads: 1,
+        report: false,
+        ..ServeConfig::default()
+    })
+    .unwrap();
+    let url = format!("ws://{}/ws?t={{{{token}}}}", gw.local_addr());
+    let auth = format!("http://{}/v1/auth/token", gw.local_addr());
+    let run = prepared(&[
+        &url,
+        "--auth-url",
+        &auth,
+        "-H",
+        "Authorization: Bearer {{token}}",
+        "--send-on-open",
+        r#"{"auth":"{{token}}"}"#,
+        "--message",
+        r#"{"t":"{{token}}","seq":{{seq}}}"#,
+        "--on-reconnect",
+        "resume {{token}}",
+        "--heartbeat-interval",
+        "1s",
+        "--heartbeat-message",
+        "hb {{token}}",
+    ])
+    .unwrap();
+    gw.shutdown();
+    let token = "sockstorm-demo-token";
+    let p = run.main();
+    let c = &p.conn;
+    let mut request = Vec::new();
+    c.template.render(&[b'k'; 24], None, &mut request);
+    let request = String::from_utf8(request).unwrap();
+    assert!(
+        request.starts_with(&format!("GET /ws?t={token} HTTP/1.1\r\n")),
+        "{request}"
+    );
+    assert!(request.contains(&format!("\r\nAuthorization: Bearer {token}\r\n")));
+    assert!(!c.template.wants_token());
+    let render = |m: &crate::proto::conn::Message| match &m.template {
+        None => String::from_utf8(m.payload.to_vec()).unwrap(),
+        Some(t) => {
+            let mut out = Vec::new();
+            let mut rng = Rng::new(1);
+            let mut v = Vars {
+                conn_id: 0,
+                seq: 7,
+                now_unix_us: 0,
+                last_seq: 0,
+                rng: &mut rng,
+            };
+            t.render(&mut v, &mut out);
+            String::from_utf8(out).unwrap()
+        }
+    };
+    assert_eq!(render(&c.on_open[0]), format!(r#"{{"auth":"{token}"}}"#));
+    assert_eq!(
+        render(c.message.as_ref().unwrap()),
+        format!(r#"{{"t":"{token}","seq":7}}"#)
+    );
+    assert_eq!(
+        render(c.on_reconnect.as_ref().unwrap()),
+        format!("resume {token}")
+    );
+    assert_eq!(
+        render(&c.heartbeat.as_ref().unwrap().message),
+        format!("hb {token}")
+    );
+    // What reports show keeps the placeholder: the URL as given and the header names.
+    assert!(p.url_text.ends_with("/ws?t={{token}}"));
+    assert_eq!(p.header_names, ["Authorization"]);
+}

@@ -6,7 +6,6 @@
 use super::blocks::Block;
 use super::Input;
 use crate::plan::PlanError;
-use std::path::Path;
 
 impl Input<'_> {
     /// A plan error of scenario `b`, named by flag, placed at the key that set the flag (the
@@ -50,36 +49,14 @@ impl Input<'_> {
     }
 }
 
-/// A target that does not resolve, placed at the value of the file's top-level `url = ...`
-/// unless the command line gave `--url`; other errors as they are.
-pub(super) fn unresolved_target(path: &Path, cli: &[String], e: PlanError) -> PlanError {
+/// A target that does not resolve, placed at `url_at` (the file's top-level `url`); other
+/// errors as they are.
+pub(super) fn unresolved_target(url_at: &str, e: PlanError) -> PlanError {
     match e {
-        PlanError::Resolve { .. }
-            if !cli.iter().any(|w| w == "--url" || w.starts_with("--url=")) =>
-        {
-            let text = std::fs::read_to_string(path).unwrap_or_default();
-            let at = text
-                .lines()
-                .enumerate()
-                .find(|(_, l)| l.trim_start().starts_with("url") && l.contains('='))
-                .map_or_else(
-                    || path.display().to_string(),
-                    |(n, l)| {
-                        let eq = l.find('=').unwrap_or(0) + 1;
-                        let col = eq + (l[eq..].len() - l[eq..].trim_start().len());
-                        format!(
-                            "{}:{}:{}",
-                            path.display(),
-                            n + 1,
-                            l[..col].chars().count() + 1
-                        )
-                    },
-                );
-            PlanError::Scenario {
-                at,
-                reason: e.to_string(),
-            }
-        }
+        PlanError::Resolve { .. } => PlanError::Scenario {
+            at: url_at.to_owned(),
+            reason: e.to_string(),
+        },
         e => e,
     }
 }

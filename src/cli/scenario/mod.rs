@@ -36,12 +36,14 @@ use target::Target;
 /// Reads the scenario file at `path` with the command line's `cli` words over it, and
 /// prepares the run; a target that does not resolve is reported at the file's `url`.
 pub(super) fn load(path: &Path, cli: &[String]) -> Result<Prepared, PlanError> {
-    let run = read(path, cli)?;
-    prepare(run).map_err(|e| locate::unresolved_target(path, cli, e))
+    let (mut run, url_at) = read(path, cli)?;
+    run.file = Some(path.to_owned());
+    prepare(run).map_err(|e| locate::unresolved_target(&url_at, e))
 }
 
-/// Loads `path` and merges `cli` (the `run` words after the file) over it.
-fn read(path: &Path, cli: &[String]) -> Result<Run, PlanError> {
+/// Loads `path` and merges `cli` (the `run` words after the file) over it; also says where
+/// the file's `url` is (`FILE:LINE:COLUMN`), for errors about the target found later.
+fn read(path: &Path, cli: &[String]) -> Result<(Run, String), PlanError> {
     let text = std::fs::read_to_string(path).map_err(|e| PlanError::File {
         flag: "scenario file",
         path: path.to_owned(),
@@ -61,7 +63,8 @@ fn read(path: &Path, cli: &[String]) -> Result<Run, PlanError> {
     let scenarios = input.plans(&args)?;
     let thresholds = input.thresholds()?;
     let abort_on_fail = input.abort_on_fail(&thresholds)?;
-    Ok(Run::new(scenarios, thresholds, abort_on_fail))
+    let url_at = r.at(file.top.url_item().map_or(0, |i| i.span.start));
+    Ok((Run::new(scenarios, thresholds, abort_on_fail), url_at))
 }
 
 /// What the steps after reading the file share: the reader (which places spans), the file's
