@@ -210,10 +210,6 @@ pub struct RunPlan {
     pub auth_pool: Option<Arc<AuthPool>>,
     /// Check thresholds during the run from this time on, and stop at the first failure.
     pub abort_on_fail: Option<Duration>,
-    /// Names of the extra request headers (their values may be secret: never reported).
-    pub header_names: Vec<String>,
-    /// Subprotocols offered in the upgrade request.
-    pub subprotocols: Vec<String>,
     /// Messages per second per connection (0: none); [`ConnConfig::message_interval`] is
     /// what connections use, this is what reports show.
     pub message_rate: f64,

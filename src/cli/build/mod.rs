@@ -99,8 +99,6 @@ impl RunArgs {
             auth_pre_step: auth.pre_step,
             auth_pool: auth.pool,
             abort_on_fail: a.abort_on_fail,
-            header_names: a.conn.headers.iter().map(|(n, _)| n.clone()).collect(),
-            subprotocols: a.conn.subprotocols.clone(),
             message_rate,
             duration: shape.duration,
             drain: a.drain,

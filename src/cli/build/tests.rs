@@ -184,5 +184,5 @@ fn the_pre_steps_token_fills_every_place_and_stays_out_of_reports() {
     );
     // What reports show keeps the placeholder: the URL as given and the header names.
     assert!(p.url_text.ends_with("/ws?t={{token}}"));
-    assert_eq!(p.header_names, ["Authorization"]);
+    assert_eq!(c.template.header_names(), ["Authorization"]);
 }

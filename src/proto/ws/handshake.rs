@@ -43,7 +43,10 @@ pub struct RequestTemplate {
     /// Before the key and after it, each split where a per-connection token goes.
     head: Vec<Vec<u8>>,
     tail: Vec<Vec<u8>>,
-    offers_subprotocol: bool,
+    /// The extra headers' names, for reports (their values may be secret).
+    header_names: Vec<String>,
+    /// The subprotocols offered, in order.
+    subprotocols: Vec<String>,
 }
 
 /// Where a per-connection token (`--auth-per-connection`) goes in headers or the path.
@@ -90,8 +93,20 @@ impl RequestTemplate {
         Self {
             head: split_slots(&head),
             tail: split_slots(&tail),
-            offers_subprotocol: !subprotocols.is_empty(),
+            header_names: headers.iter().map(|(n, _)| n.clone()).collect(),
+            subprotocols: subprotocols.to_vec(),
         }
+    }
+
+    /// Names of the extra headers, in order (the values are never reported: they may carry
+    /// tokens).
+    pub fn header_names(&self) -> &[String] {
+        &self.header_names
+    }
+
+    /// The subprotocols offered in `Sec-WebSocket-Protocol`, in order.
+    pub fn subprotocols(&self) -> &[String] {
+        &self.subprotocols
     }
 
     /// Puts `token` in every token place for good (a token for the whole run, from an auth
@@ -173,7 +188,7 @@ pub fn check_response(
         return Err(UpgradeFailure::BadAccept);
     }
     if let Some(p) = proto {
-        let offered = template.offers_subprotocol
+        let offered = !template.subprotocols.is_empty()
             // The protocol line comes before any header that could hold a token.
             && std::str::from_utf8(template.tail.first().map_or(&[][..], Vec::as_slice))
                 .ok()
