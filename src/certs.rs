@@ -27,7 +27,7 @@ pub enum CertError {
     Read {
         /// The command-line flag that named the file.
         flag: &'static str,
-        /// The file.
+        /// The path that was opened, as displayed in the message.
         path: String,
         /// The OS error, without its number.
         reason: String,
@@ -38,7 +38,7 @@ pub enum CertError {
     InvalidPem {
         /// The command-line flag that named the file.
         flag: &'static str,
-        /// The file.
+        /// The path that was opened, as displayed in the message.
         path: String,
         /// What the PEM parser rejected.
         reason: String,
@@ -48,7 +48,7 @@ pub enum CertError {
     NoCertificate {
         /// The command-line flag that named the file.
         flag: &'static str,
-        /// The file.
+        /// The path that was opened, as displayed in the message.
         path: String,
     },
     /// The file holds no private key block. Fix: give a PKCS#8, PKCS#1 or SEC1 PEM key.
@@ -56,7 +56,7 @@ pub enum CertError {
     NoKey {
         /// The command-line flag that named the file.
         flag: &'static str,
-        /// The file.
+        /// The path that was opened, as displayed in the message.
         path: String,
     },
     /// The key's algorithm is not supported. Fix: use an ECDSA (P-256/P-384), Ed25519 or RSA
@@ -65,7 +65,7 @@ pub enum CertError {
     UnsupportedKey {
         /// The command-line flag that named the key.
         flag: &'static str,
-        /// What the crypto provider said.
+        /// Why aws-lc-rs could not load the key (its algorithm or encoding), in its own words.
         reason: String,
     },
     /// The leaf certificate cannot be parsed. Fix: give an X.509 certificate chain, leaf first.
@@ -73,7 +73,7 @@ pub enum CertError {
     BadCertificate {
         /// The command-line flag that named the chain.
         flag: &'static str,
-        /// What the parser said.
+        /// Why rustls could not parse the leaf certificate to compare its public key with the key.
         reason: String,
     },
     /// The private key is not the one the leaf certificate was issued for. Fix: pair the
@@ -91,7 +91,8 @@ pub enum CertError {
     BadCa {
         /// The flag that named the CA file.
         flag: &'static str,
-        /// What rustls said.
+        /// Why rustls refused a certificate as a trust anchor, or `no certificates` when the file
+        /// held none.
         reason: String,
     },
     /// rustls refused the assembled TLS settings; a bug or an unusual chain. Fix: report it
@@ -208,7 +209,7 @@ pub struct TestCa {
     pub key: PrivateKeyDer<'static>,
     /// The CA certificate, kept to issue client certificates.
     ca_cert: rcgen::Certificate,
-    /// The CA's key.
+    /// The CA's P-256 signing key, kept with `ca_cert` to sign client certificates.
     ca_key: KeyPair,
 }
 

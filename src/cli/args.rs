@@ -1,6 +1,6 @@
 //! The flags of `sockstorm run` (clap). Scenario files use the same names as keys
 //! (`message_rate` for `--message-rate`) and go through the same value parsers; what the
-//! flags mean as a plan is built in [`super::build`].
+//! flags mean as a plan is built in `cli::build`.
 
 use super::conn::ConnArgs;
 use super::tls_args::TlsArgs;

@@ -27,15 +27,20 @@ use doctor::DoctorArgs;
 use serve::ServeArgs;
 use std::path::{Path, PathBuf};
 
-/// Exit code: completed, no failures.
+/// Exit code 0: the run completed with no failed connection, dropped session, failed auth request
+/// or failed threshold; also `serve` when it stops (Ctrl-C or `--duration`), and `doctor` when the
+/// connections fit or no count was given.
 pub const EXIT_OK: u8 = 0;
-/// Exit code: setup error.
+/// Exit code 1: a setup error stopped the command before or while it ran (unresolvable target,
+/// descriptor limits, io_uring unavailable, unwritable results); see [`CliError::exit_code`].
 pub const EXIT_ERROR: u8 = 1;
 /// Exit code: invalid flags (clap uses it too).
 pub const EXIT_USAGE: u8 = 2;
-/// Exit code: completed with failures.
+/// Exit code 3: the run completed but connections failed, sessions dropped or auth requests failed;
+/// from `doctor`, the requested connections do not fit.
 pub const EXIT_FAILURES: u8 = 3;
-/// Exit code: interrupted by Ctrl-C.
+/// Exit code 130 (128 + SIGINT): Ctrl-C stopped the run; the summary and JSON still hold everything
+/// measured.
 pub const EXIT_INTERRUPTED: u8 = 130;
 /// The run completed but a `--threshold` failed (k6's code for the same).
 pub const EXIT_THRESHOLDS: u8 = 99;
@@ -65,10 +70,12 @@ pub enum Command {
 /// Errors a subcommand reports before exiting (see [`CliError::exit_code`]).
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
-    /// Invalid run settings.
+    /// The flags or scenario file do not make a valid plan, or preparing it failed (DNS, source
+    /// addresses, the auth pre-step).
     #[error(transparent)]
     Plan(#[from] plan::PlanError),
-    /// The engine could not run.
+    /// The engine could not run: too many connections for the descriptor limits, or a shard (or
+    /// the auth thread) failed to start or failed during the run.
     #[error(transparent)]
     Engine(#[from] engine::EngineError),
     /// The built-in gateway could not start.
@@ -77,14 +84,16 @@ pub enum CliError {
     /// A certificate or key flag names an unusable file, or test certificates failed.
     #[error(transparent)]
     Cert(#[from] CertError),
-    /// Results could not be written.
+    /// The `--json` results could not be written. Fix: make sure the directory exists and is
+    /// writable.
     #[error(
         "cannot write results to `{path}`: {source} (check the directory exists and is writable)"
     )]
     Output {
-        /// Output path.
+        /// The `--json` path; the results go to a `.json.tmp` file beside it first, then are
+        /// renamed over it.
         path: PathBuf,
-        /// OS error.
+        /// Why serializing, writing the temporary file or renaming it failed.
         source: std::io::Error,
     },
 }

@@ -70,7 +70,8 @@ impl Default for DoctorOptions {
     }
 }
 
-/// A host reading, or the reason it could not be read (reported as "unknown: <reason>").
+/// A host reading, or why it could not be read: the report prints `unknown (<reason>)`, the
+/// JSON `{"unknown": "<reason>"}`.
 pub type Reading<T> = Result<T, String>;
 
 /// Everything `doctor` reads from the host; plain data, so verdicts can be tested on made-up
@@ -85,7 +86,8 @@ pub struct Readings {
     pub file_max: Reading<u64>,
     /// Open files allocated system-wide now (`fs.file-nr`, first field).
     pub files_in_use: Reading<u64>,
-    /// `net.ipv4.ip_local_port_range`.
+    /// `net.ipv4.ip_local_port_range`: the ephemeral ports connect() picks from; each (source,
+    /// destination, destination port) has the whole range.
     pub port_range: Reading<PortRange>,
     /// `net.ipv4.ip_local_reserved_ports`: ports connect() never picks.
     pub reserved_ports: Reading<Vec<RangeInclusive<u32>>>,

@@ -16,7 +16,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// A running auth thread: its statistics so far and the flag that stops it.
 #[derive(Debug)]
 pub struct AuthWorker {
-    /// Updated after every request.
+    /// What the thread has done so far (requests, tokens, failures by cause, latency), updated as
+    /// each request is sent and answered; [`AuthWorker::finish`] takes a copy.
     pub stats: Arc<Mutex<AuthStats>>,
     stop: Arc<AtomicBool>,
 }

@@ -1,7 +1,7 @@
-//! Orchestration: plans each shard's share ([`layout`]), starts one pinned shard per CPU
-//! behind a common start instant ([`start`]), merges their once-a-second intervals for an
-//! [`Observer`] and into the totals while passing on Ctrl-C ([`collect`]), and assembles the
-//! merged result ([`finish`]).
+//! Orchestration: plans each shard's share (`layout`), starts one pinned shard per CPU
+//! behind a common start instant (`start`), merges their once-a-second intervals for an
+//! [`Observer`] and into the totals while passing on Ctrl-C (`collect`), and assembles the
+//! merged result (`finish`).
 
 pub mod auth;
 pub mod shard;
@@ -27,28 +27,31 @@ const TABLE_SLACK: u64 = 64;
 /// Errors that stop a run before or while it starts.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    /// More connections than file descriptors.
+    /// A shard's share of the connections does not fit its io_uring descriptor table (soft
+    /// RLIMIT_NOFILE less 64 kept free). Fix: lower `-c`, add CPUs with `--cpus`, or raise the hard
+    /// limit.
     #[error(
         "{wanted} connections do not fit: each of the {shards} shard(s) holds at most RLIMIT_NOFILE \
          connections, {allowed} in all (hard limit {hard}): lower -c, add CPUs with --cpus, or raise the \
          hard limit (ulimit -Hn, tuning/limits.d, LimitNOFILE=); see `sockstorm doctor -c {wanted}`"
     )]
     TooManyConnections {
-        /// Requested connections.
+        /// Connections of all scenarios together.
         wanted: u64,
-        /// Connections the limit allows.
+        /// Connections all shards hold together: (soft RLIMIT_NOFILE after raising − 64) × shards.
         allowed: u64,
-        /// Shards of the run.
+        /// Shards of the run, one per CPU in `--cpus`.
         shards: usize,
-        /// The hard limit.
+        /// The hard RLIMIT_NOFILE: the most the soft limit could be raised to without privileges.
         hard: u64,
     },
     /// A shard could not start (io_uring unavailable, thread spawn failed...).
     #[error("shard {shard}: {reason}")]
     Shard {
-        /// Shard index.
+        /// Index of the shard that failed (0-based, in `--cpus` order); 0 also when the auth thread
+        /// could not start.
         shard: usize,
-        /// What failed.
+        /// What failed, e.g. `cannot spawn thread: ...` or the shard's io_uring setup error.
         reason: String,
     },
 }

@@ -24,12 +24,13 @@ impl Ramp {
         Self { segments }
     }
 
-    /// Whether there are stages at all.
+    /// Whether `--stages` were given; without them the group holds its fixed connection count.
     pub fn is_active(&self) -> bool {
         !self.segments.is_empty()
     }
 
-    /// Connections wanted at `now`.
+    /// This shard's connection target at `now` (µs since the epoch): interpolated linearly within
+    /// its stage and rounded; after the last stage, that stage's target.
     pub fn target(&self, now: Micros) -> u64 {
         for &(start, end, from, to) in &self.segments {
             if now < end {
@@ -53,7 +54,7 @@ impl Ramp {
         self.segments.iter().find(|s| now < s.1).map(|s| s.1)
     }
 
-    /// Total length, µs.
+    /// The stages' summed length, µs (0 without stages).
     pub fn total(&self) -> Micros {
         self.segments.last().map_or(0, |s| s.1)
     }

@@ -16,7 +16,8 @@ const WORDS: usize = BUCKETS / 64;
 pub struct TimerEntry {
     /// Slab slot of the connection.
     pub slot: u32,
-    /// Generation of the slot when armed.
+    /// The slot's generation when armed: an entry whose generation no longer matches the slot's
+    /// belongs to an earlier connection and is ignored.
     pub gen: u32,
     /// Deadline, µs since the shard epoch.
     pub at: Micros,

@@ -23,13 +23,15 @@ use std::time::Duration;
 /// Operation kinds encoded in `user_data`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
-    /// TCP connect.
+    /// `IORING_OP_CONNECT` of the slot's socket to the target (available since 5.5).
     Connect = 1,
     /// Send of the slot's buffer.
     Send = 2,
-    /// Multishot receive.
+    /// Multishot `IORING_OP_RECV` into the shard's provided buffers: one completion per read until
+    /// it ends (multishot since 6.0).
     Recv = 3,
-    /// Close of the socket.
+    /// `IORING_OP_CLOSE` of the slot's direct descriptor, which frees the table slot (since 5.6;
+    /// of a direct descriptor, since 5.15).
     Close = 4,
     /// Cancellation of another op (its own completion is ignored).
     Cancel = 5,
@@ -105,12 +107,13 @@ impl Completion {
         cqueue::more(self.flags)
     }
 
-    /// The buffer of a completed send.
+    /// The buffer of a completed send, handed back for reuse; `None` for other ops, or once taken.
     pub fn take_sent(&mut self) -> Option<Vec<u8>> {
         self.sent.take()
     }
 
-    /// The provided buffer a receive filled.
+    /// The provided buffer a receive filled: read it with [`Ring::buffer`], then give it back with
+    /// [`Ring::recycle`]; `None` for other ops, or once taken.
     pub fn take_buffer(&mut self) -> Option<RecvBuf> {
         self.buf.take()
     }
@@ -562,7 +565,8 @@ impl Ring {
             .user_data(ud))
     }
 
-    /// Cancels the request identified by `target_ud`.
+    /// Cancels the request whose `user_data` is `target_ud`; the cancellation completes with `ud`
+    /// (packed with [`Op::Cancel`], its result ignored).
     pub fn cancel(&mut self, target_ud: u64, ud: u64) {
         let e = opcode::AsyncCancel::new(target_ud).build().user_data(ud);
         self.push(e);

@@ -219,9 +219,10 @@ fn spread(mut v: Vec<u64>) -> Option<[u64; 3]> {
 /// The fan-out results of a run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FanoutSummary {
-    /// Messages published.
+    /// Messages the publishers sent during the run, on all channels, logged or not.
     pub published: u64,
-    /// Subscriber sessions that were subscribed.
+    /// Subscriber sessions whose subscription lasted a nonzero time; a replaced connection's
+    /// successor is a session of its own.
     pub sessions: u64,
     /// Deliveries owed: for each message, the sessions subscribed when it was sent.
     pub expected: u64,
@@ -230,7 +231,7 @@ pub struct FanoutSummary {
     pub completion: [Option<[u64; 3]>; 3],
     /// Messages some owed subscriber never received.
     pub incomplete: u64,
-    /// Messages whose deliveries were timed.
+    /// Messages with at least one delivery in the timing table (at most 20,000 run-wide).
     pub timed: u64,
     /// Messages owed to someone but not timed (the timing table was full): neither in the
     /// completion figures nor counted incomplete; their loss is still exact.

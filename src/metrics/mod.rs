@@ -22,7 +22,8 @@ pub const HIST_MAX_US: u64 = 60_000_000;
 /// Significant figures kept by every histogram.
 pub const HIST_SIGFIG: u8 = 3;
 
-/// Formats microseconds with a readable unit.
+/// Formats `us` microseconds for people: `µs` below 1 ms, else `ms` or `s` with two decimals
+/// (`1.25ms`).
 pub fn fmt_us(us: u64) -> String {
     if us < 1_000 {
         format!("{us}µs")
@@ -45,7 +46,8 @@ pub fn new_histogram() -> Histogram<u64> {
 pub struct ShardStats {
     /// Latency histograms indexed like [`Hist::ALL`].
     pub hists: [Histogram<u64>; 10],
-    /// Event counters.
+    /// Event counts (attempts, sessions, messages, pings, bytes, TLS handshakes...), one field per
+    /// counted event.
     pub counters: Counters,
     /// Failures by cause (connect and session).
     pub failures: BTreeMap<Failure, u64>,
@@ -61,9 +63,9 @@ pub struct ShardStats {
 /// One negotiated TLS parameter (IANA numbers), for counting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum TlsParam {
-    /// Protocol version.
+    /// A protocol version by its wire number (0x0303: TLS 1.2, 0x0304: TLS 1.3; 0 if unknown).
     Version(u16),
-    /// Cipher suite.
+    /// A cipher suite by its IANA number (0x1301: TLS_AES_128_GCM_SHA256).
     Cipher(u16),
     /// Key-exchange group (0: resumed without one).
     Group(u16),
@@ -76,7 +78,8 @@ impl Default for ShardStats {
 }
 
 impl ShardStats {
-    /// Empty statistics.
+    /// Statistics with nothing recorded: zero counters, empty maps, and ten empty histograms with
+    /// the crate-wide bounds, allocated now: 17,408 `u64` counts (136 KiB) each, 1.3 MiB in all.
     pub fn new() -> Self {
         Self {
             hists: std::array::from_fn(|_| new_histogram()),

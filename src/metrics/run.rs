@@ -10,9 +10,10 @@ use std::time::Duration;
 /// Per-second sample of the run, for the JSON timeline.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Sample {
-    /// Seconds since start.
+    /// Seconds from the run's start to this sample, rounded to 0.1 s.
     pub t_s: f64,
-    /// Open sessions.
+    /// Sessions open at the sample, from the shards' latest gauges (in a scenario's own timeline,
+    /// that scenario's only).
     pub open: u64,
     /// Sessions opened in the second.
     pub established: u64,
@@ -24,7 +25,7 @@ pub struct Sample {
     pub reconnects: u64,
     /// TLS handshakes in the second, full and resumed.
     pub tls_full: u64,
-    /// See `tls_full`.
+    /// TLS handshakes in the second that resumed a stored session; `tls_full` counts the others.
     pub tls_resumed: u64,
     /// Failures in the second by cause.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
@@ -58,19 +59,22 @@ pub struct ScenarioResult {
 pub struct RunResult {
     /// Merged statistics of all shards and scenarios.
     pub stats: ShardStats,
-    /// Per scenario, in plan order.
+    /// One result per scenario, in the order of the run's scenarios (one for a plain command line).
     pub scenarios: Vec<ScenarioResult>,
     /// Wall time from start to the last shard finishing.
     pub elapsed: Duration,
-    /// Stopped by Ctrl-C.
+    /// Ctrl-C stopped the run early (once: graceful stop; twice: abort); the result holds what was
+    /// measured until then.
     pub interrupted: bool,
     /// Process CPU time used during the run (user, system).
     pub cpu: (Duration, Duration),
-    /// RSS before connections were opened.
+    /// Resident set size of the process in bytes just before the shards were released (0 when
+    /// `/proc/self/statm` cannot be read).
     pub rss_before: u64,
-    /// RSS when the most sessions were open.
+    /// Resident set size in bytes at the sample with the most sessions open (`rss_before` if none
+    /// ever opened).
     pub rss_at_peak_open: u64,
-    /// Most sessions open at once.
+    /// Most sessions open at once over the per-second samples, all scenarios together.
     pub peak_open: u64,
     /// Largest connect-schedule lag of any shard, µs.
     pub schedule_lag_max_us: u64,
@@ -78,9 +82,9 @@ pub struct RunResult {
     pub ramp: Option<Duration>,
     /// RLIMIT_NOFILE (soft, hard) after raising.
     pub nofile: (u64, u64),
-    /// Connections the limits allow.
+    /// Connections the shards' descriptor tables hold together: (soft RLIMIT_NOFILE − 64) × shards.
     pub capacity: u64,
-    /// One sample per second.
+    /// The run's per-second samples, all scenarios together, in time order.
     pub timeline: Vec<Sample>,
     /// Storms: the longest time until a shard was back at its connection count (None: some
     /// storm was never recovered from).
@@ -107,9 +111,9 @@ impl RunResult {
 /// What the auth requests of one scenario did.
 #[derive(Debug, Clone)]
 pub struct AuthStats {
-    /// Requests made.
+    /// Auth requests sent, counted before each is made (so one unanswered at the end counts too).
     pub requests: u64,
-    /// Tokens obtained.
+    /// Requests answered with a token; each token goes to one connection's upgrade request.
     pub tokens: u64,
     /// Requests without a token, by cause (`auth_http_401`, `auth_timeout`, ...).
     pub failures: BTreeMap<String, u64>,
@@ -141,7 +145,8 @@ pub struct Tick<'a> {
     pub t: f64,
     /// Sessions open now (all scenarios).
     pub open: u64,
-    /// Connections the run aims to hold.
+    /// The connection count of all scenarios together (held, in flight, or room for the open
+    /// model), the same at every tick.
     pub target: u64,
     /// What the last second measured.
     pub second: &'a ShardStats,

@@ -10,21 +10,24 @@ use std::time::Duration;
 /// What to request and where the token is in the answer.
 #[derive(Debug, Clone)]
 pub struct AuthSpec {
-    /// http:// or https:// URL.
+    /// The auth server's URL (`--auth-url`), http:// or https://; messages show it without
+    /// credentials or query.
     pub url: String,
     /// Request body (JSON); POST when given, GET otherwise.
     pub body: Option<String>,
-    /// Extra request headers.
+    /// `--auth-header` name/value pairs added to every auth request (after `Content-Type` on a
+    /// POST); their values are never reported.
     pub headers: Vec<(String, String)>,
     /// Path of the token in the JSON answer, dot-separated (`token`, `data.access_token`).
     pub field: String,
     /// CAs trusted for the auth server (`--cacert`) instead of the Mozilla roots.
     pub cacerts: Vec<CertificateDer<'static>>,
-    /// Do not verify the auth server's certificate.
+    /// `--insecure`: do not verify the auth server's certificate (the flag also covers the target).
     pub insecure: bool,
 }
 
-/// The placeholder the token replaces.
+/// The placeholder the token replaces in the URL, `-H` values and messages (per-connection tokens:
+/// in the upgrade request only).
 pub const TOKEN: &str = "{{token}}";
 
 fn fail(reason: String) -> PlanError {
@@ -32,7 +35,8 @@ fn fail(reason: String) -> PlanError {
 }
 
 impl AuthSpec {
-    /// Runs the request and returns the token.
+    /// Makes the pre-step request (15 s timeout) and returns the token; a failure is
+    /// [`PlanError::Auth`] with a message that never holds the token.
     pub fn fetch(&self) -> Result<String, PlanError> {
         let agent = self.agent(Duration::from_secs(15));
         self.fetch_with(&agent, self.body.as_deref())

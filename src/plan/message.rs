@@ -15,7 +15,7 @@ use std::sync::Arc;
 pub struct Resolver<'a> {
     /// Whether an auth step gives a token: `{{token}}` becomes [`TOKEN_SLOT`], filled later.
     pub token: bool,
-    /// `{{scenario}}`.
+    /// The scenario's name, which `{{scenario}}` renders to (`default` on the command line).
     pub scenario: &'a str,
     /// Directory relative `{{line FILE}}` paths are read from.
     pub base: Option<&'a Path>,

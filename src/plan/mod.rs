@@ -34,9 +34,10 @@ pub enum PlanError {
     /// The URL does not parse.
     #[error("invalid URL `{url}`: {reason} (expected ws://host[:port][/path] or wss://...)")]
     BadUrl {
-        /// The URL given.
+        /// The URL as given on the command line or in the scenario file, quoted in the message.
         url: String,
-        /// What is wrong with it.
+        /// What is wrong with it: a missing or unsupported scheme, credentials, an empty host,
+        /// whitespace, or a bad port.
         reason: String,
     },
     /// A scenario file is wrong at this place (`FILE:LINE:COLUMN`).
@@ -56,15 +57,15 @@ pub enum PlanError {
     /// The host name does not resolve.
     #[error("cannot resolve `{host}`: {reason} (check the host name, or use an IP address)")]
     Resolve {
-        /// Host name.
+        /// The target URL's host as written (an IP address needs no lookup).
         host: String,
-        /// Resolver error.
+        /// The system resolver's error, or `no addresses` when the name resolved to none.
         reason: String,
     },
     /// A flag value is out of range or inconsistent with another.
     #[error("{flag}: {reason}")]
     Invalid {
-        /// The flag.
+        /// The flag whose value is wrong or inconsistent, as the user types it (`--cpus`).
         flag: &'static str,
         /// What is wrong and the fix.
         reason: String,
@@ -72,11 +73,13 @@ pub enum PlanError {
     /// A `@file` argument cannot be read.
     #[error("{flag}: cannot read `{path}`: {reason}")]
     File {
-        /// The flag.
+        /// The flag whose `@file` value cannot be read (`--message`, `--auth-body`, ...), or
+        /// `scenario file` for the scenario file itself.
         flag: &'static str,
-        /// Path given.
+        /// The path as given after the `@` (or the scenario file's own path).
         path: PathBuf,
-        /// OS error.
+        /// The OS error as `std::io::Error` words it, e.g. `No such file or directory (os error
+        /// 2)`.
         reason: String,
     },
 }
@@ -192,7 +195,8 @@ pub struct RunPlan {
     pub start: Duration,
     /// The URL as given (reports show it; a `{{token}}` in it stays a placeholder).
     pub url_text: String,
-    /// The parsed URL.
+    /// `url_text` parsed: whether to use TLS, the host (for DNS and the `Host` header), the port
+    /// and the request path.
     pub url: Url,
     /// Connections to hold (session mode), in flight (handshake mode), or the capacity for
     /// sessions alive at once (open model).
@@ -217,25 +221,28 @@ pub struct RunPlan {
     pub duration: Duration,
     /// After the run, how long replies in flight are awaited.
     pub drain: Duration,
-    /// Replace failed or server-closed connections.
+    /// Replace failed or server-closed connections to hold the count; true unless `--no-reconnect`.
     pub reconnect: bool,
-    /// When replacements open.
+    /// When replacements open (`--reconnect-policy`; default `rate`: queued at `connect_rate`).
     pub policy: Policy,
-    /// Reconnect storm.
+    /// The reconnect storm to cause (`--storm-at`, `--storm-every`, `--storm-fraction`,
+    /// `--storm-close`); `None`: no storm.
     pub storm: Option<Storm>,
     /// Stages (empty: hold `connections` for `duration`).
     pub stages: Vec<Stage>,
-    /// CPUs for shards, one shard each.
+    /// CPUs to run shards on, one shard each (`--cpus`; default: every CPU this process may use).
+    /// Run-wide: only the first scenario's counts.
     pub cpus: Vec<usize>,
     /// Source addresses given with `--source-ip` (empty: chosen by [`prepare`]).
     pub source_ips: Vec<IpAddr>,
-    /// Close sockets with RST (SO_LINGER 0).
+    /// `--linger-zero`: close sockets with RST (SO_LINGER 0), leaving no TIME_WAIT behind.
+    /// Run-wide: only the first scenario's counts.
     pub linger_zero: bool,
     /// Make sockets with syscalls even where the io_uring ring could (`--socket-setup syscalls`).
     pub socket_syscalls: bool,
-    /// Where the JSON results go.
+    /// `--json`: the file the JSON results are written to at the end; `None`: no JSON file.
     pub json: Option<PathBuf>,
-    /// No live progress line.
+    /// `-q`/`--quiet`: no live progress line on stderr (the summary still goes to stdout).
     pub quiet: bool,
     /// Fan-out channel by name; [`ConnConfig::channel`] is its number in the run.
     pub channel: Option<String>,
@@ -250,13 +257,13 @@ pub const PORTS_PER_SOURCE: u64 = 2000;
 /// Per-connection auth: the request, its body template, the rate, the timeout.
 #[derive(Debug)]
 pub struct AuthPool {
-    /// What to request.
+    /// The auth request (URL, headers, token field, trust), the same for every connection.
     pub spec: auth::AuthSpec,
     /// The body, rendered per request (`{{conn_id}}` = the request's number).
     pub body: Option<Template>,
-    /// Requests per second at most.
+    /// Auth requests per second at most (`--auth-rate`, default 100, at least 0.001).
     pub rate: f64,
-    /// Per-request timeout.
+    /// How long one auth request may take before it counts as `auth_timeout` (`--connect-timeout`).
     pub timeout: Duration,
 }
 

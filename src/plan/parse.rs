@@ -52,7 +52,8 @@ fn checked(d: Duration, s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// Parses `Name: value`.
+/// Parses a `-H` or `--auth-header` value, `Name: value`: an HTTP token name, and a value (trimmed)
+/// without CR, LF or NUL.
 pub fn header(s: &str) -> Result<(String, String), String> {
     let (name, value) = s
         .split_once(':')

@@ -12,15 +12,16 @@ pub enum Policy {
     Rate,
     /// At once, whatever the connect rate.
     Immediate,
-    /// After a fixed delay.
+    /// After this many µs (`fixed:DUR`), outside the connect schedule.
     Fixed(Micros),
     /// After `base · 2^attempt`, capped at `max`, with jitter.
     Exponential {
-        /// First delay.
+        /// `BASE`, µs (> 0): full jitter draws the first retry's delay up to it, and the cap
+        /// doubles with each further attempt; decorrelated jitter never waits less.
         base: Micros,
-        /// Largest delay.
+        /// `MAX`, µs (≥ `base`): no delay is longer.
         max: Micros,
-        /// How the delay is randomised.
+        /// How the delay is drawn within its bounds (`full`, the default, or `decorrelated`).
         jitter: Jitter,
     },
 }
@@ -109,9 +110,9 @@ impl std::fmt::Display for Policy {
 /// Drop a share of the open sessions at once, then let the policy bring them back.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Storm {
-    /// When, from the start, µs.
+    /// When the first storm comes, µs from the run's start (`--storm-at`, within the run).
     pub at: Micros,
-    /// Share of open sessions dropped (0..=1).
+    /// Share of the open sessions each storm drops, in (0, 1] (`--storm-fraction`, default 0.5).
     pub fraction: f64,
     /// RST (abrupt, no close frame) rather than a close handshake.
     pub rst: bool,

@@ -118,7 +118,7 @@ pub struct Threshold {
 /// A threshold evaluated on a run's results.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
-    /// The expression.
+    /// The threshold's expression as given, printed beside its verdict.
     pub expr: String,
     /// The measured value in the threshold's unit, `None` when nothing was measured.
     pub actual: Option<f64>,

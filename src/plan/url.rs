@@ -5,7 +5,7 @@ use super::PlanError;
 /// A parsed ws:// or wss:// URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Url {
-    /// wss://.
+    /// The scheme is `wss://` (in any case): connect with TLS; false for `ws://`.
     pub tls: bool,
     /// Host as written (name or address).
     pub host: String,
@@ -16,7 +16,8 @@ pub struct Url {
 }
 
 impl Url {
-    /// The Host header value.
+    /// The `Host` header value: the host (an IPv6 address in brackets), with `:port` only when the
+    /// port is not the scheme's default.
     pub fn host_header(&self) -> String {
         let host = if self.host.contains(':') {
             format!("[{}]", self.host)

@@ -7,9 +7,9 @@
 pub enum TimeUnit {
     /// Milliseconds since the Unix epoch (JavaScript's `Date.now()`).
     Millis,
-    /// Microseconds.
+    /// Microseconds since the Unix epoch (`--latency-unit us`).
     Micros,
-    /// Nanoseconds.
+    /// Nanoseconds since the Unix epoch (`--latency-unit ns`), truncated to whole µs.
     Nanos,
 }
 
@@ -29,7 +29,8 @@ impl TimeUnit {
 pub struct LatencyField {
     /// The key with its quotes, as it appears in the JSON text (`"ts"`).
     key: Box<[u8]>,
-    /// Unit of the value.
+    /// What the field's number counts (`--latency-unit`); converted to µs before the latency is
+    /// taken.
     pub unit: TimeUnit,
 }
 
@@ -133,9 +134,11 @@ impl FieldScan {
 pub enum ExpectPattern {
     /// A JSON object whose top-level `key` equals `value` (a string, or a number/bool as text).
     JsonEq {
-        /// Key.
+        /// The top-level key to look up, as written after `json:` (no nesting: `a.b` is one key
+        /// with a dot).
         key: String,
-        /// Expected value.
+        /// The value it must have, as text: a string value must equal it, a number must parse to
+        /// the same JSON number, a bool must read `true` or `false`.
         value: String,
     },
     /// A message containing these bytes.

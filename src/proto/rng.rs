@@ -2,7 +2,7 @@
 //! keys and jitter. RFC 6455 wants masks unpredictable to intermediaries, not secret keys, and
 //! a per-frame syscall or CSPRNG call would dominate the send path.
 
-/// wyrand state.
+/// A wyrand generator (64 bits of state): one per shard, never shared, not cryptographic.
 #[derive(Debug, Clone)]
 pub struct Rng(u64);
 

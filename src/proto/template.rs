@@ -21,7 +21,8 @@ enum Part {
     Line(Arc<Vec<Box<[u8]>>>),
 }
 
-/// A parsed template.
+/// A message text parsed once, before the run, into literal and variable parts;
+/// [`Template::render`] writes it per send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template {
     parts: Vec<Part>,
@@ -30,21 +31,24 @@ pub struct Template {
 /// What a rendering may vary with.
 #[derive(Debug)]
 pub struct Vars<'a> {
-    /// Run-wide connection number.
+    /// `{{conn_id}}`: the connection's run-wide number (an auth body's: the request's number);
+    /// `{{line FILE}}` picks its line by it.
     pub conn_id: u64,
     /// This connection's templated-message counter (from 1).
     pub seq: u64,
-    /// Wall clock, Unix µs.
+    /// `{{now_us}}` (and `{{now_ms}}`, a thousandth of it): the wall clock when the message is
+    /// rendered, Unix µs.
     pub now_unix_us: u64,
     /// The highest `seq` this connection (or the session it resumes) received.
     pub last_seq: u64,
-    /// The shard's PRNG.
+    /// The shard's PRNG, for `{{rand_int LO HI}}` and `{{rand_choice A B ...}}`.
     pub rng: &'a mut Rng,
 }
 
 /// Where fixed values come from while parsing: environment variables, files, the token.
 pub trait Resolve {
-    /// `{{env NAME}}`.
+    /// The value of environment variable `name`, for `{{env NAME}}`; `None` (unset) makes the
+    /// template an error.
     fn env(&self, name: &str) -> Option<String>;
     /// `{{line FILE}}`: the file's non-empty lines.
     fn lines(&self, path: &str) -> Result<Vec<String>, String>;
@@ -232,7 +236,7 @@ impl Default for Fnv {
 }
 
 impl Fnv {
-    /// Feeds bytes.
+    /// Feeds the next bytes of the message; chunks hash as if they were one slice.
     pub fn feed(&mut self, bytes: &[u8]) {
         for &b in bytes {
             self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);

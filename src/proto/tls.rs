@@ -62,23 +62,27 @@ pub struct TlsSettings {
     pub insecure: bool,
     /// Reuse a successful chain verification for the identical chain and name (10 s).
     pub verify_cache: bool,
-    /// Protocol versions offered.
+    /// Protocol versions offered, in preference order (`--tls-version`; `run`'s default: TLS 1.3,
+    /// then 1.2).
     pub versions: Vec<&'static SupportedProtocolVersion>,
     /// Cipher suites offered, in preference order.
     pub suites: Vec<SupportedCipherSuite>,
     /// Key-exchange groups offered, in preference order (the first gets the key share).
     pub kx: Vec<&'static dyn SupportedKxGroup>,
-    /// ALPN protocols offered.
+    /// ALPN protocol names offered, in order (`--alpn`); default empty: no ALPN extension.
     pub alpn: Vec<Vec<u8>>,
-    /// Client certificate for mutual TLS.
+    /// Client certificate chain and key for mutual TLS (`--cert`, `--key`); default `None`: none
+    /// offered.
     pub identity: Option<ClientIdentity>,
-    /// Write secrets to `SSLKEYLOGFILE`.
+    /// Write session secrets to the file `SSLKEYLOGFILE` names (for Wireshark); on when that
+    /// variable is set and not empty, default off.
     pub keylog: bool,
-    /// Resumption policy.
+    /// Which handshakes offer a stored session (`--resume`; default [`Resume::On`]).
     pub resume: Resume,
     /// TLS 1.3 tickets asked for per handshake (RFC 9149 ticket request; 0 = do not ask).
     pub tickets: u8,
-    /// TLS 1.3 tickets a shard keeps at most.
+    /// TLS 1.3 tickets a shard keeps at most (default 1024; `run` sizes it to the shard's
+    /// connections, within 1024..=2^20, since every ticket held costs memory).
     pub store_capacity: usize,
 }
 
@@ -526,7 +530,8 @@ pub struct Negotiated {
     pub resumed: bool,
     /// The server asked for another key share first (HelloRetryRequest).
     pub retried: bool,
-    /// Protocol version.
+    /// Protocol version by wire number (0x0303: TLS 1.2, 0x0304: TLS 1.3; 0 if rustls reports
+    /// none).
     pub version: u16,
     /// Cipher suite (IANA number).
     pub cipher: u16,
@@ -619,13 +624,14 @@ pub enum TlsFailure {
     NotTls,
     /// No common protocol version, cipher suite or group.
     Incompatible,
-    /// The server broke the TLS protocol.
+    /// The server broke the TLS protocol: it misbehaved, sent an unexpected handshake message or an
+    /// oversized record, or a record did not decrypt.
     Protocol,
     /// No completed handshake before `--connect-timeout`.
     Timeout,
     /// The server closed the connection during the handshake.
     Closed,
-    /// Another rustls error.
+    /// Any other rustls error (reported as `tls_other`, "other TLS error").
     Other,
 }
 

@@ -235,7 +235,8 @@ fn scenario_json(plan: &RunPlan, sr: &ScenarioResult, r: &RunResult) -> Value {
     })
 }
 
-/// The JSON results document.
+/// The JSON results document that `--json` writes: settings, counters, histograms, failures,
+/// timeline and per-scenario sections, tagged with [`SCHEMA_VERSION`].
 pub fn to_json(run: &Prepared, r: &RunResult) -> Value {
     let plan = run.main();
     let s = &r.stats;

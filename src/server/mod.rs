@@ -202,7 +202,7 @@ pub enum ServerError {
     /// the process's affinity mask (`taskset -p $$`).
     #[error("serve: cannot pin to CPU {cpu}: not among the {available} CPUs this process may use")]
     InvalidCpu {
-        /// The requested CPU id.
+        /// The CPU id in [`ServeConfig::cpus`] (`--cpus`) that this process may not run on.
         cpu: usize,
         /// How many CPUs the process may use.
         available: usize,
@@ -219,7 +219,7 @@ pub enum ServerError {
     Bind {
         /// The address that could not be bound.
         addr: SocketAddr,
-        /// The kernel's reason.
+        /// The bind(2) error: address in use, permission denied, or not an address of this host.
         #[source]
         source: io::Error,
     },
@@ -227,9 +227,9 @@ pub enum ServerError {
     /// SO_REUSEPORT is listening: pick another `--listen` port.
     #[error("serve: cannot listen on {addr}: {source}")]
     Listen {
-        /// The bound address.
+        /// The address the socket was bound to before listen(2) failed.
         addr: SocketAddr,
-        /// The kernel's reason.
+        /// The listen(2) error.
         #[source]
         source: io::Error,
     },

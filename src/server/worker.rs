@@ -95,7 +95,8 @@ pub(super) struct Worker {
     failed: Vec<usize>,
     /// Open WebSocket connections of this thread.
     open: usize,
-    /// Listener state.
+    /// Whether to accept again without a readiness event: after a full batch (next turn) or a
+    /// failed `accept` (after the backoff); it also bounds how long `poll` may sleep.
     accept: AcceptState,
 }
 

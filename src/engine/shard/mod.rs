@@ -43,13 +43,16 @@ const LEFTOVER_GRACE_US: Micros = 200_000;
 /// What one shard does: the shared settings and one [`GroupPlan`] per scenario.
 #[derive(Debug)]
 pub struct ShardPlan {
-    /// Shard index (0-based).
+    /// This shard's position among the run's shards (0-based); it tags every [`ShardEvent`] the
+    /// shard sends.
     pub index: usize,
     /// Shards in the run (connection numbers interleave across them).
     pub shards: usize,
-    /// CPU to pin to, if any.
+    /// The CPU the shard's thread pins itself to: its entry of `--cpus` (default: every CPU the
+    /// process may use); `None`: not pinned.
     pub cpu: Option<usize>,
-    /// Resolved target address.
+    /// The target's address, resolved once by `plan::prepare`; every connection of every group
+    /// connects to it.
     pub target: SocketAddr,
     /// Run length from the start, µs; the stop begins then.
     pub duration_us: Micros,
@@ -59,7 +62,8 @@ pub struct ShardPlan {
     pub tls: Option<Arc<TlsSettings>>,
     /// Source addresses to rotate (empty: let the kernel choose).
     pub sources: Vec<IpAddr>,
-    /// Ring sizing.
+    /// The shard's io_uring sizes and socket setup; `files` is this shard's connections plus 64
+    /// spare slots, capped at the soft RLIMIT_NOFILE.
     pub ring: RingConfig,
     /// The scenarios' shares on this shard, in scenario order.
     pub groups: Vec<GroupPlan>,
@@ -70,17 +74,19 @@ pub struct ShardPlan {
 pub struct GroupPlan {
     /// Connections this group holds open on this shard.
     pub connections: u64,
-    /// µs between connection openings.
+    /// µs between this group's openings on this shard: 10⁶ / its share of `--connect-rate` (0 when
+    /// the rate is unlimited).
     pub open_interval_us: f64,
     /// µs after the start before the first opening (interleaves shards, delays a scenario).
     pub open_offset_us: f64,
-    /// Connection behaviour.
+    /// How each connection of the group behaves: the scenario's [`ConnConfig`] (`RunPlan::conn`),
+    /// unchanged.
     pub conn: ConnConfig,
     /// Replace failed or server-closed connections to hold the count.
     pub reconnect: bool,
-    /// When replacements are opened.
+    /// When replacements open (`--reconnect-policy`; default `rate`: queued at the connect rate).
     pub policy: Policy,
-    /// A reconnect storm, if any.
+    /// The reconnect storm to cause (`--storm-at`); `None`: no storm.
     pub storm: Option<Storm>,
     /// Stages: this group's open-connection target over time (inactive: hold `connections`).
     pub ramp: Ramp,
@@ -94,9 +100,11 @@ pub struct GroupPlan {
 /// Point-in-time gauges of one group on a shard.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Gauges {
-    /// Open WebSocket sessions.
+    /// Connections of the group on this shard in the `Open` phase (upgraded, not ended) when the
+    /// interval was sent.
     pub open: u64,
-    /// Connections in any phase.
+    /// Connections of the group on this shard holding a slot, in any phase from connecting to
+    /// closing.
     pub live: u64,
     /// Largest delay of a connection opening behind its schedule, µs.
     pub schedule_lag_max_us: u64,
@@ -115,7 +123,8 @@ pub struct Gauges {
 pub enum ShardEvent {
     /// The ring is up; the waker stops the shard early.
     Ready(usize, Waker),
-    /// The shard could not start.
+    /// The shard could not start (TLS client or io_uring setup) or its ring failed during the run:
+    /// its index and the reason.
     Failed(usize, String),
     /// Once a second: what each group gathered since the last interval.
     Interval(usize, Vec<ShardStats>, Vec<Gauges>),
@@ -135,7 +144,8 @@ pub struct StopFlags {
 /// Start synchronisation: all shards begin at the same instant.
 #[derive(Debug)]
 pub struct StartGate {
-    /// Shards + the engine.
+    /// `shards + 1` parties: every shard once its ring is up (or it failed), and the engine, which
+    /// sets `epoch` first.
     pub barrier: Barrier,
     /// The common epoch, set by the engine before it passes the barrier.
     pub epoch: OnceLock<Instant>,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 /// A message payload with its frame type.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
-    /// Text or Binary.
+    /// The frame type of every send of it: `Text`, or `Binary` with `--binary`.
     pub opcode: OpCode,
     /// Payload bytes (empty when `template` renders each one).
     pub payload: Box<[u8]>,
@@ -59,11 +59,13 @@ pub enum Fanout {
 /// An application-level heartbeat: a message at an interval, answered by a matching reply.
 #[derive(Debug, Clone)]
 pub struct Heartbeat {
-    /// Between heartbeats, µs.
+    /// µs between heartbeats (`--heartbeat-interval`).
     pub interval: Micros,
-    /// What is sent.
+    /// The heartbeat itself (`--heartbeat-message`, default `{"type":"ping"}`), templated like any
+    /// message.
     pub message: Message,
-    /// The reply that answers it.
+    /// What a received message must match to answer the heartbeat (`--heartbeat-expect`, default
+    /// `json:type=pong`).
     pub expect: ExpectPattern,
     /// An unanswered heartbeat ends the session as `heartbeat_timeout` after this long, µs.
     pub timeout: Micros,
@@ -86,26 +88,28 @@ pub struct ConnConfig {
     pub connect_timeout: Micros,
     /// Sent once right after the upgrade, in order (e.g. subscribe messages).
     pub on_open: Vec<Message>,
-    /// Sent every `message_interval` and matched against echoes.
+    /// Sent every `message_interval` and matched against echoes (`--message`; a publisher's is sent
+    /// to its channel, not echoed); default `None`: nothing sent.
     pub message: Option<Message>,
     /// Rate-driven messages per connection before it stops sending (0: no limit).
     pub message_count: u64,
     /// Sent after `on_open` on a connection that replaces a lost one (resume a session).
     pub on_reconnect: Option<Message>,
-    /// Fan-out role, if any.
+    /// Fan-out role (`--role`); default `None`: neither publisher nor subscriber.
     pub fanout: Option<Fanout>,
     /// Fan-out channel (run-wide number of the channel's name): messages are owed to the
     /// subscribers of their own channel only.
     pub channel: u32,
-    /// Application-level heartbeat, if any.
+    /// Application-level heartbeat (`--heartbeat-interval`); default `None`: no heartbeats.
     pub heartbeat: Option<Heartbeat>,
     /// Interval between rate-driven messages, µs; 0 = none.
     pub message_interval: Micros,
-    /// Interval between pings, µs; 0 = none.
+    /// Interval between WebSocket pings, µs (`--ping-interval`); default 0: no pings.
     pub ping_interval: Micros,
     /// A ping unanswered this long ends the session as `heartbeat_timeout`, µs; 0 = never.
     pub pong_timeout: Micros,
-    /// One-way latency from a timestamp field of received messages.
+    /// One-way latency from a timestamp field of received messages (`--latency-from`,
+    /// `--latency-unit`); default `None`: messages are not scanned.
     pub latency_from: Option<LatencyField>,
     /// Reply expected after the on-open message, and how long to wait for it (µs).
     pub expect: Option<(ExpectPattern, Micros)>,
@@ -149,7 +153,8 @@ impl Default for ConnConfig {
 }
 
 impl ConnConfig {
-    /// `t` rounded up to the send grid.
+    /// `t` (µs) rounded up to a multiple of `timer_resolution`: the grid scheduled sends are due
+    /// and stamped on.
     #[inline]
     pub fn on_grid(&self, t: Micros) -> Micros {
         let r = self.timer_resolution.max(1);

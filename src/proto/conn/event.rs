@@ -22,7 +22,8 @@ pub enum Event {
 /// How a finished connection ended: what a driver needs to account for it and to replace it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ending {
-    /// How it ended.
+    /// How it ended: stopped by us, closed by the server (with its code), failed (with the cause),
+    /// a completed handshake cycle, or dropped by a storm.
     pub outcome: Outcome,
     /// Whether it ever reached Open (it was counted as open, and no longer is).
     pub established: bool,

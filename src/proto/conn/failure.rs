@@ -15,11 +15,13 @@ pub enum Failure {
     ConnectTimeout,
     /// No 101 response within `--connect-timeout` of the connect start.
     UpgradeTimeout,
-    /// Connection reset by the peer.
+    /// Connection reset by the peer (ECONNRESET, EPIPE, ECONNABORTED): the server or a middlebox
+    /// dropped it.
     Reset,
     /// An established connection timed out (the peer stopped acknowledging data).
     TcpTimeout,
-    /// Network or host unreachable.
+    /// Network or host unreachable (ENETUNREACH, EHOSTUNREACH, ENETDOWN, EHOSTDOWN): check the
+    /// target address and routes.
     Unreachable,
     /// No local port or source address available (EADDRNOTAVAIL / EADDRINUSE).
     NoSourcePort,
@@ -33,13 +35,14 @@ pub enum Failure {
     Protocol(Violation),
     /// The server closed the TCP connection of an open session without a close frame.
     EofWithoutClose,
-    /// No pong within `--pong-timeout` of a ping: the session was closed.
+    /// No pong within `--pong-timeout` of a ping, or no heartbeat reply within
+    /// `--heartbeat-timeout`: the session was closed as dead.
     HeartbeatTimeout,
     /// The expected reply (`--expect`) did not arrive within `--expect-timeout`.
     ExpectTimeout,
     /// The TLS handshake or record layer failed.
     Tls(TlsFailure),
-    /// Another OS error, by errno.
+    /// Another OS error, by its errno (reported as `os_error_N`).
     Os(i32),
 }
 

@@ -47,11 +47,13 @@ pub type Micros = u64;
 /// knows at run time (its recorder, PRNG, TLS client and epoch), lent for one call.
 #[derive(Debug)]
 pub struct Ctx<'a, R> {
-    /// The shard's connection config.
+    /// The config of the connection's scenario (`RunPlan::conn`), shared by all its connections on
+    /// the shard.
     pub cfg: &'a ConnConfig,
     /// Where the shard's measurements go (`metrics::ShardStats` in a run).
     pub stats: &'a mut R,
-    /// The shard's PRNG.
+    /// The shard's PRNG: frame masks, `Sec-WebSocket-Key` nonces, the first send's offset and
+    /// template randomness (not cryptographic).
     pub rng: &'a mut Rng,
     /// The shard's TLS client (wss://), shared by its connections; `None` for ws://.
     pub tls: Option<&'a TlsClient>,
@@ -71,7 +73,7 @@ pub enum Phase {
     TlsHandshake,
     /// Upgrade request sent or pending, waiting for 101.
     Upgrading,
-    /// WebSocket open.
+    /// Upgraded (the 101 checked): messages, pings and heartbeats flow until a close begins.
     Open,
     /// Close frame sent or received; waiting for the close handshake and FIN.
     Closing,
@@ -86,7 +88,8 @@ pub enum Outcome {
     Stopped,
     /// The server ended the session with a close frame.
     ServerClosed(u16),
-    /// Failed before or after opening.
+    /// Failed, before the session opened (counted in `connect_failed`) or after (a dropped
+    /// session), with the cause.
     Failed(Failure),
     /// A handshake cycle (`Mode::Handshake`) completed.
     Completed,
@@ -250,7 +253,7 @@ impl Conn {
         c
     }
 
-    /// Current phase.
+    /// The phase the connection is in now; [`Phase::Done`] once it has ended.
     pub fn phase(&self) -> Phase {
         self.phase
     }
@@ -328,7 +331,9 @@ impl Conn {
         }
     }
 
-    /// Bytes arrived from the socket.
+    /// Feeds bytes read from the socket (TLS records over wss://, decrypted here): the upgrade
+    /// response, then frames. What they call for (a pong, a close reply) waits for
+    /// [`Conn::poll_transmit`].
     pub fn handle_recv<R: Recorder>(&mut self, ctx: &mut Ctx<'_, R>, now: Micros, data: &[u8]) {
         ctx.stats.counters().bytes_received += data.len() as u64;
         match self.tls.take() {

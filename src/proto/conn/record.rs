@@ -123,7 +123,7 @@ counters! {
     msgs_late,
     /// `--send-on-open` messages sent.
     on_open_sent,
-    /// Pings sent.
+    /// WebSocket pings sent (`--ping-interval`); their pongs time `ws_ping`.
     pings_sent,
     /// Pongs received for our pings.
     pongs_received,

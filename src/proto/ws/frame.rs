@@ -7,17 +7,18 @@ use std::fmt;
 /// WebSocket opcode (RFC 6455 §5.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpCode {
-    /// Continuation of a fragmented message.
+    /// 0x0: the next fragment of a message begun by a Text or Binary frame without FIN.
     Continuation,
-    /// UTF-8 text data.
+    /// 0x1: a message of UTF-8 text (validated on receipt unless `--no-utf8-check`).
     Text,
-    /// Binary data.
+    /// 0x2: a message of arbitrary bytes (what `--binary` sends).
     Binary,
-    /// Close control frame.
+    /// 0x8: starts or answers the close handshake; the payload is empty or a 2-byte code and a
+    /// UTF-8 reason.
     Close,
-    /// Ping control frame.
+    /// 0x9: asks for a Pong with the same payload (what `--ping-interval` sends).
     Ping,
-    /// Pong control frame.
+    /// 0xA: answers a Ping, echoing its payload.
     Pong,
 }
 
@@ -110,9 +111,9 @@ impl fmt::Display for Violation {
 /// A decoded frame header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameHeader {
-    /// FIN bit.
+    /// FIN: this frame ends its message (always set on control frames).
     pub fin: bool,
-    /// Frame opcode.
+    /// What the frame carries; `Continuation` for a fragmented message's later frames.
     pub opcode: OpCode,
     /// Payload length in bytes.
     pub len: u64,
