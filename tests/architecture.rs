@@ -1,15 +1,25 @@
 //! One-way layers between the top-level modules of `src/`, enforced.
 //!
-//! Every `.rs` file under `src/` is read as text. Each `crate::x…` path in code (a `use`, a
-//! `pub use`, a path in an expression, a type or an attribute, and each first segment inside a
-//! grouped `use crate::{a::B, c::{D, E}}`) is an edge from the file's top-level module to `x`.
-//! Comments and string literals are blanked out first; `self::` and `super::` paths stay inside
-//! a module and are not edges. The edges are checked against [`LAYERS`], the layering that
-//! docs/ARCHITECTURE.md draws, and the graph they form must have no cycle.
+//! Every `.rs` file under `src/` is read as text. Each path in code that reaches the crate root
+//! and goes on into a top-level module `x` is an edge from the file's top-level module to `x`:
+//! `crate::x…`, and `super::x…` / `super::super::x…` once the `super`s climb to the root (a
+//! file's depth comes from its path, and each inline `mod m { … }` adds one level). That holds
+//! for a `use`, a `pub use`, a path in an expression, a type or an attribute, and for each first
+//! segment inside a grouped `use crate::{a::B, c::{D, E}}` or `use super::{super::a::B, c}`.
+//! Comments and string literals are blanked out first; `self::` and `super::` paths that stay
+//! inside the file's top-level module are not edges. `src/main.rs` is the node `main`, whose
+//! paths into the library are `sockstorm::x…`; `src/lib.rs` only declares modules and is no node.
+//! The edges are checked against [`LAYERS`], the layering that docs/ARCHITECTURE.md draws, and
+//! the graph they form must have no cycle.
+//!
+//! What would hide edges from this reading is a violation of its own: a glob import of the crate
+//! root (`use crate::*;`, `use super::*;` where `super` is the root), an alias of it
+//! (`use crate as x;`, `extern crate self as x;`), and any path into a module in `lib.rs`.
 //!
 //! Test code (inline `#[cfg(test)] mod … { … }` modules and test-only files) may also use the
-//! few extra edges in [`TEST_ONLY_LAYERS`]. It is left out of the cycle check: tests compile
-//! with the whole crate and do not make a layer depend on another.
+//! few extra edges in [`TEST_ONLY_LAYERS`], each of which some test code must use. It is left out
+//! of the cycle check: tests compile with the whole crate and do not make a layer depend on
+//! another.
 //!
 //! The scanner, the checker and the cycle finder are pure functions over strings and graphs;
 //! the unit tests at the bottom run them on small made-up inputs, and the `src_*` tests run them
@@ -23,10 +33,12 @@ use std::path::Path;
 /// An allowed-dependency table: each top-level module with the modules it may import.
 type Table = [(&'static str, &'static [&'static str])];
 
-/// docs/ARCHITECTURE.md's layering: cli → engine → {plan, proto, io, metrics}; results → metrics; report
-/// → results; nothing below imports upward. A module may import only the modules listed next to
-/// it. A new top-level module must be added here (and to docs/ARCHITECTURE.md) before it can be used.
+/// docs/ARCHITECTURE.md's layering: main → cli → engine → {plan, proto, io, metrics}; results →
+/// metrics; report → results (the planned `report` module, not written yet, reads only the
+/// result document); nothing below imports upward. A module may import only the modules listed next to it. A new top-level module
+/// must be added here (and to docs/ARCHITECTURE.md) before it can be used.
 const LAYERS: &Table = &[
+    ("main", &["cli"]),
     (
         "cli",
         &[
@@ -36,7 +48,7 @@ const LAYERS: &Table = &[
     ),
     ("engine", &["io", "metrics", "plan", "proto"]),
     ("results", &["metrics", "plan", "proto"]),
-    ("report", &["results", "metrics", "plan", "proto"]),
+    ("report", &["results"]),
     ("plan", &["certs", "metrics", "proto"]),
     ("metrics", &["proto"]),
     ("server", &["certs", "io"]),
@@ -46,28 +58,37 @@ const LAYERS: &Table = &[
     ("certs", &[]),
 ];
 
-/// Extra edges allowed in test code only, on top of [`LAYERS`].
+/// Extra edges allowed in test code only, on top of [`LAYERS`]. Each must be used by some test
+/// code in `src/` (`src_test_only_layers_are_all_used`): remove an entry once no test needs it.
 const TEST_ONLY_LAYERS: &Table = &[
     // The connection is tested against the real gateway, its TLS and its statistics.
     ("proto", &["certs", "server", "metrics"]),
-    // The gateway's tests drive it with the plan's auth spec and the engine.
-    ("server", &["plan", "engine"]),
-    // Unit tests parse command-line flags.
-    ("plan", &["cli"]),
-    ("metrics", &["plan"]),
+    // The gateway's tests drive it with the plan's auth spec.
+    ("server", &["plan"]),
 ];
 
-/// A reference to `crate::<target>` found in one file's text.
+/// Something one file's text says about the crate root.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Ref {
-    /// 1-based line of the target's name.
+    /// 1-based line of the target's name (of the `*`, of the root for an alias).
     line: usize,
-    /// The first path segment after `crate::`.
-    target: String,
-    /// The path as written, whitespace collapsed, e.g. `crate::c::{D, E}`.
+    kind: Kind,
+    /// The path as written, whitespace collapsed, e.g. `crate::c::{D, E}`, `super::super::a::B`.
     text: String,
     /// Inside an inline `#[cfg(test)] mod … { … }`.
     test: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Kind {
+    /// A path into this top-level module: the first segment after the crate root.
+    Module(String),
+    /// A glob import of the crate root (`use crate::*;`): every top-level module in scope under
+    /// its bare name, so the paths through them are not seen.
+    Glob,
+    /// An alias of the crate root (`use crate as x;`, `extern crate self as x;`): the paths
+    /// through `x::` are not seen.
+    Alias,
 }
 
 /// An import of one top-level module by another.
@@ -93,12 +114,30 @@ impl Edge {
     }
 }
 
+/// Why a line is forbidden whatever the table says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Why {
+    /// A glob import of the crate root.
+    Glob,
+    /// An alias of the crate root.
+    Alias,
+    /// A path into a module in `lib.rs`.
+    LibRs,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Violation {
     /// A module that is not a key of the table, with the edges that mention it.
     NotInTable { module: String, edges: Vec<Edge> },
     /// An edge the table does not allow.
     NotAllowed(Edge),
+    /// A line that hides edges from this check, or that `lib.rs` must not have.
+    Forbidden {
+        file: String,
+        line: usize,
+        text: String,
+        why: Why,
+    },
 }
 
 type Graph = BTreeMap<String, BTreeSet<String>>;
@@ -329,83 +368,313 @@ fn test_ranges(code: &str) -> Vec<Range<usize>> {
     ranges
 }
 
-/// Every `crate::<target>` reference in a file's text, in order. Grouped imports give one
-/// reference per first segment inside the braces.
-fn scan(text: &str) -> Vec<Ref> {
-    let code = strip(text);
-    let b = code.as_bytes();
-    let tests = test_ranges(&code);
-    let line_of = |at: usize| 1 + b[..at].iter().filter(|&&c| c == b'\n').count();
-    let mut found = Vec::new();
-    for (at, _) in code.match_indices("crate") {
-        let end = at + "crate".len();
-        if (at > 0 && is_ident(b[at - 1])) || b.get(end).is_some_and(|&c| is_ident(c)) {
-            continue;
-        }
-        let j = skip_ws(b, end);
-        if !b[j..].starts_with(b"::") {
-            continue; // `pub(crate)`, `crate` as a path on its own
-        }
-        let j = skip_ws(b, j + 2);
-        let test = tests.iter().any(|r| r.contains(&at));
-        targets(&code, j, test, &line_of, &mut found);
-    }
-    found
+/// The end of the identifier (or number) starting at `at`.
+fn word_end(b: &[u8], at: usize) -> usize {
+    at + b[at..].iter().take_while(|&&c| is_ident(c)).count()
 }
 
-/// The references in the path after `crate::`, starting at `start`: one identifier, or a group.
-fn targets(
-    code: &str,
-    start: usize,
-    test: bool,
-    line_of: &dyn Fn(usize) -> usize,
-    out: &mut Vec<Ref>,
-) {
+/// Every word (identifier, keyword or number) of stripped code, with its start.
+fn words(code: &str) -> impl Iterator<Item = (usize, &str)> {
     let b = code.as_bytes();
-    match b.get(start) {
-        Some(b'{') => {
-            let close = matching(b, start);
-            let mut item = start + 1;
-            let mut depth = 0;
-            for j in start + 1..=close {
-                match b[j] {
-                    b'{' => depth += 1,
-                    b'}' if depth > 0 => depth -= 1,
-                    b',' | b'}' if depth == 0 => {
-                        let s = skip_ws(b, item);
-                        if s < j {
-                            targets(code, s, test, line_of, out);
-                        }
-                        item = j + 1;
+    (0..b.len())
+        .filter(move |&i| is_ident(b[i]) && (i == 0 || !is_ident(b[i - 1])))
+        .map(move |i| (i, &code[i..word_end(b, i)]))
+}
+
+/// The word just before `at`, skipping whitespace (empty if something else is there).
+fn word_before(code: &str, at: usize) -> &str {
+    let head = code[..at].trim_end();
+    let start = head
+        .bytes()
+        .rposition(|c| !is_ident(c))
+        .map_or(0, |p| p + 1);
+    &head[start..]
+}
+
+/// Whether the path starting at `at` is the one a `use` names: `use x`, `use ::x`.
+fn after_use(code: &str, at: usize) -> bool {
+    let head = code[..at].trim_end();
+    let head = head.strip_suffix("::").unwrap_or(head);
+    word_before(code, head.len()) == "use"
+}
+
+/// Whether `at` continues a path or a field access: `a::<at>`, `a.<at>`.
+fn after_separator(code: &str, at: usize) -> bool {
+    let head = code[..at].trim_end();
+    head.ends_with("::") || head.ends_with('.')
+}
+
+/// `as name` after `at` (whitespace skipped): the end of the name.
+fn alias_after(b: &[u8], at: usize) -> Option<usize> {
+    let k = skip_ws(b, at);
+    if !keyword_at(b, k, "as") {
+        return None;
+    }
+    let m = skip_ws(b, k + 2);
+    (b.get(m).is_some_and(|&c| is_ident(c))).then(|| word_end(b, m))
+}
+
+/// Byte ranges of the braces of inline modules (`mod name { … }`), each one level deeper.
+fn inline_mods(code: &str) -> Vec<Range<usize>> {
+    let b = code.as_bytes();
+    let mut ranges = Vec::new();
+    for (at, w) in words(code) {
+        if w != "mod" {
+            continue;
+        }
+        let name = skip_ws(b, at + 3);
+        if !b.get(name).is_some_and(|&c| is_ident(c)) {
+            continue;
+        }
+        let open = skip_ws(b, word_end(b, name));
+        if b.get(open) == Some(&b'{') {
+            ranges.push(open..matching(b, open) + 1);
+        }
+    }
+    ranges
+}
+
+/// The modules a file declares (`mod name;` or `mod name { … }`).
+fn declared_mods(code: &str) -> BTreeSet<&str> {
+    let b = code.as_bytes();
+    words(code)
+        .filter(|&(_, w)| w == "mod")
+        .filter_map(|(at, _)| {
+            let name = skip_ws(b, at + 3);
+            let end = word_end(b, name);
+            (end > name).then(|| &code[name..end])
+        })
+        .collect()
+}
+
+/// Keywords that a path can follow.
+const KEYWORDS: &[&str] = &[
+    "as", "box", "break", "const", "dyn", "else", "extern", "for", "if", "impl", "in", "let",
+    "match", "move", "mut", "pub", "ref", "return", "static", "type", "unsafe", "use", "where",
+    "while", "yield",
+];
+
+/// Where a file sits in the module tree, from its path under `src/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Place {
+    /// How many `super`s climb from the file's module to the crate root: 0 for `lib.rs` and
+    /// `main.rs`; 1 for `plan.rs` and `plan/mod.rs`; 2 for `plan/url.rs` and `plan/x/mod.rs`;
+    /// 3 for `plan/x/y.rs`. (Inside an inline `mod m { … }`, one more.)
+    depth: usize,
+    /// `main.rs`, the binary's crate root: the library's root is `sockstorm`. Its own root holds
+    /// only what main.rs declares or imports, so a glob or an alias of it hides no edge.
+    bin: bool,
+    /// `lib.rs`, the library's root: the modules it declares are paths from the root too.
+    lib: bool,
+}
+
+fn place_of(path: &str) -> Place {
+    let bin = path == "main.rs";
+    let lib = path == "lib.rs";
+    let parts = path.split('/').count();
+    let depth = if bin || lib {
+        0
+    } else if path.ends_with("/mod.rs") {
+        parts - 1
+    } else {
+        parts
+    };
+    Place { depth, bin, lib }
+}
+
+/// Every reference to the crate root and what follows it in a file's text, in order. `path` is
+/// the file's path under `src/`; it gives the file's depth (how far `super`s climb) and its
+/// roots. Grouped imports give one reference per first segment inside the braces.
+fn scan(path: &str, text: &str) -> Vec<Ref> {
+    let place = place_of(path);
+    let code = strip(text);
+    let b = code.as_bytes();
+    let declared = if place.lib {
+        declared_mods(&code)
+    } else {
+        BTreeSet::new()
+    };
+    let mut s = Scan {
+        code: &code,
+        tests: test_ranges(&code),
+        test: false,
+        out: Vec::new(),
+    };
+    let mods = inline_mods(&code);
+    let mut next = 0; // the first byte not yet read as part of a path
+    for (at, word) in words(&code) {
+        if at < next {
+            continue;
+        }
+        s.test = s.tests.iter().any(|r| r.contains(&at));
+        let depth = place.depth + mods.iter().filter(|r| r.contains(&at)).count();
+        let end = at + word.len();
+        // The level the path starts at (0: a crate root), and whether that root is the library's.
+        let (level, lib_root) = match word {
+            "crate" if word_before(&code, at) == "extern" => {
+                // `extern crate self as x;` (main.rs: `extern crate sockstorm as x;`)
+                let name = skip_ws(b, end);
+                let name_end = word_end(b, name);
+                let root = if place.bin { "sockstorm" } else { "self" };
+                if &code[name..name_end] == root {
+                    if let Some(alias_end) = alias_after(b, name_end) {
+                        let text = format!("extern {}", collapse_ws(&code[at..alias_end]));
+                        s.push(at, Kind::Alias, text);
                     }
-                    _ => {}
+                }
+                next = name_end;
+                continue;
+            }
+            "crate" => (0, !place.bin),
+            "sockstorm" if place.bin => (0, true),
+            "self" => (depth as isize, !place.bin),
+            "super" => (depth as isize - 1, !place.bin),
+            // lib.rs: `use plan::X;`, `cli::run()` name its modules from the root.
+            w if declared.contains(w) && !after_separator(&code, at) => {
+                let k = skip_ws(b, end);
+                if b[k..].starts_with(b"::") || after_use(&code, at) {
+                    s.resolve(at, 0, true, "");
+                    next = path_end(b, at);
+                }
+                continue;
+            }
+            // Any other path is read whole, so that `std::{io, fmt::{self}}` is not mistaken for
+            // paths of this crate; a keyword is not part of the path after it (`use ::sockstorm`).
+            w => {
+                if !KEYWORDS.contains(&w) {
+                    next = path_end(b, at);
+                }
+                continue;
+            }
+        };
+        next = path_end(b, at);
+        // Climb: each `::super` goes one level up.
+        let mut level = level;
+        let mut j = end;
+        let rest = loop {
+            let k = skip_ws(b, j);
+            if !b[k..].starts_with(b"::") {
+                break None;
+            }
+            let m = skip_ws(b, k + 2);
+            if keyword_at(b, m, "super") {
+                level -= 1;
+                j = m + "super".len();
+            } else {
+                break Some(m);
+            }
+        };
+        match rest {
+            _ if level < 0 => {} // more `super`s than levels: not Rust
+            Some(m) => s.resolve(m, level, lib_root, &collapse_ws(&code[at..m])),
+            // The root itself: `use crate as x;`, `use super::super as x;`.
+            None if level == 0 && lib_root && after_use(&code, at) => {
+                if let Some(alias_end) = alias_after(b, j) {
+                    s.push(at, Kind::Alias, collapse_ws(&code[at..alias_end]));
                 }
             }
+            None => {}
         }
-        Some(&c) if is_ident(c) && !c.is_ascii_digit() => {
-            let name_end = start + b[start..].iter().take_while(|&&c| is_ident(c)).count();
-            let target = code[start..name_end].to_string();
-            if target == "self" || target == "super" {
-                return;
+    }
+    s.out
+}
+
+/// The state of [`scan`] over one file.
+struct Scan<'c> {
+    /// The stripped text.
+    code: &'c str,
+    /// The inline test modules.
+    tests: Vec<Range<usize>>,
+    /// Whether the path being read is in one.
+    test: bool,
+    out: Vec<Ref>,
+}
+
+impl Scan<'_> {
+    fn push(&mut self, at: usize, kind: Kind, text: String) {
+        let line = 1 + self.code.as_bytes()[..at]
+            .iter()
+            .filter(|&&c| c == b'\n')
+            .count();
+        self.out.push(Ref {
+            line,
+            kind,
+            text,
+            test: self.test,
+        });
+    }
+
+    /// The references in the rest of a path, starting at `start`, relative to the module
+    /// `level` levels below a crate root (the library's if `lib_root`): one segment, a `*` or a
+    /// group. `prefix` is the path before `start` as written, e.g. `crate::`, `super::super::`.
+    fn resolve(&mut self, start: usize, level: isize, lib_root: bool, prefix: &str) {
+        let code = self.code;
+        let b = code.as_bytes();
+        if level < 0 {
+            return;
+        }
+        match b.get(start) {
+            Some(b'{') => {
+                let close = matching(b, start);
+                let mut item = start + 1;
+                let mut depth = 0;
+                for j in start + 1..=close {
+                    match b[j] {
+                        b'{' => depth += 1,
+                        b'}' if depth > 0 => depth -= 1,
+                        b',' | b'}' if depth == 0 => {
+                            let s = skip_ws(b, item);
+                            if s < j {
+                                self.resolve(s, level, lib_root, prefix);
+                            }
+                            item = j + 1;
+                        }
+                        _ => {}
+                    }
+                }
             }
-            let text = format!("crate::{}", collapse_ws(&code[start..path_end(b, start)]));
-            out.push(Ref {
-                line: line_of(start),
-                target,
-                text,
-                test,
-            });
+            Some(b'*') if level == 0 && lib_root => {
+                self.push(start, Kind::Glob, format!("{prefix}*"));
+            }
+            Some(&c) if is_ident(c) && !c.is_ascii_digit() => {
+                let end = word_end(b, start);
+                match &code[start..end] {
+                    "super" => {
+                        // In a group: `use super::{super::a::B}`.
+                        let k = skip_ws(b, end);
+                        if b[k..].starts_with(b"::") {
+                            let m = skip_ws(b, k + 2);
+                            self.resolve(m, level - 1, lib_root, &format!("{prefix}super::"));
+                        }
+                    }
+                    // `use crate::{self as x};`
+                    "self" if level == 0 && lib_root => {
+                        if let Some(alias_end) = alias_after(b, end) {
+                            let alias = collapse_ws(&code[start..alias_end]);
+                            self.push(start, Kind::Alias, format!("{prefix}{{{alias}}}"));
+                        }
+                    }
+                    "self" => {} // `use super::{self, …}`: the module itself
+                    target if level == 0 => {
+                        let text =
+                            format!("{prefix}{}", collapse_ws(&code[start..path_end(b, start)]));
+                        self.push(start, Kind::Module(target.to_string()), text);
+                    }
+                    _ => {} // inside the file's own top-level module
+                }
+            }
+            _ => {} // something this scanner does not understand
         }
-        _ => {} // `crate::*` or something this scanner does not understand
     }
 }
 
 /// The top-level module of a file, from its path under `src/` (`plan/file.rs` → `plan`,
-/// `doctor.rs` → `doctor`); `None` for the crate root (`lib.rs`, `main.rs`).
+/// `doctor.rs` → `doctor`, `main.rs` → `main`, the binary); `None` for `lib.rs`, which only
+/// declares modules.
 fn module_of(path: &str) -> Option<String> {
     match path.split_once('/') {
         Some((dir, _)) => Some(dir.to_string()),
-        None if path == "lib.rs" || path == "main.rs" => None,
+        None if path == "lib.rs" => None,
         None => Some(path.trim_end_matches(".rs").to_string()),
     }
 }
@@ -422,22 +691,47 @@ fn is_test_file(path: &str) -> bool {
 }
 
 /// The edges from one file, given its path under `src/` and its text. References to the file's
-/// own module are not edges.
+/// own module are not edges; `lib.rs` has none (see [`forbidden`]).
 fn edges(path: &str, text: &str) -> Vec<Edge> {
     let Some(from) = module_of(path) else {
         return Vec::new();
     };
     let test_file = is_test_file(path);
-    scan(text)
+    scan(path, text)
         .into_iter()
-        .filter(|r| r.target != from)
-        .map(|r| Edge {
-            file: format!("src/{path}"),
-            line: r.line,
-            from: from.clone(),
-            to: r.target,
-            text: r.text,
-            test: r.test || test_file,
+        .filter_map(|r| match r.kind {
+            Kind::Module(to) if to != from => Some(Edge {
+                file: format!("src/{path}"),
+                line: r.line,
+                from: from.clone(),
+                to,
+                text: r.text,
+                test: r.test || test_file,
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The lines of one file that are violations whatever the table says: globs and aliases of the
+/// crate root (they hide edges), and in `lib.rs` any path into a module.
+fn forbidden(path: &str, text: &str) -> Vec<Violation> {
+    let lib = place_of(path).lib;
+    scan(path, text)
+        .into_iter()
+        .filter_map(|r| {
+            let why = match r.kind {
+                Kind::Glob => Why::Glob,
+                Kind::Alias => Why::Alias,
+                Kind::Module(_) if lib => Why::LibRs,
+                Kind::Module(_) => return None,
+            };
+            Some(Violation::Forbidden {
+                file: format!("src/{path}"),
+                line: r.line,
+                text: r.text,
+                why,
+            })
         })
         .collect()
 }
@@ -479,11 +773,36 @@ fn check(modules: &[String], edges: &[Edge], main: &Table, test_only: &Table) ->
     unknown.chain(out).collect()
 }
 
+/// The entries of `test_only` (as `from → to`) that no test code needs: no test edge makes
+/// them, or `main` allows them anyway.
+fn unused_test_only(edges: &[Edge], main: &Table, test_only: &Table) -> Vec<String> {
+    let used: BTreeSet<(&str, &str)> = edges
+        .iter()
+        .filter(|e| e.test)
+        .map(|e| (e.from.as_str(), e.to.as_str()))
+        .collect();
+    test_only
+        .iter()
+        .flat_map(|(from, tos)| tos.iter().map(move |to| (*from, *to)))
+        .filter(|&(from, to)| allowed(main, from, to) || !used.contains(&(from, to)))
+        .map(|(from, to)| format!("{from} → {to}"))
+        .collect()
+}
+
 fn render(violations: &[Violation]) -> String {
     let mut s = String::new();
-    let (unknown, upward): (Vec<_>, Vec<_>) = violations
+    let unknown: Vec<_> = violations
         .iter()
-        .partition(|v| matches!(v, Violation::NotInTable { .. }));
+        .filter(|v| matches!(v, Violation::NotInTable { .. }))
+        .collect();
+    let upward: Vec<_> = violations
+        .iter()
+        .filter(|v| matches!(v, Violation::NotAllowed(_)))
+        .collect();
+    let forbidden: Vec<_> = violations
+        .iter()
+        .filter(|v| matches!(v, Violation::Forbidden { .. }))
+        .collect();
     if !unknown.is_empty() {
         s.push_str(
             "Modules missing from the layering table. If it is a new top-level module, add it to \
@@ -518,6 +837,39 @@ fn render(violations: &[Violation]) -> String {
              belongs to the lower one\"), or have the upper layer pass it in (a value, a trait \
              the lower layer defines). Change the table only together with docs/ARCHITECTURE.md.\n",
         );
+    }
+    if !forbidden.is_empty() {
+        let _ = writeln!(
+            s,
+            "{} line(s) that hide imports from this check, or that lib.rs must not have:",
+            forbidden.len()
+        );
+        for v in forbidden {
+            if let Violation::Forbidden {
+                file,
+                line,
+                text,
+                why,
+            } = v
+            {
+                let fix = match why {
+                    Why::Glob => {
+                        "a glob import of the crate root brings every top-level module into \
+                         scope, and the paths through them are not seen as imports: import the \
+                         modules by name instead (`use crate::{plan, proto};`)"
+                    }
+                    Why::Alias => {
+                        "an alias of the crate root: the paths through it are not seen as \
+                         imports. Write `crate::x::…` (in main.rs, `sockstorm::x::…`) instead"
+                    }
+                    Why::LibRs => {
+                        "lib.rs only declares modules (`pub mod x;`): move this into the module \
+                         that needs it"
+                    }
+                };
+                let _ = writeln!(s, "  {file}:{line}: {text}: {fix}");
+            }
+        }
     }
     s
 }
@@ -612,8 +964,15 @@ fn render_cycles(cycles: &[Vec<String>], edges: &[Edge], table: &Table) -> Strin
 // ---------------------------------------------------------------------------------------------
 // The real src/
 
-/// Every top-level module under src/ and every edge between them.
-fn load_src() -> (Vec<String>, Vec<Edge>) {
+/// The real src/: its top-level modules, every edge between them, and the lines forbidden
+/// whatever the table says.
+struct Src {
+    modules: Vec<String>,
+    edges: Vec<Edge>,
+    forbidden: Vec<Violation>,
+}
+
+fn load_src() -> Src {
     fn walk(dir: &Path, rel: &str, files: &mut Vec<(String, String)>) {
         let mut entries: Vec<_> = std::fs::read_dir(dir)
             .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
@@ -650,13 +1009,19 @@ fn load_src() -> (Vec<String>, Vec<Edge>) {
     );
     let mut modules = BTreeSet::new();
     let mut all = Vec::new();
+    let mut bad = Vec::new();
     for (path, text) in &files {
         if let Some(m) = module_of(path) {
             modules.insert(m);
         }
         all.extend(edges(path, text));
+        bad.extend(forbidden(path, text));
     }
-    (modules.into_iter().collect(), all)
+    Src {
+        modules: modules.into_iter().collect(),
+        edges: all,
+        forbidden: bad,
+    }
 }
 
 #[test]
@@ -688,14 +1053,28 @@ fn layer_table_is_acyclic_and_closed() {
 
 #[test]
 fn src_imports_follow_the_layer_table() {
-    let (modules, edges) = load_src();
-    let violations = check(&modules, &edges, LAYERS, TEST_ONLY_LAYERS);
+    let src = load_src();
+    let mut violations = check(&src.modules, &src.edges, LAYERS, TEST_ONLY_LAYERS);
+    violations.extend(src.forbidden);
     assert!(violations.is_empty(), "\n{}", render(&violations));
 }
 
 #[test]
+fn src_test_only_layers_are_all_used() {
+    let src = load_src();
+    let unused = unused_test_only(&src.edges, LAYERS, TEST_ONLY_LAYERS);
+    assert!(
+        unused.is_empty(),
+        "\nTEST_ONLY_LAYERS entries that no test code in src/ uses (or that LAYERS already \
+         allows): {}.\nFix: remove the entry from TEST_ONLY_LAYERS in tests/architecture.rs, so that \
+         test code cannot start reaching that far unnoticed.\n",
+        unused.join(", ")
+    );
+}
+
+#[test]
 fn src_has_no_import_cycles() {
-    let (_, edges) = load_src();
+    let Src { edges, .. } = load_src();
     let cycles = find_cycles(&edge_graph(&edges));
     assert!(
         cycles.is_empty(),
@@ -713,14 +1092,55 @@ fn src_has_no_import_cycles() {
 mod checker {
     use super::*;
 
+    /// The module targets (with their lines) of `text` in a file `path`.
+    fn targets_in(path: &str, text: &str) -> Vec<(usize, String)> {
+        scan(path, text)
+            .into_iter()
+            .filter_map(|r| match r.kind {
+                Kind::Module(t) => Some((r.line, t)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The module targets of `text` in a file two levels down (`super::super` is the root).
     fn targets(text: &str) -> Vec<(usize, String)> {
-        scan(text).into_iter().map(|r| (r.line, r.target)).collect()
+        targets_in("a/file.rs", text)
+    }
+
+    /// `(file:line, text, why)` of each forbidden line of `text` in a file `path`.
+    fn forbidden_in(path: &str, text: &str) -> Vec<(String, String, Why)> {
+        forbidden(path, text)
+            .into_iter()
+            .map(|v| match v {
+                Violation::Forbidden {
+                    file,
+                    line,
+                    text,
+                    why,
+                } => (format!("{file}:{line}"), text, why),
+                other => panic!("{other:?}"),
+            })
+            .collect()
     }
 
     fn check_files(files: &[(&str, &str)]) -> Vec<Violation> {
         let modules: Vec<String> = files.iter().filter_map(|(p, _)| module_of(p)).collect();
         let all: Vec<Edge> = files.iter().flat_map(|(p, t)| edges(p, t)).collect();
-        check(&modules, &all, LAYERS, TEST_ONLY_LAYERS)
+        let mut v = check(&modules, &all, LAYERS, TEST_ONLY_LAYERS);
+        v.extend(files.iter().flat_map(|(p, t)| forbidden(p, t)));
+        v
+    }
+
+    fn edge(file: &str, line: usize, from: &str, to: &str, text: &str, test: bool) -> Edge {
+        Edge {
+            file: file.into(),
+            line,
+            from: from.into(),
+            to: to.into(),
+            text: text.into(),
+            test,
+        }
     }
 
     fn graph(pairs: &[(&str, &str)]) -> Graph {
@@ -764,7 +1184,9 @@ mod checker {
                 "use crate::proto::conn::Conn;\nuse crate::io::uring::Ring;\n",
             ),
             ("cli/mod.rs", "use crate::{engine, results::Doc};\n"),
-            ("lib.rs", "pub mod cli;\nuse crate::cli::run;\n"),
+            ("lib.rs", "pub mod cli;\npub mod engine;\n"),
+            ("main.rs", "use sockstorm::cli::run;\n"),
+            ("report/mod.rs", "use crate::results::Doc;\n"),
         ]);
         assert_eq!(v, vec![]);
     }
@@ -781,7 +1203,10 @@ mod checker {
                 (5, "k".into())
             ]
         );
-        let texts: Vec<String> = scan(text).into_iter().map(|r| r.text).collect();
+        let texts: Vec<String> = scan("a/file.rs", text)
+            .into_iter()
+            .map(|r| r.text)
+            .collect();
         assert_eq!(
             texts,
             [
@@ -824,7 +1249,7 @@ impl crate::f::Tr for Args {}
                 (12, "f".into())
             ]
         );
-        assert_eq!(scan(text)[3].text, "crate::d::parse_flag");
+        assert_eq!(scan("a/file.rs", text)[3].text, "crate::d::parse_flag");
     }
 
     #[test]
@@ -850,10 +1275,23 @@ fn f<'a>(s: &'a str) -> &'a str {
 
     #[test]
     fn self_super_and_own_module_are_not_edges() {
-        let text = "use self::x::Y;\nuse super::Z;\nuse crate::plan::parse;\nuse crate::{self, plan};\nfn f() -> super::super::W { todo!() }\n";
+        // plan/file.rs is two levels down: `super` is plan, `super::super` the crate root.
+        let text = "use self::x::Y;\nuse super::Z;\nuse crate::plan::parse;\nuse crate::{self, plan};\nfn f() -> super::super::plan::W { super::g() }\npub(super) fn h() {}\npub(in super::super) fn i() {}\n";
         assert_eq!(edges("plan/file.rs", text), vec![]);
+        assert_eq!(forbidden("plan/file.rs", text), vec![]);
+        // `super::super::W` from plan/file.rs is the root's W: a top-level module.
+        assert_eq!(
+            edges("plan/file.rs", "fn f() -> super::super::W { todo!() }\n"),
+            vec![edge(
+                "src/plan/file.rs",
+                1,
+                "plan",
+                "W",
+                "super::super::W",
+                false
+            )]
+        );
         assert_eq!(edges("lib.rs", "use crate::proto::X;"), vec![]);
-        assert_eq!(edges("main.rs", "use crate::cli::run;"), vec![]);
     }
 
     #[test]
@@ -863,7 +1301,7 @@ fn f<'a>(s: &'a str) -> &'a str {
         assert_eq!(module_of("doctor.rs").as_deref(), Some("doctor"));
         assert_eq!(module_of("doctor/limits.rs").as_deref(), Some("doctor"));
         assert_eq!(module_of("lib.rs"), None);
-        assert_eq!(module_of("main.rs"), None);
+        assert_eq!(module_of("main.rs").as_deref(), Some("main"));
     }
 
     #[test]
@@ -884,7 +1322,13 @@ mod tests {
 }
 use crate::e::V;
 ";
-        let got: Vec<(String, bool)> = scan(text).into_iter().map(|r| (r.target, r.test)).collect();
+        let got: Vec<(String, bool)> = scan("a/file.rs", text)
+            .into_iter()
+            .map(|r| match r.kind {
+                Kind::Module(t) => (t, r.test),
+                other => panic!("{other:?}"),
+            })
+            .collect();
         let want = [
             ("a", false),
             ("b", false),
@@ -921,8 +1365,8 @@ use crate::e::V;
         let v = check_files(&[
             ("proto/conn_tests.rs", "use crate::server::Gateway;\n"),
             (
-                "plan/mod.rs",
-                "#[cfg(test)]\nmod tests {\n    use crate::cli::RunArgs;\n}\n",
+                "server/mod.rs",
+                "#[cfg(test)]\nmod tests {\n    use crate::plan::AuthSpec;\n}\n",
             ),
             ("proto/conn.rs", "use crate::certs::TestCa;\n"),
         ]);
@@ -1026,6 +1470,373 @@ use crate::e::V;
         assert!(
             msg.contains("src/plan/mod.rs:1: crate::engine::Storm"),
             "{msg}"
+        );
+    }
+
+    #[test]
+    fn super_chains_that_reach_the_root_are_edges() {
+        // plan.rs and plan/mod.rs are one level down: `super` is the crate root.
+        for path in ["plan/mod.rs", "plan.rs"] {
+            assert_eq!(
+                edges(path, "use super::engine::Storm;\n"),
+                vec![edge(
+                    &format!("src/{path}"),
+                    1,
+                    "plan",
+                    "engine",
+                    "super::engine::Storm",
+                    false
+                )]
+            );
+        }
+        // Two levels down: `super` is plan, `super::super` the root.
+        let text = "\
+use super::parse::Spec;
+use super::super::engine::Storm;
+use super :: super :: {engine, proto::{X, Y}};
+use super::{super::metrics::M, url::Url, self};
+fn f() -> super::super::results::Doc { super::super::io::g(super::h()) }
+";
+        assert_eq!(
+            targets_in("plan/url.rs", text),
+            vec![
+                (2, "engine".into()),
+                (3, "engine".into()),
+                (3, "proto".into()),
+                (4, "metrics".into()),
+                (5, "results".into()),
+                (5, "io".into())
+            ]
+        );
+        let texts: Vec<String> = scan("plan/url.rs", text)
+            .into_iter()
+            .map(|r| r.text)
+            .collect();
+        assert_eq!(
+            texts,
+            [
+                "super::super::engine::Storm",
+                "super::super::engine",
+                "super::super::proto::{X, Y}",
+                "super::super::metrics::M",
+                "super::super::results::Doc",
+                "super::super::io::g"
+            ]
+        );
+        // A directory's mod.rs is as deep as its siblings' parent: plan/x/mod.rs is two levels
+        // down, plan/x/y.rs three.
+        assert_eq!(
+            targets_in(
+                "plan/x/mod.rs",
+                "use super::super::engine::E;\nuse super::y::Z;\n"
+            ),
+            vec![(1, "engine".into())]
+        );
+        assert_eq!(
+            targets_in(
+                "plan/x/y.rs",
+                "use super::super::engine::E;\nuse super::super::super::proto::P;\n"
+            ),
+            vec![(2, "proto".into())]
+        );
+        // `self::super` climbs too.
+        assert_eq!(
+            targets_in("plan/mod.rs", "use self::super::engine::E;\n"),
+            vec![(1, "engine".into())]
+        );
+        // More `super`s than levels is not Rust, and not an edge.
+        assert_eq!(
+            targets_in("plan/mod.rs", "use super::super::engine::E;\n"),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn inline_modules_are_one_level_deeper() {
+        // In doctor/mod.rs's tests, `super::report` is doctor::report, not a top-level `report`.
+        let text = "\
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use super::report::SECTIONS;
+    use super::super::engine::E;
+    mod inner {
+        use super::super::super::proto::P;
+        use super::super::report::R;
+    }
+}
+fn f() -> super::io::X { todo!() }
+";
+        let got: Vec<(usize, String, bool)> = scan("doctor/mod.rs", text)
+            .into_iter()
+            .map(|r| match r.kind {
+                Kind::Module(t) => (r.line, t, r.test),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (5, "engine".to_string(), true),
+                (7, "proto".to_string(), true),
+                (11, "io".to_string(), false)
+            ]
+        );
+        assert_eq!(
+            check_files(&[("doctor/mod.rs", text)]),
+            [
+                Violation::NotAllowed(edge(
+                    "src/doctor/mod.rs",
+                    5,
+                    "doctor",
+                    "engine",
+                    "super::super::engine::E",
+                    true
+                )),
+                Violation::NotAllowed(edge(
+                    "src/doctor/mod.rs",
+                    7,
+                    "doctor",
+                    "proto",
+                    "super::super::super::proto::P",
+                    true
+                ))
+            ]
+        );
+    }
+
+    #[test]
+    fn glob_import_of_the_crate_root_is_forbidden() {
+        use Why::Glob;
+        let text = "\
+use crate::*;
+use super::*;
+use crate::{plan, *};
+use crate::plan::*;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use super::super::*;
+}
+";
+        assert_eq!(
+            forbidden_in("plan/mod.rs", text),
+            [
+                ("src/plan/mod.rs:1".into(), "crate::*".into(), Glob),
+                ("src/plan/mod.rs:2".into(), "super::*".into(), Glob),
+                ("src/plan/mod.rs:3".into(), "crate::*".into(), Glob),
+                ("src/plan/mod.rs:8".into(), "super::super::*".into(), Glob)
+            ]
+        );
+        // Two levels down, `super::*` is the file's parent module; `super::super::*` the root.
+        assert_eq!(
+            forbidden_in("plan/url.rs", "use super::*;\nuse super::{super::*, x};\n"),
+            [("src/plan/url.rs:2".into(), "super::super::*".into(), Glob)]
+        );
+        // main.rs: the library's root is `sockstorm`; its own root imports nothing unseen.
+        assert_eq!(
+            forbidden_in(
+                "main.rs",
+                "use sockstorm::*;\nuse crate::*;\nmod tests { use super::*; }\n"
+            ),
+            [("src/main.rs:1".into(), "sockstorm::*".into(), Glob)]
+        );
+        let msg = render(&check_files(&[("plan/mod.rs", "use super::*;\n")]));
+        assert!(
+            msg.contains("src/plan/mod.rs:1: super::*: a glob import"),
+            "{msg}"
+        );
+        assert!(msg.contains("import the modules by name"), "{msg}");
+    }
+
+    #[test]
+    fn aliases_of_the_crate_root_are_forbidden() {
+        use Why::Alias;
+        let text = "\
+use crate as root;
+extern crate self as sockstorm;
+pub use crate::{self as c, plan::X};
+use super::{self as up};
+use super::super as top;
+use crate::engine as e;
+pub(crate) fn f(&self) -> &dyn T { self as &dyn T }
+";
+        assert_eq!(
+            forbidden_in("plan.rs", text),
+            [
+                ("src/plan.rs:1".into(), "crate as root".into(), Alias),
+                (
+                    "src/plan.rs:2".into(),
+                    "extern crate self as sockstorm".into(),
+                    Alias
+                ),
+                ("src/plan.rs:3".into(), "crate::{self as c}".into(), Alias),
+                ("src/plan.rs:4".into(), "super::{self as up}".into(), Alias)
+            ]
+        );
+        // Two levels down, `super` is not the root.
+        assert_eq!(
+            forbidden_in("plan/url.rs", "use super::{self as up};\n"),
+            []
+        );
+        assert_eq!(
+            forbidden_in(
+                "main.rs",
+                "use sockstorm as s;\nextern crate sockstorm as t;\nuse ::sockstorm::{self as u};\nuse crate as me;\nextern crate sockstorm;\n"
+            ),
+            [
+                ("src/main.rs:1".into(), "sockstorm as s".into(), Alias),
+                (
+                    "src/main.rs:2".into(),
+                    "extern crate sockstorm as t".into(),
+                    Alias
+                ),
+                ("src/main.rs:3".into(), "sockstorm::{self as u}".into(), Alias)
+            ]
+        );
+        let msg = render(&check_files(&[("plan/mod.rs", "use crate as root;\n")]));
+        assert!(
+            msg.contains("src/plan/mod.rs:1: crate as root: an alias of the crate root"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn main_rs_is_the_node_main() {
+        let text = "\
+use clap::Parser;
+use sockstorm::{cli, plan::Run};
+fn main() {
+    let c = ::sockstorm::cli::Cli::parse();
+    crate::helper::go(sockstorm :: proto :: X);
+}
+";
+        let got: Vec<(usize, String)> = edges("main.rs", text)
+            .into_iter()
+            .map(|e| {
+                assert_eq!((e.file.as_str(), e.from.as_str()), ("src/main.rs", "main"));
+                (e.line, e.to)
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (2, "cli".into()),
+                (2, "plan".into()),
+                (4, "cli".into()),
+                (5, "helper".into()),
+                (5, "proto".into())
+            ]
+        );
+        let v = check_files(&[(
+            "main.rs",
+            "fn main() { sockstorm::cli::run(sockstorm::engine::E); }\n",
+        )]);
+        assert_eq!(
+            v,
+            [Violation::NotAllowed(edge(
+                "src/main.rs",
+                1,
+                "main",
+                "engine",
+                "sockstorm::engine::E",
+                false
+            ))]
+        );
+        // Nothing imports main.
+        let v = check_files(&[("cli/mod.rs", "use crate::main::X;\n")]);
+        assert!(
+            matches!(&v[..], [Violation::NotAllowed(e)] if e.to == "main"),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn lib_rs_only_declares_modules() {
+        use Why::LibRs;
+        let fine = "\
+//! The crate: crate::plan::Run is documented, not used.
+#![deny(unsafe_code)]
+pub mod cli;
+pub mod io;
+#[cfg(feature = \"x\")]
+pub mod plan;
+use std::io::Write;
+use std::{io::Read, fmt::{self}};
+";
+        assert_eq!(forbidden("lib.rs", fine), vec![]);
+        assert_eq!(edges("lib.rs", fine), vec![]);
+        let text = "\
+pub mod cli;
+pub mod plan;
+pub use crate::cli::run;
+pub use plan::{Run, RunPlan};
+pub fn go() { cli::run(self::plan::x()) }
+";
+        assert_eq!(edges("lib.rs", text), vec![]);
+        assert_eq!(
+            forbidden_in("lib.rs", text),
+            [
+                ("src/lib.rs:3".into(), "crate::cli::run".into(), LibRs),
+                ("src/lib.rs:4".into(), "plan::{Run, RunPlan}".into(), LibRs),
+                ("src/lib.rs:5".into(), "cli::run".into(), LibRs),
+                ("src/lib.rs:5".into(), "self::plan::x".into(), LibRs)
+            ]
+        );
+        let msg = render(&check_files(&[("lib.rs", text)]));
+        assert!(
+            msg.contains("src/lib.rs:3: crate::cli::run: lib.rs only declares modules"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn unused_test_only_entries_are_found() {
+        const MAIN: &Table = &[("a", &["b"]), ("b", &[]), ("c", &[])];
+        const TEST_ONLY: &Table = &[("b", &["a", "c"]), ("a", &["b", "c"]), ("c", &["a"])];
+        let all = [
+            edge("src/b/x.rs", 1, "b", "a", "crate::a::X", true),
+            // Not test code: does not count as a use.
+            edge("src/b/y.rs", 1, "b", "c", "crate::c::X", false),
+            // a → b is in MAIN already.
+            edge("src/a/x.rs", 1, "a", "b", "crate::b::X", true),
+            edge("src/c/tests.rs", 1, "c", "a", "crate::a::X", true),
+        ];
+        assert_eq!(
+            unused_test_only(&all, MAIN, TEST_ONLY),
+            ["b → c", "a → b", "a → c"]
+        );
+    }
+
+    #[test]
+    fn report_may_import_only_results() {
+        let v = check_files(&[(
+            "report/mod.rs",
+            "use crate::results::Doc;\nuse crate::metrics::M;\n",
+        )]);
+        let sites: Vec<String> = v
+            .iter()
+            .map(|v| match v {
+                Violation::NotAllowed(e) => e.site(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            sites,
+            ["src/report/mod.rs:2: report → metrics (crate::metrics::M)"]
+        );
+    }
+
+    #[test]
+    fn paths_of_other_crates_are_read_whole() {
+        // `io` inside std's group is std's, not lib.rs's module `io`.
+        assert_eq!(
+            forbidden_in("lib.rs", "pub mod io;\nuse std::{fmt, io::Read};\n"),
+            []
+        );
+        assert_eq!(
+            forbidden_in("lib.rs", "pub mod io;\nuse {io::Read};\n"),
+            [("src/lib.rs:2".into(), "io::Read".into(), Why::LibRs)]
         );
     }
 }
