@@ -37,7 +37,9 @@ pub fn prepare(mut run: Run) -> Result<Prepared, PlanError> {
     let main = run.main();
     let target = resolve(&main.url)?;
     let (source_ips, source_ips_auto) = if main.source_ips.is_empty() {
-        (auto_sources(target.ip(), run.connections()), true)
+        // Sized by the first scenario, whose settings are the run's: other scenarios' connections
+        // are not counted (give --source-ip for runs whose other scenarios add thousands).
+        (auto_sources(target.ip(), main.connections), true)
     } else {
         if let Some(ip) = main
             .source_ips
