@@ -145,14 +145,6 @@ pub(super) struct Load<'a> {
     pub(super) session_lifetime: Option<Duration>,
 }
 
-/// An error of `flag`, with what is wrong and the fix.
-fn inv(flag: &'static str, reason: impl Into<String>) -> PlanError {
-    PlanError::Invalid {
-        flag,
-        reason: reason.into(),
-    }
-}
-
 /// Micros of a duration, for the config's timers.
 fn us(d: Duration) -> u64 {
     d.as_micros() as u64
@@ -178,18 +170,21 @@ impl ConnArgs {
     pub(super) fn check(&self) -> Result<(), PlanError> {
         let a = self;
         if a.connect_timeout.is_zero() {
-            return Err(inv("--connect-timeout", "must be longer than 0 (e.g. 10s)"));
+            return Err(PlanError::invalid(
+                "--connect-timeout",
+                "must be longer than 0 (e.g. 10s)",
+            ));
         }
         if let Some(hb) = a.heartbeat_interval {
             if hb < Duration::from_millis(1) || a.heartbeat_timeout.is_zero() {
-                return Err(inv(
+                return Err(PlanError::invalid(
                     "--heartbeat-interval/--heartbeat-timeout",
                     "must be at least 1ms",
                 ));
             }
         }
         if a.timer_resolution > Duration::from_millis(100) {
-            return Err(inv(
+            return Err(PlanError::invalid(
                 "--timer-resolution",
                 "above 100ms it distorts the schedule; use 1ms (default) or 0 for exact timers",
             ));
@@ -197,17 +192,20 @@ impl ConnArgs {
         if a.ping_interval
             .is_some_and(|p| p < Duration::from_millis(1))
         {
-            return Err(inv("--ping-interval", "must be at least 1ms"));
+            return Err(PlanError::invalid(
+                "--ping-interval",
+                "must be at least 1ms",
+            ));
         }
         check_headers(a)?;
         if a.pong_timeout.is_some() && a.ping_interval.is_none() {
-            return Err(inv(
+            return Err(PlanError::invalid(
                 "--pong-timeout",
                 "needs --ping-interval (no pings, no pongs to wait for)",
             ));
         }
         if a.pong_timeout.is_some_and(|d| d.is_zero()) || a.expect_timeout.is_zero() {
-            return Err(inv(
+            return Err(PlanError::invalid(
                 "--pong-timeout/--expect-timeout",
                 "must be longer than 0",
             ));
@@ -227,7 +225,7 @@ fn check_headers(a: &ConnArgs) -> Result<(), PlanError> {
             "sec-websocket-version",
         ];
         if reserved.contains(&name.to_ascii_lowercase().as_str()) {
-            return Err(inv(
+            return Err(PlanError::invalid(
                 "--header",
                 format!("`{name}` is set by sockstorm itself and cannot be overridden"),
             ));
@@ -239,7 +237,7 @@ fn check_headers(a: &ConnArgs) -> Result<(), PlanError> {
             || p.chars()
                 .any(|c| !c.is_ascii_graphic() || "(),/:;<=>?@[\\]{}\"".contains(c))
         {
-            return Err(inv(
+            return Err(PlanError::invalid(
                 "--subprotocol",
                 format!("`{p}` is not a valid token (no spaces, commas or other separators such as {{}} ; : / =)"),
             ));
@@ -321,11 +319,11 @@ fn request(a: &ConnArgs, url: &Url, r: &Resolver<'_>) -> Result<RequestTemplate,
         match Template::parse(text, r) {
             Ok(None) => Ok(text.to_owned()),
             Ok(Some(t)) if t.is_fixed() => Ok(String::from_utf8_lossy(&t.render_fixed()).into_owned()),
-            Ok(Some(_)) => Err(inv(
+            Ok(Some(_)) => Err(PlanError::invalid(
                 flag,
                 format!("`{text}`: only {{{{token}}}}, {{{{env NAME}}}} and {{{{scenario}}}} can be used here (the upgrade request is the same for every connection); per-connection values go in messages"),
             )),
-            Err(reason) => Err(inv(flag, reason)),
+            Err(reason) => Err(PlanError::invalid(flag, reason)),
         }
     };
     let headers = a
@@ -337,14 +335,14 @@ fn request(a: &ConnArgs, url: &Url, r: &Resolver<'_>) -> Result<RequestTemplate,
         .iter()
         .any(|(_, v)| v.chars().any(|c| c.is_control()))
     {
-        return Err(inv(
+        return Err(PlanError::invalid(
             "--header",
             "a header value rendered with a control character (check {{env}})",
         ));
     }
     let path = fixed("URL", &url.path)?;
     if path.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(inv(
+        return Err(PlanError::invalid(
             "URL",
             "the path rendered with whitespace (percent-encode it)",
         ));
@@ -372,7 +370,7 @@ fn messages(
         None => false,
     };
     if needs_channel && a.channel.as_deref().is_none_or(str::is_empty) {
-        return Err(inv(
+        return Err(PlanError::invalid(
             "--channel",
             "a publisher or subscriber needs a channel (or its own --message / --send-on-open)",
         ));
@@ -422,13 +420,13 @@ fn message_rate(a: &ConnArgs, load: &Load, has_message: bool) -> Result<f64, Pla
     let alive = load.alive;
     let rate = match a.message_total_rate {
         Some(_) if !has_message => {
-            return Err(inv(
+            return Err(PlanError::invalid(
                 "--message-total-rate",
                 "needs --message (or --role publisher)",
             ))
         }
         Some(t) if !(t.is_finite() && t > 0.0) => {
-            return Err(inv(
+            return Err(PlanError::invalid(
                 "--message-total-rate",
                 format!("must be a positive number of messages per second, got {t}"),
             ))
@@ -440,19 +438,19 @@ fn message_rate(a: &ConnArgs, load: &Load, has_message: bool) -> Result<f64, Pla
         return Ok(0.0);
     }
     if !(rate.is_finite() && rate > 0.0) {
-        return Err(inv(
+        return Err(PlanError::invalid(
             "--message-rate",
             format!("must be a positive rate per connection, got {rate}"),
         ));
     }
     if rate < 0.001 {
-        return Err(inv(
+        return Err(PlanError::invalid(
             "--message-rate",
             "must be at least 0.001 per second (one message per 1000 s)",
         ));
     }
     if rate > 100_000.0 {
-        return Err(inv(
+        return Err(PlanError::invalid(
             "--message-rate",
             "is per connection; above 100000/s use more connections",
         ));
@@ -469,7 +467,7 @@ fn latency_from(a: &ConnArgs) -> Result<Option<LatencyField>, PlanError> {
         !f.is_empty() && !f.contains(['"', '\\']) && f.chars().all(|c| !c.is_control())
     });
     let Some(field) = field else {
-        return Err(inv(
+        return Err(PlanError::invalid(
             "--latency-from",
             format!("`{spec}`: expected json:FIELD, e.g. json:server_ts"),
         ));

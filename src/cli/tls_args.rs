@@ -128,10 +128,9 @@ impl TlsArgs {
     /// Validates the flags and loads the files. `host` is the URL's host; `per_shard` the
     /// most connections one shard opens at once (sizes the ticket store).
     pub fn settings(&self, host: &str, per_shard: u64) -> Result<TlsSettings, PlanError> {
-        let inv = |flag: &'static str, reason: String| PlanError::Invalid { flag, reason };
         let name = self.sni.as_deref().unwrap_or(host).to_owned();
         let server_name = ServerName::try_from(name.clone()).map_err(|_| {
-            inv(
+            PlanError::invalid(
                 "--sni",
                 format!("`{name}` is not a valid DNS name or IP address"),
             )
@@ -141,7 +140,7 @@ impl TlsArgs {
         if let Some(path) = &self.cacert {
             for c in certs::load_certs("--cacert", path)? {
                 roots.add(c).map_err(|e| {
-                    inv(
+                    PlanError::invalid(
                         "--cacert",
                         format!("`{}` is not a usable CA certificate: {e}", path.display()),
                     )
@@ -158,12 +157,15 @@ impl TlsArgs {
         let identity = match (&self.cert, &self.key) {
             (None, None) => None,
             (Some(_), None) => {
-                return Err(inv("--cert", "needs --key with its private key".into()))
+                return Err(PlanError::invalid(
+                    "--cert",
+                    "needs --key with its private key",
+                ))
             }
             (None, Some(_)) => {
-                return Err(inv(
+                return Err(PlanError::invalid(
                     "--key",
-                    "needs --cert with the certificate chain".into(),
+                    "needs --cert with the certificate chain",
                 ))
             }
             (Some(c), Some(k)) => {
@@ -192,7 +194,7 @@ impl TlsArgs {
         // Whatever rustls still objects to is reported here, not per connection.
         settings
             .client()
-            .map_err(|e| inv("--tls-version/--ciphers/--kx", e.to_string()))?;
+            .map_err(|e| PlanError::invalid("--tls-version/--ciphers/--kx", e.to_string()))?;
         Ok(settings)
     }
 
@@ -266,10 +268,10 @@ impl TlsArgs {
             }
         }
         if out.is_empty() {
-            return Err(PlanError::Invalid {
-                flag: "--kx",
-                reason: "give at least one group (e.g. x25519)".into(),
-            });
+            return Err(PlanError::invalid(
+                "--kx",
+                "give at least one group (e.g. x25519)",
+            ));
         }
         Ok(out)
     }

@@ -84,6 +84,16 @@ pub enum PlanError {
     },
 }
 
+impl PlanError {
+    /// `flag` is wrong: `reason` says what and the fix.
+    pub fn invalid(flag: &'static str, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            flag,
+            reason: reason.into(),
+        }
+    }
+}
+
 /// A whole run: one or more scenarios run together against one target. Run-wide settings
 /// (target, TLS, CPUs, sources, drain, output) are the first scenario's.
 #[derive(Debug, Clone)]

@@ -1,7 +1,6 @@
 //! The auth steps of a run: a pre-step (one token for every connection, fetched by
 //! `prepare`) or a request per connection at a bounded rate (`--auth-per-connection`).
 
-use super::inv;
 use crate::cli::args::RunArgs;
 use crate::plan::auth::{self, AuthSpec};
 use crate::plan::message::Resolver;
@@ -31,13 +30,13 @@ pub(super) fn steps(a: &RunArgs, mode: Mode) -> Result<Steps, PlanError> {
     let spec = spec(a)?;
     if a.auth_per_connection {
         if a.conn.message_texts().any(|m| m.contains(auth::TOKEN)) {
-            return Err(inv(
+            return Err(PlanError::invalid(
                 "--auth-per-connection",
                 "each connection's token goes in its upgrade request only: use {{token}} in -H values or the URL, not in messages",
             ));
         }
         if !(a.auth_rate.is_finite() && a.auth_rate >= 0.001) {
-            return Err(inv(
+            return Err(PlanError::invalid(
                 "--auth-rate",
                 format!(
                     "must be at least 0.001 requests per second, got {}",
@@ -48,13 +47,13 @@ pub(super) fn steps(a: &RunArgs, mode: Mode) -> Result<Steps, PlanError> {
         let in_request = a.url.contains(auth::TOKEN)
             || a.conn.headers.iter().any(|(_, v)| v.contains(auth::TOKEN));
         if !in_request {
-            return Err(inv(
+            return Err(PlanError::invalid(
                 "--auth-per-connection",
                 "no {{token}} in -H values or the URL: each connection's token would be fetched and never sent",
             ));
         }
         if matches!(mode, Mode::Handshake { upgrade: false, .. }) {
-            return Err(inv(
+            return Err(PlanError::invalid(
                 "--auth-per-connection",
                 "handshake cycles without --upgrade send no upgrade request to carry a token",
             ));
@@ -78,7 +77,7 @@ pub(super) fn steps(a: &RunArgs, mode: Mode) -> Result<Steps, PlanError> {
         None => None,
         Some(b) => Some(
             Template::parse(b, &resolver)
-                .map_err(|reason| inv("--auth-body", reason))?
+                .map_err(|reason| PlanError::invalid("--auth-body", reason))?
                 .unwrap_or_else(|| Template::literal(b)),
         ),
     };
@@ -106,7 +105,7 @@ fn spec(a: &RunArgs) -> Result<Option<AuthSpec>, PlanError> {
     }
     let Some(auth_url) = &a.auth_url else {
         if uses_token {
-            return Err(inv(
+            return Err(PlanError::invalid(
                 "--auth-url",
                 "`{{token}}` is used but no auth pre-step gives one: add --auth-url",
             ));
@@ -114,7 +113,7 @@ fn spec(a: &RunArgs) -> Result<Option<AuthSpec>, PlanError> {
         return Ok(None);
     };
     if !(auth_url.starts_with("http://") || auth_url.starts_with("https://")) {
-        return Err(inv(
+        return Err(PlanError::invalid(
             "--auth-url",
             format!("`{auth_url}` is not an http:// or https:// URL"),
         ));

@@ -21,14 +21,6 @@ use crate::proto::conn::Mode;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// An error of `flag`, with what is wrong and the fix.
-fn inv(flag: &'static str, reason: impl Into<String>) -> PlanError {
-    PlanError::Invalid {
-        flag,
-        reason: reason.into(),
-    }
-}
-
 /// How much load, and in what shape.
 #[derive(Debug)]
 struct Shape {
@@ -48,7 +40,7 @@ impl RunArgs {
     pub fn plan(&self) -> Result<RunPlan, PlanError> {
         let a = self;
         if a.target_url.is_some() {
-            return Err(inv(
+            return Err(PlanError::invalid(
                 "--url",
                 "is for scenario files (sockstorm run FILE.toml --url URL); give the URL itself instead",
             ));
@@ -123,20 +115,20 @@ fn shape(a: &RunArgs, url: &Url) -> Result<Shape, PlanError> {
     let handshake = a.mode == ModeArg::Handshake;
     let stages = a.stages.clone().map(|s| s.0).unwrap_or_default();
     if handshake && !stages.is_empty() {
-        return Err(inv("--stages", "applies to session mode"));
+        return Err(PlanError::invalid("--stages", "applies to session mode"));
     }
     if !stages.is_empty() && stages.iter().all(|s| s.target == 0) {
-        return Err(inv(
+        return Err(PlanError::invalid(
             "--stages",
             "every target is 0: no connection would open",
         ));
     }
     let (connections, mode) = if handshake {
         if a.concurrency == 0 {
-            return Err(inv("--concurrency", "must be at least 1"));
+            return Err(PlanError::invalid("--concurrency", "must be at least 1"));
         }
         if !url.tls && !a.upgrade {
-            return Err(inv(
+            return Err(PlanError::invalid(
                 "--mode",
                 "handshake mode on a ws:// URL has nothing to handshake: use wss:// or add --upgrade",
             ));
@@ -153,7 +145,10 @@ fn shape(a: &RunArgs, url: &Url) -> Result<Shape, PlanError> {
             (a.concurrency != 64, "--concurrency"),
         ] {
             if given {
-                return Err(inv(flag, "only applies with --mode handshake"));
+                return Err(PlanError::invalid(
+                    flag,
+                    "only applies with --mode handshake",
+                ));
             }
         }
         let n = stages
@@ -168,19 +163,22 @@ fn shape(a: &RunArgs, url: &Url) -> Result<Shape, PlanError> {
     let (connections, arrival_rate) = match (a.arrival_rate, a.session_lifetime) {
         (Some(r), Some(life)) => {
             if handshake || !stages.is_empty() {
-                return Err(inv(
+                return Err(PlanError::invalid(
                     "--arrival-rate",
                     "is its own load shape: not with --mode handshake or --stages",
                 ));
             }
             if !(r.is_finite() && r > 0.0) {
-                return Err(inv(
+                return Err(PlanError::invalid(
                     "--arrival-rate",
                     format!("must be a positive number of sessions per second, got {r}"),
                 ));
             }
             if life.is_zero() {
-                return Err(inv("--session-lifetime", "must be longer than 0"));
+                return Err(PlanError::invalid(
+                    "--session-lifetime",
+                    "must be longer than 0",
+                ));
             }
             let alive = r * (life + a.conn.close_wait).as_secs_f64();
             ((alive * 1.25).ceil() as u64 + 64, Some(r))
@@ -193,11 +191,11 @@ fn shape(a: &RunArgs, url: &Url) -> Result<Shape, PlanError> {
         stages.iter().map(|s| s.duration).sum()
     };
     if connections == 0 {
-        return Err(inv("--connections", "must be at least 1"));
+        return Err(PlanError::invalid("--connections", "must be at least 1"));
     }
     let connect_rate = match arrival_rate.or(a.connect_rate) {
         Some(r) if !(r.is_finite() && r > 0.0) => {
-            return Err(inv(
+            return Err(PlanError::invalid(
                 "--connect-rate",
                 format!("must be a positive number of connections per second, got {r}"),
             ))
@@ -221,14 +219,17 @@ fn shape(a: &RunArgs, url: &Url) -> Result<Shape, PlanError> {
 fn check_flags(a: &RunArgs, url: &Url) -> Result<(), PlanError> {
     if !url.tls {
         if let Some(flag) = a.tls.given() {
-            return Err(inv(flag, "only applies to wss:// URLs"));
+            return Err(PlanError::invalid(flag, "only applies to wss:// URLs"));
         }
     }
     if a.duration.is_zero() {
-        return Err(inv("--duration", "must be longer than 0 (e.g. 30s)"));
+        return Err(PlanError::invalid(
+            "--duration",
+            "must be longer than 0 (e.g. 30s)",
+        ));
     }
     if a.abort_on_fail.is_some() && a.thresholds.is_empty() {
-        return Err(inv(
+        return Err(PlanError::invalid(
             "--abort-on-fail",
             "needs at least one --threshold to check",
         ));
@@ -242,7 +243,7 @@ fn cpus(a: &RunArgs) -> Result<Vec<usize>, PlanError> {
     match &a.cpus {
         Some(parse::CpuList(list)) => {
             if let Some(c) = list.iter().find(|c| !available.contains(c)) {
-                return Err(inv(
+                return Err(PlanError::invalid(
                     "--cpus",
                     format!("CPU {c} is not available to this process (available: {available:?})"),
                 ));
@@ -259,25 +260,25 @@ fn storm(a: &RunArgs, shape: &Shape) -> Result<Option<Storm>, PlanError> {
         return Ok(None);
     };
     if shape.mode != Mode::Session || shape.arrival_rate.is_some() || !shape.stages.is_empty() {
-        return Err(inv(
+        return Err(PlanError::invalid(
             "--storm-at",
             "recovery is measured against a fixed connection count: not with --mode handshake, --arrival-rate or --stages",
         ));
     }
     if at >= shape.duration {
-        return Err(inv(
+        return Err(PlanError::invalid(
             "--storm-at",
             format!("{at:?} is not within the run (-d {:?})", shape.duration),
         ));
     }
     if !(a.storm_fraction > 0.0 && a.storm_fraction <= 1.0) {
-        return Err(inv(
+        return Err(PlanError::invalid(
             "--storm-fraction",
             format!("must be in (0, 1], got {}", a.storm_fraction),
         ));
     }
     if a.storm_every.is_some_and(|e| e.is_zero()) {
-        return Err(inv("--storm-every", "must be longer than 0"));
+        return Err(PlanError::invalid("--storm-every", "must be longer than 0"));
     }
     Ok(Some(Storm {
         at: at.as_micros() as u64,
