@@ -12,7 +12,7 @@ pub use progress::Progress;
 pub use summary::summary;
 
 use crate::metrics::run::RunResult;
-use crate::metrics::{ShardStats, TlsParam};
+use crate::metrics::{fmt_us, Hist, ShardStats, TlsParam};
 use crate::plan::threshold::Outcome;
 use crate::plan::{Run, RunPlan};
 use crate::proto::conn::Mode;
@@ -53,4 +53,14 @@ fn handshake_rates(plan: &RunPlan, r: &RunResult) -> Option<(f64, f64, f64)> {
         return Some((0.0, 0.0, 0.0));
     }
     Some((n / secs, n / cpu, cpu * 1e6 / n))
+}
+
+/// The 99th percentile of `s`'s histogram `h`, readable, or `-` when it holds nothing.
+fn p99(s: &ShardStats, h: Hist) -> String {
+    let h = s.hist(h);
+    if h.is_empty() {
+        "-".to_owned()
+    } else {
+        fmt_us(h.value_at_quantile(0.99))
+    }
 }

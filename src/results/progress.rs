@@ -1,8 +1,9 @@
 //! The live progress line on stderr, once a second: open sessions, rates and p99 latencies
 //! (handshake rates in handshake mode). On a terminal it rewrites one line.
 
+use super::p99;
 use crate::metrics::run::{Observer, Tick};
-use crate::metrics::{fmt_us, Hist};
+use crate::metrics::Hist;
 use std::io::Write;
 
 /// The live progress line on stderr.
@@ -34,14 +35,7 @@ impl Progress {
         if self.quiet {
             return;
         }
-        let p99 = |h: Hist| {
-            let h = second.hist(h);
-            if h.is_empty() {
-                "-".to_owned()
-            } else {
-                fmt_us(h.value_at_quantile(0.99))
-            }
-        };
+        let p99 = |h: Hist| p99(second, h);
         let c = &second.counters;
         let errors = total.failure_total() + second.failure_total();
         let line = if self.cycles {

@@ -1,7 +1,7 @@
 //! The human summary printed on stdout: latency table, counters, TLS, failures, storms,
 //! fan-out, auth, scenarios, thresholds, process figures and warnings, one section each.
 
-use super::{handshake_rates, thresholds, tls_params};
+use super::{handshake_rates, p99, thresholds, tls_params};
 use crate::metrics::run::RunResult;
 use crate::metrics::{fmt_us, Hist, ShardStats};
 use crate::plan::{Prepared, Run, RunPlan};
@@ -360,14 +360,6 @@ fn process(o: &mut String, run: &Prepared, r: &RunResult) {
 
 /// One line per scenario: its connections, sessions, messages, failures and p99 latencies.
 fn scenario_table(o: &mut String, run: &Run, r: &RunResult) {
-    let p99 = |s: &ShardStats, h: Hist| {
-        let h = s.hist(h);
-        if h.is_empty() {
-            "-".to_owned()
-        } else {
-            fmt_us(h.value_at_quantile(0.99))
-        }
-    };
     let _ = writeln!(
         o,
         "\n{:<16}{:>8}{:>8}{:>10}{:>10}{:>10}{:>9}{:>12}{:>10}{:>12}",
