@@ -93,21 +93,7 @@ pub fn parse_resume(s: &str) -> Result<Resume, String> {
     }
 }
 
-/// Parses just the TLS flags (for commands that build a run themselves, like `demo`).
-#[derive(Debug, clap::Parser)]
-struct TlsOnly {
-    #[command(flatten)]
-    tls: TlsArgs,
-}
-
 impl TlsArgs {
-    /// The TLS flags as if `args` were given on the command line.
-    pub fn from_flags(args: &[&str]) -> Result<Self, clap::Error> {
-        use clap::Parser;
-        TlsOnly::try_parse_from(std::iter::once("sockstorm").chain(args.iter().copied()))
-            .map(|o| o.tls)
-    }
-
     /// Names of the flags given that only make sense with TLS (to reject them on ws://).
     pub fn given(&self) -> Option<&'static str> {
         [
