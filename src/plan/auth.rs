@@ -28,7 +28,7 @@ pub struct AuthSpec {
 
 /// The placeholder the token replaces in the URL, `-H` values and messages (per-connection tokens:
 /// in the upgrade request only).
-pub const TOKEN: &str = "{{token}}";
+pub const TOKEN: &str = crate::proto::ws::handshake::TOKEN_SLOT;
 
 fn fail(reason: String) -> PlanError {
     PlanError::Auth(reason)
