@@ -276,7 +276,11 @@ fn start(run: &Prepared, layout: &Layout) -> Result<Started, EngineError> {
                 .map(|(p, rx)| group_plan(p, i, shards, rx[i].take()))
                 .collect(),
             ring: RingConfig {
-                files: (count + TABLE_SLACK).min(layout.nofile.0).max(1) as u32,
+                // Room for every connection twice over: a socket being closed keeps its slot
+                // until the close completes, and a storm's burst of closes should not hold up
+                // the replacements opened meanwhile (when the table is full, openings wait
+                // for a slot). An unused slot costs 8 bytes of kernel memory.
+                files: (2 * count + TABLE_SLACK).min(layout.nofile.0).max(1) as u32,
                 sock: SockOptions {
                     linger_zero: main.linger_zero,
                 },

@@ -367,6 +367,11 @@ impl Ring {
         Ok(r)
     }
 
+    /// Size of the direct-descriptor table: slots `0..files` can hold a socket.
+    pub fn files(&self) -> u32 {
+        self.files
+    }
+
     /// A handle that wakes this ring's thread.
     pub fn waker(&self) -> io::Result<Waker> {
         Ok(Waker(self.wake_file.try_clone()?))

@@ -438,6 +438,10 @@ impl OpenConn {
                     continue
                 }
                 Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(WsError::Protocol(_) | WsError::Capacity(_) | WsError::Utf8(_)) => {
+                    ctx.stats.protocol_errors.fetch_add(1, Relaxed);
+                    return Err(Finished);
+                }
                 Err(_) => return Err(Finished),
             };
             // After the server's close frame (close_after) nothing more may be sent; messages

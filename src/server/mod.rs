@@ -170,6 +170,10 @@ pub struct GatewayStats {
     pub server_closes: u64,
     /// Requests answered by the auth endpoint.
     pub auth_requests: u64,
+    /// Upgraded connections dropped because the client broke the WebSocket protocol (reserved
+    /// bits, unknown opcode, unmasked or oversized frame, bad UTF-8): bytes that were not a
+    /// frame, such as a second upgrade request written onto an upgraded socket.
+    pub protocol_errors: u64,
 }
 
 /// Why the gateway could not start.
@@ -275,6 +279,8 @@ struct ThreadStats {
     server_closes: AtomicU64,
     /// Auth endpoint answers.
     auth_requests: AtomicU64,
+    /// Client WebSocket protocol violations.
+    protocol_errors: AtomicU64,
 }
 
 /// The fan-out schedule's origin, shared by all threads.
@@ -591,6 +597,7 @@ fn sum_stats(stats: &[Arc<ThreadStats>]) -> GatewayStats {
             channel_overflow: acc.channel_overflow + t.channel_overflow.load(Relaxed),
             server_closes: acc.server_closes + t.server_closes.load(Relaxed),
             auth_requests: acc.auth_requests + t.auth_requests.load(Relaxed),
+            protocol_errors: acc.protocol_errors + t.protocol_errors.load(Relaxed),
         })
 }
 
@@ -602,6 +609,7 @@ pub fn fault_totals(s: &GatewayStats) -> String {
         ("overflow", s.channel_overflow),
         ("server closes", s.server_closes),
         ("auth", s.auth_requests),
+        ("protocol errors", s.protocol_errors),
     ]
     .into_iter()
     .filter(|&(_, n)| n > 0)

@@ -1,7 +1,7 @@
 //! Feeding the connections: completions from the ring (connect, receive, send, setup), timers
 //! that fired, and the sends of connections with output due.
 
-use super::slot::{arm_recv, start_send, SEND_BUF_CAPACITY};
+use super::slot::{arm_recv, recycle, start_send, SEND_BUF_CAPACITY};
 use super::Shard;
 use crate::io::uring::{unpack, Completion, Op};
 use crate::proto::conn::{Failure, Micros};
@@ -129,10 +129,7 @@ impl Shard {
             buf.drain(..res as usize);
             start_send(ring, slot, i, buf, inflight, pool);
         } else {
-            buf.clear();
-            if buf.capacity() <= 64 * 1024 {
-                pool.push(buf);
-            }
+            recycle(pool, buf);
             if let (true, Some(conn)) = (res < 0 && res != -libc::ECANCELED, slot.conn.as_mut()) {
                 let mut ctx = groups[slot.group as usize].ctx(rng);
                 conn.handle_error(&mut ctx, now, Failure::from_errno(-res));
@@ -203,7 +200,7 @@ impl Shard {
                 .unwrap_or_else(|| Vec::with_capacity(SEND_BUF_CAPACITY));
             conn.poll_transmit(&mut groups[slot.group as usize].ctx(rng), now, &mut buf);
             if buf.is_empty() {
-                pool.push(buf);
+                recycle(pool, buf);
             } else {
                 start_send(ring, slot, i, buf, inflight, pool);
             }

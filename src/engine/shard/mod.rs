@@ -358,9 +358,17 @@ impl Shard {
         }
         if !self.stopping {
             t = t.min(self.plan.duration_us);
+            // Openings that wait for a slot are woken by the completion that frees one.
+            let no_slot = !self.slot_available();
             for g in &self.groups {
                 // Openings that wait for a token look again in 1 ms, not in a spin.
-                let floor = if g.starved() { now + 1_000 } else { 0 };
+                let floor = if no_slot {
+                    Micros::MAX
+                } else if g.starved() {
+                    now + 1_000
+                } else {
+                    0
+                };
                 if g.pending_opens > 0 {
                     t = t.min((g.next_open_at as Micros).max(floor));
                 }

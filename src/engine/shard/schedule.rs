@@ -2,7 +2,7 @@
 //! ramp up and down), replacements of lost connections by the reconnect policy, and opening
 //! one connection into a free slot.
 
-use super::slot::{Slot, SEND_BUF_CAPACITY};
+use super::slot::{recycle, Slot, SEND_BUF_CAPACITY};
 use super::Shard;
 use crate::io::uring::{pack, Op};
 use crate::proto::conn::{Conn, Failure, Micros, Mode};
@@ -23,10 +23,11 @@ impl Shard {
         loop {
             let g = &mut self.groups[gi];
             let due = g.pending_opens > 0 && g.next_open_at <= nowf + OPEN_SLACK_US && budget > 0;
-            // A token is only taken for an opening that is due.
-            if !(due && g.token_ready()) {
+            // A token is only taken for an opening that is due and has a slot.
+            if !(due && self.slot_available() && self.groups[gi].token_ready()) {
                 break;
             }
+            let g = &mut self.groups[gi];
             budget -= 1;
             let lag = (nowf - g.next_open_at).max(0.0) as u64;
             g.lag_max = g.lag_max.max(lag);
@@ -47,9 +48,10 @@ impl Shard {
                 Some(Reverse((at, _, _))) if *at as f64 <= nowf + OPEN_SLACK_US => {}
                 _ => break,
             }
-            if !g.token_ready() {
+            if !(self.slot_available() && self.groups[gi].token_ready()) {
                 break;
             }
+            let g = &mut self.groups[gi];
             let Some(Reverse((_, attempt, delay))) = g.reopen.pop() else {
                 break;
             };
@@ -80,6 +82,7 @@ impl Shard {
             while short > 0
                 && budget > 0
                 && self.groups[gi].next_open_at <= nowf + OPEN_SLACK_US
+                && self.slot_available()
                 && self.groups[gi].token_ready()
             {
                 let g = &mut self.groups[gi];
@@ -212,7 +215,7 @@ impl Shard {
             }
             // Beyond the descriptor table (EMFILE), or the socket could not be made.
             Err((buf, errno)) => {
-                pool.push(buf);
+                recycle(pool, buf);
                 conn.handle_error(&mut ctx, now, Failure::from_errno(errno));
             }
         }

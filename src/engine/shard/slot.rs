@@ -59,6 +59,19 @@ impl Slot {
     }
 }
 
+/// Largest send buffer kept for reuse; bigger ones (a large message) are freed.
+const POOLED_MAX: usize = 64 * 1024;
+
+/// Returns a send buffer to the pool, emptied: the next connection to take it appends to it,
+/// so a buffer returned with its bytes (an upgrade request whose opening failed) would send
+/// them again on another connection's socket.
+pub(super) fn recycle(pool: &mut Vec<Vec<u8>>, mut buf: Vec<u8>) {
+    buf.clear();
+    if buf.capacity() <= POOLED_MAX {
+        pool.push(buf);
+    }
+}
+
 /// Hands `buf` to the ring as the slot's one send in flight.
 pub(super) fn start_send(
     ring: &mut Ring,
@@ -75,7 +88,7 @@ pub(super) fn start_send(
             *inflight += 1;
         }
         // Only if the slot already had a send in flight, which `slot.sending` rules out.
-        Err(buf) => pool.push(buf),
+        Err(buf) => recycle(pool, buf),
     }
 }
 
@@ -88,6 +101,14 @@ pub(super) fn arm_recv(ring: &mut Ring, slot: &mut Slot, i: u32, inflight: &mut 
 }
 
 impl Shard {
+    /// A slot is free for one more connection: a freed one, or a new one inside the ring's
+    /// descriptor table. Slots of sockets still closing are not free; while the table is
+    /// full of them, openings wait (an opening beyond it could only fail, as EMFILE, and
+    /// with an immediate reconnect policy its replacement would fail the same way at once).
+    pub(super) fn slot_available(&self) -> bool {
+        !self.free.is_empty() || (self.slots.len() as u32) < self.ring.files()
+    }
+
     pub(super) fn maybe_free(&mut self, i: u32) {
         let slot = &mut self.slots[i as usize];
         if slot.allocated && slot.conn.is_none() && slot.ops == 0 {
