@@ -104,6 +104,9 @@ pub struct ConnArgs {
     /// wake-ups), each stamped with its grid time. 0 = exact per-connection timers.
     #[arg(long, default_value = "1ms", value_parser = parse::duration)]
     pub timer_resolution: Duration,
+    /// Named requests, reply rules, checks and streams.
+    #[command(flatten)]
+    pub rules: super::rules::RulesArgs,
 }
 
 /// `--role` values.
@@ -158,11 +161,13 @@ impl ConnArgs {
 
     /// The texts sent as messages as given (before `@file`s are read), for the auth checks:
     /// `--send-on-open`, `--message` and `--on-reconnect`.
-    pub(super) fn message_texts(&self) -> impl Iterator<Item = &String> {
+    pub(super) fn message_texts(&self) -> impl Iterator<Item = &str> {
         self.send_on_open
             .iter()
             .chain(&self.message)
             .chain(&self.on_reconnect)
+            .map(String::as_str)
+            .chain(self.rules.message_texts())
     }
 
     /// The checks of connection flags that stand alone: zero durations, timers, reserved
@@ -258,6 +263,7 @@ fn config(a: &ConnArgs, load: &Load<'_>) -> Result<(ConnConfig, f64), PlanError>
     let resolver = &load.messages;
     let (on_open, message, on_reconnect) = messages(a, opcode, resolver)?;
     let rate = message_rate(a, load, message.is_some())?;
+    let rules = a.rules.rules(opcode, resolver)?;
     let heartbeat = match a.heartbeat_interval {
         None => None,
         Some(iv) => {
@@ -308,6 +314,10 @@ fn config(a: &ConnArgs, load: &Load<'_>) -> Result<(ConnConfig, f64), PlanError>
         close_wait: us(a.close_wait),
         validate_utf8: !a.no_utf8_check,
         timer_resolution: us(a.timer_resolution),
+        requests: rules.requests,
+        reply_timeout: rules.reply_timeout,
+        checks: rules.checks,
+        stream: rules.stream,
     };
     Ok((conn, rate))
 }

@@ -12,6 +12,7 @@ mod build;
 pub mod conn;
 mod demo;
 mod doctor;
+pub mod rules;
 mod run;
 mod scenario;
 mod serve;

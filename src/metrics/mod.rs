@@ -6,6 +6,7 @@
 //! (1 µs .. 60 s, 3 significant figures), so merges cannot fail, across shards, runs and nodes.
 
 pub mod fanout;
+pub mod named;
 pub mod run;
 
 use crate::proto::conn::{Failure, Recorder};
@@ -58,6 +59,8 @@ pub struct ShardStats {
     pub tls_params: BTreeMap<TlsParam, u64>,
     /// Fan-out publish log, subscriber sessions and per-message delivery times.
     pub fanout: fanout::FanoutStats,
+    /// Named requests' replies and checks' verdicts.
+    pub named: named::Named,
 }
 
 /// One negotiated TLS parameter (IANA numbers), for counting.
@@ -88,6 +91,15 @@ impl ShardStats {
             close_codes: BTreeMap::new(),
             tls_params: BTreeMap::new(),
             fanout: fanout::FanoutStats::default(),
+            named: named::Named::default(),
+        }
+    }
+
+    /// Statistics with nothing recorded, named after `cfg`'s requests and checks.
+    pub fn for_config(cfg: &crate::proto::conn::ConnConfig) -> Self {
+        Self {
+            named: named::Named::for_config(cfg),
+            ..Self::new()
         }
     }
 
@@ -129,16 +141,9 @@ impl ShardStats {
     /// (which only the end of the run needs, and which grows with the run).
     pub fn add_measures(&mut self, other: &Self) {
         for (a, b) in self.hists.iter_mut().zip(&other.hists) {
-            // Same bounds everywhere, so `add` cannot fail; saturate defensively anyway.
-            if a.add(b).is_err() {
-                for v in b.iter_recorded() {
-                    a.saturating_record_n(
-                        v.value_iterated_to().min(HIST_MAX_US),
-                        v.count_at_value(),
-                    );
-                }
-            }
+            named::add_hist(a, b);
         }
+        self.named.add(&other.named);
         self.counters.add(&other.counters);
         for (k, v) in &other.failures {
             *self.failures.entry(*k).or_insert(0) += v;
@@ -167,6 +172,7 @@ impl ShardStats {
             h.reset();
         }
         self.counters = Counters::default();
+        self.named.reset();
         self.failures.clear();
         self.close_codes.clear();
         self.tls_params.clear();
@@ -215,6 +221,34 @@ impl Recorder for ShardStats {
 
     fn delivered(&mut self, publisher: u64, seq: u64, latency_us: u64) {
         self.fanout.delivered(publisher, seq, latency_us);
+    }
+
+    fn request_sent(&mut self, req: u16) {
+        self.counters.requests_sent += 1;
+        self.named.request(req).sent += 1;
+    }
+
+    fn request_answered(&mut self, req: u16, us: u64) {
+        self.counters.replies_received += 1;
+        let r = self.named.request(req);
+        r.answered += 1;
+        r.latency.saturating_record(us.clamp(1, HIST_MAX_US));
+    }
+
+    fn request_unanswered(&mut self, req: u16, n: u64) {
+        self.counters.replies_unanswered += n;
+        self.named.request(req).unanswered += n;
+    }
+
+    fn check(&mut self, check: u16, pass: bool) {
+        let c = self.named.check(check);
+        if pass {
+            c.passed += 1;
+            self.counters.checks_passed += 1;
+        } else {
+            c.failed += 1;
+            self.counters.checks_failed += 1;
+        }
     }
 }
 

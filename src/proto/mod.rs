@@ -6,6 +6,7 @@ pub mod conn;
 mod fuzz_smoke;
 pub mod inspect;
 pub mod rng;
+pub mod select;
 pub mod template;
 pub mod tls;
 pub mod ws;

@@ -62,8 +62,8 @@ impl Group {
             plan.arrivals.unwrap_or(plan.connections)
         };
         Self {
+            stats: ShardStats::for_config(&plan.conn),
             cfg: plan.conn.clone(),
-            stats: ShardStats::new(),
             pending_opens: n,
             initial_left: n,
             next_open_at: plan.open_offset_us,

@@ -124,6 +124,14 @@ pub struct ConnConfig {
     /// wake-up, and, being stamped with the grid time, the batching adds no latency that the
     /// measurement would not see (default 1 ms).
     pub timer_resolution: Micros,
+    /// Named messages with their own rate and reply rule (`[[scenario.message]]`).
+    pub requests: Vec<super::rules::Request>,
+    /// A request unanswered this long counts as unanswered, µs; 0 = only at the close.
+    pub reply_timeout: Micros,
+    /// Checks on received messages, counted pass/fail.
+    pub checks: Vec<super::rules::Check>,
+    /// Sequence tracking of server streams (`stream = { seq, key }`).
+    pub stream: Option<super::rules::StreamRule>,
 }
 
 impl Default for ConnConfig {
@@ -148,11 +156,20 @@ impl Default for ConnConfig {
             close_wait: 1_000_000,
             validate_utf8: true,
             timer_resolution: 1_000,
+            requests: Vec::new(),
+            reply_timeout: 10_000_000,
+            checks: Vec::new(),
+            stream: None,
         }
     }
 }
 
 impl ConnConfig {
+    /// Whether received messages are inspected whole (requests, checks or streams).
+    pub fn inspects(&self) -> bool {
+        !self.requests.is_empty() || !self.checks.is_empty() || self.stream.is_some()
+    }
+
     /// `t` (µs) rounded up to a multiple of `timer_resolution`: the grid scheduled sends are due
     /// and stamped on.
     #[inline]

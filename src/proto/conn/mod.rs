@@ -20,6 +20,7 @@ pub mod failure;
 mod fanout;
 pub mod record;
 mod recv;
+pub mod rules;
 mod tls;
 mod transmit;
 
@@ -28,6 +29,7 @@ pub use event::{Ending, Event};
 pub use failure::Failure;
 pub use fanout::fanout_fields;
 pub use record::{Counters, Hist, Recorder};
+pub use rules::{Check, ReplyRule, Request, StreamRule};
 
 use self::event::{EV_ENDED, STORM_DROPPED};
 use self::fanout::Track;
@@ -125,6 +127,21 @@ struct Extras {
     /// Heartbeat: when the next is due, and when the unanswered one was sent (0: none).
     hb_next: Micros,
     hb_sent: Micros,
+    /// Named requests, checks and streams (`ConnConfig::inspects`): their state, and the
+    /// message being received (its first `rules::INSPECT_MAX` bytes).
+    rules: rules::RuleState,
+    msg: Vec<u8>,
+    /// Requests due in this transmit (reused).
+    due: Vec<(u16, Micros)>,
+}
+
+impl Extras {
+    /// After a message was inspected: a buffer grown for a large one is not kept.
+    fn release_msg(&mut self) {
+        if self.msg.capacity() > 4096 {
+            self.msg = Vec::new();
+        }
+    }
 }
 
 // Pending output flags.
@@ -383,6 +400,12 @@ impl Conn {
                 self.stop(ctx, now, drain_until);
                 return;
             }
+            if self.phase == Phase::Open && ctx.cfg.inspects() {
+                x.rules.expire(ctx, now);
+                if self.stopping && !x.rules.awaiting() && self.fifo.is_empty() {
+                    return self.begin_close(ctx, now, 1000);
+                }
+            }
             if x.expect_until != 0 && now >= x.expect_until && self.phase == Phase::Open {
                 ctx.stats.fail(Failure::ExpectTimeout);
                 x.expect_until = 0;
@@ -433,7 +456,9 @@ impl Conn {
             Phase::Connecting | Phase::TlsHandshake | Phase::Upgrading => self.abandon(ctx, now),
             Phase::Open => {
                 // Subscribers wait out the drain too: deliveries in flight still count.
-                if self.fifo.is_empty() && ctx.cfg.fanout != Some(Fanout::Subscriber) {
+                let awaiting = self.extras.as_ref().is_some_and(|x| x.rules.awaiting());
+                if self.fifo.is_empty() && !awaiting && ctx.cfg.fanout != Some(Fanout::Subscriber)
+                {
                     self.begin_close(ctx, now, 1000);
                 } else {
                     self.deadline = drain_until;
@@ -518,6 +543,11 @@ impl Conn {
             }
             if self.phase == Phase::Open && x.retire_at != 0 {
                 t = t.min(x.retire_at);
+            }
+            if self.phase == Phase::Open && cfg.inspects() {
+                if let Some(d) = x.rules.next_due(cfg, self.stopping) {
+                    t = t.min(d);
+                }
             }
             if let (Some(hb), Phase::Open) = (&cfg.heartbeat, self.phase) {
                 if x.hb_sent != 0 {
@@ -621,6 +651,7 @@ impl Conn {
         self.fifo.clear();
         if let Some(x) = &mut self.extras {
             x.hashes.clear();
+            x.rules.account(ctx);
         }
     }
 }

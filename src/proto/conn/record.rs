@@ -181,6 +181,30 @@ counters! {
     fanout_duplicates,
     /// Fan-out: messages that arrived after a later one of the same publisher.
     fanout_reordered,
+    /// Named requests sent (`[[scenario.message]]`), whatever their reply rule.
+    requests_sent,
+    /// Replies received and matched to a named request.
+    replies_received,
+    /// Named requests whose reply never came (timed out, or still awaited at the close).
+    replies_unanswered,
+    /// Messages that passed a check.
+    checks_passed,
+    /// Messages that failed a check.
+    checks_failed,
+    /// Stream messages with a sequence number (`stream.seq`).
+    stream_msgs,
+    /// Gaps in a stream's sequence: a message came after a missing one.
+    stream_gaps,
+    /// Sequence numbers jumped over by the gaps.
+    stream_skipped,
+    /// Stream messages that arrived after a later one of the same stream.
+    stream_late,
+    /// Late stream messages that had been jumped over (lost = skipped - filled).
+    stream_filled,
+    /// Stream messages received twice or more (extra copies).
+    stream_duplicates,
+    /// Stream messages of keys beyond the ones tracked per connection (not checked).
+    stream_keys_untracked,
 }
 
 /// Where a connection's measurements go. One per shard (or per test), never shared.
@@ -205,4 +229,12 @@ pub trait Recorder {
     fn subscribed(&mut self, channel: u32, from_unix_us: u64, to_unix_us: u64);
     /// Fan-out: an owed delivery of `(publisher, seq)` arrived `latency_us` after it was sent.
     fn delivered(&mut self, publisher: u64, seq: u64, latency_us: u64);
+    /// Named request `req` (its index in `ConnConfig::requests`) was sent.
+    fn request_sent(&mut self, req: u16);
+    /// Request `req` was answered `us` after its intended send time.
+    fn request_answered(&mut self, req: u16, us: u64);
+    /// `n` sends of request `req` will never be answered.
+    fn request_unanswered(&mut self, req: u16, n: u64);
+    /// Check `check` (its index in `ConnConfig::checks`) passed or failed on one message.
+    fn check(&mut self, check: u16, pass: bool);
 }

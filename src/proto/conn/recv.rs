@@ -7,6 +7,7 @@ use super::event::{EV_OPENED, OPENED};
 use super::fanout::{fan_out, fields};
 use super::{Conn, Ctx, Extras, Failure, Fanout, Hist, Micros, Mode, Outcome, Phase, Recorder};
 use super::{OUT_ON_OPEN, OUT_PONG, OUT_RESUME};
+use super::rules::INSPECT_MAX;
 use crate::proto::inspect::EXPECT_PREFIX;
 use crate::proto::template::Fnv;
 use crate::proto::ws::frame::{close_code_valid, Decoded, FrameHeader, OpCode, Violation};
@@ -111,6 +112,7 @@ impl Conn {
             || c.fanout.is_some()
             || c.heartbeat.is_some()
             || c.on_reconnect.is_some()
+            || c.inspects()
         {
             let mut x = Box::<Extras>::default();
             if c.session_lifetime > 0 {
@@ -125,6 +127,9 @@ impl Conn {
             }
             if let Some(hb) = &c.heartbeat {
                 x.hb_next = now.saturating_add(hb.interval);
+            }
+            if c.inspects() {
+                x.rules = super::rules::RuleState::open(ctx, now);
             }
             self.extras = Some(x);
         }
@@ -166,6 +171,7 @@ impl Conn {
                     x.rx = Fnv::default();
                     x.fan = Default::default();
                     x.seq_scan.reset();
+                    x.msg.clear();
                 }
                 self.matching = !self.fifo.is_empty()
                     && ctx.cfg.message.as_ref().is_some_and(|m| m.opcode == op);
@@ -191,6 +197,10 @@ impl Conn {
             if x.expect_until != 0 || x.hb_sent != 0 {
                 let room = EXPECT_PREFIX.saturating_sub(x.expect_buf.len());
                 x.expect_buf.extend_from_slice(&p[..p.len().min(room)]);
+            }
+            if ctx.cfg.inspects() {
+                let room = INSPECT_MAX.saturating_sub(x.msg.len());
+                x.msg.extend_from_slice(&p[..p.len().min(room)]);
             }
             if ctx.cfg.fanout == Some(Fanout::Subscriber) {
                 let fields = fields();
@@ -271,10 +281,24 @@ impl Conn {
             // during our close.
             if let Some(x) = &mut self.extras {
                 fan_out(ctx, x, now, &mut self.last_seq);
+                if ctx.cfg.inspects() {
+                    x.rules.on_message(ctx, now, &x.msg);
+                    x.release_msg();
+                }
             }
             return Ok(());
         }
         self.inspect(ctx, now);
+        if let (Some(x), true) = (&mut self.extras, ctx.cfg.inspects()) {
+            let answered = x.rules.on_message(ctx, now, &x.msg);
+            x.release_msg();
+            if answered {
+                if self.stopping && self.fifo.is_empty() && !x.rules.awaiting() {
+                    self.begin_close(ctx, now, 1000);
+                }
+                return Ok(());
+            }
+        }
         let full = match (&ctx.cfg.message, &mut self.extras) {
             // Templated: the echo is ours if it hashes like the oldest message awaiting one.
             (Some(m), Some(x)) if m.template.is_some() => {

@@ -63,6 +63,9 @@ impl Conn {
                 ctx.stats.counters().pings_sent += 1;
             }
             self.transmit_messages(ctx, now, out);
+            if !ctx.cfg.requests.is_empty() && !self.stopping {
+                self.transmit_requests(ctx, now, out);
+            }
         }
         if self.pending & OUT_CLOSE != 0 {
             encode_close(out, self.close_code, b"", ctx.rng.mask());
@@ -133,6 +136,49 @@ impl Conn {
         }
     }
 
+    /// Writes every named request that is due, stamped with its intended time, and notes
+    /// what its reply will be recognized by.
+    fn transmit_requests<R: Recorder>(
+        &mut self,
+        ctx: &mut Ctx<'_, R>,
+        now: Micros,
+        out: &mut Vec<u8>,
+    ) {
+        let Some(mut x) = self.extras.take() else {
+            return;
+        };
+        let mut due = std::mem::take(&mut x.due);
+        x.rules.take_due(ctx.cfg, now, &mut due);
+        let now_unix = ctx.epoch_unix_us.saturating_add(now);
+        for &(req, intended) in &due {
+            let m = &ctx.cfg.requests[usize::from(req)].message;
+            let mask = ctx.rng.mask();
+            SCRATCH.with(|s| {
+                let mut s = s.borrow_mut();
+                s.clear();
+                match &m.template {
+                    Some(t) => {
+                        self.tseq += 1;
+                        let mut vars = Vars {
+                            conn_id: self.id,
+                            seq: self.tseq,
+                            last_seq: self.last_seq,
+                            now_unix_us: now_unix,
+                            rng: ctx.rng,
+                        };
+                        t.render(&mut vars, &mut s);
+                    }
+                    None => s.extend_from_slice(&m.payload),
+                }
+                encode_frame(out, m.opcode, true, &s, mask);
+                x.rules.sent(ctx, req, &s, intended);
+            });
+        }
+        due.clear();
+        x.due = due;
+        self.extras = Some(x);
+    }
+
     /// Frames `m` into `out`, rendering it first if it is templated; returns the rendered
     /// payload's hash then.
     fn encode_message(
@@ -171,6 +217,13 @@ impl Conn {
                 .tls
                 .as_ref()
                 .is_some_and(|t| t.close_notify || t.conn.wants_write())
+            || (self.phase == Phase::Open
+                && !self.stopping
+                && !cfg.requests.is_empty()
+                && self
+                    .extras
+                    .as_ref()
+                    .is_some_and(|x| x.rules.wants_send(cfg, now)))
             || (self.phase == Phase::Open
                 && !self.stopping
                 && cfg.message.is_some()
