@@ -455,3 +455,205 @@ fn demo_over_wss_and_keylog_file() {
     );
     assert_eq!(read_json(&out)["tls"]["keylog_file"], true);
 }
+
+/// A self-signed server certificate made the common way, CA:TRUE included:
+/// `openssl req -x509 -newkey ec ... -addext subjectAltName=DNS:localhost,IP:127.0.0.1`
+/// (rcgen's equivalent when the `openssl` command is missing). Its PEM and key files.
+fn self_signed_ca_cert(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let cert = json_path(&format!("{name}-cert")).with_extension("pem");
+    let key = json_path(&format!("{name}-key")).with_extension("pem");
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+        .args(["-subj", "/CN=localhost", "-addext"])
+        .arg("subjectAltName=DNS:localhost,IP:127.0.0.1")
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !made {
+        eprintln!("no `openssl` command: rcgen makes the CA:TRUE certificate instead");
+        let mut p =
+            rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let k = rcgen::KeyPair::generate().unwrap();
+        std::fs::write(&cert, p.self_signed(&k).unwrap().pem()).unwrap();
+        std::fs::write(&key, k.serialize_pem()).unwrap();
+    }
+    let pem = std::fs::read_to_string(&cert).unwrap();
+    assert!(pem.contains("BEGIN CERTIFICATE"), "{pem}");
+    (cert, key)
+}
+
+/// A gateway serving wss:// with the certificate and key in these files.
+fn gateway_with(cert: &std::path::Path, key: &std::path::Path) -> Gateway {
+    let chain = sockstorm::certs::load_certs("--cert", cert).unwrap();
+    let key = sockstorm::certs::load_key("--key", key).unwrap();
+    let opts = sockstorm::server::ServerTlsOptions::new(chain, key);
+    Gateway::start(sockstorm::server::ServeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        tls: Some(sockstorm::server::server_tls_config(&opts).unwrap()),
+        ..sockstorm::server::ServeConfig::default()
+    })
+    .unwrap()
+}
+
+#[test]
+fn a_self_signed_ca_certificate_given_as_cacert_is_pinned() {
+    let _g = lock();
+    let (cert, key) = self_signed_ca_cert("pinned");
+    let gw = gateway_with(&cert, &key);
+    let out = json_path("pinned");
+    let run = |cacert: &std::path::Path, extra: &[&str]| {
+        let mut args = vec![
+            "run".to_owned(),
+            wss(&gw),
+            "-c".into(),
+            "50".into(),
+            "-d".into(),
+            "2s".into(),
+            "--no-reconnect".into(),
+            "--cacert".into(),
+            cacert.to_str().unwrap().into(),
+            "-q".into(),
+            "--json".into(),
+            out.to_str().unwrap().into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        sockstorm(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    // Pinned: every connection verified and established, through the cache or not.
+    for extra in [&[][..], &["--no-verify-cache"], &["--sni", "localhost"]] {
+        let before = gw.stats();
+        let o = run(&cert, extra);
+        assert_ok(&o);
+        let v = read_json(&out);
+        assert_eq!(counter(&v, "established"), 50, "{extra:?}");
+        assert_eq!(failures(&v), vec![], "{extra:?}");
+        assert_eq!(tls(&v, "full") + tls(&v, "resumed"), 50, "{extra:?}");
+        let s = gw.stats();
+        let done =
+            |s: &sockstorm::server::GatewayStats| s.tls_handshakes_full + s.tls_handshakes_resumed;
+        assert_eq!(done(&s) - done(&before), 50, "{extra:?}");
+    }
+    // Pinned, yet its names are still checked (as curl does).
+    let o = run(&cert, &["--sni", "example.com"]);
+    assert_eq!(o.status.code(), Some(3));
+    let v = read_json(&out);
+    assert_eq!(failures(&v), vec![("tls_cert_name_mismatch".into(), 50)]);
+    // Another CA:TRUE certificate in --cacert: refused, with the reason and the fix.
+    let (other, _) = self_signed_ca_cert("pinned-other");
+    let o = run(&other, &[]);
+    assert_eq!(o.status.code(), Some(3));
+    let v = read_json(&out);
+    assert_eq!(counter(&v, "established"), 0);
+    assert_eq!(failures(&v), vec![("tls_cert_ca_as_server".into(), 50)]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("is a CA certificate (CA:TRUE) used as a server certificate: pass that exact file with --cacert to pin it"),
+        "{stdout}"
+    );
+    gw.shutdown();
+}
+
+#[test]
+fn identical_tls_failures_stop_the_run_early_with_the_cause() {
+    let _g = lock();
+    let ca = generate_test_ca().unwrap();
+    let (gw, _) = tls_gateway(&ca, "same-failures", |_| {});
+    let out = json_path("same-failures");
+    // No --cacert: every attempt fails as unknown_issuer, replaced at the connect rate.
+    let t0 = std::time::Instant::now();
+    let o = sockstorm(&[
+        "run",
+        &wss(&gw),
+        "-c",
+        "10",
+        "-d",
+        "30s",
+        "--cpus",
+        "0",
+        "-q",
+        "--json",
+        out.to_str().unwrap(),
+    ]);
+    let took = t0.elapsed();
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(took < std::time::Duration::from_secs(10), "{took:?}");
+    let v = read_json(&out);
+    let stop = &v["stopped_by_identical_failures"];
+    assert_eq!(stop["cause"], "tls_cert_unknown_issuer", "{stop}");
+    assert_eq!(stop["attempts"], 100);
+    assert_eq!(counter(&v, "established"), 0);
+    let failed = failures(&v);
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].0, "tls_cert_unknown_issuer");
+    // Attempts in flight when the limit was reached may still fail; none more were opened.
+    assert!((100..=110).contains(&failed[0].1), "{failed:?}");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    for text in [&stdout, &stderr] {
+        assert!(
+            text.contains("100 attempts in a row failed with tls_cert_unknown_issuer and no connection ever succeeded (--max-identical-failures 100)"),
+            "{text}"
+        );
+        assert!(text.contains("pass the CA that signed it"), "{text}");
+    }
+    // A scenario file's key sets the limit too.
+    let file = json_path("same-failures-scenario").with_extension("toml");
+    std::fs::write(
+        &file,
+        format!(
+            "url = \"{}\"\nconnections = 10\nduration = \"30s\"\nmax_identical_failures = 20\n",
+            wss(&gw)
+        ),
+    )
+    .unwrap();
+    let o = sockstorm(&[
+        "run",
+        file.to_str().unwrap(),
+        "--cpus",
+        "0",
+        "-q",
+        "--json",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v = read_json(&out);
+    assert_eq!(v["stopped_by_identical_failures"]["attempts"], 20);
+    // 0: the run goes on for its whole duration.
+    let t0 = std::time::Instant::now();
+    let o = sockstorm(&[
+        "run",
+        &wss(&gw),
+        "-c",
+        "10",
+        "--connect-rate",
+        "200",
+        "-d",
+        "2s",
+        "--max-identical-failures",
+        "0",
+        "-q",
+        "--json",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(t0.elapsed() >= std::time::Duration::from_secs(2));
+    let v = read_json(&out);
+    assert!(v["stopped_by_identical_failures"].is_null());
+    assert!(failures(&v)[0].1 > 100, "{:?}", failures(&v));
+    gw.shutdown();
+}

@@ -140,6 +140,11 @@ pub struct RunArgs {
     /// fails, checked every second from this time on (e.g. 10s: let the ramp settle first).
     #[arg(long, value_name = "DELAY", value_parser = parse::duration)]
     pub abort_on_fail: Option<Duration>,
+    /// Stop the run (exit 3) once this many attempts in a row on a shard failed with the same
+    /// certificate, verification or TLS configuration cause while no connection ever
+    /// succeeded: each further attempt would fail the same way. 0: never stop for that.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub max_identical_failures: u64,
     /// TLS settings.
     #[command(flatten)]
     pub tls: TlsArgs,

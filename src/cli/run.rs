@@ -58,11 +58,16 @@ fn finish(run: &Prepared, result: &RunResult) -> Result<u8, CliError> {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(results::summary(run, result).as_bytes());
     let _ = out.flush();
+    if let Some(stop) = &result.failure_stop {
+        eprintln!("sockstorm: {}", results::failure_stop_text(run, stop));
+    }
     let c = &result.stats.counters;
     Ok(if result.threshold_abort.is_some() {
         EXIT_THRESHOLDS
     } else if result.interrupted {
         EXIT_INTERRUPTED
+    } else if result.failure_stop.is_some() {
+        EXIT_FAILURES
     } else if results::thresholds(run, result).iter().any(|t| !t.pass) {
         EXIT_THRESHOLDS
     } else if result.stats.failure_total() > 0

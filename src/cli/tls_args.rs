@@ -16,7 +16,9 @@ use std::sync::Arc;
 /// TLS flags (wss:// URLs).
 #[derive(Debug, Clone, Args)]
 pub struct TlsArgs {
-    /// Trust this CA (PEM) in addition to the built-in Mozilla roots (webpki-roots).
+    /// Trust this CA (PEM) in addition to the built-in Mozilla roots (webpki-roots). A
+    /// server presenting exactly a certificate of this file is trusted too, even a CA:TRUE
+    /// self-signed one (pinned; its names are still checked).
     #[arg(long, help_heading = "TLS (wss://)")]
     pub cacert: Option<PathBuf>,
     /// Do not verify the server certificate (handshake signatures are still checked).
@@ -123,8 +125,12 @@ impl TlsArgs {
         })?;
         let mut roots = RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        // Each --cacert certificate is also pinned: a server presenting exactly it is trusted
+        // even when it is a CA certificate, as `openssl req -x509` makes them.
+        let mut pinned = Vec::new();
         if let Some(path) = &self.cacert {
             for c in certs::load_certs("--cacert", path)? {
+                pinned.push(c.clone());
                 roots.add(c).map_err(|e| {
                     PlanError::invalid(
                         "--cacert",
@@ -169,6 +175,7 @@ impl TlsArgs {
             kx,
             alpn,
             identity,
+            pinned,
             keylog: std::env::var_os("SSLKEYLOGFILE").is_some_and(|v| !v.is_empty()),
             resume: self.resume,
             tickets: self.tls_tickets,

@@ -11,7 +11,7 @@ pub mod timer;
 use crate::io::sock::{self, SockOptions};
 use crate::io::uring::{RingConfig, SocketSetup, Waker};
 use crate::metrics::fanout::FanoutSummary;
-use crate::metrics::run::{Observer, RunResult, Sample, ScenarioResult, Tick};
+use crate::metrics::run::{FailureStop, Observer, RunResult, Sample, ScenarioResult, Tick};
 use crate::metrics::ShardStats;
 use crate::plan::{Prepared, Run, RunPlan};
 use shard::{Gauges, GroupPlan, ShardEvent, ShardPlan, StartGate, StopFlags};
@@ -268,6 +268,7 @@ fn start(run: &Prepared, layout: &Layout) -> Result<Started, EngineError> {
             duration_us: run.duration().as_micros() as u64,
             drain_us: main.drain.as_micros() as u64,
             tls: main.tls.clone(),
+            max_identical_failures: main.max_identical_failures,
             sources,
             groups: run
                 .scenarios
@@ -369,6 +370,7 @@ struct Collected {
     rss_at_peak: u64,
     interrupted: bool,
     threshold_abort: Option<(String, f64)>,
+    failure_stop: Option<FailureStop>,
     shard_error: Option<EngineError>,
 }
 
@@ -391,6 +393,7 @@ fn collect(
         rss_at_peak: st.rss_before,
         interrupted: false,
         threshold_abort: None,
+        failure_stop: None,
         shard_error: None,
     };
     let mut done = vec![false; shards];
@@ -417,6 +420,18 @@ fn collect(
             }
             Ok(ShardEvent::Failed(i, reason)) => {
                 c.shard_error = Some(EngineError::Shard { shard: i, reason })
+            }
+            Ok(ShardEvent::SameFailures(_, cause, attempts)) => {
+                // Every attempt fails the same way and none ever succeeded: more would only
+                // repeat it. The shard that saw it is stopping; stop the others.
+                if c.failure_stop.is_none() {
+                    c.failure_stop = Some(FailureStop {
+                        cause,
+                        attempts,
+                        at_s: st.start.elapsed().as_secs_f64(),
+                    });
+                    st.stop(false);
+                }
             }
             Ok(ShardEvent::Ready(..)) => {}
             Err(mpsc::RecvTimeoutError::Timeout) => {
@@ -564,6 +579,7 @@ fn finish(
         timeline: c.timeline,
         ramp_deficit_max: scenarios.iter().map(|s| s.ramp_deficit_max).sum(),
         threshold_abort: c.threshold_abort,
+        failure_stop: c.failure_stop,
         storm_recovery: if run.scenarios.iter().any(|p| p.storm.is_some()) {
             scenarios
                 .iter()

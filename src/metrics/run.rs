@@ -3,6 +3,7 @@
 
 use crate::metrics::fanout::FanoutSummary;
 use crate::metrics::{new_histogram, ShardStats};
+use crate::proto::conn::Failure;
 use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -97,6 +98,21 @@ pub struct RunResult {
     pub fanout: Option<FanoutSummary>,
     /// `--abort-on-fail`: the threshold that failed during the run, and when (s).
     pub threshold_abort: Option<(String, f64)>,
+    /// `--max-identical-failures`: the run was stopped because attempts only ever failed
+    /// with one persistent TLS cause.
+    pub failure_stop: Option<FailureStop>,
+}
+
+/// Why a run was stopped early by `--max-identical-failures`.
+#[derive(Debug, Clone, Copy)]
+pub struct FailureStop {
+    /// The cause every one of those attempts failed with (a certificate, verification or TLS
+    /// configuration cause: each attempt would fail the same way).
+    pub cause: Failure,
+    /// Attempts in a row on one shard that failed with it (the limit), none succeeding anywhere.
+    pub attempts: u64,
+    /// When the engine stopped the run, seconds from the start.
+    pub at_s: f64,
 }
 
 impl RunResult {

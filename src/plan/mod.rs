@@ -224,6 +224,10 @@ pub struct RunPlan {
     pub auth_pool: Option<Arc<AuthPool>>,
     /// Check thresholds during the run from this time on, and stop at the first failure.
     pub abort_on_fail: Option<Duration>,
+    /// Attempts on a shard in a row failing with one persistent TLS cause, with no success in
+    /// the run, after which the run stops (`--max-identical-failures`, default 100; 0: never).
+    /// Run-wide: only the first scenario's counts.
+    pub max_identical_failures: u64,
     /// Messages per second per connection (0: none); [`ConnConfig::message_interval`] is
     /// what connections use, this is what reports show.
     pub message_rate: f64,

@@ -58,6 +58,11 @@ pub struct TlsSettings {
     pub server_name: ServerName<'static>,
     /// Trust anchors (webpki-roots plus `--cacert`).
     pub roots: Arc<RootCertStore>,
+    /// Certificates trusted as the server's own when it presents one byte for byte, though
+    /// webpki refuses a CA certificate (CA:TRUE, as `openssl req -x509` makes) as a server's
+    /// (`--cacert`'s certificates; default empty). The name and the handshake signature are
+    /// still verified.
+    pub pinned: Vec<CertificateDer<'static>>,
     /// Skip certificate verification (handshake signatures are still checked).
     pub insecure: bool,
     /// Reuse a successful chain verification for the identical chain and name (10 s).
@@ -97,6 +102,7 @@ impl TlsSettings {
         Self {
             server_name,
             roots,
+            pinned: Vec::new(),
             insecure: false,
             verify_cache: true,
             suites: default_suites(&versions),
@@ -128,16 +134,10 @@ impl TlsSettings {
             builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
-        } else if self.verify_cache {
-            let inner = WebPkiServerVerifier::builder_with_provider(self.roots.clone(), provider)
-                .build()
-                .map_err(|e| Error::General(format!("certificate verifier: {e}")))?;
+        } else if self.verify_cache || !self.pinned.is_empty() {
             builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(CachedVerifier {
-                    inner,
-                    cache: Mutex::new(VecDeque::new()),
-                }))
+                .with_custom_certificate_verifier(self.verifier(provider)?)
         } else {
             builder.with_root_certificates(self.roots.clone())
         };
@@ -157,6 +157,32 @@ impl TlsSettings {
             });
         }
         Ok(c)
+    }
+
+    /// The certificate verifier: webpki, behind the verification cache (`verify_cache`), behind
+    /// the pinned certificates (when there are any).
+    fn verifier(
+        &self,
+        provider: Arc<CryptoProvider>,
+    ) -> Result<Arc<dyn ServerCertVerifier>, Error> {
+        let webpki = WebPkiServerVerifier::builder_with_provider(self.roots.clone(), provider)
+            .build()
+            .map_err(|e| Error::General(format!("certificate verifier: {e}")))?;
+        let inner: Arc<dyn ServerCertVerifier> = if self.verify_cache {
+            Arc::new(CachedVerifier {
+                inner: webpki,
+                cache: Mutex::new(VecDeque::new()),
+            })
+        } else {
+            webpki
+        };
+        if self.pinned.is_empty() {
+            return Ok(inner);
+        }
+        Ok(Arc::new(PinnedVerifier {
+            inner,
+            pinned: self.pinned.clone(),
+        }))
     }
 
     /// One shard's client: its own configurations and session store, built once.
@@ -428,6 +454,71 @@ impl ServerCertVerifier for NoVerify {
     }
 }
 
+/// A server certificate given in `--cacert` is trusted when the server presents exactly it,
+/// even if it is a CA certificate (CA:TRUE) that webpki refuses as a server's own
+/// (`CaUsedAsEndEntity`): `openssl req -x509 ... -addext subjectAltName=...` makes such
+/// certificates, and curl and `openssl s_client` accept them pinned that way.
+///
+/// Only that refusal is overridden, and only for a byte-identical certificate; webpki has
+/// checked its validity dates before it got there. Everything else is [`Self::inner`]'s
+/// verdict. The server still proves it holds the certificate's key: the handshake signature
+/// is verified by `inner` as for any certificate.
+#[derive(Debug)]
+struct PinnedVerifier {
+    inner: Arc<dyn ServerCertVerifier>,
+    pinned: Vec<CertificateDer<'static>>,
+}
+
+impl ServerCertVerifier for PinnedVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, Error> {
+        match self
+            .inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
+            Err(e)
+                if TlsFailure::of(&e) == TlsFailure::CaAsServerCert
+                    && self.pinned.iter().any(|p| p[..] == end_entity[..]) =>
+            {
+                // Pinned, but still for its names only: as curl does with a pinned
+                // certificate, the URL's host (or --sni) must be one it was issued for.
+                let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
+                rustls::client::verify_server_name(&cert, server_name)?;
+                Ok(ServerCertVerified::assertion())
+            }
+            r => r,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
 /// How long a verified chain is trusted without verifying it again.
 const VERIFIED_FOR_SECS: u64 = 10;
 /// Distinct verified chains remembered (one target; a few certificates behind a balancer).
@@ -616,7 +707,12 @@ pub enum TlsFailure {
     Revoked,
     /// A signature on the certificate or handshake does not verify.
     BadSignature,
-    /// The certificate is otherwise unacceptable (encoding, purpose, extensions).
+    /// The server's certificate is a CA certificate (CA:TRUE), which is not accepted as a
+    /// server's own unless pinned (the same file in `--cacert`).
+    CaAsServerCert,
+    /// The certificate's extended key usage does not allow TLS server authentication.
+    WrongPurpose,
+    /// The certificate is otherwise unacceptable (encoding, extensions).
     BadCertificate,
     /// The server sent a fatal alert (by description code).
     Alert(u8),
@@ -651,6 +747,12 @@ impl TlsFailure {
                 | CertificateError::NotValidForNameContext { .. } => Self::NameMismatch,
                 CertificateError::Revoked => Self::Revoked,
                 CertificateError::BadSignature => Self::BadSignature,
+                CertificateError::InvalidPurpose
+                | CertificateError::InvalidPurposeContext { .. } => Self::WrongPurpose,
+                // rustls passes webpki's reason on as text only: its `Debug` name.
+                CertificateError::Other(o) if o.to_string() == "CaUsedAsEndEntity" => {
+                    Self::CaAsServerCert
+                }
                 _ => Self::BadCertificate,
             },
             Error::AlertReceived(a) => Self::Alert(u8::from(*a)),
@@ -673,6 +775,8 @@ impl TlsFailure {
             Self::NameMismatch => "cert_name_mismatch".into(),
             Self::Revoked => "cert_revoked".into(),
             Self::BadSignature => "cert_bad_signature".into(),
+            Self::CaAsServerCert => "cert_ca_as_server".into(),
+            Self::WrongPurpose => "cert_wrong_purpose".into(),
             Self::BadCertificate => "cert_invalid".into(),
             Self::Alert(a) => format!("alert_{}", alert_name(*a)),
             Self::NotTls => "not_tls".into(),
@@ -684,16 +788,40 @@ impl TlsFailure {
         }
     }
 
+    /// Whether every attempt against the same server fails this way: a certificate, its
+    /// verification or the TLS configuration on either side is the cause, not load or chance
+    /// (`--max-identical-failures` stops a run that only ever fails so).
+    pub fn is_persistent(&self) -> bool {
+        match self {
+            Self::UnknownIssuer
+            | Self::Expired
+            | Self::NotValidYet
+            | Self::NameMismatch
+            | Self::Revoked
+            | Self::BadSignature
+            | Self::CaAsServerCert
+            | Self::WrongPurpose
+            | Self::BadCertificate
+            | Self::NotTls
+            | Self::Incompatible => true,
+            // The alerts that refuse our parameters, client certificate, name or ALPN.
+            Self::Alert(a) => matches!(a, 40 | 42..=49 | 70 | 71 | 112 | 116 | 120),
+            Self::Protocol | Self::Timeout | Self::Closed | Self::Other => false,
+        }
+    }
+
     /// One line: what happened and what to check.
     pub fn describe(&self) -> String {
         match self {
-            Self::UnknownIssuer => "certificate not issued by a trusted CA: pass the CA with --cacert FILE (or --insecure to skip verification)".into(),
-            Self::Expired => "server certificate has expired".into(),
-            Self::NotValidYet => "server certificate is not valid yet (clock skew?)".into(),
-            Self::NameMismatch => "certificate does not match the host name: use the name it was issued for in the URL or --sni NAME".into(),
-            Self::Revoked => "server certificate is revoked".into(),
-            Self::BadSignature => "a certificate signature does not verify".into(),
-            Self::BadCertificate => "server certificate is malformed or not usable for TLS server authentication".into(),
+            Self::UnknownIssuer => "certificate not issued by a trusted CA: pass the CA that signed it (or a self-signed server certificate itself) with --cacert FILE, or --insecure to skip verification".into(),
+            Self::Expired => "server certificate has expired: renew it on the server (or check this host's clock)".into(),
+            Self::NotValidYet => "server certificate is not valid yet: check the clocks of this host and the server, or reissue it".into(),
+            Self::NameMismatch => "certificate does not match the host name: use the name it was issued for in the URL or --sni NAME, or reissue it with that name in subjectAltName".into(),
+            Self::Revoked => "server certificate is revoked: the server needs a new one".into(),
+            Self::BadSignature => "a certificate signature does not verify: the server's chain is corrupt or not signed by the CA it names; check the chain the server sends".into(),
+            Self::CaAsServerCert => "the server's certificate is a CA certificate (CA:TRUE) used as a server certificate: pass that exact file with --cacert to pin it, or issue a leaf certificate signed by a CA".into(),
+            Self::WrongPurpose => "the server's certificate does not allow TLS server authentication (extendedKeyUsage without serverAuth): reissue it with extendedKeyUsage=serverAuth".into(),
+            Self::BadCertificate => "server certificate is malformed or not usable for TLS server authentication: inspect it with `openssl x509 -noout -text`".into(),
             Self::Alert(a) => format!("server sent the fatal TLS alert `{}`: {}", alert_name(*a), alert_hint(*a)),
             Self::NotTls => "server did not answer in TLS: is this a plain ws:// port?".into(),
             Self::Incompatible => "no common TLS version, cipher suite or key-exchange group: check --tls-version, --ciphers, --kx".into(),
@@ -741,6 +869,88 @@ pub fn alert_name(code: u8) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A self-signed certificate with CA:TRUE for localhost and 127.0.0.1, as
+    /// `openssl req -x509 -newkey ec ... -addext subjectAltName=...` makes it.
+    fn self_signed_ca() -> CertificateDer<'static> {
+        let mut p =
+            rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = rcgen::KeyPair::generate().unwrap();
+        p.self_signed(&key).unwrap().der().clone()
+    }
+
+    fn verifier(
+        trusted: &CertificateDer<'static>,
+        pinned: bool,
+        cache: bool,
+    ) -> Arc<dyn ServerCertVerifier> {
+        let mut roots = RootCertStore::empty();
+        roots.add(trusted.clone()).unwrap();
+        let s = TlsSettings {
+            pinned: if pinned {
+                vec![trusted.clone()]
+            } else {
+                Vec::new()
+            },
+            verify_cache: cache,
+            ..TlsSettings::new(
+                ServerName::try_from("localhost").unwrap(),
+                Arc::new(roots),
+                vec![&rustls::version::TLS13],
+            )
+        };
+        s.verifier(s.provider()).unwrap()
+    }
+
+    fn verify(
+        v: &Arc<dyn ServerCertVerifier>,
+        cert: &CertificateDer<'_>,
+        name: &str,
+    ) -> Result<(), TlsFailure> {
+        v.verify_server_cert(
+            cert,
+            &[],
+            &ServerName::try_from(name).unwrap(),
+            &[],
+            UnixTime::now(),
+        )
+        .map(|_| ())
+        .map_err(|e| TlsFailure::of(&e))
+    }
+
+    #[test]
+    fn a_pinned_ca_certificate_is_trusted_for_its_names_only() {
+        let cert = self_signed_ca();
+        // Through the verification cache and without it.
+        for cache in [true, false] {
+            // Without pinning, webpki's reason is named (this also guards the text match
+            // on rustls' `CertificateError::Other`).
+            let c = verifier(&cert, false, cache);
+            assert_eq!(
+                verify(&c, &cert, "localhost"),
+                Err(TlsFailure::CaAsServerCert)
+            );
+            let c = verifier(&cert, true, cache);
+            assert_eq!(verify(&c, &cert, "localhost"), Ok(()));
+            assert_eq!(verify(&c, &cert, "127.0.0.1"), Ok(()));
+            assert_eq!(
+                verify(&c, &cert, "example.com"),
+                Err(TlsFailure::NameMismatch)
+            );
+            // Another CA:TRUE certificate than the pinned one.
+            let other = self_signed_ca();
+            assert_eq!(
+                verify(&c, &other, "localhost"),
+                Err(TlsFailure::CaAsServerCert)
+            );
+        }
+        assert!(TlsFailure::CaAsServerCert
+            .describe()
+            .contains("pass that exact file with --cacert"));
+        assert!(TlsFailure::CaAsServerCert.is_persistent());
+        assert!(!TlsFailure::Timeout.is_persistent());
+    }
 
     #[test]
     fn names() {

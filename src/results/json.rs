@@ -321,6 +321,12 @@ pub fn to_json(run: &Prepared, r: &RunResult) -> Value {
             "close": if plan.linger_zero { "rst" } else { "fin" },
         })),
         "aborted_by_threshold": r.threshold_abort.as_ref().map(|(e, t)| json!({"expr": e, "at_s": t})),
+        "stopped_by_identical_failures": r.failure_stop.map(|f| json!({
+            "cause": f.cause.name(),
+            "attempts": f.attempts,
+            "at_s": (f.at_s * 1000.0).round() / 1000.0,
+            "description": f.cause.describe(),
+        })),
         "thresholds": thresholds(run, r).iter().map(|t| json!({
             "expr": t.expr, "actual": t.actual, "pass": t.pass,
         })).collect::<Vec<_>>(),

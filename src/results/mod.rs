@@ -11,7 +11,7 @@ pub use json::{to_json, SCHEMA_VERSION};
 pub use progress::Progress;
 pub use summary::summary;
 
-use crate::metrics::run::RunResult;
+use crate::metrics::run::{FailureStop, RunResult};
 use crate::metrics::{fmt_us, Hist, ShardStats, TlsParam};
 use crate::plan::threshold::Outcome;
 use crate::plan::{Run, RunPlan};
@@ -26,6 +26,18 @@ pub fn thresholds(run: &Run, r: &RunResult) -> Vec<Outcome> {
         .iter()
         .map(|t| t.eval(run.stats_for(t, &r.stats, &per), secs))
         .collect()
+}
+
+/// What `--max-identical-failures` stopping the run means, with the cause's fix.
+pub fn failure_stop_text(run: &Run, stop: &FailureStop) -> String {
+    format!(
+        "run stopped at {:.1}s: {} attempts in a row failed with {} and no connection ever succeeded (--max-identical-failures {}); every further attempt would fail the same way: {}",
+        stop.at_s,
+        stop.attempts,
+        stop.cause.name(),
+        run.main().max_identical_failures,
+        stop.cause.describe()
+    )
 }
 
 /// Negotiated TLS parameters by kind: (versions, ciphers, groups), names → counts.

@@ -1,7 +1,7 @@
 //! The human summary printed on stdout: latency table, counters, TLS, failures, storms,
 //! fan-out, auth, scenarios, thresholds, process figures and warnings, one section each.
 
-use super::{handshake_rates, p99, thresholds, tls_params};
+use super::{failure_stop_text, handshake_rates, p99, thresholds, tls_params};
 use crate::metrics::run::RunResult;
 use crate::metrics::{fmt_us, Hist, ShardStats};
 use crate::plan::{Prepared, Run, RunPlan};
@@ -32,6 +32,8 @@ fn header(o: &mut String, run: &Prepared, r: &RunResult) {
         r.elapsed.as_secs_f64(),
         if r.interrupted {
             "  (interrupted: partial results)"
+        } else if r.failure_stop.is_some() {
+            "  (stopped early: every attempt failed the same way)"
         } else {
             ""
         }
@@ -148,7 +150,7 @@ fn tls(o: &mut String, run: &Prepared, r: &RunResult) {
 }
 
 /// Failures by cause with their descriptions, and the close codes received.
-fn failures(o: &mut String, _: &Prepared, r: &RunResult) {
+fn failures(o: &mut String, run: &Prepared, r: &RunResult) {
     let s: &ShardStats = &r.stats;
     if s.failures.is_empty() {
         let _ = writeln!(o, "\nfailures: none");
@@ -157,6 +159,9 @@ fn failures(o: &mut String, _: &Prepared, r: &RunResult) {
         for (k, v) in &s.failures {
             let _ = writeln!(o, "  {:<32}{v:>10}  {}", k.name(), k.describe());
         }
+    }
+    if let Some(stop) = &r.failure_stop {
+        let _ = writeln!(o, "  {}", failure_stop_text(run, stop));
     }
     if !s.close_codes.is_empty() {
         let codes: Vec<String> = s

@@ -91,6 +91,7 @@ impl RunArgs {
             auth_pre_step: auth.pre_step,
             auth_pool: auth.pool,
             abort_on_fail: a.abort_on_fail,
+            max_identical_failures: a.max_identical_failures,
             message_rate,
             duration: shape.duration,
             drain: a.drain,

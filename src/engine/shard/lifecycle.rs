@@ -19,6 +19,7 @@ impl Shard {
                 Event::SessionOpened => {
                     let gi = self.slots[i as usize].group as usize;
                     self.groups[gi].session_opened(now);
+                    self.succeeded();
                 }
                 Event::Ended(end) => return self.teardown(i, now, end),
             }
@@ -57,6 +58,11 @@ impl Shard {
         }
         let gi = slot.group as usize;
         let (retired, retry) = (slot.retired, slot.retry);
+        match end.outcome {
+            Outcome::Completed => self.succeeded(),
+            Outcome::Failed(f) => self.failed(f),
+            _ => {}
+        }
         self.live -= 1;
         let g = &mut self.groups[gi];
         g.live -= 1;

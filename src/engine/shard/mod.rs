@@ -15,9 +15,9 @@ use crate::engine::timer::{TimerEntry, TimerWheel};
 use crate::io::uring::{Completion, Ring, RingConfig, Waker};
 use crate::metrics::ShardStats;
 use crate::plan::reconnect::{Policy, Storm};
-use crate::proto::conn::{Conn, ConnConfig, Ctx, Micros, Phase};
+use crate::proto::conn::{Conn, ConnConfig, Ctx, Failure, Micros, Phase};
 use crate::proto::rng::Rng;
-use crate::proto::tls::{TlsClient, TlsSettings};
+use crate::proto::tls::{TlsClient, TlsFailure, TlsSettings};
 use std::cmp::Reverse;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -67,6 +67,11 @@ pub struct ShardPlan {
     pub ring: RingConfig,
     /// The scenarios' shares on this shard, in scenario order.
     pub groups: Vec<GroupPlan>,
+    /// Attempts on this shard in a row failing with the same persistent TLS cause
+    /// ([`TlsFailure::is_persistent`]) while no connection of the run has succeeded, after
+    /// which the shard stops and asks the engine to stop the run (`--max-identical-failures`,
+    /// default 100; 0: never).
+    pub max_identical_failures: u64,
 }
 
 /// One scenario's share of a shard: its connections, schedule and behaviour.
@@ -126,6 +131,9 @@ pub enum ShardEvent {
     /// The shard could not start (TLS client or io_uring setup) or its ring failed during the run:
     /// its index and the reason.
     Failed(usize, String),
+    /// `max_identical_failures` attempts in a row failed with this cause and no connection of
+    /// the run ever succeeded: the shard is stopping, and the run should.
+    SameFailures(usize, Failure, u64),
     /// Once a second: what each group gathered since the last interval.
     Interval(usize, Vec<ShardStats>, Vec<Gauges>),
     /// Final interval; the shard has closed everything and exits.
@@ -139,6 +147,9 @@ pub struct StopFlags {
     pub interrupt: AtomicBool,
     /// Stop immediately: close every socket without waiting.
     pub abort: AtomicBool,
+    /// Set by the first shard where a connection succeeded (a session opened, a handshake
+    /// cycle completed): from then on no shard stops the run for identical failures.
+    pub succeeded: AtomicBool,
 }
 
 /// Start synchronisation: all shards begin at the same instant.
@@ -222,6 +233,12 @@ struct Shard {
     all_done_at: Option<Micros>,
     /// Connections made so far (numbers them run-wide: index + shards × this).
     conns_made: u64,
+    /// A connection of the run has succeeded (this shard's or, through the flags, another's).
+    succeeded: bool,
+    /// The last persistent TLS failure and how many attempts in a row failed with it.
+    same_failures: Option<(TlsFailure, u64)>,
+    /// `max_identical_failures` was reached: the shard stops.
+    gave_up: bool,
 }
 
 impl Shard {
@@ -263,6 +280,9 @@ impl Shard {
             pool: Vec::new(),
             all_done_at: None,
             conns_made: 0,
+            succeeded: false,
+            same_failures: None,
+            gave_up: false,
         }
     }
 
@@ -274,7 +294,7 @@ impl Shard {
         loop {
             let now = self.now();
             if !self.stopping {
-                let interrupted = self.flags.interrupt.load(Ordering::Relaxed);
+                let interrupted = self.flags.interrupt.load(Ordering::Relaxed) || self.gave_up;
                 if interrupted || now >= self.plan.duration_us {
                     self.begin_stop(now, interrupted);
                 }
@@ -465,6 +485,40 @@ impl Shard {
                 f(conn, &mut groups[slot.group as usize].ctx(rng));
                 self.after(i as u32, now);
             }
+        }
+    }
+
+    /// A connection succeeded: identical failures no longer stop the run.
+    fn succeeded(&mut self) {
+        if !self.succeeded {
+            self.succeeded = true;
+            self.same_failures = None;
+            self.flags.succeeded.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// A connection failed with `f`: counts persistent TLS failures in a row while nothing has
+    /// succeeded, and stops the shard (and asks the engine to stop the run) at the limit.
+    fn failed(&mut self, f: Failure) {
+        let Failure::Tls(t) = f else { return };
+        let limit = self.plan.max_identical_failures;
+        if limit == 0 || self.succeeded || self.gave_up || self.stopping || !t.is_persistent() {
+            return;
+        }
+        if self.flags.succeeded.load(Ordering::Relaxed) {
+            self.succeeded = true;
+            return;
+        }
+        let n = match self.same_failures {
+            Some((last, n)) if last == t => n + 1,
+            _ => 1,
+        };
+        self.same_failures = Some((t, n));
+        if n >= limit {
+            self.gave_up = true;
+            let _ = self
+                .tx
+                .send(ShardEvent::SameFailures(self.plan.index, f, n));
         }
     }
 
