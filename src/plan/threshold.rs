@@ -19,6 +19,15 @@ pub struct ThresholdError {
 /// What is measured.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Metric {
+    /// Reply latency of the named requests (`ws_reply`; one request with `{msg:NAME}`).
+    Reply,
+    /// Named requests never answered, as a fraction of those sent (`reply_loss`).
+    ReplyLoss,
+    /// Messages that passed the checks, as a fraction of those checked (`checks`; one check
+    /// with `{name:NAME}`).
+    Checks,
+    /// Stream messages lost: jumped over by a gap and never received late (`stream_lost`).
+    StreamLost,
     /// A latency histogram (µs).
     Hist(Hist),
     /// An event counter.
@@ -108,6 +117,8 @@ pub struct Threshold {
     pub expr: String,
     /// Evaluated on this scenario's results only (`metric{scenario:NAME}`), else overall.
     pub scenario: Option<String>,
+    /// The named request (`{msg:NAME}`) or check (`{name:NAME}`) it is about, else all.
+    pub part: Option<String>,
     metric: Metric,
     agg: Agg,
     op: Op,
@@ -172,24 +183,35 @@ impl Threshold {
         let (name, cond) = split.map(|i| (&expr[..i], &expr[i + 1..])).ok_or_else(|| {
             err("expected `METRIC: AGGREGATE OP VALUE`, e.g. `ws_connecting: p(95)<200ms`".into())
         })?;
-        let (name, scenario) = match name.trim().split_once('{') {
-            None => (name.trim(), None),
-            Some((n, tag)) => {
-                let tag = tag
-                    .strip_suffix('}')
-                    .and_then(|t| t.trim().strip_prefix("scenario:"));
-                match tag.map(str::trim) {
-                    Some(t) if !t.is_empty() => (n.trim(), Some(t.to_owned())),
-                    _ => {
-                        return Err(err(format!(
-                            "bad tag in `{}`: the only tag is {{scenario:NAME}}, e.g. ws_connecting{{scenario:chat}}: p(95)<200ms",
-                            name.trim()
-                        )))
-                    }
-                }
-            }
+        let (name, tags) = match name.trim().split_once('{') {
+            None => (name.trim(), ""),
+            Some((n, tag)) => match tag.strip_suffix('}') {
+                Some(t) => (n.trim(), t),
+                None => return Err(err(format!("`{}`: the tag is not closed with }}", name.trim()))),
+            },
         };
         let metric = metric_named(name).ok_or_else(|| err(unknown_metric(name)))?;
+        let (mut scenario, mut part) = (None, None);
+        for tag in tags.split(',').filter(|t| !t.trim().is_empty()) {
+            let (k, v) = tag.split_once(':').map_or(("", ""), |(k, v)| (k.trim(), v.trim()));
+            let fits = match k {
+                "scenario" => true,
+                "msg" => matches!(metric, Metric::Reply | Metric::ReplyLoss),
+                "name" => metric == Metric::Checks,
+                _ => false,
+            };
+            if v.is_empty() || !fits {
+                return Err(err(format!(
+                    "bad tag `{}` in `{name}`: tags are {{scenario:NAME}}, {{msg:NAME}} on ws_reply and reply_loss, {{name:NAME}} on checks, e.g. ws_reply{{msg:publish}}: p(99)<100ms",
+                    tag.trim()
+                )));
+            }
+            if k == "scenario" {
+                scenario = Some(v.to_owned());
+            } else {
+                part = Some(v.to_owned());
+            }
+        }
         let cond: String = cond.chars().filter(|c| !c.is_whitespace()).collect();
         let at = cond
             .find(['<', '>', '=', '!'])
@@ -212,17 +234,20 @@ impl Threshold {
             ))
         })?;
         match (metric, agg) {
-            (Metric::Hist(_), Agg::Rate) => {
+            (Metric::Hist(_) | Metric::Reply, Agg::Rate) => {
                 return Err(err(format!(
                     "`{name}` is a latency: use p(N), avg, min, max, med or count"
                 )))
             }
-            (Metric::Counter(_) | Metric::Sum(_), Agg::P(_) | Agg::Avg | Agg::Min | Agg::Max) => {
+            (
+                Metric::Counter(_) | Metric::Sum(_) | Metric::StreamLost,
+                Agg::P(_) | Agg::Avg | Agg::Min | Agg::Max,
+            ) => {
                 return Err(err(format!(
                     "`{name}` is a counter: use count or rate (per second)"
                 )))
             }
-            (Metric::Rate(_), a) if a != Agg::Rate => {
+            (Metric::Rate(_) | Metric::ReplyLoss | Metric::Checks, a) if a != Agg::Rate => {
                 return Err(err(format!(
                     "`{name}` is a ratio: use rate, e.g. rate<0.1%"
                 )))
@@ -231,7 +256,7 @@ impl Threshold {
         }
         // A histogram's `count` is a number of samples, not a time.
         let value = match (metric, agg) {
-            (Metric::Hist(_), Agg::Count) => value_text
+            (Metric::Hist(_) | Metric::Reply, Agg::Count) => value_text
                 .parse::<f64>()
                 .ok()
                 .filter(|v| v.is_finite())
@@ -241,6 +266,7 @@ impl Threshold {
         Ok(Self {
             expr: expr.trim().to_owned(),
             scenario,
+            part,
             metric,
             agg,
             op,
@@ -250,10 +276,26 @@ impl Threshold {
 
     /// Evaluates on merged results of a run that lasted `secs` seconds.
     pub fn eval(&self, s: &ShardStats, secs: f64) -> Outcome {
+        let all_replies;
+        let reply_hist = match (self.metric, self.part.as_deref()) {
+            (Metric::Reply, Some(n)) => s.named.request_named(n).map(|r| &r.latency),
+            (Metric::Reply, None) => {
+                all_replies = s.named.all_replies();
+                Some(&all_replies)
+            }
+            _ => None,
+        };
         let actual = match self.metric {
-            Metric::Hist(h) => {
-                let h = s.hist(h);
+            Metric::Hist(_) | Metric::Reply => {
+                let h = match (self.metric, reply_hist) {
+                    (Metric::Hist(h), _) => s.hist(h),
+                    (_, Some(h)) => h,
+                    // A request of that name sent nothing here.
+                    _ => &s.hists[0],
+                };
+                let unknown = self.metric == Metric::Reply && reply_hist.is_none();
                 match self.agg {
+                    _ if unknown => None,
                     Agg::Count => Some(h.len() as f64),
                     _ if h.is_empty() => None,
                     Agg::P(p) => Some(h.value_at_quantile(p / 100.0) as f64),
@@ -280,13 +322,43 @@ impl Threshold {
                 }
             }
             Metric::Rate(r) => r.of(&s.counters),
+            Metric::ReplyLoss => {
+                let (n, d) = match &self.part {
+                    Some(p) => s
+                        .named
+                        .request_named(p)
+                        .map_or((0, 0), |r| (r.unanswered, r.sent)),
+                    None => (s.counters.replies_unanswered, s.counters.requests_sent),
+                };
+                (d > 0).then(|| n as f64 / d as f64)
+            }
+            Metric::Checks => {
+                let (n, d) = match &self.part {
+                    Some(p) => s
+                        .named
+                        .check_named(p)
+                        .map_or((0, 0), |c| (c.passed, c.passed + c.failed)),
+                    None => (
+                        s.counters.checks_passed,
+                        s.counters.checks_passed + s.counters.checks_failed,
+                    ),
+                };
+                (d > 0).then(|| n as f64 / d as f64)
+            }
+            Metric::StreamLost => {
+                let c = &s.counters;
+                let v = c.stream_skipped.saturating_sub(c.stream_filled) as f64;
+                match self.agg {
+                    Agg::Rate => (secs > 0.0).then(|| v / secs),
+                    _ => Some(v),
+                }
+            }
         };
         let unit = match (self.metric, self.agg) {
-            (Metric::Hist(_), Agg::Count) | (Metric::Counter(_) | Metric::Sum(_), _) => {
-                Unit::Number
-            }
-            (Metric::Hist(_), _) => Unit::Micros,
-            (Metric::Rate(_), _) => Unit::Fraction,
+            (Metric::Hist(_) | Metric::Reply, Agg::Count)
+            | (Metric::Counter(_) | Metric::Sum(_) | Metric::StreamLost, _) => Unit::Number,
+            (Metric::Hist(_) | Metric::Reply, _) => Unit::Micros,
+            (Metric::Rate(_) | Metric::ReplyLoss | Metric::Checks, _) => Unit::Fraction,
         };
         Outcome {
             expr: self.expr.clone(),
@@ -318,6 +390,13 @@ const SUMS: [(&str, &[&str]); 2] = [
 ];
 
 fn metric_named(name: &str) -> Option<Metric> {
+    match name {
+        "ws_reply" => return Some(Metric::Reply),
+        "reply_loss" => return Some(Metric::ReplyLoss),
+        "checks" => return Some(Metric::Checks),
+        "stream_lost" => return Some(Metric::StreamLost),
+        _ => {}
+    }
     if let Some(h) = Hist::ALL.iter().find(|h| h.name() == name) {
         return Some(Metric::Hist(*h));
     }
@@ -342,7 +421,7 @@ fn unknown_metric(name: &str) -> String {
     let hists: Vec<&str> = Hist::ALL.iter().map(|h| h.name()).collect();
     let rates: Vec<&str> = RateMetric::ALL.iter().map(|(n, _)| *n).collect();
     format!(
-        "unknown metric `{name}`; latencies: {}; ratios: {}; or any counter of the summary (e.g. msgs_received)",
+        "unknown metric `{name}`; latencies: {}, ws_reply{{msg:NAME}}; ratios: {}, reply_loss, checks{{name:NAME}}; or any counter of the summary (e.g. msgs_received, stream_gaps)",
         hists.join(", "),
         rates.join(", ")
     )
@@ -372,7 +451,7 @@ fn parse_value(metric: Metric, s: &str) -> Result<f64, String> {
             .ok_or_else(|| format!("`{s}` is not a number"))
     };
     match metric {
-        Metric::Hist(_) => {
+        Metric::Hist(_) | Metric::Reply => {
             for (unit, scale) in [("ms", 1e3), ("us", 1.0), ("µs", 1.0), ("s", 1e6)] {
                 if let Some(v) = s.strip_suffix(unit) {
                     return num(v).map(|v| v * scale);
@@ -381,11 +460,11 @@ fn parse_value(metric: Metric, s: &str) -> Result<f64, String> {
             // A bare number is milliseconds, as in k6.
             num(s).map(|v| v * 1e3)
         }
-        Metric::Rate(_) => match s.strip_suffix('%') {
+        Metric::Rate(_) | Metric::ReplyLoss | Metric::Checks => match s.strip_suffix('%') {
             Some(v) => num(v).map(|v| v / 100.0),
             None => num(s),
         },
-        Metric::Counter(_) | Metric::Sum(_) => num(s),
+        Metric::Counter(_) | Metric::Sum(_) | Metric::StreamLost => num(s),
     }
 }
 

@@ -211,12 +211,59 @@ fn measures_json(s: &ShardStats) -> (Value, Value, Value) {
     (counters.into(), close_codes.into(), histograms.into())
 }
 
+/// Named requests (replies), checks and stream sequence totals of `s`.
+fn named_json(s: &ShardStats) -> (Value, Value, Value) {
+    let requests: Map<String, Value> = s
+        .named
+        .requests
+        .iter()
+        .map(|r| {
+            let v = json!({
+                "sent": r.sent,
+                "answered": r.answered,
+                "unanswered": r.unanswered,
+                "reply_latency": hist_json(&r.latency),
+            });
+            (r.name.to_string(), v)
+        })
+        .collect();
+    let checks: Map<String, Value> = s
+        .named
+        .checks
+        .iter()
+        .map(|c| {
+            let total = c.passed + c.failed;
+            let v = json!({
+                "passed": c.passed,
+                "failed": c.failed,
+                "rate": (total > 0).then(|| c.passed as f64 / total as f64),
+            });
+            (c.name.to_string(), v)
+        })
+        .collect();
+    let c = &s.counters;
+    let streams = json!({
+        "messages": c.stream_msgs,
+        "gaps": c.stream_gaps,
+        "lost": c.stream_skipped.saturating_sub(c.stream_filled),
+        "skipped": c.stream_skipped,
+        "late": c.stream_late,
+        "duplicates": c.stream_duplicates,
+        "keys_untracked": c.stream_keys_untracked,
+    });
+    (requests.into(), checks.into(), streams)
+}
+
 /// The per-scenario section of the JSON document.
 fn scenario_json(plan: &RunPlan, sr: &ScenarioResult, r: &RunResult) -> Value {
     let s = &sr.stats;
     let (counters, close_codes, histograms) = measures_json(s);
+    let (requests, checks, streams) = named_json(s);
     json!({
         "name": plan.name,
+        "requests": requests,
+        "checks": checks,
+        "streams": plan.conn.stream.is_some().then_some(streams),
         "url": plan.url_text,
         "connections": plan.connections,
         "start_s": plan.start.as_secs_f64(),
@@ -242,6 +289,8 @@ pub fn to_json(run: &Prepared, r: &RunResult) -> Value {
     let s = &r.stats;
     let (counters, close_codes, histograms) = measures_json(s);
     let failures = failures_json(s);
+    let (requests, checks, streams) = named_json(s);
+    let has_stream = run.scenarios.iter().any(|p| p.conn.stream.is_some());
     let failure_text: Map<String, Value> = s
         .failures
         .keys()
@@ -294,6 +343,9 @@ pub fn to_json(run: &Prepared, r: &RunResult) -> Value {
         "failure_descriptions": failure_text,
         "close_codes": close_codes,
         "histograms": histograms,
+        "requests": requests,
+        "checks": checks,
+        "streams": has_stream.then_some(streams),
         "process": {
             "cpu_user_s": r.cpu.0.as_secs_f64(),
             "cpu_sys_s": r.cpu.1.as_secs_f64(),

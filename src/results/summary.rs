@@ -12,8 +12,8 @@ use std::fmt::Write as _;
 pub fn summary(run: &Prepared, r: &RunResult) -> String {
     let mut o = String::new();
     for section in [
-        header, latencies, counters, tls, failures, storms, fanout, auth, scenarios, verdicts,
-        process,
+        header, latencies, counters, requests, tls, failures, storms, fanout, auth, scenarios,
+        verdicts, process,
     ] {
         section(&mut o, run, r);
     }
@@ -53,23 +53,80 @@ fn latencies(o: &mut String, run: &Prepared, r: &RunResult) {
         if matches!(h, Hist::TlsFull | Hist::TlsResumed) && plan.tls.is_none() {
             continue;
         }
-        let hist = s.hist(h);
-        if hist.is_empty() {
-            let _ = writeln!(o, "{:<16}{:>10}", h.name(), 0);
-            continue;
-        }
-        let q = |x| fmt_us(hist.value_at_quantile(x));
+        latency_row(o, h.name(), s.hist(h));
+    }
+    for r in &s.named.requests {
+        latency_row(o, &format!("ws_reply{{msg:{}}}", r.name), &r.latency);
+    }
+}
+
+/// One row of the latency table.
+fn latency_row(o: &mut String, name: &str, hist: &hdrhistogram::Histogram<u64>) {
+    if hist.is_empty() {
+        let _ = writeln!(o, "{name:<16}{:>10}", 0);
+        return;
+    }
+    let q = |x| fmt_us(hist.value_at_quantile(x));
+    let _ = writeln!(
+        o,
+        "{:<16}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}",
+        name,
+        hist.len(),
+        q(0.5),
+        q(0.9),
+        q(0.95),
+        q(0.99),
+        q(0.999),
+        fmt_us(hist.max())
+    );
+}
+
+/// Named requests (sent, answered, unanswered), checks (pass rate) and stream sequence.
+fn requests(o: &mut String, run: &Prepared, r: &RunResult) {
+    let s: &ShardStats = &r.stats;
+    if !s.named.requests.is_empty() {
         let _ = writeln!(
             o,
-            "{:<16}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}",
-            h.name(),
-            hist.len(),
-            q(0.5),
-            q(0.9),
-            q(0.95),
-            q(0.99),
-            q(0.999),
-            fmt_us(hist.max())
+            "
+{:<24}{:>12}{:>12}{:>12}",
+            "requests", "sent", "answered", "unanswered"
+        );
+        for q in &s.named.requests {
+            let _ = writeln!(
+                o,
+                "  {:<22}{:>12}{:>12}{:>12}",
+                q.name, q.sent, q.answered, q.unanswered
+            );
+        }
+    }
+    if !s.named.checks.is_empty() {
+        let _ = writeln!(o, "
+{:<24}{:>12}{:>12}{:>10}", "checks", "passed", "failed", "rate");
+        for c in &s.named.checks {
+            let total = c.passed + c.failed;
+            let rate = if total == 0 {
+                "-".to_owned()
+            } else {
+                format!("{:.2}%", c.passed as f64 * 100.0 / total as f64)
+            };
+            let _ = writeln!(
+                o,
+                "  {:<22}{:>12}{:>12}{:>10}",
+                c.name, c.passed, c.failed, rate
+            );
+        }
+    }
+    if run.scenarios.iter().any(|p| p.conn.stream.is_some()) {
+        let c = &s.counters;
+        let _ = writeln!(
+            o,
+            "
+streams: {} messages, {} gaps ({} lost), {} duplicates, {} late",
+            c.stream_msgs,
+            c.stream_gaps,
+            c.stream_skipped.saturating_sub(c.stream_filled),
+            c.stream_duplicates,
+            c.stream_late
         );
     }
 }
@@ -94,6 +151,11 @@ fn counters(o: &mut String, run: &Prepared, r: &RunResult) {
             "resumes_sent" => none(|p| p.conn.on_reconnect.is_some()),
             "heartbeats_sent" | "heartbeats_answered" => none(|p| p.conn.heartbeat.is_some()),
             k if k.starts_with("fanout_") => none(|p| p.conn.fanout.is_some()),
+            "requests_sent" | "replies_received" | "replies_unanswered" => {
+                none(|p| !p.conn.requests.is_empty())
+            }
+            "checks_passed" | "checks_failed" => none(|p| !p.conn.checks.is_empty()),
+            k if k.starts_with("stream_") => none(|p| p.conn.stream.is_some()),
             _ => false,
         };
         if !(tls_only || cycles_only || unused) {

@@ -38,7 +38,11 @@ impl Reader<'_> {
                 out.push(Item::new(key, "stages", args, v.span()));
                 Ok(())
             }
-            "storm" | "auth" | "tls" | "heartbeat" => self.table(key, v, out),
+            "message" if matches!(v.get_ref(), DeValue::Array(_) | DeValue::Table(_)) => {
+                self.requests(v, out)
+            }
+            "checks" => self.checks(v, out),
+            "storm" | "auth" | "tls" | "heartbeat" | "stream" => self.table(key, v, out),
             _ => {
                 let flag = key.replace('_', "-");
                 self.flag_item(key, &flag, v, out)
@@ -160,6 +164,170 @@ impl Reader<'_> {
         Ok(())
     }
 
+    /// `[[scenario.message]]` (or `[[message]]` at the top): named requests, each member the
+    /// `--request-*` flag of its name, keyed `message.NAME.MEMBER` so a scenario's request
+    /// replaces the top's of the same name member by member.
+    fn requests(&self, v: &Spanned<DeValue<'_>>, out: &mut Vec<Item>) -> Result<(), PlanError> {
+        let one = std::slice::from_ref(v);
+        let tables = match v.get_ref() {
+            DeValue::Array(a) => &a[..],
+            _ => one,
+        };
+        for t in tables {
+            let DeValue::Table(members) = t.get_ref() else {
+                return Err(self.err(
+                    &t.span(),
+                    "a named message is a table: [[scenario.message]] with name, text (or file), rate, reply",
+                ));
+            };
+            let name = self.member_name("message", t, members)?;
+            for (k, val) in members.iter() {
+                let sub = k.get_ref().as_ref();
+                let dotted = format!("message.{name}.{sub}");
+                let word = |flag: &str, value: String| vec![format!("--{flag}={name}={value}")];
+                let (flag, args) = match sub {
+                    "name" => continue,
+                    "text" => ("request", word("request", self.scalar(&dotted, val)?)),
+                    "file" => {
+                        let p = self.path(&self.scalar(&dotted, val)?);
+                        ("request", word("request", format!("@{p}")))
+                    }
+                    "rate" => ("request-rate", word("request-rate", self.scalar(&dotted, val)?)),
+                    "count" => (
+                        "request-count",
+                        word("request-count", self.scalar(&dotted, val)?),
+                    ),
+                    "reply" => {
+                        self.reply(&name, &dotted, val, out)?;
+                        continue;
+                    }
+                    _ => {
+                        let known = ["name", "text", "file", "rate", "count", "reply"];
+                        let list: Vec<String> = known.iter().map(|s| s.to_string()).collect();
+                        let hint = closest(sub, &list).map_or_else(
+                            || format!("a named message has {}", known.join(", ")),
+                            |s| format!("did you mean `{s}`?"),
+                        );
+                        return Err(self.err(
+                            &k.span(),
+                            format!("unknown key `{sub}` in message `{name}`: {hint}"),
+                        ));
+                    }
+                };
+                out.push(Item::new(&dotted, flag, args, val.span()));
+            }
+            if !members.iter().any(|(k, _)| matches!(k.get_ref().as_ref(), "text" | "file")) {
+                return Err(self.err(
+                    &t.span(),
+                    format!("message `{name}` has nothing to send: give text = '...' or file = \"...\""),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A named message's `reply`: `"RULE"`, or `{ match = "RULE", path = "json:PATH", on =
+    /// "COND" }`.
+    fn reply(
+        &self,
+        name: &str,
+        dotted: &str,
+        v: &Spanned<DeValue<'_>>,
+        out: &mut Vec<Item>,
+    ) -> Result<(), PlanError> {
+        let members: Vec<(String, &Spanned<DeValue<'_>>)> = match v.get_ref() {
+            DeValue::Table(t) => t.iter().map(|(k, v)| (k.get_ref().to_string(), v)).collect(),
+            _ => vec![("match".to_owned(), v)],
+        };
+        for (sub, val) in members {
+            let flag = match sub.as_str() {
+                "match" => "request-reply",
+                "path" => "request-reply-path",
+                "on" => "request-reply-on",
+                _ => {
+                    return Err(self.err(
+                        &val.span(),
+                        format!("unknown key `{sub}` in the reply of `{name}`: a reply has match, path, on"),
+                    ))
+                }
+            };
+            let value = self.scalar(dotted, val)?;
+            let args = vec![format!("--{flag}={name}={value}")];
+            out.push(Item::new(&format!("{dotted}.{sub}"), flag, args, val.span()));
+        }
+        Ok(())
+    }
+
+    /// `checks = [{ name, on, expect }]`: one `--check` (and `--check-on`) per check.
+    fn checks(&self, v: &Spanned<DeValue<'_>>, out: &mut Vec<Item>) -> Result<(), PlanError> {
+        let DeValue::Array(list) = v.get_ref() else {
+            return Err(self.err(
+                &v.span(),
+                "`checks` is a list: checks = [{ name = \"price positive\", on = \"json:type=quote\", expect = \"json:price>0\" }]",
+            ));
+        };
+        for t in list {
+            let DeValue::Table(members) = t.get_ref() else {
+                return Err(self.err(&t.span(), "a check is a table: { name, on, expect }"));
+            };
+            let name = self.member_name("check", t, members)?;
+            let mut has_expect = false;
+            for (k, val) in members.iter() {
+                let sub = k.get_ref().as_ref();
+                let dotted = format!("checks.{name}.{sub}");
+                let flag = match sub {
+                    "name" => continue,
+                    "expect" => {
+                        has_expect = true;
+                        "check"
+                    }
+                    "on" => "check-on",
+                    _ => {
+                        return Err(self.err(
+                            &k.span(),
+                            format!("unknown key `{sub}` in check `{name}`: a check has name, on, expect"),
+                        ))
+                    }
+                };
+                let value = self.scalar(&dotted, val)?;
+                let args = vec![format!("--{flag}={name}={value}")];
+                out.push(Item::new(&dotted, flag, args, val.span()));
+            }
+            if !has_expect {
+                return Err(self.err(
+                    &t.span(),
+                    format!("check `{name}` has no `expect`: e.g. expect = \"json:price>0\""),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The `name` of a named message or check table.
+    fn member_name(
+        &self,
+        what: &str,
+        t: &Spanned<DeValue<'_>>,
+        members: &toml::de::DeTable<'_>,
+    ) -> Result<String, PlanError> {
+        let name = members
+            .iter()
+            .find(|(k, _)| k.get_ref().as_ref() == "name")
+            .map(|(_, v)| self.scalar(&format!("{what}.name"), v))
+            .transpose()?;
+        match name {
+            Some(n) if !n.is_empty() && !n.contains(['=', '{', '}', ',']) => Ok(n),
+            Some(n) => Err(self.err(
+                &t.span(),
+                format!("`{n}` cannot name a {what}: no =, {{, }} or commas"),
+            )),
+            None => Err(self.err(
+                &t.span(),
+                format!("a {what} needs a name (name = \"...\"): reports and thresholds use it"),
+            )),
+        }
+    }
+
     /// `auth.body_file`: the auth request's body is the named file's contents, relative to
     /// the scenario file.
     fn auth_body_file(
@@ -207,6 +375,7 @@ impl Reader<'_> {
                 "rate",
             ],
             "heartbeat" => &["interval", "message", "expect", "timeout"],
+            "stream" => &["seq", "key"],
             _ => &[],
         };
         // The tls table's names: its keys without their `tls_` prefix.
@@ -311,6 +480,7 @@ fn member_flag(table: &str, sub: &str) -> Option<String> {
         ("auth", "url" | "body" | "token_field" | "per_connection" | "rate") => {
             Some(format!("auth-{}", sub.replace('_', "-")))
         }
+        ("stream", "seq" | "key") => Some(format!("stream-{sub}")),
         ("tls", "version" | "tickets") => Some(format!("tls-{sub}")),
         ("tls", _) if TLS_KEYS.contains(&sub) => Some(sub.replace('_', "-")),
         _ => None,

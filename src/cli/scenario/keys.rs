@@ -64,6 +64,8 @@ pub(super) const SPECIAL: &[&str] = &[
     "message_file",
     "subprotocols",
     "reconnect",
+    "checks",
+    "stream",
 ];
 
 /// One flag produced by a key of the file, with where it came from.
