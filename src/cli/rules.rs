@@ -21,22 +21,42 @@ pub struct RulesArgs {
     pub requests: Vec<String>,
     /// NAME=R: sends of request NAME per second per connection (default 1; 0 = once, right
     /// after the session opens).
-    #[arg(long = "request-rate", value_name = "NAME=R", help_heading = "Requests")]
+    #[arg(
+        long = "request-rate",
+        value_name = "NAME=R",
+        help_heading = "Requests"
+    )]
     pub request_rates: Vec<String>,
     /// NAME=N: sends of request NAME per connection before it stops (default: no limit).
-    #[arg(long = "request-count", value_name = "NAME=N", help_heading = "Requests")]
+    #[arg(
+        long = "request-count",
+        value_name = "NAME=N",
+        help_heading = "Requests"
+    )]
     pub request_counts: Vec<String>,
     /// NAME=RULE: how NAME's reply is recognized: `json:PATH` (the reply carries the same
     /// value, e.g. json:id), a condition the next reply meets (json:type=message_ack), `echo`,
     /// or `none` (default: nothing expected).
-    #[arg(long = "request-reply", value_name = "NAME=RULE", help_heading = "Requests")]
+    #[arg(
+        long = "request-reply",
+        value_name = "NAME=RULE",
+        help_heading = "Requests"
+    )]
     pub request_replies: Vec<String>,
     /// NAME=json:PATH: where a json:PATH reply carries the value, when not at the same path
     /// (a request's json:message.id answered with a top-level id: json:id).
-    #[arg(long = "request-reply-path", value_name = "NAME=PATH", help_heading = "Requests")]
+    #[arg(
+        long = "request-reply-path",
+        value_name = "NAME=PATH",
+        help_heading = "Requests"
+    )]
     pub request_reply_paths: Vec<String>,
     /// NAME=COND: only messages meeting COND can be NAME's reply (e.g. json:type=message_ack).
-    #[arg(long = "request-reply-on", value_name = "NAME=COND", help_heading = "Requests")]
+    #[arg(
+        long = "request-reply-on",
+        value_name = "NAME=COND",
+        help_heading = "Requests"
+    )]
     pub request_reply_ons: Vec<String>,
     /// A request unanswered this long counts as unanswered (0: only when its session ends).
     #[arg(long, default_value = "10s", value_parser = parse::duration, help_heading = "Requests")]

@@ -57,7 +57,11 @@ impl Named {
     /// Empty measurements for `cfg`'s requests and checks.
     pub fn for_config(cfg: &ConnConfig) -> Self {
         Self {
-            requests: cfg.requests.iter().map(|r| RequestStats::new(&r.name)).collect(),
+            requests: cfg
+                .requests
+                .iter()
+                .map(|r| RequestStats::new(&r.name))
+                .collect(),
             checks: cfg
                 .checks
                 .iter()

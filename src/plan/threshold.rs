@@ -187,13 +187,20 @@ impl Threshold {
             None => (name.trim(), ""),
             Some((n, tag)) => match tag.strip_suffix('}') {
                 Some(t) => (n.trim(), t),
-                None => return Err(err(format!("`{}`: the tag is not closed with }}", name.trim()))),
+                None => {
+                    return Err(err(format!(
+                        "`{}`: the tag is not closed with }}",
+                        name.trim()
+                    )))
+                }
             },
         };
         let metric = metric_named(name).ok_or_else(|| err(unknown_metric(name)))?;
         let (mut scenario, mut part) = (None, None);
         for tag in tags.split(',').filter(|t| !t.trim().is_empty()) {
-            let (k, v) = tag.split_once(':').map_or(("", ""), |(k, v)| (k.trim(), v.trim()));
+            let (k, v) = tag
+                .split_once(':')
+                .map_or(("", ""), |(k, v)| (k.trim(), v.trim()));
             let fits = match k {
                 "scenario" => true,
                 "msg" => matches!(metric, Metric::Reply | Metric::ReplyLoss),

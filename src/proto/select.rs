@@ -325,7 +325,9 @@ mod tests {
         assert!(!holds("json:volume", quote));
         assert!(holds("text:IBM", quote));
         assert!(!holds("json:price>0", br#"{"price":"n/a"}"#));
-        assert!(Cond::parse("json:type>quote").unwrap_err().contains("not a number"));
+        assert!(Cond::parse("json:type>quote")
+            .unwrap_err()
+            .contains("not a number"));
         assert!(Cond::parse("price>0").unwrap_err().contains("json:PATH"));
     }
 }

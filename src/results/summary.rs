@@ -100,8 +100,12 @@ fn requests(o: &mut String, run: &Prepared, r: &RunResult) {
         }
     }
     if !s.named.checks.is_empty() {
-        let _ = writeln!(o, "
-{:<24}{:>12}{:>12}{:>10}", "checks", "passed", "failed", "rate");
+        let _ = writeln!(
+            o,
+            "
+{:<24}{:>12}{:>12}{:>10}",
+            "checks", "passed", "failed", "rate"
+        );
         for c in &s.named.checks {
             let total = c.passed + c.failed;
             let rate = if total == 0 {

@@ -192,7 +192,10 @@ impl Reader<'_> {
                         let p = self.path(&self.scalar(&dotted, val)?);
                         ("request", word("request", format!("@{p}")))
                     }
-                    "rate" => ("request-rate", word("request-rate", self.scalar(&dotted, val)?)),
+                    "rate" => (
+                        "request-rate",
+                        word("request-rate", self.scalar(&dotted, val)?),
+                    ),
                     "count" => (
                         "request-count",
                         word("request-count", self.scalar(&dotted, val)?),
@@ -216,10 +219,15 @@ impl Reader<'_> {
                 };
                 out.push(Item::new(&dotted, flag, args, val.span()));
             }
-            if !members.iter().any(|(k, _)| matches!(k.get_ref().as_ref(), "text" | "file")) {
+            if !members
+                .iter()
+                .any(|(k, _)| matches!(k.get_ref().as_ref(), "text" | "file"))
+            {
                 return Err(self.err(
                     &t.span(),
-                    format!("message `{name}` has nothing to send: give text = '...' or file = \"...\""),
+                    format!(
+                        "message `{name}` has nothing to send: give text = '...' or file = \"...\""
+                    ),
                 ));
             }
         }
@@ -236,7 +244,10 @@ impl Reader<'_> {
         out: &mut Vec<Item>,
     ) -> Result<(), PlanError> {
         let members: Vec<(String, &Spanned<DeValue<'_>>)> = match v.get_ref() {
-            DeValue::Table(t) => t.iter().map(|(k, v)| (k.get_ref().to_string(), v)).collect(),
+            DeValue::Table(t) => t
+                .iter()
+                .map(|(k, v)| (k.get_ref().to_string(), v))
+                .collect(),
             _ => vec![("match".to_owned(), v)],
         };
         for (sub, val) in members {
@@ -244,16 +255,21 @@ impl Reader<'_> {
                 "match" => "request-reply",
                 "path" => "request-reply-path",
                 "on" => "request-reply-on",
-                _ => {
-                    return Err(self.err(
-                        &val.span(),
-                        format!("unknown key `{sub}` in the reply of `{name}`: a reply has match, path, on"),
-                    ))
-                }
+                _ => return Err(self.err(
+                    &val.span(),
+                    format!(
+                        "unknown key `{sub}` in the reply of `{name}`: a reply has match, path, on"
+                    ),
+                )),
             };
             let value = self.scalar(dotted, val)?;
             let args = vec![format!("--{flag}={name}={value}")];
-            out.push(Item::new(&format!("{dotted}.{sub}"), flag, args, val.span()));
+            out.push(Item::new(
+                &format!("{dotted}.{sub}"),
+                flag,
+                args,
+                val.span(),
+            ));
         }
         Ok(())
     }
@@ -282,12 +298,12 @@ impl Reader<'_> {
                         "check"
                     }
                     "on" => "check-on",
-                    _ => {
-                        return Err(self.err(
-                            &k.span(),
-                            format!("unknown key `{sub}` in check `{name}`: a check has name, on, expect"),
-                        ))
-                    }
+                    _ => return Err(self.err(
+                        &k.span(),
+                        format!(
+                            "unknown key `{sub}` in check `{name}`: a check has name, on, expect"
+                        ),
+                    )),
                 };
                 let value = self.scalar(&dotted, val)?;
                 let args = vec![format!("--{flag}={name}={value}")];

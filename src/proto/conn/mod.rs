@@ -457,8 +457,7 @@ impl Conn {
             Phase::Open => {
                 // Subscribers wait out the drain too: deliveries in flight still count.
                 let awaiting = self.extras.as_ref().is_some_and(|x| x.rules.awaiting());
-                if self.fifo.is_empty() && !awaiting && ctx.cfg.fanout != Some(Fanout::Subscriber)
-                {
+                if self.fifo.is_empty() && !awaiting && ctx.cfg.fanout != Some(Fanout::Subscriber) {
                     self.begin_close(ctx, now, 1000);
                 } else {
                     self.deadline = drain_until;

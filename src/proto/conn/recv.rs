@@ -5,9 +5,9 @@
 
 use super::event::{EV_OPENED, OPENED};
 use super::fanout::{fan_out, fields};
+use super::rules::INSPECT_MAX;
 use super::{Conn, Ctx, Extras, Failure, Fanout, Hist, Micros, Mode, Outcome, Phase, Recorder};
 use super::{OUT_ON_OPEN, OUT_PONG, OUT_RESUME};
-use super::rules::INSPECT_MAX;
 use crate::proto::inspect::EXPECT_PREFIX;
 use crate::proto::template::Fnv;
 use crate::proto::ws::frame::{close_code_valid, Decoded, FrameHeader, OpCode, Violation};

@@ -425,7 +425,11 @@ impl RuleState {
                 c.stream_skipped += skipped;
             }
             let shift = seq - t.last;
-            t.seen = if shift >= 64 { 1 } else { (t.seen << shift) | 1 };
+            t.seen = if shift >= 64 {
+                1
+            } else {
+                (t.seen << shift) | 1
+            };
             t.last = seq;
             return;
         }

@@ -7,6 +7,8 @@ use crate::proto::template::Template;
 use crate::proto::ws::handshake::{RequestTemplate, UpgradeFailure};
 use std::sync::Arc;
 
+mod rules;
+
 const MS: Micros = 1000;
 
 fn cfg() -> ConnConfig {
