@@ -417,6 +417,11 @@ fn fan_out_pushes_acks_latency_and_pings() {
         Some(events)
     );
     assert_eq!(counter(&v, "latency_clock_skew"), 0);
+    // The wall clock was re-anchored each second without a step; nothing was excluded.
+    assert_eq!(v["clock"]["clock_steps"], 0, "{}", v["clock"]);
+    assert_eq!(v["clock"]["latency_clock_skew"], 0);
+    assert_eq!(v["clock"]["latency_samples"].as_u64(), Some(events));
+    assert!(v["clock"]["warning"].is_null());
     assert!(
         v["histograms"]["ws_msg_latency"]["p50_us"]
             .as_u64()

@@ -560,6 +560,12 @@ fn finish(
         timeline: c.timeline,
         ramp_deficit_max: scenarios.iter().map(|s| s.ramp_deficit_max).sum(),
         threshold_abort: c.threshold_abort,
+        clock_steps: gauges
+            .iter()
+            .flatten()
+            .map(|g| g.clock_steps)
+            .max()
+            .unwrap_or(0),
         storm_recovery: if run.scenarios.iter().any(|p| p.storm.is_some()) {
             scenarios
                 .iter()

@@ -7,6 +7,15 @@ use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+/// A once-a-second re-anchoring of a shard's wall time that moves it by more than this, µs,
+/// is a step of the system clock ([`RunResult::clock_steps`]).
+///
+/// 10 ms: NTP slews a clock by at most 500 ppm, 0.5 ms per second between two re-anchorings,
+/// and reading the wall and monotonic clocks together is precise to a few µs, so anything
+/// larger was a step (NTP's step, `date -s`, a VM resumed). Smaller moves are followed
+/// silently.
+pub const CLOCK_STEP_US: u64 = 10_000;
+
 /// Per-second sample of the run, for the JSON timeline.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Sample {
@@ -97,6 +106,9 @@ pub struct RunResult {
     pub fanout: Option<FanoutSummary>,
     /// `--abort-on-fail`: the threshold that failed during the run, and when (s).
     pub threshold_abort: Option<(String, f64)>,
+    /// Steps of the system clock seen during the run: once-a-second re-anchorings of the wall
+    /// time that moved it by more than [`CLOCK_STEP_US`] (one-way latency follows them).
+    pub clock_steps: u64,
 }
 
 impl RunResult {
