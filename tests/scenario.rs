@@ -339,6 +339,22 @@ fn bad_files_are_rejected_at_their_line_and_column_with_a_hint() {
             "2:13: `X-A: b` is not a header name (no colon, spaces or control characters)",
         ),
         (
+            // A top-level channel and a scenario without a role: placed at the channel.
+            "channelrole",
+            format!("{u}channel = \"prices\"\n[[scenario]]\nname = \"pub\"\nrole = \"publisher\"\n[[scenario]]\nname = \"a\"\n"),
+            "2:11: scenario `a`: `channel`: a channel needs a role: add role = \"publisher\" or role = \"subscriber\" to scenario `a`",
+        ),
+        (
+            "channelrole-own",
+            format!("{u}[[scenario]]\nname = \"a\"\nchannel = \"x\"\n"),
+            "4:11: scenario `a`: `channel`: a channel needs a role: add role = \"publisher\" or role = \"subscriber\" to this scenario",
+        ),
+        (
+            "seqfield",
+            format!("{u}last_seq_field = 'a\"b'\n"),
+            "2:18: `last_seq_field`: `a\"b`: expected a JSON key without quotes or backslashes",
+        ),
+        (
             "notarget",
             "connections = 5\n".to_owned(),
             "1:1: no target: add url = \"ws://host:port/path\" at the top (or pass --url)",

@@ -916,4 +916,5 @@ fn an_ending_says_what_its_replacement_resumes() {
 }
 
 mod clock;
+mod last_seq;
 mod tls;
