@@ -372,3 +372,38 @@ fn bad_files_are_rejected_at_their_line_and_column_with_a_hint() {
         );
     }
 }
+
+#[test]
+fn a_top_level_auth_runs_once_per_run_and_a_scenarios_own_once_more() {
+    let _l = lock();
+    let gw = gateway(None);
+    let file = scenario_file(
+        "auth-once",
+        &format!(
+            r#"
+url = "ws://{addr}/ws"
+duration = "1s"
+connections = 30
+connect_rate = 3000
+auth = {{ url = "http://{addr}/v1/auth/token", body = '{{"user":"load"}}', token_field = "token" }}
+headers = {{ Authorization = "Bearer {{{{token}}}}" }}
+
+[[scenario]]
+name = "a"
+
+[[scenario]]
+name = "b"
+
+[[scenario]]
+name = "own"
+auth = {{ url = "http://{addr}/v1/auth/token", body = '{{"user":"own"}}', token_field = "token" }}
+"#,
+            addr = gw.local_addr()
+        ),
+    );
+    let o = sockstorm(&["run", file.to_str().unwrap(), "-q"]);
+    assert_ok(&o);
+    // `a` and `b` share the top level's token; `own` asks its own request.
+    assert_eq!(gw.stats().auth_requests, 2);
+    gw.shutdown();
+}
