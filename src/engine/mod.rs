@@ -643,6 +643,11 @@ fn sample(t_s: f64, open: u64, s: &ShardStats, open_by_scenario: Vec<u64>) -> Sa
         open,
         established: s.counters.established,
         msgs_received: s.counters.msgs_received,
+        msgs_pushed: s.counters.msgs_pushed,
+        latency_p99_us: {
+            let h = s.hist(crate::metrics::Hist::WsMsgLatency);
+            (!h.is_empty()).then(|| h.value_at_quantile(0.99))
+        },
         failures: s.failure_total(),
         reconnects: s.counters.reconnects,
         tls_full: s.counters.tls_handshakes_full,

@@ -28,6 +28,13 @@ pub struct Sample {
     pub established: u64,
     /// Echoes matched in the second.
     pub msgs_received: u64,
+    /// Data messages received in the second that answered none of ours: pushes, acks,
+    /// fan-out deliveries (`msgs_pushed`).
+    pub msgs_pushed: u64,
+    /// One-way latency of the second (`--latency-from`, fan-out deliveries): its 99th
+    /// percentile, µs; absent when the second measured none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_p99_us: Option<u64>,
     /// Failures in the second.
     pub failures: u64,
     /// Replacement connections opened in the second.
