@@ -168,3 +168,69 @@ fn auth_detection_reads_keys_not_words() {
     ));
     assert!(!uses_auth("author = 1"));
 }
+
+/// What examples/orders-feed.toml's comments say about `--url` without a path and about
+/// `ws_msgs_received` is what a run does: the file's path and query are kept, and the k6
+/// threshold counts the pushed feed (no echoes in this workload), the same for both
+/// scenarios sharing one auth request.
+#[test]
+fn orders_feed_comments_say_what_a_run_does() {
+    let _l = lock();
+    let gw = Gateway::start(ServeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        publish_rate: 20.0,
+        ..ServeConfig::default()
+    })
+    .unwrap();
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/orders-feed.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("(--url ws://HOST:PORT) it keeps the file's path and query"));
+    assert!(text.contains("`ws_msgs_received` counts every\n#"));
+    assert!(text.contains("\"ws_msgs_received: rate>0\","));
+    let out = json_path("example-orders-feed-comments");
+    let addr = gw.local_addr();
+    let args: Vec<String> = [
+        "run",
+        file.to_str().unwrap(),
+        "--url",
+        &format!("ws://{addr}"),
+        "--auth-url",
+        &format!("http://{addr}/v1/auth/token"),
+        "-d",
+        "2s",
+        "-c",
+        "50",
+        "--connect-rate",
+        "1000",
+        "-q",
+        "--json",
+        out.to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let (code, stdout, stderr) = run_limited(&args);
+    assert_eq!(code, Some(0), "{stderr}\n{stdout}");
+    let v = read_json(&out);
+    for s in v["scenarios"].as_array().unwrap() {
+        assert_eq!(
+            s["url"].as_str(),
+            Some(format!("ws://{addr}/ws?feed=orders").as_str())
+        );
+    }
+    assert_eq!(
+        counter(&v, "msgs_received"),
+        0,
+        "no echoes in this workload"
+    );
+    assert!(counter(&v, "msgs_pushed") > 0);
+    let t = v["thresholds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["expr"] == "ws_msgs_received: rate>0")
+        .unwrap();
+    assert_eq!(t["pass"], true, "{t}");
+    assert_eq!(gw.stats().auth_requests, 1, "one auth request for the run");
+    gw.shutdown();
+}

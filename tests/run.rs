@@ -417,6 +417,24 @@ fn fan_out_pushes_acks_latency_and_pings() {
         Some(events)
     );
     assert_eq!(counter(&v, "latency_clock_skew"), 0);
+    // The wall clock was re-anchored each second without a step; nothing was excluded.
+    assert_eq!(v["clock"]["clock_steps"], 0, "{}", v["clock"]);
+    assert_eq!(v["clock"]["latency_clock_skew"], 0);
+    assert_eq!(v["clock"]["latency_samples"].as_u64(), Some(events));
+    assert!(v["clock"]["warning"].is_null());
+    // The timeline shows the pushed events and their latency each second, not `0/0`.
+    let timeline = v["timeline"].as_array().unwrap();
+    let pushed_per_s: u64 = timeline
+        .iter()
+        .map(|x| x["msgs_pushed"].as_u64().unwrap())
+        .sum();
+    assert!(pushed_per_s > 0 && pushed_per_s <= counter(&v, "msgs_pushed"));
+    assert!(
+        timeline
+            .iter()
+            .any(|x| x["latency_p99_us"].as_u64().is_some()),
+        "{timeline:?}"
+    );
     assert!(
         v["histograms"]["ws_msg_latency"]["p50_us"]
             .as_u64()

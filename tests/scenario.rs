@@ -339,6 +339,22 @@ fn bad_files_are_rejected_at_their_line_and_column_with_a_hint() {
             "2:13: `X-A: b` is not a header name (no colon, spaces or control characters)",
         ),
         (
+            // A top-level channel and a scenario without a role: placed at the channel.
+            "channelrole",
+            format!("{u}channel = \"prices\"\n[[scenario]]\nname = \"pub\"\nrole = \"publisher\"\n[[scenario]]\nname = \"a\"\n"),
+            "2:11: scenario `a`: `channel`: a channel needs a role: add role = \"publisher\" or role = \"subscriber\" to scenario `a`",
+        ),
+        (
+            "channelrole-own",
+            format!("{u}[[scenario]]\nname = \"a\"\nchannel = \"x\"\n"),
+            "4:11: scenario `a`: `channel`: a channel needs a role: add role = \"publisher\" or role = \"subscriber\" to this scenario",
+        ),
+        (
+            "seqfield",
+            format!("{u}last_seq_field = 'a\"b'\n"),
+            "2:18: `last_seq_field`: `a\"b`: expected a JSON key without quotes or backslashes",
+        ),
+        (
             "notarget",
             "connections = 5\n".to_owned(),
             "1:1: no target: add url = \"ws://host:port/path\" at the top (or pass --url)",
@@ -355,4 +371,39 @@ fn bad_files_are_rejected_at_their_line_and_column_with_a_hint() {
             "{name}:\n got {err}\nwant {expected}"
         );
     }
+}
+
+#[test]
+fn a_top_level_auth_runs_once_per_run_and_a_scenarios_own_once_more() {
+    let _l = lock();
+    let gw = gateway(None);
+    let file = scenario_file(
+        "auth-once",
+        &format!(
+            r#"
+url = "ws://{addr}/ws"
+duration = "1s"
+connections = 30
+connect_rate = 3000
+auth = {{ url = "http://{addr}/v1/auth/token", body = '{{"user":"load"}}', token_field = "token" }}
+headers = {{ Authorization = "Bearer {{{{token}}}}" }}
+
+[[scenario]]
+name = "a"
+
+[[scenario]]
+name = "b"
+
+[[scenario]]
+name = "own"
+auth = {{ url = "http://{addr}/v1/auth/token", body = '{{"user":"own"}}', token_field = "token" }}
+"#,
+            addr = gw.local_addr()
+        ),
+    );
+    let o = sockstorm(&["run", file.to_str().unwrap(), "-q"]);
+    assert_ok(&o);
+    // `a` and `b` share the top level's token; `own` asks its own request.
+    assert_eq!(gw.stats().auth_requests, 2);
+    gw.shutdown();
 }

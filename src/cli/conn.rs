@@ -51,9 +51,13 @@ pub struct ConnArgs {
     pub message_total_rate: Option<f64>,
     /// Message a replacement connection sends after --send-on-open, e.g.
     /// '{"action":"resume_session","lastSequence":{{last_seq}}}' ({{last_seq}}: the highest
-    /// `seq` field the lost session received).
+    /// --last-seq-field (`seq`) the lost session received).
     #[arg(long, value_name = "TEXT|@file")]
     pub on_reconnect: Option<String>,
+    /// The numeric field of received messages whose highest value `{{last_seq}}` gives
+    /// (a JSON key, e.g. `sequence`; fan-out subscribers use their deliveries' `seq`).
+    #[arg(long, value_name = "NAME", default_value = "seq")]
+    pub last_seq_field: String,
     /// Fan-out role: `publisher` sends --message (default: a publish to --channel carrying
     /// pub, seq and ts) without expecting an echo; `subscriber` subscribes to --channel and
     /// measures delivery latency, loss, duplicates and reordering. Both in one run (a
@@ -87,7 +91,8 @@ pub struct ConnArgs {
     /// first numeric occurrence), recorded as ws_msg_latency.
     #[arg(long, value_name = "json:FIELD")]
     pub latency_from: Option<String>,
-    /// Unit of the --latency-from timestamp (Unix epoch based).
+    /// Unit of the --latency-from timestamp (Unix epoch based); a fraction is read exactly
+    /// in any unit (e.g. `1712345678.123456` with `s`).
     #[arg(long, value_enum, default_value_t = LatencyUnitArg::Ms)]
     pub latency_unit: LatencyUnitArg,
     /// Reply expected once a session opens (e.g. the ack of --send-on-open):
@@ -122,6 +127,8 @@ pub enum RoleArg {
 /// `--latency-unit` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LatencyUnitArg {
+    /// Seconds since the Unix epoch, fractions read exactly (Python's `time.time()`).
+    S,
     /// The timestamp counts milliseconds since the Unix epoch (JavaScript's `Date.now()`).
     Ms,
     /// Microseconds since the Unix epoch.
@@ -309,6 +316,10 @@ fn config(a: &ConnArgs, load: &Load<'_>) -> Result<(ConnConfig, f64), PlanError>
         ping_interval: a.ping_interval.map_or(0, us),
         pong_timeout: a.pong_timeout.map_or(0, us),
         latency_from: latency_from(a)?,
+        last_seq_field: LatencyField::new(
+            json_key("--last-seq-field", &a.last_seq_field)?,
+            TimeUnit::Micros,
+        ),
         expect: expect.map(|p| (p, us(a.expect_timeout))),
         session_lifetime: load.session_lifetime.map_or(0, us),
         close_wait: us(a.close_wait),
@@ -473,9 +484,7 @@ fn latency_from(a: &ConnArgs) -> Result<Option<LatencyField>, PlanError> {
     let Some(spec) = a.latency_from.as_deref() else {
         return Ok(None);
     };
-    let field = spec.strip_prefix("json:").filter(|f| {
-        !f.is_empty() && !f.contains(['"', '\\']) && f.chars().all(|c| !c.is_control())
-    });
+    let field = spec.strip_prefix("json:").filter(|f| usable_key(f));
     let Some(field) = field else {
         return Err(PlanError::invalid(
             "--latency-from",
@@ -483,9 +492,28 @@ fn latency_from(a: &ConnArgs) -> Result<Option<LatencyField>, PlanError> {
         ));
     };
     let unit = match a.latency_unit {
+        LatencyUnitArg::S => TimeUnit::Seconds,
         LatencyUnitArg::Ms => TimeUnit::Millis,
         LatencyUnitArg::Us => TimeUnit::Micros,
         LatencyUnitArg::Ns => TimeUnit::Nanos,
     };
     Ok(Some(LatencyField::new(field, unit)))
+}
+
+/// Whether `key` can be looked for as a JSON key as written: not empty, no quote, backslash or
+/// control character (it is matched as `"key"` in the raw text).
+fn usable_key(key: &str) -> bool {
+    !key.is_empty() && !key.contains(['"', '\\']) && key.chars().all(|c| !c.is_control())
+}
+
+/// A field name given to `flag`, checked by [`usable_key`].
+fn json_key<'a>(flag: &'static str, key: &'a str) -> Result<&'a str, PlanError> {
+    if usable_key(key) {
+        Ok(key)
+    } else {
+        Err(PlanError::invalid(
+            flag,
+            format!("`{key}`: expected a JSON key without quotes or backslashes, e.g. sequence"),
+        ))
+    }
 }

@@ -580,6 +580,12 @@ fn finish(
         ramp_deficit_max: scenarios.iter().map(|s| s.ramp_deficit_max).sum(),
         threshold_abort: c.threshold_abort,
         failure_stop: c.failure_stop,
+        clock_steps: gauges
+            .iter()
+            .flatten()
+            .map(|g| g.clock_steps)
+            .max()
+            .unwrap_or(0),
         storm_recovery: if run.scenarios.iter().any(|p| p.storm.is_some()) {
             scenarios
                 .iter()
@@ -657,6 +663,11 @@ fn sample(t_s: f64, open: u64, s: &ShardStats, open_by_scenario: Vec<u64>) -> Sa
         open,
         established: s.counters.established,
         msgs_received: s.counters.msgs_received,
+        msgs_pushed: s.counters.msgs_pushed,
+        latency_p99_us: {
+            let h = s.hist(crate::metrics::Hist::WsMsgLatency);
+            (!h.is_empty()).then(|| h.value_at_quantile(0.99))
+        },
         failures: s.failure_total(),
         reconnects: s.counters.reconnects,
         tls_full: s.counters.tls_handshakes_full,

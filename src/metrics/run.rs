@@ -8,6 +8,15 @@ use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+/// A once-a-second re-anchoring of a shard's wall time that moves it by more than this, µs,
+/// is a step of the system clock ([`RunResult::clock_steps`]).
+///
+/// 10 ms: NTP slews a clock by at most 500 ppm, 0.5 ms per second between two re-anchorings,
+/// and reading the wall and monotonic clocks together is precise to a few µs, so anything
+/// larger was a step (NTP's step, `date -s`, a VM resumed). Smaller moves are followed
+/// silently.
+pub const CLOCK_STEP_US: u64 = 10_000;
+
 /// Per-second sample of the run, for the JSON timeline.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Sample {
@@ -20,6 +29,13 @@ pub struct Sample {
     pub established: u64,
     /// Echoes matched in the second.
     pub msgs_received: u64,
+    /// Data messages received in the second that answered none of ours: pushes, acks,
+    /// fan-out deliveries (`msgs_pushed`).
+    pub msgs_pushed: u64,
+    /// One-way latency of the second (`--latency-from`, fan-out deliveries): its 99th
+    /// percentile, µs; absent when the second measured none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_p99_us: Option<u64>,
     /// Failures in the second.
     pub failures: u64,
     /// Replacement connections opened in the second.
@@ -101,6 +117,9 @@ pub struct RunResult {
     /// `--max-identical-failures`: the run was stopped because attempts only ever failed
     /// with one persistent TLS cause.
     pub failure_stop: Option<FailureStop>,
+    /// Steps of the system clock seen during the run: once-a-second re-anchorings of the wall
+    /// time that moved it by more than [`CLOCK_STEP_US`] (one-way latency follows them).
+    pub clock_steps: u64,
 }
 
 /// Why a run was stopped early by `--max-identical-failures`.

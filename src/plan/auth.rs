@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// What to request and where the token is in the answer.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AuthSpec {
     /// The auth server's URL (`--auth-url`), http:// or https://; messages show it without
     /// credentials or query.

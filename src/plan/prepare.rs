@@ -3,6 +3,7 @@
 //! `{{token}}`). Building a plan has no side effects; this is where they are, called once
 //! by `cli` before the engine starts.
 
+use super::auth::AuthSpec;
 use super::message::TOKEN_SLOT;
 use super::{auto_sources, PlanError, Run, Url};
 use crate::proto::conn::Message;
@@ -32,7 +33,7 @@ impl Deref for Prepared {
 }
 
 /// Resolves the target, checks or chooses the source addresses, and makes the auth
-/// pre-step of each scenario that asks for one.
+/// pre-step: once per distinct request (scenarios asking the same share the token).
 pub fn prepare(mut run: Run) -> Result<Prepared, PlanError> {
     let main = run.main();
     let target = resolve(&main.url)?;
@@ -57,17 +58,27 @@ pub fn prepare(mut run: Run) -> Result<Prepared, PlanError> {
         (main.source_ips.clone(), false)
     };
     let from_file = run.file.is_some();
+    // One request per run: the scenarios that inherit the file's top-level `auth` ask the
+    // same request and share its token; a scenario's own, different `auth` gets its own.
+    let mut fetched: Vec<(AuthSpec, String)> = Vec::new();
     for p in &mut run.scenarios {
         let Some(spec) = p.auth_pre_step.take() else {
             continue;
         };
-        // A scenario file's errors name the scenario.
-        let token = spec.fetch().map_err(|e| match e {
-            PlanError::Auth(m) if from_file => {
-                PlanError::Auth(format!("scenario `{}`: {m}", p.name))
+        let token = match fetched.iter().find(|(s, _)| *s == spec) {
+            Some((_, token)) => token.clone(),
+            None => {
+                // A scenario file's errors name the scenario.
+                let token = spec.fetch().map_err(|e| match e {
+                    PlanError::Auth(m) if from_file => {
+                        PlanError::Auth(format!("scenario `{}`: {m}", p.name))
+                    }
+                    e => e,
+                })?;
+                fetched.push((spec.clone(), token.clone()));
+                token
             }
-            e => e,
-        })?;
+        };
         fill_token(p, &token);
         p.auth_pre_step = Some(spec);
     }

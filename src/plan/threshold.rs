@@ -135,8 +135,71 @@ pub struct Outcome {
     pub actual: Option<f64>,
     /// Measured, and the condition holds.
     pub pass: bool,
+    /// Why the verdict cannot be trusted, if it cannot: the histogram it was evaluated on lost
+    /// more than [`UNRELIABLE_SHARE`] of its samples (see [`Lost`]). The verdict stands as
+    /// measured; this says it was measured on what was left.
+    pub unreliable: Option<String>,
     /// How `actual` reads.
     unit: Unit,
+}
+
+/// Above this share of its samples lost, a histogram's thresholds are marked unreliable and
+/// the results warn: 1 %.
+pub const UNRELIABLE_SHARE: f64 = 0.01;
+
+/// The samples a histogram lost: measured, but left out of it and counted instead. Today only
+/// one-way latencies are: a timestamp ahead of this machine's clock gives no latency and
+/// counts in `latency_clock_skew`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lost {
+    /// The histogram.
+    pub hist: Hist,
+    /// Samples it holds.
+    pub kept: u64,
+    /// Samples left out of it.
+    pub lost: u64,
+}
+
+impl Lost {
+    /// What histogram `hist` of `s` kept and lost.
+    pub fn of(s: &ShardStats, hist: Hist) -> Self {
+        let lost = match hist {
+            Hist::WsMsgLatency => s.counters.latency_clock_skew,
+            _ => 0,
+        };
+        Self {
+            hist,
+            kept: s.hist(hist).len(),
+            lost,
+        }
+    }
+
+    /// The share of the samples lost (0 when there were none).
+    pub fn share(&self) -> f64 {
+        let all = self.kept + self.lost;
+        if all == 0 {
+            0.0
+        } else {
+            self.lost as f64 / all as f64
+        }
+    }
+
+    /// More than [`UNRELIABLE_SHARE`] lost: what the histogram says may not be what happened.
+    pub fn too_many(&self) -> bool {
+        self.share() > UNRELIABLE_SHARE
+    }
+
+    /// What was lost and why, e.g. `120 of 1000 ws_msg_latency samples (12.0%) excluded:
+    /// server timestamps ahead of this machine's clock (latency_clock_skew)`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} of {} {} samples ({:.1}%) excluded: server timestamps ahead of this machine's clock (latency_clock_skew; clocks not in sync, or stepped)",
+            self.lost,
+            self.kept + self.lost,
+            self.hist.name(),
+            self.share() * 100.0
+        )
+    }
 }
 
 /// The unit of a threshold's value.
@@ -163,7 +226,11 @@ impl fmt::Display for Outcome {
             "{}  {:<48} actual {actual}",
             if self.pass { "pass" } else { "FAIL" },
             self.expr
-        )
+        )?;
+        match &self.unreliable {
+            Some(why) => write!(f, "  UNRELIABLE: {why}"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -367,10 +434,17 @@ impl Threshold {
             (Metric::Hist(_) | Metric::Reply, _) => Unit::Micros,
             (Metric::Rate(_) | Metric::ReplyLoss | Metric::Checks, _) => Unit::Fraction,
         };
+        let unreliable = match self.metric {
+            Metric::Hist(h) => Some(Lost::of(s, h))
+                .filter(Lost::too_many)
+                .map(|l| l.describe()),
+            _ => None,
+        };
         Outcome {
             expr: self.expr.clone(),
             actual,
             pass: actual.is_some_and(|a| self.op.holds(a, self.value)),
+            unreliable,
             unit,
         }
     }
@@ -526,6 +600,45 @@ mod tests {
         assert_eq!(tagged.scenario.as_deref(), Some("chat"));
         assert!(tagged.eval(&s, secs).pass);
         assert!(err("ws_connecting{tag:x}: p(95)<1").contains("{scenario:NAME}"));
+    }
+
+    #[test]
+    fn a_histogram_that_lost_over_1pct_of_its_samples_makes_its_thresholds_unreliable() {
+        let mut s = ShardStats::new();
+        for us in 1..=1000 {
+            s.record(Hist::WsMsgLatency, us);
+        }
+        let t = Threshold::parse("ws_msg_latency: p(99)<100ms").unwrap();
+        let other = Threshold::parse("ws_msg_rtt: count==0").unwrap();
+        // 10 of 1010 lost (0.99 %): still reliable.
+        s.counters.latency_clock_skew = 10;
+        assert_eq!(t.eval(&s, 1.0).unreliable, None);
+        // 11 of 1011 (1.09 %): the verdict is kept, and marked.
+        s.counters.latency_clock_skew = 11;
+        let o = t.eval(&s, 1.0);
+        assert!(o.pass);
+        let why = o.unreliable.as_deref().unwrap();
+        assert!(
+            why.starts_with("11 of 1011 ws_msg_latency samples (1.1%) excluded"),
+            "{why}"
+        );
+        assert!(o.to_string().contains("UNRELIABLE: 11 of 1011"), "{o}");
+        // The run: 35 samples left of 20,000.
+        let mut skewed = ShardStats::new();
+        for us in 1..=35 {
+            skewed.record(Hist::WsMsgLatency, us * 1000);
+        }
+        skewed.counters.latency_clock_skew = 19_965;
+        assert!(t.eval(&skewed, 1.0).unreliable.is_some());
+        assert!(Threshold::parse("ws_msg_latency: count>0")
+            .unwrap()
+            .eval(&skewed, 1.0)
+            .unreliable
+            .is_some());
+        // Other histograms and counters lose nothing.
+        assert_eq!(other.eval(&skewed, 1.0).unreliable, None);
+        let skew = Threshold::parse("latency_clock_skew: count==0").unwrap();
+        assert_eq!(skew.eval(&skewed, 1.0).unreliable, None);
     }
 
     #[test]

@@ -5,6 +5,9 @@
 /// Unit of a server timestamp.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimeUnit {
+    /// Seconds since the Unix epoch, usually with a fraction (Python's `time.time()`,
+    /// `--latency-unit s`).
+    Seconds,
     /// Milliseconds since the Unix epoch (JavaScript's `Date.now()`).
     Millis,
     /// Microseconds since the Unix epoch (`--latency-unit us`).
@@ -14,12 +17,13 @@ pub enum TimeUnit {
 }
 
 impl TimeUnit {
-    /// `v` in this unit as microseconds.
-    pub fn to_us(self, v: u64) -> u64 {
+    /// The power of ten that turns this unit into µs.
+    const fn micros_exp(self) -> i32 {
         match self {
-            Self::Millis => v.saturating_mul(1000),
-            Self::Micros => v,
-            Self::Nanos => v / 1000,
+            Self::Seconds => 6,
+            Self::Millis => 3,
+            Self::Micros => 0,
+            Self::Nanos => -3,
         }
     }
 }
@@ -53,19 +57,40 @@ enum ScanState {
     Colon,
     /// After the colon: whitespace, then the first digit.
     Value,
-    /// Inside the digits.
+    /// Inside the integer digits.
     Digits,
+    /// Inside the digits after the decimal point.
+    Fraction,
+    /// After `e` or `E`: a sign or the first exponent digit.
+    ExponentSign,
+    /// Inside the exponent's digits.
+    Exponent,
     /// The value is complete (or the field is absent or not a number).
     Done,
 }
 
+/// Digits kept of a number: 18 always fit a `u64` with room for one more.
+const MANTISSA_MAX: u64 = 100_000_000_000_000_000;
+
 /// Streaming extraction of the first occurrence of a numeric field from one message.
+///
+/// The number is read exactly as decimal text, never through a float: its first 18
+/// significant digits as an integer `mantissa` and a power of ten, so `1712345678.123456`
+/// seconds is 1712345678123456 µs to the µs (an `f64` would round it). A fraction, an
+/// exponent (`1.7e9`) and leading zeros are read; a negative number or a string is not a
+/// value.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct FieldScan {
     state: ScanState,
     matched: u16,
-    value: u64,
     found: bool,
+    exp_negative: bool,
+    /// Power of ten of the mantissa's last digit (digits dropped, or after the point); i8
+    /// keeps the scan at 16 bytes (five per connection) and saturates far beyond any time.
+    exp: i8,
+    /// The written exponent (`e…`), saturated at ±999.
+    exp_written: i16,
+    mantissa: u64,
 }
 
 impl FieldScan {
@@ -104,7 +129,7 @@ impl FieldScan {
                 ScanState::Value => match b {
                     b' ' | b'\t' | b'\r' | b'\n' => {}
                     b'0'..=b'9' => {
-                        self.value = u64::from(b - b'0');
+                        self.mantissa = u64::from(b - b'0');
                         self.found = true;
                         self.state = ScanState::Digits;
                     }
@@ -112,10 +137,41 @@ impl FieldScan {
                 },
                 ScanState::Digits => match b {
                     b'0'..=b'9' => {
-                        self.value = self
-                            .value
-                            .saturating_mul(10)
-                            .saturating_add(u64::from(b - b'0'));
+                        if self.mantissa < MANTISSA_MAX {
+                            self.mantissa = self.mantissa * 10 + u64::from(b - b'0');
+                        } else {
+                            self.exp = self.exp.saturating_add(1);
+                        }
+                    }
+                    b'.' => self.state = ScanState::Fraction,
+                    b'e' | b'E' => self.state = ScanState::ExponentSign,
+                    _ => self.state = ScanState::Done,
+                },
+                ScanState::Fraction => match b {
+                    b'0'..=b'9' => {
+                        if self.mantissa < MANTISSA_MAX {
+                            self.mantissa = self.mantissa * 10 + u64::from(b - b'0');
+                            self.exp -= 1;
+                        }
+                    }
+                    b'e' | b'E' => self.state = ScanState::ExponentSign,
+                    _ => self.state = ScanState::Done,
+                },
+                ScanState::ExponentSign => match b {
+                    b'+' => self.state = ScanState::Exponent,
+                    b'-' => {
+                        self.exp_negative = true;
+                        self.state = ScanState::Exponent;
+                    }
+                    b'0'..=b'9' => {
+                        self.exp_written = i16::from(b - b'0');
+                        self.state = ScanState::Exponent;
+                    }
+                    _ => self.state = ScanState::Done,
+                },
+                ScanState::Exponent => match b {
+                    b'0'..=b'9' => {
+                        self.exp_written = (self.exp_written * 10 + i16::from(b - b'0')).min(999);
                     }
                     _ => self.state = ScanState::Done,
                 },
@@ -123,9 +179,35 @@ impl FieldScan {
         }
     }
 
-    /// The field's value, once the message has ended.
+    /// The field's value, once the message has ended: its integer part (a fraction is
+    /// dropped), saturating at `u64::MAX`.
     pub fn value(&self) -> Option<u64> {
-        self.found.then_some(self.value)
+        self.scaled(0)
+    }
+
+    /// The field's value read as a time in `unit`, in whole µs (truncated; saturating).
+    pub fn micros(&self, unit: TimeUnit) -> Option<u64> {
+        self.scaled(unit.micros_exp())
+    }
+
+    /// The value times 10^`pow`, truncated to an integer.
+    fn scaled(&self, pow: i32) -> Option<u64> {
+        if !self.found {
+            return None;
+        }
+        let written = i32::from(self.exp_written);
+        let e = i32::from(self.exp) + pow + if self.exp_negative { -written } else { written };
+        let v = if e >= 0 {
+            10u64
+                .checked_pow(e as u32)
+                .map_or(u64::MAX, |p| self.mantissa.saturating_mul(p))
+        } else {
+            10u64
+                .checked_pow(e.unsigned_abs())
+                .map_or(0, |p| self.mantissa / p)
+        };
+        // Zero is a mantissa of 0 whatever its exponent: never u64::MAX.
+        Some(if self.mantissa == 0 { 0 } else { v })
     }
 }
 
@@ -227,8 +309,73 @@ mod tests {
             "fraction dropped"
         );
         assert_eq!(scan("ts", &[br#"{"tts":1,"ts":2}"#]), Some(2));
-        assert_eq!(TimeUnit::Millis.to_us(3), 3000);
-        assert_eq!(TimeUnit::Nanos.to_us(3999), 3);
+        assert_eq!(us("3", TimeUnit::Millis), Some(3000));
+        assert_eq!(us("3999", TimeUnit::Nanos), Some(3));
+    }
+
+    /// `text` as the value of `ts`, read in `unit`, µs.
+    fn us(text: &str, unit: TimeUnit) -> Option<u64> {
+        let f = LatencyField::new("ts", unit);
+        let mut s = FieldScan::default();
+        s.feed(&f, format!(r#"{{"ts":{text},"x":1}}"#).as_bytes());
+        s.micros(unit)
+    }
+
+    #[test]
+    fn the_scan_stays_small() {
+        assert_eq!(size_of::<FieldScan>(), 16);
+    }
+
+    #[test]
+    fn fractions_and_exponents_are_read_exactly_in_every_unit() {
+        use TimeUnit::*;
+        // Python's time.time(), as the asyncio article's server sends it.
+        let msg = br#"{"type":"tick","timestamp": 1712345678.123456, "v":2}"#;
+        let f = LatencyField::new("timestamp", Seconds);
+        for i in 0..msg.len() {
+            let mut s = FieldScan::default();
+            s.feed(&f, &msg[..i]);
+            s.feed(&f, &msg[i..]);
+            assert_eq!(s.micros(Seconds), Some(1_712_345_678_123_456), "split {i}");
+            assert_eq!(s.value(), Some(1_712_345_678), "split {i}");
+        }
+        assert_eq!(us("1712345678", Seconds), Some(1_712_345_678_000_000));
+        assert_eq!(us("1712345678.5", Seconds), Some(1_712_345_678_500_000));
+        // Below the µs: truncated.
+        assert_eq!(
+            us("1712345678.1234567", Seconds),
+            Some(1_712_345_678_123_456)
+        );
+        assert_eq!(us("1712345678123.5", Millis), Some(1_712_345_678_123_500));
+        assert_eq!(us("1712345678123", Millis), Some(1_712_345_678_123_000));
+        assert_eq!(
+            us("1712345678123456.9", Micros),
+            Some(1_712_345_678_123_456)
+        );
+        assert_eq!(
+            us("1712345678123456789", Nanos),
+            Some(1_712_345_678_123_456)
+        );
+        assert_eq!(
+            us("1712345678123456789.5", Nanos),
+            Some(1_712_345_678_123_456)
+        );
+        assert_eq!(
+            us("1.712345678123456e9", Seconds),
+            Some(1_712_345_678_123_456)
+        );
+        assert_eq!(
+            us("1712345678123456E-6", Seconds),
+            Some(1_712_345_678_123_456)
+        );
+        assert_eq!(us("1.5e+3", Millis), Some(1_500_000));
+        assert_eq!(us("0.000001", Seconds), Some(1));
+        assert_eq!(us("0", Seconds), Some(0));
+        assert_eq!(us("0e999", Seconds), Some(0));
+        assert_eq!(us("1e999", Seconds), Some(u64::MAX), "saturates");
+        assert_eq!(us("123456789012345678901234567890", Micros), Some(u64::MAX));
+        assert_eq!(us("-5", Seconds), None, "negative: not a time");
+        assert_eq!(us(r#""1712345678""#, Seconds), None, "a string: not read");
     }
 
     #[test]

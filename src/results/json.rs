@@ -2,8 +2,9 @@
 //! (as percentiles), TLS, fan-out, storms, per-scenario sections and the per-second timeline.
 
 use super::{handshake_rates, thresholds, tls_params};
-use crate::metrics::run::{RunResult, ScenarioResult};
+use crate::metrics::run::{RunResult, ScenarioResult, CLOCK_STEP_US};
 use crate::metrics::{Hist, ShardStats};
+use crate::plan::threshold::Lost;
 use crate::plan::{Prepared, RunPlan};
 use crate::proto::conn::Mode;
 use crate::proto::tls::{cipher_name, group_name, version_name, Resume};
@@ -156,6 +157,20 @@ fn fanout_json(r: &RunResult) -> Value {
             "messages_timed": f.timed,
             "messages_untimed": f.untimed,
         },
+    })
+}
+
+/// The wall clock: its steps during the run, and the one-way latencies lost to clock skew
+/// (with a warning above 1 %).
+fn clock_json(r: &RunResult) -> Value {
+    let lost = Lost::of(&r.stats, Hist::WsMsgLatency);
+    json!({
+        "clock_steps": r.clock_steps,
+        "step_threshold_us": CLOCK_STEP_US,
+        "latency_samples": lost.kept,
+        "latency_clock_skew": lost.lost,
+        "latency_excluded_share": (lost.kept + lost.lost > 0).then(|| lost.share()),
+        "warning": lost.too_many().then(|| lost.describe()),
     })
 }
 
@@ -381,7 +396,9 @@ pub fn to_json(run: &Prepared, r: &RunResult) -> Value {
         })),
         "thresholds": thresholds(run, r).iter().map(|t| json!({
             "expr": t.expr, "actual": t.actual, "pass": t.pass,
+            "unreliable": t.unreliable.is_some(), "unreliable_reason": t.unreliable,
         })).collect::<Vec<_>>(),
+        "clock": clock_json(r),
         "schedule_lag_max_us": r.schedule_lag_max_us,
         "ramp_s": r.ramp.map(|d| d.as_secs_f64()),
         "established_per_s": r.ramp.filter(|d| !d.is_zero()).map(|d| (run.connections() as f64 / d.as_secs_f64()).round()),

@@ -25,6 +25,24 @@ impl Progress {
     }
 
     fn line(&self, tick: &Tick<'_>) {
+        if self.quiet {
+            return;
+        }
+        let line = self.text(tick);
+        let mut err = std::io::stderr().lock();
+        if self.tty {
+            let _ = write!(err, "\r\x1b[2K{line}");
+        } else {
+            let _ = writeln!(err, "{line}");
+        }
+        let _ = err.flush();
+    }
+
+    /// The line for `tick`. Sessions: messages per second sent (echoed ones and a publisher's),
+    /// echoed, and pushed (received without answering one of ours: pushes, acks, fan-out
+    /// deliveries), then p99s, with the one-way latency (`--latency-from`, fan-out) in a
+    /// second that measured one.
+    fn text(&self, tick: &Tick<'_>) -> String {
         let Tick {
             t,
             open,
@@ -32,13 +50,10 @@ impl Progress {
             second,
             total,
         } = *tick;
-        if self.quiet {
-            return;
-        }
         let p99 = |h: Hist| p99(second, h);
         let c = &second.counters;
         let errors = total.failure_total() + second.failure_total();
-        let line = if self.cycles {
+        if self.cycles {
             let tls = c.tls_handshakes_full + c.tls_handshakes_resumed;
             format!(
                 "[{t:6.1}s] handshakes/s {}  resumed {}%  p99 full {}  resumed {}  errors {errors}",
@@ -50,24 +65,23 @@ impl Progress {
                 p99(Hist::TlsResumed),
             )
         } else {
+            let latency = if second.hist(Hist::WsMsgLatency).is_empty() {
+                String::new()
+            } else {
+                format!("  latency {}", p99(Hist::WsMsgLatency))
+            };
             format!(
-            "[{t:6.1}s] open {open}/{target}  conn/s {}  msgs/s {}/{}  p99 connect {}  rtt {}  ping {}  errors {}",
-            c.established,
-            c.msgs_sent,
-            c.msgs_received,
-            p99(Hist::WsConnecting),
-            p99(Hist::WsMsgRtt),
-            p99(Hist::WsPing),
-            errors,
-        )
-        };
-        let mut err = std::io::stderr().lock();
-        if self.tty {
-            let _ = write!(err, "\r\x1b[2K{line}");
-        } else {
-            let _ = writeln!(err, "{line}");
+                "[{t:6.1}s] open {open}/{target}  conn/s {}  msgs/s sent {} echoed {} pushed {}  p99 connect {}  rtt {}{latency}  ping {}  errors {}",
+                c.established,
+                c.msgs_sent + c.fanout_published,
+                c.msgs_received,
+                c.msgs_pushed,
+                p99(Hist::WsConnecting),
+                p99(Hist::WsMsgRtt),
+                p99(Hist::WsPing),
+                errors,
+            )
         }
-        let _ = err.flush();
     }
 
     fn finish(&self) {
@@ -84,5 +98,45 @@ impl Observer for Progress {
 
     fn finish(&mut self) {
         Progress::finish(self);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::ShardStats;
+
+    #[test]
+    fn a_push_only_second_shows_its_messages_and_latency() {
+        let mut second = ShardStats::new();
+        second.counters.msgs_pushed = 1200;
+        for us in 1..=100 {
+            second.record(Hist::WsMsgLatency, us * 100);
+        }
+        let total = ShardStats::new();
+        let tick = Tick {
+            t: 3.0,
+            open: 200,
+            target: 200,
+            second: &second,
+            total: &total,
+        };
+        let line = Progress::new(true, false).text(&tick);
+        assert!(
+            line.contains("msgs/s sent 0 echoed 0 pushed 1200"),
+            "{line}"
+        );
+        assert!(line.contains("latency 9.90ms"), "{line}");
+        // An echo second without one-way latency shows no latency column.
+        let mut echo = ShardStats::new();
+        echo.counters.msgs_sent = 10;
+        echo.counters.msgs_received = 9;
+        let tick = Tick {
+            second: &echo,
+            ..tick
+        };
+        let line = Progress::new(true, false).text(&tick);
+        assert!(line.contains("msgs/s sent 10 echoed 9 pushed 0"), "{line}");
+        assert!(!line.contains("latency"), "{line}");
     }
 }

@@ -3,7 +3,9 @@
 
 use super::{failure_stop_text, handshake_rates, p99, thresholds, tls_params};
 use crate::metrics::run::RunResult;
+use crate::metrics::run::CLOCK_STEP_US;
 use crate::metrics::{fmt_us, Hist, ShardStats};
+use crate::plan::threshold::Lost;
 use crate::plan::{Prepared, Run, RunPlan};
 use crate::proto::conn::Mode;
 use std::fmt::Write as _;
@@ -408,6 +410,29 @@ fn process(o: &mut String, run: &Prepared, r: &RunResult) {
             String::new()
         }
     );
+    let latency_from = run.scenarios.iter().any(|p| p.conn.latency_from.is_some());
+    if latency_from || r.clock_steps > 0 {
+        let _ = writeln!(
+            o,
+            "clock: {} step(s) of the system clock (over {}) during the run{}",
+            r.clock_steps,
+            fmt_us(CLOCK_STEP_US),
+            if r.clock_steps > 0 {
+                "; wall time was re-anchored each second, one-way latency followed"
+            } else {
+                ""
+            }
+        );
+    }
+    let lost = Lost::of(&r.stats, Hist::WsMsgLatency);
+    if lost.too_many() {
+        let _ = writeln!(
+            o,
+            "warning: {}; thresholds on {} are marked UNRELIABLE",
+            lost.describe(),
+            lost.hist.name()
+        );
+    }
     if r.ramp_deficit_max > 0 {
         let _ = writeln!(
             o,

@@ -186,3 +186,33 @@ fn the_pre_steps_token_fills_every_place_and_stays_out_of_reports() {
     assert!(p.url_text.ends_with("/ws?t={{token}}"));
     assert_eq!(c.template.header_names(), ["Authorization"]);
 }
+
+#[test]
+fn latency_in_seconds_and_the_last_seq_field_reach_the_config() {
+    use crate::proto::inspect::{LatencyField, TimeUnit};
+    let p = plan(&[
+        "ws://127.0.0.1:9/",
+        "--latency-from",
+        "json:timestamp",
+        "--latency-unit",
+        "s",
+        "--last-seq-field",
+        "sequence",
+    ])
+    .unwrap();
+    assert_eq!(
+        p.conn.latency_from,
+        Some(LatencyField::new("timestamp", TimeUnit::Seconds))
+    );
+    assert_eq!(
+        p.conn.last_seq_field,
+        LatencyField::new("sequence", TimeUnit::Micros)
+    );
+    let default = plan(&["ws://127.0.0.1:9/"]).unwrap();
+    assert_eq!(
+        default.conn.last_seq_field,
+        LatencyField::new("seq", TimeUnit::Micros)
+    );
+    let e = plan(&["ws://127.0.0.1:9/", "--last-seq-field", ""]).unwrap_err();
+    assert!(e.to_string().contains("--last-seq-field"), "{e}");
+}

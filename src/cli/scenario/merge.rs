@@ -37,6 +37,7 @@ impl Input<'_> {
         url: &str,
         cli: &[String],
     ) -> Result<RunArgs, PlanError> {
+        self.check_channel_has_role(b)?;
         let mut a = match Flags::try_parse_from(words(&self.file.top, b, url, cli)) {
             Ok(f) => f.run,
             Err(e) => {
@@ -56,6 +57,38 @@ impl Input<'_> {
         a.thresholds.clear();
         a.abort_on_fail = None;
         Ok(a)
+    }
+
+    /// A `channel` (the block's, else the top level's) in a scenario without a `role` is
+    /// reported at the `channel` key, with the fix; clap would only say that `--role` is
+    /// missing, with nothing to place it at but the scenario's name.
+    fn check_channel_has_role(&self, b: &Block) -> Result<(), PlanError> {
+        let top = &self.file.top;
+        let find = |flag: &str| {
+            b.items
+                .iter()
+                .chain(&top.items)
+                .find(|i| i.flag == flag && !i.key.contains('.'))
+        };
+        let Some(channel) = find("channel") else {
+            return Ok(());
+        };
+        if find("role").is_some() || self.cmd.sets("role") {
+            return Ok(());
+        }
+        Err(self.r.err(
+            &channel.span,
+            format!(
+                "{}`{}`: a channel needs a role: add role = \"publisher\" or role = \"subscriber\" to {} (or remove the channel)",
+                self.file.scope(b),
+                channel.key,
+                if b.items.iter().any(|i| std::ptr::eq(i, channel)) || self.file.single {
+                    "this scenario".to_owned()
+                } else {
+                    format!("scenario `{}`", b.name)
+                }
+            ),
+        ))
     }
 
     /// Leaves out, with a warning, a storm after the end of a run shortened on the command

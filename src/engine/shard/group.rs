@@ -43,10 +43,11 @@ pub(super) struct Group {
     /// Per-connection auth: where tokens come from, and the one for the next opening.
     pub(super) tokens: Option<Receiver<String>>,
     pub(super) next_token: Option<String>,
-    /// The shard's TLS client (shared by its groups) and wall clock at the epoch, Unix µs:
-    /// runtime values its connections get through their context.
+    /// The shard's TLS client (shared by its groups) and wall clock at the epoch, Unix µs
+    /// (re-anchored by the shard once a second): runtime values its connections get through
+    /// their context.
     tls: Option<Arc<TlsClient>>,
-    epoch_unix_us: u64,
+    pub(super) epoch_unix_us: u64,
 }
 
 impl Group {

@@ -31,9 +31,11 @@ mod lifecycle;
 mod schedule;
 mod slot;
 mod storm;
+pub mod wall;
 
 use self::group::Group;
 use self::slot::Slot;
+use self::wall::WallAnchor;
 
 const SECOND: Micros = 1_000_000;
 /// After the stop, how long requests still in flight once every connection has ended are
@@ -121,6 +123,9 @@ pub struct Gauges {
     pub storm_unrecovered: bool,
     /// Stages: the most connections the group was behind its ramp (connect rate too low?).
     pub ramp_deficit_max: u64,
+    /// Wall-clock steps the shard has seen so far (the same in each of its groups' gauges;
+    /// every shard sees the same steps of the one system clock).
+    pub clock_steps: u64,
 }
 
 /// Messages from a shard to the engine.
@@ -161,7 +166,8 @@ pub struct StartGate {
     /// The common epoch, set by the engine before it passes the barrier.
     pub epoch: OnceLock<Instant>,
     /// The wall clock at the epoch, Unix µs: one for all shards, so times stamped on one
-    /// shard (a publisher's) compare exactly with another's (a subscriber's).
+    /// shard (a publisher's) compare with another's (a subscriber's). Each shard then
+    /// re-anchors once a second ([`wall`]), so a clock adjustment is followed.
     pub epoch_unix_us: OnceLock<u64>,
 }
 
@@ -213,6 +219,8 @@ struct Shard {
     free: Vec<u32>,
     wheel: TimerWheel,
     epoch: Instant,
+    /// Unix time of the epoch, re-read at each per-second tick.
+    wall: WallAnchor,
     flags: Arc<StopFlags>,
     tx: Sender<ShardEvent>,
     source_idx: usize,
@@ -266,6 +274,7 @@ impl Shard {
             free: Vec::new(),
             wheel: TimerWheel::new(),
             epoch,
+            wall: WallAnchor::new(epoch_unix_us),
             flags,
             tx,
             stopping: false,
@@ -321,6 +330,7 @@ impl Shard {
                 }
             }
             if now >= self.next_tick {
+                self.reanchor();
                 self.send_interval(false);
                 self.next_tick = (now / SECOND + 1) * SECOND;
             }
@@ -366,6 +376,16 @@ impl Shard {
             self.cq = cq;
         }
         self.send_interval(true);
+    }
+
+    /// Reads the wall clock against the monotonic one and hands every group's connections
+    /// the new anchor (a step of the system clock is followed, and counted).
+    fn reanchor(&mut self) {
+        let (unix_us, mono_us) = wall::read_clocks(self.epoch);
+        self.wall.handle_reading(unix_us, mono_us);
+        for g in &mut self.groups {
+            g.epoch_unix_us = self.wall.anchor_unix_us();
+        }
     }
 
     fn next_wake(&self, now: Micros) -> Option<Micros> {
@@ -437,6 +457,7 @@ impl Shard {
                 storm_worst_us: g.storm_worst,
                 storm_unrecovered: g.storm_unrecovered || g.storm_started.is_some(),
                 ramp_deficit_max: g.ramp_deficit_max,
+                clock_steps: self.wall.steps(),
             })
             .collect();
         let stats = self

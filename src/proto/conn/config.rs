@@ -3,7 +3,7 @@
 //! what only a shard knows at run time (its TLS client, its epoch) travels in [`super::Ctx`].
 
 use super::Micros;
-use crate::proto::inspect::{ExpectPattern, LatencyField};
+use crate::proto::inspect::{ExpectPattern, LatencyField, TimeUnit};
 use crate::proto::template::Template;
 use crate::proto::ws::frame::OpCode;
 use crate::proto::ws::handshake::RequestTemplate;
@@ -111,6 +111,10 @@ pub struct ConnConfig {
     /// One-way latency from a timestamp field of received messages (`--latency-from`,
     /// `--latency-unit`); default `None`: messages are not scanned.
     pub latency_from: Option<LatencyField>,
+    /// The numeric field of received messages whose highest value a replacement resumes from
+    /// (`{{last_seq}}` in `on_reconnect`; `--last-seq-field`); default `seq`. Fan-out
+    /// subscribers resume from their deliveries' `seq`.
+    pub last_seq_field: LatencyField,
     /// Reply expected after the on-open message, and how long to wait for it (µs).
     pub expect: Option<(ExpectPattern, Micros)>,
     /// Open model: a session ends (gracefully) this long after it opened, µs; 0 = never.
@@ -151,6 +155,7 @@ impl Default for ConnConfig {
             ping_interval: 0,
             pong_timeout: 0,
             latency_from: None,
+            last_seq_field: LatencyField::new("seq", TimeUnit::Micros),
             expect: None,
             session_lifetime: 0,
             close_wait: 1_000_000,

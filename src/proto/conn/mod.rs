@@ -122,7 +122,7 @@ struct Extras {
     /// When the session stopped being subscribed (its close began), Unix µs; 0: still is.
     session_end: u64,
     tracks: Vec<Track>,
-    /// The `seq` of the message being received (for `{{last_seq}}`).
+    /// The `--last-seq-field` (`seq`) of the message being received (for `{{last_seq}}`).
     seq_scan: FieldScan,
     /// Heartbeat: when the next is due, and when the unanswered one was sent (0: none).
     hb_next: Micros,

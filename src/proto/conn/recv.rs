@@ -208,7 +208,7 @@ impl Conn {
                     scan.feed(f, p);
                 }
             } else if ctx.cfg.on_reconnect.is_some() {
-                x.seq_scan.feed(&fields()[1], p);
+                x.seq_scan.feed(&ctx.cfg.last_seq_field, p);
             }
         }
         // Compare with our payload as it streams in: no reassembly buffer is ever needed.
@@ -330,8 +330,12 @@ impl Conn {
     /// One-way latency and the expected reply, on a complete data message.
     fn inspect<R: Recorder>(&mut self, ctx: &mut Ctx<'_, R>, now: Micros) {
         let Some(x) = &mut self.extras else { return };
-        if let (Some(f), Some(v)) = (&ctx.cfg.latency_from, x.scan.value()) {
-            let sent = f.unit.to_us(v);
+        if let Some(sent) = ctx
+            .cfg
+            .latency_from
+            .as_ref()
+            .and_then(|f| x.scan.micros(f.unit))
+        {
             let arrived = ctx.epoch_unix_us.saturating_add(now);
             // A server clock ahead of ours would give a negative latency: counted, not hidden.
             match arrived.checked_sub(sent) {

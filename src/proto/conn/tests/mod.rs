@@ -917,4 +917,6 @@ fn an_ending_says_what_its_replacement_resumes() {
     assert_eq!(c.poll_event(), None);
 }
 
+mod clock;
+mod last_seq;
 mod tls;
