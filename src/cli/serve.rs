@@ -138,6 +138,7 @@ pub(super) fn serve(a: &ServeArgs) -> Result<u8, CliError> {
         tls,
         drop_every: a.drop_every,
         close_after: a.close_after,
+        ..ServeConfig::default()
     };
     let gw = Gateway::start(cfg)?;
     let mut tls_note = String::new();

@@ -32,7 +32,7 @@ use super::channel::ChannelOp;
 use super::command::{self, Command};
 use super::stream::ServerStream;
 use super::tls::{Accept, TlsStream};
-use super::ThreadStats;
+use super::{RequestLog, SeenRequest, ThreadStats};
 
 /// Largest HTTP request head the gateway reads before handing it on as it is (tungstenite then
 /// refuses it).
@@ -68,6 +68,8 @@ pub(super) struct DriveCtx {
     pub(super) tls: Option<Arc<ServerConfig>>,
     /// The auth endpoint's whole HTTP answer.
     pub(super) auth_answer: Arc<[u8]>,
+    /// Where upgrade requests are kept (`record_requests`); `None` = not kept.
+    pub(super) requests: Option<Arc<RequestLog>>,
 }
 
 /// How a refusing connection ends once the request has been read.
@@ -256,6 +258,9 @@ impl RequestConn {
             ctx.stats.auth_requests.fetch_add(1, Relaxed);
             return Some(answer(stream, Arc::clone(&ctx.auth_answer)));
         }
+        if let Some(log) = &ctx.requests {
+            log.record(|| seen_request(&buf));
+        }
         match &ctx.reject {
             Some(refusal) => {
                 ctx.stats.handshakes_rejected.fetch_add(1, Relaxed);
@@ -288,6 +293,27 @@ fn route(buf: &[u8]) -> Option<(Route, usize)> {
         }),
         Ok(httparse::Status::Partial) if buf.len() <= MAX_REQUEST_HEAD => None,
         Ok(httparse::Status::Partial) | Err(_) => Some((Route::Upgrade, buf.len())),
+    }
+}
+
+/// The target and headers of the request head in `buf` (empty if it does not parse).
+fn seen_request(buf: &[u8]) -> SeenRequest {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    let _ = req.parse(buf);
+    SeenRequest {
+        target: req.path.unwrap_or_default().to_owned(),
+        headers: req
+            .headers
+            .iter()
+            .filter(|h| !h.name.is_empty())
+            .map(|h| {
+                (
+                    h.name.to_owned(),
+                    String::from_utf8_lossy(h.value).into_owned(),
+                )
+            })
+            .collect(),
     }
 }
 

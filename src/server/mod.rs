@@ -106,6 +106,10 @@ pub struct ServeConfig {
     /// `None` = never. The code must be one a server may send (1000-1003, 1007-1013,
     /// 3000-4999). Costs 24 bytes per connection opened within the last `close_after`.
     pub close_after: Option<(Duration, u16)>,
+    /// Test and debugging aid: keep the request target and headers of the first this many
+    /// upgrade requests, for [`Gateway::requests`]. Default 0 = none kept. Costs the requests'
+    /// size, at most this many of them.
+    pub record_requests: usize,
 }
 
 impl Default for ServeConfig {
@@ -122,6 +126,7 @@ impl Default for ServeConfig {
             tls: None,
             drop_every: 0,
             close_after: None,
+            record_requests: 0,
         }
     }
 }
@@ -170,6 +175,34 @@ pub struct GatewayStats {
     pub server_closes: u64,
     /// Requests answered by the auth endpoint.
     pub auth_requests: u64,
+}
+
+/// An upgrade request as the gateway received it ([`ServeConfig::record_requests`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenRequest {
+    /// The request target: path and query.
+    pub target: String,
+    /// The headers, names and values as sent.
+    pub headers: Vec<(String, String)>,
+}
+
+/// The first [`ServeConfig::record_requests`] upgrade requests, gateway-wide.
+#[derive(Debug)]
+pub(crate) struct RequestLog {
+    /// How many to keep.
+    limit: usize,
+    /// The requests kept, in arrival order (per thread).
+    seen: std::sync::Mutex<Vec<SeenRequest>>,
+}
+
+impl RequestLog {
+    /// Keeps `req` if there is room.
+    fn record(&self, req: impl FnOnce() -> SeenRequest) {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() < self.limit {
+            seen.push(req());
+        }
+    }
 }
 
 /// Why the gateway could not start.
@@ -329,6 +362,8 @@ struct Shared {
     inboxes: Box<[Inbox]>,
     /// Channel deliveries so far, gateway-wide; counted only while `drop_every` is on.
     deliveries: AtomicU64,
+    /// The upgrade requests kept (`record_requests`).
+    requests: Arc<RequestLog>,
 }
 
 /// The once-a-second stats printer.
@@ -406,6 +441,10 @@ impl Gateway {
                 clock: OnceLock::new(),
                 inboxes: inboxes.into_boxed_slice(),
                 deliveries: AtomicU64::new(0),
+                requests: Arc::new(RequestLog {
+                    limit: cfg.record_requests,
+                    seen: std::sync::Mutex::new(Vec::new()),
+                }),
             }),
             stats: stats.clone(),
             threads: Vec::with_capacity(cfg.threads),
@@ -429,6 +468,7 @@ impl Gateway {
                 reject: reject.clone(),
                 tls: cfg.tls.clone(),
                 auth_answer: Arc::clone(&auth_answer),
+                requests: (cfg.record_requests > 0).then(|| Arc::clone(&gateway.shared.requests)),
             };
             let worker = Worker::new(
                 poll,
@@ -475,6 +515,14 @@ impl Gateway {
     #[must_use]
     pub fn stats(&self) -> GatewayStats {
         sum_stats(&self.stats)
+    }
+
+    /// The upgrade requests kept so far ([`ServeConfig::record_requests`]), in arrival order
+    /// per thread.
+    #[must_use]
+    pub fn requests(&self) -> Vec<SeenRequest> {
+        let seen = self.shared.requests.seen.lock();
+        seen.unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Stops all threads (they exit within one loop turn, well under 100 ms) and joins them.
