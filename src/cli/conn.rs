@@ -100,6 +100,18 @@ pub struct ConnArgs {
     /// Do not validate UTF-8 in received text messages.
     #[arg(long)]
     pub no_utf8_check: bool,
+    /// Misbehave on purpose: answer no server ping (as --no-pong-after 0); the server's
+    /// keepalive then closes the session (often 1011), counted by code.
+    #[arg(long, conflicts_with = "no_pong_after", help_heading = "Misbehave")]
+    pub no_pong: bool,
+    /// Misbehave on purpose: stop answering server pings this long into each session.
+    #[arg(long, value_name = "D", value_parser = parse::duration, help_heading = "Misbehave")]
+    pub no_pong_after: Option<Duration>,
+    /// Misbehave on purpose: stop reading the socket this long into each session; the
+    /// server's sends back up until it closes or resets the connection (a reset counts as
+    /// `reset`, close code 1006).
+    #[arg(long, value_name = "D", value_parser = parse::duration, help_heading = "Misbehave")]
+    pub stop_reading_after: Option<Duration>,
     /// Grid for scheduled sends: messages due within one step go out together (fewer
     /// wake-ups), each stamped with its grid time. 0 = exact per-connection timers.
     #[arg(long, default_value = "1ms", value_parser = parse::duration)]
@@ -198,6 +210,7 @@ impl ConnArgs {
             ));
         }
         check_headers(a)?;
+
         if a.pong_timeout.is_some() && a.ping_interval.is_none() {
             return Err(PlanError::invalid(
                 "--pong-timeout",
@@ -307,6 +320,12 @@ fn config(a: &ConnArgs, load: &Load<'_>) -> Result<(ConnConfig, f64), PlanError>
         session_lifetime: load.session_lifetime.map_or(0, us),
         close_wait: us(a.close_wait),
         validate_utf8: !a.no_utf8_check,
+        no_pong_after: if a.no_pong {
+            Some(0)
+        } else {
+            a.no_pong_after.map(us)
+        },
+        stop_reading_after: a.stop_reading_after.map(us),
         timer_resolution: us(a.timer_resolution),
     };
     Ok((conn, rate))

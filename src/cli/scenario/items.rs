@@ -38,7 +38,7 @@ impl Reader<'_> {
                 out.push(Item::new(key, "stages", args, v.span()));
                 Ok(())
             }
-            "storm" | "auth" | "tls" | "heartbeat" => self.table(key, v, out),
+            "storm" | "auth" | "tls" | "heartbeat" | "misbehave" => self.table(key, v, out),
             _ => {
                 let flag = key.replace('_', "-");
                 self.flag_item(key, &flag, v, out)
@@ -134,7 +134,7 @@ impl Reader<'_> {
         Ok(())
     }
 
-    /// A `storm`, `auth`, `tls` or `heartbeat` table: each member is the flag named by the
+    /// A `storm`, `auth`, `tls`, `heartbeat` or `misbehave` table: each member is the flag named by the
     /// table and the member (`storm.at` is `--storm-at`), keyed by its dotted name.
     fn table(
         &self,
@@ -207,6 +207,7 @@ impl Reader<'_> {
                 "rate",
             ],
             "heartbeat" => &["interval", "message", "expect", "timeout"],
+            "misbehave" => &["no_pong_after", "stop_reading_after"],
             _ => &[],
         };
         // The tls table's names: its keys without their `tls_` prefix.
@@ -312,6 +313,7 @@ fn member_flag(table: &str, sub: &str) -> Option<String> {
             Some(format!("auth-{}", sub.replace('_', "-")))
         }
         ("tls", "version" | "tickets") => Some(format!("tls-{sub}")),
+        ("misbehave", "no_pong_after" | "stop_reading_after") => Some(sub.replace('_', "-")),
         ("tls", _) if TLS_KEYS.contains(&sub) => Some(sub.replace('_', "-")),
         _ => None,
     }
