@@ -115,10 +115,8 @@ impl Shard {
             }
             if slot.watching {
                 // Cancelling a watch that already completed finds nothing: harmless.
-                self.ring.cancel(
-                    pack(i, slot.gen, Op::Hangup),
-                    pack(i, slot.gen, Op::Cancel),
-                );
+                self.ring
+                    .cancel(pack(i, slot.gen, Op::Hangup), pack(i, slot.gen, Op::Cancel));
             }
             if slot.connecting {
                 self.ring.cancel(
