@@ -1191,3 +1191,86 @@ fn per_connection_auth_gives_each_connection_its_own_token() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("no {{token}} in -H values or the URL"));
 }
+
+#[test]
+fn per_connection_url_and_header_values_reach_the_gateway_and_never_the_reports() {
+    let _g = lock();
+    const N: usize = 30;
+    let gw = Gateway::start(ServeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        record_requests: 2 * N,
+        ..ServeConfig::default()
+    })
+    .unwrap();
+    let sessions = write_file("url-sessions", "sess-a\nsess-b\n\nsess-c\n");
+    let tokens = write_file("url-tokens", "s3cret-1\ns3cret-2\n");
+    let out = json_path("per-connection-url");
+    let o = sockstorm(&[
+        "run",
+        &format!(
+            "ws://{}/ws/quotes?clientId={{{{conn_id}}}}&session={{{{line {}}}}}",
+            gw.local_addr(),
+            sessions.display()
+        ),
+        "-H",
+        &format!("Authorization: Bearer {{{{line {}}}}}", tokens.display()),
+        "-H",
+        "X-Client: c{{conn_id}}",
+        "-c",
+        &N.to_string(),
+        "-d",
+        "1s",
+        "--cpus",
+        "0",
+        "--no-reconnect",
+        "--json",
+        out.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{stdout}{stderr}");
+    let seen = gw.requests();
+    assert_eq!(seen.len(), N, "{seen:?}");
+    let mut ids = Vec::new();
+    for r in &seen {
+        let header = |name: &str| {
+            r.headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+                .unwrap_or_else(|| panic!("{name} missing: {r:?}"))
+        };
+        let query = r.target.strip_prefix("/ws/quotes?clientId=").unwrap();
+        let (id, session) = query.split_once("&session=").unwrap();
+        let id: usize = id.parse().unwrap();
+        // One shard: the run-wide numbers are 0..N-1; lines go round-robin by them.
+        assert_eq!(session, ["sess-a", "sess-b", "sess-c"][id % 3], "{r:?}");
+        assert_eq!(
+            header("Authorization"),
+            ["Bearer s3cret-1", "Bearer s3cret-2"][id % 2]
+        );
+        assert_eq!(header("X-Client"), format!("c{id}"));
+        ids.push(id);
+    }
+    ids.sort_unstable();
+    assert_eq!(
+        ids,
+        (0..N).collect::<Vec<_>>(),
+        "each connection its own id"
+    );
+    let text = std::fs::read_to_string(&out).unwrap();
+    for s in [&text, &stdout.to_string(), &stderr.to_string()] {
+        assert!(
+            !s.contains("s3cret") && !s.contains("sess-"),
+            "a value leaked: {s}"
+        );
+    }
+    let v = read_json(&out);
+    assert_eq!(counter(&v, "established"), N as u64);
+    let shown = v["settings"]["url"].as_str().unwrap_or_default();
+    assert!(
+        shown.ends_with("/ws/quotes?clientId=***&session=***"),
+        "{v}"
+    );
+    gw.shutdown();
+}

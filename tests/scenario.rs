@@ -320,8 +320,8 @@ fn bad_files_are_rejected_at_their_line_and_column_with_a_hint() {
         ),
         (
             "header",
-            format!("{u}headers = {{ X-Id = \"c{{{{conn_id}}}}\" }}\n"),
-            "2:20: `headers.X-Id`: `c{{conn_id}}`: only {{token}}, {{env NAME}} and {{scenario}} can be used here",
+            format!("{u}headers = {{ X-Id = \"c{{{{conn}}}}\" }}\n"),
+            "2:20: `headers.X-Id`: unknown template expression `{{conn}}`",
         ),
         (
             "requires",

@@ -105,6 +105,18 @@ pub struct ConnArgs {
     /// Do not validate UTF-8 in received text messages.
     #[arg(long)]
     pub no_utf8_check: bool,
+    /// Misbehave on purpose: answer no server ping (as --no-pong-after 0); the server's
+    /// keepalive then closes the session (often 1011), counted by code.
+    #[arg(long, conflicts_with = "no_pong_after", help_heading = "Misbehave")]
+    pub no_pong: bool,
+    /// Misbehave on purpose: stop answering server pings this long into each session.
+    #[arg(long, value_name = "D", value_parser = parse::duration, help_heading = "Misbehave")]
+    pub no_pong_after: Option<Duration>,
+    /// Misbehave on purpose: stop reading the socket this long into each session; the
+    /// server's sends back up until it closes or resets the connection (a reset counts as
+    /// `reset`, close code 1006).
+    #[arg(long, value_name = "D", value_parser = parse::duration, help_heading = "Misbehave")]
+    pub stop_reading_after: Option<Duration>,
     /// Grid for scheduled sends: messages due within one step go out together (fewer
     /// wake-ups), each stamped with its grid time. 0 = exact per-connection timers.
     #[arg(long, default_value = "1ms", value_parser = parse::duration)]
@@ -210,6 +222,7 @@ impl ConnArgs {
             ));
         }
         check_headers(a)?;
+
         if a.pong_timeout.is_some() && a.ping_interval.is_none() {
             return Err(PlanError::invalid(
                 "--pong-timeout",
@@ -324,6 +337,12 @@ fn config(a: &ConnArgs, load: &Load<'_>) -> Result<(ConnConfig, f64), PlanError>
         session_lifetime: load.session_lifetime.map_or(0, us),
         close_wait: us(a.close_wait),
         validate_utf8: !a.no_utf8_check,
+        no_pong_after: if a.no_pong {
+            Some(0)
+        } else {
+            a.no_pong_after.map(us)
+        },
+        stop_reading_after: a.stop_reading_after.map(us),
         timer_resolution: us(a.timer_resolution),
         requests: rules.requests,
         reply_timeout: rules.reply_timeout,
@@ -333,42 +352,39 @@ fn config(a: &ConnArgs, load: &Load<'_>) -> Result<(ConnConfig, f64), PlanError>
     Ok((conn, rate))
 }
 
-/// The upgrade request: the URL's path and the headers take only the expressions fixed
-/// before the run (`{{token}}`, `{{env}}`, `{{scenario}}`).
+/// The upgrade request: the URL's path and the header values may hold any template
+/// expression; what is fixed (`{{env}}`, `{{scenario}}`, a pre-step's `{{token}}`) is rendered
+/// now, the rest (`{{conn_id}}`, `{{line FILE}}`, a connection's own `{{token}}`, ...) per
+/// connection.
 fn request(a: &ConnArgs, url: &Url, r: &Resolver<'_>) -> Result<RequestTemplate, PlanError> {
-    let fixed = |flag: &'static str, text: &str| -> Result<String, PlanError> {
-        match Template::parse(text, r) {
-            Ok(None) => Ok(text.to_owned()),
-            Ok(Some(t)) if t.is_fixed() => Ok(String::from_utf8_lossy(&t.render_fixed()).into_owned()),
-            Ok(Some(_)) => Err(PlanError::invalid(
-                flag,
-                format!("`{text}`: only {{{{token}}}}, {{{{env NAME}}}} and {{{{scenario}}}} can be used here (the upgrade request is the same for every connection); per-connection values go in messages"),
-            )),
-            Err(reason) => Err(PlanError::invalid(flag, reason)),
-        }
+    let parse = |flag: &'static str, text: &str| -> Result<Template, PlanError> {
+        Template::parse(text, r)
+            .map(|t| t.unwrap_or_else(|| Template::literal(text)))
+            .map_err(|reason| PlanError::invalid(flag, reason))
     };
-    let headers = a
-        .headers
-        .iter()
-        .map(|(n, v)| Ok((n.clone(), fixed("--header", v)?)))
-        .collect::<Result<Vec<_>, PlanError>>()?;
-    if headers
-        .iter()
-        .any(|(_, v)| v.chars().any(|c| c.is_control()))
-    {
-        return Err(PlanError::invalid(
-            "--header",
-            "a header value rendered with a control character (check {{env}})",
-        ));
+    let control = |b: &[u8]| b.iter().any(|c| c.is_ascii_control());
+    let mut headers = Vec::with_capacity(a.headers.len());
+    for (n, v) in &a.headers {
+        let t = parse("--header", v)?;
+        if t.any_text(control) {
+            return Err(PlanError::invalid(
+                "--header",
+                format!("`{n}`: the value renders with a control character (check {{{{env}}}} and {{{{line}}}} files)"),
+            ));
+        }
+        headers.push((n.clone(), t));
     }
-    let path = fixed("URL", &url.path)?;
-    if path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    let path = parse("URL", &url.path)?;
+    if path.any_text(|b| {
+        b.iter()
+            .any(|c| c.is_ascii_whitespace() || c.is_ascii_control())
+    }) {
         return Err(PlanError::invalid(
             "URL",
-            "the path rendered with whitespace (percent-encode it)",
+            "the path renders with whitespace (percent-encode it, also in {{env}} values and {{line}} files)",
         ));
     }
-    Ok(RequestTemplate::new(
+    Ok(RequestTemplate::templated(
         &url.host_header(),
         &path,
         &headers,

@@ -34,6 +34,18 @@ pub struct ServeArgs {
     /// Fault injection: close each WebSocket this long after it opened, with this close code, e.g. 5s:1012.
     #[arg(long, value_name = "DUR:CODE", value_parser = parse_close_after)]
     pub close_after: Option<(Duration, u16)>,
+    /// Ping every connection at this interval; no pong within --ping-timeout closes it with
+    /// 1011 "keepalive ping timeout" (as Python websockets does), a reset if the close
+    /// cannot reach it.
+    #[arg(long, value_name = "D", value_parser = parse::duration)]
+    pub ping_interval: Option<Duration>,
+    /// How long a ping may go unanswered (needs --ping-interval).
+    #[arg(long, value_name = "D", default_value = "20s", value_parser = parse::duration, requires = "ping_interval")]
+    pub ping_timeout: Duration,
+    /// Reset (RST) a client whose outgoing queue has been full this long (it stopped
+    /// reading); without it, deliveries beyond the queue are dropped and counted as overflow.
+    #[arg(long, value_name = "D", value_parser = parse::duration)]
+    pub slow_consumer_timeout: Option<Duration>,
     /// Read buffer per connection in bytes.
     #[arg(long, default_value_t = 4096)]
     pub read_buffer: usize,
@@ -138,6 +150,9 @@ pub(super) fn serve(a: &ServeArgs) -> Result<u8, CliError> {
         tls,
         drop_every: a.drop_every,
         close_after: a.close_after,
+        keepalive: a.ping_interval.map(|i| (i, a.ping_timeout)),
+        slow_consumer_timeout: a.slow_consumer_timeout,
+        ..ServeConfig::default()
     };
     let gw = Gateway::start(cfg)?;
     let mut tls_note = String::new();

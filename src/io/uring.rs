@@ -39,6 +39,9 @@ pub enum Op {
     Wake = 6,
     /// Socket creation, socket options or bind ahead of a connect; completes only on failure.
     Setup = 7,
+    /// `IORING_OP_POLL_ADD` for an error or hang-up only, on a socket no longer read
+    /// (available since 5.1).
+    Hangup = 8,
 }
 
 impl Op {
@@ -51,6 +54,7 @@ impl Op {
             5 => Self::Cancel,
             6 => Self::Wake,
             7 => Self::Setup,
+            8 => Self::Hangup,
             _ => return None,
         })
     }
@@ -402,6 +406,16 @@ impl Ring {
     /// Arms a multishot receive on the socket in `slot` into the provided buffer ring.
     pub fn recv_multishot(&mut self, slot: u32, ud: u64) {
         let e = opcode::RecvMulti::new(types::Fixed(slot), BUF_GROUP)
+            .build()
+            .user_data(ud);
+        self.push(e);
+    }
+
+    /// Watches the socket in `slot` for an error (a reset) or a hang-up without reading it:
+    /// one completion, with the `POLLERR`/`POLLHUP`/`POLLRDHUP` bits that fired.
+    pub fn watch_hangup(&mut self, slot: u32, ud: u64) {
+        let mask = (libc::POLLERR | libc::POLLHUP | libc::POLLRDHUP) as u32;
+        let e = opcode::PollAdd::new(types::Fixed(slot), mask)
             .build()
             .user_data(ud);
         self.push(e);

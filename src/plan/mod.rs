@@ -14,7 +14,7 @@ pub mod threshold;
 mod url;
 
 pub use prepare::{prepare, Prepared};
-pub use url::{parse_url, Url};
+pub use url::{parse_url, redacted, Url};
 
 use crate::metrics::ShardStats;
 use crate::proto::conn::ConnConfig;
@@ -203,7 +203,8 @@ pub struct RunPlan {
     pub name: String,
     /// Delay from the run's start to the scenario's first connection.
     pub start: Duration,
-    /// The URL as given (reports show it; a `{{token}}` in it stays a placeholder).
+    /// The URL as reports and logs show it: as given, but with every query-string value
+    /// redacted ([`redacted`]); template expressions in the path stay expressions.
     pub url_text: String,
     /// `url_text` parsed: whether to use TLS, the host (for DNS and the `Host` header), the port
     /// and the request path.

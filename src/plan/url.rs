@@ -86,7 +86,12 @@ pub fn parse_url(url: &str) -> Result<Url, PlanError> {
     if host.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(bad("whitespace in host"));
     }
-    if path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    // Template expressions (`{{line FILE}}`) have spaces of their own; what they render is
+    // checked when the request is built.
+    if without_expressions(&path)
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control())
+    {
         return Err(bad("whitespace in path (percent-encode it)"));
     }
     let port = match port {
@@ -104,6 +109,47 @@ pub fn parse_url(url: &str) -> Result<Url, PlanError> {
         port,
         path,
     })
+}
+
+/// `text` without its `{{...}}` template expressions (an unclosed `{{` stays).
+fn without_expressions(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(open) = rest.find("{{") {
+        let Some(close) = rest[open..].find("}}") else {
+            break;
+        };
+        out.push_str(&rest[..open]);
+        rest = &rest[open + close + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `url` as reports and logs show it: every query-string value (and a bare query item)
+/// replaced by `***`, whether written out or a template expression, since query strings
+/// carry session ids and tokens. Names and the path stay.
+pub fn redacted(url: &str) -> String {
+    let Some((base, query)) = url.split_once('?') else {
+        return url.to_owned();
+    };
+    let (query, fragment) = match query.split_once('#') {
+        Some((q, f)) => (q, Some(f)),
+        None => (query, None),
+    };
+    let items: Vec<String> = query
+        .split('&')
+        .map(|item| match item.split_once('=') {
+            Some((name, _)) => format!("{name}=***"),
+            None if item.is_empty() => String::new(),
+            None => "***".to_owned(),
+        })
+        .collect();
+    let mut out = format!("{base}?{}", items.join("&"));
+    if fragment.is_some() {
+        out.push_str("#***");
+    }
+    out
 }
 
 #[cfg(test)]
@@ -149,6 +195,12 @@ mod tests {
             (true, 443, "example.com".into())
         );
         assert_eq!(parse_url("wss://h:8443/").unwrap().host_header(), "h:8443");
+        assert_eq!(
+            parse_url("ws://h/q?id={{conn_id}}&s={{line s.txt}}")
+                .unwrap()
+                .path,
+            "/q?id={{conn_id}}&s={{line s.txt}}"
+        );
         for bad in [
             "http://x/",
             "x:80",
@@ -158,9 +210,21 @@ mod tests {
             "ws://u@h/",
             "ws://h/a b",
             "ws://[::1/",
+            "ws://h/{{line a.txt}} x",
         ] {
             let e = parse_url(bad).unwrap_err();
             assert!(matches!(e, PlanError::BadUrl { .. }), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn reports_show_no_query_value() {
+        assert_eq!(redacted("ws://h:1/ws"), "ws://h:1/ws");
+        assert_eq!(
+            redacted("ws://h/q?clientId={{conn_id}}&session={{line s.txt}}&t=s3cret&flag"),
+            "ws://h/q?clientId=***&session=***&t=***&***"
+        );
+        assert_eq!(redacted("wss://h/?a=1#frag"), "wss://h/?a=***#***");
+        assert_eq!(without_expressions("/a{{line x y}}b{{c"), "/ab{{c");
     }
 }

@@ -151,6 +151,45 @@ impl Template {
         }
     }
 
+    /// The template cut at every `slot` in its literal text (a value only the caller knows,
+    /// like a connection's own token): the pieces before, between and after, in order; one
+    /// piece when `slot` does not occur.
+    pub fn split_at(&self, slot: &str) -> Vec<Self> {
+        let mut pieces = vec![Self { parts: Vec::new() }];
+        for p in &self.parts {
+            let text = match p {
+                Part::Lit(b) => std::str::from_utf8(b).ok(),
+                _ => None,
+            };
+            let Some(text) = text.filter(|t| t.contains(slot)) else {
+                if let Some(last) = pieces.last_mut() {
+                    last.parts.push(p.clone());
+                }
+                continue;
+            };
+            for (i, lit) in text.split(slot).enumerate() {
+                if i > 0 {
+                    pieces.push(Self { parts: Vec::new() });
+                }
+                if let (false, Some(last)) = (lit.is_empty(), pieces.last_mut()) {
+                    last.parts.push(Part::Lit(lit.as_bytes().into()));
+                }
+            }
+        }
+        pieces
+    }
+
+    /// Whether any text the template can render (its literal text, `rand_choice` choices and
+    /// `line` file lines; numbers never) satisfies `f`: to check a rendering before the run.
+    pub fn any_text(&self, f: impl Fn(&[u8]) -> bool) -> bool {
+        self.parts.iter().any(|p| match p {
+            Part::Lit(b) => f(b),
+            Part::RandChoice(c) => c.iter().any(|b| f(b)),
+            Part::Line(lines) => lines.iter().any(|b| f(b)),
+            _ => false,
+        })
+    }
+
     /// A template that renders `text` as it is.
     pub fn literal(text: &str) -> Self {
         Self {
@@ -319,6 +358,19 @@ mod tests {
         let mut big = Vec::new();
         push_u64(&mut big, u64::MAX);
         assert_eq!(big, b"18446744073709551615");
+    }
+
+    #[test]
+    fn splits_at_a_slot_in_its_literal_text() {
+        let t = Template::parse("a{{conn_id}}-SLOT-b-SLOT{{seq}}", &R)
+            .unwrap()
+            .unwrap();
+        let pieces = t.split_at("SLOT");
+        let mut rng = Rng::new(1);
+        let texts: Vec<String> = pieces.iter().map(|p| render(p, 7, 9, &mut rng)).collect();
+        assert_eq!(texts, ["a7-", "-b-", "9"]);
+        assert!(!pieces[0].is_fixed() && pieces[1].is_fixed() && !pieces[2].is_fixed());
+        assert_eq!(Template::literal("x").split_at("SLOT").len(), 1);
     }
 
     #[test]

@@ -16,7 +16,7 @@
 use std::io::{self, Read, Write};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use rustls::ServerConfig;
@@ -32,7 +32,7 @@ use super::channel::ChannelOp;
 use super::command::{self, Command};
 use super::stream::ServerStream;
 use super::tls::{Accept, TlsStream};
-use super::ThreadStats;
+use super::{RequestLog, SeenRequest, ThreadStats};
 
 /// Largest HTTP request head the gateway reads before handing it on as it is (tungstenite then
 /// refuses it).
@@ -68,6 +68,8 @@ pub(super) struct DriveCtx {
     pub(super) tls: Option<Arc<ServerConfig>>,
     /// The auth endpoint's whole HTTP answer.
     pub(super) auth_answer: Arc<[u8]>,
+    /// Where upgrade requests are kept (`record_requests`); `None` = not kept.
+    pub(super) requests: Option<Arc<RequestLog>>,
 }
 
 /// How a refusing connection ends once the request has been read.
@@ -148,6 +150,8 @@ impl Conn {
                         queued_blocked: 0,
                         unflushed: false,
                         close_at: None,
+                        keepalive: Keepalive::default(),
+                        full_since: None,
                     });
                     // Bytes may have arrived after the handshake's last read: read them now, as
                     // the edge-triggered poller will not report them again.
@@ -256,6 +260,9 @@ impl RequestConn {
             ctx.stats.auth_requests.fetch_add(1, Relaxed);
             return Some(answer(stream, Arc::clone(&ctx.auth_answer)));
         }
+        if let Some(log) = &ctx.requests {
+            log.record(|| seen_request(&buf));
+        }
         match &ctx.reject {
             Some(refusal) => {
                 ctx.stats.handshakes_rejected.fetch_add(1, Relaxed);
@@ -288,6 +295,27 @@ fn route(buf: &[u8]) -> Option<(Route, usize)> {
         }),
         Ok(httparse::Status::Partial) if buf.len() <= MAX_REQUEST_HEAD => None,
         Ok(httparse::Status::Partial) | Err(_) => Some((Route::Upgrade, buf.len())),
+    }
+}
+
+/// The target and headers of the request head in `buf` (empty if it does not parse).
+fn seen_request(buf: &[u8]) -> SeenRequest {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    let _ = req.parse(buf);
+    SeenRequest {
+        target: req.path.unwrap_or_default().to_owned(),
+        headers: req
+            .headers
+            .iter()
+            .filter(|h| !h.name.is_empty())
+            .map(|h| {
+                (
+                    h.name.to_owned(),
+                    String::from_utf8_lossy(h.value).into_owned(),
+                )
+            })
+            .collect(),
     }
 }
 
@@ -373,6 +401,37 @@ pub(super) struct OpenConn {
     pub(super) unflushed: bool,
     /// When `close_after` closes this connection (its key in the worker's close queue).
     pub(super) close_at: Option<Instant>,
+    /// Server pings (`keepalive`): when the next is due, the unanswered one, a close to
+    /// give up on.
+    keepalive: Keepalive,
+    /// Since when deliveries overflow (the client is not reading): the slow-consumer rule.
+    pub(super) full_since: Option<Instant>,
+}
+
+/// The server-ping state of one connection (`ServeConfig::keepalive`).
+#[derive(Debug, Default)]
+struct Keepalive {
+    /// When the next ping is due (set on the first sweep).
+    next: Option<Instant>,
+    /// When the unanswered ping was sent.
+    sent: Option<Instant>,
+    /// The keepalive close was sent: abort if the connection is still there at this time.
+    abort_at: Option<Instant>,
+}
+
+/// What a keepalive sweep did to a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum KeepaliveStep {
+    /// Nothing due.
+    Idle,
+    /// A ping was written (buffered): flush at the end of the turn.
+    Pinged,
+    /// No pong within the timeout: the close 1011 "keepalive ping timeout" was written
+    /// (buffered): flush at the end of the turn.
+    TimedOut,
+    /// Give up: reset the connection now (its close could not be written, or was not
+    /// answered within the timeout).
+    Abort,
 }
 
 /// Outcome of handing a message to tungstenite.
@@ -432,11 +491,15 @@ impl OpenConn {
                     ctx.stats.msgs_in.fetch_add(1, Relaxed);
                     Message::Binary(data)
                 }
+                Ok(Message::Pong(_)) => {
+                    // Any pong answers the keepalive ping (RFC 6455 §5.5.3 lets a client
+                    // answer only the latest).
+                    self.keepalive.sent = None;
+                    continue;
+                }
                 // Pongs and the reply to a close are queued by tungstenite and written by the next
                 // read or flush; after a close the next read reports `ConnectionClosed`.
-                Ok(Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_)) => {
-                    continue
-                }
+                Ok(Message::Ping(_) | Message::Close(_) | Message::Frame(_)) => continue,
                 Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(WsError::Protocol(_) | WsError::Capacity(_) | WsError::Utf8(_)) => {
                     ctx.stats.protocol_errors.fetch_add(1, Relaxed);
@@ -462,8 +525,58 @@ impl OpenConn {
         self.blocked = queued(self.ws.flush())?;
         if !self.blocked {
             self.queued_blocked = 0;
+            self.full_since = None;
         }
         Ok(())
+    }
+
+    /// Makes dropping the connection a reset (RST) instead of a FIN: a client that stopped
+    /// reading learns at once, where a FIN would wait behind the data it does not read.
+    pub(super) fn abort(&mut self) {
+        self.ws.get_mut().abort();
+    }
+
+    /// Server pings every `interval`; a ping unanswered for `timeout` closes the connection
+    /// with 1011 "keepalive ping timeout", as Python `websockets` does, and a close not
+    /// answered within `timeout` more (or that cannot even be written) becomes a reset.
+    pub(super) fn keepalive(
+        &mut self,
+        now: Instant,
+        (interval, timeout): (Duration, Duration),
+    ) -> Result<KeepaliveStep, Finished> {
+        let k = &mut self.keepalive;
+        if let Some(at) = k.abort_at {
+            return Ok(if now >= at {
+                KeepaliveStep::Abort
+            } else {
+                KeepaliveStep::Idle
+            });
+        }
+        if !self.ws.can_write() {
+            // Closing for another reason (the client's close, close_after): no more pings.
+            return Ok(KeepaliveStep::Idle);
+        }
+        if let Some(sent) = k.sent {
+            if now.saturating_duration_since(sent) < timeout {
+                return Ok(KeepaliveStep::Idle);
+            }
+            if self.blocked {
+                return Ok(KeepaliveStep::Abort);
+            }
+            k.abort_at = Some(now + timeout);
+            self.server_close(1011, "keepalive ping timeout")?;
+            return Ok(KeepaliveStep::TimedOut);
+        }
+        let due = *k.next.get_or_insert(now + interval);
+        if now < due {
+            return Ok(KeepaliveStep::Idle);
+        }
+        k.sent = Some(now);
+        k.next = Some(now + interval);
+        if queued(self.ws.write(Message::Ping(Default::default())))? {
+            self.blocked = true;
+        }
+        Ok(KeepaliveStep::Pinged)
     }
 
     /// Whether deliveries can still be made: false once a close frame was sent or received (a
@@ -478,6 +591,7 @@ impl OpenConn {
     pub(super) fn deliver(&mut self, msg: Message) -> Result<Delivery, Finished> {
         if self.blocked {
             if self.queued_blocked >= MAX_QUEUED_WHILE_BLOCKED {
+                self.full_since.get_or_insert_with(Instant::now);
                 return Ok(Delivery::Overflow);
             }
             self.queued_blocked += 1;
@@ -489,15 +603,19 @@ impl OpenConn {
         Ok(Delivery::Queued)
     }
 
-    /// Starts the close handshake with `code` (close_after); false if the connection was
+    /// Starts the close handshake with `code` and `reason`; false if the connection was
     /// already closing. The client's close reply then ends the connection as usual.
-    pub(super) fn server_close(&mut self, code: u16) -> Result<bool, Finished> {
+    pub(super) fn server_close(
+        &mut self,
+        code: u16,
+        reason: &'static str,
+    ) -> Result<bool, Finished> {
         if !self.ws.can_write() {
             return Ok(false);
         }
         let frame = CloseFrame {
             code: code.into(),
-            reason: Utf8Bytes::default(),
+            reason: Utf8Bytes::from_static(reason),
         };
         self.blocked = queued(self.ws.close(Some(frame)))?;
         if !self.blocked {

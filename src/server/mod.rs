@@ -29,6 +29,10 @@
 //!   microseconds, so a late broadcast shows up as latency rather than hiding it.
 //! - Fault injection: refused upgrades (`reject`), every Nth channel delivery dropped
 //!   (`drop_every`), every connection closed by the server after a while (`close_after`).
+//! - Misbehaving clients, answered the way real servers do: server pings (`keepalive`) with a
+//!   close 1011 "keepalive ping timeout" for a client that does not answer (Python
+//!   `websockets`' behaviour) and a reset for one that cannot even take the close; and a
+//!   slow-consumer rule (`slow_consumer_timeout`) that resets a client which stopped reading.
 //! - TLS (`tls` set): rustls over the same non-blocking sockets (module `tls`); the TLS
 //!   handshake completes before tungstenite sees a byte, and a client that closes after it
 //!   (handshake-only load) costs no WebSocket state at all.
@@ -106,6 +110,22 @@ pub struct ServeConfig {
     /// `None` = never. The code must be one a server may send (1000-1003, 1007-1013,
     /// 3000-4999). Costs 24 bytes per connection opened within the last `close_after`.
     pub close_after: Option<(Duration, u16)>,
+    /// Server pings: a WebSocket ping to every open connection every `.0`; one unanswered
+    /// for `.1` closes the connection with 1011 "keepalive ping timeout" (what Python
+    /// `websockets` sends), and a close still unanswered `.1` later, or one that cannot be
+    /// written because the client stopped reading, becomes a reset (the client sees 1006).
+    /// Default `None` = no pings. Costs one pass over the connections every quarter of the
+    /// shorter of the two (at least 1 ms, at most 100 ms), and 48 bytes per connection.
+    pub keepalive: Option<(Duration, Duration)>,
+    /// Slow consumers: a client whose deliveries have overflowed (it has the maximum of 1024
+    /// queued behind a full socket: it stopped reading) for this long is reset (RST: the
+    /// client sees 1006; a close frame could not reach it anyway). Default `None` = its
+    /// deliveries are dropped and counted in `channel_overflow`, the connection stays.
+    pub slow_consumer_timeout: Option<Duration>,
+    /// Test and debugging aid: keep the request target and headers of the first this many
+    /// upgrade requests, for [`Gateway::requests`]. Default 0 = none kept. Costs the requests'
+    /// size, at most this many of them.
+    pub record_requests: usize,
 }
 
 impl Default for ServeConfig {
@@ -122,6 +142,9 @@ impl Default for ServeConfig {
             tls: None,
             drop_every: 0,
             close_after: None,
+            keepalive: None,
+            slow_consumer_timeout: None,
+            record_requests: 0,
         }
     }
 }
@@ -174,6 +197,42 @@ pub struct GatewayStats {
     /// bits, unknown opcode, unmasked or oversized frame, bad UTF-8): bytes that were not a
     /// frame, such as a second upgrade request written onto an upgraded socket.
     pub protocol_errors: u64,
+    /// Connections whose keepalive ping went unanswered for the timeout: closed with 1011
+    /// "keepalive ping timeout".
+    pub keepalive_timeouts: u64,
+    /// Connections reset because their keepalive close could not be written or was not
+    /// answered in time (a client that stopped reading).
+    pub keepalive_aborts: u64,
+    /// Connections reset by the slow-consumer rule (`slow_consumer_timeout`).
+    pub slow_consumer_aborts: u64,
+}
+
+/// An upgrade request as the gateway received it ([`ServeConfig::record_requests`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenRequest {
+    /// The request target: path and query.
+    pub target: String,
+    /// The headers, names and values as sent.
+    pub headers: Vec<(String, String)>,
+}
+
+/// The first [`ServeConfig::record_requests`] upgrade requests, gateway-wide.
+#[derive(Debug)]
+pub(crate) struct RequestLog {
+    /// How many to keep.
+    limit: usize,
+    /// The requests kept, in arrival order (per thread).
+    seen: std::sync::Mutex<Vec<SeenRequest>>,
+}
+
+impl RequestLog {
+    /// Keeps `req` if there is room.
+    fn record(&self, req: impl FnOnce() -> SeenRequest) {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() < self.limit {
+            seen.push(req());
+        }
+    }
 }
 
 /// Why the gateway could not start.
@@ -189,6 +248,10 @@ pub enum ServerError {
     /// Fix: use an error status such as 503.
     #[error("serve: reject status {0} is outside 200..=599")]
     InvalidRejectStatus(u16),
+    /// A keepalive ping interval or timeout below 1 ms. Fix: give both at least 1ms (e.g.
+    /// `--ping-interval 20s --ping-timeout 20s`, Python websockets' defaults).
+    #[error("serve: --ping-interval and --ping-timeout must be at least 1ms")]
+    InvalidKeepalive,
     /// `read_buffer` is below [`MIN_READ_BUFFER`]. Fix: use at least 256 bytes (4096 is a good
     /// default).
     #[error("serve: read buffer of {0} bytes is below the minimum of {MIN_READ_BUFFER}")]
@@ -281,6 +344,12 @@ struct ThreadStats {
     auth_requests: AtomicU64,
     /// Client WebSocket protocol violations.
     protocol_errors: AtomicU64,
+    /// Keepalive closes (1011).
+    keepalive_timeouts: AtomicU64,
+    /// Keepalive resets.
+    keepalive_aborts: AtomicU64,
+    /// Slow-consumer resets.
+    slow_consumer_aborts: AtomicU64,
 }
 
 /// The fan-out schedule's origin, shared by all threads.
@@ -335,6 +404,8 @@ struct Shared {
     inboxes: Box<[Inbox]>,
     /// Channel deliveries so far, gateway-wide; counted only while `drop_every` is on.
     deliveries: AtomicU64,
+    /// The upgrade requests kept (`record_requests`).
+    requests: Arc<RequestLog>,
 }
 
 /// The once-a-second stats printer.
@@ -412,6 +483,10 @@ impl Gateway {
                 clock: OnceLock::new(),
                 inboxes: inboxes.into_boxed_slice(),
                 deliveries: AtomicU64::new(0),
+                requests: Arc::new(RequestLog {
+                    limit: cfg.record_requests,
+                    seen: std::sync::Mutex::new(Vec::new()),
+                }),
             }),
             stats: stats.clone(),
             threads: Vec::with_capacity(cfg.threads),
@@ -435,6 +510,7 @@ impl Gateway {
                 reject: reject.clone(),
                 tls: cfg.tls.clone(),
                 auth_answer: Arc::clone(&auth_answer),
+                requests: (cfg.record_requests > 0).then(|| Arc::clone(&gateway.shared.requests)),
             };
             let worker = Worker::new(
                 poll,
@@ -483,6 +559,14 @@ impl Gateway {
         sum_stats(&self.stats)
     }
 
+    /// The upgrade requests kept so far ([`ServeConfig::record_requests`]), in arrival order
+    /// per thread.
+    #[must_use]
+    pub fn requests(&self) -> Vec<SeenRequest> {
+        let seen = self.shared.requests.seen.lock();
+        seen.unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// Stops all threads (they exit within one loop turn, well under 100 ms) and joins them.
     /// Open connections are dropped without a close handshake.
     pub fn shutdown(self) {
@@ -523,6 +607,11 @@ fn validate(cfg: &ServeConfig) -> Result<(), ServerError> {
     if let Some(Reject::Status(s)) = cfg.reject {
         if !(200..=599).contains(&s) {
             return Err(ServerError::InvalidRejectStatus(s));
+        }
+    }
+    if let Some((interval, timeout)) = cfg.keepalive {
+        if interval < Duration::from_millis(1) || timeout < Duration::from_millis(1) {
+            return Err(ServerError::InvalidKeepalive);
         }
     }
     if cfg.read_buffer < MIN_READ_BUFFER {
@@ -598,6 +687,9 @@ fn sum_stats(stats: &[Arc<ThreadStats>]) -> GatewayStats {
             server_closes: acc.server_closes + t.server_closes.load(Relaxed),
             auth_requests: acc.auth_requests + t.auth_requests.load(Relaxed),
             protocol_errors: acc.protocol_errors + t.protocol_errors.load(Relaxed),
+            keepalive_timeouts: acc.keepalive_timeouts + t.keepalive_timeouts.load(Relaxed),
+            keepalive_aborts: acc.keepalive_aborts + t.keepalive_aborts.load(Relaxed),
+            slow_consumer_aborts: acc.slow_consumer_aborts + t.slow_consumer_aborts.load(Relaxed),
         })
 }
 
@@ -610,6 +702,9 @@ pub fn fault_totals(s: &GatewayStats) -> String {
         ("server closes", s.server_closes),
         ("auth", s.auth_requests),
         ("protocol errors", s.protocol_errors),
+        ("keepalive timeouts", s.keepalive_timeouts),
+        ("keepalive aborts", s.keepalive_aborts),
+        ("slow consumer aborts", s.slow_consumer_aborts),
     ]
     .into_iter()
     .filter(|&(_, n)| n > 0)

@@ -53,6 +53,16 @@ impl ServerStream {
         self.replayed = 0;
     }
 
+    /// Makes the coming close a reset (SO_LINGER 0): the client learns at once, even when
+    /// it stopped reading and our unsent data fills its window; best effort.
+    pub(super) fn abort(&self) {
+        let sock = match &self.transport {
+            Transport::Plain(s) => s,
+            Transport::Tls(t) => t.socket(),
+        };
+        let _ = socket2::SockRef::from(sock).set_linger(Some(std::time::Duration::ZERO));
+    }
+
     /// Ends the stream politely where the protocol has a way (TLS close_notify); best effort.
     pub(super) fn close(&mut self) {
         if let Transport::Tls(tls) = &mut self.transport {

@@ -123,6 +123,11 @@ pub(super) struct TlsStream {
 }
 
 impl TlsStream {
+    /// The client socket under the TLS layer.
+    pub(super) fn socket(&self) -> &TcpStream {
+        &self.sock
+    }
+
     /// Starts a TLS server connection on a freshly accepted socket.
     pub(super) fn new(sock: TcpStream, config: &Arc<ServerConfig>) -> Result<Self, rustls::Error> {
         Ok(Self {

@@ -19,7 +19,7 @@ use mio::{Events, Interest, Poll, Token};
 use tungstenite::{Message, Utf8Bytes};
 
 use super::channel::{ChannelOp, Channels, Relayed};
-use super::conn::{Conn, Delivery, DriveCtx, OpenConn};
+use super::conn::{Conn, Delivery, DriveCtx, KeepaliveStep, OpenConn};
 use super::{PublishClock, ServeConfig, Shared};
 
 /// The listener's token.
@@ -93,6 +93,16 @@ pub(super) struct Worker {
     unflushed: Vec<usize>,
     /// Open connections whose socket failed while the loop was iterating; dropped after it.
     failed: Vec<usize>,
+    /// Server pings: interval and timeout; `None` = no pings.
+    keepalive: Option<(Duration, Duration)>,
+    /// When the next keepalive sweep is due (while connections are open).
+    next_sweep: Option<Instant>,
+    /// Slow consumers: reset a client whose deliveries have overflowed for this long;
+    /// `None` = only drop the deliveries.
+    slow_consumer: Option<Duration>,
+    /// Open connections to reset, and why (true: keepalive gave up; false: slow consumer);
+    /// reset after the loop.
+    aborting: Vec<(usize, bool)>,
     /// Open WebSocket connections of this thread.
     open: usize,
     /// Whether to accept again without a readiness event: after a full batch (next turn) or a
@@ -133,6 +143,10 @@ impl Worker {
             ops: Vec::new(),
             unflushed: Vec::new(),
             failed: Vec::new(),
+            keepalive: cfg.keepalive,
+            next_sweep: None,
+            slow_consumer: cfg.slow_consumer_timeout,
+            aborting: Vec::new(),
             open: 0,
             accept: AcceptState::Idle,
         }
@@ -167,6 +181,7 @@ impl Worker {
             self.drain_inbox();
             self.publish_due(now);
             self.close_due(now);
+            self.keepalive_due(now);
             self.flush_unflushed();
         }
     }
@@ -191,7 +206,11 @@ impl Worker {
             .close_queue
             .front()
             .map(|&(at, _)| at.saturating_duration_since(now));
-        [accept, publish, close].into_iter().flatten().min()
+        let sweep = self
+            .next_sweep
+            .filter(|_| self.open > 0)
+            .map(|at| at.saturating_duration_since(now));
+        [accept, publish, close, sweep].into_iter().flatten().min()
     }
 
     /// Accepts pending connections, at most [`ACCEPT_BATCH`] per call.
@@ -357,6 +376,9 @@ impl Worker {
                 }
                 Ok(Delivery::Overflow) => {
                     stats.channel_overflow.fetch_add(1, Relaxed);
+                    if slow(conn, self.slow_consumer) {
+                        self.aborting.push((slot, false));
+                    }
                 }
                 Err(_) => self.failed.push(slot),
             }
@@ -399,7 +421,7 @@ impl Worker {
                 continue;
             }
             conn.close_at = None;
-            match conn.server_close(code) {
+            match conn.server_close(code, "") {
                 Ok(true) => {
                     self.ctx.stats.server_closes.fetch_add(1, Relaxed);
                 }
@@ -410,8 +432,27 @@ impl Worker {
         self.drop_failed();
     }
 
-    /// Drops the open connections in `failed`.
+    /// Drops the open connections in `failed`, and resets those in `aborting`.
     fn drop_failed(&mut self) {
+        while let Some((slot, keepalive)) = self.aborting.pop() {
+            let Some(entry) = self.slots.get_mut(slot) else {
+                continue;
+            };
+            // A second listing finds the slot emptied: counted once.
+            let Some(Conn::Open(mut conn)) = entry.take() else {
+                continue;
+            };
+            let counter = if keepalive {
+                &self.ctx.stats.keepalive_aborts
+            } else {
+                &self.ctx.stats.slow_consumer_aborts
+            };
+            counter.fetch_add(1, Relaxed);
+            conn.abort();
+            drop(conn);
+            self.release(slot);
+            self.closed(1);
+        }
         while let Some(slot) = self.failed.pop() {
             let Some(entry) = self.slots.get_mut(slot) else {
                 continue;
@@ -497,11 +538,59 @@ impl Worker {
                 }
                 Ok(Delivery::Overflow) => {
                     stats.channel_overflow.fetch_add(1, Relaxed);
+                    if slow(conn, self.slow_consumer) {
+                        self.aborting.push((slot, false));
+                    }
                 }
                 Err(_) => self.failed.push(slot),
             }
         }
         self.drop_failed();
+    }
+
+    /// Pings every open connection whose ping is due, closes (1011) those whose ping went
+    /// unanswered, and resets those that did not take their close in time. One pass over
+    /// the connections every quarter of the shorter of interval and timeout (1-100 ms).
+    fn keepalive_due(&mut self, now: Instant) {
+        let Some((interval, timeout)) = self.keepalive else {
+            return;
+        };
+        if self.open == 0 {
+            self.next_sweep = None;
+            return;
+        }
+        if self.next_sweep.is_some_and(|at| at > now) {
+            return;
+        }
+        let step =
+            (interval.min(timeout) / 4).clamp(Duration::from_millis(1), Duration::from_millis(100));
+        self.next_sweep = Some(now + step);
+        let stats = &self.ctx.stats;
+        for (slot, entry) in self.slots.iter_mut().enumerate() {
+            let Some(Conn::Open(conn)) = entry else {
+                continue;
+            };
+            match conn.keepalive(now, (interval, timeout)) {
+                Ok(KeepaliveStep::Idle) => {}
+                Ok(KeepaliveStep::Pinged) => mark_unflushed(conn, slot, &mut self.unflushed),
+                Ok(KeepaliveStep::TimedOut) => {
+                    stats.keepalive_timeouts.fetch_add(1, Relaxed);
+                    mark_unflushed(conn, slot, &mut self.unflushed);
+                }
+                Ok(KeepaliveStep::Abort) => self.aborting.push((slot, true)),
+                Err(_) => self.failed.push(slot),
+            }
+        }
+        self.drop_failed();
+    }
+}
+
+/// Whether the slow-consumer rule says to reset `conn`: its deliveries have overflowed for
+/// `grace` or longer.
+fn slow(conn: &OpenConn, grace: Option<Duration>) -> bool {
+    match (grace, conn.full_since) {
+        (Some(g), Some(since)) => since.elapsed() >= g,
+        _ => false,
     }
 }
 

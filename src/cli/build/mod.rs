@@ -16,7 +16,7 @@ use super::conn::Load;
 use crate::plan::message::Resolver;
 use crate::plan::reconnect::Storm;
 use crate::plan::stages::Stage;
-use crate::plan::{available_cpus, parse, parse_url, PlanError, RunPlan, Url};
+use crate::plan::{available_cpus, parse, parse_url, redacted, PlanError, RunPlan, Url};
 use crate::proto::conn::Mode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,7 +82,7 @@ impl RunArgs {
         Ok(RunPlan {
             name: "default".into(),
             start: Duration::ZERO,
-            url_text: a.url.clone(),
+            url_text: redacted(&a.url),
             url,
             connections: shape.connections,
             connect_rate: shape.connect_rate,

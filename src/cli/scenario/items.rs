@@ -42,7 +42,9 @@ impl Reader<'_> {
                 self.requests(v, out)
             }
             "checks" => self.checks(v, out),
-            "storm" | "auth" | "tls" | "heartbeat" | "stream" => self.table(key, v, out),
+            "storm" | "auth" | "tls" | "heartbeat" | "stream" | "misbehave" => {
+                self.table(key, v, out)
+            }
             _ => {
                 let flag = key.replace('_', "-");
                 self.flag_item(key, &flag, v, out)
@@ -138,7 +140,7 @@ impl Reader<'_> {
         Ok(())
     }
 
-    /// A `storm`, `auth`, `tls` or `heartbeat` table: each member is the flag named by the
+    /// A `storm`, `auth`, `tls`, `heartbeat` or `misbehave` table: each member is the flag named by the
     /// table and the member (`storm.at` is `--storm-at`), keyed by its dotted name.
     fn table(
         &self,
@@ -392,6 +394,7 @@ impl Reader<'_> {
             ],
             "heartbeat" => &["interval", "message", "expect", "timeout"],
             "stream" => &["seq", "key"],
+            "misbehave" => &["no_pong_after", "stop_reading_after"],
             _ => &[],
         };
         // The tls table's names: its keys without their `tls_` prefix.
@@ -498,6 +501,7 @@ fn member_flag(table: &str, sub: &str) -> Option<String> {
         }
         ("stream", "seq" | "key") => Some(format!("stream-{sub}")),
         ("tls", "version" | "tickets") => Some(format!("tls-{sub}")),
+        ("misbehave", "no_pong_after" | "stop_reading_after") => Some(sub.replace('_', "-")),
         ("tls", _) if TLS_KEYS.contains(&sub) => Some(sub.replace('_', "-")),
         _ => None,
     }

@@ -51,6 +51,7 @@ pub(super) const SPECIAL: &[&str] = &[
     "scenario",
     "tls",
     "heartbeat",
+    "misbehave",
     "name",
     "weight",
     "start",

@@ -36,6 +36,7 @@ impl Shard {
             Op::Send => self.on_send(i, &mut c, res, now),
             Op::Close => self.op_done(i),
             Op::Setup => self.on_setup(i, res, now),
+            Op::Hangup => self.on_hangup(i, res, now),
             Op::Wake | Op::Cancel => {}
         }
         if self.slots[i as usize].conn.is_some() {
@@ -100,8 +101,9 @@ impl Shard {
             } else if res < 0 && res != -libc::ECANCELED && res != -libc::ENOBUFS {
                 conn.handle_error(&mut ctx, now, Failure::from_errno(-res));
             }
-            // Buffers ran out (ENOBUFS) or the kernel ended the multishot: re-arm.
-            if alive && !conn.is_done() && !slot.recv_armed && res != 0 {
+            // Buffers ran out (ENOBUFS) or the kernel ended the multishot: re-arm, unless
+            // the connection stopped reading.
+            if alive && !conn.is_done() && !slot.recv_armed && res != 0 && !slot.watching {
                 arm_recv(ring, slot, i, inflight);
             }
         }
@@ -134,6 +136,28 @@ impl Shard {
                 let mut ctx = groups[slot.group as usize].ctx(rng);
                 conn.handle_error(&mut ctx, now, Failure::from_errno(-res));
             }
+        }
+    }
+
+    /// The socket of slot `i`, no longer read, was reset (`POLLERR`) or hung up.
+    fn on_hangup(&mut self, i: u32, res: i32, now: Micros) {
+        self.op_done(i);
+        let Shard {
+            groups, slots, rng, ..
+        } = self;
+        let slot = &mut slots[i as usize];
+        let Some(conn) = slot.conn.as_mut() else {
+            return;
+        };
+        let mut ctx = groups[slot.group as usize].ctx(rng);
+        if res > 0 && res & i32::from(libc::POLLERR) != 0 {
+            // The error itself cannot be read without reading; a peer's reset is what a
+            // socket whose reads stopped sees (the peer's FIN waits behind its unread data).
+            conn.handle_error(&mut ctx, now, Failure::Reset);
+        } else if res > 0 {
+            conn.handle_eof(&mut ctx, now);
+        } else if res != -libc::ECANCELED {
+            conn.handle_error(&mut ctx, now, Failure::from_errno(-res));
         }
     }
 

@@ -1,6 +1,7 @@
 //! After every call into a connection: its events (a session opened; it ended, and is torn
 //! down and replaced as its group's policy says), its timer and its output.
 
+use super::slot::stop_reading;
 use super::Shard;
 use crate::engine::timer::TimerEntry;
 use crate::io::uring::{pack, Op};
@@ -25,6 +26,10 @@ impl Shard {
             }
         }
         let slot = &mut self.slots[i as usize];
+        let stopped = slot.conn.as_ref().is_some_and(|c| !c.is_reading());
+        if stopped && !slot.watching && slot.has_socket && !slot.connecting {
+            stop_reading(&mut self.ring, slot, i, &mut self.inflight);
+        }
         let Some(conn) = slot.conn.as_ref() else {
             return;
         };
@@ -113,6 +118,11 @@ impl Shard {
             if slot.recv_armed {
                 self.ring
                     .cancel(pack(i, slot.gen, Op::Recv), pack(i, slot.gen, Op::Cancel));
+            }
+            if slot.watching {
+                // Cancelling a watch that already completed finds nothing: harmless.
+                self.ring
+                    .cancel(pack(i, slot.gen, Op::Hangup), pack(i, slot.gen, Op::Cancel));
             }
             if slot.connecting {
                 self.ring.cancel(

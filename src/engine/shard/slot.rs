@@ -22,6 +22,9 @@ pub(super) struct Slot {
     pub(super) ops: u16,
     pub(super) connecting: bool,
     pub(super) recv_armed: bool,
+    /// The connection stopped reading (`--stop-reading-after`): its receive is cancelled
+    /// and a hang-up watch is (or was) in flight instead.
+    pub(super) watching: bool,
     pub(super) sending: bool,
     pub(super) close_submitted: bool,
     pub(super) in_dirty: bool,
@@ -47,6 +50,7 @@ impl Slot {
             ops: 0,
             connecting: false,
             recv_armed: false,
+            watching: false,
             sending: false,
             close_submitted: false,
             in_dirty: false,
@@ -98,6 +102,18 @@ pub(super) fn arm_recv(ring: &mut Ring, slot: &mut Slot, i: u32, inflight: &mut 
     slot.ops += 1;
     *inflight += 1;
     ring.recv_multishot(i, pack(i, slot.gen, Op::Recv));
+}
+
+/// The connection in the slot stopped reading: its receive is cancelled and only an error
+/// or hang-up of the socket is watched for.
+pub(super) fn stop_reading(ring: &mut Ring, slot: &mut Slot, i: u32, inflight: &mut u64) {
+    slot.watching = true;
+    if slot.recv_armed {
+        ring.cancel(pack(i, slot.gen, Op::Recv), pack(i, slot.gen, Op::Cancel));
+    }
+    slot.ops += 1;
+    *inflight += 1;
+    ring.watch_hangup(i, pack(i, slot.gen, Op::Hangup));
 }
 
 impl Shard {

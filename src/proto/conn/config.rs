@@ -123,6 +123,14 @@ pub struct ConnConfig {
     pub close_wait: Micros,
     /// Validate UTF-8 of received text messages (default on).
     pub validate_utf8: bool,
+    /// Misbehave on purpose: answer no server ping once the session has been open this long,
+    /// µs (`--no-pong` = 0, `--no-pong-after`); default `None`: every ping is answered.
+    pub no_pong_after: Option<Micros>,
+    /// Misbehave on purpose: stop reading the socket once the session has been open this
+    /// long, µs (`--stop-reading-after`): the kernel's receive buffer fills and the server's
+    /// sends back up. The connection then only notices a reset (or ends at the run's close
+    /// wait). Default `None`: always read.
+    pub stop_reading_after: Option<Micros>,
     /// Grid for scheduled sends, µs (0 behaves as 1: exact timers). Intended send times are
     /// rounded up to it, so all connections' sends due in one grid step go out in one
     /// wake-up, and, being stamped with the grid time, the batching adds no latency that the
@@ -160,6 +168,8 @@ impl Default for ConnConfig {
             session_lifetime: 0,
             close_wait: 1_000_000,
             validate_utf8: true,
+            no_pong_after: None,
+            stop_reading_after: None,
             timer_resolution: 1_000,
             requests: Vec::new(),
             reply_timeout: 10_000_000,

@@ -217,6 +217,9 @@ pub struct Conn {
     /// this connection replaces a lost one (sends `on_reconnect`).
     last_seq: u64,
     resuming: bool,
+    /// `--stop-reading-after` has passed: bytes are no longer read (the driver stops
+    /// receiving; any that still arrive are ignored).
+    reads_stopped: bool,
     /// Whether it opened, whether a storm took it, and the events not yet polled, in one
     /// byte (`event::{OPENED, STORM_DROPPED, EV_*}`).
     marks: u8,
@@ -262,6 +265,7 @@ impl Conn {
             sent: 0,
             last_seq: 0,
             resuming: false,
+            reads_stopped: false,
             marks: 0,
             extras: None,
             tls: None,
@@ -318,6 +322,11 @@ impl Conn {
             Phase::Done => {}
             // The close handshake is already underway; an error now only ends it early.
             Phase::Closing => self.finish(ctx, now),
+            Phase::Open => {
+                // Lost without a close frame, like an EOF: 1006 to whoever counts codes.
+                ctx.stats.close_code(1006);
+                self.fail(ctx, now, failure);
+            }
             // A handshake cycle waiting for its ticket: the handshake itself completed.
             Phase::TlsHandshake if self.tls.as_ref().is_some_and(|t| t.done) => {
                 self.complete(ctx, now);
@@ -352,6 +361,10 @@ impl Conn {
     /// response, then frames. What they call for (a pong, a close reply) waits for
     /// [`Conn::poll_transmit`].
     pub fn handle_recv<R: Recorder>(&mut self, ctx: &mut Ctx<'_, R>, now: Micros, data: &[u8]) {
+        if self.reads_stopped {
+            // Already read by the kernel before the driver stopped receiving: not consumed.
+            return;
+        }
         ctx.stats.counters().bytes_received += data.len() as u64;
         match self.tls.take() {
             None => self.recv_plain(ctx, now, data),
@@ -379,6 +392,14 @@ impl Conn {
                 Phase::Open => return self.begin_close(ctx, now, 1000),
                 Phase::Closing => return self.finish(ctx, now),
                 Phase::Done => return,
+            }
+        }
+        if let (Phase::Open, false, Some(after)) =
+            (self.phase, self.reads_stopped, ctx.cfg.stop_reading_after)
+        {
+            if now >= self.t_phase.saturating_add(after) {
+                self.reads_stopped = true;
+                ctx.stats.counters().reads_stopped += 1;
             }
         }
         if self.phase == Phase::Open
@@ -506,6 +527,13 @@ impl Conn {
         }
     }
 
+    /// Whether the driver should keep receiving: false once `--stop-reading-after` has
+    /// passed. A driver then stops its receive and watches only for the socket's error or
+    /// hang-up ([`Conn::handle_error`], [`Conn::handle_eof`]).
+    pub fn is_reading(&self) -> bool {
+        !self.reads_stopped
+    }
+
     /// Sets the run-wide connection number (`{{conn_id}}`).
     pub fn set_id(&mut self, id: u64) {
         self.id = id;
@@ -559,6 +587,11 @@ impl Conn {
         }
         if self.phase == Phase::Open && self.ping_sent_at != 0 && cfg.pong_timeout > 0 {
             t = t.min(self.ping_sent_at.saturating_add(cfg.pong_timeout));
+        }
+        if let (Phase::Open, false, Some(after)) =
+            (self.phase, self.reads_stopped, cfg.stop_reading_after)
+        {
+            t = t.min(self.t_phase.saturating_add(after));
         }
         if self.phase == Phase::Open && !self.stopping {
             if self.next_ping_at != 0 {

@@ -129,6 +129,10 @@ counters! {
     pongs_received,
     /// Pongs sent in answer to server pings.
     pongs_sent,
+    /// Server pings left unanswered on purpose (`--no-pong`, `--no-pong-after`).
+    pings_unanswered,
+    /// Sessions that stopped reading their socket on purpose (`--stop-reading-after`).
+    reads_stopped,
     /// Bytes written to sockets (handshakes and frames).
     bytes_sent,
     /// Bytes read from sockets.

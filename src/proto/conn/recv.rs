@@ -240,7 +240,13 @@ impl Conn {
         };
         match h.opcode {
             OpCode::Ping => {
-                if self.phase == Phase::Open {
+                let withheld = ctx
+                    .cfg
+                    .no_pong_after
+                    .is_some_and(|after| now >= self.t_phase.saturating_add(after));
+                if self.phase == Phase::Open && withheld {
+                    ctx.stats.counters().pings_unanswered += 1;
+                } else if self.phase == Phase::Open {
                     self.pong.clear();
                     self.pong.extend_from_slice(&self.ctrl);
                     self.pending |= OUT_PONG;

@@ -28,7 +28,17 @@ impl Conn {
     ) -> usize {
         let start = out.len();
         if self.pending & OUT_REQUEST != 0 {
-            ctx.cfg.template.render(&self.key, ctx.token, out);
+            // Its own values (`{{conn_id}}`, `{{line FILE}}`, ...) render straight into `out`.
+            let mut vars = Vars {
+                conn_id: self.id,
+                seq: 0,
+                last_seq: self.last_seq,
+                now_unix_us: ctx.epoch_unix_us.saturating_add(now),
+                rng: ctx.rng,
+            };
+            ctx.cfg
+                .template
+                .render(&self.key, ctx.token, &mut vars, out);
         }
         if self.pending & OUT_PONG != 0 && !self.got_close {
             encode_frame(out, OpCode::Pong, true, &self.pong, ctx.rng.mask());

@@ -1,6 +1,8 @@
 //! The client side of the HTTP/1.1 upgrade (RFC 6455 §4): a request pre-rendered once per run
-//! with a hole for the per-connection `Sec-WebSocket-Key`, and an incremental response check.
+//! with holes for what differs per connection (the `Sec-WebSocket-Key`, its own token, templated
+//! path and header values), and an incremental response check.
 
+use crate::proto::template::{Template, Vars};
 use base64::Engine as _;
 use std::fmt;
 
@@ -37,64 +39,109 @@ impl fmt::Display for UpgradeFailure {
     }
 }
 
-/// The upgrade request, rendered once per run; only the key differs per connection.
+/// The upgrade request, rendered once per run as far as it is the same for every connection:
+/// only the key, a per-connection token and the templated parts of the path and header values
+/// (`{{conn_id}}`, `{{line FILE}}`, ...) are rendered per connection, straight into the send
+/// buffer.
 #[derive(Debug, Clone)]
 pub struct RequestTemplate {
-    /// Before the key and after it, each split where a per-connection token goes.
-    head: Vec<Vec<u8>>,
-    tail: Vec<Vec<u8>>,
+    /// The request in order: fixed text, pre-rendered, and the places filled per connection.
+    pieces: Vec<Piece>,
     /// The extra headers' names, for reports (their values may be secret).
     header_names: Vec<String>,
     /// The subprotocols offered, in order.
     subprotocols: Vec<String>,
 }
 
+/// One piece of the upgrade request.
+#[derive(Debug, Clone)]
+enum Piece {
+    /// Text that is the same for every connection.
+    Fixed(Vec<u8>),
+    /// The connection's `Sec-WebSocket-Key`.
+    Key,
+    /// The connection's own token (`--auth-per-connection`).
+    Token,
+    /// A part of the path or of a header value rendered per connection.
+    Value(Template),
+}
+
 /// Where a per-connection token (`--auth-per-connection`) goes in headers or the path.
 pub const TOKEN_SLOT: &str = "{{token}}";
 
-fn split_slots(text: &str) -> Vec<Vec<u8>> {
-    text.split(TOKEN_SLOT)
-        .map(|p| p.as_bytes().to_vec())
-        .collect()
-}
-
-fn join_slots(parts: &[Vec<u8>], token: &[u8], out: &mut Vec<u8>) {
-    for (i, p) in parts.iter().enumerate() {
-        if i > 0 {
-            out.extend_from_slice(token);
-        }
-        out.extend_from_slice(p);
-    }
-}
-
 impl RequestTemplate {
-    /// Renders the request for `host` (the Host header value) and `path` (with query).
+    /// Renders the request for `host` (the Host header value) and `path` (with query), all
+    /// fixed but the key and [`TOKEN_SLOT`]s.
     pub fn new(
         host: &str,
         path: &str,
         headers: &[(String, String)],
         subprotocols: &[String],
     ) -> Self {
-        let mut head = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n");
-        head.push_str("Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ");
-        let mut tail = String::from("\r\nSec-WebSocket-Version: 13\r\n");
-        if !subprotocols.is_empty() {
-            tail.push_str("Sec-WebSocket-Protocol: ");
-            tail.push_str(&subprotocols.join(", "));
-            tail.push_str("\r\n");
-        }
-        for (name, value) in headers {
-            tail.push_str(name);
-            tail.push_str(": ");
-            tail.push_str(value);
-            tail.push_str("\r\n");
-        }
-        tail.push_str("\r\n");
-        Self {
-            head: split_slots(&head),
-            tail: split_slots(&tail),
+        let headers: Vec<(String, Template)> = headers
+            .iter()
+            .map(|(n, v)| (n.clone(), Template::literal(v)))
+            .collect();
+        Self::templated(host, &Template::literal(path), &headers, subprotocols)
+    }
+
+    /// Like [`RequestTemplate::new`], with a path and header values that may vary per
+    /// connection; their fixed parts are rendered now. Their text must already be checked
+    /// (no whitespace in the path, no control characters in values).
+    pub fn templated(
+        host: &str,
+        path: &Template,
+        headers: &[(String, Template)],
+        subprotocols: &[String],
+    ) -> Self {
+        let mut t = Self {
+            pieces: Vec::new(),
             header_names: headers.iter().map(|(n, _)| n.clone()).collect(),
             subprotocols: subprotocols.to_vec(),
+        };
+        t.push_text("GET ");
+        t.push_value(path);
+        t.push_text(&format!(" HTTP/1.1\r\nHost: {host}\r\n"));
+        t.push_text("Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ");
+        t.pieces.push(Piece::Key);
+        t.push_text("\r\nSec-WebSocket-Version: 13\r\n");
+        if !subprotocols.is_empty() {
+            t.push_text(&format!(
+                "Sec-WebSocket-Protocol: {}\r\n",
+                subprotocols.join(", ")
+            ));
+        }
+        for (name, value) in headers {
+            t.push_text(&format!("{name}: "));
+            t.push_value(value);
+            t.push_text("\r\n");
+        }
+        t.push_text("\r\n");
+        t
+    }
+
+    fn push_bytes(&mut self, b: &[u8]) {
+        match self.pieces.last_mut() {
+            Some(Piece::Fixed(prev)) => prev.extend_from_slice(b),
+            _ => self.pieces.push(Piece::Fixed(b.to_vec())),
+        }
+    }
+
+    fn push_text(&mut self, text: &str) {
+        self.push_bytes(text.as_bytes());
+    }
+
+    /// A path or header value: fixed parts pre-rendered, a token place at each [`TOKEN_SLOT`].
+    fn push_value(&mut self, value: &Template) {
+        for (i, piece) in value.split_at(TOKEN_SLOT).into_iter().enumerate() {
+            if i > 0 {
+                self.pieces.push(Piece::Token);
+            }
+            if piece.is_fixed() {
+                self.push_bytes(&piece.render_fixed());
+            } else {
+                self.pieces.push(Piece::Value(piece));
+            }
         }
     }
 
@@ -112,24 +159,43 @@ impl RequestTemplate {
     /// Puts `token` in every token place for good (a token for the whole run, from an auth
     /// pre-step): the request then has no place left for a per-connection one.
     pub fn fill_token(&mut self, token: &str) {
-        for parts in [&mut self.head, &mut self.tail] {
-            let mut joined = Vec::new();
-            join_slots(parts, token.as_bytes(), &mut joined);
-            *parts = vec![joined];
+        let pieces = std::mem::take(&mut self.pieces);
+        for p in pieces {
+            match p {
+                Piece::Token => self.push_text(token),
+                Piece::Fixed(b) => self.push_bytes(&b),
+                p => self.pieces.push(p),
+            }
         }
     }
 
     /// Whether the request has a place for a per-connection token.
     pub fn wants_token(&self) -> bool {
-        self.head.len() > 1 || self.tail.len() > 1
+        self.pieces.iter().any(|p| matches!(p, Piece::Token))
     }
 
-    /// Appends the request carrying `key` (and `token` in its places) to `out`.
-    pub fn render(&self, key: &[u8; 24], token: Option<&str>, out: &mut Vec<u8>) {
-        let token = token.unwrap_or_default().as_bytes();
-        join_slots(&self.head, token, out);
-        out.extend_from_slice(key);
-        join_slots(&self.tail, token, out);
+    /// Whether anything but the key and the token is rendered per connection.
+    pub fn is_templated(&self) -> bool {
+        self.pieces.iter().any(|p| matches!(p, Piece::Value(_)))
+    }
+
+    /// Appends the request carrying `key`, `token` in its places and the connection's values
+    /// (`vars`: its `{{conn_id}}`, ...) to `out`. Allocates nothing beyond `out`'s growth.
+    pub fn render(
+        &self,
+        key: &[u8; 24],
+        token: Option<&str>,
+        vars: &mut Vars<'_>,
+        out: &mut Vec<u8>,
+    ) {
+        for p in &self.pieces {
+            match p {
+                Piece::Fixed(b) => out.extend_from_slice(b),
+                Piece::Key => out.extend_from_slice(key),
+                Piece::Token => out.extend_from_slice(token.unwrap_or_default().as_bytes()),
+                Piece::Value(t) => t.render(vars, out),
+            }
+        }
     }
 }
 
@@ -188,15 +254,10 @@ pub fn check_response(
         return Err(UpgradeFailure::BadAccept);
     }
     if let Some(p) = proto {
-        let offered = !template.subprotocols.is_empty()
-            // The protocol line comes before any header that could hold a token.
-            && std::str::from_utf8(template.tail.first().map_or(&[][..], Vec::as_slice))
-                .ok()
-                .and_then(|t| {
-                    t.lines()
-                        .find(|l| l.starts_with("Sec-WebSocket-Protocol: "))
-                })
-                .is_some_and(|l| l[24..].split(", ").any(|o| o.as_bytes() == p.trim_ascii()));
+        let offered = template
+            .subprotocols
+            .iter()
+            .any(|o| o.as_bytes() == p.trim_ascii());
         if !offered {
             return Err(UpgradeFailure::BadSubprotocol);
         }
@@ -227,9 +288,7 @@ Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
 
     #[test]
     fn renders_rfc_request() {
-        let mut out = Vec::new();
-        template().render(KEY, None, &mut out);
-        let text = String::from_utf8(out.clone()).unwrap();
+        let text = render(&template(), None, 0);
         assert_eq!(
             text,
             "GET /chat?x=1 HTTP/1.1\r\nHost: example.com:80\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -248,12 +307,80 @@ Sec-WebSocket-Protocol: chat\r\nX-Tag: a\r\n\r\n"
             &[],
         );
         assert!(t.wants_token() && !template().wants_token());
-        let mut out = Vec::new();
-        t.render(KEY, Some("abc"), &mut out);
-        let text = String::from_utf8(out).unwrap();
+        let text = render(&t, Some("abc"), 0);
         assert!(text.starts_with("GET /ws?t=abc HTTP/1.1\r\n"), "{text}");
         assert!(text.contains("\r\nAuthorization: Bearer abc\r\n"), "{text}");
         assert!(!text.contains("{{"), "{text}");
+    }
+
+    /// The request `t` renders for connection `conn_id` with `token`.
+    fn render(t: &RequestTemplate, token: Option<&str>, conn_id: u64) -> String {
+        let mut rng = crate::proto::rng::Rng::new(1);
+        let mut vars = Vars {
+            conn_id,
+            seq: 0,
+            last_seq: 0,
+            now_unix_us: 0,
+            rng: &mut rng,
+        };
+        let mut out = Vec::new();
+        t.render(KEY, token, &mut vars, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    struct Lines;
+    impl crate::proto::template::Resolve for Lines {
+        fn env(&self, _: &str) -> Option<String> {
+            None
+        }
+        fn lines(&self, _: &str) -> Result<Vec<String>, String> {
+            Ok(vec!["s-a".into(), "s-b".into(), "s-c".into()])
+        }
+        fn token(&self) -> Option<&str> {
+            Some(TOKEN_SLOT)
+        }
+        fn scenario(&self) -> &str {
+            "sc"
+        }
+    }
+
+    #[test]
+    fn per_connection_values_render_into_path_and_headers() {
+        let parse = |s: &str| Template::parse(s, &Lines).unwrap().unwrap();
+        let t = RequestTemplate::templated(
+            "h",
+            &parse("/q?clientId={{conn_id}}&session={{line s.txt}}&t={{token}}&x={{scenario}}"),
+            &[
+                ("Authorization".into(), parse("Bearer {{line t.txt}}")),
+                ("X-Fixed".into(), Template::literal("f")),
+            ],
+            &[],
+        );
+        assert!(t.is_templated() && t.wants_token() && !template().is_templated());
+        // Fixed text is pre-rendered: key, token and the two values are the only holes.
+        let holes = t.pieces.iter().filter(|p| !matches!(p, Piece::Fixed(_)));
+        assert_eq!(holes.count(), 4, "{:?}", t.pieces);
+        for (id, line) in [(0, "s-a"), (1, "s-b"), (2, "s-c"), (3, "s-a"), (7, "s-b")] {
+            let text = render(&t, Some("tk"), id);
+            assert!(
+                text.starts_with(&format!(
+                    "GET /q?clientId={id}&session={line}&t=tk&x=sc HTTP/1.1\r\n"
+                )),
+                "{text}"
+            );
+            assert!(
+                text.contains(&format!(
+                    "\r\nAuthorization: Bearer {line}\r\nX-Fixed: f\r\n\r\n"
+                )),
+                "{text}"
+            );
+        }
+        let mut filled = t.clone();
+        filled.fill_token("run-wide");
+        assert!(!filled.wants_token());
+        assert!(
+            render(&filled, None, 5).starts_with("GET /q?clientId=5&session=s-c&t=run-wide&x=sc ")
+        );
     }
 
     #[test]

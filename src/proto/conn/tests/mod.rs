@@ -920,3 +920,62 @@ fn an_ending_says_what_its_replacement_resumes() {
 mod clock;
 mod last_seq;
 mod tls;
+
+#[test]
+fn no_pong_after_leaves_later_server_pings_unanswered() {
+    let mut h = Harness::new(ConnConfig {
+        message: None,
+        no_pong_after: Some(100 * MS),
+        ..cfg()
+    });
+    // Open at 2 ms: a ping at 50 ms is answered, one at 150 ms is not.
+    let mut c = h.open(0);
+    c.handle_recv(&mut h.ctx(), 50 * MS, &server_frame(0x89, b"a"));
+    assert_eq!(
+        client_frames(&h.tx(&mut c, 50 * MS)),
+        vec![(OpCode::Pong, b"a".to_vec())]
+    );
+    c.handle_recv(&mut h.ctx(), 150 * MS, &server_frame(0x89, b"b"));
+    assert!(h.tx(&mut c, 150 * MS).is_empty());
+    assert_eq!(
+        (
+            h.stats.counters.pongs_sent,
+            h.stats.counters.pings_unanswered
+        ),
+        (1, 1)
+    );
+    // The server's keepalive close is counted by its code.
+    let mut close = 1011u16.to_be_bytes().to_vec();
+    close.extend_from_slice(b"keepalive ping timeout");
+    c.handle_recv(&mut h.ctx(), 500 * MS, &server_frame(0x88, &close));
+    assert_eq!(c.outcome(), Some(Outcome::ServerClosed(1011)));
+    assert_eq!(h.stats.close_codes.get(&1011), Some(&1));
+}
+
+#[test]
+fn stop_reading_after_stops_consuming_and_a_reset_is_still_counted() {
+    let mut h = Harness::new(ConnConfig {
+        message: None,
+        stop_reading_after: Some(200 * MS),
+        ..cfg()
+    });
+    let mut c = h.open(0);
+    assert!(c.is_reading());
+    let t = c.poll_timeout(&h.cfg).unwrap();
+    assert_eq!(t, 202 * MS);
+    c.handle_timer(&mut h.ctx(), t);
+    assert!(!c.is_reading());
+    assert_eq!(h.stats.counters.reads_stopped, 1);
+    assert_eq!(c.poll_timeout(&h.cfg), None, "nothing more to wait for");
+    // Bytes the kernel read before the driver stopped receiving are not consumed.
+    let before = h.stats.counters.bytes_received;
+    c.handle_recv(&mut h.ctx(), t + MS, &server_frame(0x89, b"x"));
+    assert!(h.tx(&mut c, t + MS).is_empty());
+    assert_eq!(h.stats.counters.bytes_received, before);
+    // The server resets it: a dropped session, reset, close code 1006.
+    c.handle_error(&mut h.ctx(), t + 2 * MS, Failure::Reset);
+    assert!(c.is_done());
+    assert_eq!(h.stats.counters.sessions_dropped, 1);
+    assert_eq!(h.stats.failures[&Failure::Reset], 1);
+    assert_eq!(h.stats.close_codes.get(&1006), Some(&1));
+}
