@@ -438,6 +438,11 @@ impl OpenConn {
                     continue
                 }
                 Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
+                // The client went away (EOF without a close frame, maybe mid-frame): not a
+                // violation.
+                Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => {
+                    return Err(Finished)
+                }
                 Err(WsError::Protocol(_) | WsError::Capacity(_) | WsError::Utf8(_)) => {
                     ctx.stats.protocol_errors.fetch_add(1, Relaxed);
                     return Err(Finished);
