@@ -28,6 +28,7 @@ use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::{Error as WsError, Message, Utf8Bytes, WebSocket};
 
+use super::ack::Routes;
 use super::channel::ChannelOp;
 use super::command::{self, Command};
 use super::stream::ServerStream;
@@ -68,6 +69,8 @@ pub(super) struct DriveCtx {
     pub(super) tls: Option<Arc<ServerConfig>>,
     /// The auth endpoint's whole HTTP answer.
     pub(super) auth_answer: Arc<[u8]>,
+    /// The ack routes (built-in and configured).
+    pub(super) routes: Arc<Routes>,
 }
 
 /// How a refusing connection ends once the request has been read.
@@ -399,10 +402,11 @@ impl OpenConn {
                     return Ok(());
                 }
             }
+            let mut is_ack = false;
             let reply = match self.ws.read() {
                 Ok(Message::Text(text)) => {
                     ctx.stats.msgs_in.fetch_add(1, Relaxed);
-                    match command::parse(&text) {
+                    match command::parse(&text, &ctx.routes) {
                         None => Message::Text(text),
                         Some(Command::Publish(channel)) => {
                             ops.push(ChannelOp::Publish {
@@ -419,6 +423,16 @@ impl OpenConn {
                                 Command::Unsubscribe(Some(Value::String(c))) => {
                                     ops.push(ChannelOp::Leave(c.as_str().into()));
                                 }
+                                Command::StreamSubscribe(streams) => {
+                                    let names = command::stream_names(streams);
+                                    ops.push(ChannelOp::StreamSubscribe(names));
+                                }
+                                Command::StreamUnsubscribe(streams) => {
+                                    let names =
+                                        streams.as_ref().map(|_| command::stream_names(streams));
+                                    ops.push(ChannelOp::StreamUnsubscribe(names));
+                                }
+                                Command::Ack(..) => is_ack = true,
                                 _ => {}
                             }
                             let Some(ack) = cmd.reply() else {
@@ -455,6 +469,9 @@ impl OpenConn {
                 continue;
             }
             ctx.stats.msgs_out.fetch_add(1, Relaxed);
+            if is_ack {
+                ctx.stats.acks.fetch_add(1, Relaxed);
+            }
             if queued(self.ws.write(reply))? {
                 self.blocked = true;
             }
