@@ -3,7 +3,7 @@
 use super::{control, CliError, EXIT_OK};
 use crate::certs;
 use crate::plan::parse;
-use crate::server::{self as gateway, Gateway, Reject, ServeConfig, ServerTlsOptions};
+use crate::server::{self as gateway, AckRoute, Gateway, Reject, ServeConfig, ServerTlsOptions};
 use clap::Args;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -46,6 +46,15 @@ pub struct ServeArgs {
     /// reading); without it, deliveries beyond the queue are dropped and counted as overflow.
     #[arg(long, value_name = "D", value_parser = parse::duration)]
     pub slow_consumer_timeout: Option<Duration>,
+    /// Ack route: answer a JSON message whose "action" (or "type") is ACTION with {"type":REPLY_TYPE,"NAME":VALUE}, VALUE copied from the message's FIELD (a dotted path such as message.id; NAME is its last segment). Repeatable; adds to or overrides the built-in routes apply_operation=operation_applied:opId, rate=ack:itemId, send_message=message_ack:message.id, join_document=document_joined:documentId.
+    #[arg(long, value_name = "ACTION=REPLY_TYPE:FIELD", value_parser = parse_ack)]
+    pub ack: Vec<AckRoute>,
+    /// Market-data streams: after {"op":"subscribe","streams":[...]}, send each subscribed stream R quotes per second, {"type":"quote","stream":NAME,"seq":N,"price":P,"ts":UNIX_MS} with N = 1, 2, 3, ... per connection and stream (0 = subscriptions are only acknowledged).
+    #[arg(long, value_name = "R", default_value_t = 0.0)]
+    pub stream_rate: f64,
+    /// Market-data streams: skip (never send) every Kth seq of each connection's stream, a gap the client can detect (0 = none).
+    #[arg(long, value_name = "K", default_value_t = 0)]
+    pub stream_gap_every: u64,
     /// Read buffer per connection in bytes.
     #[arg(long, default_value_t = 4096)]
     pub read_buffer: usize,
@@ -87,6 +96,11 @@ fn parse_reject(s: &str) -> Result<Reject, String> {
         .filter(|c| (200..=599).contains(c))
         .map(Reject::Status)
         .ok_or_else(|| format!("`{s}` is neither an HTTP status 200-599 nor `close`"))
+}
+
+/// `ACTION=REPLY_TYPE:FIELD` of `serve --ack`.
+fn parse_ack(s: &str) -> Result<AckRoute, String> {
+    s.parse().map_err(|e: gateway::ServerError| e.to_string())
 }
 
 /// `DUR:CODE` of `serve --close-after`, e.g. `5s:1012`.
@@ -152,6 +166,9 @@ pub(super) fn serve(a: &ServeArgs) -> Result<u8, CliError> {
         close_after: a.close_after,
         keepalive: a.ping_interval.map(|i| (i, a.ping_timeout)),
         slow_consumer_timeout: a.slow_consumer_timeout,
+        acks: a.ack.clone(),
+        stream_rate: a.stream_rate,
+        stream_gap_every: a.stream_gap_every,
         ..ServeConfig::default()
     };
     let gw = Gateway::start(cfg)?;
@@ -175,6 +192,16 @@ pub(super) fn serve(a: &ServeArgs) -> Result<u8, CliError> {
     let mut mode = "echo + channels".to_owned();
     if a.publish_rate > 0.0 {
         mode.push_str(&format!(" + fan-out {}/s", a.publish_rate));
+    }
+    if !a.ack.is_empty() {
+        let routes: Vec<String> = a.ack.iter().map(AckRoute::to_string).collect();
+        mode.push_str(&format!(" + ack routes {}", routes.join(" ")));
+    }
+    if a.stream_rate > 0.0 {
+        mode.push_str(&format!(" + streams {}/s", a.stream_rate));
+        if a.stream_gap_every > 0 {
+            mode.push_str(&format!(" (every {}th seq skipped)", a.stream_gap_every));
+        }
     }
     let mut faults = Vec::new();
     if a.drop_every > 0 {
@@ -217,6 +244,15 @@ pub(super) fn serve(a: &ServeArgs) -> Result<u8, CliError> {
         println!(
             "sockstorm serve: channels: {} publishes, {} deliveries",
             s.channel_publishes, s.channel_deliveries
+        );
+    }
+    if s.acks > 0 {
+        println!("sockstorm serve: acks: {}", s.acks);
+    }
+    if s.stream_msgs > 0 || s.stream_skipped > 0 {
+        println!(
+            "sockstorm serve: streams: {} quotes, {} seqs skipped, {} gaps visible",
+            s.stream_msgs, s.stream_skipped, s.stream_gaps_visible
         );
     }
     let faults = gateway::fault_totals(&s);

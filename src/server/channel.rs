@@ -34,6 +34,10 @@ pub(super) enum ChannelOp {
         /// The whole message as received.
         text: Utf8Bytes,
     },
+    /// The connection starts these market-data streams (module `feed`).
+    StreamSubscribe(Vec<Box<str>>),
+    /// The connection stops these streams; `None` = all of them.
+    StreamUnsubscribe(Option<Vec<Box<str>>>),
 }
 
 /// A publish handed from the worker that received it to another worker.

@@ -28,6 +28,7 @@ use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::{Error as WsError, Message, Utf8Bytes, WebSocket};
 
+use super::ack::Routes;
 use super::channel::ChannelOp;
 use super::command::{self, Command};
 use super::stream::ServerStream;
@@ -70,6 +71,8 @@ pub(super) struct DriveCtx {
     pub(super) auth_answer: Arc<[u8]>,
     /// Where upgrade requests are kept (`record_requests`); `None` = not kept.
     pub(super) requests: Option<Arc<RequestLog>>,
+    /// The ack routes (built-in and configured).
+    pub(super) routes: Arc<Routes>,
 }
 
 /// How a refusing connection ends once the request has been read.
@@ -458,10 +461,11 @@ impl OpenConn {
                     return Ok(());
                 }
             }
+            let mut is_ack = false;
             let reply = match self.ws.read() {
                 Ok(Message::Text(text)) => {
                     ctx.stats.msgs_in.fetch_add(1, Relaxed);
-                    match command::parse(&text) {
+                    match command::parse(&text, &ctx.routes) {
                         None => Message::Text(text),
                         Some(Command::Publish(channel)) => {
                             ops.push(ChannelOp::Publish {
@@ -478,6 +482,16 @@ impl OpenConn {
                                 Command::Unsubscribe(Some(Value::String(c))) => {
                                     ops.push(ChannelOp::Leave(c.as_str().into()));
                                 }
+                                Command::StreamSubscribe(streams) => {
+                                    let names = command::stream_names(streams);
+                                    ops.push(ChannelOp::StreamSubscribe(names));
+                                }
+                                Command::StreamUnsubscribe(streams) => {
+                                    let names =
+                                        streams.as_ref().map(|_| command::stream_names(streams));
+                                    ops.push(ChannelOp::StreamUnsubscribe(names));
+                                }
+                                Command::Ack(..) => is_ack = true,
                                 _ => {}
                             }
                             let Some(ack) = cmd.reply() else {
@@ -501,6 +515,11 @@ impl OpenConn {
                 // read or flush; after a close the next read reports `ConnectionClosed`.
                 Ok(Message::Ping(_) | Message::Close(_) | Message::Frame(_)) => continue,
                 Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
+                // The client went away (EOF without a close frame, maybe mid-frame): not a
+                // violation.
+                Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => {
+                    return Err(Finished)
+                }
                 Err(WsError::Protocol(_) | WsError::Capacity(_) | WsError::Utf8(_)) => {
                     ctx.stats.protocol_errors.fetch_add(1, Relaxed);
                     return Err(Finished);
@@ -513,6 +532,9 @@ impl OpenConn {
                 continue;
             }
             ctx.stats.msgs_out.fetch_add(1, Relaxed);
+            if is_ack {
+                ctx.stats.acks.fetch_add(1, Relaxed);
+            }
             if queued(self.ws.write(reply))? {
                 self.blocked = true;
             }

@@ -16,6 +16,12 @@
 //!   joins that channel (a string channel; without one it is only acknowledged),
 //!   `unsubscribe` → `{"type":"unsubscribed","channel":…}`, `ping` → `{"type":"pong","ts":…}`
 //!   (`ts` copied if present), `resume_session` → `{"type":"resumed","lastSequence":…}`.
+//! - Ack routes (module `ack`): a message whose `"action"`/`"type"` is a route's action is
+//!   answered `{"type":REPLY_TYPE,"FIELD":…}` with the sent value at FIELD (a dotted path)
+//!   copied, e.g. `apply_operation` → `{"type":"operation_applied","opId":…}`.
+//! - Market-data streams (module `feed`, `stream_rate > 0`): `{"op":"subscribe","streams":[…]}`
+//!   is acked `{"op":"subscribed","streams":[…]}`, then each stream gets sequenced quotes
+//!   (`seq` 1, 2, 3, … per connection and stream), every `stream_gap_every`-th seq skipped.
 //! - Channels (module `channel`): a `publish` with a `"channel"` is relayed verbatim (the same
 //!   text frame payload) to every member of that channel on every thread, in order per
 //!   publisher; the publisher gets nothing unless it is a member. Each thread owns its members;
@@ -42,9 +48,11 @@
 //! ~1 KiB of state and kernel socket buffers; 19,000 connections at the 4 KiB default need
 //! about 100 MB in user space.
 
+mod ack;
 mod channel;
 mod command;
 mod conn;
+mod feed;
 mod stream;
 mod tls;
 mod worker;
@@ -66,6 +74,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::WebSocketConfig;
 
+pub use ack::AckRoute;
+use ack::Routes;
 use channel::Inbox;
 use conn::{DriveCtx, Refusal};
 pub use tls::{server_tls_config, ServerTlsOptions};
@@ -126,6 +136,16 @@ pub struct ServeConfig {
     /// upgrade requests, for [`Gateway::requests`]. Default 0 = none kept. Costs the requests'
     /// size, at most this many of them.
     pub record_requests: usize,
+    /// Ack routes added to the built-in ones ([`AckRoute::builtin`]), replacing a built-in
+    /// route with the same action. Default empty. The table is shared by all threads.
+    pub acks: Vec<AckRoute>,
+    /// Market-data streams: quotes per second per subscribed stream of each connection.
+    /// Default 0 = off (stream subscriptions are only acknowledged). Costs about 2 × the name
+    /// + 64 bytes per subscribed stream, at most 64 streams per connection.
+    pub stream_rate: f64,
+    /// Every Nth seq of each (connection, stream) is skipped, not sent: a gap the client can
+    /// see. Default 0 = none.
+    pub stream_gap_every: u64,
 }
 
 impl Default for ServeConfig {
@@ -145,6 +165,9 @@ impl Default for ServeConfig {
             keepalive: None,
             slow_consumer_timeout: None,
             record_requests: 0,
+            acks: Vec::new(),
+            stream_rate: 0.0,
+            stream_gap_every: 0,
         }
     }
 }
@@ -205,6 +228,19 @@ pub struct GatewayStats {
     pub keepalive_aborts: u64,
     /// Connections reset by the slow-consumer rule (`slow_consumer_timeout`).
     pub slow_consumer_aborts: u64,
+    /// Ack-route replies sent (`{"type":REPLY_TYPE,…}`, also counted in `msgs_out`).
+    pub acks: u64,
+    /// Stream quotes queued to clients (also counted in `msgs_out`).
+    pub stream_msgs: u64,
+    /// Stream seqs skipped by `stream_gap_every` (never sent).
+    pub stream_skipped: u64,
+    /// Stream seqs not sent (skipped, or lost to a full client as `channel_overflow`) that were
+    /// followed by a later quote on the same stream: the missing seqs a client can detect.
+    /// Without overflow and with `stream_gap_every` >= 2, also the number of gaps.
+    pub stream_gaps_visible: u64,
+    /// Stream subscriptions acknowledged but not streamed: beyond 64 streams on a connection,
+    /// or a name longer than 256 bytes.
+    pub stream_subs_refused: u64,
 }
 
 /// An upgrade request as the gateway received it ([`ServeConfig::record_requests`]).
@@ -244,6 +280,19 @@ pub enum ServerError {
     /// `publish_rate` is negative, NaN or infinite. Fix: give a finite rate >= 0 (0 = echo only).
     #[error("serve: publish rate {0} is not a finite number >= 0")]
     InvalidPublishRate(f64),
+    /// `stream_rate` is negative, NaN or infinite. Fix: give a finite rate >= 0 (0 = streams
+    /// off).
+    #[error("serve: stream rate {0} is not a finite number >= 0")]
+    InvalidStreamRate(f64),
+    /// An ack route (`--ack ACTION=REPLY_TYPE:FIELD`) cannot be served. Fix: as `reason` says,
+    /// e.g. `--ack place_order=order_ack:order.id`.
+    #[error("serve: ack route `{route}`: {reason}")]
+    InvalidAckRoute {
+        /// The route as given.
+        route: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// The `Reject::Status` code is outside 200..=599 (a 1xx would look like a protocol switch).
     /// Fix: use an error status such as 503.
     #[error("serve: reject status {0} is outside 200..=599")]
@@ -350,6 +399,16 @@ struct ThreadStats {
     keepalive_aborts: AtomicU64,
     /// Slow-consumer resets.
     slow_consumer_aborts: AtomicU64,
+    /// Ack-route replies.
+    acks: AtomicU64,
+    /// Stream quotes queued.
+    stream_msgs: AtomicU64,
+    /// Stream seqs skipped.
+    stream_skipped: AtomicU64,
+    /// Missing stream seqs followed by a queued quote.
+    stream_gaps_visible: AtomicU64,
+    /// Stream subscriptions not streamed.
+    stream_subs_refused: AtomicU64,
 }
 
 /// The fan-out schedule's origin, shared by all threads.
@@ -501,6 +560,7 @@ impl Gateway {
         });
 
         let auth_answer: Arc<[u8]> = conn::auth_response().into();
+        let routes = Arc::new(Routes::new(&cfg.acks));
 
         let threads = polls.into_iter().zip(listeners).zip(receivers).zip(&stats);
         for (i, (((poll, listener), inbox), thread_stats)) in threads.enumerate() {
@@ -511,6 +571,7 @@ impl Gateway {
                 tls: cfg.tls.clone(),
                 auth_answer: Arc::clone(&auth_answer),
                 requests: (cfg.record_requests > 0).then(|| Arc::clone(&gateway.shared.requests)),
+                routes: Arc::clone(&routes),
             };
             let worker = Worker::new(
                 poll,
@@ -604,6 +665,12 @@ fn validate(cfg: &ServeConfig) -> Result<(), ServerError> {
     if !cfg.publish_rate.is_finite() || cfg.publish_rate < 0.0 {
         return Err(ServerError::InvalidPublishRate(cfg.publish_rate));
     }
+    if !cfg.stream_rate.is_finite() || cfg.stream_rate < 0.0 {
+        return Err(ServerError::InvalidStreamRate(cfg.stream_rate));
+    }
+    for route in &cfg.acks {
+        route.check()?;
+    }
     if let Some(Reject::Status(s)) = cfg.reject {
         if !(200..=599).contains(&s) {
             return Err(ServerError::InvalidRejectStatus(s));
@@ -690,6 +757,11 @@ fn sum_stats(stats: &[Arc<ThreadStats>]) -> GatewayStats {
             keepalive_timeouts: acc.keepalive_timeouts + t.keepalive_timeouts.load(Relaxed),
             keepalive_aborts: acc.keepalive_aborts + t.keepalive_aborts.load(Relaxed),
             slow_consumer_aborts: acc.slow_consumer_aborts + t.slow_consumer_aborts.load(Relaxed),
+            acks: acc.acks + t.acks.load(Relaxed),
+            stream_msgs: acc.stream_msgs + t.stream_msgs.load(Relaxed),
+            stream_skipped: acc.stream_skipped + t.stream_skipped.load(Relaxed),
+            stream_gaps_visible: acc.stream_gaps_visible + t.stream_gaps_visible.load(Relaxed),
+            stream_subs_refused: acc.stream_subs_refused + t.stream_subs_refused.load(Relaxed),
         })
 }
 
@@ -705,6 +777,8 @@ pub fn fault_totals(s: &GatewayStats) -> String {
         ("keepalive timeouts", s.keepalive_timeouts),
         ("keepalive aborts", s.keepalive_aborts),
         ("slow consumer aborts", s.slow_consumer_aborts),
+        ("stream seqs skipped", s.stream_skipped),
+        ("stream subscriptions refused", s.stream_subs_refused),
     ]
     .into_iter()
     .filter(|&(_, n)| n > 0)
@@ -744,6 +818,15 @@ fn report_loop(stats: &[Arc<ThreadStats>], tls: bool, stop: &mpsc::Receiver<()>)
                 per_s(cur.channel_publishes, last.channel_publishes),
                 per_s(cur.channel_deliveries, last.channel_deliveries),
             );
+        }
+        if cur.acks > 0 {
+            channels.push_str(&format!("  acks/s {}", per_s(cur.acks, last.acks)));
+        }
+        if cur.stream_msgs > 0 {
+            channels.push_str(&format!(
+                "  quotes/s {}",
+                per_s(cur.stream_msgs, last.stream_msgs)
+            ));
         }
         eprintln!(
             "serve: open {}  accepted/s {}  msgs in/s {}  out/s {}{tls_rates}{channels}{}",

@@ -454,6 +454,8 @@ fn bad_clients_only_lose_their_own_connection() {
             msgs_in: 1,
             msgs_out: 1,
             handshakes_rejected: 2,
+            // The unmasked frame; the reset mid-frame is a client going away, not a violation.
+            protocol_errors: 1,
             ..GatewayStats::default()
         }
     );
@@ -592,6 +594,8 @@ fn defaults_are_documented_values() {
     assert!(cfg.cpus.is_empty() && cfg.reject.is_none() && !cfg.report);
     assert_eq!(cfg.publish_rate, 0.0);
     assert_eq!((cfg.drop_every, cfg.close_after), (0, None));
+    assert!(cfg.acks.is_empty());
+    assert_eq!((cfg.stream_rate, cfg.stream_gap_every), (0.0, 0));
 }
 
 #[test]
@@ -1458,4 +1462,256 @@ fn auth_endpoint_answers_over_tls() {
         ),
         (3, 2, 0)
     );
+}
+
+// ---- ack routes and market-data streams ----
+
+#[test]
+fn ack_routes_answer_with_the_sent_id() {
+    let gw = Gateway::start(loopback()).unwrap();
+    let mut ws = connect(gw.local_addr());
+    for (sent, answer) in [
+        (
+            r#"{"action":"apply_operation","documentId":"doc-1","opId":42,"operation":{"type":"insert_text"}}"#,
+            r#"{"type":"operation_applied","opId":42}"#,
+        ),
+        (
+            r#"{"action":"send_message","message":{"id":"k3j9x0","text":"hi","sentAt":1}}"#,
+            r#"{"type":"message_ack","id":"k3j9x0"}"#,
+        ),
+        (
+            r#"{"action":"rate","itemId":123,"score":5}"#,
+            r#"{"type":"ack","itemId":123}"#,
+        ),
+        (
+            r#"{"action":"join_document","documentId":"doc-1","presence":{"cursorColor":"blue"}}"#,
+            r#"{"type":"document_joined","documentId":"doc-1"}"#,
+        ),
+        // No field: the reply has none.
+        (
+            r#"{"type":"apply_operation"}"#,
+            r#"{"type":"operation_applied"}"#,
+        ),
+    ] {
+        assert_eq!(echo(&mut ws, Message::text(sent)), Message::text(answer));
+    }
+    // Existing commands and echo traffic are unchanged.
+    assert_eq!(
+        echo(&mut ws, Message::text(r#"{"type":"ping","ts":5}"#)),
+        Message::text(r#"{"type":"pong","ts":5}"#)
+    );
+    let plain = r#"{"type":"echo","opId":1}"#;
+    assert_eq!(echo(&mut ws, Message::text(plain)), Message::text(plain));
+    // Streams are off by default: a stream subscription is only acknowledged.
+    assert_eq!(
+        echo(
+            &mut ws,
+            Message::text(r#"{"op":"subscribe","streams":["a"]}"#)
+        ),
+        Message::text(r#"{"op":"subscribed","streams":["a"]}"#)
+    );
+    thread::sleep(Duration::from_millis(50));
+    assert_eq!(echo(&mut ws, Message::text("x")), Message::text("x"));
+    let stats = gw.stats();
+    assert_eq!((stats.acks, stats.msgs_in, stats.msgs_out), (5, 9, 9));
+    assert_eq!((stats.stream_msgs, stats.stream_subs_refused), (0, 0));
+}
+
+#[test]
+fn configured_ack_routes_add_and_override() {
+    let gw = Gateway::start(ServeConfig {
+        acks: vec![
+            "place_order=order_accepted:order.meta.id".parse().unwrap(),
+            AckRoute::new("rate", "rated", "itemId"),
+        ],
+        ..loopback()
+    })
+    .unwrap();
+    let mut ws = connect(gw.local_addr());
+    assert_eq!(
+        echo(
+            &mut ws,
+            Message::text(r#"{"action":"place_order","order":{"meta":{"id":[1,"a"]},"qty":2}}"#)
+        ),
+        Message::text(r#"{"type":"order_accepted","id":[1,"a"]}"#)
+    );
+    assert_eq!(
+        echo(&mut ws, Message::text(r#"{"action":"rate","itemId":9}"#)),
+        Message::text(r#"{"type":"rated","itemId":9}"#)
+    );
+    // The other built-in routes stay.
+    assert_eq!(
+        echo(
+            &mut ws,
+            Message::text(r#"{"action":"apply_operation","opId":1}"#)
+        ),
+        Message::text(r#"{"type":"operation_applied","opId":1}"#)
+    );
+    assert_eq!(gw.stats().acks, 3);
+
+    for bad in [
+        AckRoute::new("ping", "x", "y"),
+        AckRoute::new("a", "", "y"),
+        AckRoute::new("a", "b", "c..d"),
+    ] {
+        let cfg = ServeConfig {
+            acks: vec![bad],
+            ..loopback()
+        };
+        assert!(matches!(
+            Gateway::start(cfg),
+            Err(ServerError::InvalidAckRoute { .. })
+        ));
+    }
+    for rate in [-1.0, f64::INFINITY] {
+        let cfg = ServeConfig {
+            stream_rate: rate,
+            ..loopback()
+        };
+        assert!(matches!(
+            Gateway::start(cfg),
+            Err(ServerError::InvalidStreamRate(_))
+        ));
+    }
+}
+
+/// What a client saw of its streams.
+#[derive(Debug, Default)]
+struct SeenStreams {
+    /// Stream → seqs received, in order.
+    seqs: std::collections::BTreeMap<String, Vec<u64>>,
+    /// Missing seqs before a received one (`seq - previous - 1`), over all streams.
+    missing: u64,
+    /// Quotes received.
+    quotes: u64,
+}
+
+impl SeenStreams {
+    /// Records the next message, checking a quote's shape; false for `{"op":"unsubscribed"}`.
+    fn record<S: Read + Write>(&mut self, ws: &mut WebSocket<S>) -> bool {
+        let text = next_text(ws);
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        if v["op"] == "unsubscribed" {
+            return false;
+        }
+        assert_eq!(v["type"], "quote", "{text}");
+        assert!(v["price"].as_f64().unwrap() > 0.0, "{text}");
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        assert!(
+            v["ts"].as_u64().unwrap().abs_diff(now_ms) < 60_000,
+            "{text}"
+        );
+        let seq = v["seq"].as_u64().unwrap();
+        let seqs = self
+            .seqs
+            .entry(v["stream"].as_str().unwrap().to_owned())
+            .or_default();
+        let prev = seqs.last().copied().unwrap_or(0);
+        assert!(seq > prev, "{text} after seq {prev}");
+        self.missing += seq - prev - 1;
+        self.quotes += 1;
+        seqs.push(seq);
+        true
+    }
+
+    /// Unsubscribes from everything and records what comes until the acknowledgement.
+    fn finish<S: Read + Write>(&mut self, ws: &mut WebSocket<S>) {
+        ws.send(Message::text(r#"{"op":"unsubscribe"}"#)).unwrap();
+        while self.record(ws) {}
+    }
+}
+
+#[test]
+fn stream_quotes_skip_exactly_every_kth_seq() {
+    let gw = Gateway::start(ServeConfig {
+        stream_rate: 100.0,
+        stream_gap_every: 10,
+        ..loopback()
+    })
+    .unwrap();
+    let mut ws = connect(gw.local_addr());
+    let streams = ["quotes.NASDAQ:AAPL", "quotes.NYSE:IBM"];
+    let sub = r#"{"op":"subscribe","streams":["quotes.NASDAQ:AAPL","quotes.NYSE:IBM"]}"#;
+    assert_eq!(
+        echo(&mut ws, Message::text(sub)),
+        Message::text(r#"{"op":"subscribed","streams":["quotes.NASDAQ:AAPL","quotes.NYSE:IBM"]}"#)
+    );
+    let mut seen = SeenStreams::default();
+    let until = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < until {
+        assert!(seen.record(&mut ws));
+    }
+    seen.finish(&mut ws);
+
+    assert_eq!(seen.seqs.len(), 2, "{seen:?}");
+    for name in streams {
+        let seqs = &seen.seqs[name];
+        let last = *seqs.last().unwrap();
+        assert!(last >= 50, "{name}: only {last} seqs in 1 s at 100/s");
+        let expected: Vec<u64> = (1..=last).filter(|s| s % 10 != 0).collect();
+        assert_eq!(seqs, &expected, "{name}");
+    }
+    let stats = gw.stats();
+    assert_eq!(stats.stream_gaps_visible, seen.missing);
+    assert_eq!(stats.stream_msgs, seen.quotes);
+    // A skipped last seq (at most one per stream) is counted but not visible.
+    assert!(
+        (seen.missing..=seen.missing + 2).contains(&stats.stream_skipped),
+        "{stats:?}"
+    );
+    assert_eq!((stats.channel_overflow, stats.stream_subs_refused), (0, 0));
+    // Unsubscribed: nothing more comes.
+    thread::sleep(Duration::from_millis(50));
+    assert_eq!(echo(&mut ws, Message::text("x")), Message::text("x"));
+    assert_eq!(gw.stats().stream_msgs, seen.quotes);
+}
+
+#[test]
+fn stream_to_a_client_that_stops_reading_overflows_and_the_gaps_are_counted() {
+    let gw = Gateway::start(ServeConfig {
+        stream_rate: 200.0,
+        ..loopback()
+    })
+    .unwrap();
+    // A small receive window, so the gateway's output backs up quickly.
+    let addr = gw.local_addr();
+    let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&addr.into()).unwrap();
+    let tcp: TcpStream = sock.into();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let (mut ws, _) = tungstenite::client::client(format!("ws://{addr}/ws"), tcp).unwrap();
+    // 64 streams are streamed; the 65th is acknowledged and counted.
+    let names: Vec<String> = (0..65).map(|i| format!("s{i}")).collect();
+    let sub = serde_json::json!({"op": "subscribe", "streams": names}).to_string();
+    let ack = serde_json::json!({"op": "subscribed", "streams": names}).to_string();
+    assert_eq!(echo(&mut ws, Message::text(sub)), Message::text(ack));
+    // Counted when the worker carries the subscription out, right after writing the ack.
+    assert_eq!(
+        wait_for(&gw, |s| s.stream_subs_refused > 0).stream_subs_refused,
+        1
+    );
+
+    // Not reading: beyond 1,024 queued, quotes are dropped, not buffered.
+    let stats = wait_for(&gw, |s| s.channel_overflow > 2_000);
+    assert!(stats.channel_overflow > 2_000, "{stats:?}");
+    // Read again for a while, so that every stream sends after its losses.
+    let mut seen = SeenStreams::default();
+    let until = Instant::now() + Duration::from_millis(300);
+    while Instant::now() < until {
+        assert!(seen.record(&mut ws));
+    }
+    seen.finish(&mut ws);
+    assert_eq!(seen.seqs.len(), 64);
+    let stats = gw.stats();
+    assert_eq!(stats.stream_msgs, seen.quotes);
+    assert_eq!(stats.stream_gaps_visible, seen.missing);
+    assert!(
+        seen.missing > 0 && seen.missing <= stats.channel_overflow,
+        "{stats:?}"
+    );
+    assert_eq!(stats.stream_skipped, 0);
 }

@@ -1,12 +1,12 @@
 //! One event-loop thread of the gateway: its own `SO_REUSEPORT` listener, a `mio::Poll`, a slab
 //! of connections keyed by `Token`, the channel membership of those connections, and the timers
-//! (fan-out publish ticks, `close_after` closes).
+//! (fan-out publish ticks, market-data stream ticks, `close_after` closes).
 //!
 //! The loop sleeps in `poll` until a socket is ready, the [`mio::Waker`] fires (another worker
 //! relayed a publish, or shutdown), or a timer is due; an idle echo gateway does not wake up at
 //! all. One turn: drive the ready connections (carrying out their channel requests right after
-//! each), deliver the publishes other workers relayed, send due fan-out ticks, close due
-//! connections, then flush every connection that got deliveries, once each.
+//! each), deliver the publishes other workers relayed, send due fan-out and stream ticks, close
+//! due connections, then flush every connection that got deliveries, once each.
 
 use std::collections::VecDeque;
 use std::io;
@@ -20,6 +20,7 @@ use tungstenite::{Message, Utf8Bytes};
 
 use super::channel::{ChannelOp, Channels, Relayed};
 use super::conn::{Conn, Delivery, DriveCtx, KeepaliveStep, OpenConn};
+use super::feed::Feeds;
 use super::{PublishClock, ServeConfig, Shared};
 
 /// The listener's token.
@@ -79,6 +80,8 @@ pub(super) struct Worker {
     inbox_more: bool,
     /// Fan-out state; `None` in echo-only mode.
     publisher: Option<Publisher>,
+    /// Market-data streams of this thread's connections; `None` when `stream_rate` is 0.
+    feeds: Option<Feeds>,
     /// Fault injection: every Nth channel delivery (gateway-wide) is dropped; 0 = off.
     drop_every: u64,
     /// Close each connection this long after it opened, with this code; `None` = never.
@@ -136,6 +139,7 @@ impl Worker {
             inbox,
             inbox_more: false,
             publisher,
+            feeds: Feeds::new(cfg.stream_rate, cfg.stream_gap_every),
             drop_every: cfg.drop_every,
             close_after: cfg.close_after,
             close_queue: VecDeque::new(),
@@ -180,6 +184,7 @@ impl Worker {
             }
             self.drain_inbox();
             self.publish_due(now);
+            self.stream_due(now);
             self.close_due(now);
             self.keepalive_due(now);
             self.flush_unflushed();
@@ -210,7 +215,11 @@ impl Worker {
             .next_sweep
             .filter(|_| self.open > 0)
             .map(|at| at.saturating_duration_since(now));
-        [accept, publish, close, sweep].into_iter().flatten().min()
+        let streams = self.feeds.as_ref().and_then(|f| f.timeout(now));
+        [accept, publish, close, sweep, streams]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Accepts pending connections, at most [`ACCEPT_BATCH`] per call.
@@ -298,13 +307,14 @@ impl Worker {
         } else if was_open && !now_open {
             self.closed(1);
         }
-        self.carry_out(slot, alive, &mut ops);
+        self.carry_out(slot, alive, &mut ops, now);
         self.ops = ops;
     }
 
     /// Carries out the channel requests the connection in `slot` made, in order; joins and
-    /// leaves only if it is still there (`alive`), publishes in any case.
-    fn carry_out(&mut self, slot: usize, alive: bool, ops: &mut Vec<ChannelOp>) {
+    /// leaves (of channels and streams) only if it is still there (`alive`), publishes in any
+    /// case.
+    fn carry_out(&mut self, slot: usize, alive: bool, ops: &mut Vec<ChannelOp>, now: Instant) {
         for op in ops.drain(..) {
             match op {
                 ChannelOp::Join(channel) if alive => {
@@ -313,7 +323,20 @@ impl Worker {
                 ChannelOp::Leave(channel) if alive => {
                     self.channels.leave(slot, &channel);
                 }
-                ChannelOp::Join(_) | ChannelOp::Leave(_) => {}
+                ChannelOp::StreamSubscribe(names) if alive => {
+                    if let Some(feeds) = &mut self.feeds {
+                        feeds.subscribe(slot, names, now, &self.ctx.stats);
+                    }
+                }
+                ChannelOp::StreamUnsubscribe(names) if alive => {
+                    if let Some(feeds) = &mut self.feeds {
+                        feeds.unsubscribe(slot, names.as_deref());
+                    }
+                }
+                ChannelOp::Join(_)
+                | ChannelOp::Leave(_)
+                | ChannelOp::StreamSubscribe(_)
+                | ChannelOp::StreamUnsubscribe(_) => {}
                 ChannelOp::Publish { channel, text } => {
                     self.ctx.stats.channel_publishes.fetch_add(1, Relaxed);
                     // The other workers first, so they deliver while this one does.
@@ -470,6 +493,9 @@ impl Worker {
     /// Frees `slot` (its entry is already `None`): it leaves its channels and can be reused.
     fn release(&mut self, slot: usize) {
         self.channels.leave_all(slot);
+        if let Some(feeds) = &mut self.feeds {
+            feeds.remove(slot);
+        }
         self.free.push(slot);
     }
 
@@ -516,6 +542,16 @@ impl Worker {
         if let Some(p) = &mut self.publisher {
             p.next_k = k;
         }
+    }
+
+    /// Sends the market-data quotes that are due (module `feed`).
+    fn stream_due(&mut self, now: Instant) {
+        let Some(feeds) = &mut self.feeds else {
+            return;
+        };
+        let lists = (&mut self.unflushed, &mut self.failed);
+        feeds.send_due(now, &mut self.slots, &self.ctx.stats, lists);
+        self.drop_failed();
     }
 
     /// Queues event `seq` for every open connection of this thread (flushed at the end of the
@@ -595,7 +631,7 @@ fn slow(conn: &OpenConn, grace: Option<Duration>) -> bool {
 }
 
 /// Puts `slot` on the end-of-turn flush list once.
-fn mark_unflushed(conn: &mut OpenConn, slot: usize, list: &mut Vec<usize>) {
+pub(super) fn mark_unflushed(conn: &mut OpenConn, slot: usize, list: &mut Vec<usize>) {
     if !conn.unflushed {
         conn.unflushed = true;
         list.push(slot);

@@ -257,12 +257,14 @@ impl Reader<'_> {
                 "match" => "request-reply",
                 "path" => "request-reply-path",
                 "on" => "request-reply-on",
-                _ => return Err(self.err(
-                    &val.span(),
-                    format!(
+                _ => {
+                    return Err(self.err(
+                        &val.span(),
+                        format!(
                         "unknown key `{sub}` in the reply of `{name}`: a reply has match, path, on"
                     ),
-                )),
+                    ))
+                }
             };
             let value = self.scalar(dotted, val)?;
             let args = vec![format!("--{flag}={name}={value}")];
@@ -300,12 +302,14 @@ impl Reader<'_> {
                         "check"
                     }
                     "on" => "check-on",
-                    _ => return Err(self.err(
-                        &k.span(),
-                        format!(
+                    _ => {
+                        return Err(self.err(
+                            &k.span(),
+                            format!(
                             "unknown key `{sub}` in check `{name}`: a check has name, on, expect"
                         ),
-                    )),
+                        ))
+                    }
                 };
                 let value = self.scalar(&dotted, val)?;
                 let args = vec![format!("--{flag}={name}={value}")];
