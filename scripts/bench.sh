@@ -2,7 +2,7 @@
 # Client-side benchmarks against the built-in gateway, client pinned to CPU 0 and the gateway
 # to CPU 1 (see BENCHMARKS.md). Figures are ratios from one run each (CPU-seconds per 10k
 # connections, bytes per connection, messages per CPU-second), because this machine is shared.
-# Usage: scripts/bench.sh [storm|rss|echo|all]   (default all)
+# Usage: scripts/bench.sh [storm|rss|echo|replies|streams|all]   (default all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-all}
@@ -47,4 +47,51 @@ if [ "$what" = all ] || [ "$what" = echo ]; then
       --message-rate 100 --timer-resolution "$tr" --json "$tmp/echo.json" >/dev/null
     echo "echo ($tr grid): $(field "$tmp/echo.json" "r['counters']['msgs_received']") msgs matched, client CPU $(field "$tmp/echo.json" "round(r['process']['cpu_user_s'] + r['process']['cpu_sys_s'], 3)") s = $(field "$tmp/echo.json" "int(r['counters']['msgs_received'] / (r['process']['cpu_user_s'] + r['process']['cpu_sys_s']))") msgs per client-CPU-second, rtt p50 $(field "$tmp/echo.json" "r['histograms']['ws_msg_rtt']['p50_us']") us p99 $(field "$tmp/echo.json" "r['histograms']['ws_msg_rtt']['p99_us']") us, unanswered $(field "$tmp/echo.json" "r['counters']['msgs_unanswered']")"
   done
+fi
+
+if [ "$what" = all ] || [ "$what" = replies ]; then
+  # Reply matching vs echo matching, 1,000 connections x 100 msg/s, the same templated text
+  # (echoed by the gateway: the same server work), messages per client-CPU-second; then the
+  # gateway's ack route (apply_operation -> operation_applied{opId}).
+  body='{"action":"x","opId":"{{conn_id}}-{{seq}}","text":"hello"}'
+  common=(-c 1000 --connect-rate 5000 -d 10s --cpus 0 -q)
+  per_cpu() { field "$1" "int($2 / (r['process']['cpu_user_s'] + r['process']['cpu_sys_s']))"; }
+  taskset -c 0 "$bin" run "$url" "${common[@]}" --message "$body" --message-rate 100 --json "$tmp/e.json" >/dev/null
+  e=$(per_cpu "$tmp/e.json" "r['counters']['msgs_received']")
+  taskset -c 0 "$bin" run "$url" "${common[@]}" --request "op=$body" --request-rate op=100 \
+    --request-reply op=json:opId --json "$tmp/q.json" >/dev/null
+  q=$(per_cpu "$tmp/q.json" "r['counters']['replies_received']")
+  taskset -c 0 "$bin" run "$url" "${common[@]}" --request 'op={"action":"apply_operation","opId":"{{conn_id}}-{{seq}}","text":"hello"}' \
+    --request-rate op=100 --request-reply op=json:opId --json "$tmp/a.json" >/dev/null
+  a=$(per_cpu "$tmp/a.json" "r['counters']['replies_received']")
+  echo "replies: templated echo ${e} msgs/client-CPU-s ($(field "$tmp/e.json" "r['counters']['msgs_unanswered']") unanswered); json:opId reply to the same echo ${q} ($(field "$tmp/q.json" "r['counters']['replies_unanswered']") unanswered) = $(python3 -c "print(round($q/$e, 3))") x echo; ack route ${a} ($(field "$tmp/a.json" "r['counters']['replies_unanswered']") unanswered)"
+  # Memory of pending replies: 1,000 connections, 20 requests/s each that no reply matches
+  # (the echo is not the rule's json:type=never), RSS sampled 5.2 s in (about 100 pending per
+  # connection) against the same run without requests.
+  rss_at() { # json, extra args...: VmRSS (kB) 5.2 s into the run
+    local out=$1; shift
+    taskset -c 0 "$bin" run "$url" -c 1000 --connect-rate 5000 -d 6s --cpus 0 -q --json "$out" "$@" >/dev/null &
+    local pid=$!; sleep 5.2
+    awk '/VmRSS/ {print $2}' "/proc/$pid/status"; wait "$pid"
+  }
+  base=$(rss_at "$tmp/r0.json")
+  pend=$(rss_at "$tmp/r1.json" --request "op=$body" --request-rate op=20 --request-reply op=json:opId \
+    --request-reply-on op=json:type=never --reply-timeout 60s --drain 0s)
+  echo "pending replies: RSS ${base} kB without, ${pend} kB with about 100 pending per connection = $(( (pend - base) * 1024 / 1000 )) B per connection ($(( (pend - base) * 1024 / 100000 )) B per pending reply)"
+fi
+
+if [ "$what" = all ] || [ "$what" = streams ]; then
+  # Stream sequence tracking: 500 connections x 2 streams x 50 quotes/s from a second gateway;
+  # client CPU per message with and without `--stream-seq/--stream-key` (and a check).
+  sport=$((port + 1))
+  taskset -c 1 "$bin" serve --listen "127.0.0.1:$sport" --cpus 1 --duration 120s -q --stream-rate 50 --stream-gap-every 100 > "$tmp/gw2.out" &
+  gw2=$!
+  sleep 0.5
+  sub='{"op":"subscribe","streams":["quotes.NASDAQ:AAPL","quotes.NYSE:IBM"]}'
+  common=("ws://127.0.0.1:$sport/ws/quotes" -c 500 --connect-rate 5000 -d 10s --cpus 0 -q --send-on-open "$sub" --expect json:op=subscribed)
+  taskset -c 0 "$bin" run "${common[@]}" --json "$tmp/s0.json" >/dev/null
+  taskset -c 0 "$bin" run "${common[@]}" --stream-seq json:seq --stream-key json:stream --json "$tmp/s1.json" >/dev/null
+  kill "$gw2" 2>/dev/null || true
+  ns() { field "$1" "round((r['process']['cpu_user_s'] + r['process']['cpu_sys_s']) * 1e9 / max(1, r['counters']['msgs_pushed']))"; }
+  echo "streams: $(field "$tmp/s1.json" "r['counters']['stream_msgs']") quotes, $(field "$tmp/s1.json" "r['counters']['stream_gaps']") gaps; client CPU per message $(ns "$tmp/s0.json") ns untracked, $(ns "$tmp/s1.json") ns tracked (seq + key per message)"
 fi

@@ -100,14 +100,26 @@ reply = "json:type=ack"
     assert_eq!(counter(&v, "expects_met"), 20);
     assert_eq!(counter(&v, "msgs_pushed"), 20);
     let stats = gw.stats();
-    assert_eq!(stats.acks, answered + 20, "one ack per request, and the joins");
+    assert_eq!(
+        stats.acks,
+        answered + 20,
+        "one ack per request, and the joins"
+    );
     // Checks: exactly the acks they apply to, pass or fail as their content says.
-    let ops = v["requests"]["apply_operation"]["answered"].as_u64().unwrap();
+    let ops = v["requests"]["apply_operation"]["answered"]
+        .as_u64()
+        .unwrap();
     let rates = v["requests"]["rate"]["answered"].as_u64().unwrap();
     let chk = |n: &str, k: &str| v["checks"][n][k].as_u64().unwrap();
-    assert_eq!((chk("op applied", "passed"), chk("op applied", "failed")), (ops, 0));
+    assert_eq!(
+        (chk("op applied", "passed"), chk("op applied", "failed")),
+        (ops, 0)
+    );
     assert_eq!((chk("rated", "passed"), chk("rated", "failed")), (rates, 0));
-    assert_eq!((chk("rated high", "passed"), chk("rated high", "failed")), (0, rates));
+    assert_eq!(
+        (chk("rated high", "passed"), chk("rated high", "failed")),
+        (0, rates)
+    );
     let verdicts: Vec<bool> = v["thresholds"]
         .as_array()
         .unwrap()
@@ -152,14 +164,24 @@ thresholds = ["stream_gaps: count>0", "checks: rate==1"]
     let stats = gw.stats();
     assert!(stats.stream_msgs > 30 * 3 * 50, "{stats:?}");
     assert_eq!(stats.channel_overflow, 0);
-    assert_eq!(counter(&v, "stream_msgs"), stats.stream_msgs, "every quote seen");
+    assert_eq!(
+        counter(&v, "stream_msgs"),
+        stats.stream_msgs,
+        "every quote seen"
+    );
     // Every 10th seq was skipped; each skip followed by a later quote is one gap of one.
     assert_eq!(counter(&v, "stream_gaps"), stats.stream_gaps_visible);
     assert_eq!(counter(&v, "stream_skipped"), stats.stream_gaps_visible);
-    assert_eq!(v["streams"]["lost"].as_u64(), Some(stats.stream_gaps_visible));
+    assert_eq!(
+        v["streams"]["lost"].as_u64(),
+        Some(stats.stream_gaps_visible)
+    );
     assert_eq!(counter(&v, "stream_duplicates"), 0);
     assert_eq!(counter(&v, "stream_late"), 0);
-    assert_eq!(v["checks"]["price positive"]["passed"].as_u64(), Some(stats.stream_msgs));
+    assert_eq!(
+        v["checks"]["price positive"]["passed"].as_u64(),
+        Some(stats.stream_msgs)
+    );
     assert_eq!(v["checks"]["price positive"]["failed"], 0);
     gw.shutdown();
 }

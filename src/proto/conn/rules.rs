@@ -114,11 +114,12 @@ pub struct StreamRule {
 pub(super) struct RuleState {
     /// Per request: when its next send is due, and how many went out.
     next: Vec<(Micros, u64)>,
-    /// Correlated and echoed requests awaiting a reply: key → (request, intended send time).
-    pending: HashMap<u64, (u16, Micros), BuildHasherDefault<PassHasher>>,
-    /// The same, oldest first, for timeouts and the bound (entries already answered are
+    /// Correlated and echoed requests awaiting a reply: key → request and intended send
+    /// time, packed ([`pack`]: 16 bytes an entry).
+    pending: HashMap<u64, u64, BuildHasherDefault<PassHasher>>,
+    /// Their keys, oldest first, for timeouts and the bound (keys already answered are
     /// skipped when they come up).
-    order: VecDeque<(u64, Micros)>,
+    order: VecDeque<u64>,
     /// `Next`-rule requests awaiting a reply: (request, intended send time), oldest first.
     fifo: VecDeque<(u16, Micros)>,
     /// Per stream key, sorted by its hash.
@@ -141,6 +142,17 @@ impl Hasher for PassHasher {
     fn write_u64(&mut self, v: u64) {
         self.0 = v;
     }
+}
+
+/// Request `req` sent at `at` (µs since the shard's epoch: 48 bits last 8.9 years), as one
+/// word.
+fn pack(req: u16, at: Micros) -> u64 {
+    (u64::from(req) << 48) | (at & 0xFFFF_FFFF_FFFF)
+}
+
+/// The request and send time of a packed pending entry.
+fn unpack(v: u64) -> (u16, Micros) {
+    ((v >> 48) as u16, v & 0xFFFF_FFFF_FFFF)
 }
 
 /// The pending-map key of request `req`'s value `v`.
@@ -188,7 +200,10 @@ impl RuleState {
         }
         if cfg.reply_timeout > 0 {
             let oldest = [
-                self.order.front().map(|e| e.1),
+                self.order
+                    .front()
+                    .and_then(|k| self.pending.get(k))
+                    .map(|&v| unpack(v).1),
                 self.fifo.front().map(|e| e.1),
             ];
             for at in oldest.into_iter().flatten() {
@@ -259,12 +274,13 @@ impl RuleState {
                 None => return ctx.stats.request_unanswered(req, 1),
             },
         };
-        if let Some((old, _)) = self.pending.insert(k, (req, at)) {
+        if let Some(old) = self.pending.insert(k, pack(req, at)) {
             // The same value is still awaited from an earlier send: that one will never be
             // told apart, count it as unanswered.
-            ctx.stats.request_unanswered(old, 1);
+            ctx.stats.request_unanswered(unpack(old).0, 1);
+        } else {
+            self.order.push_back(k);
         }
-        self.order.push_back((k, at));
         while self.pending.len() > MAX_PENDING {
             self.evict_oldest(ctx);
         }
@@ -272,11 +288,9 @@ impl RuleState {
 
     /// Drops the oldest pending entry as unanswered.
     fn evict_oldest<R: Recorder>(&mut self, ctx: &mut Ctx<'_, R>) {
-        while let Some((k, at)) = self.order.pop_front() {
-            if self.pending.get(&k).is_some_and(|e| e.1 == at) {
-                if let Some((req, _)) = self.pending.remove(&k) {
-                    ctx.stats.request_unanswered(req, 1);
-                }
+        while let Some(k) = self.order.pop_front() {
+            if let Some(v) = self.pending.remove(&k) {
+                ctx.stats.request_unanswered(unpack(v).0, 1);
                 return;
             }
         }
@@ -288,16 +302,17 @@ impl RuleState {
         if timeout == 0 {
             return;
         }
-        while let Some(&(k, at)) = self.order.front() {
-            if at.saturating_add(timeout) > now {
-                break;
-            }
-            self.order.pop_front();
-            if self.pending.get(&k).is_some_and(|e| e.1 == at) {
-                if let Some((req, _)) = self.pending.remove(&k) {
+        while let Some(&k) = self.order.front() {
+            match self.pending.get(&k).map(|&v| unpack(v)) {
+                // Answered already.
+                None => {}
+                Some((_, at)) if at.saturating_add(timeout) > now => break,
+                Some((req, _)) => {
+                    self.pending.remove(&k);
                     ctx.stats.request_unanswered(req, 1);
                 }
             }
+            self.order.pop_front();
         }
         while let Some(&(req, at)) = self.fifo.front() {
             if at.saturating_add(timeout) > now {
@@ -313,8 +328,8 @@ impl RuleState {
 
     /// Every reply still awaited is unanswered (the session ends).
     pub(super) fn account<R: Recorder>(&mut self, ctx: &mut Ctx<'_, R>) {
-        for (_, (req, _)) in self.pending.drain() {
-            ctx.stats.request_unanswered(req, 1);
+        for (_, v) in self.pending.drain() {
+            ctx.stats.request_unanswered(unpack(v).0, 1);
         }
         for (req, _) in self.fifo.drain(..) {
             ctx.stats.request_unanswered(req, 1);
@@ -356,10 +371,15 @@ impl RuleState {
                     },
                     ReplyRule::None | ReplyRule::Next(_) => continue,
                 };
-                if let Some((req, at)) = self.pending.remove(&k) {
+                if let Some((req, at)) = self.pending.remove(&k).map(unpack) {
                     ctx.stats.request_answered(req, now.saturating_sub(at));
-                    if self.pending.is_empty() {
-                        self.order.clear();
+                    // Answered keys leave the front of the order at once, so the oldest
+                    // pending one is always first (replies mostly come in order).
+                    while let Some(k) = self.order.front() {
+                        if self.pending.contains_key(k) {
+                            break;
+                        }
+                        self.order.pop_front();
                     }
                     return true;
                 }
