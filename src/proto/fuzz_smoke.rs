@@ -199,6 +199,21 @@ fn conn_config(sel: u8) -> ConnConfig {
         close_wait: CLOSE_WAIT,
         validate_utf8: sel & 32 == 0,
         timer_resolution: if sel & 64 == 0 { 1 } else { 4 * MS },
+        // Content rules read every received message: hostile JSON goes through the walker.
+        checks: (sel & 128 != 0)
+            .then(|| crate::proto::conn::Check {
+                name: "price".into(),
+                on: crate::proto::select::Cond::parse("json:type=quote").ok(),
+                expect: crate::proto::select::Cond::parse("json:data.price>=0")
+                    .unwrap_or_else(|_| unreachable!("a valid condition")),
+            })
+            .into_iter()
+            .collect(),
+        stream: (sel & 128 != 0).then(|| crate::proto::conn::StreamRule {
+            seq: crate::proto::select::JsonPath::parse("json:seq")
+                .unwrap_or_else(|_| unreachable!("a valid path")),
+            key: crate::proto::select::JsonPath::parse("json:k.s").ok(),
+        }),
         ..Default::default()
     }
 }

@@ -309,6 +309,118 @@ mod tests {
         assert!(JsonPath::parse("json:a..b").is_err());
     }
 
+    /// A random JSON value of depth at most `depth`, with keys from a small set (repeats and
+    /// nesting included) and strings that need escapes.
+    fn random_value(rng: &mut crate::proto::rng::Rng, depth: u32) -> serde_json::Value {
+        use serde_json::Value;
+        let keys = ["id", "a", "type", "seq", "message", "x\"y", "é"];
+        match rng.below(if depth == 0 { 5 } else { 7 }) {
+            0 => Value::Null,
+            1 => Value::Bool(rng.below(2) == 0),
+            2 => Value::from(rng.below(1 << 40) as i64 - (1 << 39)),
+            3 => Value::from(rng.below(1000) as f64 / 8.0),
+            4 => Value::String(
+                [
+                    "plain",
+                    "q\"uote",
+                    "back\\slash",
+                    "}{][,:",
+                    "ünï",
+                    "\u{1}ctl",
+                ][rng.below(6) as usize]
+                    .to_owned(),
+            ),
+            5 => Value::Array(
+                (0..rng.below(4))
+                    .map(|_| random_value(rng, depth - 1))
+                    .collect(),
+            ),
+            _ => Value::Object(
+                (0..rng.below(5))
+                    .map(|_| {
+                        let k = keys[rng.below(keys.len() as u64) as usize].to_owned();
+                        (k, random_value(rng, depth - 1))
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    /// What `find` must return for `v`: its JSON text, a string without its quotes.
+    fn as_written(v: &serde_json::Value) -> String {
+        let t = serde_json::to_string(v).unwrap();
+        match v {
+            serde_json::Value::String(_) => t[1..t.len() - 1].to_owned(),
+            _ => t,
+        }
+    }
+
+    #[test]
+    fn paths_agree_with_serde_json_and_survive_any_bytes() {
+        let mut rng = crate::proto::rng::Rng::new(42);
+        for _ in 0..3000 {
+            let v = random_value(&mut rng, 3);
+            let text = serde_json::to_string(&v).unwrap();
+            // Pretty printing puts whitespace everywhere the walker must skip.
+            let pretty = serde_json::to_string_pretty(&v).unwrap();
+            let serde_json::Value::Object(top) = &v else {
+                assert_eq!(
+                    JsonPath::parse("json:id").unwrap().find(text.as_bytes()),
+                    None
+                );
+                continue;
+            };
+            for (k, inner) in top {
+                let p = JsonPath::parse(&format!("json:{k}")).unwrap();
+                if k.contains('"') {
+                    continue; // a path names keys as written, escapes and all
+                }
+                for t in [&text, &pretty] {
+                    let got = p
+                        .find(t.as_bytes())
+                        .map(|b| String::from_utf8(b.to_vec()).unwrap());
+                    if inner.is_object() || inner.is_array() {
+                        assert!(got.is_some(), "{k} in {t}");
+                    } else {
+                        assert_eq!(
+                            got.as_deref(),
+                            Some(as_written(inner).as_str()),
+                            "{k} in {t}"
+                        );
+                    }
+                }
+                if let serde_json::Value::Object(o) = inner {
+                    for (k2, v2) in o {
+                        if k2.contains('"') || inner.is_array() || v2.is_object() || v2.is_array() {
+                            continue;
+                        }
+                        let p = JsonPath::parse(&format!("json:{k}.{k2}")).unwrap();
+                        let got = p
+                            .find(text.as_bytes())
+                            .map(|b| String::from_utf8(b.to_vec()).unwrap());
+                        assert_eq!(
+                            got.as_deref(),
+                            Some(as_written(v2).as_str()),
+                            "{k}.{k2} in {text}"
+                        );
+                    }
+                }
+            }
+            // Any cut or corrupted copy: no panic, whatever it finds.
+            let bytes = text.as_bytes();
+            let cut = rng.below(bytes.len() as u64 + 1) as usize;
+            let mut bad = bytes[..cut].to_vec();
+            if !bad.is_empty() {
+                let i = rng.below(bad.len() as u64) as usize;
+                bad[i] = rng.below(256) as u8;
+            }
+            for p in ["json:id", "json:message.id", "json:a.a.a"] {
+                let _ = JsonPath::parse(p).unwrap().find(&bad);
+                let _ = Cond::parse(&format!("{p}>1")).unwrap().holds(&bad);
+            }
+        }
+    }
+
     #[test]
     fn conditions() {
         let quote = br#"{"type":"quote","stream":"quotes.NYSE:IBM","seq":7,"price":187.25}"#;
