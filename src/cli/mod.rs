@@ -61,7 +61,7 @@ pub enum Command {
     /// Storm a WebSocket endpoint: open, hold and drive connections, then report.
     Run(Box<RunArgs>),
     /// Run the built-in target gateway (echo, channels, fan-out, auth endpoint) on loopback.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Start the built-in gateway in-process and storm it: a first look in ~30 s.
     Demo(DemoArgs),
     /// Check this host's limits and tuning for N connections.

@@ -67,8 +67,19 @@ impl Input<'_> {
                 }
                 Some(_) => {}
                 None => {
-                    if let Some((m, rest)) = t.expr.split_once(':') {
-                        t.expr = format!("{}{{scenario:{}}}:{rest}", m.trim(), b.name);
+                    // The metric is what comes before the first `:` outside its tag.
+                    let split = match (t.expr.find('{'), t.expr.find('}')) {
+                        (Some(o), Some(c)) if o < c && !t.expr[..o].contains(':') => {
+                            t.expr[c..].find(':').map(|i| i + c)
+                        }
+                        _ => t.expr.find(':'),
+                    };
+                    if let Some(at) = split {
+                        let (m, rest) = (t.expr[..at].trim(), &t.expr[at + 1..]);
+                        t.expr = match m.strip_suffix('}') {
+                            Some(open) => format!("{open},scenario:{}}}:{rest}", b.name),
+                            None => format!("{m}{{scenario:{}}}:{rest}", b.name),
+                        };
                     }
                     t.scenario = Some(b.name.clone());
                 }

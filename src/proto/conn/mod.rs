@@ -423,7 +423,8 @@ impl Conn {
             }
             if self.phase == Phase::Open && ctx.cfg.inspects() {
                 x.rules.expire(ctx, now);
-                if self.stopping && !x.rules.awaiting() && self.fifo.is_empty() {
+                let subscriber = ctx.cfg.fanout == Some(Fanout::Subscriber);
+                if self.stopping && !x.rules.awaiting() && self.fifo.is_empty() && !subscriber {
                     return self.begin_close(ctx, now, 1000);
                 }
             }

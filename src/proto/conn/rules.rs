@@ -120,8 +120,10 @@ pub(super) struct RuleState {
     /// Their keys, oldest first, for timeouts and the bound (keys already answered are
     /// skipped when they come up).
     order: VecDeque<u64>,
-    /// `Next`-rule requests awaiting a reply: (request, intended send time), oldest first.
-    fifo: VecDeque<(u16, Micros)>,
+    /// `Next`-rule requests awaiting a reply, per request: intended send times, oldest first
+    /// (an empty queue allocates nothing), and how many in all.
+    fifo: Vec<VecDeque<Micros>>,
+    queued: usize,
     /// Per stream key, sorted by its hash.
     streams: Vec<Stream>,
 }
@@ -204,7 +206,7 @@ impl RuleState {
                     .front()
                     .and_then(|k| self.pending.get(k))
                     .map(|&v| unpack(v).1),
-                self.fifo.front().map(|e| e.1),
+                self.fifo.iter().filter_map(|q| q.front().copied()).min(),
             ];
             for at in oldest.into_iter().flatten() {
                 t = t.min(at.saturating_add(cfg.reply_timeout));
@@ -223,7 +225,7 @@ impl RuleState {
 
     /// Whether replies are still awaited.
     pub(super) fn awaiting(&self) -> bool {
-        !self.pending.is_empty() || !self.fifo.is_empty()
+        !self.pending.is_empty() || self.queued > 0
     }
 
     /// Requests due at `now`: `(request, intended send time)`, each advanced past this send.
@@ -260,10 +262,17 @@ impl RuleState {
         let k = match &r.reply {
             ReplyRule::None => return,
             ReplyRule::Next(_) => {
-                self.fifo.push_back((req, at));
-                if self.fifo.len() > MAX_PENDING {
-                    self.fifo.pop_front();
+                let i = usize::from(req);
+                if self.fifo.len() <= i {
+                    self.fifo.resize_with(i + 1, VecDeque::new);
+                }
+                self.fifo[i].push_back(at);
+                if self.queued == MAX_PENDING {
+                    // The oldest of this request's, not of all: close enough to the bound.
+                    self.fifo[i].pop_front();
                     ctx.stats.request_unanswered(req, 1);
+                } else {
+                    self.queued += 1;
                 }
                 return;
             }
@@ -314,12 +323,15 @@ impl RuleState {
             }
             self.order.pop_front();
         }
-        while let Some(&(req, at)) = self.fifo.front() {
-            if at.saturating_add(timeout) > now {
-                break;
+        for (req, q) in self.fifo.iter_mut().enumerate() {
+            while q
+                .front()
+                .is_some_and(|&at| at.saturating_add(timeout) <= now)
+            {
+                q.pop_front();
+                self.queued -= 1;
+                ctx.stats.request_unanswered(req as u16, 1);
             }
-            self.fifo.pop_front();
-            ctx.stats.request_unanswered(req, 1);
         }
         if self.pending.is_empty() {
             self.order.clear();
@@ -331,9 +343,11 @@ impl RuleState {
         for (_, v) in self.pending.drain() {
             ctx.stats.request_unanswered(unpack(v).0, 1);
         }
-        for (req, _) in self.fifo.drain(..) {
-            ctx.stats.request_unanswered(req, 1);
+        for (req, q) in self.fifo.iter_mut().enumerate() {
+            ctx.stats.request_unanswered(req as u16, q.len() as u64);
+            q.clear();
         }
+        self.queued = 0;
         self.order.clear();
     }
 
@@ -385,18 +399,31 @@ impl RuleState {
                 }
             }
         }
-        if let Some(&(req, at)) = self.fifo.front() {
-            let r = &ctx.cfg.requests[usize::from(req)];
+        if self.queued == 0 {
+            return false;
+        }
+        // The request waiting longest among those whose rule this message meets.
+        let mut best: Option<(usize, Micros)> = None;
+        for (i, q) in self.fifo.iter().enumerate() {
+            let Some(&at) = q.front() else { continue };
+            if best.is_some_and(|b| b.1 <= at) {
+                continue;
+            }
+            let r = &ctx.cfg.requests[i];
             let fits = r.reply_on.as_ref().is_none_or(|on| on.holds(msg));
             if let (ReplyRule::Next(c), true) = (&r.reply, fits) {
                 if c.holds(msg) {
-                    self.fifo.pop_front();
-                    ctx.stats.request_answered(req, now.saturating_sub(at));
-                    return true;
+                    best = Some((i, at));
                 }
             }
         }
-        false
+        let Some((i, at)) = best else {
+            return false;
+        };
+        self.fifo[i].pop_front();
+        self.queued -= 1;
+        ctx.stats.request_answered(i as u16, now.saturating_sub(at));
+        true
     }
 
     /// A stream message: in sequence, after a gap (the sequence numbers jumped over are

@@ -250,3 +250,45 @@ fn streams_count_gaps_duplicates_and_late_messages_per_key() {
     assert_eq!(s.stream_filled, 1, "7 was not lost after all");
     assert_eq!(s.stream_duplicates, 1);
 }
+
+#[test]
+fn next_rules_of_several_requests_do_not_block_each_other() {
+    let mut cfg = base();
+    cfg.requests = vec![
+        request(
+            "rate",
+            text(r#"{"action":"rate"}"#),
+            100 * MS,
+            ReplyRule::parse("json:type=ack", None).unwrap(),
+        ),
+        request(
+            "poll",
+            text(r#"{"action":"poll"}"#),
+            100 * MS,
+            ReplyRule::parse("text:polled", None).unwrap(),
+        ),
+    ];
+    let mut h = harness(cfg);
+    let mut c = open(&mut h);
+    let sent = drive(&mut h, &mut c, 2 * MS, 301 * MS);
+    let requests = sent.iter().filter(|(_, m)| m.contains("action")).count();
+    assert_eq!(requests, 6, "{sent:?}");
+    // The polls are answered first, then the rates: each reply finds its own request.
+    for _ in 0..3 {
+        recv(&mut h, &mut c, 310 * MS, r#"{"type":"polled"}"#);
+    }
+    recv(&mut h, &mut c, 320 * MS, r#"{"type":"ack"}"#);
+    recv(&mut h, &mut c, 320 * MS, r#"{"type":"ack"}"#);
+    let s = &h.stats;
+    let (r, p) = (
+        s.named.request_named("rate").unwrap(),
+        s.named.request_named("poll").unwrap(),
+    );
+    assert_eq!((r.sent, r.answered), (3, 2));
+    assert_eq!((p.sent, p.answered), (3, 3));
+    assert_eq!(s.counters.msgs_pushed, 0);
+    // The last rate times out after the reply timeout.
+    let at = 400 * MS + h.cfg.reply_timeout;
+    c.handle_timer(&mut h.ctx(), at);
+    assert_eq!(h.stats.named.request_named("rate").unwrap().unanswered, 1);
+}
