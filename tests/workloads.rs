@@ -52,6 +52,7 @@ thresholds = [
 
 [[scenario]]
 name = "editors"
+thresholds = ["ws_reply{{msg:publish}}: p(99)<1s"]
 
 [[scenario.message]]
 name = "apply_operation"
@@ -126,7 +127,12 @@ reply = "json:type=ack"
         .iter()
         .map(|t| t["pass"].as_bool().unwrap())
         .collect();
-    assert_eq!(verdicts, [true, true, true, true], "{}", v["thresholds"]);
+    assert_eq!(verdicts, [true; 5], "{}", v["thresholds"]);
+    // A scenario's own threshold keeps its tag and gains the scenario's.
+    assert_eq!(
+        v["thresholds"][4]["expr"],
+        "ws_reply{msg:publish,scenario:editors}: p(99)<1s"
+    );
     gw.shutdown();
 }
 
