@@ -3,7 +3,7 @@
 
 use super::p99;
 use crate::metrics::run::{Observer, Tick};
-use crate::metrics::Hist;
+use crate::metrics::{fmt_us, Hist};
 use std::io::Write;
 
 /// The live progress line on stderr.
@@ -38,8 +38,8 @@ impl Progress {
         let _ = err.flush();
     }
 
-    /// The line for `tick`. Sessions: messages per second sent (echoed ones and a publisher's),
-    /// echoed, and pushed (received without answering one of ours: pushes, acks, fan-out
+    /// The line for `tick`. Sessions: messages per second sent (echoed ones, named requests and a publisher's),
+    /// answered (echoes and replies), and pushed (received without answering one of ours: pushes, acks, fan-out
     /// deliveries), then p99s, with the one-way latency (`--latency-from`, fan-out) in a
     /// second that measured one.
     fn text(&self, tick: &Tick<'_>) -> String {
@@ -70,11 +70,19 @@ impl Progress {
             } else {
                 format!("  latency {}", p99(Hist::WsMsgLatency))
             };
+            // Named requests count as sent, their replies as answered (with the echoes), and
+            // their reply latency shows in a second that had replies.
+            let replies = second.named.all_replies();
+            let reply = if replies.is_empty() {
+                String::new()
+            } else {
+                format!("  reply {}", fmt_us(replies.value_at_quantile(0.99)))
+            };
             format!(
-                "[{t:6.1}s] open {open}/{target}  conn/s {}  msgs/s sent {} echoed {} pushed {}  p99 connect {}  rtt {}{latency}  ping {}  errors {}",
+                "[{t:6.1}s] open {open}/{target}  conn/s {}  msgs/s sent {} answered {} pushed {}  p99 connect {}  rtt {}{reply}{latency}  ping {}  errors {}",
                 c.established,
-                c.msgs_sent + c.fanout_published,
-                c.msgs_received,
+                c.msgs_sent + c.fanout_published + c.requests_sent,
+                c.msgs_received + c.replies_received,
                 c.msgs_pushed,
                 p99(Hist::WsConnecting),
                 p99(Hist::WsMsgRtt),
@@ -123,7 +131,7 @@ mod tests {
         };
         let line = Progress::new(true, false).text(&tick);
         assert!(
-            line.contains("msgs/s sent 0 echoed 0 pushed 1200"),
+            line.contains("msgs/s sent 0 answered 0 pushed 1200"),
             "{line}"
         );
         assert!(line.contains("latency 9.90ms"), "{line}");
@@ -136,7 +144,10 @@ mod tests {
             ..tick
         };
         let line = Progress::new(true, false).text(&tick);
-        assert!(line.contains("msgs/s sent 10 echoed 9 pushed 0"), "{line}");
+        assert!(
+            line.contains("msgs/s sent 10 answered 9 pushed 0"),
+            "{line}"
+        );
         assert!(!line.contains("latency"), "{line}");
     }
 }
