@@ -18,17 +18,27 @@ fn gateway(stream_rate: f64, stream_gap_every: u64) -> Gateway {
     .unwrap()
 }
 
-fn scenario(name: &str, text: &str) -> std::path::PathBuf {
-    let p = json_path(name).with_extension("toml");
-    std::fs::write(&p, text).unwrap();
-    p
+/// Runs the scenario file `text` (written as `name.toml`) and reads its JSON results.
+fn run(name: &str, text: &str) -> serde_json::Value {
+    let file = json_path(name).with_extension("toml");
+    std::fs::write(&file, text).unwrap();
+    let out = json_path(name);
+    let o = sockstorm(&[
+        "run",
+        file.to_str().unwrap(),
+        "-q",
+        "--json",
+        out.to_str().unwrap(),
+    ]);
+    assert_ok(&o);
+    read_json(&out)
 }
 
 #[test]
 fn interleaved_requests_are_each_matched_to_their_own_reply() {
     let _g = lock();
     let gw = gateway(0.0, 0);
-    let file = scenario(
+    let v = run(
         "collab",
         &format!(
             r#"
@@ -75,16 +85,6 @@ reply = "json:type=ack"
             addr = gw.local_addr()
         ),
     );
-    let out = json_path("collab");
-    let o = sockstorm(&[
-        "run",
-        file.to_str().unwrap(),
-        "-q",
-        "--json",
-        out.to_str().unwrap(),
-    ]);
-    assert_ok(&o);
-    let v = read_json(&out);
     let mut answered = 0;
     for name in ["apply_operation", "publish", "rate"] {
         let r = &v["requests"][name];
@@ -140,7 +140,7 @@ reply = "json:type=ack"
 fn stream_gaps_equal_what_the_gateway_dropped() {
     let _g = lock();
     let gw = gateway(50.0, 10);
-    let file = scenario(
+    let v = run(
         "quotes",
         &format!(
             r#"
@@ -157,16 +157,6 @@ thresholds = ["stream_gaps: count>0", "checks: rate==1"]
             addr = gw.local_addr()
         ),
     );
-    let out = json_path("quotes");
-    let o = sockstorm(&[
-        "run",
-        file.to_str().unwrap(),
-        "-q",
-        "--json",
-        out.to_str().unwrap(),
-    ]);
-    assert_ok(&o);
-    let v = read_json(&out);
     let stats = gw.stats();
     assert!(stats.stream_msgs > 30 * 3 * 50, "{stats:?}");
     assert_eq!(stats.channel_overflow, 0);
