@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one test command (README, .ci/run): installs what the tests need (idempotently), runs
 # every Rust test, then the interop tests against a WebSocket server and TLS stacks (nginx,
-# openssl s_server; scripts/interop/tls.sh) nobody here wrote.
+# openssl s_server; scripts/interop/tls.sh) nobody here wrote, and the articles' workloads
+# (acks, stream gaps, per-connection URLs, keepalive closes) against Python websockets.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,5 +27,19 @@ port=$(awk '/READY/ {print $2}' "$tmp/server.out")
   --message 'interop echo' --message-rate 2 --no-reconnect -q --json "$tmp/interop.json" > "$tmp/summary.txt" \
   || { cat "$tmp/summary.txt"; exit 1; }
 "$VENV/bin/python" scripts/interop/check_echo.py "$tmp/interop.json" 1000
+
+echo "== interop: the articles' workloads against Python websockets (acks by id, stream gaps, per-connection URLs, keepalive 1011)"
+"$VENV/bin/python" scripts/interop/workload_server.py --seconds 60 --stats "$tmp/wl-stats.json" > "$tmp/wl.out" &
+wl=$!
+trap 'kill "$srv" "$wl" 2>/dev/null || true; rm -rf "$tmp"' EXIT
+for _ in $(seq 100); do grep -q READY "$tmp/wl.out" 2>/dev/null && break; sleep 0.1; done
+port=$(awk '/READY/ {print $2}' "$tmp/wl.out")
+[ -n "$port" ] || { echo "interop workload server did not start"; exit 1; }
+./target/release/sockstorm run scripts/interop/workloads.toml \
+  --url "ws://127.0.0.1:$port/ws/quotes?clientId=terminal-{{conn_id}}&format=json" -q --json "$tmp/wl.json" > "$tmp/wl-summary.txt" \
+  || { cat "$tmp/wl-summary.txt"; exit 1; }
+sleep 0.5 # the server rewrites its counts every 200 ms
+"$VENV/bin/python" scripts/interop/check_workloads.py "$tmp/wl.json" "$tmp/wl-stats.json"
+kill "$wl" 2>/dev/null || true
 bash scripts/interop/tls.sh
 echo "== all tests passed"
