@@ -145,6 +145,10 @@ pub struct RunArgs {
     /// succeeded: each further attempt would fail the same way. 0: never stop for that.
     #[arg(long, value_name = "N", default_value_t = 100)]
     pub max_identical_failures: u64,
+    /// Show the URL's query values (and fragment) in the banner, summary and JSON; by default
+    /// they are `***`, since query strings carry tokens and session ids.
+    #[arg(long)]
+    pub show_query: bool,
     /// TLS settings.
     #[command(flatten)]
     pub tls: TlsArgs,

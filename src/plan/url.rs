@@ -49,6 +49,8 @@ pub fn parse_url(url: &str) -> Result<Url, PlanError> {
         reason: reason.to_owned(),
     };
     let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("missing scheme"))?;
+    // A fragment never goes to the server (RFC 3986 §3.5): it stays off the request line.
+    let rest = rest.split_once('#').map_or(rest, |(r, _)| r);
     let tls = match scheme.to_ascii_lowercase().as_str() {
         "ws" => false,
         "wss" => true,
@@ -158,6 +160,12 @@ mod tests {
 
     #[test]
     fn urls() {
+        assert_eq!(
+            parse_url("ws://h/a?x=1#frag").unwrap().path,
+            "/a?x=1",
+            "no fragment on the request line"
+        );
+        assert_eq!(parse_url("ws://h:81#f").unwrap().path, "/");
         assert_eq!(
             parse_url("ws://127.0.0.1:9001/a/b?x=1").unwrap(),
             Url {

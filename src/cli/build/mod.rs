@@ -82,7 +82,11 @@ impl RunArgs {
         Ok(RunPlan {
             name: "default".into(),
             start: Duration::ZERO,
-            url_text: redacted(&a.url),
+            url_text: if a.show_query {
+                a.url.clone()
+            } else {
+                redacted(&a.url)
+            },
             url,
             connections: shape.connections,
             connect_rate: shape.connect_rate,

@@ -193,6 +193,8 @@ fn the_pre_steps_token_fills_every_place_and_stays_out_of_reports() {
     );
     // What reports show keeps the placeholder: the URL as given and the header names.
     assert!(p.url_text.ends_with("/ws?t=***"));
+    let shown = plan(&["ws://127.0.0.1:1/ws?token=s3cr3t#x", "--show-query"]).unwrap();
+    assert_eq!(shown.url_text, "ws://127.0.0.1:1/ws?token=s3cr3t#x");
     assert_eq!(c.template.header_names(), ["Authorization"]);
 }
 

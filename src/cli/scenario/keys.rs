@@ -19,6 +19,7 @@ const RUN_WIDE: &[&str] = &[
     "linger_zero",
     "timer_resolution",
     "abort_on_fail",
+    "show_query",
     "max_identical_failures",
     "no_utf8_check",
     "tls",
