@@ -386,6 +386,10 @@ impl Conn {
         ctx: &mut Ctx<'_, R>,
         now: Micros,
     ) -> Result<(), Violation> {
+        if self.got_close {
+            // A second close frame: the first one counted, this one changes nothing.
+            return Ok(());
+        }
         let code = match self.ctrl.len() {
             0 => 1005,
             1 => return Err(Violation::BadCloseFrame),

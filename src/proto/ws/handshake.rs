@@ -22,6 +22,11 @@ pub enum UpgradeFailure {
     BadAccept,
     /// The server selected a subprotocol we did not offer.
     BadSubprotocol,
+    /// The server answered with an extension we did not offer (we offer none): RFC 6455
+    /// §4.1 says to fail the connection.
+    BadExtension,
+    /// A 101 with more than [`MAX_HEADERS`] header fields.
+    TooManyHeaders,
     /// Not parsable as an HTTP/1.1 response, or larger than [`MAX_RESPONSE`].
     Malformed,
 }
@@ -34,6 +39,8 @@ impl fmt::Display for UpgradeFailure {
             Self::MissingConnection => f.write_str("connection_header_missing"),
             Self::BadAccept => f.write_str("bad_accept_key"),
             Self::BadSubprotocol => f.write_str("bad_subprotocol"),
+            Self::BadExtension => f.write_str("bad_extension"),
+            Self::TooManyHeaders => f.write_str("upgrade_too_many_headers"),
             Self::Malformed => f.write_str("malformed_http_response"),
         }
     }
@@ -210,6 +217,10 @@ pub fn make_key(nonce: [u8; 16]) -> [u8; 24] {
     key
 }
 
+/// Header fields a 101 may have (proxies and gateways add many; beyond this it fails with
+/// its own cause).
+pub const MAX_HEADERS: usize = 128;
+
 /// Checks a (possibly partial) upgrade response. `Ok(None)`: need more bytes;
 /// `Ok(Some(n))`: a valid 101 whose head is `n` bytes long (frames may follow).
 pub fn check_response(
@@ -217,11 +228,12 @@ pub fn check_response(
     key: &[u8; 24],
     template: &RequestTemplate,
 ) -> Result<Option<usize>, UpgradeFailure> {
-    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
     let n = match resp.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() < MAX_RESPONSE => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(UpgradeFailure::TooManyHeaders),
         _ => return Err(UpgradeFailure::Malformed),
     };
     let code = resp.code.unwrap_or(0);
@@ -242,6 +254,10 @@ pub fn check_response(
                 h.value.trim_ascii() == tungstenite::handshake::derive_accept_key(key).as_bytes();
         } else if h.name.eq_ignore_ascii_case("sec-websocket-protocol") {
             proto = Some(h.value);
+        } else if h.name.eq_ignore_ascii_case("sec-websocket-extensions")
+            && !h.value.trim_ascii().is_empty()
+        {
+            return Err(UpgradeFailure::BadExtension);
         }
     }
     if !upgrade {
@@ -270,6 +286,34 @@ mod tests {
     use super::*;
 
     const KEY: &[u8; 24] = b"dGhlIHNhbXBsZSBub25jZQ==";
+
+    #[test]
+    fn many_headers_pass_and_too_many_fail_with_their_cause_and_extensions_are_refused() {
+        let with = |extra: &str| {
+            let mut r = ok_response();
+            r.truncate(r.len() - 2);
+            r.extend_from_slice(extra.as_bytes());
+            r.extend_from_slice(b"\r\n");
+            r
+        };
+        let headers = |n: usize| (0..n).map(|i| format!("X-H{i}: v\r\n")).collect::<String>();
+        let t = template();
+        assert!(check_response(&with(&headers(100)), KEY, &t)
+            .unwrap()
+            .is_some());
+        assert_eq!(
+            check_response(&with(&headers(200)), KEY, &t),
+            Err(UpgradeFailure::TooManyHeaders)
+        );
+        assert_eq!(
+            check_response(
+                &with("Sec-WebSocket-Extensions: permessage-deflate\r\n"),
+                KEY,
+                &t
+            ),
+            Err(UpgradeFailure::BadExtension)
+        );
+    }
 
     fn ok_response() -> Vec<u8> {
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\

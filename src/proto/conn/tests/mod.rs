@@ -7,6 +7,7 @@ use crate::proto::template::Template;
 use crate::proto::ws::handshake::{RequestTemplate, UpgradeFailure};
 use std::sync::Arc;
 
+mod close;
 mod rules;
 
 const MS: Micros = 1000;
