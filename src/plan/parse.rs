@@ -55,17 +55,29 @@ fn checked(d: Duration, s: &str) -> Result<Duration, String> {
 /// Parses a `-H` or `--auth-header` value, `Name: value`: an HTTP token name, and a value (trimmed)
 /// without CR, LF or NUL.
 pub fn header(s: &str) -> Result<(String, String), String> {
-    let (name, value) = s
-        .split_once(':')
-        .ok_or_else(|| format!("invalid header `{s}` (expected 'Name: value')"))?;
+    // Header values may be secrets and may hold line breaks: errors never show them.
+    let (name, value) = s.split_once(':').ok_or_else(|| {
+        "invalid header: no `:` between its name and value (expected 'Name: value'; the value is not shown)"
+            .to_owned()
+    })?;
     let name = name.trim();
     if name.is_empty()
         || !name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
     {
+        // Up to the first space or control character: what follows may be a value.
+        let shown: String = name
+            .chars()
+            .take_while(|c| !c.is_whitespace() && !c.is_control())
+            .collect();
+        let rest = if shown.len() < name.len() {
+            "…, the rest not shown"
+        } else {
+            ""
+        };
         return Err(format!(
-            "invalid header name `{name}` (letters, digits and -_. only)"
+            "invalid header name `{shown}`{rest} (letters, digits and -_. only; write 'Name: value')"
         ));
     }
     let value = value.trim();
@@ -192,6 +204,11 @@ mod tests {
             ("Authorization".into(), "Bearer x:y".into())
         );
         assert!(header("NoColon").is_err());
+        // Neither a secret nor a line break reaches the message.
+        let e = header("Authorization Bearer s3cr3t\r\nX-Evil: 1").unwrap_err();
+        assert!(!e.contains("s3cr3t") && !e.contains('\n'), "{e}");
+        let e = header("Bad\r\nName: v").unwrap_err();
+        assert!(!e.contains('\n') && e.contains("`Bad`"), "{e}");
         assert!(header("Bad Name: v").is_err());
         assert_eq!(cpu_list("0,2-3,2").unwrap().0, vec![0, 2, 3]);
         assert!(cpu_list("3-1").is_err());
