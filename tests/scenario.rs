@@ -259,6 +259,11 @@ fn bad_files_are_rejected_at_their_line_and_column_with_a_hint() {
             "2:39: stage 1: target is a number of connections, 0 or more",
         ),
         (
+            "header",
+            format!("{u}headers = {{ \"X-Ok\" = \"fine\", \"X-Bad\" = \"s3cr3t\\nb\" }}\n"),
+            "2:40: `headers.X-Bad`: header `X-Bad` value contains a line break or NUL",
+        ),
+        (
             "metric",
             format!("{u}thresholds = [\"ws_conecting: p(95)<200ms\"]\n"),
             "2:15: threshold `ws_conecting: p(95)<200ms`: unknown metric `ws_conecting`",

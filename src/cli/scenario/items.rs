@@ -134,6 +134,11 @@ impl Reader<'_> {
             }
             let key = format!("headers.{n}");
             let s = self.scalar(&key, value)?;
+            // Checked here, at the value, with the flag's own parser (whose error shows no
+            // value): a header value may be a secret.
+            if let Err(e) = crate::plan::parse::header(&format!("{n}: {s}")) {
+                return Err(self.err(&value.span(), format!("`{key}`: {e}")));
+            }
             let args = vec![format!("--header={n}: {s}")];
             out.push(Item::new(&key, "header", args, value.span()));
         }
