@@ -412,3 +412,41 @@ auth = {{ url = "http://{addr}/v1/auth/token", body = '{{"user":"own"}}', token_
     assert_eq!(gw.stats().auth_requests, 2);
     gw.shutdown();
 }
+
+/// Regression: every scenario used to cost ~8 MB (ten 136 KiB histograms allocated up front
+/// in each of its per-shard and per-interval statistics), so a 1,000-scenario file took 10 GB.
+/// Histograms are now allocated when first used.
+#[test]
+fn many_scenarios_stay_small() {
+    let _g = lock();
+    let gw = gateway(None);
+    let mut text = format!(
+        "url = \"ws://{}/ws\"\nduration = \"1500ms\"\nconnect_rate = 4000\n",
+        gw.local_addr()
+    );
+    for i in 0..200 {
+        text.push_str(&format!(
+            "\n[[scenario]]\nname = \"s{i}\"\nconnections = 1\n"
+        ));
+    }
+    let file = json_path("many-scenarios").with_extension("toml");
+    std::fs::write(&file, text).unwrap();
+    let out = json_path("many-scenarios");
+    let o = sockstorm(&[
+        "run",
+        file.to_str().unwrap(),
+        "-q",
+        "--json",
+        out.to_str().unwrap(),
+    ]);
+    assert_ok(&o);
+    let v = read_json(&out);
+    assert_eq!(counter(&v, "established"), 200);
+    let rss = v["process"]["rss_at_peak_open_bytes"].as_u64().unwrap();
+    assert!(
+        rss < 200 * 3 * 1024 * 1024,
+        "{} MiB for 200 scenarios",
+        rss >> 20
+    );
+    gw.shutdown();
+}

@@ -42,11 +42,19 @@ pub fn new_histogram() -> Histogram<u64> {
         .unwrap_or_else(|_| unreachable!("valid constant bounds"))
 }
 
+/// An empty histogram with the crate-wide bounds, shared: what [`ShardStats::hist`] shows for
+/// a histogram nothing was recorded in.
+pub fn empty_histogram() -> &'static Histogram<u64> {
+    static EMPTY: std::sync::OnceLock<Histogram<u64>> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(new_histogram)
+}
+
 /// Everything one shard measured in one interval (or a merge of many).
 #[derive(Debug, Clone)]
 pub struct ShardStats {
-    /// Latency histograms indexed like [`Hist::ALL`].
-    pub hists: [Histogram<u64>; 10],
+    /// Latency histograms indexed like [`Hist::ALL`], each allocated when its first value is
+    /// recorded (or merged in): a scenario pays only for what its connections measure.
+    hists: [Option<Box<Histogram<u64>>>; 10],
     /// Event counts (attempts, sessions, messages, pings, bytes, TLS handshakes...), one field per
     /// counted event.
     pub counters: Counters,
@@ -81,11 +89,11 @@ impl Default for ShardStats {
 }
 
 impl ShardStats {
-    /// Statistics with nothing recorded: zero counters, empty maps, and ten empty histograms with
-    /// the crate-wide bounds, allocated now: 17,408 `u64` counts (136 KiB) each, 1.3 MiB in all.
+    /// Statistics with nothing recorded: zero counters, empty maps, and no histogram allocated
+    /// yet (each, once used, holds 17,408 `u64` counts: 136 KiB).
     pub fn new() -> Self {
         Self {
-            hists: std::array::from_fn(|_| new_histogram()),
+            hists: Default::default(),
             counters: Counters::default(),
             failures: BTreeMap::new(),
             close_codes: BTreeMap::new(),
@@ -106,12 +114,16 @@ impl ShardStats {
     /// Records a latency in µs (saturating at [`HIST_MAX_US`]).
     #[inline]
     pub fn record(&mut self, h: Hist, us: u64) {
-        self.hists[h as usize].saturating_record(us.clamp(1, HIST_MAX_US));
+        self.hists[h as usize]
+            .get_or_insert_with(|| Box::new(new_histogram()))
+            .saturating_record(us.clamp(1, HIST_MAX_US));
     }
 
-    /// The histogram for `h`.
+    /// The histogram for `h` (an empty one if nothing was recorded).
     pub fn hist(&self, h: Hist) -> &Histogram<u64> {
-        &self.hists[h as usize]
+        self.hists[h as usize]
+            .as_deref()
+            .unwrap_or_else(|| empty_histogram())
     }
 
     /// Counts one failure.
@@ -141,7 +153,9 @@ impl ShardStats {
     /// (which only the end of the run needs, and which grows with the run).
     pub fn add_measures(&mut self, other: &Self) {
         for (a, b) in self.hists.iter_mut().zip(&other.hists) {
-            named::add_hist(a, b);
+            if let Some(b) = b.as_deref().filter(|b| !b.is_empty()) {
+                named::add_hist(a.get_or_insert_with(|| Box::new(new_histogram())), b);
+            }
         }
         self.named.add(&other.named);
         self.counters.add(&other.counters);
@@ -168,7 +182,7 @@ impl ShardStats {
     /// Empties `self`, keeping its allocations.
     pub fn reset(&mut self) {
         self.fanout.take();
-        for h in &mut self.hists {
+        for h in self.hists.iter_mut().flatten() {
             h.reset();
         }
         self.counters = Counters::default();

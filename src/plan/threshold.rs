@@ -365,7 +365,7 @@ impl Threshold {
                     (Metric::Hist(h), _) => s.hist(h),
                     (_, Some(h)) => h,
                     // A request of that name sent nothing here.
-                    _ => &s.hists[0],
+                    _ => crate::metrics::empty_histogram(),
                 };
                 let unknown = self.metric == Metric::Reply && reply_hist.is_none();
                 match self.agg {
