@@ -85,7 +85,12 @@ pub(super) fn check_json(path: &Path) -> Result<JsonOut, CliError> {
             })
         }
         Ok(_) => Ok(JsonOut::Through(path.to_owned())),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
+        {
             if special || fs::symlink_metadata(path).is_ok() {
                 // A dangling symlink: the file is created where it points.
                 return Ok(JsonOut::Through(path.to_owned()));
