@@ -32,7 +32,7 @@ use serve::ServeArgs;
 use std::path::{Path, PathBuf};
 
 /// Exit code 0: the run completed with no failed connection, dropped session, failed auth request
-/// or failed threshold; also `serve` when it stops (Ctrl-C or `--duration`), and `doctor` when the
+/// or failed threshold; also `serve` when it stops (a signal or `--duration`), and `doctor` when the
 /// connections fit or no count was given.
 pub const EXIT_OK: u8 = 0;
 /// Exit code 1: a setup error stopped the command before or while it ran (unresolvable target,

@@ -1,4 +1,4 @@
-//! `sockstorm serve`: the built-in target gateway on loopback, until Ctrl-C or --duration.
+//! `sockstorm serve`: the built-in target gateway on loopback, until a signal (SIGINT, SIGTERM, SIGHUP) or --duration.
 
 use super::{control, CliError, EXIT_OK};
 use crate::certs;
@@ -114,7 +114,9 @@ fn at_least(s: &str, min: usize, fix: &str) -> Result<usize, String> {
 fn positive_duration(s: &str) -> Result<Duration, String> {
     let d = parse::duration(s)?;
     if d.is_zero() {
-        return Err("must be longer than 0 (e.g. 30s; leave it out to serve until Ctrl-C)".into());
+        return Err(
+            "must be longer than 0 (e.g. 30s; leave it out to serve until a signal)".into(),
+        );
     }
     Ok(d)
 }

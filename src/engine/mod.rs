@@ -1,6 +1,6 @@
 //! Orchestration: plans each shard's share (`layout`), starts one pinned shard per CPU
 //! behind a common start instant (`start`), merges their once-a-second intervals for an
-//! [`Observer`] and into the totals while passing on Ctrl-C (`collect`), and assembles the
+//! [`Observer`] and into the totals while passing on signals (`collect`), and assembles the
 //! merged result (`finish`).
 
 pub mod auth;
@@ -394,7 +394,7 @@ struct Collected {
 }
 
 /// Merges the shards' intervals until every shard is done: one sample and one observer
-/// tick per second, Ctrl-C passed on, `--abort-on-fail` checked.
+/// tick per second, signals passed on, `--abort-on-fail` checked.
 fn collect(
     run: &Prepared,
     layout: &Layout,

@@ -154,7 +154,8 @@ pub enum ShardEvent {
 /// Stop requests from the engine (checked on every wake-up).
 #[derive(Debug, Default)]
 pub struct StopFlags {
-    /// Stop gracefully now (Ctrl-C): short drain, close handshakes.
+    /// Stop gracefully now (a signal, `--abort-on-fail`): short drain, close handshakes; read at
+    /// any phase, so a stop already under way is hurried too.
     pub interrupt: AtomicBool,
     /// Stop immediately: close every socket without waiting.
     pub abort: AtomicBool,
@@ -234,7 +235,7 @@ struct Shard {
     /// The stop was interrupted (a signal, `--abort-on-fail`, identical failures): drain and
     /// close waits are cut to end within 2 s, whether the stop began with it or before.
     hurried: bool,
-    /// Every connection was cut short (second Ctrl-C, hard deadline or a ring error).
+    /// Every connection was cut short (second signal, hard deadline or a ring error).
     aborted: bool,
     hard_deadline: Micros,
     /// Close-handshake wait after the stop (the longest of the groups'), µs.

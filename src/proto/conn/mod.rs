@@ -506,7 +506,7 @@ impl Conn {
         }
     }
 
-    /// Ends the connection at once, without a close handshake (second Ctrl-C, hard deadline).
+    /// Ends the connection at once, without a close handshake (second signal, hard deadline).
     pub fn abort<R: Recorder>(&mut self, ctx: &mut Ctx<'_, R>, now: Micros) {
         self.stopping = true;
         match self.phase {
