@@ -167,23 +167,32 @@ fn probe_dir(path: &Path, target: &Path) -> Result<(), CliError> {
     }
 }
 
-/// Writes `bytes` to `out`. A write through waits for a FIFO's reader and a device's room
-/// until `give_up` says to stop (a signal after the run), so it never hangs past one.
+/// Writes `doc` (pretty, with a final newline) to `out`. A write through waits for a FIFO's
+/// reader and a device's room until `give_up` says to stop (a signal after the run), so it
+/// never hangs past one.
 pub(super) fn write_json(
     out: &JsonOut,
-    bytes: &[u8],
+    doc: &serde_json::Value,
     give_up: &dyn Fn() -> bool,
 ) -> Result<(), CliError> {
-    let (path, res) = match out {
-        JsonOut::Stdout => {
-            let mut o = io::stdout().lock();
-            let res = o.write_all(bytes).and_then(|()| o.flush());
-            (Path::new("-"), res)
-        }
-        JsonOut::Replace { path, target } => (path.as_path(), replace(target, bytes)),
-        JsonOut::Through(path) => (path.as_path(), write_through(path, bytes, give_up)),
+    let path = match out {
+        JsonOut::Stdout => Path::new("-"),
+        JsonOut::Replace { path, .. } | JsonOut::Through(path) => path.as_path(),
     };
-    res.map_err(|source| CliError::Output {
+    let written = serde_json::to_vec_pretty(doc)
+        .map_err(io::Error::from)
+        .and_then(|mut bytes| {
+            bytes.push(b'\n');
+            match out {
+                JsonOut::Stdout => {
+                    let mut o = io::stdout().lock();
+                    o.write_all(&bytes).and_then(|()| o.flush())
+                }
+                JsonOut::Replace { target, .. } => replace(target, &bytes),
+                JsonOut::Through(path) => write_through(path, &bytes, give_up),
+            }
+        });
+    written.map_err(|source| CliError::Output {
         path: path.to_owned(),
         source,
     })
@@ -308,9 +317,9 @@ mod tests {
         let link = d.join("link.json");
         std::os::unix::fs::symlink(&file, &link).unwrap();
         let out = check_json(&link).unwrap();
-        write_json(&out, b"new", &|| false).unwrap();
+        write_json(&out, &serde_json::json!("new"), &|| false).unwrap();
         assert!(fs::symlink_metadata(&link).unwrap().is_symlink());
-        assert_eq!(fs::read_to_string(&file).unwrap(), "new");
+        assert_eq!(fs::read_to_string(&file).unwrap(), "\"new\"\n");
         let left: Vec<_> = fs::read_dir(&d).unwrap().collect();
         assert_eq!(left.len(), 2, "no temporary file left");
         let _ = fs::remove_dir_all(&d);

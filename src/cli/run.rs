@@ -57,18 +57,11 @@ pub(super) fn storm(run: &Prepared) -> Result<u8, CliError> {
 fn finish(run: &Prepared, result: &RunResult, json: Option<&JsonOut>, ctl: &RunControl) -> u8 {
     // JSON first: if stdout is a closed pipe, the results file must still be written.
     let signalled = ctl.level();
+    // A FIFO nobody reads is waited for until the next signal.
     let written = json.map(|out| {
-        let text = serde_json::to_vec_pretty(&results::to_json(run, result))
-            .map(|mut v| {
-                v.push(b'\n');
-                v
-            })
-            .map_err(|e| CliError::Output {
-                path: "-".into(),
-                source: e.into(),
-            });
-        // A FIFO nobody reads is waited for until the next signal.
-        text.and_then(|t| output::write_json(out, &t, &|| ctl.level() > signalled))
+        output::write_json(out, &results::to_json(run, result), &|| {
+            ctl.level() > signalled
+        })
     });
     let summary = results::summary(run, result);
     if json.is_some_and(JsonOut::is_stdout) {
