@@ -9,7 +9,7 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             let code = e.exit_code();
-            eprintln!("sockstorm: error: {:#}", anyhow::Error::from(e));
+            eprintln!("sockstorm: error: {}", e.message());
             ExitCode::from(code)
         }
     }

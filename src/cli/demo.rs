@@ -73,7 +73,7 @@ pub(super) fn demo(a: &DemoArgs) -> Result<u8, CliError> {
     if let Some(ca) = &ca {
         let path =
             std::env::temp_dir().join(format!("sockstorm-demo-ca-{}.pem", gw.local_addr().port()));
-        std::fs::write(&path, &ca.ca_pem).map_err(|source| CliError::Output {
+        std::fs::write(&path, &ca.ca_pem).map_err(|source| CliError::CaOut {
             path: path.clone(),
             source,
         })?;

@@ -4,14 +4,16 @@
 //!
 //! Exit codes: 0 the run completed without failures; 1 a setup error (bad target, limits,
 //! io_uring unavailable); 2 bad usage (flags); 3 the run completed but connections failed or
-//! sessions dropped (or `doctor` says N does not fit); 130 interrupted by Ctrl-C (the summary
-//! and JSON still hold everything measured).
+//! sessions dropped (or `doctor` says N does not fit); 128 + the signal's number when SIGINT
+//! (130), SIGTERM (143) or SIGHUP (129) stopped the run (the summary and JSON still hold
+//! everything measured).
 
 pub mod args;
 mod build;
 pub mod conn;
 mod demo;
 mod doctor;
+mod output;
 pub mod rules;
 mod run;
 mod scenario;
@@ -20,6 +22,7 @@ pub mod tls_args;
 
 use crate::certs::CertError;
 use crate::engine::{self, RunControl};
+use crate::io::signal::{self, Signal};
 use crate::plan::{self, prepare, Run};
 use args::RunArgs;
 use clap::{Parser, Subcommand};
@@ -29,19 +32,20 @@ use serve::ServeArgs;
 use std::path::{Path, PathBuf};
 
 /// Exit code 0: the run completed with no failed connection, dropped session, failed auth request
-/// or failed threshold; also `serve` when it stops (Ctrl-C or `--duration`), and `doctor` when the
+/// or failed threshold; also `serve` when it stops (a signal or `--duration`), and `doctor` when the
 /// connections fit or no count was given.
 pub const EXIT_OK: u8 = 0;
 /// Exit code 1: a setup error stopped the command before or while it ran (unresolvable target,
-/// descriptor limits, io_uring unavailable, unwritable results); see [`CliError::exit_code`].
+/// descriptor limits, io_uring unavailable); also when the JSON results could not be written at
+/// the end (the summary is printed all the same); see [`CliError::exit_code`].
 pub const EXIT_ERROR: u8 = 1;
-/// Exit code: invalid flags (clap uses it too).
+/// Exit code 2: invalid flags or values, an output path that cannot be written (clap uses it too).
 pub const EXIT_USAGE: u8 = 2;
 /// Exit code 3: the run completed but connections failed, sessions dropped or auth requests failed;
 /// from `doctor`, the requested connections do not fit.
 pub const EXIT_FAILURES: u8 = 3;
 /// Exit code 130 (128 + SIGINT): Ctrl-C stopped the run; the summary and JSON still hold everything
-/// measured.
+/// measured. SIGTERM gives 143 and SIGHUP 129 (128 + the signal's number), the same way.
 pub const EXIT_INTERRUPTED: u8 = 130;
 /// The run completed but a `--threshold` failed (k6's code for the same).
 pub const EXIT_THRESHOLDS: u8 = 99;
@@ -85,16 +89,35 @@ pub enum CliError {
     /// A certificate or key flag names an unusable file, or test certificates failed.
     #[error(transparent)]
     Cert(#[from] CertError),
-    /// The `--json` results could not be written. Fix: make sure the directory exists and is
-    /// writable.
-    #[error(
-        "cannot write results to `{path}`: {source} (check the directory exists and is writable)"
-    )]
-    Output {
-        /// The `--json` path; the results go to a `.json.tmp` file beside it first, then are
-        /// renamed over it.
+    /// An output path is unusable, found before the run: a directory, in a directory that
+    /// does not exist or takes no new file. Fix: give a writable file path (or `-` for stdout).
+    #[error("{flag} `{path}`: {reason}")]
+    OutputPath {
+        /// The flag that named the path, e.g. `--json`.
+        flag: &'static str,
+        /// The path as given.
         path: PathBuf,
-        /// Why serializing, writing the temporary file or renaming it failed.
+        /// What is wrong with it, and the fix.
+        reason: String,
+    },
+    /// The `--json` results could not be written after the run (the disk filled, the directory
+    /// went away, a device refused them); the summary is still printed. Fix: free space or
+    /// give another path.
+    #[error("cannot write the JSON results to `{path}`: {source}")]
+    Output {
+        /// The `--json` path (`-`: stdout).
+        path: PathBuf,
+        /// Why writing the temporary file, renaming it or writing through failed.
+        source: std::io::Error,
+    },
+    /// `serve --tls` (or `demo --tls`) could not write the generated test CA's certificate, which
+    /// clients need for `--cacert`. Fix: give `serve --ca-out` a path in a writable directory.
+    #[error("cannot write the generated CA certificate file `{path}`: {source}")]
+    CaOut {
+        /// Where the CA certificate was to go: `serve --ca-out`, or the default in the temp
+        /// directory.
+        path: PathBuf,
+        /// Why writing it failed.
         source: std::io::Error,
     },
 }
@@ -112,21 +135,42 @@ impl CliError {
             ) => EXIT_USAGE,
             Self::Cert(CertError::Generate(_) | CertError::Config(_)) => EXIT_ERROR,
             Self::Cert(_) => EXIT_USAGE,
+            Self::OutputPath { .. } => EXIT_USAGE,
             _ => EXIT_ERROR,
         }
     }
+
+    /// The error and its causes, each said once: a cause already in the text (most messages
+    /// name theirs) is not appended again.
+    pub fn message(&self) -> String {
+        let mut text = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(c) = cause {
+            let said = c.to_string();
+            if !text.contains(&said) {
+                text.push_str(": ");
+                text.push_str(&said);
+            }
+            cause = c.source();
+        }
+        text
+    }
 }
 
-/// The process-wide run control Ctrl-C talks to.
+/// The process-wide run control SIGINT (Ctrl-C), SIGTERM and SIGHUP talk to: the first stops
+/// the run gracefully, the second at once.
 pub(crate) fn control() -> &'static RunControl {
     static CTL: RunControl = RunControl::new();
     static INSTALL: std::sync::Once = std::sync::Once::new();
+    fn on_signal(s: Signal) {
+        CTL.interrupt_by(s.number());
+    }
     INSTALL.call_once(|| {
-        // Without a handler Ctrl-C kills the process and loses the results; a failure to
+        // Without a handler a signal kills the process and loses the results; a failure to
         // install is reported but not fatal.
-        if let Err(e) = ctrlc::set_handler(|| CTL.interrupt()) {
+        if let Err(e) = signal::install(on_signal) {
             eprintln!(
-                "warning: cannot install the Ctrl-C handler ({e}); Ctrl-C will lose the results"
+                "warning: cannot handle SIGINT, SIGTERM and SIGHUP ({e}); a signal will lose the results"
             );
         }
     });

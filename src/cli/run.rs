@@ -1,19 +1,23 @@
 //! `sockstorm run` (and the run half of `demo`): start the engine on a prepared plan with
 //! the live progress line, then write the JSON and print the summary.
 
-use super::{control, CliError, EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, EXIT_THRESHOLDS};
-use crate::engine;
+use super::output::{self, JsonOut};
+use super::{
+    control, CliError, EXIT_ERROR, EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, EXIT_THRESHOLDS,
+};
+use crate::engine::{self, RunControl};
 use crate::metrics::run::RunResult;
 use crate::plan::Prepared;
 use crate::proto::conn::Mode;
 use crate::results::{self, Progress};
 use std::io::Write;
-use std::path::Path;
 
 /// Runs a prepared run with the progress line, then writes the results; returns the exit code.
 pub(super) fn storm(run: &Prepared) -> Result<u8, CliError> {
-    let ctl = control();
     let plan = run.main();
+    // A path the results cannot go to is found now, not after the run.
+    let json = plan.json.as_deref().map(output::check_json).transpose()?;
+    let ctl = control();
     if !plan.quiet {
         let rate = if plan.connect_rate.is_finite() {
             format!("at {}/s", plan.connect_rate)
@@ -45,27 +49,54 @@ pub(super) fn storm(run: &Prepared) -> Result<u8, CliError> {
     }
     let mut progress = Progress::new(plan.quiet, plan.conn.mode != Mode::Session);
     let result = engine::run(run, ctl, &mut progress)?;
-    finish(run, &result)
+    Ok(finish(run, &result, json.as_ref(), ctl))
 }
 
-/// Writes the JSON and the summary; the exit code says how the run went.
-fn finish(run: &Prepared, result: &RunResult) -> Result<u8, CliError> {
-    let plan = run.main();
+/// Writes the JSON and the summary; the exit code says how the run went. A JSON that cannot be
+/// written does not cost the summary: it is printed, then where the JSON could not go (exit 1).
+fn finish(run: &Prepared, result: &RunResult, json: Option<&JsonOut>, ctl: &RunControl) -> u8 {
     // JSON first: if stdout is a closed pipe, the results file must still be written.
-    if let Some(path) = &plan.json {
-        write_json(path, &results::to_json(run, result))?;
+    let signalled = ctl.level();
+    // A FIFO nobody reads is waited for until the next signal.
+    let written = json.map(|out| {
+        output::write_json(out, &results::to_json(run, result), &|| {
+            ctl.level() > signalled
+        })
+    });
+    let summary = results::summary(run, result);
+    if json.is_some_and(JsonOut::is_stdout) {
+        // The JSON owns stdout.
+        eprint!("{summary}");
+    } else {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(summary.as_bytes());
+        let _ = out.flush();
     }
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(results::summary(run, result).as_bytes());
-    let _ = out.flush();
     if let Some(stop) = &result.failure_stop {
         eprintln!("sockstorm: {}", results::failure_stop_text(run, stop));
     }
+    let signal = ctl.signal().filter(|_| result.interrupted);
+    if let Some(signal) = signal.and_then(crate::io::signal::Signal::from_number) {
+        eprintln!(
+            "sockstorm: stopped by {}: the results hold everything measured until then",
+            signal.name()
+        );
+    }
+    if let Some(Err(e)) = written {
+        eprintln!(
+            "sockstorm: error: {} (the summary above is all that is left of the results)",
+            e.message()
+        );
+        return EXIT_ERROR;
+    }
     let c = &result.stats.counters;
-    Ok(if result.threshold_abort.is_some() {
+    if result.threshold_abort.is_some() {
         EXIT_THRESHOLDS
     } else if result.interrupted {
-        EXIT_INTERRUPTED
+        // 128 + the signal's number, as a shell reports a process the signal ended.
+        signal
+            .and_then(|n| u8::try_from(128 + n).ok())
+            .unwrap_or(EXIT_INTERRUPTED)
     } else if result.failure_stop.is_some() {
         EXIT_FAILURES
     } else if results::thresholds(run, result).iter().any(|t| !t.pass) {
@@ -77,17 +108,5 @@ fn finish(run: &Prepared, result: &RunResult) -> Result<u8, CliError> {
         EXIT_FAILURES
     } else {
         EXIT_OK
-    })
-}
-
-/// Writes `v` to `path` through a temporary file renamed over it.
-fn write_json(path: &Path, v: &serde_json::Value) -> Result<(), CliError> {
-    let err = |source| CliError::Output {
-        path: path.to_owned(),
-        source,
-    };
-    let tmp = path.with_extension("json.tmp");
-    let text = serde_json::to_vec_pretty(v).map_err(|e| err(e.into()))?;
-    std::fs::write(&tmp, text).map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
+    }
 }

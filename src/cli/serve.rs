@@ -1,4 +1,4 @@
-//! `sockstorm serve`: the built-in target gateway on loopback, until Ctrl-C or --duration.
+//! `sockstorm serve`: the built-in target gateway on loopback, until a signal (SIGINT, SIGTERM, SIGHUP) or --duration.
 
 use super::{control, CliError, EXIT_OK};
 use crate::certs;
@@ -16,8 +16,8 @@ pub struct ServeArgs {
     /// Address to listen on (loopback by default; port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// Event-loop threads.
-    #[arg(long, default_value_t = 1)]
+    /// Event-loop threads (at least 1).
+    #[arg(long, default_value_t = 1, value_parser = threads)]
     pub threads: usize,
     /// CPUs to pin the threads to, e.g. 1 or 0,2-3.
     #[arg(long, value_parser = parse::cpu_list)]
@@ -55,14 +55,14 @@ pub struct ServeArgs {
     /// Market-data streams: skip (never send) every Kth seq of each connection's stream, a gap the client can detect (0 = none).
     #[arg(long, value_name = "K", default_value_t = 0)]
     pub stream_gap_every: u64,
-    /// Read buffer per connection in bytes.
-    #[arg(long, default_value_t = 4096)]
+    /// Read buffer per connection in bytes (at least 256).
+    #[arg(long, default_value_t = 4096, value_parser = read_buffer)]
     pub read_buffer: usize,
     /// Listen backlog (also capped by net.core.somaxconn).
     #[arg(long, default_value_t = 4096)]
     pub backlog: i32,
-    /// Exit by itself after this long (default: until Ctrl-C).
-    #[arg(long, value_parser = parse::duration)]
+    /// Exit by itself after this long, more than 0 (default: until Ctrl-C, SIGTERM or SIGHUP).
+    #[arg(long, value_parser = positive_duration)]
     pub duration: Option<Duration>,
     /// No per-second stats line on stderr.
     #[arg(short = 'q', long)]
@@ -85,6 +85,40 @@ pub struct ServeArgs {
     /// TLS 1.3 session tickets sent per handshake (0 = no TLS 1.3 resumption).
     #[arg(long, value_name = "N", default_value_t = 2, requires = "tls")]
     pub tls_tickets: usize,
+}
+
+/// `serve --threads`: at least 1.
+fn threads(s: &str) -> Result<usize, String> {
+    at_least(s, 1, "at least one event-loop thread (e.g. 1)")
+}
+
+/// `serve --read-buffer`: at least the gateway's minimum.
+fn read_buffer(s: &str) -> Result<usize, String> {
+    at_least(
+        s,
+        gateway::MIN_READ_BUFFER,
+        &format!("at least {} bytes (e.g. 4096)", gateway::MIN_READ_BUFFER),
+    )
+}
+
+/// A count of at least `min`; `fix` says what to give instead.
+fn at_least(s: &str, min: usize, fix: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if n >= min => Ok(n),
+        Ok(_) => Err(format!("too small: give {fix}")),
+        Err(e) => Err(format!("{e}: give {fix}")),
+    }
+}
+
+/// `serve --duration`: a duration longer than zero (a zero one would stop before serving).
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    let d = parse::duration(s)?;
+    if d.is_zero() {
+        return Err(
+            "must be longer than 0 (e.g. 30s; leave it out to serve until a signal)".into(),
+        );
+    }
+    Ok(d)
 }
 
 fn parse_reject(s: &str) -> Result<Reject, String> {
@@ -177,7 +211,7 @@ pub(super) fn serve(a: &ServeArgs) -> Result<u8, CliError> {
         let path = a.ca_out.clone().unwrap_or_else(|| {
             std::env::temp_dir().join(format!("sockstorm-ca-{}.pem", gw.local_addr().port()))
         });
-        std::fs::write(&path, pem).map_err(|source| CliError::Output {
+        std::fs::write(&path, pem).map_err(|source| CliError::CaOut {
             path: path.clone(),
             source,
         })?;

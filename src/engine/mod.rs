@@ -1,6 +1,6 @@
 //! Orchestration: plans each shard's share (`layout`), starts one pinned shard per CPU
 //! behind a common start instant (`start`), merges their once-a-second intervals for an
-//! [`Observer`] and into the totals while passing on Ctrl-C (`collect`), and assembles the
+//! [`Observer`] and into the totals while passing on signals (`collect`), and assembles the
 //! merged result (`finish`).
 
 pub mod auth;
@@ -16,7 +16,7 @@ use crate::metrics::ShardStats;
 use crate::plan::{Prepared, Run, RunPlan};
 use shard::{Gauges, GroupPlan, ShardEvent, ShardPlan, StartGate, StopFlags};
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
 use std::sync::{mpsc, Arc, Barrier, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -56,11 +56,15 @@ pub enum EngineError {
     },
 }
 
-/// How a user asked the run to end early.
+/// How a user asked the run to end early: a first signal (SIGINT, SIGTERM, SIGHUP) or
+/// [`RunControl::interrupt`] stops it gracefully, a second at once. Every method is a few atomic
+/// operations, so a signal handler may call them.
 #[derive(Debug, Default)]
 pub struct RunControl {
-    /// 0 = run, 1 = interrupted (graceful), 2 = aborted (second Ctrl-C).
+    /// 0 = run, 1 = interrupted (graceful), 2 = aborted (second signal).
     state: AtomicU8,
+    /// The number of the first signal that interrupted the run (0: none, or [`Self::interrupt`]).
+    signal: AtomicI32,
 }
 
 impl RunControl {
@@ -68,6 +72,7 @@ impl RunControl {
     pub const fn new() -> Self {
         Self {
             state: AtomicU8::new(0),
+            signal: AtomicI32::new(0),
         }
     }
 
@@ -78,9 +83,23 @@ impl RunControl {
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| Some((s + 1).min(2)));
     }
 
+    /// [`Self::interrupt`] by signal number `signal` (the first one is kept: it sets the
+    /// exit code, 128 + its number).
+    pub fn interrupt_by(&self, signal: i32) {
+        let _ = self
+            .signal
+            .compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst);
+        self.interrupt();
+    }
+
     /// 0 running, 1 interrupted, 2 aborted.
     pub fn level(&self) -> u8 {
         self.state.load(Ordering::SeqCst)
+    }
+
+    /// The number of the first signal that interrupted the run, if a signal did.
+    pub fn signal(&self) -> Option<i32> {
+        Some(self.signal.load(Ordering::SeqCst)).filter(|&n| n != 0)
     }
 }
 
@@ -375,7 +394,7 @@ struct Collected {
 }
 
 /// Merges the shards' intervals until every shard is done: one sample and one observer
-/// tick per second, Ctrl-C passed on, `--abort-on-fail` checked.
+/// tick per second, signals passed on, `--abort-on-fail` checked.
 fn collect(
     run: &Prepared,
     layout: &Layout,

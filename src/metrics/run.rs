@@ -80,8 +80,8 @@ pub struct RunResult {
     pub scenarios: Vec<ScenarioResult>,
     /// Wall time from start to the last shard finishing.
     pub elapsed: Duration,
-    /// Ctrl-C stopped the run early (once: graceful stop; twice: abort); the result holds what was
-    /// measured until then.
+    /// A signal (SIGINT, SIGTERM, SIGHUP) stopped the run early (once: graceful stop; twice:
+    /// abort); the result holds what was measured until then.
     pub interrupted: bool,
     /// Process CPU time used during the run (user, system).
     pub cpu: (Duration, Duration),

@@ -41,6 +41,12 @@ const SECOND: Micros = 1_000_000;
 /// After the stop, how long requests still in flight once every connection has ended are
 /// waited for.
 const LEFTOVER_GRACE_US: Micros = 200_000;
+/// An interrupted stop (a signal, at any moment) ends within 2 s: the drain it allows, µs...
+const HURRIED_DRAIN_US: Micros = 500_000;
+/// ...the close handshake it waits for, µs...
+const HURRIED_CLOSE_WAIT_US: Micros = 300_000;
+/// ...and how long past its hard deadline it waits for the ring before leaving, µs.
+const HURRIED_EXIT_US: Micros = 500_000;
 
 /// What one shard does: the shared settings and one [`GroupPlan`] per scenario.
 #[derive(Debug)]
@@ -148,7 +154,8 @@ pub enum ShardEvent {
 /// Stop requests from the engine (checked on every wake-up).
 #[derive(Debug, Default)]
 pub struct StopFlags {
-    /// Stop gracefully now (Ctrl-C): short drain, close handshakes.
+    /// Stop gracefully now (a signal, `--abort-on-fail`): short drain, close handshakes; read at
+    /// any phase, so a stop already under way is hurried too.
     pub interrupt: AtomicBool,
     /// Stop immediately: close every socket without waiting.
     pub abort: AtomicBool,
@@ -225,7 +232,10 @@ struct Shard {
     tx: Sender<ShardEvent>,
     source_idx: usize,
     stopping: bool,
-    /// Every connection was cut short (second Ctrl-C, hard deadline or a ring error).
+    /// The stop was interrupted (a signal, `--abort-on-fail`, identical failures): drain and
+    /// close waits are cut to end within 2 s, whether the stop began with it or before.
+    hurried: bool,
+    /// Every connection was cut short (second signal, hard deadline or a ring error).
     aborted: bool,
     hard_deadline: Micros,
     /// Close-handshake wait after the stop (the longest of the groups'), µs.
@@ -278,6 +288,7 @@ impl Shard {
             flags,
             tx,
             stopping: false,
+            hurried: false,
             aborted: false,
             hard_deadline: u64::MAX,
             next_tick: SECOND,
@@ -302,11 +313,14 @@ impl Shard {
     fn run(&mut self) {
         loop {
             let now = self.now();
+            let interrupted = self.flags.interrupt.load(Ordering::Relaxed) || self.gave_up;
             if !self.stopping {
-                let interrupted = self.flags.interrupt.load(Ordering::Relaxed) || self.gave_up;
                 if interrupted || now >= self.plan.duration_us {
                     self.begin_stop(now, interrupted);
                 }
+            } else if interrupted && !self.hurried {
+                // A signal during the drain or the close wait: it ends within 2 s too.
+                self.hurry(now);
             }
             if self.flags.abort.load(Ordering::Relaxed)
                 || (self.stopping && now >= self.hard_deadline)
@@ -350,7 +364,7 @@ impl Shard {
                     break;
                 }
             }
-            if self.stopping && now >= self.hard_deadline.saturating_add(SECOND) {
+            if self.stopping && now >= self.hard_deadline.saturating_add(self.exit_grace()) {
                 // Hand the queued closes to the kernel before leaving, or their fds leak.
                 let _ = self.ring.submit_and_wait(Some(Duration::ZERO));
                 break;
@@ -433,7 +447,7 @@ impl Shard {
             t = t.min(self.hard_deadline);
         } else {
             // Past the hard deadline only the final exit is left to wait for.
-            t = t.min(self.hard_deadline.saturating_add(SECOND));
+            t = t.min(self.hard_deadline.saturating_add(self.exit_grace()));
         }
         Some(t.max(now))
     }
@@ -481,18 +495,47 @@ impl Shard {
         }
         let mut drain = self.plan.drain_us;
         if interrupted {
-            // Ctrl-C must finish within 2 s: shorten the drain and the close handshake.
-            drain = drain.min(500_000);
-            self.close_wait = self.close_wait.min(300_000);
-            for g in &mut self.groups {
-                g.cfg.close_wait = g.cfg.close_wait.min(300_000);
-            }
+            // A signal must finish the run within 2 s: shorten the drain and the close handshake.
+            drain = drain.min(HURRIED_DRAIN_US);
+            self.shorten_close_wait();
         }
         self.hard_deadline = now
             .saturating_add(drain)
             .saturating_add(self.close_wait)
             .saturating_add(200_000);
         self.each_conn(now, |conn, ctx| conn.stop(ctx, now, now + drain));
+    }
+
+    /// An interruption while the stop is under way (in `--drain` or `--close-wait`): the
+    /// drain ends within [`HURRIED_DRAIN_US`], close handshakes wait at most
+    /// [`HURRIED_CLOSE_WAIT_US`], and the hard deadline moves in to match.
+    fn hurry(&mut self, now: Micros) {
+        self.shorten_close_wait();
+        let drain_until = now.saturating_add(HURRIED_DRAIN_US);
+        self.hard_deadline = self.hard_deadline.min(
+            drain_until
+                .saturating_add(self.close_wait)
+                .saturating_add(200_000),
+        );
+        self.each_conn(now, |conn, ctx| conn.hurry(ctx, now, drain_until));
+    }
+
+    /// Caps every group's close wait at [`HURRIED_CLOSE_WAIT_US`] and marks the stop hurried.
+    fn shorten_close_wait(&mut self) {
+        self.hurried = true;
+        self.close_wait = self.close_wait.min(HURRIED_CLOSE_WAIT_US);
+        for g in &mut self.groups {
+            g.cfg.close_wait = g.cfg.close_wait.min(HURRIED_CLOSE_WAIT_US);
+        }
+    }
+
+    /// How long past the hard deadline the shard waits for the ring before it leaves.
+    fn exit_grace(&self) -> Micros {
+        if self.hurried {
+            HURRIED_EXIT_US
+        } else {
+            SECOND
+        }
     }
 
     /// Applies `f` to every live connection with its group's context, then re-arms it.

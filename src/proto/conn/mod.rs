@@ -489,7 +489,24 @@ impl Conn {
         }
     }
 
-    /// Ends the connection at once, without a close handshake (second Ctrl-C, hard deadline).
+    /// Hurries a stop under way (a signal during the drain or the close wait): the drain ends by
+    /// `drain_until` at the latest, and a close handshake waits at most `ctx.cfg.close_wait`
+    /// (the caller's, shortened) from `now`. A connection not yet stopping is [`Self::stop`]ped.
+    pub fn hurry<R: Recorder>(&mut self, ctx: &mut Ctx<'_, R>, now: Micros, drain_until: Micros) {
+        if !self.stopping {
+            return self.stop(ctx, now, drain_until);
+        }
+        let cap = match self.phase {
+            Phase::Open => drain_until,
+            Phase::Closing => now.saturating_add(ctx.cfg.close_wait),
+            _ => return,
+        };
+        if self.deadline == 0 || self.deadline > cap {
+            self.deadline = cap;
+        }
+    }
+
+    /// Ends the connection at once, without a close handshake (second signal, hard deadline).
     pub fn abort<R: Recorder>(&mut self, ctx: &mut Ctx<'_, R>, now: Micros) {
         self.stopping = true;
         match self.phase {

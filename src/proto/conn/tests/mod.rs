@@ -238,6 +238,39 @@ fn drain_counts_unanswered_so_sent_equals_received_plus_unanswered() {
 }
 
 #[test]
+fn hurry_cuts_a_long_drain_and_a_long_close_wait() {
+    let mut h = Harness::new(ConnConfig {
+        close_wait: 10_000 * MS,
+        ..cfg()
+    });
+    let mut c = h.open(0);
+    let t = c.poll_timeout(&h.cfg).unwrap();
+    c.handle_timer(&mut h.ctx(), t);
+    assert_eq!(client_frames(&h.tx(&mut c, t)).len(), 1);
+    // A 60 s drain with a reply outstanding; a signal 1 s into it allows 500 ms more.
+    c.stop(&mut h.ctx(), t, t + 60_000 * MS);
+    assert_eq!(c.poll_timeout(&h.cfg), Some(t + 60_000 * MS));
+    let now = t + 1_000 * MS;
+    c.hurry(&mut h.ctx(), now, now + 500 * MS);
+    assert_eq!(c.poll_timeout(&h.cfg), Some(now + 500 * MS));
+    // A later, longer cap does not lengthen it.
+    c.hurry(&mut h.ctx(), now, now + 900 * MS);
+    assert_eq!(c.poll_timeout(&h.cfg), Some(now + 500 * MS));
+    c.handle_timer(&mut h.ctx(), now + 500 * MS);
+    assert_eq!(c.phase(), Phase::Closing);
+    assert_eq!(c.poll_timeout(&h.cfg), Some(now + 10_500 * MS));
+    // In the 10 s close wait, a shortened close wait from now.
+    let now = now + 600 * MS;
+    h.cfg.close_wait = 300 * MS;
+    c.hurry(&mut h.ctx(), now, now + 500 * MS);
+    assert_eq!(c.poll_timeout(&h.cfg), Some(now + 300 * MS));
+    c.handle_timer(&mut h.ctx(), now + 300 * MS);
+    assert!(c.is_done());
+    assert_eq!(h.stats.counters.msgs_unanswered, 1);
+    assert_eq!(h.stats.counters.closes_incomplete, 1);
+}
+
+#[test]
 fn drain_ends_early_when_the_last_echo_arrives() {
     let mut h = Harness::new(cfg());
     let mut c = h.open(0);
