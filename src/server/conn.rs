@@ -57,6 +57,15 @@ pub(super) const AUTH_BODY: &str = r#"{"token":"sockstorm-demo-token","expires_i
 /// limit).
 const MAX_QUEUED_WHILE_BLOCKED: u32 = 1024;
 
+/// Channel requests one drive of a connection collects before it stops reading so that the
+/// worker carries them out (and drives it again): a client publishing fast cannot pile up
+/// more than this many, or [`MAX_PUBLISH_BYTES_PER_DRIVE`], in the gateway.
+const MAX_OPS_PER_DRIVE: usize = 64;
+
+/// Bytes of publishes one drive collects before it stops reading (see
+/// [`MAX_OPS_PER_DRIVE`]); one larger message still goes through.
+const MAX_PUBLISH_BYTES_PER_DRIVE: usize = 256 * 1024;
+
 /// Largest header of a frame the server sends (2 + 8 length bytes, no mask), rounded up.
 pub(super) const MAX_FRAME_HEADER: usize = 14;
 
@@ -164,6 +173,7 @@ impl Conn {
                         ws,
                         read_mark,
                         unfinished: Charge::new(&ctx.budget),
+                        more: false,
                         blocked: false,
                         queued_blocked: 0,
                         unflushed: false,
@@ -426,6 +436,10 @@ pub(super) struct OpenConn {
     read_mark: u64,
     /// This connection's share of the budget of unfinished messages.
     unfinished: Charge,
+    /// The last drive stopped reading with channel requests to carry out
+    /// ([`MAX_OPS_PER_DRIVE`]): the worker carries them out and drives it again, as no
+    /// readiness event will come for what is left in the socket.
+    pub(super) more: bool,
     /// The last flush hit `WouldBlock`: output is queued and a WRITABLE event will come. While
     /// set, nothing more is read from this client (backpressure for echo).
     blocked: bool,
@@ -486,7 +500,12 @@ impl OpenConn {
 
     /// Flushes queued output, then reads and answers messages until the socket would block.
     fn drive(&mut self, ctx: &DriveCtx, ops: &mut Vec<ChannelOp>) -> Result<(), Finished> {
+        let mut publish_bytes = 0;
         loop {
+            if ops.len() >= MAX_OPS_PER_DRIVE || publish_bytes >= MAX_PUBLISH_BYTES_PER_DRIVE {
+                self.more = true;
+                break;
+            }
             if self.blocked {
                 self.flush()?;
                 if self.blocked {
@@ -502,6 +521,7 @@ impl OpenConn {
                     match command::parse(&text, &ctx.routes) {
                         None => Message::Text(text),
                         Some(Command::Publish(channel)) => {
+                            publish_bytes += text.len();
                             ops.push(ChannelOp::Publish {
                                 channel: channel.into(),
                                 text,

@@ -42,6 +42,13 @@
 //! - TLS (`tls` set): rustls over the same non-blocking sockets (module `tls`); the TLS
 //!   handshake completes before tungstenite sees a byte, and a client that closes after it
 //!   (handshake-only load) costs no WebSocket state at all.
+//! - Limits, so that no client grows the gateway without bound: output queued per connection
+//!   (`max_queued_bytes`, and 1,024 deliveries; beyond, deliveries are dropped as overflow),
+//!   the message size (`max_message_size`) and the unfinished messages of all connections
+//!   together (`max_unfinished_bytes`, module `budget`; beyond either, close 1009), channel
+//!   requests collected per read (a publisher cannot pile up publishes), and the time to
+//!   complete the upgrade (`handshake_timeout`). A port another listener holds is refused
+//!   unless `reuse_port` asks to share it.
 //! - Totals are per-thread `Relaxed` atomics summed by [`Gateway::stats`].
 //!
 //! Memory per open connection is about `read_buffer` (tungstenite allocates it eagerly) plus

@@ -327,13 +327,19 @@ impl Worker {
     }
 
     /// Drives the connection in `slot` after a readiness event, then carries out its channel
-    /// requests.
+    /// requests; again while it stopped reading early to let them be carried out.
     fn drive(&mut self, slot: usize, now: Instant) {
+        while self.drive_once(slot, now) {}
+    }
+
+    /// One drive of the connection in `slot` and its channel requests; true if it stopped
+    /// reading early (too many requests at once) and must be driven again.
+    fn drive_once(&mut self, slot: usize, now: Instant) -> bool {
         let Some(entry) = self.slots.get_mut(slot) else {
-            return;
+            return false;
         };
         let Some(conn) = entry.take() else {
-            return;
+            return false;
         };
         let was_open = conn.is_open();
         let mut ops = std::mem::take(&mut self.ops);
@@ -359,6 +365,10 @@ impl Worker {
         }
         self.carry_out(slot, alive, &mut ops, now);
         self.ops = ops;
+        match self.slots.get_mut(slot) {
+            Some(Some(Conn::Open(conn))) => std::mem::take(&mut conn.more),
+            _ => false,
+        }
     }
 
     /// Carries out the channel requests the connection in `slot` made, in order; joins and
