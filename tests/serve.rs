@@ -165,8 +165,8 @@ fn subscribers_that_stop_reading_keep_the_gateway_memory_bounded() {
     );
     // 4 x 4 MiB queued, the publishes being read (at most 256 KiB of them collected per
     // drive, plus one message) and the baseline: about 25 MB, where 300 MB per subscriber was
-    // on its way. (Before the byte cap: 1,024 MB per subscriber; before the per-drive cap, the
-    // publishes alone took 100 MB.)
+    // on its way. (Under the old 1,024-message cap all of it queued, 1.2 GB, beyond the 1 GiB
+    // limit; before the per-drive cap, the publishes alone peaked at 100 MB.)
     assert!(peak < 64 * 1024, "peak RSS {peak} KiB");
     drop(subs);
     let totals = gw.stop();
