@@ -2,7 +2,7 @@
 
 use super::{control, CliError, EXIT_OK};
 use crate::certs;
-use crate::plan::parse;
+use crate::plan::{parse, PlanError};
 use crate::server::{self as gateway, AckRoute, Gateway, Reject, ServeConfig, ServerTlsOptions};
 use clap::Args;
 use std::io::Write;
@@ -13,9 +13,30 @@ use std::time::{Duration, Instant};
 /// Flags of `sockstorm serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
-    /// Address to listen on (loopback by default; port 0 picks a free port).
+    /// Address to listen on (loopback by default; port 0 picks a free port). Any other address
+    /// (0.0.0.0 binds every interface) gets a warning: the gateway has no authentication.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Share the port with another listener that set SO_REUSEPORT (such as a second serve):
+    /// the kernel then splits new connections between them. Without it, a port already in use
+    /// is an error (exit 1).
+    #[arg(long)]
+    pub reuse_port: bool,
+    /// Output queued per connection (e.g. 4MiB, 64KiB, 1048576) beyond which deliveries to a
+    /// client that stopped reading are dropped and counted as overflow; at least --max-message-size.
+    #[arg(long, value_name = "BYTES", default_value = "4MiB", value_parser = parse_bytes)]
+    pub max_queued_bytes: usize,
+    /// Largest message (and frame) a client may send; a larger one is closed with 1009 "message too big".
+    #[arg(long, value_name = "BYTES", default_value = "1MiB", value_parser = parse_bytes)]
+    pub max_message_size: usize,
+    /// Unfinished (partly received) messages all connections together may buffer; the
+    /// connection that goes beyond is closed with 1009 "message too big". At least --max-message-size.
+    #[arg(long, value_name = "BYTES", default_value = "64MiB", value_parser = parse_bytes)]
+    pub max_unfinished_bytes: usize,
+    /// Close connections that have not completed the WebSocket upgrade (TLS handshake
+    /// included) this long after they were accepted.
+    #[arg(long, value_name = "D", default_value = "10s", value_parser = parse::duration)]
+    pub handshake_timeout: Duration,
     /// Event-loop threads (at least 1).
     #[arg(long, default_value_t = 1, value_parser = threads)]
     pub threads: usize,
@@ -132,6 +153,68 @@ fn parse_reject(s: &str) -> Result<Reject, String> {
         .ok_or_else(|| format!("`{s}` is neither an HTTP status 200-599 nor `close`"))
 }
 
+/// A byte count: digits with an optional binary unit, `B`, `K`/`KB`/`KiB`, `M`/`MB`/`MiB`,
+/// `G`/`GB`/`GiB` (any case; all powers of 1024), e.g. `4MiB`, `64k`, `1048576`.
+fn parse_bytes(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(digits);
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return Err(format!("`{s}` is not a size (e.g. 4MiB, 64KiB, 1048576)")),
+    };
+    num.parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .filter(|&n| n > 0)
+        .ok_or_else(|| {
+            format!("`{s}` is not a size of at least 1 byte (e.g. 4MiB, 64KiB, 1048576)")
+        })
+}
+
+/// Checks the limits that depend on each other: one message must fit in the output queue and
+/// in the budget of unfinished messages.
+fn check_limits(a: &ServeArgs) -> Result<(), CliError> {
+    for (flag, value) in [
+        ("--max-queued-bytes", a.max_queued_bytes),
+        ("--max-unfinished-bytes", a.max_unfinished_bytes),
+    ] {
+        if value < a.max_message_size {
+            return Err(PlanError::invalid(
+                flag,
+                format!(
+                    "{value} bytes is below --max-message-size ({} bytes): one message must fit; raise it or lower --max-message-size",
+                    a.max_message_size
+                ),
+            )
+            .into());
+        }
+    }
+    if a.handshake_timeout < Duration::from_millis(1) {
+        return Err(PlanError::invalid("--handshake-timeout", "must be at least 1ms").into());
+    }
+    Ok(())
+}
+
+/// The warning for a listen address other hosts can reach; `None` for loopback.
+fn exposure_warning(listen: SocketAddr) -> Option<String> {
+    let ip = listen.ip();
+    if ip.is_loopback() {
+        return None;
+    }
+    let reach = if ip.is_unspecified() {
+        "every network interface of this host"
+    } else {
+        "the network"
+    };
+    Some(format!(
+        "warning: --listen {listen} accepts connections from {reach}; the built-in gateway has no authentication and is meant for tests: use 127.0.0.1 unless other hosts must reach it"
+    ))
+}
+
 /// `ACTION=REPLY_TYPE:FIELD` of `serve --ack`.
 fn parse_ack(s: &str) -> Result<AckRoute, String> {
     s.parse().map_err(|e: gateway::ServerError| e.to_string())
@@ -185,6 +268,10 @@ fn serve_tls(
 
 pub(super) fn serve(a: &ServeArgs) -> Result<u8, CliError> {
     let ctl = control();
+    check_limits(a)?;
+    if let Some(warning) = exposure_warning(a.listen) {
+        eprintln!("{warning}");
+    }
     let (tls, ca_pem) = serve_tls(a)?;
     let cfg = ServeConfig {
         listen: a.listen,
@@ -203,6 +290,11 @@ pub(super) fn serve(a: &ServeArgs) -> Result<u8, CliError> {
         acks: a.ack.clone(),
         stream_rate: a.stream_rate,
         stream_gap_every: a.stream_gap_every,
+        max_queued_bytes: a.max_queued_bytes,
+        max_message_size: a.max_message_size,
+        max_unfinished_bytes: a.max_unfinished_bytes,
+        handshake_timeout: a.handshake_timeout,
+        reuse_port: a.reuse_port,
         ..ServeConfig::default()
     };
     let gw = Gateway::start(cfg)?;
@@ -294,4 +386,45 @@ pub(super) fn serve(a: &ServeArgs) -> Result<u8, CliError> {
         println!("sockstorm serve: {}", faults.trim_start());
     }
     Ok(EXIT_OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_take_binary_units() {
+        assert_eq!(parse_bytes("1048576"), Ok(1 << 20));
+        assert_eq!(parse_bytes("4MiB"), Ok(4 << 20));
+        assert_eq!(parse_bytes("64k"), Ok(64 << 10));
+        assert_eq!(parse_bytes("64 KB"), Ok(64 << 10));
+        assert_eq!(parse_bytes("1g"), Ok(1 << 30));
+        assert_eq!(parse_bytes("10B"), Ok(10));
+        for bad in [
+            "",
+            "0",
+            "0MiB",
+            "MiB",
+            "1.5MiB",
+            "1 TB",
+            "-1",
+            "99999999999999999999G",
+        ] {
+            assert!(parse_bytes(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_loopback_listens_quietly() {
+        let warn = |a: &str| exposure_warning(a.parse().unwrap());
+        assert_eq!(warn("127.0.0.1:8080"), None);
+        assert_eq!(warn("[::1]:8080"), None);
+        let all = warn("0.0.0.0:8080").unwrap();
+        assert!(all.starts_with("warning: --listen 0.0.0.0:8080 "), "{all}");
+        assert!(all.contains("every network interface"), "{all}");
+        assert!(warn("[::]:80").unwrap().contains("every network interface"));
+        assert!(warn("192.168.1.5:8080")
+            .unwrap()
+            .contains("from the network"));
+    }
 }

@@ -29,6 +29,7 @@ use tungstenite::protocol::WebSocketConfig;
 use tungstenite::{Error as WsError, Message, Utf8Bytes, WebSocket};
 
 use super::ack::Routes;
+use super::budget::{Budget, Charge};
 use super::channel::ChannelOp;
 use super::command::{self, Command};
 use super::stream::ServerStream;
@@ -49,10 +50,28 @@ const AUTH_PATH: &str = "/v1/auth/token";
 /// Body of the demo auth endpoint's answer.
 pub(super) const AUTH_BODY: &str = r#"{"token":"sockstorm-demo-token","expires_in":3600}"#;
 
-/// Deliveries (channel messages and fan-out events) queued for a connection whose socket is
-/// full before further ones are dropped for it and counted in `channel_overflow`. About 60
-/// bytes each for fan-out events; channel messages are as large as published.
+/// Deliveries (channel messages, fan-out events, stream quotes) queued for a connection whose
+/// socket is full before further ones are dropped for it and counted in `channel_overflow`.
+/// About 60 bytes each for fan-out events; channel messages are as large as published, so
+/// their bytes are capped too (`ServeConfig::max_queued_bytes`, tungstenite's write buffer
+/// limit).
 const MAX_QUEUED_WHILE_BLOCKED: u32 = 1024;
+
+/// Channel requests one drive of a connection collects before it stops reading so that the
+/// worker carries them out (and drives it again): a client publishing fast cannot pile up
+/// more than this many, or [`MAX_PUBLISH_BYTES_PER_DRIVE`], in the gateway.
+const MAX_OPS_PER_DRIVE: usize = 64;
+
+/// Bytes of publishes one drive collects before it stops reading (see
+/// [`MAX_OPS_PER_DRIVE`]); one larger message still goes through.
+const MAX_PUBLISH_BYTES_PER_DRIVE: usize = 256 * 1024;
+
+/// Largest header of a frame the server sends (2 + 8 length bytes, no mask), rounded up.
+pub(super) const MAX_FRAME_HEADER: usize = 14;
+
+/// Header of a control frame a client sends: 2 bytes and the 4-byte mask (its payload is at
+/// most 125 bytes, so no extended length).
+const CLIENT_CONTROL_HEADER: u64 = 6;
 
 /// The upgrade handshake in progress (tungstenite resumes it after `WouldBlock`).
 type Handshake = MidHandshake<ServerHandshake<ServerStream, NoCallback>>;
@@ -73,6 +92,8 @@ pub(super) struct DriveCtx {
     pub(super) requests: Option<Arc<RequestLog>>,
     /// The ack routes (built-in and configured).
     pub(super) routes: Arc<Routes>,
+    /// The gateway-wide budget of unfinished messages.
+    pub(super) budget: Arc<Budget>,
 }
 
 /// How a refusing connection ends once the request has been read.
@@ -147,8 +168,12 @@ impl Conn {
             }
             Self::Handshake(mid) => match mid.handshake() {
                 Ok(ws) => {
+                    let read_mark = ws.get_ref().read_total();
                     let mut open = Box::new(OpenConn {
                         ws,
+                        read_mark,
+                        unfinished: Charge::new(&ctx.budget),
+                        more: false,
                         blocked: false,
                         queued_blocked: 0,
                         unflushed: false,
@@ -386,14 +411,35 @@ impl AnswerConn {
 pub(super) enum Delivery {
     /// Written or buffered; the worker flushes it at the end of its turn.
     Queued,
-    /// Dropped: the client already has [`MAX_QUEUED_WHILE_BLOCKED`] deliveries waiting.
+    /// Dropped: the client already has [`MAX_QUEUED_WHILE_BLOCKED`] deliveries, or
+    /// `max_queued_bytes` of output, waiting.
     Overflow,
 }
 
 /// An upgraded connection.
+///
+/// Output: a delivery that would take tungstenite's write buffer beyond
+/// `max_queued_bytes` (+ one write buffer + a frame header) is refused by tungstenite
+/// (`WriteBufferFull`) and dropped as overflow. Replies (echoes, acks, pings) are only written
+/// while not `blocked`, when the buffer holds at most one write buffer, so they always fit.
+///
+/// Input: bytes read from the socket that are not yet part of a whole message are charged
+/// to the gateway-wide budget (`unfinished`): `read_total - read_mark`, where the mark moves
+/// to the read total when a data message comes out whole and past each control frame.
+/// Whatever of the next message was read with the end of one is forgiven: at most one read
+/// (`read_buffer` bytes).
 pub(super) struct OpenConn {
     /// The WebSocket; it owns the socket and the buffered output.
     ws: WebSocket<ServerStream>,
+    /// The stream's read total when the last whole message came out (plus the control frames
+    /// since).
+    read_mark: u64,
+    /// This connection's share of the budget of unfinished messages.
+    unfinished: Charge,
+    /// The last drive stopped reading with channel requests to carry out
+    /// ([`MAX_OPS_PER_DRIVE`]): the worker carries them out and drives it again, as no
+    /// readiness event will come for what is left in the socket.
+    pub(super) more: bool,
     /// The last flush hit `WouldBlock`: output is queued and a WRITABLE event will come. While
     /// set, nothing more is read from this client (backpressure for echo).
     blocked: bool,
@@ -454,7 +500,12 @@ impl OpenConn {
 
     /// Flushes queued output, then reads and answers messages until the socket would block.
     fn drive(&mut self, ctx: &DriveCtx, ops: &mut Vec<ChannelOp>) -> Result<(), Finished> {
+        let mut publish_bytes = 0;
         loop {
+            if ops.len() >= MAX_OPS_PER_DRIVE || publish_bytes >= MAX_PUBLISH_BYTES_PER_DRIVE {
+                self.more = true;
+                break;
+            }
             if self.blocked {
                 self.flush()?;
                 if self.blocked {
@@ -462,12 +513,15 @@ impl OpenConn {
                 }
             }
             let mut is_ack = false;
-            let reply = match self.ws.read() {
+            let read = self.ws.read();
+            self.mark_read(&read);
+            let reply = match read {
                 Ok(Message::Text(text)) => {
                     ctx.stats.msgs_in.fetch_add(1, Relaxed);
                     match command::parse(&text, &ctx.routes) {
                         None => Message::Text(text),
                         Some(Command::Publish(channel)) => {
+                            publish_bytes += text.len();
                             ops.push(ChannelOp::Publish {
                                 channel: channel.into(),
                                 text,
@@ -520,7 +574,8 @@ impl OpenConn {
                 Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => {
                     return Err(Finished)
                 }
-                Err(WsError::Protocol(_) | WsError::Capacity(_) | WsError::Utf8(_)) => {
+                Err(WsError::Capacity(_)) => return Err(self.close_too_big(ctx)),
+                Err(WsError::Protocol(_) | WsError::Utf8(_)) => {
                     ctx.stats.protocol_errors.fetch_add(1, Relaxed);
                     return Err(Finished);
                 }
@@ -539,7 +594,45 @@ impl OpenConn {
                 self.blocked = true;
             }
         }
+        let unfinished = self
+            .ws
+            .get_ref()
+            .read_total()
+            .saturating_sub(self.read_mark);
+        if !self
+            .unfinished
+            .set(usize::try_from(unfinished).unwrap_or(usize::MAX))
+        {
+            return Err(self.close_too_big(ctx));
+        }
         self.flush()
+    }
+
+    /// Moves the read mark past what `read` returned: to the read total for a whole data
+    /// message (nothing unfinished any more), past the frame for a control frame (which a
+    /// fragmented message may have around it).
+    fn mark_read(&mut self, read: &Result<Message, WsError>) {
+        let control = match read {
+            Ok(Message::Text(_) | Message::Binary(_)) => {
+                self.read_mark = self.ws.get_ref().read_total();
+                return;
+            }
+            Ok(Message::Ping(p) | Message::Pong(p)) => p.len(),
+            Ok(Message::Close(c)) => c.as_ref().map_or(0, |c| 2 + c.reason.len()),
+            Ok(Message::Frame(_)) | Err(_) => return,
+        };
+        let read_total = self.ws.get_ref().read_total();
+        self.read_mark = (self.read_mark + CLIENT_CONTROL_HEADER + control as u64).min(read_total);
+    }
+
+    /// Ends a connection whose message is too big (over `max_message_size`, or over the
+    /// gateway's budget of unfinished ones): a close 1009 "message too big", written if the
+    /// socket takes it, then the connection is dropped, which frees the message at once.
+    fn close_too_big(&mut self, ctx: &DriveCtx) -> Finished {
+        ctx.stats.too_big_closes.fetch_add(1, Relaxed);
+        let _ = self.server_close(1009, "message too big");
+        let _ = self.ws.flush();
+        Finished
     }
 
     /// Writes everything tungstenite has queued; sets or clears `blocked`.
@@ -607,9 +700,9 @@ impl OpenConn {
         self.ws.can_write()
     }
 
-    /// Queues one delivery (channel message or fan-out event) without flushing; a client that
-    /// stopped reading loses deliveries beyond [`MAX_QUEUED_WHILE_BLOCKED`] instead of growing
-    /// the buffer without bound. Check [`Self::accepts_deliveries`] first.
+    /// Queues one delivery (channel message, fan-out event, stream quote) without flushing; a
+    /// client that stopped reading loses deliveries beyond [`MAX_QUEUED_WHILE_BLOCKED`] or
+    /// `max_queued_bytes` instead of growing the buffer without bound. Check [`Self::accepts_deliveries`] first.
     pub(super) fn deliver(&mut self, msg: Message) -> Result<Delivery, Finished> {
         if self.blocked {
             if self.queued_blocked >= MAX_QUEUED_WHILE_BLOCKED {
@@ -619,7 +712,15 @@ impl OpenConn {
             self.queued_blocked += 1;
         }
         // `WouldBlock` means buffered: the pending WRITABLE event flushes it.
-        if queued(self.ws.write(msg))? {
+        let written = match self.ws.write(msg) {
+            // Over `max_queued_bytes`: the message was not buffered.
+            Err(WsError::WriteBufferFull(_)) => {
+                self.full_since.get_or_insert_with(Instant::now);
+                return Ok(Delivery::Overflow);
+            }
+            other => queued(other)?,
+        };
+        if written {
             self.blocked = true;
         }
         Ok(Delivery::Queued)

@@ -7,8 +7,9 @@
 //! `stream_rate` ticks per second (anchored when its first stream is subscribed, like the
 //! fan-out clock). At each tick every subscribed stream of every open connection takes its next
 //! seq: every `gap_every`-th seq is skipped (not sent, counted in `stream_skipped`), the others
-//! are queued like any delivery, so a client that stops reading loses quotes beyond the
-//! 1,024-queued limit (counted in `channel_overflow`) instead of growing the gateway. A seq that
+//! are queued like any delivery, so a client that stops reading loses quotes beyond its queue
+//! limits (1,024 messages, `max_queued_bytes`; counted in `channel_overflow`) instead of growing
+//! the gateway. A seq that
 //! was not sent (skipped or lost to overflow) and is followed by a quote that was queued on the
 //! same stream is counted once in `stream_gaps_visible`: exactly the missing seqs a client can
 //! detect. A loop that fell behind sends at most [`MAX_CATCH_UP`] ticks back to back and

@@ -42,6 +42,13 @@
 //! - TLS (`tls` set): rustls over the same non-blocking sockets (module `tls`); the TLS
 //!   handshake completes before tungstenite sees a byte, and a client that closes after it
 //!   (handshake-only load) costs no WebSocket state at all.
+//! - Limits, so that no client grows the gateway without bound: output queued per connection
+//!   (`max_queued_bytes`, and 1,024 deliveries; beyond, deliveries are dropped as overflow),
+//!   the message size (`max_message_size`) and the unfinished messages of all connections
+//!   together (`max_unfinished_bytes`, module `budget`; beyond either, close 1009), channel
+//!   requests collected per read (a publisher cannot pile up publishes), and the time to
+//!   complete the upgrade (`handshake_timeout`). A port another listener holds is refused
+//!   unless `reuse_port` asks to share it.
 //! - Totals are per-thread `Relaxed` atomics summed by [`Gateway::stats`].
 //!
 //! Memory per open connection is about `read_buffer` (tungstenite allocates it eagerly) plus
@@ -49,6 +56,7 @@
 //! about 100 MB in user space.
 
 mod ack;
+mod budget;
 mod channel;
 mod command;
 mod conn;
@@ -76,6 +84,7 @@ use tungstenite::protocol::WebSocketConfig;
 
 pub use ack::AckRoute;
 use ack::Routes;
+use budget::Budget;
 use channel::Inbox;
 use conn::{DriveCtx, Refusal};
 pub use tls::{server_tls_config, ServerTlsOptions};
@@ -127,8 +136,8 @@ pub struct ServeConfig {
     /// Default `None` = no pings. Costs one pass over the connections every quarter of the
     /// shorter of the two (at least 1 ms, at most 100 ms), and 48 bytes per connection.
     pub keepalive: Option<(Duration, Duration)>,
-    /// Slow consumers: a client whose deliveries have overflowed (it has the maximum of 1024
-    /// queued behind a full socket: it stopped reading) for this long is reset (RST: the
+    /// Slow consumers: a client whose deliveries have overflowed (its queue behind a full
+    /// socket is at 1024 messages or `max_queued_bytes`: it stopped reading) for this long is reset (RST: the
     /// client sees 1006; a close frame could not reach it anyway). Default `None` = its
     /// deliveries are dropped and counted in `channel_overflow`, the connection stays.
     pub slow_consumer_timeout: Option<Duration>,
@@ -146,7 +155,44 @@ pub struct ServeConfig {
     /// Every Nth seq of each (connection, stream) is skipped, not sent: a gap the client can
     /// see. Default 0 = none.
     pub stream_gap_every: u64,
+    /// Output queued per connection, in bytes, beyond which deliveries (channel messages,
+    /// fan-out events, stream quotes) are dropped and counted in `channel_overflow`: a client
+    /// that stopped reading costs at most this (plus one write buffer of `read_buffer` bytes
+    /// and the allocator's rounding). Default [`DEFAULT_MAX_QUEUED_BYTES`] (4 MiB); at least
+    /// `max_message_size`, so an echo always fits.
+    pub max_queued_bytes: usize,
+    /// Largest message (and frame) a client may send, in bytes; a larger one closes the
+    /// connection with 1009 "message too big" (counted in `too_big_closes`). Default
+    /// [`DEFAULT_MAX_MESSAGE_SIZE`] (1 MiB); at least 1. Each connection buffers at most this
+    /// much of an unfinished message.
+    pub max_message_size: usize,
+    /// Bytes of unfinished messages (read, but not yet a whole message) all connections together
+    /// may hold; the connection whose read takes the total beyond it is closed with 1009
+    /// "message too big" (counted in `too_big_closes`). Default [`DEFAULT_MAX_UNFINISHED_BYTES`]
+    /// (64 MiB); at least `max_message_size`. One shared atomic update per read that changes a
+    /// connection's unfinished bytes (none for whole small messages).
+    pub max_unfinished_bytes: usize,
+    /// Connections that have not completed the WebSocket upgrade (and the TLS handshake, or
+    /// an auth answer) this long after they were accepted are closed and counted in
+    /// `handshake_timeouts`, so idle TCP connections cannot use up the descriptors. Default
+    /// [`DEFAULT_HANDSHAKE_TIMEOUT`] (10 s); at least 1 ms. Costs 24 bytes per connection
+    /// accepted within the last timeout.
+    pub handshake_timeout: Duration,
+    /// Let this gateway share its port with another process's listener (`SO_REUSEPORT`, the
+    /// kernel then splits new connections between them). Default `false`: a port another
+    /// socket already listens on is a [`ServerError::PortShared`] error, even if that socket
+    /// set `SO_REUSEPORT` (a second `sockstorm serve` does).
+    pub reuse_port: bool,
 }
+
+/// Default [`ServeConfig::max_queued_bytes`]: 4 MiB.
+pub const DEFAULT_MAX_QUEUED_BYTES: usize = 4 << 20;
+/// Default [`ServeConfig::max_message_size`]: 1 MiB.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1 << 20;
+/// Default [`ServeConfig::max_unfinished_bytes`]: 64 MiB.
+pub const DEFAULT_MAX_UNFINISHED_BYTES: usize = 64 << 20;
+/// Default [`ServeConfig::handshake_timeout`]: 10 s.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Default for ServeConfig {
     fn default() -> Self {
@@ -168,6 +214,11 @@ impl Default for ServeConfig {
             acks: Vec::new(),
             stream_rate: 0.0,
             stream_gap_every: 0,
+            max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            max_unfinished_bytes: DEFAULT_MAX_UNFINISHED_BYTES,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            reuse_port: false,
         }
     }
 }
@@ -208,9 +259,9 @@ pub struct GatewayStats {
     pub channel_deliveries: u64,
     /// Channel deliveries not sent because of `drop_every`.
     pub channel_dropped: u64,
-    /// Deliveries (channel messages and fan-out events) dropped because the client already had
-    /// the maximum (1024) queued behind a full socket. Subscribers that are closing are not
-    /// members any more: nothing is counted for them.
+    /// Deliveries (channel messages, fan-out events, stream quotes) dropped because the client
+    /// already had 1024 of them, or `max_queued_bytes` of output, queued behind a full socket.
+    /// Subscribers that are closing are not members any more: nothing is counted for them.
     pub channel_overflow: u64,
     /// Connections the server closed because of `close_after`.
     pub server_closes: u64,
@@ -241,6 +292,13 @@ pub struct GatewayStats {
     /// Stream subscriptions acknowledged but not streamed: beyond 64 streams on a connection,
     /// or a name longer than 256 bytes.
     pub stream_subs_refused: u64,
+    /// Connections closed because they had not completed the upgrade (TLS handshake included)
+    /// within `handshake_timeout` of being accepted.
+    pub handshake_timeouts: u64,
+    /// Connections closed with 1009 "message too big": a message or frame over
+    /// `max_message_size`, or an unfinished message that took the gateway's total beyond
+    /// `max_unfinished_bytes`.
+    pub too_big_closes: u64,
 }
 
 /// An upgrade request as the gateway received it ([`ServeConfig::record_requests`]).
@@ -305,6 +363,23 @@ pub enum ServerError {
     /// default).
     #[error("serve: read buffer of {0} bytes is below the minimum of {MIN_READ_BUFFER}")]
     InvalidReadBuffer(usize),
+    /// `max_message_size` is 0. Fix: give at least 1 byte (1 MiB is the default).
+    #[error("serve: --max-message-size must be at least 1 byte")]
+    InvalidMaxMessageSize,
+    /// `max_queued_bytes` or `max_unfinished_bytes` is below `max_message_size`, so one
+    /// allowed message would not fit. Fix: raise it, or lower `--max-message-size`.
+    #[error("serve: {flag} of {value} bytes is below --max-message-size ({max_message_size} bytes): one message must fit")]
+    LimitBelowMessageSize {
+        /// The flag: `--max-queued-bytes` or `--max-unfinished-bytes`.
+        flag: &'static str,
+        /// Its value in bytes.
+        value: usize,
+        /// [`ServeConfig::max_message_size`].
+        max_message_size: usize,
+    },
+    /// `handshake_timeout` is below 1 ms. Fix: give at least 1ms (10s is the default).
+    #[error("serve: --handshake-timeout must be at least 1ms")]
+    InvalidHandshakeTimeout,
     /// `backlog` is 0 or negative. Fix: use a positive backlog (the kernel caps it at
     /// `net.core.somaxconn`).
     #[error("serve: listen backlog {0} must be positive")]
@@ -338,6 +413,15 @@ pub enum ServerError {
         /// The bind(2) error: address in use, permission denied, or not an address of this host.
         #[source]
         source: io::Error,
+    },
+    /// Another socket already listens on the port (a second `sockstorm serve`, say), and
+    /// `reuse_port` is off: starting anyway would let the kernel split new connections between
+    /// the two. Fix: stop the other listener, pick another `--listen` port, or pass
+    /// `--reuse-port` to share the port on purpose.
+    #[error("serve: {addr} is already in use by another listener (pass --reuse-port to share it; the kernel then splits new connections between the two)")]
+    PortShared {
+        /// The address another socket listens on.
+        addr: SocketAddr,
     },
     /// `listen` failed on the bound socket. Fix: another socket on this port without
     /// SO_REUSEPORT is listening: pick another `--listen` port.
@@ -409,6 +493,10 @@ struct ThreadStats {
     stream_gaps_visible: AtomicU64,
     /// Stream subscriptions not streamed.
     stream_subs_refused: AtomicU64,
+    /// Connections closed by the handshake timeout.
+    handshake_timeouts: AtomicU64,
+    /// Connections closed with 1009 "message too big".
+    too_big_closes: AtomicU64,
 }
 
 /// The fan-out schedule's origin, shared by all threads.
@@ -512,6 +600,9 @@ impl Gateway {
         // More connections than the default 1024 descriptors; failure only lowers the ceiling.
         let _ = crate::io::sock::raise_nofile_limit();
 
+        if !cfg.reuse_port && cfg.listen.port() != 0 {
+            refuse_shared_port(cfg.listen)?;
+        }
         let first = bind_listener(cfg.listen, cfg.backlog)?;
         let local_addr = first.local_addr().map_err(ServerError::Socket)?;
         let mut listeners = vec![first];
@@ -551,9 +642,19 @@ impl Gateway {
             threads: Vec::with_capacity(cfg.threads),
             reporter: None,
         };
+        // The write buffer limit leaves room for one write buffer's worth already there and
+        // the frame header, so an echo of the largest message always fits (see `OpenConn`).
         let ws_config = WebSocketConfig::default()
             .read_buffer_size(cfg.read_buffer)
-            .write_buffer_size(cfg.read_buffer);
+            .write_buffer_size(cfg.read_buffer)
+            .max_write_buffer_size(
+                cfg.max_queued_bytes
+                    .saturating_add(cfg.read_buffer)
+                    .saturating_add(conn::MAX_FRAME_HEADER),
+            )
+            .max_message_size(Some(cfg.max_message_size))
+            .max_frame_size(Some(cfg.max_message_size));
+        let budget = Budget::new(cfg.max_unfinished_bytes);
         let reject = cfg.reject.map(|r| match r {
             Reject::Status(s) => Refusal::Answer(conn::reject_response(s).into()),
             Reject::Close => Refusal::Close,
@@ -572,6 +673,7 @@ impl Gateway {
                 auth_answer: Arc::clone(&auth_answer),
                 requests: (cfg.record_requests > 0).then(|| Arc::clone(&gateway.shared.requests)),
                 routes: Arc::clone(&routes),
+                budget: Arc::clone(&budget),
             };
             let worker = Worker::new(
                 poll,
@@ -687,6 +789,24 @@ fn validate(cfg: &ServeConfig) -> Result<(), ServerError> {
     if cfg.backlog <= 0 {
         return Err(ServerError::InvalidBacklog(cfg.backlog));
     }
+    if cfg.max_message_size == 0 {
+        return Err(ServerError::InvalidMaxMessageSize);
+    }
+    for (flag, value) in [
+        ("--max-queued-bytes", cfg.max_queued_bytes),
+        ("--max-unfinished-bytes", cfg.max_unfinished_bytes),
+    ] {
+        if value < cfg.max_message_size {
+            return Err(ServerError::LimitBelowMessageSize {
+                flag,
+                value,
+                max_message_size: cfg.max_message_size,
+            });
+        }
+    }
+    if cfg.handshake_timeout < Duration::from_millis(1) {
+        return Err(ServerError::InvalidHandshakeTimeout);
+    }
     if let Some((_, code)) = cfg.close_after {
         if !close_code_allowed(code) {
             return Err(ServerError::InvalidCloseCode(code));
@@ -713,6 +833,34 @@ fn validate(cfg: &ServeConfig) -> Result<(), ServerError> {
 #[must_use]
 pub fn close_code_allowed(code: u16) -> bool {
     CloseCode::from(code).is_allowed()
+}
+
+/// [`ServerError::PortShared`] if another socket listens on `addr` (even with
+/// `SO_REUSEPORT`): a probe socket without `SO_REUSEPORT` cannot bind then. A free port, or one
+/// left in TIME_WAIT (`SO_REUSEADDR`), passes; the probe is closed before the real listeners
+/// bind.
+fn refuse_shared_port(addr: SocketAddr) -> Result<(), ServerError> {
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+        .map_err(ServerError::Socket)?;
+    probe.set_reuse_address(true).map_err(ServerError::Socket)?;
+    match probe.bind(&addr.into()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+            // With SO_REUSEPORT, bind (never listen: no connection may land here) succeeds only
+            // if the holder shares; otherwise it is a plain "address in use".
+            let shared = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+                .and_then(|s| {
+                    s.set_reuse_address(true)?;
+                    s.set_reuse_port(true)?;
+                    s.bind(&addr.into())
+                });
+            match shared {
+                Ok(()) => Err(ServerError::PortShared { addr }),
+                Err(source) => Err(ServerError::Bind { addr, source }),
+            }
+        }
+        Err(source) => Err(ServerError::Bind { addr, source }),
+    }
 }
 
 /// A non-blocking listener on `addr` with SO_REUSEADDR and SO_REUSEPORT.
@@ -762,6 +910,8 @@ fn sum_stats(stats: &[Arc<ThreadStats>]) -> GatewayStats {
             stream_skipped: acc.stream_skipped + t.stream_skipped.load(Relaxed),
             stream_gaps_visible: acc.stream_gaps_visible + t.stream_gaps_visible.load(Relaxed),
             stream_subs_refused: acc.stream_subs_refused + t.stream_subs_refused.load(Relaxed),
+            handshake_timeouts: acc.handshake_timeouts + t.handshake_timeouts.load(Relaxed),
+            too_big_closes: acc.too_big_closes + t.too_big_closes.load(Relaxed),
         })
 }
 
@@ -779,6 +929,8 @@ pub fn fault_totals(s: &GatewayStats) -> String {
         ("slow consumer aborts", s.slow_consumer_aborts),
         ("stream seqs skipped", s.stream_skipped),
         ("stream subscriptions refused", s.stream_subs_refused),
+        ("handshake timeouts", s.handshake_timeouts),
+        ("too big closes", s.too_big_closes),
     ]
     .into_iter()
     .filter(|&(_, n)| n > 0)

@@ -16,6 +16,9 @@ pub(super) struct ServerStream {
     replay: Vec<u8>,
     /// How much of `replay` has been read.
     replayed: usize,
+    /// Bytes returned by reads so far (replayed ones included): with what tungstenite has
+    /// made into messages, how much it still holds (the budget of unfinished messages).
+    read_total: u64,
 }
 
 /// The transport of a [`ServerStream`].
@@ -43,7 +46,13 @@ impl ServerStream {
             transport,
             replay: Vec::new(),
             replayed: 0,
+            read_total: 0,
         }
+    }
+
+    /// Bytes returned by reads so far.
+    pub(super) fn read_total(&self) -> u64 {
+        self.read_total
     }
 
     /// Makes the next reads return `bytes` (already read from the transport) before anything
@@ -73,6 +82,15 @@ impl ServerStream {
 
 impl Read for ServerStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.read_inner(buf)?;
+        self.read_total += n as u64;
+        Ok(n)
+    }
+}
+
+impl ServerStream {
+    /// [`Read::read`] without the count.
+    fn read_inner(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if let Some(mut rest) = self.replay.get(self.replayed..).filter(|r| !r.is_empty()) {
             let n = rest.read(buf)?;
             self.replayed += n;

@@ -596,6 +596,16 @@ fn defaults_are_documented_values() {
     assert_eq!((cfg.drop_every, cfg.close_after), (0, None));
     assert!(cfg.acks.is_empty());
     assert_eq!((cfg.stream_rate, cfg.stream_gap_every), (0.0, 0));
+    assert_eq!(
+        (
+            cfg.max_queued_bytes,
+            cfg.max_message_size,
+            cfg.max_unfinished_bytes
+        ),
+        (4 << 20, 1 << 20, 64 << 20)
+    );
+    assert_eq!(cfg.handshake_timeout, Duration::from_secs(10));
+    assert!(!cfg.reuse_port);
 }
 
 #[test]
@@ -1714,4 +1724,288 @@ fn stream_to_a_client_that_stops_reading_overflows_and_the_gaps_are_counted() {
         "{stats:?}"
     );
     assert_eq!(stats.stream_skipped, 0);
+}
+
+// ---- limits: queued output, message sizes, handshake timeout, shared ports ----
+
+/// A publish of `size` bytes of payload to `channel`.
+fn big_publish(channel: &str, size: usize) -> Message {
+    let data = "x".repeat(size);
+    Message::text(format!(
+        r#"{{"action":"publish","channel":"{channel}","data":"{data}"}}"#
+    ))
+}
+
+#[test]
+fn deliveries_to_clients_that_stopped_reading_are_capped_by_bytes() {
+    const SUBSCRIBERS: usize = 2;
+    const PUBLISHES: usize = 1000;
+    const SIZE: usize = 60_000;
+    let gw = Gateway::start(ServeConfig {
+        max_queued_bytes: 256 << 10,
+        max_message_size: 64 << 10,
+        ..loopback()
+    })
+    .unwrap();
+    let addr = gw.local_addr();
+    // They subscribe, then never read: 60 MB each is on its way, far beyond what the kernel's
+    // socket buffers take, and well under the 1,024-message cap.
+    let mut subs: Vec<Client> = (0..SUBSCRIBERS).map(|_| connect(addr)).collect();
+    for ws in &mut subs {
+        subscribe(ws, "big");
+    }
+    let mut publisher = connect(addr);
+    for _ in 0..PUBLISHES {
+        publisher.send(big_publish("big", SIZE)).unwrap();
+    }
+    let total = (SUBSCRIBERS * PUBLISHES) as u64;
+    let s = wait_for(&gw, |s| s.channel_deliveries + s.channel_overflow == total);
+    assert_eq!(s.channel_publishes, PUBLISHES as u64);
+    assert_eq!(s.channel_deliveries + s.channel_overflow, total, "{s:?}");
+    // What was queued is what the kernel took plus at most ~256 KiB per subscriber: far less
+    // than 60 MB each.
+    assert!(s.channel_overflow > total / 2, "{s:?}");
+    // The subscribers stay and get what was queued, in order, once they read.
+    assert_eq!(s.open, SUBSCRIBERS as u64 + 1);
+    assert_eq!(
+        echo(&mut publisher, Message::text("still here")),
+        Message::text("still here")
+    );
+    let first = subs[0].read().unwrap();
+    assert!(first.len() > SIZE, "{}", first.len());
+}
+
+/// The close frame the client gets next (pongs and data before it are skipped).
+fn next_close<S: Read + Write>(ws: &mut WebSocket<S>) -> Option<tungstenite::protocol::CloseFrame> {
+    loop {
+        match ws.read() {
+            Ok(Message::Close(frame)) => return frame,
+            Ok(_) => {}
+            Err(e) => panic!("expected a close frame, got {e}"),
+        }
+    }
+}
+
+#[test]
+fn message_over_the_size_limit_is_closed_with_1009() {
+    let gw = Gateway::start(ServeConfig {
+        max_message_size: 1000,
+        max_queued_bytes: 1000,
+        max_unfinished_bytes: 1000,
+        ..loopback()
+    })
+    .unwrap();
+    let mut ok = connect(gw.local_addr());
+    let fits = Message::text("a".repeat(1000));
+    assert_eq!(echo(&mut ok, fits.clone()), fits);
+    let mut big = connect(gw.local_addr());
+    big.send(Message::text("a".repeat(1001))).unwrap();
+    let close = next_close(&mut big).unwrap();
+    assert_eq!(
+        (u16::from(close.code), close.reason.as_str()),
+        (1009, "message too big")
+    );
+    let s = wait_for(&gw, |s| s.open == 1);
+    assert_eq!((s.too_big_closes, s.protocol_errors, s.open), (1, 0, 1));
+    // The other connection did not notice.
+    assert_eq!(echo(&mut ok, fits.clone()), fits);
+}
+
+/// Sends the first, non-final frame of a text message, then a ping, and waits for the pong:
+/// the gateway has read the fragment then.
+fn send_fragment_and_sync(ws: &mut Client, data: Vec<u8>) -> Result<(), Option<u16>> {
+    use tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tungstenite::protocol::frame::Frame;
+    let frame = Frame::message(data, OpCode::Data(Data::Text), false);
+    ws.send(Message::Frame(frame)).unwrap();
+    ws.send(Message::Ping("sync".into())).unwrap();
+    loop {
+        match ws.read().unwrap() {
+            Message::Pong(p) if &p[..] == b"sync" => return Ok(()),
+            Message::Close(c) => return Err(c.map(|c| u16::from(c.code))),
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn unfinished_messages_beyond_the_gateway_budget_close_the_connection_that_overspends() {
+    use tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tungstenite::protocol::frame::Frame;
+    let gw = Gateway::start(ServeConfig {
+        threads: 2,
+        max_message_size: 64 << 10,
+        max_unfinished_bytes: 100 << 10,
+        ..loopback()
+    })
+    .unwrap();
+    let addr = gw.local_addr();
+    // 60 KB unfinished on one connection (the budget is gateway-wide: either thread).
+    let mut a = connect(addr);
+    send_fragment_and_sync(&mut a, vec![b'a'; 60_000]).unwrap();
+    // Another 60 KB would make 120 KB > 100 KiB: that connection is closed with 1009 (after
+    // the pong, written while the gateway was still reading).
+    let mut b = connect(addr);
+    let close = match send_fragment_and_sync(&mut b, vec![b'b'; 60_000]) {
+        Ok(()) => next_close(&mut b).map(|c| u16::from(c.code)),
+        Err(code) => code,
+    };
+    assert_eq!(close, Some(1009));
+    let s = wait_for(&gw, |s| s.open == 1);
+    assert_eq!((s.too_big_closes, s.open), (1, 1), "{s:?}");
+    // The first one finishes its message and gets it back whole.
+    let rest = Frame::message(&b"end"[..], OpCode::Data(Data::Continue), true);
+    a.send(Message::Frame(rest)).unwrap();
+    let mut whole = "a".repeat(60_000);
+    whole.push_str("end");
+    assert_eq!(a.read().unwrap(), Message::text(whole));
+    // Its 60 KB are back in the budget: two more 45 KB fragments fit.
+    let mut c = connect(addr);
+    let mut d = connect(addr);
+    send_fragment_and_sync(&mut c, vec![b'c'; 45_000]).unwrap();
+    send_fragment_and_sync(&mut d, vec![b'd'; 45_000]).unwrap();
+    assert_eq!(gw.stats().too_big_closes, 1);
+}
+
+#[test]
+fn connections_that_do_not_upgrade_in_time_are_closed_and_counted() {
+    let gw = Gateway::start(ServeConfig {
+        handshake_timeout: Duration::from_millis(300),
+        ..loopback()
+    })
+    .unwrap();
+    let addr = gw.local_addr();
+    let t0 = Instant::now();
+    let mut idle: Vec<TcpStream> = (0..3).map(|_| tcp(addr)).collect();
+    // Half a request head is no better than none.
+    let mut partial = tcp(addr);
+    partial
+        .write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    idle.push(partial);
+    let mut ws = connect(addr);
+    for sock in &mut idle {
+        let mut buf = [0u8; 64];
+        // EOF (or a reset) once the timeout closes it; the 10 s read timeout would fail.
+        match sock.read(&mut buf) {
+            Ok(n) => assert_eq!(n, 0),
+            Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "{e}"),
+        }
+    }
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+    let s = wait_for(&gw, |s| s.handshake_timeouts == 4);
+    assert_eq!((s.handshake_timeouts, s.accepted, s.open), (4, 5, 1));
+    assert!(fault_totals(&s).contains("handshake timeouts 4"));
+    // The upgraded connection is not subject to it.
+    thread::sleep(Duration::from_millis(400));
+    assert_eq!(echo(&mut ws, Message::text("on")), Message::text("on"));
+    assert_eq!(gw.stats().handshake_timeouts, 4);
+}
+
+#[test]
+fn tls_connections_that_do_not_finish_the_handshake_in_time_are_closed() {
+    let (gw, _ca) = tls_gateway(
+        ServeConfig {
+            handshake_timeout: Duration::from_millis(200),
+            ..loopback()
+        },
+        |_, _| {},
+    );
+    let mut raw = tcp(gw.local_addr());
+    let mut buf = Vec::new();
+    match raw.read_to_end(&mut buf) {
+        Ok(_) => assert!(buf.is_empty(), "{buf:?}"),
+        Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "{e}"),
+    }
+    let s = wait_for(&gw, |s| s.handshake_timeouts == 1);
+    assert_eq!((s.handshake_timeouts, s.tls_failures), (1, 0));
+}
+
+#[test]
+fn a_second_gateway_on_the_same_port_is_refused_unless_it_asks_to_share() {
+    let first = Gateway::start(ServeConfig {
+        threads: 2,
+        ..loopback()
+    })
+    .unwrap();
+    let addr = first.local_addr();
+    match Gateway::start(ServeConfig {
+        listen: addr,
+        ..loopback()
+    }) {
+        Err(e @ ServerError::PortShared { .. }) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains(&addr.to_string()) && msg.contains("--reuse-port"),
+                "{msg}"
+            );
+        }
+        other => panic!("expected PortShared, got {other:?}"),
+    }
+    let shared = Gateway::start(ServeConfig {
+        listen: addr,
+        reuse_port: true,
+        ..loopback()
+    })
+    .unwrap();
+    assert_eq!(shared.local_addr(), addr);
+    drop(shared);
+    // The first one still serves.
+    let mut ws = connect(addr);
+    assert_eq!(echo(&mut ws, Message::text("one")), Message::text("one"));
+    drop(ws);
+    first.shutdown();
+    // Once it is gone, the port is free again.
+    let again = Gateway::start(ServeConfig {
+        listen: addr,
+        ..loopback()
+    })
+    .unwrap();
+    assert_eq!(again.local_addr(), addr);
+}
+
+#[test]
+fn limits_that_cannot_hold_one_message_are_refused() {
+    let err = |cfg: ServeConfig| Gateway::start(cfg).unwrap_err();
+    assert!(matches!(
+        err(ServeConfig {
+            max_message_size: 0,
+            ..loopback()
+        }),
+        ServerError::InvalidMaxMessageSize
+    ));
+    assert!(matches!(
+        err(ServeConfig {
+            max_queued_bytes: DEFAULT_MAX_MESSAGE_SIZE - 1,
+            ..loopback()
+        }),
+        ServerError::LimitBelowMessageSize {
+            flag: "--max-queued-bytes",
+            ..
+        }
+    ));
+    assert!(matches!(
+        err(ServeConfig {
+            max_unfinished_bytes: 10,
+            max_message_size: 11,
+            max_queued_bytes: 11,
+            ..loopback()
+        }),
+        ServerError::LimitBelowMessageSize {
+            flag: "--max-unfinished-bytes",
+            value: 10,
+            max_message_size: 11,
+        }
+    ));
+    assert!(matches!(
+        err(ServeConfig {
+            handshake_timeout: Duration::ZERO,
+            ..loopback()
+        }),
+        ServerError::InvalidHandshakeTimeout
+    ));
 }

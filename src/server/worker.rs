@@ -1,6 +1,6 @@
 //! One event-loop thread of the gateway: its own `SO_REUSEPORT` listener, a `mio::Poll`, a slab
 //! of connections keyed by `Token`, the channel membership of those connections, and the timers
-//! (fan-out publish ticks, market-data stream ticks, `close_after` closes).
+//! (fan-out publish ticks, market-data stream ticks, `close_after` closes, handshake timeouts).
 //!
 //! The loop sleeps in `poll` until a socket is ready, the [`mio::Waker`] fires (another worker
 //! relayed a publish, or shutdown), or a timer is due; an idle echo gateway does not wake up at
@@ -66,6 +66,14 @@ pub(super) struct Worker {
     listener: TcpListener,
     /// Connections by slot; `None` = free.
     slots: Vec<Option<Conn>>,
+    /// Generation of each slot, bumped when a connection takes it: tells a handshake deadline
+    /// of the connection it was set for from a later one in the same slot.
+    generations: Vec<u32>,
+    /// Close connections not upgraded this long after they were accepted.
+    handshake_timeout: Duration,
+    /// Handshake deadlines (deadline, slot, generation), oldest first (deadlines only grow);
+    /// entries of connections that upgraded or closed in time are skipped when due.
+    handshake_queue: VecDeque<(Instant, usize, u32)>,
     /// Free slots, reused last-in first-out.
     free: Vec<usize>,
     /// Counters and per-connection settings.
@@ -132,6 +140,9 @@ impl Worker {
             poll,
             listener,
             slots: Vec::new(),
+            generations: Vec::new(),
+            handshake_timeout: cfg.handshake_timeout,
+            handshake_queue: VecDeque::new(),
             free: Vec::new(),
             ctx,
             shared,
@@ -186,6 +197,7 @@ impl Worker {
             self.publish_due(now);
             self.stream_due(now);
             self.close_due(now);
+            self.handshake_due(now);
             self.keepalive_due(now);
             self.flush_unflushed();
         }
@@ -216,7 +228,11 @@ impl Worker {
             .filter(|_| self.open > 0)
             .map(|at| at.saturating_duration_since(now));
         let streams = self.feeds.as_ref().and_then(|f| f.timeout(now));
-        [accept, publish, close, sweep, streams]
+        let handshake = self
+            .handshake_queue
+            .front()
+            .map(|&(at, ..)| at.saturating_duration_since(now));
+        [accept, publish, close, sweep, streams, handshake]
             .into_iter()
             .flatten()
             .min()
@@ -224,11 +240,12 @@ impl Worker {
 
     /// Accepts pending connections, at most [`ACCEPT_BATCH`] per call.
     fn accept_all(&mut self) {
+        let deadline = Instant::now() + self.handshake_timeout;
         for _ in 0..ACCEPT_BATCH {
             match self.listener.accept() {
                 Ok((stream, _peer)) => {
                     self.ctx.stats.accepted.fetch_add(1, Relaxed);
-                    self.add(stream);
+                    self.add(stream, deadline);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.accept = AcceptState::Idle;
@@ -249,8 +266,9 @@ impl Worker {
         self.accept = AcceptState::More;
     }
 
-    /// Registers a new connection and stores it in a free slot.
-    fn add(&mut self, mut stream: TcpStream) {
+    /// Registers a new connection and stores it in a free slot; it must upgrade by
+    /// `deadline`.
+    fn add(&mut self, mut stream: TcpStream, deadline: Instant) {
         // Echo round trips are latency measurements: do not let Nagle hold replies back.
         let _ = stream.set_nodelay(true);
         let slot = self.free.pop().unwrap_or(self.slots.len());
@@ -274,16 +292,54 @@ impl Worker {
             Some(entry) => *entry = conn,
             None => self.slots.push(conn),
         }
+        if self.generations.len() <= slot {
+            self.generations.resize(slot + 1, 0);
+        }
+        if let Some(generation) = self.generations.get_mut(slot) {
+            *generation = generation.wrapping_add(1);
+            self.handshake_queue
+                .push_back((deadline, slot, *generation));
+        }
+    }
+
+    /// Closes the connections whose handshake deadline has come and that have not upgraded
+    /// (TLS handshake, request, upgrade or an HTTP answer still going on).
+    fn handshake_due(&mut self, now: Instant) {
+        while let Some(&(at, slot, generation)) = self.handshake_queue.front() {
+            if at > now {
+                break;
+            }
+            self.handshake_queue.pop_front();
+            if self.generations.get(slot) != Some(&generation) {
+                continue;
+            }
+            let Some(entry) = self.slots.get_mut(slot) else {
+                continue;
+            };
+            if entry.as_ref().is_none_or(Conn::is_open) {
+                continue;
+            }
+            // Dropping it closes the socket.
+            *entry = None;
+            self.ctx.stats.handshake_timeouts.fetch_add(1, Relaxed);
+            self.release(slot);
+        }
     }
 
     /// Drives the connection in `slot` after a readiness event, then carries out its channel
-    /// requests.
+    /// requests; again while it stopped reading early to let them be carried out.
     fn drive(&mut self, slot: usize, now: Instant) {
+        while self.drive_once(slot, now) {}
+    }
+
+    /// One drive of the connection in `slot` and its channel requests; true if it stopped
+    /// reading early (too many requests at once) and must be driven again.
+    fn drive_once(&mut self, slot: usize, now: Instant) -> bool {
         let Some(entry) = self.slots.get_mut(slot) else {
-            return;
+            return false;
         };
         let Some(conn) = entry.take() else {
-            return;
+            return false;
         };
         let was_open = conn.is_open();
         let mut ops = std::mem::take(&mut self.ops);
@@ -309,6 +365,10 @@ impl Worker {
         }
         self.carry_out(slot, alive, &mut ops, now);
         self.ops = ops;
+        match self.slots.get_mut(slot) {
+            Some(Some(Conn::Open(conn))) => std::mem::take(&mut conn.more),
+            _ => false,
+        }
     }
 
     /// Carries out the channel requests the connection in `slot` made, in order; joins and
