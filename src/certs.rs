@@ -105,13 +105,36 @@ pub enum CertError {
     Generate(String),
 }
 
-/// Reads the file behind `flag`.
+/// PEM files are small; anything larger is not one (and a device could be read forever).
+const PEM_FILE_MAX: u64 = 16 * 1024 * 1024;
+
+/// Reads the file behind `flag`: a regular file of at most [`PEM_FILE_MAX`] bytes.
 fn read(flag: &'static str, path: &Path) -> Result<Vec<u8>, CertError> {
-    std::fs::read(path).map_err(|e| CertError::Read {
+    let err = |reason: String| CertError::Read {
         flag,
         path: path.display().to_string(),
-        reason: os_reason(&e),
-    })
+        reason,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| err(os_reason(&e)))?;
+    if !meta.is_file() {
+        return Err(err("not a regular file: give a PEM file".into()));
+    }
+    if meta.len() > PEM_FILE_MAX {
+        return Err(err(format!(
+            "{} bytes, over the 16 MiB limit for a PEM file",
+            meta.len()
+        )));
+    }
+    let mut out = Vec::new();
+    io::Read::read_to_end(
+        &mut io::Read::take(
+            std::fs::File::open(path).map_err(|e| err(os_reason(&e)))?,
+            PEM_FILE_MAX,
+        ),
+        &mut out,
+    )
+    .map_err(|e| err(os_reason(&e)))?;
+    Ok(out)
 }
 
 /// The OS message of `e` without the " (os error N)" suffix, which means nothing to a user.

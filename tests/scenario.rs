@@ -450,3 +450,45 @@ fn many_scenarios_stay_small() {
     );
     gw.shutdown();
 }
+
+/// Regression: `@FILE` inputs were read whole with no limit (`--message @/dev/zero` grew to
+/// 24 GB). Devices and FIFOs are refused, and each input has a size limit. Run under
+/// `prlimit --as` so a regression fails instead of eating the machine.
+#[test]
+fn file_inputs_are_regular_files_within_their_limit() {
+    let bin = env!("CARGO_BIN_EXE_sockstorm");
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new("prlimit")
+            .arg("--as=2147483648")
+            .arg("--")
+            .arg(bin)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).to_string(),
+        )
+    };
+    let (code, err) = run(&["run", "ws://127.0.0.1:9/", "--message", "@/dev/zero"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("`/dev/zero`: not a regular file"), "{err}");
+    let big = json_path("big-message").with_extension("txt");
+    std::fs::write(&big, vec![b'x'; 17 << 20]).unwrap();
+    let arg = format!("@{}", big.display());
+    let (code, err) = run(&["run", "ws://127.0.0.1:9/", "--message", &arg]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("over the 16 MiB limit"), "{err}");
+    let (code, err) = run(&["run", "ws://127.0.0.1:9/?u={{line /dev/zero}}"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("not a regular file"), "{err}");
+    let mut toml = b"url = \"ws://127.0.0.1:9/\"\n#".to_vec();
+    toml.resize(17 << 20, b'x');
+    let file = json_path("big-scenario").with_extension("toml");
+    std::fs::write(&file, toml).unwrap();
+    let (code, err) = run(&["run", file.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("over the 16 MiB limit"), "{err}");
+    std::fs::remove_file(big).ok();
+    std::fs::remove_file(file).ok();
+}

@@ -31,7 +31,7 @@ impl Resolve for Resolver<'_> {
             Some(b) if Path::new(path).is_relative() => b.join(path),
             _ => PathBuf::from(path),
         };
-        std::fs::read_to_string(full)
+        super::files::read_text_limited(&full, super::files::LINES_FILE_MAX)
             .map(|t| {
                 t.lines()
                     .filter(|l| !l.trim().is_empty())
@@ -74,10 +74,11 @@ pub fn templated(flag: &'static str, m: Message, r: &Resolver<'_>) -> Result<Mes
 /// `--flag TEXT|@file`: the bytes to send, checked to be UTF-8 unless sent as binary.
 pub fn load_message(flag: &'static str, spec: &str, opcode: OpCode) -> Result<Message, PlanError> {
     let payload = match spec.strip_prefix('@') {
-        Some(path) => std::fs::read(path).map_err(|e| PlanError::File {
+        Some(path) => super::files::read_limited(Path::new(path), super::files::MESSAGE_FILE_MAX)
+            .map_err(|reason| PlanError::File {
             flag,
             path: path.into(),
-            reason: e.to_string(),
+            reason,
         })?,
         None => spec.as_bytes().to_vec(),
     };

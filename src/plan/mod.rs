@@ -5,6 +5,7 @@
 //! target, choosing source addresses, the auth pre-step.
 
 pub mod auth;
+pub mod files;
 pub mod message;
 pub mod parse;
 mod prepare;

@@ -4,9 +4,10 @@
 use crate::cli::args::RunArgs;
 use crate::plan::auth::{self, AuthSpec};
 use crate::plan::message::Resolver;
-use crate::plan::{AuthPool, PlanError};
+use crate::plan::{files, AuthPool, PlanError};
 use crate::proto::conn::Mode;
 use crate::proto::template::Template;
+use std::path::Path;
 use std::sync::Arc;
 
 /// What the flags ask for: at most one of the two.
@@ -122,11 +123,12 @@ fn spec(a: &RunArgs) -> Result<Option<AuthSpec>, PlanError> {
         .auth_body
         .as_deref()
         .map(|b| match b.strip_prefix('@') {
-            Some(path) => std::fs::read_to_string(path).map_err(|e| PlanError::File {
-                flag: "--auth-body",
-                path: path.into(),
-                reason: e.to_string(),
-            }),
+            Some(path) => files::read_text_limited(Path::new(path), files::MESSAGE_FILE_MAX)
+                .map_err(|reason| PlanError::File {
+                    flag: "--auth-body",
+                    path: path.into(),
+                    reason,
+                }),
             None => Ok(b.to_owned()),
         })
         .transpose()?;

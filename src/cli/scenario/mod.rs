@@ -44,10 +44,11 @@ pub(super) fn load(path: &Path, cli: &[String]) -> Result<Prepared, PlanError> {
 /// Loads `path` and merges `cli` (the `run` words after the file) over it; also says where
 /// the file's `url` is (`FILE:LINE:COLUMN`), for errors about the target found later.
 fn read(path: &Path, cli: &[String]) -> Result<(Run, String), PlanError> {
-    let text = std::fs::read_to_string(path).map_err(|e| PlanError::File {
+    let text = crate::plan::files::read_text_limited(path, crate::plan::files::SCENARIO_FILE_MAX)
+        .map_err(|reason| PlanError::File {
         flag: "scenario file",
         path: path.to_owned(),
-        reason: e.to_string(),
+        reason,
     })?;
     let r = Reader::new(path, &text);
     let file = r.file()?;
