@@ -73,6 +73,7 @@ fn finish(run: &Prepared, result: &RunResult) -> Result<u8, CliError> {
     } else if result.stats.failure_total() > 0
         || c.sessions_dropped > 0
         || result.auth.iter().any(|(_, a)| !a.failures.is_empty())
+        || !results::shortfalls(result).is_empty()
     {
         EXIT_FAILURES
     } else {

@@ -11,6 +11,53 @@ pub use json::{to_json, SCHEMA_VERSION};
 pub use progress::Progress;
 pub use summary::summary;
 
+/// Outcomes that make a completed run not a success although no connection failed (exit 3),
+/// one line each for the summary: attempts cut short by the end of the run, a run that
+/// established nothing.
+pub fn shortfalls(r: &RunResult) -> Vec<String> {
+    let c = &r.stats.counters;
+    let mut out = Vec::new();
+    let nothing = c.established + c.handshake_cycles == 0;
+    if c.abandoned > 0 && (c.abandoned_stalled > 0 || nothing) {
+        out.push(abandoned_text(c, nothing));
+    }
+    if nothing {
+        out.push(format!(
+            "no WebSocket session was established and no handshake cycle completed ({} attempts): a run that established nothing is not a success",
+            c.attempts
+        ));
+    }
+    out
+}
+
+/// "N attempts still connecting when the run ended: why"; `all_cut`: every one of them counts
+/// as cut short (nothing was established).
+fn abandoned_text(c: &crate::proto::conn::Counters, all_cut: bool) -> String {
+    let (n, accepted) = (c.abandoned, c.abandoned_accepted);
+    let why = if accepted == n {
+        "the server accepted TCP but never answered within the run".to_owned()
+    } else if accepted == 0 {
+        "the TCP connect was not answered within the run".to_owned()
+    } else {
+        format!(
+            "{accepted} accepted by the server over TCP but never answered, {} with the TCP connect unanswered, within the run",
+            n - accepted
+        )
+    };
+    let cut = if all_cut || c.abandoned_stalled == n {
+        String::new()
+    } else if c.abandoned_stalled == 0 {
+        " (each had waited less than half its --connect-timeout: churn at the end, not a failure)"
+            .to_owned()
+    } else {
+        format!(
+            " ({} of them had waited half their --connect-timeout or 1 s and more)",
+            c.abandoned_stalled
+        )
+    };
+    format!("{n} attempts still connecting when the run ended{cut}: {why}")
+}
+
 use crate::metrics::run::{FailureStop, RunResult};
 use crate::metrics::{fmt_us, Hist, ShardStats, TlsParam};
 use crate::plan::threshold::Outcome;

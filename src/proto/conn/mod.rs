@@ -45,6 +45,10 @@ use std::collections::VecDeque;
 /// Microseconds since the shard's epoch.
 pub type Micros = u64;
 
+/// An attempt abandoned at the end of the run after waiting this long (or half its connect
+/// timeout, if shorter) was cut short, not caught in end-of-run churn: `abandoned_stalled`.
+pub const STALLED_AFTER: Micros = 1_000_000;
+
 /// What a handler needs besides the connection: the run's config and what only the shard
 /// knows at run time (its recorder, PRNG, TLS client and epoch), lent for one call.
 #[derive(Debug)]
@@ -504,9 +508,18 @@ impl Conn {
         }
     }
 
-    /// Never opened, and the run is over: not a failure of the target.
+    /// Never opened, and the run is over: not counted as a failure, but an attempt that had
+    /// waited long ([`STALLED_AFTER`]) was cut short by the end of the run, and says so.
     fn abandon<R: Recorder>(&mut self, ctx: &mut Ctx<'_, R>, now: Micros) {
-        ctx.stats.counters().abandoned += 1;
+        let c = ctx.stats.counters();
+        c.abandoned += 1;
+        if matches!(self.phase, Phase::TlsHandshake | Phase::Upgrading) {
+            c.abandoned_accepted += 1;
+        }
+        let stalled_after = (ctx.cfg.connect_timeout / 2).min(STALLED_AFTER);
+        if now.saturating_sub(self.t_start) >= stalled_after {
+            c.abandoned_stalled += 1;
+        }
         self.outcome = Some(Outcome::Stopped);
         self.finish(ctx, now);
     }

@@ -107,8 +107,14 @@ counters! {
     /// Sessions we closed whose close handshake did not complete (no close reply before EOF,
     /// an error or `--close-wait`).
     closes_incomplete,
-    /// Attempts still connecting or upgrading when the run stopped (not failures).
+    /// Attempts still connecting or upgrading when the run stopped.
     abandoned,
+    /// Abandoned attempts the server had accepted over TCP (their TLS handshake or upgrade was
+    /// still unanswered).
+    abandoned_accepted,
+    /// Abandoned attempts cut short: they had waited half their `--connect-timeout` (at most
+    /// 1 s) or longer, so the end of the run, not churn, ended them (exit 3).
+    abandoned_stalled,
     /// Reconnect attempts made to hold the target connection count.
     reconnects,
     /// Rate-driven messages sent that an echo answers (publishers' are `fanout_published`).

@@ -512,6 +512,29 @@ fn abort_and_abandon_are_accounted() {
 }
 
 #[test]
+fn abandoned_attempts_say_how_far_they_got_and_whether_they_were_cut_short() {
+    // connect timeout 1000 ms: cut short after waiting 500 ms.
+    let mut h = Harness::new(cfg());
+    // Still in TCP connect after 10 ms: end-of-run churn.
+    let mut a = Conn::new(&mut h.ctx(), 0);
+    a.stop(&mut h.ctx(), 10 * MS, 20 * MS);
+    // Accepted, upgrade sent, no answer for 600 ms: cut short.
+    let mut b = Conn::new(&mut h.ctx(), 0);
+    b.handle_connected(&mut h.ctx(), MS);
+    h.tx(&mut b, MS);
+    b.stop(&mut h.ctx(), 600 * MS, 700 * MS);
+    // A second Ctrl-C abandons the same way.
+    let mut d = Conn::new(&mut h.ctx(), 0);
+    d.abort(&mut h.ctx(), 900 * MS);
+    let s = &h.stats.counters;
+    assert_eq!(
+        (s.abandoned, s.abandoned_accepted, s.abandoned_stalled),
+        (3, 1, 2)
+    );
+    assert_eq!(h.stats.failure_total(), 0);
+}
+
+#[test]
 fn only_the_pong_with_our_payload_answers_our_ping() {
     let mut c0 = cfg();
     c0.ping_interval = 100 * MS;
