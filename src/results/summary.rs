@@ -167,7 +167,10 @@ fn counters(o: &mut String, run: &Prepared, r: &RunResult) {
             _ => false,
         };
         // Details of a rare outcome: shown when it happened.
-        let quiet = matches!(k, "abandoned_accepted" | "abandoned_stalled") && v == 0;
+        let quiet = matches!(
+            k,
+            "abandoned_accepted" | "abandoned_stalled" | "fanout_foreign" | "fanout_untracked"
+        ) && v == 0;
         if !(tls_only || cycles_only || unused || quiet) {
             let _ = writeln!(o, "  {k:<24}{v:>12}");
         }
@@ -319,6 +322,21 @@ fn fanout(o: &mut String, _: &Prepared, r: &RunResult) {
             let _ = writeln!(
                 o,
                 "  owed and lost not computed: more messages were published than the log holds (1,000,000)"
+            );
+        }
+        if c.fanout_foreign > 0 {
+            let _ = writeln!(
+                o,
+                "  {} deliveries in subscribed windows came from ids that published nothing in this run: not owed, not in received",
+                c.fanout_foreign
+            );
+        }
+        if c.fanout_untracked > 0 {
+            let _ = writeln!(
+                o,
+                "  {} deliveries came from publishers beyond the {} tracked per subscriber connection: not counted as received",
+                c.fanout_untracked,
+                crate::proto::conn::TRACKED_PUBLISHERS
             );
         }
         if f.incomplete > 0 {

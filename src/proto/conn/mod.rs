@@ -27,12 +27,12 @@ mod transmit;
 pub use config::{ConnConfig, Fanout, Heartbeat, Message, Mode};
 pub use event::{Ending, Event};
 pub use failure::Failure;
-pub use fanout::fanout_fields;
+pub use fanout::{fanout_fields, TRACKED_PUBLISHERS};
 pub use record::{Counters, Hist, Recorder};
 pub use rules::{Check, ReplyRule, Request, StreamRule};
 
 use self::event::{EV_ENDED, STORM_DROPPED};
-use self::fanout::Track;
+use self::fanout::Tracks;
 use self::tls::TlsConn;
 use crate::proto::inspect::FieldScan;
 use crate::proto::rng::Rng;
@@ -125,7 +125,7 @@ struct Extras {
     subscribed_at: u64,
     /// When the session stopped being subscribed (its close began), Unix µs; 0: still is.
     session_end: u64,
-    tracks: Vec<Track>,
+    tracks: Tracks,
     /// The `--last-seq-field` (`seq`) of the message being received (for `{{last_seq}}`).
     seq_scan: FieldScan,
     /// Heartbeat: when the next is due, and when the unanswered one was sent (0: none).

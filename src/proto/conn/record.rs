@@ -180,8 +180,16 @@ counters! {
     fanout_published,
     /// Fan-out: messages subscribers received (duplicates not counted).
     fanout_delivered,
-    /// Fan-out: deliveries of messages published while the subscriber was subscribed.
+    /// Fan-out: deliveries of messages the run's publishers sent while the subscriber was
+    /// subscribed (settled at the end: until then, by any publisher).
     fanout_delivered_owed,
+    /// Fan-out: deliveries in the subscribed window whose `pub` is none of the run's
+    /// publishers (another client's, or made up): not owed, not in `fanout_delivered_owed`;
+    /// computed when the run ends.
+    fanout_foreign,
+    /// Fan-out: deliveries of publishers beyond the 4,096 tracked per subscriber connection:
+    /// not checked, timed or counted as delivered.
+    fanout_untracked,
     /// Fan-out: deliveries owed (each message × the sessions subscribed when it was sent),
     /// computed when the run ends.
     fanout_owed,

@@ -753,6 +753,43 @@ fn subscriber_counts_deliveries_duplicates_and_late_arrivals_per_publisher() {
 }
 
 #[test]
+fn subscriber_tracks_a_bounded_number_of_publishers_and_counts_the_rest() {
+    let mut h = Harness::new(ConnConfig {
+        message: None,
+        fanout: Some(Fanout::Subscriber),
+        ..cfg()
+    });
+    let mut c = h.open(0);
+    // A hostile stream: every delivery from a publisher id never seen before.
+    let n = TRACKED_PUBLISHERS as u64 + 5_000;
+    let mut wire = Vec::new();
+    for p in 0..n {
+        wire.extend(server_frame(
+            0x81,
+            format!(r#"{{"pub":{},"seq":1,"ts":{}}}"#, 1_000_000 + p, 5 * MS).as_bytes(),
+        ));
+    }
+    c.handle_recv(&mut h.ctx(), 10 * MS, &wire);
+    // A tracked publisher is still told apart: its duplicate and its next message.
+    for seq in [1, 2] {
+        let m = format!(r#"{{"pub":1000000,"seq":{seq},"ts":{}}}"#, 6 * MS);
+        c.handle_recv(&mut h.ctx(), 11 * MS, &server_frame(0x81, m.as_bytes()));
+    }
+    let tracks = &c.extras.as_ref().unwrap().tracks;
+    assert_eq!(tracks.len(), TRACKED_PUBLISHERS);
+    assert!(
+        tracks.capacity() < 2 * TRACKED_PUBLISHERS,
+        "{}",
+        tracks.capacity()
+    );
+    let k = &h.stats.counters;
+    assert_eq!(k.fanout_untracked, 5_000);
+    assert_eq!(k.fanout_delivered, TRACKED_PUBLISHERS as u64 + 1);
+    assert_eq!(k.fanout_duplicates, 1);
+    assert_eq!(k.fanout_delivered_owed, TRACKED_PUBLISHERS as u64 + 1);
+}
+
+#[test]
 fn publisher_logs_what_it_sends_and_waits_for_no_echo() {
     let mut h = Harness {
         epoch_unix_us: 1_000_000,
