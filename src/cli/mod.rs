@@ -39,7 +39,8 @@ pub const EXIT_ERROR: u8 = 1;
 /// Exit code: invalid flags (clap uses it too).
 pub const EXIT_USAGE: u8 = 2;
 /// Exit code 3: the run completed but connections failed, sessions dropped, auth requests failed,
-/// attempts were cut short by its end (`abandoned_stalled`) or it established nothing
+/// attempts were cut short by its end (`abandoned_stalled`), a send backlog left messages unsent
+/// (`msgs_unsent`) or it established nothing
 /// (`results::shortfalls`); from `doctor`, the requested connections do not fit.
 pub const EXIT_FAILURES: u8 = 3;
 /// Exit code 130 (128 + SIGINT): Ctrl-C stopped the run; the summary and JSON still hold everything

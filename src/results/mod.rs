@@ -12,14 +12,17 @@ pub use progress::Progress;
 pub use summary::summary;
 
 /// Outcomes that make a completed run not a success although no connection failed (exit 3),
-/// one line each for the summary: attempts cut short by the end of the run, a run that
-/// established nothing.
+/// one line each for the summary: attempts cut short by the end of the run, messages a
+/// backlogged socket would not take, a run that established nothing.
 pub fn shortfalls(r: &RunResult) -> Vec<String> {
     let c = &r.stats.counters;
     let mut out = Vec::new();
     let nothing = c.established + c.handshake_cycles == 0;
     if c.abandoned > 0 && (c.abandoned_stalled > 0 || nothing) {
         out.push(abandoned_text(c, nothing));
+    }
+    if c.msgs_unsent > 0 {
+        out.push(backlog_text(c));
     }
     if nothing {
         out.push(format!(
@@ -28,6 +31,14 @@ pub fn shortfalls(r: &RunResult) -> Vec<String> {
         ));
     }
     out
+}
+
+/// "send backlog: what was not sent, and why".
+fn backlog_text(c: &crate::proto::conn::Counters) -> String {
+    format!(
+        "send backlog: {} planned messages and {} pings not sent (msgs_unsent, pings_skipped): the socket would not take them in time, the server reads slower than we send (or a pong was outstanding)",
+        c.msgs_unsent, c.pings_skipped
+    )
 }
 
 /// "N attempts still connecting when the run ended: why"; `all_cut`: every one of them counts

@@ -169,7 +169,12 @@ fn counters(o: &mut String, run: &Prepared, r: &RunResult) {
         // Details of a rare outcome: shown when it happened.
         let quiet = matches!(
             k,
-            "abandoned_accepted" | "abandoned_stalled" | "fanout_foreign" | "fanout_untracked"
+            "abandoned_accepted"
+                | "abandoned_stalled"
+                | "fanout_foreign"
+                | "fanout_untracked"
+                | "msgs_unsent"
+                | "pings_skipped"
         ) && v == 0;
         if !(tls_only || cycles_only || unused || quiet) {
             let _ = writeln!(o, "  {k:<24}{v:>12}");
@@ -242,6 +247,9 @@ fn failures(o: &mut String, run: &Prepared, r: &RunResult) {
         let _ = writeln!(o, "  {line}");
     }
     let c = &s.counters;
+    if c.msgs_unsent == 0 && c.pings_skipped > 0 {
+        let _ = writeln!(o, "  {}", super::backlog_text(c));
+    }
     if c.abandoned > 0 && c.abandoned_stalled == 0 && c.established + c.handshake_cycles > 0 {
         let _ = writeln!(o, "  {}", abandoned_text(c, false));
     }

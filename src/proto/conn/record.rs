@@ -123,6 +123,11 @@ counters! {
     msgs_received,
     /// Sent messages still unanswered when the connection closed.
     msgs_unanswered,
+    /// Rate-driven messages planned but not sent because of the send backlog: due while the
+    /// socket was still writing earlier bytes, and late by more than one interval by the time
+    /// it took more (or still owed when sending ended). Their slots count towards
+    /// `--message-count`; the schedule keeps its grid.
+    msgs_unsent,
     /// Data messages that were not an echo of ours (server pushes, acks).
     msgs_pushed,
     /// Data messages that arrived after we had started closing.
@@ -131,6 +136,9 @@ counters! {
     on_open_sent,
     /// WebSocket pings sent (`--ping-interval`); their pongs time `ws_ping`.
     pings_sent,
+    /// Pings due while the previous one was still unwritten (send backlog) or unanswered:
+    /// not sent, the schedule kept.
+    pings_skipped,
     /// Pongs received for our pings.
     pongs_received,
     /// Pongs sent in answer to server pings.
