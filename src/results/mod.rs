@@ -11,6 +11,13 @@ pub use json::{to_json, SCHEMA_VERSION};
 pub use progress::Progress;
 pub use summary::summary;
 
+use crate::metrics::run::{FailureStop, RunResult};
+use crate::metrics::{fmt_us, Hist, ShardStats, TlsParam};
+use crate::plan::threshold::Outcome;
+use crate::plan::{Run, RunPlan};
+use crate::proto::conn::{Counters, Mode};
+use crate::proto::tls::{cipher_name, group_name, version_name};
+
 /// Outcomes that make a completed run not a success although no connection failed (exit 3),
 /// one line each for the summary: attempts cut short by the end of the run, messages a
 /// backlogged socket would not take, a run that established nothing.
@@ -34,7 +41,7 @@ pub fn shortfalls(r: &RunResult) -> Vec<String> {
 }
 
 /// "send backlog: what was not sent, and why".
-fn backlog_text(c: &crate::proto::conn::Counters) -> String {
+fn backlog_text(c: &Counters) -> String {
     format!(
         "send backlog: {} planned messages and {} pings not sent (msgs_unsent, pings_skipped): the socket would not take them in time, the server reads slower than we send (or a pong was outstanding)",
         c.msgs_unsent, c.pings_skipped
@@ -43,7 +50,7 @@ fn backlog_text(c: &crate::proto::conn::Counters) -> String {
 
 /// "N attempts still connecting when the run ended: why"; `all_cut`: every one of them counts
 /// as cut short (nothing was established).
-fn abandoned_text(c: &crate::proto::conn::Counters, all_cut: bool) -> String {
+fn abandoned_text(c: &Counters, all_cut: bool) -> String {
     let (n, accepted) = (c.abandoned, c.abandoned_accepted);
     let why = if accepted == n {
         "the server accepted TCP but never answered within the run".to_owned()
@@ -58,7 +65,7 @@ fn abandoned_text(c: &crate::proto::conn::Counters, all_cut: bool) -> String {
     let cut = if all_cut || c.abandoned_stalled == n {
         String::new()
     } else if c.abandoned_stalled == 0 {
-        " (each had waited less than half its --connect-timeout: churn at the end, not a failure)"
+        " (each had waited less than half its --connect-timeout, at most 1 s: churn at the end, not a failure)"
             .to_owned()
     } else {
         format!(
@@ -68,13 +75,6 @@ fn abandoned_text(c: &crate::proto::conn::Counters, all_cut: bool) -> String {
     };
     format!("{n} attempts still connecting when the run ended{cut}: {why}")
 }
-
-use crate::metrics::run::{FailureStop, RunResult};
-use crate::metrics::{fmt_us, Hist, ShardStats, TlsParam};
-use crate::plan::threshold::Outcome;
-use crate::plan::{Run, RunPlan};
-use crate::proto::conn::Mode;
-use crate::proto::tls::{cipher_name, group_name, version_name};
 
 /// The run's thresholds evaluated on its merged results (overall or per scenario).
 pub fn thresholds(run: &Run, r: &RunResult) -> Vec<Outcome> {
