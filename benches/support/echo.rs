@@ -88,6 +88,7 @@ impl EchoSession {
             self.conn.handle_timer(&mut ctx, self.now);
         }
         let n = self.conn.poll_transmit(&mut ctx, self.now, &mut self.out);
+        self.conn.handle_sent(self.now);
         self.conn.handle_recv(&mut ctx, self.now + RTT, &self.echo);
         if self.pings {
             if n > self.frame_len {
@@ -154,6 +155,7 @@ fn open_conn(
     let mut conn = Conn::new(&mut ctx, 0);
     conn.handle_connected(&mut ctx, 100);
     conn.poll_transmit(&mut ctx, 100, out);
+    conn.handle_sent(100);
     let resp = response_for(out);
     conn.handle_recv(&mut ctx, 200, &resp);
     assert_eq!(

@@ -3,10 +3,11 @@
 //! plan (`build`), prepared, and handed to the engine; the results go to `results`.
 //!
 //! Exit codes: 0 the run completed without failures; 1 a setup error (bad target, limits,
-//! io_uring unavailable); 2 bad usage (flags); 3 the run completed but connections failed or
-//! sessions dropped (or `doctor` says N does not fit); 128 + the signal's number when SIGINT
-//! (130), SIGTERM (143) or SIGHUP (129) stopped the run (the summary and JSON still hold
-//! everything measured).
+//! io_uring unavailable); 2 bad usage (flags); 3 the run completed but connections failed,
+//! sessions dropped, attempts were cut short by its end, messages were left unsent or it
+//! established nothing (or `doctor` says N does not fit); 128 + the signal's number when
+//! SIGINT (130), SIGTERM (143) or SIGHUP (129) stopped the run (the summary and JSON still
+//! hold everything measured).
 
 pub mod args;
 mod build;
@@ -41,8 +42,10 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_ERROR: u8 = 1;
 /// Exit code 2: invalid flags or values, an output path that cannot be written (clap uses it too).
 pub const EXIT_USAGE: u8 = 2;
-/// Exit code 3: the run completed but connections failed, sessions dropped or auth requests failed;
-/// from `doctor`, the requested connections do not fit.
+/// Exit code 3: the run completed but connections failed, sessions dropped, auth requests failed,
+/// attempts were cut short by its end (`abandoned_stalled`), a send backlog left messages unsent
+/// (`msgs_unsent`) or it established nothing
+/// (`results::shortfalls`); from `doctor`, the requested connections do not fit.
 pub const EXIT_FAILURES: u8 = 3;
 /// Exit code 130 (128 + SIGINT): Ctrl-C stopped the run; the summary and JSON still hold everything
 /// measured. SIGTERM gives 143 and SIGHUP 129 (128 + the signal's number), the same way.

@@ -104,6 +104,7 @@ fn finish(run: &Prepared, result: &RunResult, json: Option<&JsonOut>, ctl: &RunC
     } else if result.stats.failure_total() > 0
         || c.sessions_dropped > 0
         || result.auth.iter().any(|(_, a)| !a.failures.is_empty())
+        || !results::shortfalls(result).is_empty()
     {
         EXIT_FAILURES
     } else {

@@ -710,6 +710,16 @@ fn settle_fanout(
     scenarios: &mut [ScenarioResult],
 ) -> Option<FanoutSummary> {
     let summary = total.fanout.summarize()?;
+    // Only deliveries of the run's own publishers were owed.
+    let c = &mut total.counters;
+    c.fanout_delivered_owed = summary.delivered_owed;
+    c.fanout_foreign = summary.foreign;
+    for s in scenarios.iter_mut() {
+        let (owed, foreign) = total.fanout.attribute(&s.stats.fanout);
+        let c = &mut s.stats.counters;
+        c.fanout_delivered_owed = owed;
+        c.fanout_foreign = foreign;
+    }
     if !summary.exact {
         // More published than the log holds: what was owed is unknown, so is the loss.
         return Some(summary);

@@ -2,9 +2,11 @@
 //! per message how fast its deliveries arrived. Shards gather these like any statistics; at
 //! the end the merged log says what every subscriber was owed (each message published while
 //! it was subscribed), so loss is exact, and per message when 50 / 99 / 100 % of the
-//! subscribers owed it had it (broadcast completion).
+//! subscribers owed it had it (broadcast completion). A delivery is owed only if its
+//! publisher is one of the run's: subscribers count their deliveries per publisher id, and
+//! the final accounting keeps those of the ids that published (others' are foreign).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Log-linear latency buckets: exact below 16 µs, then 8 per power of two (±6 %).
 const BUCKETS: usize = 16 + 24 * 8;
@@ -13,6 +15,9 @@ const BUCKETS: usize = 16 + 24 * 8;
 const TRACKED_MESSAGES: usize = 20_000;
 /// Published messages logged, run-wide (beyond: their loss cannot be computed).
 const LOGGED_MESSAGES: usize = 1_000_000;
+/// Publisher ids whose owed deliveries are counted apart, run-wide (beyond: counted as
+/// foreign). Each subscriber connection tracks at most 4,096 publishers.
+const COUNTED_PUBLISHERS: usize = 65_536;
 
 fn bucket(us: u64) -> usize {
     if us < 16 {
@@ -45,6 +50,12 @@ pub struct FanoutStats {
     pub unlogged: u64,
     /// Messages not timed because the timing table was full.
     untimed: bool,
+    /// Ids of the publishers that sent (the run's publishers, once merged).
+    publishers: HashSet<u64>,
+    /// Deliveries in a subscribed window, by the id in their `pub` field.
+    by_publisher: HashMap<u64, u64>,
+    /// Such deliveries beyond [`COUNTED_PUBLISHERS`] distinct ids.
+    unattributed: u64,
 }
 
 /// Sessions of one channel, sorted by start and by end.
@@ -80,6 +91,7 @@ impl Owed {
 impl FanoutStats {
     /// A publisher sent message `seq` to `channel` at `ts`.
     pub fn publish(&mut self, channel: u32, publisher: u64, seq: u64, ts: u64) {
+        self.publishers.insert(publisher);
         if self.published.len() < LOGGED_MESSAGES {
             self.published.push((channel, publisher, seq, ts));
         } else {
@@ -97,6 +109,7 @@ impl FanoutStats {
     /// An owed delivery of `(publisher, seq)` arrived after `latency` µs. (A shard's interval
     /// holds what one second brought; the run-wide cap applies when intervals are merged.)
     pub fn delivered(&mut self, publisher: u64, seq: u64, latency: u64) {
+        self.count_from(publisher, 1);
         let entry = self
             .latencies
             .entry((publisher, seq))
@@ -104,9 +117,39 @@ impl FanoutStats {
         entry[bucket(latency)] += 1;
     }
 
+    /// Counts `n` deliveries in a subscribed window from `publisher`, within the cap.
+    fn count_from(&mut self, publisher: u64, n: u64) {
+        let full = self.by_publisher.len() >= COUNTED_PUBLISHERS;
+        match self.by_publisher.get_mut(&publisher) {
+            Some(k) => *k += n,
+            None if full => self.unattributed += n,
+            None => {
+                self.by_publisher.insert(publisher, n);
+            }
+        }
+    }
+
     /// Whether anything was gathered.
     pub fn is_empty(&self) -> bool {
-        self.published.is_empty() && self.sessions.is_empty() && self.latencies.is_empty()
+        self.published.is_empty()
+            && self.sessions.is_empty()
+            && self.latencies.is_empty()
+            && self.by_publisher.is_empty()
+            && self.unattributed == 0
+    }
+
+    /// Splits the deliveries `subs` received in their subscribed windows into those of this
+    /// log's publishers (owed) and the rest (foreign): `(owed, foreign)`.
+    pub fn attribute(&self, subs: &Self) -> (u64, u64) {
+        let (mut owed, mut foreign) = (0, subs.unattributed);
+        for (p, n) in &subs.by_publisher {
+            if self.publishers.contains(p) {
+                owed += n;
+            } else {
+                foreign += n;
+            }
+        }
+        (owed, foreign)
     }
 
     /// Adds `other` into `self`, within the run-wide caps.
@@ -117,6 +160,11 @@ impl FanoutStats {
         self.unlogged += other.unlogged + (other.published.len() - take) as u64;
         self.sessions.extend_from_slice(&other.sessions);
         self.untimed |= other.untimed;
+        self.publishers.extend(&other.publishers);
+        self.unattributed += other.unattributed;
+        for (&p, &n) in &other.by_publisher {
+            self.count_from(p, n);
+        }
         for (k, v) in &other.latencies {
             let full = self.latencies.len() >= TRACKED_MESSAGES;
             if full && !self.latencies.contains_key(k) {
@@ -149,9 +197,10 @@ impl FanoutStats {
 
     /// The final accounting over the merged data of a run.
     pub fn summarize(&self) -> Option<FanoutSummary> {
-        if self.published.is_empty() && self.sessions.is_empty() {
+        if self.published.is_empty() && self.sessions.is_empty() && self.by_publisher.is_empty() {
             return None;
         }
+        let (delivered_owed, foreign) = self.attribute(self);
         let by_channel = Owed::of(&self.sessions);
         let mut expected = 0;
         let (mut t50, mut t99, mut t100) = (Vec::new(), Vec::new(), Vec::new());
@@ -197,6 +246,8 @@ impl FanoutStats {
             published: self.published.len() as u64 + self.unlogged,
             sessions: self.sessions.len() as u64,
             expected,
+            delivered_owed,
+            foreign,
             completion: [spread(t50), spread(t99), spread(t100)],
             incomplete,
             timed: self.latencies.len() as u64,
@@ -226,6 +277,11 @@ pub struct FanoutSummary {
     pub sessions: u64,
     /// Deliveries owed: for each message, the sessions subscribed when it was sent.
     pub expected: u64,
+    /// Deliveries received in a subscribed window from the run's publishers.
+    pub delivered_owed: u64,
+    /// Deliveries received in a subscribed window from ids that published nothing in the run
+    /// (or beyond the 65,536 publisher ids counted apart): not owed.
+    pub foreign: u64,
     /// Time until 50 %, 99 % and 100 % of the owed subscribers had a message: [p50, p99,
     /// max] over messages, µs (bucket upper bounds, within 12.5 %).
     pub completion: [Option<[u64; 3]>; 3],
@@ -293,5 +349,51 @@ mod tests {
         // Channel 2 is owed its own messages only.
         f.publish(2, 8, 1, 500);
         assert_eq!(f.summarize().unwrap().expected, 2 * (1 + 2 + 1) + 1 + 1);
+    }
+
+    #[test]
+    fn deliveries_of_publishers_outside_the_run_are_not_owed() {
+        // The run's publisher 7 sent two messages, one subscriber session owed both.
+        let mut pubs = FanoutStats::default();
+        pubs.publish(1, 7, 1, 100);
+        pubs.publish(1, 7, 2, 200);
+        let mut subs = FanoutStats::default();
+        subs.session(1, 50, 1_000);
+        subs.delivered(7, 1, 10);
+        // A server (or another client) floods it with messages of ids that never published.
+        for p in 1_000..1_500 {
+            for seq in 1..=3 {
+                subs.delivered(p, seq, 10);
+            }
+        }
+        let mut run = FanoutStats::default();
+        run.add(&pubs);
+        run.add(&subs);
+        let s = run.summarize().unwrap();
+        assert_eq!(s.expected, 2);
+        assert_eq!(s.delivered_owed, 1, "one of the two owed arrived");
+        assert_eq!(s.foreign, 1_500);
+        assert_eq!(run.attribute(&subs), (1, 1_500));
+        // Nothing was owed, everything received is foreign.
+        let mut none = FanoutStats::default();
+        none.add(&subs);
+        let s = none.summarize().unwrap();
+        assert_eq!((s.expected, s.delivered_owed, s.foreign), (0, 0, 1_501));
+    }
+
+    #[test]
+    fn publisher_ids_counted_apart_are_bounded() {
+        let mut subs = FanoutStats::default();
+        let n = COUNTED_PUBLISHERS as u64 + 1_000;
+        for p in 0..n {
+            subs.count_from(p, 1);
+        }
+        assert_eq!(subs.by_publisher.len(), COUNTED_PUBLISHERS);
+        assert_eq!(subs.unattributed, 1_000);
+        let mut run = FanoutStats::default();
+        run.add(&subs);
+        run.add(&subs);
+        assert_eq!(run.by_publisher.len(), COUNTED_PUBLISHERS);
+        assert_eq!(run.attribute(&run), (0, 2 * n));
     }
 }

@@ -367,6 +367,7 @@ impl Session<'_> {
         if n == 0 {
             return;
         }
+        self.conn.handle_sent(self.now);
         for f in client_frames(&self.out) {
             assert!(!self.client_closed, "frame after our close frame");
             self.client_closed = f.1 == 0x8;
@@ -478,6 +479,7 @@ impl ConnFuzzer {
         s.conn.handle_connected(&mut s.ctx, s.now);
         s.out.clear();
         s.conn.poll_transmit(&mut s.ctx, s.now, &mut s.out);
+        s.conn.handle_sent(s.now);
         let resp = response_for(&s.out);
         // The 101 in two reads, split anywhere (an empty first read included).
         let split = usize::from(input.byte()) % (resp.len() + 1);

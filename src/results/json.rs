@@ -143,6 +143,8 @@ fn fanout_json(r: &RunResult) -> Value {
         "owed": f.exact.then_some(f.expected),
         "delivered_owed": c.fanout_delivered_owed,
         "delivered_total": c.fanout_delivered,
+        "foreign": c.fanout_foreign,
+        "untracked": c.fanout_untracked,
         "lost": f.exact.then_some(c.fanout_lost),
         "duplicates": c.fanout_duplicates,
         "reordered": c.fanout_reordered,

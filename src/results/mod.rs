@@ -15,8 +15,66 @@ use crate::metrics::run::{FailureStop, RunResult};
 use crate::metrics::{fmt_us, Hist, ShardStats, TlsParam};
 use crate::plan::threshold::Outcome;
 use crate::plan::{Run, RunPlan};
-use crate::proto::conn::Mode;
+use crate::proto::conn::{Counters, Mode};
 use crate::proto::tls::{cipher_name, group_name, version_name};
+
+/// Outcomes that make a completed run not a success although no connection failed (exit 3),
+/// one line each for the summary: attempts cut short by the end of the run, messages a
+/// backlogged socket would not take, a run that established nothing.
+pub fn shortfalls(r: &RunResult) -> Vec<String> {
+    let c = &r.stats.counters;
+    let mut out = Vec::new();
+    let nothing = c.established + c.handshake_cycles == 0;
+    if c.abandoned > 0 && (c.abandoned_stalled > 0 || nothing) {
+        out.push(abandoned_text(c, nothing));
+    }
+    if c.msgs_unsent > 0 {
+        out.push(backlog_text(c));
+    }
+    if nothing {
+        out.push(format!(
+            "no WebSocket session was established and no handshake cycle completed ({} attempts): a run that established nothing is not a success",
+            c.attempts
+        ));
+    }
+    out
+}
+
+/// "send backlog: what was not sent, and why".
+fn backlog_text(c: &Counters) -> String {
+    format!(
+        "send backlog: {} planned messages and {} pings not sent (msgs_unsent, pings_skipped): the socket would not take them in time, the server reads slower than we send (or a pong was outstanding)",
+        c.msgs_unsent, c.pings_skipped
+    )
+}
+
+/// "N attempts still connecting when the run ended: why"; `all_cut`: every one of them counts
+/// as cut short (nothing was established).
+fn abandoned_text(c: &Counters, all_cut: bool) -> String {
+    let (n, accepted) = (c.abandoned, c.abandoned_accepted);
+    let why = if accepted == n {
+        "the server accepted TCP but never answered within the run".to_owned()
+    } else if accepted == 0 {
+        "the TCP connect was not answered within the run".to_owned()
+    } else {
+        format!(
+            "{accepted} accepted by the server over TCP but never answered, {} with the TCP connect unanswered, within the run",
+            n - accepted
+        )
+    };
+    let cut = if all_cut || c.abandoned_stalled == n {
+        String::new()
+    } else if c.abandoned_stalled == 0 {
+        " (each had waited less than half its --connect-timeout, at most 1 s: churn at the end, not a failure)"
+            .to_owned()
+    } else {
+        format!(
+            " ({} of them had waited half their --connect-timeout or 1 s and more)",
+            c.abandoned_stalled
+        )
+    };
+    format!("{n} attempts still connecting when the run ended{cut}: {why}")
+}
 
 /// The run's thresholds evaluated on its merged results (overall or per scenario).
 pub fn thresholds(run: &Run, r: &RunResult) -> Vec<Outcome> {

@@ -1,7 +1,9 @@
 //! The human summary printed on stdout: latency table, counters, TLS, failures, storms,
 //! fan-out, auth, scenarios, thresholds, process figures and warnings, one section each.
 
-use super::{failure_stop_text, handshake_rates, p99, thresholds, tls_params};
+use super::{
+    abandoned_text, failure_stop_text, handshake_rates, p99, shortfalls, thresholds, tls_params,
+};
 use crate::metrics::run::RunResult;
 use crate::metrics::run::CLOCK_STEP_US;
 use crate::metrics::{fmt_us, Hist, ShardStats};
@@ -164,7 +166,17 @@ fn counters(o: &mut String, run: &Prepared, r: &RunResult) {
             k if k.starts_with("stream_") => none(|p| p.conn.stream.is_some()),
             _ => false,
         };
-        if !(tls_only || cycles_only || unused) {
+        // Details of a rare outcome: shown when it happened.
+        let quiet = matches!(
+            k,
+            "abandoned_accepted"
+                | "abandoned_stalled"
+                | "fanout_foreign"
+                | "fanout_untracked"
+                | "msgs_unsent"
+                | "pings_skipped"
+        ) && v == 0;
+        if !(tls_only || cycles_only || unused || quiet) {
             let _ = writeln!(o, "  {k:<24}{v:>12}");
         }
     }
@@ -220,13 +232,26 @@ fn tls(o: &mut String, run: &Prepared, r: &RunResult) {
 /// Failures by cause with their descriptions, and the close codes received.
 fn failures(o: &mut String, run: &Prepared, r: &RunResult) {
     let s: &ShardStats = &r.stats;
-    if s.failures.is_empty() {
+    let short = shortfalls(r);
+    if s.failures.is_empty() && short.is_empty() {
         let _ = writeln!(o, "\nfailures: none");
+    } else if s.failures.is_empty() {
+        let _ = writeln!(o, "\nfailures: none counted, but the run did not succeed");
     } else {
         let _ = writeln!(o, "\nfailures");
         for (k, v) in &s.failures {
             let _ = writeln!(o, "  {:<32}{v:>10}  {}", k.name(), k.describe());
         }
+    }
+    for line in &short {
+        let _ = writeln!(o, "  {line}");
+    }
+    let c = &s.counters;
+    if c.msgs_unsent == 0 && c.pings_skipped > 0 {
+        let _ = writeln!(o, "  {}", super::backlog_text(c));
+    }
+    if c.abandoned > 0 && c.abandoned_stalled == 0 && c.established + c.handshake_cycles > 0 {
+        let _ = writeln!(o, "  {}", abandoned_text(c, false));
     }
     if let Some(stop) = &r.failure_stop {
         let _ = writeln!(o, "  {}", failure_stop_text(run, stop));
@@ -305,6 +330,21 @@ fn fanout(o: &mut String, _: &Prepared, r: &RunResult) {
             let _ = writeln!(
                 o,
                 "  owed and lost not computed: more messages were published than the log holds (1,000,000)"
+            );
+        }
+        if c.fanout_foreign > 0 {
+            let _ = writeln!(
+                o,
+                "  {} deliveries in subscribed windows came from ids that published nothing in this run: not owed, not in received",
+                c.fanout_foreign
+            );
+        }
+        if c.fanout_untracked > 0 {
+            let _ = writeln!(
+                o,
+                "  {} deliveries came from publishers beyond the {} tracked per subscriber connection: not counted as received",
+                c.fanout_untracked,
+                crate::proto::conn::TRACKED_PUBLISHERS
             );
         }
         if f.incomplete > 0 {

@@ -132,9 +132,14 @@ impl Shard {
             start_send(ring, slot, i, buf, inflight, pool);
         } else {
             recycle(pool, buf);
-            if let (true, Some(conn)) = (res < 0 && res != -libc::ECANCELED, slot.conn.as_mut()) {
-                let mut ctx = groups[slot.group as usize].ctx(rng);
-                conn.handle_error(&mut ctx, now, Failure::from_errno(-res));
+            match (res, slot.conn.as_mut()) {
+                // All written: what fell due meanwhile waited for this socket.
+                (0.., Some(conn)) => conn.handle_sent(now),
+                (r, Some(conn)) if r != -libc::ECANCELED => {
+                    let mut ctx = groups[slot.group as usize].ctx(rng);
+                    conn.handle_error(&mut ctx, now, Failure::from_errno(-r));
+                }
+                _ => {}
             }
         }
     }

@@ -1,9 +1,22 @@
 //! Fan-out subscribers: reading `pub`, `seq` and `ts` from each delivery as it streams in,
 //! telling new deliveries from duplicates and late ones per publisher, and recording their
-//! one-way latency and whether they were owed (published while the session was subscribed).
+//! one-way latency and whether they were owed (published while the session was subscribed;
+//! whether the publisher was one of the run's is settled at the end, by the publish log).
+//!
+//! Publishers are looked up in a hash map, at most [`TRACKED_PUBLISHERS`] per connection:
+//! a stream with ever more distinct `pub` ids costs neither time per delivery nor memory
+//! beyond that (about 150 KiB per connection when full); deliveries of further publishers
+//! are counted as `fanout_untracked` and nothing else.
 
 use super::{Ctx, Extras, Fanout, Hist, Micros, Recorder};
 use crate::proto::inspect::{LatencyField, TimeUnit};
+use std::collections::HashMap;
+
+/// Publishers whose deliveries one subscriber connection tells apart (duplicates, order).
+pub const TRACKED_PUBLISHERS: usize = 4096;
+
+/// What a subscriber received from each publisher it tracks, by publisher id.
+pub(super) type Tracks = HashMap<u64, Track>;
 
 /// The fields subscribers read from each delivery: publisher id, sequence, send time (µs).
 pub fn fanout_fields() -> [LatencyField; 3] {
@@ -16,9 +29,8 @@ pub fn fanout_fields() -> [LatencyField; 3] {
 
 /// What a subscriber received from one publisher: the highest sequence, and which of the 64
 /// below it arrived (bit i: `last - i`), to tell duplicates from late arrivals.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub(super) struct Track {
-    publisher: u64,
     last: u64,
     seen: u64,
 }
@@ -89,19 +101,18 @@ fn deliver<R: Recorder>(
     seq: u64,
     ts: u64,
 ) {
-    let i = match x.tracks.iter().position(|t| t.publisher == publisher) {
-        Some(i) => i,
-        None => {
-            x.tracks.push(Track {
-                publisher,
-                last: 0,
-                seen: 0,
-            });
-            x.tracks.len() - 1
+    let full = x.tracks.len() >= TRACKED_PUBLISHERS;
+    let track = match x.tracks.get_mut(&publisher) {
+        Some(t) => t,
+        None if full => {
+            // Not told apart from its duplicates, so not counted as delivered either.
+            ctx.stats.counters().fanout_untracked += 1;
+            return;
         }
+        None => x.tracks.entry(publisher).or_default(),
     };
     let c = ctx.stats.counters();
-    match x.tracks[i].note(seq) {
+    match track.note(seq) {
         Arrival::Duplicate => {
             c.fanout_duplicates += 1;
             return;

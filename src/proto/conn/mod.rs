@@ -27,12 +27,12 @@ mod transmit;
 pub use config::{ConnConfig, Fanout, Heartbeat, Message, Mode};
 pub use event::{Ending, Event};
 pub use failure::Failure;
-pub use fanout::fanout_fields;
+pub use fanout::{fanout_fields, TRACKED_PUBLISHERS};
 pub use record::{Counters, Hist, Recorder};
 pub use rules::{Check, ReplyRule, Request, StreamRule};
 
 use self::event::{EV_ENDED, STORM_DROPPED};
-use self::fanout::Track;
+use self::fanout::Tracks;
 use self::tls::TlsConn;
 use crate::proto::inspect::FieldScan;
 use crate::proto::rng::Rng;
@@ -44,6 +44,10 @@ use std::collections::VecDeque;
 
 /// Microseconds since the shard's epoch.
 pub type Micros = u64;
+
+/// An attempt abandoned at the end of the run after waiting this long (or half its connect
+/// timeout, if shorter) was cut short, not caught in end-of-run churn: `abandoned_stalled`.
+pub const STALLED_AFTER: Micros = 1_000_000;
 
 /// What a handler needs besides the connection: the run's config and what only the shard
 /// knows at run time (its recorder, PRNG, TLS client and epoch), lent for one call.
@@ -121,7 +125,7 @@ struct Extras {
     subscribed_at: u64,
     /// When the session stopped being subscribed (its close began), Unix µs; 0: still is.
     session_end: u64,
-    tracks: Vec<Track>,
+    tracks: Tracks,
     /// The `--last-seq-field` (`seq`) of the message being received (for `{{last_seq}}`).
     seq_scan: FieldScan,
     /// Heartbeat: when the next is due, and when the unanswered one was sent (0: none).
@@ -167,7 +171,8 @@ const OUT_HEARTBEAT: u8 = 64;
 ///    [`Event::Ended`], after which the driver closes the socket and drops the connection;
 /// 4. when no send is in flight and [`Conn::wants_transmit`], [`Conn::poll_transmit`] to
 ///    collect the bytes to write (then poll events again: a TLS cycle may end with its last
-///    write);
+///    write), and [`Conn::handle_sent`] once they are all written (what fell due meanwhile
+///    waited for a backlogged socket: see [`Conn::handle_sent`]);
 /// 5. re-arm its timer with [`Conn::poll_timeout`].
 ///
 /// Every handler takes `now` and a [`Ctx`]; measurements go straight into the context's
@@ -188,6 +193,11 @@ pub struct Conn {
     /// Phase deadline: setup timeout, drain end, or close wait; 0 = none.
     deadline: Micros,
     next_msg_at: Micros,
+    /// The bytes of the last [`Conn::poll_transmit`] are still being written (the driver has
+    /// not yet called [`Conn::handle_sent`]), and when the last write completed: what was due
+    /// in between waited for a backlogged socket.
+    writing: bool,
+    written_at: Micros,
     next_ping_at: Micros,
     ping_sent_at: Micros,
     key: [u8; 24],
@@ -247,6 +257,8 @@ impl Conn {
             t_phase: now,
             deadline: now.saturating_add(ctx.cfg.connect_timeout),
             next_msg_at: 0,
+            writing: false,
+            written_at: 0,
             next_ping_at: 0,
             ping_sent_at: 0,
             key: handshake::make_key(ctx.rng.bytes16()),
@@ -334,6 +346,18 @@ impl Conn {
             }
             _ => self.fail(ctx, now, failure),
         }
+    }
+
+    /// The bytes of the last [`Conn::poll_transmit`] are all written (the socket took them).
+    ///
+    /// Rate-driven messages that fell due while they were being written and are late by more
+    /// than one message interval (or timer step) when the next transmit comes are not sent:
+    /// they count as `msgs_unsent` (the send backlog) and the schedule keeps its grid. Those
+    /// late by less go out late, stamped with their intended time. When sending ends (stop,
+    /// close, failure), the messages still owed to a backlogged socket count as unsent too.
+    pub fn handle_sent(&mut self, now: Micros) {
+        self.writing = false;
+        self.written_at = now;
     }
 
     /// The peer closed its side (recv returned 0).
@@ -452,8 +476,11 @@ impl Conn {
             && now >= ctx.cfg.on_grid(self.next_ping_at)
         {
             // One ping outstanding at a time: a late pong must not be matched to a newer ping.
-            if self.ping_sent_at == 0 {
+            // A ping due while the last is unanswered or still unwritten is skipped, counted.
+            if self.ping_sent_at == 0 && self.pending & OUT_PING == 0 {
                 self.pending |= OUT_PING;
+            } else {
+                ctx.stats.counters().pings_skipped += 1;
             }
             self.next_ping_at = self.next_ping_at.saturating_add(ctx.cfg.ping_interval);
             if self.next_ping_at <= now {
@@ -468,6 +495,7 @@ impl Conn {
         if self.stopping {
             return;
         }
+        self.end_sending(ctx, now);
         self.stopping = true;
         match self.phase {
             // A handshake cycle whose handshake is done (waiting for a ticket, or with our
@@ -508,6 +536,7 @@ impl Conn {
 
     /// Ends the connection at once, without a close handshake (second signal, hard deadline).
     pub fn abort<R: Recorder>(&mut self, ctx: &mut Ctx<'_, R>, now: Micros) {
+        self.end_sending(ctx, now);
         self.stopping = true;
         match self.phase {
             Phase::Connecting | Phase::TlsHandshake | Phase::Upgrading => self.abandon(ctx, now),
@@ -521,9 +550,18 @@ impl Conn {
         }
     }
 
-    /// Never opened, and the run is over: not a failure of the target.
+    /// Never opened, and the run is over: not counted as a failure, but an attempt that had
+    /// waited long ([`STALLED_AFTER`]) was cut short by the end of the run, and says so.
     fn abandon<R: Recorder>(&mut self, ctx: &mut Ctx<'_, R>, now: Micros) {
-        ctx.stats.counters().abandoned += 1;
+        let c = ctx.stats.counters();
+        c.abandoned += 1;
+        if matches!(self.phase, Phase::TlsHandshake | Phase::Upgrading) {
+            c.abandoned_accepted += 1;
+        }
+        let stalled_after = (ctx.cfg.connect_timeout / 2).min(STALLED_AFTER);
+        if now.saturating_sub(self.t_start) >= stalled_after {
+            c.abandoned_stalled += 1;
+        }
         self.outcome = Some(Outcome::Stopped);
         self.finish(ctx, now);
     }
@@ -636,6 +674,7 @@ impl Conn {
         if self.phase != Phase::Open {
             return;
         }
+        self.end_sending(ctx, now);
         self.account_unanswered(ctx);
         // A reply still expected when we close is not the server's failure.
         if let Some(x) = &mut self.extras {
@@ -668,6 +707,7 @@ impl Conn {
         if self.phase == Phase::Done {
             return;
         }
+        self.end_sending(ctx, now);
         if self.phase == Phase::Closing && self.outcome.is_none() {
             // We closed, but no close reply came before EOF, an error or --close-wait.
             ctx.stats.counters().closes_incomplete += 1;
@@ -693,6 +733,38 @@ impl Conn {
         self.fifo = VecDeque::new();
         self.extras = None;
         self.tls = None;
+    }
+
+    /// Sending ends (the first of stop, close or failure; later calls do nothing): the
+    /// rate-driven messages due by now that waited for a backlogged socket (due while a write
+    /// was in progress) were never sent; they are counted as `msgs_unsent`.
+    fn end_sending<R: Recorder>(&mut self, ctx: &mut Ctx<'_, R>, now: Micros) {
+        if self.phase != Phase::Open || self.stopping {
+            return;
+        }
+        let (Some(_), iv) = (&ctx.cfg.message, ctx.cfg.message_interval) else {
+            return;
+        };
+        if iv == 0 {
+            return;
+        }
+        // Due while a write was in progress: up to now if one still is.
+        let until = if self.writing {
+            now.saturating_add(1)
+        } else {
+            self.written_at.min(now.saturating_add(1))
+        };
+        let mut unsent = 0;
+        while !self.sends_done(ctx.cfg) {
+            let intended = ctx.cfg.on_grid(self.next_msg_at);
+            if intended >= until {
+                break;
+            }
+            self.sent += 1;
+            self.next_msg_at = self.next_msg_at.saturating_add(iv);
+            unsent += 1;
+        }
+        ctx.stats.counters().msgs_unsent += unsent;
     }
 
     /// Every sent message ends as received or unanswered, so sent = received + unanswered.

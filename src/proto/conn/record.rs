@@ -107,8 +107,14 @@ counters! {
     /// Sessions we closed whose close handshake did not complete (no close reply before EOF,
     /// an error or `--close-wait`).
     closes_incomplete,
-    /// Attempts still connecting or upgrading when the run stopped (not failures).
+    /// Attempts still connecting or upgrading when the run stopped.
     abandoned,
+    /// Abandoned attempts the server had accepted over TCP (their TLS handshake or upgrade was
+    /// still unanswered).
+    abandoned_accepted,
+    /// Abandoned attempts cut short: they had waited half their `--connect-timeout` (at most
+    /// 1 s) or longer, so the end of the run, not churn, ended them (exit 3).
+    abandoned_stalled,
     /// Reconnect attempts made to hold the target connection count.
     reconnects,
     /// Rate-driven messages sent that an echo answers (publishers' are `fanout_published`).
@@ -117,6 +123,11 @@ counters! {
     msgs_received,
     /// Sent messages still unanswered when the connection closed.
     msgs_unanswered,
+    /// Rate-driven messages planned but not sent because of the send backlog: due while the
+    /// socket was still writing earlier bytes, and late by more than one interval by the time
+    /// it took more (or still owed when sending ended). Their slots count towards
+    /// `--message-count`; the schedule keeps its grid.
+    msgs_unsent,
     /// Data messages that were not an echo of ours (server pushes, acks).
     msgs_pushed,
     /// Data messages that arrived after we had started closing.
@@ -125,6 +136,9 @@ counters! {
     on_open_sent,
     /// WebSocket pings sent (`--ping-interval`); their pongs time `ws_ping`.
     pings_sent,
+    /// Pings due while the previous one was still unwritten (send backlog) or unanswered:
+    /// not sent, the schedule kept.
+    pings_skipped,
     /// Pongs received for our pings.
     pongs_received,
     /// Pongs sent in answer to server pings.
@@ -174,8 +188,16 @@ counters! {
     fanout_published,
     /// Fan-out: messages subscribers received (duplicates not counted).
     fanout_delivered,
-    /// Fan-out: deliveries of messages published while the subscriber was subscribed.
+    /// Fan-out: deliveries of messages the run's publishers sent while the subscriber was
+    /// subscribed (settled at the end: until then, by any publisher).
     fanout_delivered_owed,
+    /// Fan-out: deliveries in the subscribed window whose `pub` is none of the run's
+    /// publishers (another client's, or made up): not owed, not in `fanout_delivered_owed`;
+    /// computed when the run ends.
+    fanout_foreign,
+    /// Fan-out: deliveries of publishers beyond the 4,096 tracked per subscriber connection:
+    /// not checked, timed or counted as delivered.
+    fanout_untracked,
     /// Fan-out: deliveries owed (each message × the sessions subscribed when it was sent),
     /// computed when the run ends.
     fanout_owed,

@@ -103,11 +103,17 @@ impl Conn {
         }
         let n = out.len() - start;
         ctx.stats.counters().bytes_sent += n as u64;
+        if n > 0 {
+            self.writing = true;
+        }
         n
     }
 
     /// Writes every message whose intended time has come, stamping each with that time (not
-    /// the write time) so a stalled loop shows up as latency instead of hiding it.
+    /// the write time) so a stalled loop shows up as latency instead of hiding it. Messages
+    /// that fell due while the last write was in progress and are late by more than one
+    /// interval (or timer step) were held up by the socket: counted as `msgs_unsent`, not
+    /// sent (see [`Conn::handle_sent`]).
     fn transmit_messages<R: Recorder>(
         &mut self,
         ctx: &mut Ctx<'_, R>,
@@ -121,10 +127,18 @@ impl Conn {
             return;
         }
         let publisher = ctx.cfg.fanout == Some(Fanout::Publisher);
+        let slack = iv.max(ctx.cfg.timer_resolution);
         loop {
             let intended = ctx.cfg.on_grid(self.next_msg_at);
             if intended > now || self.sends_done(ctx.cfg) {
                 break;
+            }
+            if intended < self.written_at && now - intended > slack {
+                // Its turn passed while the socket would not take more: the send backlog.
+                self.sent += 1;
+                self.next_msg_at = self.next_msg_at.saturating_add(iv);
+                ctx.stats.counters().msgs_unsent += 1;
+                continue;
             }
             let now_unix = ctx.epoch_unix_us.saturating_add(now);
             let hash = self.encode_message(m, now_unix, ctx.rng, out);

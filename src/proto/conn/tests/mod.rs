@@ -65,7 +65,10 @@ impl Harness {
     fn tx(&mut self, c: &mut Conn, now: Micros) -> Vec<u8> {
         let mut out = Vec::new();
         let mut ctx = self.ctx();
-        c.poll_transmit(&mut ctx, now, &mut out);
+        if c.poll_transmit(&mut ctx, now, &mut out) > 0 {
+            // The socket takes it all at once.
+            c.handle_sent(now);
+        }
         out
     }
     /// A connection that is open at `now`, with its on-open message already taken.
@@ -340,6 +343,60 @@ fn ping_interval_measures_pong_rtt() {
 }
 
 #[test]
+fn a_backlogged_socket_skips_messages_late_by_more_than_an_interval_and_counts_them() {
+    let mut c0 = cfg();
+    c0.ping_interval = 250 * MS;
+    let mut h = Harness::new(c0);
+    let mut c = h.open(0);
+    // Output without the write completing: the driver keeps it in flight.
+    let stuck = |h: &mut Harness, c: &mut Conn, now| {
+        let mut out = Vec::new();
+        c.poll_transmit(&mut h.ctx(), now, &mut out);
+        client_frames(&out)
+    };
+    let t1 = c.poll_timeout(&h.cfg).unwrap();
+    c.handle_timer(&mut h.ctx(), t1);
+    assert_eq!(stuck(&mut h, &mut c, t1).len(), 1);
+    // The socket takes nothing for 1 s: timers fire, nothing can be written.
+    let mut now = t1;
+    for _ in 0..100 {
+        now += 10 * MS;
+        c.handle_timer(&mut h.ctx(), now);
+    }
+    // Pings due meanwhile: the first waits to be written, the next three are skipped.
+    assert_eq!(h.stats.counters.pings_skipped, 3);
+    c.handle_sent(now);
+    // Ten messages fell due (t1 + 100 .. t1 + 1000 ms): the eight late by more than one
+    // interval are unsent; the last two go out late, with the waiting ping.
+    let frames = stuck(&mut h, &mut c, now);
+    let kinds: Vec<OpCode> = frames.iter().map(|f| f.0).collect();
+    assert_eq!(kinds, [OpCode::Ping, OpCode::Text, OpCode::Text]);
+    let k = &h.stats.counters;
+    assert_eq!((k.msgs_sent, k.msgs_unsent, k.pings_sent), (3, 8, 1));
+    // The late ones carry their intended times: 100 ms and 0 ms late.
+    for _ in 0..3 {
+        c.handle_recv(&mut h.ctx(), now, &server_frame(0x81, b"hello"));
+    }
+    let rtt = h.stats.hist(Hist::WsMsgRtt);
+    assert_eq!(rtt.max(), rtt.highest_equivalent(1000 * MS));
+    // The schedule kept its grid: the next message is due one interval on.
+    assert_eq!(c.next_msg_at, t1 + 1100 * MS);
+    // Stuck again, and the run stops 450 ms later: the four due meanwhile were never sent.
+    let t2 = t1 + 1100 * MS;
+    c.handle_timer(&mut h.ctx(), t2);
+    assert!(!stuck(&mut h, &mut c, t2).is_empty());
+    c.handle_timer(&mut h.ctx(), t2 + 450 * MS);
+    c.stop(&mut h.ctx(), t2 + 450 * MS, t2 + 2000 * MS);
+    let k = &h.stats.counters;
+    assert_eq!((k.msgs_sent, k.msgs_unsent), (4, 12));
+    // Sent = received + unanswered still holds; unsent ones were never sent.
+    c.abort(&mut h.ctx(), t2 + 500 * MS);
+    let k = &h.stats.counters;
+    assert_eq!(k.msgs_sent, k.msgs_received + k.msgs_unanswered);
+    assert_eq!(k.msgs_unsent, 12, "counted once");
+}
+
+#[test]
 fn server_close_is_echoed_and_counted() {
     let mut h = Harness::new(cfg());
     let mut c = h.open(0);
@@ -543,6 +600,29 @@ fn abort_and_abandon_are_accounted() {
         0,
         "stopping is not the target's failure"
     );
+}
+
+#[test]
+fn abandoned_attempts_say_how_far_they_got_and_whether_they_were_cut_short() {
+    // connect timeout 1000 ms: cut short after waiting 500 ms.
+    let mut h = Harness::new(cfg());
+    // Still in TCP connect after 10 ms: end-of-run churn.
+    let mut a = Conn::new(&mut h.ctx(), 0);
+    a.stop(&mut h.ctx(), 10 * MS, 20 * MS);
+    // Accepted, upgrade sent, no answer for 600 ms: cut short.
+    let mut b = Conn::new(&mut h.ctx(), 0);
+    b.handle_connected(&mut h.ctx(), MS);
+    h.tx(&mut b, MS);
+    b.stop(&mut h.ctx(), 600 * MS, 700 * MS);
+    // A second Ctrl-C abandons the same way.
+    let mut d = Conn::new(&mut h.ctx(), 0);
+    d.abort(&mut h.ctx(), 900 * MS);
+    let s = &h.stats.counters;
+    assert_eq!(
+        (s.abandoned, s.abandoned_accepted, s.abandoned_stalled),
+        (3, 1, 2)
+    );
+    assert_eq!(h.stats.failure_total(), 0);
 }
 
 #[test]
@@ -761,6 +841,43 @@ fn subscriber_counts_deliveries_duplicates_and_late_arrivals_per_publisher() {
         1,
         "owed: sent at 15 ms only"
     );
+}
+
+#[test]
+fn subscriber_tracks_a_bounded_number_of_publishers_and_counts_the_rest() {
+    let mut h = Harness::new(ConnConfig {
+        message: None,
+        fanout: Some(Fanout::Subscriber),
+        ..cfg()
+    });
+    let mut c = h.open(0);
+    // A hostile stream: every delivery from a publisher id never seen before.
+    let n = TRACKED_PUBLISHERS as u64 + 5_000;
+    let mut wire = Vec::new();
+    for p in 0..n {
+        wire.extend(server_frame(
+            0x81,
+            format!(r#"{{"pub":{},"seq":1,"ts":{}}}"#, 1_000_000 + p, 5 * MS).as_bytes(),
+        ));
+    }
+    c.handle_recv(&mut h.ctx(), 10 * MS, &wire);
+    // A tracked publisher is still told apart: its duplicate and its next message.
+    for seq in [1, 2] {
+        let m = format!(r#"{{"pub":1000000,"seq":{seq},"ts":{}}}"#, 6 * MS);
+        c.handle_recv(&mut h.ctx(), 11 * MS, &server_frame(0x81, m.as_bytes()));
+    }
+    let tracks = &c.extras.as_ref().unwrap().tracks;
+    assert_eq!(tracks.len(), TRACKED_PUBLISHERS);
+    assert!(
+        tracks.capacity() < 2 * TRACKED_PUBLISHERS,
+        "{}",
+        tracks.capacity()
+    );
+    let k = &h.stats.counters;
+    assert_eq!(k.fanout_untracked, 5_000);
+    assert_eq!(k.fanout_delivered, TRACKED_PUBLISHERS as u64 + 1);
+    assert_eq!(k.fanout_duplicates, 1);
+    assert_eq!(k.fanout_delivered_owed, TRACKED_PUBLISHERS as u64 + 1);
 }
 
 #[test]

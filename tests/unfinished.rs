@@ -1,0 +1,143 @@
+//! Work a run planned but could not finish is an outcome, never silence: attempts the end of
+//! the run cut short, a run that established nothing, messages a backlogged socket would not
+//! take. Raw TCP servers that misbehave one way each, over loopback.
+
+mod common;
+
+use common::*;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+
+/// A server that accepts TCP and never answers (nor reads); its sockets stay open until the
+/// test process ends.
+fn silent_server() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held: Vec<TcpStream> = Vec::new();
+        for s in l.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_silent_server_is_not_a_success() {
+    // The run ends before the connect timeout would fail the attempts.
+    let _g = lock();
+    let addr = silent_server();
+    let out = json_path("silent-server");
+    let o = sockstorm(&[
+        "run",
+        &url(addr),
+        "-c",
+        "4",
+        "-d",
+        "1s",
+        "--connect-timeout",
+        "1500ms",
+        "--json",
+        out.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(3), "{stdout}");
+    assert!(
+        stdout.contains(
+            "4 attempts still connecting when the run ended: the server accepted TCP but never answered within the run"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("no WebSocket session was established"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("failures: none\n"), "{stdout}");
+    let v = read_json(&out);
+    assert_eq!(counter(&v, "established"), 0);
+    assert_eq!(counter(&v, "abandoned"), 4);
+    assert_eq!(counter(&v, "abandoned_accepted"), 4);
+    assert_eq!(counter(&v, "abandoned_stalled"), 4);
+}
+
+/// A server that completes the WebSocket upgrade (a correct `Sec-WebSocket-Accept`), then
+/// never reads again; its receive buffer is small, so the client's sends back up at once.
+fn non_reading_server() -> SocketAddr {
+    use std::io::{Read, Write};
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    sock.listen(16).unwrap();
+    let l: TcpListener = sock.into();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held: Vec<TcpStream> = Vec::new();
+        for mut s in l.incoming().flatten() {
+            let mut req = Vec::new();
+            let mut b = [0u8; 1024];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut b) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&b[..n]),
+                }
+            }
+            let text = String::from_utf8_lossy(&req);
+            let Some(key) = text.lines().find_map(|l| {
+                l.split_once(':')
+                    .filter(|(k, _)| k.eq_ignore_ascii_case("sec-websocket-key"))
+                    .map(|(_, v)| v.trim().to_owned())
+            }) else {
+                continue;
+            };
+            let resp = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+                tungstenite::handshake::derive_accept_key(key.as_bytes())
+            );
+            let _ = s.write_all(resp.as_bytes());
+            held.push(s);
+        }
+    });
+    addr
+}
+
+#[test]
+fn messages_a_non_reading_server_never_took_are_counted_unsent() {
+    let _g = lock();
+    let addr = non_reading_server();
+    let out = json_path("non-reading");
+    let msg = write_file("non-reading-msg", &"x".repeat(32 * 1024));
+    let msg_arg = format!("@{}", msg.display());
+    let (conns, rate, secs) = (2u64, 200u64, 2u64);
+    let o = sockstorm(&[
+        "run",
+        &url(addr),
+        "-c",
+        &conns.to_string(),
+        "-d",
+        &format!("{secs}s"),
+        "--message",
+        &msg_arg,
+        "--message-rate",
+        &rate.to_string(),
+        "--drain",
+        "200ms",
+        "--close-wait",
+        "200ms",
+        "--json",
+        out.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(3), "{stdout}");
+    assert!(stdout.contains("send backlog: "), "{stdout}");
+    let v = read_json(&out);
+    assert_eq!(counter(&v, "established"), conns);
+    let (sent, unsent) = (counter(&v, "msgs_sent"), counter(&v, "msgs_unsent"));
+    assert!(unsent > sent, "sent {sent}, unsent {unsent}");
+    // Every planned message is accounted for: sent, or unsent (within a message or two per
+    // connection at the run's edges).
+    let planned = conns * rate * secs;
+    assert!(
+        sent + unsent >= planned * 9 / 10 && sent + unsent <= planned + 2 * conns,
+        "planned {planned}, sent {sent}, unsent {unsent}"
+    );
+}
