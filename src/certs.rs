@@ -138,7 +138,7 @@ fn read(flag: &'static str, path: &Path) -> Result<Vec<u8>, CertError> {
 }
 
 /// The OS message of `e` without the " (os error N)" suffix, which means nothing to a user.
-fn os_reason(e: &io::Error) -> String {
+pub(crate) fn os_reason(e: &io::Error) -> String {
     let text = e.to_string();
     match text.rfind(" (os error ") {
         Some(at) if text.ends_with(')') => text[..at].to_owned(),

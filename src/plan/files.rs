@@ -3,6 +3,7 @@
 //! could be read forever: `--message @/dev/zero` once grew to 24 GB), and never more than
 //! the limit, even if the file grows while it is read.
 
+use crate::certs::os_reason;
 use std::io::Read;
 use std::path::Path;
 
@@ -60,15 +61,6 @@ pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
 /// [`read_limited`] as UTF-8 text.
 pub fn read_text_limited(path: &Path, limit: u64) -> Result<String, String> {
     String::from_utf8(read_limited(path, limit)?).map_err(|_| "not UTF-8 text".to_owned())
-}
-
-/// The OS message of `e` without the " (os error N)" suffix.
-fn os_reason(e: &std::io::Error) -> String {
-    let text = e.to_string();
-    match text.rfind(" (os error ") {
-        Some(i) => text[..i].to_owned(),
-        None => text,
-    }
 }
 
 #[cfg(test)]
