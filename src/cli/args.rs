@@ -105,6 +105,10 @@ pub struct RunArgs {
     /// 6.11+) or `syscalls` (socket/setsockopt/bind, then installed in the ring).
     #[arg(long, value_enum, default_value_t = SocketSetupArg::Auto)]
     pub socket_setup: SocketSetupArg,
+    /// I/O backend: `auto` (io_uring where the kernel and the seccomp profile allow it, else
+    /// epoll, and the summary says why), `uring` or `epoll`.
+    #[arg(long, value_enum, env = "SOCKSTORM_BACKEND", default_value_t = BackendArg::Auto)]
+    pub backend: BackendArg,
     /// Write the results as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -183,6 +187,18 @@ pub enum CloseArg {
     Rst,
     /// Close gracefully: close_notify (TLS) or, with `--upgrade`, a close frame, then FIN.
     Fin,
+}
+
+/// `--backend` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendArg {
+    /// io_uring where it can run, else epoll (Docker ≥ 25, containerd 2 and Podman block
+    /// io_uring by default).
+    Auto,
+    /// io_uring only: an error (exit 2) where it cannot run.
+    Uring,
+    /// epoll (mio), wherever.
+    Epoll,
 }
 
 /// `--socket-setup` values.

@@ -9,8 +9,9 @@ use io_uring::{opcode, IoUring, Probe};
 
 use super::procfs::parse_u64;
 use super::Reading;
+pub use crate::io::probe::KernelVersion;
+pub(crate) use crate::io::probe::{parse_kernel_release, OSRELEASE};
 
-pub(crate) const OSRELEASE: &str = "/proc/sys/kernel/osrelease";
 const IO_URING_DISABLED: &str = "/proc/sys/kernel/io_uring_disabled";
 
 /// The io_uring opcodes the backend submits: (name, opcode, first kernel).
@@ -28,49 +29,6 @@ pub(crate) const OPCODES: [(&str, u8, &str); 8] = [
     ("Socket", opcode::Socket::CODE, "5.19"),
     ("Bind", opcode::Bind::CODE, "6.11"),
 ];
-
-/// The running kernel's version, from `kernel.osrelease`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KernelVersion {
-    /// The full release string, e.g. `6.8.0-45-generic`.
-    pub release: String,
-    /// Major version, the `6` of `6.8.0-45-generic`.
-    pub major: u32,
-    /// Minor version, the `8` of `6.8.0-45-generic`.
-    pub minor: u32,
-    /// Patch level (0 when the release has none).
-    pub patch: u32,
-}
-
-impl KernelVersion {
-    /// Whether this kernel is `major.minor` or newer.
-    pub fn at_least(&self, major: u32, minor: u32) -> bool {
-        (self.major, self.minor) >= (major, minor)
-    }
-}
-
-/// Parses `kernel.osrelease`, e.g. `6.8.0-45-generic` or `6.1`.
-pub(crate) fn parse_kernel_release(text: &str) -> Result<KernelVersion, String> {
-    let release = text.trim();
-    let numeric = release
-        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .next()
-        .unwrap_or("");
-    let mut parts = numeric
-        .split('.')
-        .filter(|p| !p.is_empty())
-        .map(str::parse::<u32>);
-    let bad = || format!("unrecognised kernel release {release:?}");
-    let major = parts.next().and_then(Result::ok).ok_or_else(bad)?;
-    let minor = parts.next().and_then(Result::ok).ok_or_else(bad)?;
-    let patch = parts.next().and_then(Result::ok).unwrap_or(0);
-    Ok(KernelVersion {
-        release: release.to_owned(),
-        major,
-        minor,
-        patch,
-    })
-}
 
 /// Whether a kernel feature can be used, as found by trying it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -320,26 +278,4 @@ pub(crate) fn uring_notes(u: &UringReadings) -> Vec<String> {
         notes.push("kernel.io_uring_disabled = 2: io_uring is off for every process".to_owned());
     }
     notes
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn kernel_release_parses_common_forms() {
-        let k = parse_kernel_release("6.18.44-fc-v669\n").unwrap();
-        assert_eq!((k.major, k.minor, k.patch), (6, 18, 44));
-        assert_eq!(k.release, "6.18.44-fc-v669");
-        let k = parse_kernel_release("5.15.0-91-generic").unwrap();
-        assert_eq!((k.major, k.minor, k.patch), (5, 15, 0));
-        assert!(k.at_least(5, 6) && !k.at_least(5, 19) && !k.at_least(6, 0));
-        let k = parse_kernel_release("6.1").unwrap();
-        assert_eq!((k.major, k.minor, k.patch), (6, 1, 0));
-        assert!(k.at_least(6, 1));
-        let k = parse_kernel_release("6.0.0+rpt-rpi-v8").unwrap();
-        assert!(k.at_least(6, 0));
-        assert!(parse_kernel_release("linux").is_err());
-        assert!(parse_kernel_release("6").is_err());
-    }
 }

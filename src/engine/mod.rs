@@ -8,12 +8,15 @@ pub mod shard;
 pub mod stages;
 pub mod timer;
 
+use crate::io::backend::{BackendKind, IoConfig, SocketSetup, Waker};
+use crate::io::probe::{self, Selected};
 use crate::io::sock::{self, SockOptions};
-use crate::io::uring::{RingConfig, SocketSetup, Waker};
 use crate::metrics::fanout::FanoutSummary;
-use crate::metrics::run::{FailureStop, Observer, RunResult, Sample, ScenarioResult, Tick};
+use crate::metrics::run::{
+    BackendInfo, FailureStop, Observer, RunResult, Sample, ScenarioResult, Tick,
+};
 use crate::metrics::ShardStats;
-use crate::plan::{Prepared, Run, RunPlan};
+use crate::plan::{Backend, Prepared, Run, RunPlan};
 use shard::{Gauges, GroupPlan, ShardEvent, ShardPlan, StartGate, StopFlags};
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
@@ -27,24 +30,37 @@ const TABLE_SLACK: u64 = 64;
 /// Errors that stop a run before or while it starts.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    /// A shard's share of the connections does not fit its io_uring descriptor table (soft
-    /// RLIMIT_NOFILE less 64 kept free). Fix: lower `-c`, add CPUs with `--cpus`, or raise the hard
-    /// limit.
+    /// The connections do not fit the backend's descriptor limits. io_uring: each shard's
+    /// share must fit its ring's table (soft RLIMIT_NOFILE less 64 kept free), so capacity grows
+    /// with shards. epoll: every socket is an fd of the process, so all shards together hold
+    /// about RLIMIT_NOFILE. Fix: lower `-c`, add CPUs with `--cpus` (io_uring), or raise the
+    /// hard limit.
     #[error(
-        "{wanted} connections do not fit: each of the {shards} shard(s) holds at most RLIMIT_NOFILE \
-         connections, {allowed} in all (hard limit {hard}): lower -c, add CPUs with --cpus, or raise the \
-         hard limit (ulimit -Hn, tuning/limits.d, LimitNOFILE=); see `sockstorm doctor -c {wanted}`"
+        "{wanted} connections do not fit: {how}, {allowed} in all (hard limit {hard}): lower -c{cpus}, \
+         or raise the hard limit (ulimit -Hn, tuning/limits.d, LimitNOFILE=){other}; see \
+         `sockstorm doctor -c {wanted}`"
     )]
     TooManyConnections {
         /// Connections of all scenarios together.
         wanted: u64,
-        /// Connections all shards hold together: (soft RLIMIT_NOFILE after raising − 64) × shards.
+        /// Connections the run can hold with this backend.
         allowed: u64,
-        /// Shards of the run, one per CPU in `--cpus`.
-        shards: usize,
+        /// How the backend counts: "each of the 2 io_uring shard(s) holds at most
+        /// RLIMIT_NOFILE connections" or "with epoll every connection is one of the process's
+        /// RLIMIT_NOFILE fds".
+        how: String,
+        /// ", add CPUs with --cpus" where more shards would help (io_uring).
+        cpus: &'static str,
+        /// What the other backend would hold, when that helps.
+        other: String,
         /// The hard RLIMIT_NOFILE: the most the soft limit could be raised to without privileges.
         hard: u64,
     },
+    /// The backend asked for cannot run here (`--backend uring` where io_uring is blocked), or
+    /// io_uring lacks locked memory. Fix: what the message says (`--backend epoll`, raise the
+    /// memlock limit).
+    #[error("{0}")]
+    Backend(String),
     /// A shard could not start (io_uring unavailable, thread spawn failed...).
     #[error("shard {shard}: {reason}")]
     Shard {
@@ -177,24 +193,45 @@ pub fn run(
     finish(run, &layout, started, collected)
 }
 
-/// How the run maps onto shards: the limit, each shard's connections, each shard's plan.
+/// How the run maps onto shards: the backend, the limit, each shard's connections and the
+/// sockets each may hold.
 struct Layout {
     shards: usize,
     nofile: (u64, u64),
     capacity: u64,
     shard_counts: Vec<u64>,
+    backend: Selected,
+    /// Slots per shard ([`IoConfig::files`]).
+    files: Vec<u32>,
+    /// What the other backend would hold here.
+    other_capacity: (BackendKind, u64),
 }
 
-/// Plans each shard's share and checks it fits the descriptor tables.
+/// Descriptors the process keeps for itself under epoll (stdio, the output file, the auth
+/// threads' sockets, the metrics endpoint), plus two per shard (its epoll and eventfd).
+const EPOLL_RESERVE: u64 = 64;
+
+/// Connections the run can hold with `kind`: io_uring, (soft limit − 64) per shard, each ring
+/// has its own table; epoll, the process's fd table less what the process keeps for itself.
+fn capacity_of(kind: BackendKind, soft: u64, shards: usize) -> u64 {
+    match kind {
+        BackendKind::Uring => soft.saturating_sub(TABLE_SLACK) * shards as u64,
+        BackendKind::Epoll => soft.saturating_sub(EPOLL_RESERVE + 2 * shards as u64),
+    }
+}
+
+/// Chooses the backend and plans each shard's share, checking it fits the descriptor limits.
 fn layout(run: &Prepared) -> Result<Layout, EngineError> {
+    let want = match run.main().backend {
+        Backend::Auto => None,
+        Backend::Uring => Some(BackendKind::Uring),
+        Backend::Epoll => Some(BackendKind::Epoll),
+    };
+    let backend = probe::select(want).map_err(|e| EngineError::Backend(e.0))?;
     let nofile = sock::raise_nofile_limit()
         .or_else(|_| sock::nofile_limit())
         .unwrap_or((1024, 1024));
-    // Sockets live in each shard's io_uring direct-descriptor table, not in the process's fd
-    // table; the kernel caps each table at RLIMIT_NOFILE, so capacity grows with shards.
     let shards = run.main().cpus.len().max(1);
-    let per_shard = nofile.0.saturating_sub(TABLE_SLACK);
-    let capacity = per_shard * shards as u64;
     let shard_counts: Vec<u64> = (0..shards)
         .map(|i| {
             run.scenarios
@@ -203,19 +240,77 @@ fn layout(run: &Prepared) -> Result<Layout, EngineError> {
                 .sum()
         })
         .collect();
-    if shard_counts.iter().any(|&n| n > per_shard) {
+    let kind = backend.kind;
+    let capacity = capacity_of(kind, nofile.0, shards);
+    let other = match kind {
+        BackendKind::Uring => BackendKind::Epoll,
+        BackendKind::Epoll => BackendKind::Uring,
+    };
+    let other_capacity = (other, capacity_of(other, nofile.0, shards));
+    let fits = match kind {
+        // Sockets live in each shard's direct-descriptor table, not in the process's fd
+        // table; the kernel caps each table at RLIMIT_NOFILE, so capacity grows with shards.
+        BackendKind::Uring => shard_counts
+            .iter()
+            .all(|&n| n <= nofile.0.saturating_sub(TABLE_SLACK)),
+        BackendKind::Epoll => shard_counts.iter().sum::<u64>() <= capacity,
+    };
+    if !fits {
+        let (how, cpus) = match kind {
+            BackendKind::Uring => (
+                format!("each of the {shards} io_uring shard(s) holds at most RLIMIT_NOFILE connections"),
+                ", add CPUs with --cpus",
+            ),
+            BackendKind::Epoll => (
+                "with epoll every connection is one of the process's RLIMIT_NOFILE fds, across all shards"
+                    .to_owned(),
+                "",
+            ),
+        };
+        let other = if other_capacity.1 > capacity && other == BackendKind::Uring {
+            format!(
+                "; io_uring would hold {} here ({})",
+                other_capacity.1, backend.reason
+            )
+        } else {
+            String::new()
+        };
         return Err(EngineError::TooManyConnections {
             wanted: run.connections(),
             allowed: capacity,
-            shards,
+            how,
+            cpus,
+            other,
             hard: nofile.1,
         });
     }
+    let files = match kind {
+        // Room for every connection twice over: a socket being closed keeps its slot until
+        // the close completes, and a storm's burst of closes should not hold up the
+        // replacements opened meanwhile (when the table is full, openings wait for a slot).
+        // An unused slot costs 8 bytes of kernel memory.
+        BackendKind::Uring => shard_counts
+            .iter()
+            .map(|&n| (2 * n + TABLE_SLACK).min(nofile.0).max(1) as u32)
+            .collect(),
+        // A close frees its fd at once; the fds left over are shared out for replacements
+        // opened while a storm's closes are reaped.
+        BackendKind::Epoll => {
+            let spare = (capacity - shard_counts.iter().sum::<u64>()) / shards as u64;
+            shard_counts
+                .iter()
+                .map(|&n| (n + spare.min(n + TABLE_SLACK)).max(1) as u32)
+                .collect()
+        }
+    };
     Ok(Layout {
         shards,
         nofile,
         capacity,
         shard_counts,
+        backend,
+        files,
+        other_capacity,
     })
 }
 
@@ -272,7 +367,7 @@ fn start(run: &Prepared, layout: &Layout) -> Result<Started, EngineError> {
     });
     let (tx, rx) = mpsc::channel();
     let mut handles = Vec::new();
-    for (i, &count) in layout.shard_counts.iter().enumerate() {
+    for (i, _) in layout.shard_counts.iter().enumerate() {
         // Rotate each shard's start in the source list so shards do not pile onto one address.
         let mut sources = run.source_ips.clone();
         if !sources.is_empty() {
@@ -295,12 +390,9 @@ fn start(run: &Prepared, layout: &Layout) -> Result<Started, EngineError> {
                 .zip(token_rx.iter_mut())
                 .map(|(p, rx)| group_plan(p, i, shards, rx[i].take()))
                 .collect(),
-            ring: RingConfig {
-                // Room for every connection twice over: a socket being closed keeps its slot
-                // until the close completes, and a storm's burst of closes should not hold up
-                // the replacements opened meanwhile (when the table is full, openings wait
-                // for a slot). An unused slot costs 8 bytes of kernel memory.
-                files: (2 * count + TABLE_SLACK).min(layout.nofile.0).max(1) as u32,
+            backend: layout.backend.kind,
+            io: IoConfig {
+                files: layout.files[i],
                 sock: SockOptions {
                     linger_zero: main.linger_zero,
                 },
@@ -309,7 +401,7 @@ fn start(run: &Prepared, layout: &Layout) -> Result<Started, EngineError> {
                 } else {
                     SocketSetup::Auto
                 },
-                ..RingConfig::default()
+                ..IoConfig::default()
             },
         };
         let (f, g, t) = (flags.clone(), gate.clone(), tx.clone());
@@ -595,6 +687,12 @@ fn finish(
             .and_then(|v| v.into_iter().max()),
         nofile: layout.nofile,
         capacity: layout.capacity,
+        backend: BackendInfo {
+            name: layout.backend.kind.name(),
+            reason: layout.backend.reason.clone(),
+            other_capacity: (layout.other_capacity.1 != layout.capacity)
+                .then(|| (layout.other_capacity.0.name(), layout.other_capacity.1)),
+        },
         timeline: c.timeline,
         ramp_deficit_max: scenarios.iter().map(|s| s.ramp_deficit_max).sum(),
         threshold_abort: c.threshold_abort,

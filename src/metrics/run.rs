@@ -99,8 +99,12 @@ pub struct RunResult {
     pub ramp: Option<Duration>,
     /// RLIMIT_NOFILE (soft, hard) after raising.
     pub nofile: (u64, u64),
-    /// Connections the shards' descriptor tables hold together: (soft RLIMIT_NOFILE − 64) × shards.
+    /// Connections the run could hold at once: io_uring, (soft RLIMIT_NOFILE − 64) × shards
+    /// (each ring has its own descriptor table); epoll, the process's fd table less what the
+    /// process itself uses.
     pub capacity: u64,
+    /// The I/O backend that ran, and why it was chosen.
+    pub backend: BackendInfo,
     /// The run's per-second samples, all scenarios together, in time order.
     pub timeline: Vec<Sample>,
     /// Storms: the longest time until a shard was back at its connection count (None: some
@@ -120,6 +124,18 @@ pub struct RunResult {
     /// Steps of the system clock seen during the run: once-a-second re-anchorings of the wall
     /// time that moved it by more than [`CLOCK_STEP_US`] (one-way latency follows them).
     pub clock_steps: u64,
+}
+
+/// The I/O backend of a run and why it was chosen.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BackendInfo {
+    /// `uring` or `epoll`.
+    pub name: &'static str,
+    /// Why, in one line: "io_uring is available", "io_uring blocked by a seccomp filter
+    /// (EPERM), as in Docker ≥ 25 and containerd 2 defaults", "chosen with --backend epoll".
+    pub reason: String,
+    /// What the other backend would hold on this host, when it differs: (name, connections).
+    pub other_capacity: Option<(&'static str, u64)>,
 }
 
 /// Why a run was stopped early by `--max-identical-failures`.

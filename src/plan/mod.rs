@@ -256,6 +256,8 @@ pub struct RunPlan {
     pub linger_zero: bool,
     /// Make sockets with syscalls even where the io_uring ring could (`--socket-setup syscalls`).
     pub socket_syscalls: bool,
+    /// The I/O backend asked for (`--backend`); run-wide: only the first scenario's counts.
+    pub backend: Backend,
     /// `--json`: the file the JSON results are written to at the end; `None`: no JSON file.
     pub json: Option<PathBuf>,
     /// `-q`/`--quiet`: no live progress line on stderr (the summary still goes to stdout).
@@ -303,4 +305,16 @@ pub fn available_cpus() -> Vec<usize> {
     } else {
         ids.into_iter().map(|c| c.id).collect()
     }
+}
+
+/// The I/O backend a run asks for (`--backend`, `backend = …`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// io_uring where it can run, else epoll; the run says which and why.
+    #[default]
+    Auto,
+    /// io_uring, or an error saying why it cannot run here.
+    Uring,
+    /// epoll (mio).
+    Epoll,
 }

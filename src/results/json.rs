@@ -317,6 +317,7 @@ pub fn to_json(run: &Prepared, r: &RunResult) -> Value {
         "schema_version": SCHEMA_VERSION,
         "tool": {"name": "sockstorm", "version": env!("CARGO_PKG_VERSION")},
         "interrupted": r.interrupted,
+        "backend": {"name": r.backend.name, "reason": r.backend.reason},
         "elapsed_s": (r.elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
         "settings": {
             "url": plan.url_text,
@@ -343,7 +344,6 @@ pub fn to_json(run: &Prepared, r: &RunResult) -> Value {
             "linger_zero": plan.linger_zero,
             "validate_utf8": plan.conn.validate_utf8,
             "timer_resolution_us": plan.conn.timer_resolution,
-            "backend": "io_uring",
             "socket_setup": if plan.socket_syscalls { "syscalls" } else { "auto" },
         },
         "machine": {
@@ -353,6 +353,7 @@ pub fn to_json(run: &Prepared, r: &RunResult) -> Value {
             "nofile_soft": r.nofile.0,
             "nofile_hard": r.nofile.1,
             "connection_capacity": r.capacity,
+            "connection_capacity_other_backend": r.backend.other_capacity.map(|(name, n)| serde_json::json!({"backend": name, "connections": n})),
             "ip_local_port_range": read_trim("/proc/sys/net/ipv4/ip_local_port_range").map(|s| s.split_whitespace().collect::<Vec<_>>().join("-")),
         },
         "counters": counters,

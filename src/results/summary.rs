@@ -435,12 +435,17 @@ fn process(o: &mut String, run: &Prepared, r: &RunResult) {
         r.peak_open,
         per_conn
     );
+    let _ = writeln!(o, "backend: {} ({})", r.backend.name, r.backend.reason);
     let _ = writeln!(
         o,
-        "limits: RLIMIT_NOFILE {} (hard {}) allows {} connections{}",
+        "limits: RLIMIT_NOFILE {} (hard {}) allows {} connections with {}{}{}",
         r.nofile.0,
         r.nofile.1,
         r.capacity,
+        r.backend.name,
+        r.backend
+            .other_capacity
+            .map_or_else(String::new, |(name, n)| format!(" ({name} would hold {n})")),
         if run.source_ips_auto && !run.source_ips.is_empty() {
             format!(
                 "; spread over {} loopback source addresses",

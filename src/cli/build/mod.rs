@@ -11,12 +11,12 @@ mod auth;
 #[cfg(test)]
 mod tests;
 
-use super::args::{CloseArg, ModeArg, RunArgs, SocketSetupArg, StormCloseArg};
+use super::args::{BackendArg, CloseArg, ModeArg, RunArgs, SocketSetupArg, StormCloseArg};
 use super::conn::Load;
 use crate::plan::message::Resolver;
 use crate::plan::reconnect::Storm;
 use crate::plan::stages::Stage;
-use crate::plan::{available_cpus, parse, parse_url, redacted, PlanError, RunPlan, Url};
+use crate::plan::{available_cpus, parse, parse_url, redacted, Backend, PlanError, RunPlan, Url};
 use crate::proto::conn::Mode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -107,6 +107,11 @@ impl RunArgs {
             source_ips: a.source_ip.clone().map(|l| l.0).unwrap_or_default(),
             linger_zero: a.linger_zero || matches!(shape.mode, Mode::Handshake { rst: true, .. }),
             socket_syscalls: a.socket_setup == SocketSetupArg::Syscalls,
+            backend: match a.backend {
+                BackendArg::Auto => Backend::Auto,
+                BackendArg::Uring => Backend::Uring,
+                BackendArg::Epoll => Backend::Epoll,
+            },
             json: a.json.clone(),
             quiet: a.quiet,
             channel: a.conn.channel.clone(),

@@ -16,6 +16,7 @@ const RUN_WIDE: &[&str] = &[
     "quiet",
     "drain",
     "socket_setup",
+    "backend",
     "linger_zero",
     "timer_resolution",
     "abort_on_fail",

@@ -3,17 +3,17 @@
 
 use super::slot::{arm_recv, recycle, start_send, SEND_BUF_CAPACITY};
 use super::Shard;
-use crate::io::uring::{unpack, Completion, Op};
+use crate::io::backend::{unpack, Backend, Completion, Op};
 use crate::proto::conn::{Failure, Micros};
 
-impl Shard {
+impl<B: Backend> Shard<B> {
     /// One completion from the ring: stale ones (of a slot reused since) are dropped, the
     /// others go to their connection, which is then re-armed or torn down.
     pub(super) fn on_completion(&mut self, mut c: Completion, now: Micros) {
         let (i, gen, op) = unpack(c.user_data());
         let Some(op) = op else { return };
         if op == Op::Wake {
-            self.ring.arm_wake();
+            self.io.arm_wake();
             return;
         }
         if op == Op::Cancel {
@@ -25,7 +25,7 @@ impl Shard {
             .is_none_or(|s| !s.allocated || s.gen != gen || s.ops == 0);
         if stale {
             if let Some(b) = c.take_buffer() {
-                self.ring.recycle(b);
+                self.io.recycle(b);
             }
             return;
         }
@@ -52,7 +52,7 @@ impl Shard {
             groups,
             rng,
             slots,
-            ring,
+            io,
             inflight,
             ..
         } = self;
@@ -62,7 +62,7 @@ impl Shard {
             let mut ctx = groups[slot.group as usize].ctx(rng);
             if res == 0 {
                 conn.handle_connected(&mut ctx, now);
-                arm_recv(ring, slot, i, inflight);
+                arm_recv(io, slot, i, inflight);
             } else if res != -libc::ECANCELED {
                 conn.handle_error(&mut ctx, now, Failure::from_errno(-res));
             }
@@ -80,7 +80,7 @@ impl Shard {
             groups,
             rng,
             slots,
-            ring,
+            io,
             inflight,
             ..
         } = self;
@@ -89,10 +89,10 @@ impl Shard {
         let alive = slot.conn.as_ref().is_some_and(|c| !c.is_done());
         if let Some(b) = c.take_buffer() {
             if let (true, Some(conn)) = (res > 0, slot.conn.as_mut()) {
-                let data = ring.buffer(&b);
+                let data = io.buffer(&b);
                 conn.handle_recv(&mut g.ctx(rng), now, data);
             }
-            ring.recycle(b);
+            io.recycle(b);
         }
         if let Some(conn) = slot.conn.as_mut() {
             let mut ctx = g.ctx(rng);
@@ -104,7 +104,7 @@ impl Shard {
             // Buffers ran out (ENOBUFS) or the kernel ended the multishot: re-arm, unless
             // the connection stopped reading.
             if alive && !conn.is_done() && !slot.recv_armed && res != 0 && !slot.watching {
-                arm_recv(ring, slot, i, inflight);
+                arm_recv(io, slot, i, inflight);
             }
         }
     }
@@ -117,7 +117,7 @@ impl Shard {
             groups,
             rng,
             slots,
-            ring,
+            io,
             pool,
             inflight,
             ..
@@ -129,7 +129,7 @@ impl Shard {
         if res >= 0 && (res as usize) < buf.len() && alive {
             // Short write: send the rest before anything else.
             buf.drain(..res as usize);
-            start_send(ring, slot, i, buf, inflight, pool);
+            start_send(io, slot, i, buf, inflight, pool);
         } else {
             recycle(pool, buf);
             match (res, slot.conn.as_mut()) {
@@ -211,7 +211,7 @@ impl Shard {
                 groups,
                 rng,
                 slots,
-                ring,
+                io,
                 pool,
                 inflight,
                 ..
@@ -231,7 +231,7 @@ impl Shard {
             if buf.is_empty() {
                 recycle(pool, buf);
             } else {
-                start_send(ring, slot, i, buf, inflight, pool);
+                start_send(io, slot, i, buf, inflight, pool);
             }
             // poll_transmit can schedule further timers (pings): re-arm.
             self.after(i, now);

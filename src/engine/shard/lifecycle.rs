@@ -4,10 +4,10 @@
 use super::slot::stop_reading;
 use super::Shard;
 use crate::engine::timer::TimerEntry;
-use crate::io::uring::{pack, Op};
+use crate::io::backend::{pack, Backend, Op};
 use crate::proto::conn::{Conn, Ending, Event, Micros, Mode, Outcome};
 
-impl Shard {
+impl<B: Backend> Shard<B> {
     /// After any input: act on the connection's events (tear it down once it ended), re-arm
     /// its timer, queue its output.
     pub(super) fn after(&mut self, i: u32, now: Micros) {
@@ -28,7 +28,7 @@ impl Shard {
         let slot = &mut self.slots[i as usize];
         let stopped = slot.conn.as_ref().is_some_and(|c| !c.is_reading());
         if stopped && !slot.watching && slot.has_socket && !slot.connecting {
-            stop_reading(&mut self.ring, slot, i, &mut self.inflight);
+            stop_reading(&mut self.io, slot, i, &mut self.inflight);
         }
         let Some(conn) = slot.conn.as_ref() else {
             return;
@@ -116,16 +116,16 @@ impl Shard {
         }
         if slot.has_socket && !slot.close_submitted {
             if slot.recv_armed {
-                self.ring
+                self.io
                     .cancel(pack(i, slot.gen, Op::Recv), pack(i, slot.gen, Op::Cancel));
             }
             if slot.watching {
                 // Cancelling a watch that already completed finds nothing: harmless.
-                self.ring
+                self.io
                     .cancel(pack(i, slot.gen, Op::Hangup), pack(i, slot.gen, Op::Cancel));
             }
             if slot.connecting {
-                self.ring.cancel(
+                self.io.cancel(
                     pack(i, slot.gen, Op::Connect),
                     pack(i, slot.gen, Op::Cancel),
                 );
@@ -133,17 +133,17 @@ impl Shard {
             // A completed cycle's last send (close_notify, close frame) is small and will
             // complete; the close then takes effect after it.
             if slot.sending && end.outcome != Outcome::Completed {
-                self.ring
+                self.io
                     .cancel(pack(i, slot.gen, Op::Send), pack(i, slot.gen, Op::Cancel));
             }
             if slot.rst {
-                self.ring.close_rst(
+                self.io.close_rst(
                     i,
                     pack(i, slot.gen, Op::Setup),
                     pack(i, slot.gen, Op::Close),
                 );
             } else {
-                self.ring.close(i, pack(i, slot.gen, Op::Close));
+                self.io.close(i, pack(i, slot.gen, Op::Close));
             }
             slot.close_submitted = true;
             slot.ops += 1;

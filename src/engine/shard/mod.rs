@@ -1,18 +1,21 @@
-//! One shard: a pinned thread owning an io_uring ring, a slab of connections, a timer wheel,
-//! its share of the connect schedule and its own [`ShardStats`]. Nothing here is shared with
+//! One shard: a pinned thread owning an I/O backend (an io_uring ring or an epoll instance,
+//! behind [`Backend`]), a slab of connections, a timer wheel, its share of the connect
+//! schedule and its own [`ShardStats`]. Nothing here is shared with
 //! other shards; the engine only receives interval snapshots and can wake the shard to stop.
 //!
 //! This file holds what the engine sees (the plan, the events, the stop flags, the start gate)
 //! and the loop: read the clock once per turn, stop when due, expire timers, open what the
-//! schedule says, flush output, wait for the ring, hand completions on. The rest, one concern
+//! schedule says, flush output, wait for the backend, hand completions on. The rest, one concern
 //! per file: `slot` (the slab), `group` (a scenario's share and its connections' context),
 //! `schedule` (openings, stages, replacements), `storm` (reconnect storms), `completion`
-//! (feeding connections what the ring and the timers report) and `lifecycle` (acting on a
+//! (feeding connections what the backend and the timers report) and `lifecycle` (acting on a
 //! connection's events after each call: open counts, teardown, re-arming).
 
 use crate::engine::stages::Ramp;
 use crate::engine::timer::{TimerEntry, TimerWheel};
-use crate::io::uring::{Completion, Ring, RingConfig, Waker};
+use crate::io::backend::{Backend, BackendKind, Completion, IoConfig, Waker};
+use crate::io::epoll::Poller;
+use crate::io::uring::Ring;
 use crate::metrics::ShardStats;
 use crate::plan::reconnect::{Policy, Storm};
 use crate::proto::conn::{Conn, ConnConfig, Ctx, Failure, Micros, Phase};
@@ -45,7 +48,7 @@ const LEFTOVER_GRACE_US: Micros = 200_000;
 const HURRIED_DRAIN_US: Micros = 500_000;
 /// ...the close handshake it waits for, µs...
 const HURRIED_CLOSE_WAIT_US: Micros = 300_000;
-/// ...and how long past its hard deadline it waits for the ring before leaving, µs.
+/// ...and how long past its hard deadline it waits for the backend before leaving, µs.
 const HURRIED_EXIT_US: Micros = 500_000;
 
 /// What one shard does: the shared settings and one [`GroupPlan`] per scenario.
@@ -70,9 +73,12 @@ pub struct ShardPlan {
     pub tls: Option<Arc<TlsSettings>>,
     /// Source addresses to rotate (empty: let the kernel choose).
     pub sources: Vec<IpAddr>,
-    /// The shard's io_uring sizes and socket setup; `files` is this shard's connections plus 64
-    /// spare slots, capped at the soft RLIMIT_NOFILE.
-    pub ring: RingConfig,
+    /// The backend the shard runs on (chosen once for the run, `--backend`).
+    pub backend: BackendKind,
+    /// The backend's sizes and socket setup; `files` is the most sockets the shard holds at
+    /// once (io_uring: twice its connections plus 64 spare slots, capped at the soft
+    /// RLIMIT_NOFILE; epoll: its share of the process's fd table).
+    pub io: IoConfig,
     /// The scenarios' shares on this shard, in scenario order.
     pub groups: Vec<GroupPlan>,
     /// Attempts on this shard in a row failing with the same persistent TLS cause
@@ -137,9 +143,9 @@ pub struct Gauges {
 /// Messages from a shard to the engine.
 #[derive(Debug)]
 pub enum ShardEvent {
-    /// The ring is up; the waker stops the shard early.
+    /// The backend is up; the waker stops the shard early.
     Ready(usize, Waker),
-    /// The shard could not start (TLS client or io_uring setup) or its ring failed during the run:
+    /// The shard could not start (TLS client or backend setup) or its backend failed during the run:
     /// its index and the reason.
     Failed(usize, String),
     /// `max_identical_failures` attempts in a row failed with this cause and no connection of
@@ -167,7 +173,7 @@ pub struct StopFlags {
 /// Start synchronisation: all shards begin at the same instant.
 #[derive(Debug)]
 pub struct StartGate {
-    /// `shards + 1` parties: every shard once its ring is up (or it failed), and the engine, which
+    /// `shards + 1` parties: every shard once its backend is up (or it failed), and the engine, which
     /// sets `epoch` first.
     pub barrier: Barrier,
     /// The common epoch, set by the engine before it passes the barrier.
@@ -193,13 +199,31 @@ pub fn run(plan: ShardPlan, flags: Arc<StopFlags>, gate: Arc<StartGate>, tx: Sen
             return;
         }
     };
-    let ring = Ring::new(plan.ring, plan.target, &plan.sources).and_then(|r| Ok((r.waker()?, r)));
-    let (waker, ring) = match ring {
+    match plan.backend {
+        BackendKind::Uring => start::<Ring>(plan, tls, flags, &gate, tx),
+        BackendKind::Epoll => start::<Poller>(plan, tls, flags, &gate, tx),
+    }
+}
+
+/// Sets up backend `B`, reports it ready, waits for the common start and runs the shard.
+fn start<B: Backend>(
+    plan: ShardPlan,
+    tls: Option<Arc<TlsClient>>,
+    flags: Arc<StopFlags>,
+    gate: &StartGate,
+    tx: Sender<ShardEvent>,
+) {
+    let index = plan.index;
+    let io = B::new(plan.io, plan.target, &plan.sources).and_then(|b| Ok((b.waker()?, b)));
+    let (waker, io) = match io {
         Ok(x) => x,
         Err(e) => {
             let _ = tx.send(ShardEvent::Failed(
                 index,
-                format!("io_uring setup failed: {e} (check `sockstorm doctor`; Linux ≥ 6.1 with io_uring enabled is required)"),
+                format!(
+                    "{} setup failed: {e} (check `sockstorm doctor`)",
+                    plan.backend.name()
+                ),
             ));
             gate.barrier.wait();
             return;
@@ -213,15 +237,15 @@ pub fn run(plan: ShardPlan, flags: Arc<StopFlags>, gate: Arc<StartGate>, tx: Sen
         return;
     };
     let epoch_unix_us = gate.epoch_unix_us.get().copied().unwrap_or(0);
-    let mut shard = Shard::new(plan, ring, (epoch, epoch_unix_us), tls, flags, tx);
+    let mut shard = Shard::new(plan, io, (epoch, epoch_unix_us), tls, flags, tx);
     shard.run();
 }
 
-struct Shard {
+struct Shard<B> {
     plan: ShardPlan,
     groups: Vec<Group>,
     rng: Rng,
-    ring: Ring,
+    io: B,
     slots: Vec<Slot>,
     free: Vec<u32>,
     wheel: TimerWheel,
@@ -235,7 +259,7 @@ struct Shard {
     /// The stop was interrupted (a signal, `--abort-on-fail`, identical failures): drain and
     /// close waits are cut to end within 2 s, whether the stop began with it or before.
     hurried: bool,
-    /// Every connection was cut short (second signal, hard deadline or a ring error).
+    /// Every connection was cut short (second signal, hard deadline or a backend error).
     aborted: bool,
     hard_deadline: Micros,
     /// Close-handshake wait after the stop (the longest of the groups'), µs.
@@ -259,10 +283,10 @@ struct Shard {
     gave_up: bool,
 }
 
-impl Shard {
+impl<B: Backend> Shard<B> {
     fn new(
         mut plan: ShardPlan,
-        ring: Ring,
+        io: B,
         (epoch, epoch_unix_us): (Instant, u64),
         tls: Option<Arc<TlsClient>>,
         flags: Arc<StopFlags>,
@@ -280,7 +304,7 @@ impl Shard {
             close_wait: groups.iter().map(|g| g.cfg.close_wait).max().unwrap_or(0),
             groups,
             plan,
-            ring,
+            io,
             free: Vec::new(),
             wheel: TimerWheel::new(),
             epoch,
@@ -353,35 +377,35 @@ impl Shard {
                 break;
             }
             // A request the kernel never completes (a send to a peer that stopped reading)
-            // must not hold the run hostage: dropping the ring cancels whatever is left.
+            // must not hold the run hostage: dropping the backend cancels whatever is left.
             // Once every connection has ended, requests still in flight carry no results: a
             // short grace for their completions, then leave (seen: a connect and send of a
             // chain cut by the stop that never complete).
             if self.stopping && self.live == 0 {
                 let since = *self.all_done_at.get_or_insert(now);
                 if now >= since.saturating_add(LEFTOVER_GRACE_US) {
-                    let _ = self.ring.submit_and_wait(Some(Duration::ZERO));
+                    let _ = self.io.wait(Some(Duration::ZERO));
                     break;
                 }
             }
             if self.stopping && now >= self.hard_deadline.saturating_add(self.exit_grace()) {
                 // Hand the queued closes to the kernel before leaving, or their fds leak.
-                let _ = self.ring.submit_and_wait(Some(Duration::ZERO));
+                let _ = self.io.wait(Some(Duration::ZERO));
                 break;
             }
             let timeout = self
                 .next_wake(now)
                 .map(|t| Duration::from_micros(t.saturating_sub(self.now())));
-            if let Err(e) = self.ring.submit_and_wait(timeout) {
+            if let Err(e) = self.io.wait(timeout) {
                 if !self.aborted {
                     let _ = self.tx.send(ShardEvent::Failed(
                         self.plan.index,
-                        format!("io_uring wait failed: {e}"),
+                        format!("{} wait failed: {e}", self.plan.backend.name()),
                     ));
                 }
                 self.abort_all(self.now());
             }
-            self.ring.reap(&mut self.cq);
+            self.io.reap(&mut self.cq);
             let now = self.now();
             let mut cq = std::mem::take(&mut self.cq);
             for c in cq.drain(..) {
@@ -529,7 +553,7 @@ impl Shard {
         }
     }
 
-    /// How long past the hard deadline the shard waits for the ring before it leaves.
+    /// How long past the hard deadline the shard waits for the backend before it leaves.
     fn exit_grace(&self) -> Micros {
         if self.hurried {
             HURRIED_EXIT_US

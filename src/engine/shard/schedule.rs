@@ -4,14 +4,14 @@
 
 use super::slot::{recycle, Slot, SEND_BUF_CAPACITY};
 use super::Shard;
-use crate::io::uring::{pack, Op};
+use crate::io::backend::{pack, Backend, Op};
 use crate::proto::conn::{Conn, Failure, Micros, Mode};
 use std::cmp::Reverse;
 
 /// How far ahead of schedule a connection may be opened to batch openings.
 const OPEN_SLACK_US: f64 = 1000.0;
 
-impl Shard {
+impl<B: Backend> Shard<B> {
     pub(super) fn open_due(&mut self, gi: usize, now: Micros) {
         let nowf = now as f64;
         // Openings due within the next OPEN_SLACK_US go out in this batch: one wake-up and one
@@ -163,7 +163,7 @@ impl Shard {
             groups,
             rng,
             slots,
-            ring,
+            io,
             inflight,
             live,
             pool,
@@ -205,7 +205,7 @@ impl Shard {
         conn.poll_transmit(&mut ctx, now, &mut buf);
         ctx.token = None;
         let ud = [Op::Setup, Op::Connect, Op::Send].map(|op| pack(i, slot.gen, op));
-        match ring.open(i, source, buf, ud) {
+        match io.open(i, source, buf, ud) {
             Ok(()) => {
                 slot.has_socket = true;
                 slot.connecting = true;

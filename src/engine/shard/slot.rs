@@ -2,7 +2,7 @@
 //! are caught), what each has in flight in the ring, and freeing slots once nothing is.
 
 use super::Shard;
-use crate::io::uring::{pack, Op, Ring};
+use crate::io::backend::{pack, Backend, Op};
 use crate::proto::conn::{Conn, Micros};
 
 /// Initial capacity of pooled send buffers (an upgrade request or a few small frames).
@@ -77,15 +77,15 @@ pub(super) fn recycle(pool: &mut Vec<Vec<u8>>, mut buf: Vec<u8>) {
 }
 
 /// Hands `buf` to the ring as the slot's one send in flight.
-pub(super) fn start_send(
-    ring: &mut Ring,
+pub(super) fn start_send<B: Backend>(
+    io: &mut B,
     slot: &mut Slot,
     i: u32,
     buf: Vec<u8>,
     inflight: &mut u64,
     pool: &mut Vec<Vec<u8>>,
 ) {
-    match ring.send(i, buf, pack(i, slot.gen, Op::Send)) {
+    match io.send(i, buf, pack(i, slot.gen, Op::Send)) {
         Ok(()) => {
             slot.sending = true;
             slot.ops += 1;
@@ -97,32 +97,32 @@ pub(super) fn start_send(
 }
 
 /// Arms the slot's multishot receive (after the connect, or when the kernel ended it).
-pub(super) fn arm_recv(ring: &mut Ring, slot: &mut Slot, i: u32, inflight: &mut u64) {
+pub(super) fn arm_recv<B: Backend>(io: &mut B, slot: &mut Slot, i: u32, inflight: &mut u64) {
     slot.recv_armed = true;
     slot.ops += 1;
     *inflight += 1;
-    ring.recv_multishot(i, pack(i, slot.gen, Op::Recv));
+    io.recv(i, pack(i, slot.gen, Op::Recv));
 }
 
 /// The connection in the slot stopped reading: its receive is cancelled and only an error
 /// or hang-up of the socket is watched for.
-pub(super) fn stop_reading(ring: &mut Ring, slot: &mut Slot, i: u32, inflight: &mut u64) {
+pub(super) fn stop_reading<B: Backend>(io: &mut B, slot: &mut Slot, i: u32, inflight: &mut u64) {
     slot.watching = true;
     if slot.recv_armed {
-        ring.cancel(pack(i, slot.gen, Op::Recv), pack(i, slot.gen, Op::Cancel));
+        io.cancel(pack(i, slot.gen, Op::Recv), pack(i, slot.gen, Op::Cancel));
     }
     slot.ops += 1;
     *inflight += 1;
-    ring.watch_hangup(i, pack(i, slot.gen, Op::Hangup));
+    io.watch_hangup(i, pack(i, slot.gen, Op::Hangup));
 }
 
-impl Shard {
+impl<B: Backend> Shard<B> {
     /// A slot is free for one more connection: a freed one, or a new one inside the ring's
     /// descriptor table. Slots of sockets still closing are not free; while the table is
     /// full of them, openings wait (an opening beyond it could only fail, as EMFILE, and
     /// with an immediate reconnect policy its replacement would fail the same way at once).
     pub(super) fn slot_available(&self) -> bool {
-        !self.free.is_empty() || (self.slots.len() as u32) < self.ring.files()
+        !self.free.is_empty() || (self.slots.len() as u32) < self.io.files()
     }
 
     pub(super) fn maybe_free(&mut self, i: u32) {

@@ -2,9 +2,10 @@
 //! RST or a close handshake), and the time until the group is back at its target is measured.
 
 use super::{Shard, Storm};
+use crate::io::backend::Backend;
 use crate::proto::conn::{Micros, Phase};
 
-impl Shard {
+impl<B: Backend> Shard<B> {
     /// Drops the storm's share of this group's open sessions on this shard, chosen at random.
     pub(super) fn storm(&mut self, gi: usize, now: Micros, storm: Storm) {
         let g = &mut self.groups[gi];
