@@ -15,31 +15,49 @@ fi
 cargo build --release --bins
 cargo test --release
 
-echo "== interop: 1000 connections against Python websockets $("$VENV/bin/python" -c 'import websockets; print(websockets.__version__)')"
-tmp=$(mktemp -d)
-trap 'kill "$srv" 2>/dev/null || true; rm -rf "$tmp"' EXIT
-"$VENV/bin/python" scripts/interop/echo_server.py --seconds 90 > "$tmp/server.out" &
-srv=$!
-for _ in $(seq 100); do grep -q READY "$tmp/server.out" 2>/dev/null && break; sleep 0.1; done
-port=$(awk '/READY/ {print $2}' "$tmp/server.out")
-[ -n "$port" ] || { echo "interop server did not start"; exit 1; }
-./target/release/sockstorm run "ws://127.0.0.1:$port/" -c 1000 --connect-rate 1000 -d 5s \
-  --message 'interop echo' --message-rate 2 --no-reconnect -q --json "$tmp/interop.json" > "$tmp/summary.txt" \
-  || { cat "$tmp/summary.txt"; exit 1; }
-"$VENV/bin/python" scripts/interop/check_echo.py "$tmp/interop.json" 1000
+# The whole-run suites again on the epoll backend, with the same exact assertions (each reads
+# SOCKSTORM_BACKEND through the binary's --backend default, and tests/common checks that every
+# run's JSON names it). The default run above used `auto`: io_uring where the kernel allows it.
+echo "== the whole-run suites on the epoll backend"
+SOCKSTORM_BACKEND=epoll cargo test --release --test run --test tls --test fanout --test scenario \
+  --test examples --test storms --test signals --test misbehave --test unfinished \
+  --test workloads --test output
 
-echo "== interop: the articles' workloads against Python websockets (acks by id, stream gaps, per-connection URLs, keepalive 1011)"
-"$VENV/bin/python" scripts/interop/workload_server.py --seconds 60 --stats "$tmp/wl-stats.json" > "$tmp/wl.out" &
-wl=$!
-trap 'kill "$srv" "$wl" 2>/dev/null || true; rm -rf "$tmp"' EXIT
-for _ in $(seq 100); do grep -q READY "$tmp/wl.out" 2>/dev/null && break; sleep 0.1; done
-port=$(awk '/READY/ {print $2}' "$tmp/wl.out")
-[ -n "$port" ] || { echo "interop workload server did not start"; exit 1; }
-./target/release/sockstorm run scripts/interop/workloads.toml \
-  --url "ws://127.0.0.1:$port/ws/quotes?clientId=terminal-{{conn_id}}&format=json" -q --json "$tmp/wl.json" > "$tmp/wl-summary.txt" \
-  || { cat "$tmp/wl-summary.txt"; exit 1; }
-sleep 0.5 # the server rewrites its counts every 200 ms
-"$VENV/bin/python" scripts/interop/check_workloads.py "$tmp/wl.json" "$tmp/wl-stats.json"
-kill "$wl" 2>/dev/null || true
-bash scripts/interop/tls.sh
+# Interop against software nobody here wrote, once per backend.
+interop() {
+  echo "== interop ($SOCKSTORM_BACKEND backend): 1000 connections against Python websockets $("$VENV/bin/python" -c 'import websockets; print(websockets.__version__)')"
+  tmp=$(mktemp -d)
+  trap 'kill "$srv" 2>/dev/null || true; rm -rf "$tmp"' EXIT
+  "$VENV/bin/python" scripts/interop/echo_server.py --seconds 90 > "$tmp/server.out" &
+  srv=$!
+  for _ in $(seq 100); do grep -q READY "$tmp/server.out" 2>/dev/null && break; sleep 0.1; done
+  port=$(awk '/READY/ {print $2}' "$tmp/server.out")
+  [ -n "$port" ] || { echo "interop server did not start"; exit 1; }
+  ./target/release/sockstorm run "ws://127.0.0.1:$port/" -c 1000 --connect-rate 1000 -d 5s \
+    --message 'interop echo' --message-rate 2 --no-reconnect -q --json "$tmp/interop.json" > "$tmp/summary.txt" \
+    || { cat "$tmp/summary.txt"; exit 1; }
+  "$VENV/bin/python" scripts/interop/check_echo.py "$tmp/interop.json" 1000
+  "$VENV/bin/python" -c 'import json, sys; d = json.load(open(sys.argv[1])); want = sys.argv[2]
+assert want == "auto" or d["backend"]["name"] == want, d["backend"]
+print("   backend:", d["backend"]["name"], "-", d["backend"]["reason"])' "$tmp/interop.json" "$SOCKSTORM_BACKEND"
+  kill "$srv" 2>/dev/null || true
+
+  echo "== interop ($SOCKSTORM_BACKEND backend): the articles' workloads against Python websockets (acks by id, stream gaps, per-connection URLs, keepalive 1011)"
+  "$VENV/bin/python" scripts/interop/workload_server.py --seconds 60 --stats "$tmp/wl-stats.json" > "$tmp/wl.out" &
+  wl=$!
+  trap 'kill "$srv" "$wl" 2>/dev/null || true; rm -rf "$tmp"' EXIT
+  for _ in $(seq 100); do grep -q READY "$tmp/wl.out" 2>/dev/null && break; sleep 0.1; done
+  port=$(awk '/READY/ {print $2}' "$tmp/wl.out")
+  [ -n "$port" ] || { echo "interop workload server did not start"; exit 1; }
+  ./target/release/sockstorm run scripts/interop/workloads.toml \
+    --url "ws://127.0.0.1:$port/ws/quotes?clientId=terminal-{{conn_id}}&format=json" -q --json "$tmp/wl.json" > "$tmp/wl-summary.txt" \
+    || { cat "$tmp/wl-summary.txt"; exit 1; }
+  sleep 0.5 # the server rewrites its counts every 200 ms
+  "$VENV/bin/python" scripts/interop/check_workloads.py "$tmp/wl.json" "$tmp/wl-stats.json"
+  kill "$wl" 2>/dev/null || true
+  bash scripts/interop/tls.sh
+}
+for backend in auto epoll; do
+  SOCKSTORM_BACKEND=$backend interop
+done
 echo "== all tests passed"

@@ -139,6 +139,8 @@ impl CliError {
             Self::Cert(CertError::Generate(_) | CertError::Config(_)) => EXIT_ERROR,
             Self::Cert(_) => EXIT_USAGE,
             Self::OutputPath { .. } => EXIT_USAGE,
+            // `--backend uring` where io_uring cannot run, or a memlock limit to raise.
+            Self::Engine(engine::EngineError::Backend(_)) => EXIT_USAGE,
             _ => EXIT_ERROR,
         }
     }

@@ -37,8 +37,19 @@ pub fn sockstorm(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Reads a JSON document; a run's results are checked to come from the backend that
+/// `SOCKSTORM_BACKEND` asks for (scripts/test.sh runs the whole-run suites once per backend).
 pub fn read_json(p: &PathBuf) -> Value {
-    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+    let v: Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
+    if let (Ok(want), Some(got)) = (
+        std::env::var("SOCKSTORM_BACKEND"),
+        v.get("backend").and_then(|b| b.get("name")),
+    ) {
+        if want != "auto" {
+            assert_eq!(got, want.as_str(), "the run used another backend: {}", v["backend"]);
+        }
+    }
+    v
 }
 
 pub fn counter(v: &Value, name: &str) -> u64 {
