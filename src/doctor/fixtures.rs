@@ -1,6 +1,8 @@
 //! Made-up readings and options shared by the unit tests of every area.
 
 use super::uring::{parse_kernel_release, OPCODES};
+use crate::io::backend::BackendKind;
+use crate::io::probe::Selected;
 use super::{
     CpuReadings, DoctorOptions, LimitCheck, MemInfo, NumaNode, OpcodeSupport, PortRange, Readings,
     Support, UringReadings, Verdict,
@@ -22,6 +24,10 @@ pub(crate) fn uring_ok() -> UringReadings {
             .collect(),
         buf_ring: Support::Yes,
         multishot_recv: Support::Yes,
+        backend: Ok(Selected {
+            kind: BackendKind::Uring,
+            reason: "io_uring is available".to_owned(),
+        }),
     }
 }
 

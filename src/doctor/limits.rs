@@ -4,6 +4,7 @@
 use super::procfs::parse_u64;
 use super::verdict::{judge, unknown, LimitCheck};
 use super::{DoctorOptions, Readings};
+use crate::io::backend::BackendKind;
 
 /// File descriptors the process needs besides connection sockets: stdio, rings, eventfds,
 /// timers, log and result files.
@@ -51,30 +52,52 @@ pub(crate) fn parse_file_nr(text: &str) -> Result<u64, String> {
     parse_u64(first)
 }
 
-/// Open files per shard: sockets live in each client shard's io_uring direct-descriptor table,
-/// which the kernel caps at RLIMIT_NOFILE per ring (raised to the hard limit at start), so
-/// capacity grows with shards, and the process's own fd table holds only a few descriptors
-/// per shard.
+/// Whether runs here use epoll, where every socket is an fd of the process.
+fn epoll(r: &Readings) -> bool {
+    matches!(&r.uring.backend, Ok(b) if b.kind == BackendKind::Epoll)
+}
+
+/// Open files, for the backend runs will use. io_uring: sockets live in each client shard's
+/// direct-descriptor table, which the kernel caps at RLIMIT_NOFILE per ring (raised to the
+/// hard limit at start), so capacity grows with shards, and the process's own fd table holds
+/// only a few descriptors per shard. epoll: every socket is one of the process's fds, so all
+/// shards together hold about RLIMIT_NOFILE.
 pub(crate) fn check_nofile(r: &Readings, opts: &DoctorOptions) -> LimitCheck {
     let want = opts.connections;
     let shards = opts.shards.max(1) as u64;
     match &r.nofile {
         Ok((soft, hard)) => {
-            let capacity = hard.saturating_sub(RESERVED_FDS) * shards;
-            let detail = format!(
-                "hard limit {hard} caps each of {shards} shard(s) at {} connections, {capacity} in \
-                 all ({RESERVED_FDS} kept per shard for sockets still closing; soft limit {soft} is \
-                 raised to the hard limit at start)",
-                hard.saturating_sub(RESERVED_FDS)
-            );
+            let per_ring = hard.saturating_sub(RESERVED_FDS);
+            let fds = hard.saturating_sub(RESERVED_FDS + 2 * shards);
+            let epoll = epoll(r);
+            let capacity = if epoll { fds } else { per_ring * shards };
+            let detail = if epoll {
+                format!(
+                    "epoll: every connection is one of the process's fds, so hard limit {hard} holds \
+                     {fds} across all {shards} shard(s) (io_uring would hold {shards} × {per_ring} \
+                     here); soft limit {soft} is raised to the hard limit at start"
+                )
+            } else {
+                format!(
+                    "io_uring: hard limit {hard} caps each of {shards} shard(s) at {per_ring} \
+                     connections, {capacity} in all ({RESERVED_FDS} kept per shard for sockets \
+                     still closing; soft limit {soft} is raised to the hard limit at start; epoll \
+                     would hold {fds})"
+                )
+            };
             let fix = |n: u64| {
-                let need = n.div_ceil(shards) + RESERVED_FDS;
+                let need = if epoll {
+                    n + RESERVED_FDS + 2 * shards
+                } else {
+                    n.div_ceil(shards) + RESERVED_FDS
+                };
                 let mut fix = format!(
-                    "run more shards (--cpus), or raise the hard limit to at least {need}: \
+                    "{}raise the hard limit to at least {need}: \
                      `ulimit -Hn {need}` as root in the launching shell, `nofile` in \
                      /etc/security/limits.d (tuning/limits.d/90-sockstorm.conf, new sessions), or \
                      `LimitNOFILE={need}` in the systemd unit \
-                     (tuning/systemd/sockstorm.service.d/limits.conf); see tuning/"
+                     (tuning/systemd/sockstorm.service.d/limits.conf); see tuning/",
+                    if epoll { "" } else { "run more shards (--cpus), or " }
                 );
                 if matches!(r.nr_open, Ok(nr) if nr < need) {
                     fix.push_str("; fs.nr_open caps the hard limit, raise it first");
@@ -93,10 +116,23 @@ pub(crate) fn check_nr_open(r: &Readings, opts: &DoctorOptions) -> LimitCheck {
     let shards = opts.shards.max(1) as u64;
     match &r.nr_open {
         Ok(nr) => {
-            let capacity = nr.saturating_sub(RESERVED_FDS) * shards;
-            let detail = format!("no hard limit (so no shard's descriptor table) may exceed {nr}");
+            let epoll = epoll(r);
+            let capacity = if epoll {
+                nr.saturating_sub(RESERVED_FDS + 2 * shards)
+            } else {
+                nr.saturating_sub(RESERVED_FDS) * shards
+            };
+            let detail = if epoll {
+                format!("no hard limit (so no process's fd table) may exceed {nr}")
+            } else {
+                format!("no hard limit (so no shard's descriptor table) may exceed {nr}")
+            };
             let fix = |n: u64| {
-                let need = n.div_ceil(shards) + RESERVED_FDS;
+                let need = if epoll {
+                    n + RESERVED_FDS + 2 * shards
+                } else {
+                    n.div_ceil(shards) + RESERVED_FDS
+                };
                 format!(
                     "`sysctl -w fs.nr_open={need}`; persist it in /etc/sysctl.d \
                      (tuning/sysctl.d/90-sockstorm-loadgen.conf)"
@@ -236,6 +272,36 @@ mod tests {
         let c8 = check(&v8, "open files (RLIMIT_NOFILE)");
         assert_eq!(c8.status, CheckStatus::Ok);
         assert_eq!(c8.capacity, Some(8 * (4096 - RESERVED_FDS)));
+    }
+
+    #[test]
+    fn epoll_holds_one_fd_table_across_shards_and_says_what_io_uring_would() {
+        let mut r = readings();
+        r.nofile = Ok((1024, 20_000));
+        r.uring.backend = Ok(crate::io::probe::Selected {
+            kind: BackendKind::Epoll,
+            reason: "io_uring blocked by a seccomp filter (EPERM), as in Docker ≥ 25 and \
+                     containerd 2 defaults"
+                .to_owned(),
+        });
+        let v = verdict(&r, &opts(25_000, 1));
+        let c = check(&v, "open files (RLIMIT_NOFILE)");
+        assert_eq!(c.status, CheckStatus::TooLow);
+        // 8 shards: one table of 20,000 less 64 and two fds per shard.
+        assert_eq!(c.capacity, Some(20_000 - RESERVED_FDS - 16));
+        assert!(
+            c.detail.contains("io_uring would hold 8 × 19936 here"),
+            "{}",
+            c.detail
+        );
+        let fix = c.fix.as_deref().unwrap();
+        assert!(fix.contains("ulimit -Hn 25080"), "{fix}");
+        assert!(!fix.contains("--cpus"), "more shards do not help epoll: {fix}");
+        assert!(
+            v.notes.iter().any(|n| n.contains("runs use the epoll backend: io_uring blocked")),
+            "{:?}",
+            v.notes
+        );
     }
 
     #[test]

@@ -232,6 +232,14 @@ fn write_listen_queues(report: &DoctorReport, f: &mut fmt::Formatter<'_>) -> fmt
 fn write_uring(report: &DoctorReport, f: &mut fmt::Formatter<'_>) -> fmt::Result {
     let r = &report.readings;
     let u = &r.uring;
+    row(
+        f,
+        "backend (run --backend auto)",
+        match &u.backend {
+            Ok(b) => format!("{} ({})", b.kind.name(), b.reason),
+            Err(e) => format!("none: {e}"),
+        },
+    )?;
     row(f, "kernel", show(&r.kernel, |k| k.release.clone()))?;
     row(
         f,

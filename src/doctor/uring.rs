@@ -10,6 +10,8 @@ use io_uring::{opcode, IoUring, Probe};
 use super::procfs::parse_u64;
 use super::Reading;
 pub use crate::io::probe::KernelVersion;
+use crate::io::backend::BackendKind;
+use crate::io::probe::Selected;
 pub(crate) use crate::io::probe::{parse_kernel_release, OSRELEASE};
 
 const IO_URING_DISABLED: &str = "/proc/sys/kernel/io_uring_disabled";
@@ -93,6 +95,9 @@ pub struct UringReadings {
     pub buf_ring: Support,
     /// Multishot recv (6.0+); the probe cannot tell, so this comes from the kernel version.
     pub multishot_recv: Support,
+    /// The backend `run --backend auto` would use here and why, from the same probe `run`
+    /// makes (an error: io_uring lacks locked memory, and runs stop with this reason).
+    pub backend: Reading<Selected>,
 }
 
 /// Creates small rings to learn which setup flags, opcodes and features the kernel allows.
@@ -125,6 +130,7 @@ pub(crate) fn read_uring(kernel: &Reading<KernelVersion>) -> UringReadings {
         opcodes,
         buf_ring,
         multishot_recv,
+        backend: crate::io::probe::select(None).map_err(|e| e.0),
     }
 }
 
@@ -245,10 +251,17 @@ fn explain_uring_error(e: &io::Error, since: &str) -> String {
 /// Notes on io_uring: unusable (runs fall back to epoll), missing features, or switched off.
 pub(crate) fn uring_notes(u: &UringReadings) -> Vec<String> {
     let mut notes = Vec::new();
+    match &u.backend {
+        Ok(b) if b.kind == BackendKind::Epoll => notes.push(format!(
+            "runs use the epoll backend: {}; every connection is then one of the process's \
+             RLIMIT_NOFILE fds, across all shards",
+            b.reason
+        )),
+        Ok(_) => {}
+        Err(e) => notes.push(format!("runs stop before they start: {e}")),
+    }
     if let Support::No(why) | Support::Unknown(why) = &u.ring {
-        notes.push(format!(
-            "io_uring is not usable ({why}); runs fall back to the epoll backend"
-        ));
+        notes.push(format!("io_uring is not usable ({why})"));
     } else {
         let mut missing: Vec<String> = u
             .opcodes
