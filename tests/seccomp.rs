@@ -24,9 +24,14 @@ fn deny_io_uring(errno: u32) -> BpfProgram {
     .map(|n| (n, Vec::new()))
     .collect();
     let arch = TargetArch::try_from(std::env::consts::ARCH).expect("a seccomp-supported arch");
-    SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Errno(errno), arch)
-        .and_then(BpfProgram::try_from)
-        .expect("filter compiles")
+    SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(errno),
+        arch,
+    )
+    .and_then(BpfProgram::try_from)
+    .expect("filter compiles")
 }
 
 /// Runs the binary with `args` under `filter`.
@@ -94,7 +99,10 @@ fn denied_run_falls_back(errno: u32, name: &str, reason: &str) {
     assert_eq!(gw.stats().accepted, 1000);
 
     // --backend uring under the same filter: exit 2 with the same reason.
-    let o = run_denied(&filter, &["run", &target, "-c", "1", "-d", "1s", "--backend", "uring"]);
+    let o = run_denied(
+        &filter,
+        &["run", &target, "-c", "1", "-d", "1s", "--backend", "uring"],
+    );
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "stderr:\n{stderr}");
     assert!(

@@ -1,12 +1,12 @@
 //! Made-up readings and options shared by the unit tests of every area.
 
 use super::uring::{parse_kernel_release, OPCODES};
-use crate::io::backend::BackendKind;
-use crate::io::probe::Selected;
 use super::{
     CpuReadings, DoctorOptions, LimitCheck, MemInfo, NumaNode, OpcodeSupport, PortRange, Readings,
     Support, UringReadings, Verdict,
 };
+use crate::io::backend::BackendKind;
+use crate::io::probe::Selected;
 
 pub(crate) fn uring_ok() -> UringReadings {
     UringReadings {

@@ -97,7 +97,11 @@ pub(crate) fn check_nofile(r: &Readings, opts: &DoctorOptions) -> LimitCheck {
                      /etc/security/limits.d (tuning/limits.d/90-sockstorm.conf, new sessions), or \
                      `LimitNOFILE={need}` in the systemd unit \
                      (tuning/systemd/sockstorm.service.d/limits.conf); see tuning/",
-                    if epoll { "" } else { "run more shards (--cpus), or " }
+                    if epoll {
+                        ""
+                    } else {
+                        "run more shards (--cpus), or "
+                    }
                 );
                 if matches!(r.nr_open, Ok(nr) if nr < need) {
                     fix.push_str("; fs.nr_open caps the hard limit, raise it first");
@@ -296,9 +300,14 @@ mod tests {
         );
         let fix = c.fix.as_deref().unwrap();
         assert!(fix.contains("ulimit -Hn 25080"), "{fix}");
-        assert!(!fix.contains("--cpus"), "more shards do not help epoll: {fix}");
         assert!(
-            v.notes.iter().any(|n| n.contains("runs use the epoll backend: io_uring blocked")),
+            !fix.contains("--cpus"),
+            "more shards do not help epoll: {fix}"
+        );
+        assert!(
+            v.notes
+                .iter()
+                .any(|n| n.contains("runs use the epoll backend: io_uring blocked")),
             "{:?}",
             v.notes
         );

@@ -9,8 +9,8 @@ use io_uring::{opcode, IoUring, Probe};
 
 use super::procfs::parse_u64;
 use super::Reading;
-pub use crate::io::probe::KernelVersion;
 use crate::io::backend::BackendKind;
+pub use crate::io::probe::KernelVersion;
 use crate::io::probe::Selected;
 pub(crate) use crate::io::probe::{parse_kernel_release, OSRELEASE};
 

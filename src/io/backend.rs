@@ -340,15 +340,13 @@ pub(crate) mod tests {
         let mut cq = Vec::new();
         let mut got = Vec::new();
         // The connect reaches the kernel with the first submit; the backlog completes it.
-        ring.wait(Some(Duration::from_millis(100)))
-            .unwrap();
+        ring.wait(Some(Duration::from_millis(100))).unwrap();
         let (mut server, peer) = listener.accept().unwrap();
         assert_eq!(peer.ip(), source, "bound to the source address");
         let mut connected = false;
         let mut received = Vec::new();
         for _ in 0..50 {
-            ring.wait(Some(Duration::from_millis(100)))
-                .unwrap();
+            ring.wait(Some(Duration::from_millis(100))).unwrap();
             ring.reap(&mut cq);
             for mut c in cq.drain(..) {
                 got.push(unpack(c.user_data()).2);

@@ -15,9 +15,7 @@
 //! - Sends are written at once; what the socket does not take waits for its writable edge.
 //! - The shard sleeps in `epoll_wait` until its next deadline or its eventfd is written.
 
-use crate::io::backend::{
-    eventfd, unpack, Backend, Completion, IoConfig, Op, RecvBuf, Waker,
-};
+use crate::io::backend::{eventfd, unpack, Backend, Completion, IoConfig, Op, RecvBuf, Waker};
 use crate::io::sock::{client_socket, SockOptions};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
@@ -74,6 +72,8 @@ pub struct Poller {
     done: Vec<Completion>,
     /// Slots with an armed receive to read this turn (or carried over from the last).
     ready: Vec<u32>,
+    /// The slots `reap` is reading (swapped with `ready`, so no turn allocates).
+    reading: Vec<u32>,
     /// The receive arena: reads of this turn, `read_size` bytes at most each.
     arena: Box<[u8]>,
     read_size: usize,
@@ -115,6 +115,7 @@ impl Backend for Poller {
             sock: cfg.sock,
             done: Vec::new(),
             ready: Vec::new(),
+            reading: Vec::new(),
             arena: vec![0; arena_len].into_boxed_slice(),
             read_size,
             wake_file,
@@ -342,8 +343,10 @@ impl Backend for Poller {
             let mut b = [0u8; 8];
             // Nonblocking: drains the counter, or finds it drained already.
             let _ = (&self.wake_file).read(&mut b);
-            self.done
-                .push(Completion::new(crate::io::backend::pack(u32::MAX, 0, Op::Wake), 8));
+            self.done.push(Completion::new(
+                crate::io::backend::pack(u32::MAX, 0, Op::Wake),
+                8,
+            ));
         }
         Ok(())
     }
@@ -353,8 +356,9 @@ impl Backend for Poller {
         out.append(&mut self.done);
         // The shard has recycled every buffer of the last turn: the arena is free again.
         let mut used = 0;
-        let mut ready = std::mem::take(&mut self.ready);
-        let mut keep = Vec::new();
+        std::mem::swap(&mut self.ready, &mut self.reading);
+        let (ready, keep) = (&mut self.reading, &mut self.ready);
+        keep.clear();
         for slot in ready.drain(..) {
             let Some(s) = self.socks.get_mut(slot as usize).and_then(Option::as_mut) else {
                 continue;
@@ -400,8 +404,6 @@ impl Backend for Poller {
                 }
             }
         }
-        self.ready = keep;
-        ready.clear();
     }
 }
 

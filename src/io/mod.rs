@@ -9,8 +9,8 @@
 #![allow(unsafe_code)] // reason: FFI to the kernel (io_uring, setsockopt, rlimit, sigaction) lives here only
 
 pub mod backend;
-pub mod probe;
 pub mod epoll;
+pub mod probe;
 pub mod signal;
 pub mod sock;
 pub mod uring;

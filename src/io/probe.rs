@@ -217,11 +217,12 @@ fn kernel_note(facts: &HostFacts) -> String {
 /// says. Pure, so every case is tested.
 pub fn explain(errno: Option<i32>, error: &str, f: &HostFacts) -> Unavailable {
     match errno {
-        Some(libc::ENOMEM) => Unavailable::Memlock(format!(
+        Some(libc::ENOMEM) => Unavailable::Memlock(
             "io_uring could not allocate its ring (ENOMEM): the locked-memory limit is too low; \
              raise it (ulimit -l unlimited, LimitMEMLOCK=infinity, or the container's memlock \
              ulimit) or run with --backend epoll"
-        )),
+                .to_owned(),
+        ),
         _ if f.disabled == Some(2) => {
             Unavailable::Blocked("kernel.io_uring_disabled = 2 (io_uring is off)".to_owned())
         }
@@ -253,10 +254,7 @@ pub fn explain(errno: Option<i32>, error: &str, f: &HostFacts) -> Unavailable {
              kernel.io_uring_disabled)"
                 .to_owned(),
         ),
-        _ => Unavailable::Blocked(format!(
-            "io_uring setup failed ({error}){}",
-            kernel_note(f)
-        )),
+        _ => Unavailable::Blocked(format!("io_uring setup failed ({error}){}", kernel_note(f))),
     }
 }
 

@@ -46,7 +46,12 @@ pub fn read_json(p: &PathBuf) -> Value {
         v.get("backend").and_then(|b| b.get("name")),
     ) {
         if want != "auto" {
-            assert_eq!(got, want.as_str(), "the run used another backend: {}", v["backend"]);
+            assert_eq!(
+                got,
+                want.as_str(),
+                "the run used another backend: {}",
+                v["backend"]
+            );
         }
     }
     v
