@@ -395,4 +395,172 @@ pub(crate) mod tests {
             }
         );
     }
+
+    /// One completion seen by [`drive`]: op, result, `more`, and the sent buffer's length.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub(crate) struct Seen {
+        pub(crate) op: Option<Op>,
+        pub(crate) res: i32,
+        pub(crate) more: bool,
+        pub(crate) sent: Option<usize>,
+        pub(crate) bytes: usize,
+    }
+
+    /// Waits and reaps until `done` holds for what was seen, for at most 5 s.
+    pub(crate) fn drive<B: Backend>(b: &mut B, mut done: impl FnMut(&[Seen]) -> bool) -> Vec<Seen> {
+        let mut seen = Vec::new();
+        let mut cq = Vec::new();
+        let until = std::time::Instant::now() + Duration::from_secs(5);
+        while !done(&seen) {
+            assert!(std::time::Instant::now() < until, "timed out; saw {seen:?}");
+            b.wait(Some(Duration::from_millis(50))).unwrap();
+            b.reap(&mut cq);
+            for mut c in cq.drain(..) {
+                let bytes = c.take_buffer().map_or(0, |r| {
+                    let n = b.buffer(&r).len();
+                    b.recycle(r);
+                    n
+                });
+                seen.push(Seen {
+                    op: unpack(c.user_data()).2,
+                    res: c.result(),
+                    more: c.more(),
+                    sent: c.take_sent().map(|v| v.len()),
+                    bytes,
+                });
+            }
+        }
+        seen
+    }
+
+    fn has(seen: &[Seen], op: Op) -> Option<&Seen> {
+        seen.iter().find(|s| s.op == Some(op))
+    }
+
+    fn small<B: Backend>(target: SocketAddr) -> B {
+        let cfg = IoConfig {
+            entries: 64,
+            buf_count: 8,
+            buf_size: 4096,
+            files: 8,
+            ..IoConfig::default()
+        };
+        B::new(cfg, target, &[]).unwrap()
+    }
+
+    fn ud(slot: u32, op: Op) -> u64 {
+        pack(slot, 1, op)
+    }
+
+    fn open<B: Backend>(b: &mut B, slot: u32, first: &[u8]) {
+        let uds = [
+            ud(slot, Op::Setup),
+            ud(slot, Op::Connect),
+            ud(slot, Op::Send),
+        ];
+        b.open(slot, None, first.to_vec(), uds).unwrap();
+    }
+
+    /// The parts of the contract the shard relies on beyond the round trip: a refused
+    /// connect cancels the send behind it; a send the peer does not read waits, and cancelling
+    /// it hands the buffer back; a hang-up watch reports the peer's FIN and its reset; a
+    /// cancelled receive ends with -ECANCELED; a close completes.
+    pub(crate) fn contract<B: Backend>() {
+        // Refused: nothing listens on a just-closed port.
+        let dead = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let mut b = small::<B>(dead);
+        open(&mut b, 0, b"GET / HTTP/1.1\r\n\r\n");
+        let seen = drive(&mut b, |s| {
+            has(s, Op::Connect).is_some() && has(s, Op::Send).is_some()
+        });
+        assert_eq!(has(&seen, Op::Connect).unwrap().res, -libc::ECONNREFUSED);
+        let send = has(&seen, Op::Send).unwrap();
+        assert_eq!((send.res, send.sent), (-libc::ECANCELED, Some(18)));
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut b = small::<B>(listener.local_addr().unwrap());
+        open(&mut b, 1, b"hello");
+        let seen = drive(&mut b, |s| has(s, Op::Send).is_some());
+        assert_eq!(has(&seen, Op::Connect).unwrap().res, 0);
+        assert_eq!(has(&seen, Op::Send).unwrap().res, 5);
+        let (peer, _) = listener.accept().unwrap();
+        // 64 MiB the peer never reads: the send stays in flight; a cancel returns the buffer.
+        b.send(1, vec![7u8; 64 << 20], ud(1, Op::Send)).unwrap();
+        assert_eq!(
+            b.send(1, vec![1], ud(1, Op::Send)),
+            Err(vec![1]),
+            "one send at a time"
+        );
+        // io_uring may end it short (the bytes the socket took); epoll keeps it in flight
+        // until all is written. Either way, never all of it, and the buffer comes back.
+        let mut turns = 0;
+        let seen = drive(&mut b, |_| {
+            turns += 1;
+            turns > 3
+        });
+        let send = match has(&seen, Op::Send) {
+            Some(short) => short.clone(),
+            None => {
+                b.cancel(ud(1, Op::Send), ud(1, Op::Cancel));
+                let seen = drive(&mut b, |s| has(s, Op::Send).is_some());
+                let cancelled = has(&seen, Op::Send).unwrap().clone();
+                cancelled
+            }
+        };
+        assert!(
+            send.res == -libc::ECANCELED || (0..64 << 20).contains(&send.res),
+            "{:?}",
+            (send.op, send.res)
+        );
+        assert_eq!(send.sent, Some(64 << 20));
+        // The peer closes: a watch on the unread socket reports the hang-up.
+        b.watch_hangup(1, ud(1, Op::Hangup));
+        drop(peer);
+        let seen = drive(&mut b, |s| has(s, Op::Hangup).is_some());
+        let bits = has(&seen, Op::Hangup).unwrap().res;
+        assert!(
+            bits > 0 && bits & i32::from(libc::POLLHUP | libc::POLLRDHUP | libc::POLLERR) != 0,
+            "{bits:#x}"
+        );
+        b.close(1, ud(1, Op::Close));
+        let seen = drive(&mut b, |s| has(s, Op::Close).is_some());
+        assert_eq!(has(&seen, Op::Close).unwrap().res, 0);
+
+        // A receive armed, then cancelled: its final completion is -ECANCELED.
+        open(&mut b, 2, b"x");
+        drive(&mut b, |s| has(s, Op::Send).is_some());
+        let (mut peer, _) = listener.accept().unwrap();
+        b.recv(2, ud(2, Op::Recv));
+        std::io::Write::write_all(&mut peer, b"abc").unwrap();
+        let seen = drive(&mut b, |s| s.iter().map(|x| x.bytes).sum::<usize>() == 3);
+        assert!(
+            seen.iter().all(|x| x.op == Some(Op::Recv) && x.more),
+            "{seen:?}"
+        );
+        b.cancel(ud(2, Op::Recv), ud(2, Op::Cancel));
+        let seen = drive(&mut b, |s| {
+            s.iter().any(|x| x.op == Some(Op::Recv) && !x.more)
+        });
+        let end = seen
+            .iter()
+            .find(|x| x.op == Some(Op::Recv) && !x.more)
+            .unwrap();
+        assert_eq!(end.res, -libc::ECANCELED);
+        // Reset by the peer while watched: an error.
+        b.watch_hangup(2, ud(2, Op::Hangup));
+        let s2 = socket2::SockRef::from(&peer);
+        s2.set_linger(Some(Duration::ZERO)).unwrap();
+        drop(peer);
+        let seen = drive(&mut b, |s| has(s, Op::Hangup).is_some());
+        let bits = has(&seen, Op::Hangup).unwrap().res;
+        assert!(
+            bits & i32::from(libc::POLLERR | libc::POLLHUP) != 0,
+            "{bits:#x}"
+        );
+        b.close_rst(2, ud(2, Op::Setup), ud(2, Op::Close));
+        drive(&mut b, |s| has(s, Op::Close).is_some());
+    }
 }

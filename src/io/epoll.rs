@@ -492,4 +492,9 @@ mod tests {
     fn connect_send_and_receive_in_several_reads() {
         loopback_round_trip::<Poller>(SocketSetup::Syscalls);
     }
+
+    #[test]
+    fn the_backend_contract_holds() {
+        crate::io::backend::tests::contract::<Poller>();
+    }
 }

@@ -535,4 +535,9 @@ mod tests {
     fn connect_send_and_multishot_recv_with_sockets_made_by_syscalls() {
         loopback_round_trip::<Ring>(SocketSetup::Syscalls);
     }
+
+    #[test]
+    fn the_backend_contract_holds() {
+        crate::io::backend::tests::contract::<Ring>();
+    }
 }
