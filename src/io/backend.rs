@@ -534,7 +534,7 @@ pub(crate) mod tests {
         drive(&mut b, |s| has(s, Op::Send).is_some());
         let (mut peer, _) = listener.accept().unwrap();
         b.recv(2, ud(2, Op::Recv));
-        std::io::Write::write_all(&mut peer, b"abc").unwrap();
+        Write::write_all(&mut peer, b"abc").unwrap();
         let seen = drive(&mut b, |s| s.iter().map(|x| x.bytes).sum::<usize>() == 3);
         assert!(
             seen.iter().all(|x| x.op == Some(Op::Recv) && x.more),
