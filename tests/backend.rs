@@ -87,8 +87,8 @@ fn flag_file_key_and_environment_choose_the_backend_and_the_run_says_why() {
 fn epoll_capacity_is_one_fd_table_and_the_error_says_what_io_uring_would_hold() {
     let (soft, hard) = sockstorm::io::sock::raise_nofile_limit().unwrap();
     assert_eq!(soft, hard);
-    // One more than the process's table holds under epoll (it keeps 64 + 2 per shard).
-    let capacity = hard - 64 - 2;
+    // One more than the process's table holds under epoll (it keeps 64 + 3 per shard).
+    let capacity = hard - 64 - 3;
     let too_many = (capacity + 1).to_string();
     let r = run_with(
         None,

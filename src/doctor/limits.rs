@@ -5,6 +5,7 @@ use super::procfs::parse_u64;
 use super::verdict::{judge, unknown, LimitCheck};
 use super::{DoctorOptions, Readings};
 use crate::io::backend::BackendKind;
+use crate::io::sock::{epoll_capacity, epoll_fds_needed};
 
 /// File descriptors the process needs besides connection sockets: stdio, rings, eventfds,
 /// timers, log and result files.
@@ -68,7 +69,7 @@ pub(crate) fn check_nofile(r: &Readings, opts: &DoctorOptions) -> LimitCheck {
     match &r.nofile {
         Ok((soft, hard)) => {
             let per_ring = hard.saturating_sub(RESERVED_FDS);
-            let fds = hard.saturating_sub(RESERVED_FDS + 2 * shards);
+            let fds = epoll_capacity(*hard, shards);
             let epoll = epoll(r);
             let capacity = if epoll { fds } else { per_ring * shards };
             let detail = if epoll {
@@ -87,7 +88,7 @@ pub(crate) fn check_nofile(r: &Readings, opts: &DoctorOptions) -> LimitCheck {
             };
             let fix = |n: u64| {
                 let need = if epoll {
-                    n + RESERVED_FDS + 2 * shards
+                    epoll_fds_needed(n, shards)
                 } else {
                     n.div_ceil(shards) + RESERVED_FDS
                 };
@@ -122,7 +123,7 @@ pub(crate) fn check_nr_open(r: &Readings, opts: &DoctorOptions) -> LimitCheck {
         Ok(nr) => {
             let epoll = epoll(r);
             let capacity = if epoll {
-                nr.saturating_sub(RESERVED_FDS + 2 * shards)
+                epoll_capacity(*nr, shards)
             } else {
                 nr.saturating_sub(RESERVED_FDS) * shards
             };
@@ -133,7 +134,7 @@ pub(crate) fn check_nr_open(r: &Readings, opts: &DoctorOptions) -> LimitCheck {
             };
             let fix = |n: u64| {
                 let need = if epoll {
-                    n + RESERVED_FDS + 2 * shards
+                    epoll_fds_needed(n, shards)
                 } else {
                     n.div_ceil(shards) + RESERVED_FDS
                 };
@@ -291,15 +292,15 @@ mod tests {
         let v = verdict(&r, &opts(25_000, 1));
         let c = check(&v, "open files (RLIMIT_NOFILE)");
         assert_eq!(c.status, CheckStatus::TooLow);
-        // 8 shards: one table of 20,000 less 64 and two fds per shard.
-        assert_eq!(c.capacity, Some(20_000 - RESERVED_FDS - 16));
+        // 8 shards: one table of 20,000 less 64 and three fds per shard.
+        assert_eq!(c.capacity, Some(20_000 - 64 - 24));
         assert!(
             c.detail.contains("io_uring would hold 8 × 19936 here"),
             "{}",
             c.detail
         );
         let fix = c.fix.as_deref().unwrap();
-        assert!(fix.contains("ulimit -Hn 25080"), "{fix}");
+        assert!(fix.contains("ulimit -Hn 25088"), "{fix}");
         assert!(
             !fix.contains("--cpus"),
             "more shards do not help epoll: {fix}"

@@ -207,16 +207,12 @@ struct Layout {
     other_capacity: (BackendKind, u64),
 }
 
-/// Descriptors the process keeps for itself under epoll (stdio, the output file, the auth
-/// threads' sockets, the metrics endpoint), plus two per shard (its epoll and eventfd).
-const EPOLL_RESERVE: u64 = 64;
-
 /// Connections the run can hold with `kind`: io_uring, (soft limit − 64) per shard, each ring
 /// has its own table; epoll, the process's fd table less what the process keeps for itself.
 fn capacity_of(kind: BackendKind, soft: u64, shards: usize) -> u64 {
     match kind {
         BackendKind::Uring => soft.saturating_sub(TABLE_SLACK) * shards as u64,
-        BackendKind::Epoll => soft.saturating_sub(EPOLL_RESERVE + 2 * shards as u64),
+        BackendKind::Epoll => sock::epoll_capacity(soft, shards as u64),
     }
 }
 

@@ -74,6 +74,9 @@ pub struct Poller {
     ready: Vec<u32>,
     /// The slots `reap` is reading (swapped with `ready`, so no turn allocates).
     reading: Vec<u32>,
+    /// Slots read this turn that may have more: queued behind the ones the arena had no room
+    /// for, so a few busy sockets cannot keep the others unread turn after turn.
+    reread: Vec<u32>,
     /// The receive arena: reads of this turn, `read_size` bytes at most each.
     arena: Box<[u8]>,
     read_size: usize,
@@ -116,6 +119,7 @@ impl Backend for Poller {
             done: Vec::new(),
             ready: Vec::new(),
             reading: Vec::new(),
+            reread: Vec::new(),
             arena: vec![0; arena_len].into_boxed_slice(),
             read_size,
             wake_file,
@@ -224,6 +228,7 @@ impl Backend for Poller {
             self.done.push(Completion::new(ud, -libc::EBADF));
             return;
         };
+        debug_assert!(s.recv.is_none(), "one receive per slot");
         s.recv = Some(ud);
         // Bytes may have arrived before the receive was armed (their edge is gone): try a
         // read this turn, which finds them or EAGAIN.
@@ -238,6 +243,7 @@ impl Backend for Poller {
             self.done.push(Completion::new(ud, -libc::EBADF));
             return;
         };
+        debug_assert!(s.hangup.is_none(), "one hang-up watch per slot");
         s.hangup = Some(ud);
         check_hangup(s, &mut self.done);
     }
@@ -357,8 +363,9 @@ impl Backend for Poller {
         // The shard has recycled every buffer of the last turn: the arena is free again.
         let mut used = 0;
         std::mem::swap(&mut self.ready, &mut self.reading);
-        let (ready, keep) = (&mut self.reading, &mut self.ready);
+        let (ready, keep, reread) = (&mut self.reading, &mut self.ready, &mut self.reread);
         keep.clear();
+        reread.clear();
         for slot in ready.drain(..) {
             let Some(s) = self.socks.get_mut(slot as usize).and_then(Option::as_mut) else {
                 continue;
@@ -390,13 +397,13 @@ impl Backend for Poller {
                     // A full read may have left more; a hang-up or an error is still to be
                     // read. A short read drained the socket: new bytes bring a new edge.
                     if n == self.read_size || s.hup || s.err {
-                        keep.push(slot);
+                        reread.push(slot);
                     } else {
                         s.queued = false;
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => s.queued = false,
-                Err(e) if e.kind() == ErrorKind::Interrupted => keep.push(slot),
+                Err(e) if e.kind() == ErrorKind::Interrupted => reread.push(slot),
                 Err(e) => {
                     s.queued = false;
                     s.recv = None;
@@ -404,6 +411,7 @@ impl Backend for Poller {
                 }
             }
         }
+        keep.append(reread);
     }
 }
 
@@ -416,6 +424,9 @@ impl Poller {
             if let Some(c) = s.connect.take() {
                 done.push(Completion::new(c, -libc::ECANCELED));
             }
+            // A last send left in flight (a close frame, a close_notify: the shard does not
+            // cancel a completed cycle's) gets one more try before the socket goes.
+            write_some(&mut s, done);
             cancel_send(&mut s, done);
             for r in [s.recv.take(), s.hangup.take()].into_iter().flatten() {
                 done.push(Completion::new(r, -libc::ECANCELED));

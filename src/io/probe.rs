@@ -63,9 +63,11 @@ pub fn parse_kernel_release(text: &str) -> Result<KernelVersion, String> {
 pub struct HostFacts {
     /// `kernel.io_uring_disabled` (6.6+): 0 on, 1 only for `kernel.io_uring_group`, 2 off.
     pub disabled: Option<u32>,
-    /// `kernel.io_uring_group`: the group allowed io_uring when `disabled` is 1.
-    pub group: Option<u32>,
-    /// Whether this process is in that group (or is root).
+    /// `kernel.io_uring_group`: the group allowed io_uring when `disabled` is 1 (-1: none,
+    /// only CAP_SYS_ADMIN may).
+    pub group: Option<i64>,
+    /// Whether this process may use io_uring when `disabled` is 1: it has CAP_SYS_ADMIN or
+    /// is in that group.
     pub in_group: bool,
     /// The `Seccomp:` mode of this process: 0 none, 1 strict, 2 filter.
     pub seccomp: Option<u32>,
@@ -76,16 +78,26 @@ pub struct HostFacts {
 impl HostFacts {
     /// Reads the facts of this host and process.
     pub fn read() -> Self {
-        let num = |p: &str| fs::read_to_string(p).ok()?.trim().parse::<u32>().ok();
+        let num = |p: &str| fs::read_to_string(p).ok()?.trim().parse::<i64>().ok();
         let group = num(IO_URING_GROUP);
-        let seccomp = fs::read_to_string("/proc/self/status").ok().and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Seccomp:"))
-                .and_then(|v| v.trim().parse().ok())
-        });
+        let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(str::trim)
+        };
+        let seccomp = field("Seccomp:").and_then(|v| v.parse().ok());
+        // CAP_SYS_ADMIN is bit 21 of the effective set.
+        let sys_admin = field("CapEff:")
+            .and_then(|v| u64::from_str_radix(v, 16).ok())
+            .is_some_and(|caps| caps & (1 << 21) != 0);
         Self {
-            disabled: num(IO_URING_DISABLED),
-            in_group: group.is_some_and(in_group),
+            disabled: num(IO_URING_DISABLED).and_then(|v| u32::try_from(v).ok()),
+            in_group: sys_admin
+                || group
+                    .and_then(|g| u32::try_from(g).ok())
+                    .is_some_and(in_group),
             group,
             seccomp,
             kernel: fs::read_to_string(OSRELEASE)
@@ -95,11 +107,10 @@ impl HostFacts {
     }
 }
 
-/// Whether this process may use io_uring as a member of group `gid` (or as root).
+/// Whether this process is a member of group `gid`.
 fn in_group(gid: u32) -> bool {
-    // SAFETY: getegid/geteuid have no preconditions.
-    let (egid, euid) = unsafe { (libc::getegid(), libc::geteuid()) };
-    if euid == 0 || egid == gid {
+    // SAFETY: getegid has no preconditions.
+    if unsafe { libc::getegid() } == gid {
         return true;
     }
     let mut groups = vec![0 as libc::gid_t; 256];
@@ -218,18 +229,24 @@ fn kernel_note(facts: &HostFacts) -> String {
 pub fn explain(errno: Option<i32>, error: &str, f: &HostFacts) -> Unavailable {
     match errno {
         Some(libc::ENOMEM) => Unavailable::Memlock(
-            "io_uring could not allocate its ring (ENOMEM): the locked-memory limit is too low; \
-             raise it (ulimit -l unlimited, LimitMEMLOCK=infinity, or the container's memlock \
-             ulimit) or run with --backend epoll"
+            "io_uring could not get its memory (ENOMEM): the receive buffer ring it pins is \
+             charged to the locked-memory limit (RLIMIT_MEMLOCK), the ring itself to the memory \
+             cgroup; raise the limit (ulimit -l unlimited, LimitMEMLOCK=infinity, the \
+             container's memlock ulimit) or the cgroup's memory, or run with --backend epoll"
                 .to_owned(),
         ),
         _ if f.disabled == Some(2) => {
             Unavailable::Blocked("kernel.io_uring_disabled = 2 (io_uring is off)".to_owned())
         }
-        _ if f.disabled == Some(1) && !f.in_group => Unavailable::Blocked(format!(
-            "kernel.io_uring_disabled = 1 and this user is not in kernel.io_uring_group{}",
-            f.group.map_or_else(String::new, |g| format!(" ({g})"))
-        )),
+        _ if f.disabled == Some(1) && !f.in_group => Unavailable::Blocked(match f.group {
+            Some(g) if g >= 0 => format!(
+                "kernel.io_uring_disabled = 1 and this process is neither in \
+                 kernel.io_uring_group ({g}) nor has CAP_SYS_ADMIN"
+            ),
+            _ => "kernel.io_uring_disabled = 1 and no kernel.io_uring_group is set: only \
+                  CAP_SYS_ADMIN may use io_uring"
+                .to_owned(),
+        }),
         Some(libc::EPERM) if f.seccomp == Some(2) => Unavailable::Blocked(
             "io_uring blocked by a seccomp filter (EPERM), as in Docker ≥ 25 and containerd 2 \
              defaults"
@@ -306,7 +323,22 @@ mod tests {
         };
         assert!(explain(Some(libc::EPERM), "", &group)
             .reason()
-            .ends_with("not in kernel.io_uring_group (1234)"));
+            .contains("neither in kernel.io_uring_group (1234) nor has CAP_SYS_ADMIN"));
+        let no_group = HostFacts {
+            group: Some(-1),
+            ..group.clone()
+        };
+        assert!(explain(Some(libc::EPERM), "", &no_group)
+            .reason()
+            .ends_with("only CAP_SYS_ADMIN may use io_uring"));
+        let allowed = HostFacts {
+            in_group: true,
+            seccomp: Some(2),
+            ..group
+        };
+        assert!(explain(Some(libc::EPERM), "", &allowed)
+            .reason()
+            .contains("seccomp"));
         let old = HostFacts {
             kernel: parse_kernel_release("5.15.0-91-generic").ok(),
             ..f.clone()

@@ -33,6 +33,23 @@ pub fn raise_nofile_limit() -> io::Result<(u64, u64)> {
     nofile_limit()
 }
 
+/// Descriptors a process keeps for itself under the epoll backend (stdio, the output file,
+/// the auth threads' sockets, the metrics endpoint), plus three per shard (its epoll, its
+/// eventfd and the engine's copy of it, the waker).
+const EPOLL_RESERVE: u64 = 64;
+const EPOLL_PER_SHARD: u64 = 3;
+
+/// Connections the epoll backend holds under an fd limit of `limit` with `shards` shards:
+/// every socket is one of the process's fds.
+pub fn epoll_capacity(limit: u64, shards: u64) -> u64 {
+    limit.saturating_sub(EPOLL_RESERVE + EPOLL_PER_SHARD * shards)
+}
+
+/// The fd limit the epoll backend needs for `connections` with `shards` shards.
+pub fn epoll_fds_needed(connections: u64, shards: u64) -> u64 {
+    connections + EPOLL_RESERVE + EPOLL_PER_SHARD * shards
+}
+
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
