@@ -1,0 +1,398 @@
+//! The attack suite: whole runs of the real binary against a hostile server
+//! (`common/hostile.rs`), one named mode per misbehaviour — handshake abuses, frame
+//! violations, floods, stalls and signals at each phase. Each run goes under `prlimit --as`
+//! so a regression dies at the limit instead of taking the machine down; its RSS is sampled
+//! from /proc while it runs, and the test asserts the bound, the time to finish, the exit code,
+//! the exact classification in the JSON and the count identities that must always hold.
+
+mod common;
+#[path = "common/hostile.rs"]
+mod hostile;
+
+use common::*;
+use hostile::{Hostile, Mode, Stats};
+use serde_json::{json, Value};
+use std::fs::File;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The client's address-space limit, in bytes: 2 GiB (shard threads and io_uring rings
+/// reserve address space they never touch). Plain bytes: util-linux 2.38's `prlimit` crashes
+/// on suffixes.
+const AS_LIMIT: &str = "2147483648";
+
+/// RSS bound (KiB) for a run of a few connections, floods included.
+const RSS_BOUND_KIB: u64 = 96 * 1024;
+
+/// A `sockstorm run` child under `prlimit --as`, its output going to files.
+struct Storm {
+    name: String,
+    child: Child,
+    json: PathBuf,
+    started: Instant,
+    max_rss_kib: u64,
+}
+
+/// What a finished run left: exit code, time to finish, peak RSS, JSON and output.
+struct Finished {
+    name: String,
+    code: Option<i32>,
+    took: Duration,
+    max_rss_kib: u64,
+    v: Value,
+    text: String,
+}
+
+impl Storm {
+    /// `sockstorm run URL ARGS --json PATH`, started in the background.
+    fn start(name: &str, url: &str, args: &[&str]) -> Self {
+        let json = json_path(&format!("attack-{name}"));
+        let _ = std::fs::remove_file(&json);
+        let out = File::create(json.with_extension("out")).unwrap();
+        let err = File::create(json.with_extension("err")).unwrap();
+        let bin = env!("CARGO_BIN_EXE_sockstorm");
+        let prlimit = Command::new("prlimit").arg("--version").output().is_ok();
+        let mut cmd = if prlimit {
+            let mut c = Command::new("prlimit");
+            c.arg(format!("--as={AS_LIMIT}")).arg("--").arg(bin);
+            c
+        } else {
+            eprintln!("prlimit not found: {name} runs without an address-space limit");
+            Command::new(bin)
+        };
+        let child = cmd
+            .arg("run")
+            .arg(url)
+            .args(args)
+            .args(["--json", json.to_str().unwrap()])
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .unwrap();
+        Self {
+            name: name.to_owned(),
+            child,
+            json,
+            started: Instant::now(),
+            max_rss_kib: 0,
+        }
+    }
+
+    /// Samples the child's RSS for `d` (or until it exits).
+    fn watch(&mut self, d: Duration) {
+        let until = Instant::now() + d;
+        while Instant::now() < until && self.sample() {
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// One RSS sample; false once the child has exited.
+    fn sample(&mut self) -> bool {
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+        else {
+            return false;
+        };
+        let Some(kib) = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        else {
+            return false; // a zombie: exited
+        };
+        self.max_rss_kib = self.max_rss_kib.max(kib);
+        true
+    }
+
+    /// Sends `sig` (INT, TERM, HUP); the time it was sent.
+    fn signal(&self, sig: &str) -> Instant {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "{}: kill -{sig} failed", self.name);
+        Instant::now()
+    }
+
+    /// Waits for the exit (killing it after `limit`), sampling RSS all along.
+    fn finish(mut self, limit: Duration) -> Finished {
+        let status = loop {
+            self.sample();
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            if self.started.elapsed() > limit {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("{}: still running after {limit:?}", self.name);
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        let took = self.started.elapsed();
+        let text = format!(
+            "stdout:\n{}\nstderr:\n{}",
+            std::fs::read_to_string(self.json.with_extension("out")).unwrap_or_default(),
+            std::fs::read_to_string(self.json.with_extension("err")).unwrap_or_default()
+        );
+        let v = match std::fs::read(&self.json) {
+            Ok(b) => serde_json::from_slice(&b).unwrap(),
+            Err(e) => panic!("{}: no JSON ({e}); {status:?}\n{text}", self.name),
+        };
+        Finished {
+            name: self.name,
+            code: status.code(),
+            took,
+            max_rss_kib: self.max_rss_kib,
+            v,
+            text,
+        }
+    }
+}
+
+impl Finished {
+    fn c(&self, name: &str) -> u64 {
+        self.v["counters"][name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{}: counter {name} missing", self.name))
+    }
+
+    /// Exit code, a finish within `within`, RSS within [`RSS_BOUND_KIB`], and the identities.
+    fn check(&self, code: i32, within: Duration) {
+        let n = &self.name;
+        assert_eq!(self.code, Some(code), "{n}: exit code\n{}", self.text);
+        assert!(self.took < within, "{n}: took {:?}", self.took);
+        assert!(self.max_rss_kib > 0, "{n}: RSS never sampled");
+        assert!(
+            self.max_rss_kib < RSS_BOUND_KIB,
+            "{n}: RSS {} KiB",
+            self.max_rss_kib
+        );
+        self.identities();
+    }
+
+    /// Every attempt and every session is accounted for, once.
+    fn identities(&self) {
+        let n = &self.name;
+        let counters = &self.v["counters"];
+        assert_eq!(
+            self.c("attempts"),
+            self.c("established") + self.c("connect_failed") + self.c("abandoned"),
+            "{n}: attempts = established + connect_failed + abandoned: {counters}"
+        );
+        assert_eq!(
+            self.c("established"),
+            self.c("sessions_dropped")
+                + self.c("closed_by_server")
+                + self.c("closed_clean")
+                + self.c("closes_incomplete"),
+            "{n}: every session ends one way: {counters}"
+        );
+        let failures: u64 = self.v["failures"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|x| x.as_u64().unwrap())
+            .sum();
+        assert_eq!(
+            failures,
+            self.c("connect_failed") + self.c("sessions_dropped"),
+            "{n}: each failure has one cause: {}",
+            self.v["failures"]
+        );
+        assert!(self.c("abandoned_accepted") <= self.c("abandoned"), "{n}");
+        assert_eq!(
+            self.c("msgs_sent"),
+            self.c("msgs_received") + self.c("msgs_unanswered"),
+            "{n}: sent messages answered or not: {counters}"
+        );
+    }
+}
+
+/// Runs `f` for each case in its own thread; panics name the failed cases.
+fn in_parallel<T: Send + 'static>(cases: Vec<T>, f: fn(T)) {
+    let handles: Vec<_> = cases
+        .into_iter()
+        .map(|c| thread::spawn(move || f(c)))
+        .collect();
+    let failed = handles.into_iter().filter_map(|h| h.join().err()).count();
+    assert_eq!(failed, 0, "{failed} cases failed (see their panics above)");
+}
+
+const N: u64 = 4;
+
+/// A handshake abuse and the one failure cause it must give every attempt.
+struct Abuse {
+    name: &'static str,
+    mode: Mode,
+    cause: &'static str,
+}
+
+#[test]
+fn handshake_abuses_fail_every_attempt_with_its_own_cause() {
+    let cases = vec![
+        ("silent", Mode::Silent, "upgrade_timeout"),
+        ("close-at-once", Mode::CloseAtOnce, "closed_during_handshake"),
+        ("reset-at-once", Mode::ResetAtOnce, "reset"),
+        ("garbage-status", Mode::GarbageStatus, "malformed_http_response"),
+        ("status-404", Mode::NotFound, "http_404"),
+        ("status-503", Mode::Unavailable, "http_503"),
+        ("bad-accept", Mode::BadAccept, "bad_accept_key"),
+        ("no-upgrade", Mode::NoUpgrade, "upgrade_header_missing"),
+        ("no-connection", Mode::NoConnection, "connection_header_missing"),
+        ("130-headers", Mode::Headers(130), "upgrade_too_many_headers"),
+        ("extension", Mode::Extension, "bad_extension"),
+        ("subprotocol", Mode::Subprotocol, "bad_subprotocol"),
+        ("endless-header", Mode::EndlessHeader, "malformed_http_response"),
+        ("trickle", Mode::Trickle, "upgrade_timeout"),
+    ];
+    let cases = cases
+        .into_iter()
+        .map(|(name, mode, cause)| Abuse { name, mode, cause })
+        .collect();
+    in_parallel(cases, |a| {
+        let server = Hostile::start(a.mode);
+        let f = Storm::start(
+            a.name,
+            &server.url(),
+            &[
+                "-c",
+                "4",
+                "-d",
+                "2s",
+                "--connect-timeout",
+                "1s",
+                "--no-reconnect",
+            ],
+        )
+        .finish(Duration::from_secs(15));
+        f.check(3, Duration::from_secs(2 + 3));
+        assert_eq!(f.v["failures"], json!({ a.cause: N }), "{}", a.name);
+        assert_eq!(f.c("attempts"), N, "{}", a.name);
+        assert_eq!(f.c("established"), 0, "{}", a.name);
+        assert_eq!(f.c("connect_failed"), N, "{}", a.name);
+        assert_eq!(Stats::get(&server.stats.accepted), N, "{}", a.name);
+    });
+}
+
+#[test]
+fn a_101_with_100_header_fields_is_accepted() {
+    let server = Hostile::start(Mode::Headers(100));
+    let f = Storm::start(
+        "100-headers",
+        &server.url(),
+        &["-c", "4", "-d", "1s", "--no-reconnect"],
+    )
+    .finish(Duration::from_secs(15));
+    f.check(0, Duration::from_secs(1 + 3));
+    assert_eq!(f.v["failures"], json!({}));
+    assert_eq!(f.c("established"), N);
+    assert_eq!(f.c("closed_clean"), N);
+    assert_eq!(f.v["close_codes"], json!({"1000": N}));
+    assert_eq!(Stats::get(&server.stats.closes), N);
+}
+
+/// A frame violation and the failure cause it must give every session.
+struct Violation {
+    name: &'static str,
+    mode: Mode,
+    cause: &'static str,
+}
+
+#[test]
+fn frame_violations_drop_every_session_with_their_own_cause() {
+    let cases = vec![
+        ("masked", Mode::MaskedFrame, "protocol_masked_server_frame"),
+        ("rsv", Mode::ReservedBits, "protocol_reserved_bits"),
+        ("opcode", Mode::ReservedOpcode, "protocol_unknown_opcode"),
+        (
+            "fragmented-control",
+            Mode::FragmentedControl,
+            "protocol_control_frame_fragmented",
+        ),
+        (
+            "long-control",
+            Mode::LongControl,
+            "protocol_control_frame_too_long",
+        ),
+        ("bad-utf8", Mode::BadUtf8, "protocol_invalid_utf8"),
+        (
+            "lone-continuation",
+            Mode::LoneContinuation,
+            "protocol_unexpected_continuation",
+        ),
+        (
+            "close-1005",
+            Mode::CloseCode1005,
+            "protocol_invalid_close_code",
+        ),
+        ("close-999", Mode::CloseCode999, "protocol_invalid_close_code"),
+        ("length-top-bit", Mode::LengthTopBit, "protocol_bad_length"),
+    ];
+    let cases = cases
+        .into_iter()
+        .map(|(name, mode, cause)| Violation { name, mode, cause })
+        .collect();
+    in_parallel(cases, |x| {
+        let server = Hostile::start(x.mode);
+        let f = Storm::start(
+            x.name,
+            &server.url(),
+            &["-c", "4", "-d", "1s", "--no-reconnect"],
+        )
+        .finish(Duration::from_secs(15));
+        f.check(3, Duration::from_secs(1 + 3));
+        assert_eq!(f.v["failures"], json!({ x.cause: N }), "{}", x.name);
+        assert_eq!(f.c("established"), N, "{}", x.name);
+        assert_eq!(f.c("sessions_dropped"), N, "{}", x.name);
+        assert_eq!(Stats::get(&server.stats.upgraded), N, "{}", x.name);
+    });
+}
+
+#[test]
+fn two_close_frames_are_one_close() {
+    let server = Hostile::start(Mode::TwoCloses);
+    let f = Storm::start(
+        "two-closes",
+        &server.url(),
+        &["-c", "4", "-d", "1s", "--no-reconnect"],
+    )
+    .finish(Duration::from_secs(15));
+    f.check(0, Duration::from_secs(1 + 3));
+    assert_eq!(f.v["failures"], json!({}));
+    assert_eq!(f.c("closed_by_server"), N);
+    // The first close counts; the second (1001) changes nothing.
+    assert_eq!(f.v["close_codes"], json!({"1000": N}));
+    // Each session answered the first close once.
+    assert_eq!(Stats::get(&server.stats.closes), N);
+}
+
+#[test]
+fn a_declared_2_pow_40_byte_frame_streams_through_in_bounded_memory() {
+    let _g = lock();
+    let server = Hostile::start(Mode::HugeLength);
+    let mut s = Storm::start(
+        "huge-length",
+        &server.url(),
+        &[
+            "-c",
+            "2",
+            "-d",
+            "2s",
+            "--close-wait",
+            "300ms",
+            "--no-reconnect",
+        ],
+    );
+    s.watch(Duration::from_secs(1));
+    let f = s.finish(Duration::from_secs(15));
+    f.check(0, Duration::from_secs(2 + 3));
+    assert_eq!(f.v["failures"], json!({}));
+    assert_eq!(f.c("established"), 2);
+    // Inside a frame that never ends, our close is never answered.
+    assert_eq!(f.c("closes_incomplete"), 2);
+    assert_eq!(f.c("msgs_pushed"), 0);
+    // About 64 MB/s per connection for 2 s, streamed, never buffered.
+    assert!(f.c("bytes_received") > 2 * 32 << 20, "{}", f.v["counters"]);
+}
