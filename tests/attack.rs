@@ -40,6 +40,8 @@ struct Finished {
     name: String,
     code: Option<i32>,
     took: Duration,
+    /// When the exit was seen (within 20 ms).
+    ended: Instant,
     max_rss_kib: u64,
     v: Value,
     text: String,
@@ -130,7 +132,8 @@ impl Storm {
             }
             thread::sleep(Duration::from_millis(20));
         };
-        let took = self.started.elapsed();
+        let ended = Instant::now();
+        let took = ended - self.started;
         let text = format!(
             "stdout:\n{}\nstderr:\n{}",
             std::fs::read_to_string(self.json.with_extension("out")).unwrap_or_default(),
@@ -144,6 +147,7 @@ impl Storm {
             name: self.name,
             code: status.code(),
             took,
+            ended,
             max_rss_kib: self.max_rss_kib,
             v,
             text,
@@ -233,18 +237,38 @@ struct Abuse {
 fn handshake_abuses_fail_every_attempt_with_its_own_cause() {
     let cases = vec![
         ("silent", Mode::Silent, "upgrade_timeout"),
-        ("close-at-once", Mode::CloseAtOnce, "closed_during_handshake"),
+        (
+            "close-at-once",
+            Mode::CloseAtOnce,
+            "closed_during_handshake",
+        ),
         ("reset-at-once", Mode::ResetAtOnce, "reset"),
-        ("garbage-status", Mode::GarbageStatus, "malformed_http_response"),
+        (
+            "garbage-status",
+            Mode::GarbageStatus,
+            "malformed_http_response",
+        ),
         ("status-404", Mode::NotFound, "http_404"),
         ("status-503", Mode::Unavailable, "http_503"),
         ("bad-accept", Mode::BadAccept, "bad_accept_key"),
         ("no-upgrade", Mode::NoUpgrade, "upgrade_header_missing"),
-        ("no-connection", Mode::NoConnection, "connection_header_missing"),
-        ("130-headers", Mode::Headers(130), "upgrade_too_many_headers"),
+        (
+            "no-connection",
+            Mode::NoConnection,
+            "connection_header_missing",
+        ),
+        (
+            "130-headers",
+            Mode::Headers(130),
+            "upgrade_too_many_headers",
+        ),
         ("extension", Mode::Extension, "bad_extension"),
         ("subprotocol", Mode::Subprotocol, "bad_subprotocol"),
-        ("endless-header", Mode::EndlessHeader, "malformed_http_response"),
+        (
+            "endless-header",
+            Mode::EndlessHeader,
+            "malformed_http_response",
+        ),
         ("trickle", Mode::Trickle, "upgrade_timeout"),
     ];
     let cases = cases
@@ -327,7 +351,11 @@ fn frame_violations_drop_every_session_with_their_own_cause() {
             Mode::CloseCode1005,
             "protocol_invalid_close_code",
         ),
-        ("close-999", Mode::CloseCode999, "protocol_invalid_close_code"),
+        (
+            "close-999",
+            Mode::CloseCode999,
+            "protocol_invalid_close_code",
+        ),
         ("length-top-bit", Mode::LengthTopBit, "protocol_bad_length"),
     ];
     let cases = cases
@@ -394,5 +422,341 @@ fn a_declared_2_pow_40_byte_frame_streams_through_in_bounded_memory() {
     assert_eq!(f.c("closes_incomplete"), 2);
     assert_eq!(f.c("msgs_pushed"), 0);
     // About 64 MB/s per connection for 2 s, streamed, never buffered.
-    assert!(f.c("bytes_received") > 2 * 32 << 20, "{}", f.v["counters"]);
+    assert!(f.c("bytes_received") > 64 << 20, "{}", f.v["counters"]);
+}
+
+#[test]
+fn a_ping_flood_is_answered_pong_for_pong_in_bounded_memory() {
+    let _g = lock();
+    let server = Hostile::start(Mode::PingFlood);
+    let mut s = Storm::start(
+        "ping-flood",
+        &server.url(),
+        &["-c", "4", "-d", "2s", "--no-reconnect"],
+    );
+    s.watch(Duration::from_secs(1));
+    let f = s.finish(Duration::from_secs(15));
+    f.check(0, Duration::from_secs(2 + 3));
+    assert_eq!(f.v["failures"], json!({}));
+    assert_eq!(f.c("closed_clean"), N);
+    assert_eq!(f.v["close_codes"], json!({"1000": N}));
+    // Every pong we counted reached the server before our close (and nothing else did).
+    let pongs = f.c("pongs_sent");
+    assert!(pongs > 1000, "{}", f.v["counters"]);
+    assert_eq!(pongs, Stats::get(&server.stats.pongs));
+    assert_eq!(Stats::get(&server.stats.closes), N);
+}
+
+#[test]
+fn a_message_flood_is_counted_message_for_message_in_bounded_memory() {
+    let _g = lock();
+    let server = Hostile::start(Mode::MessageFlood);
+    let mut s = Storm::start(
+        "message-flood",
+        &server.url(),
+        &["-c", "2", "-d", "2s", "--no-reconnect"],
+    );
+    s.watch(Duration::from_secs(1));
+    let f = s.finish(Duration::from_secs(15));
+    f.check(0, Duration::from_secs(2 + 3));
+    assert_eq!(f.v["failures"], json!({}));
+    assert_eq!(f.c("closed_clean"), 2);
+    // Every message the server wrote whole before our close was counted, once: before our
+    // close (pushed) or after it (late).
+    let got = f.c("msgs_pushed") + f.c("msgs_late");
+    assert_eq!(got, Stats::get(&server.stats.msgs_written));
+    assert!(got > 1000, "{}", f.v["counters"]);
+    assert!(f.c("bytes_received") > got * 65536, "{}", f.v["counters"]);
+}
+
+#[test]
+fn a_server_that_stops_reading_leaves_messages_and_pings_unsent_in_bounded_memory() {
+    let _g = lock();
+    let server = Hostile::start(Mode::NonReading);
+    let msg = write_file("attack-non-reading-msg", &"x".repeat(64 * 1024));
+    let msg_arg = format!("@{}", msg.display());
+    let (conns, rate, secs) = (2u64, 100u64, 2u64);
+    let mut s = Storm::start(
+        "non-reading",
+        &server.url(),
+        &[
+            "-c",
+            &conns.to_string(),
+            "-d",
+            &format!("{secs}s"),
+            "--message",
+            &msg_arg,
+            "--message-rate",
+            &rate.to_string(),
+            "--ping-interval",
+            "100ms",
+            "--drain",
+            "200ms",
+            "--close-wait",
+            "300ms",
+            "--no-reconnect",
+        ],
+    );
+    s.watch(Duration::from_secs(1));
+    let f = s.finish(Duration::from_secs(15));
+    f.check(3, Duration::from_secs(secs + 3));
+    assert!(f.text.contains("send backlog: "), "{}", f.text);
+    assert_eq!(f.v["failures"], json!({}));
+    assert_eq!(f.c("established"), conns);
+    // Our close never got through either.
+    assert_eq!(f.c("closes_incomplete"), conns);
+    let (sent, unsent) = (f.c("msgs_sent"), f.c("msgs_unsent"));
+    assert!(unsent > sent, "sent {sent}, unsent {unsent}");
+    // Every ping slot of the sessions (one per 100 ms from the open until the stop at 2 s) is
+    // sent or skipped: with a send in flight the timer could not fire, and its missed slots
+    // still count.
+    let pings = f.c("pings_sent") + f.c("pings_skipped");
+    assert!(f.c("pings_skipped") > 0, "{}", f.v["counters"]);
+    assert!(
+        (conns * 18..=conns * 20).contains(&pings),
+        "ping slots {pings}: {}",
+        f.v["counters"]
+    );
+    // Every planned message is sent or unsent (a message or two per connection at the edges).
+    let planned = conns * rate * secs;
+    assert!(
+        sent + unsent >= planned * 9 / 10 && sent + unsent <= planned + 2 * conns,
+        "planned {planned}, sent {sent}, unsent {unsent}"
+    );
+}
+
+#[test]
+fn a_fan_out_stream_of_300k_publisher_ids_tracks_4096_per_connection() {
+    let _g = lock();
+    const IDS: u64 = 150_000;
+    const TRACKED: u64 = 4096;
+    let server = Hostile::start(Mode::FanoutIds(IDS));
+    let mut s = Storm::start(
+        "fanout-ids",
+        &server.url(),
+        &[
+            "-c",
+            "2",
+            "-d",
+            "3s",
+            "--drain",
+            "0s",
+            "--role",
+            "subscriber",
+            "--channel",
+            "c",
+            "--no-reconnect",
+        ],
+    );
+    s.watch(Duration::from_secs(2));
+    let f = s.finish(Duration::from_secs(15));
+    f.check(0, Duration::from_secs(3 + 3));
+    assert_eq!(f.v["failures"], json!({}));
+    assert_eq!(Stats::get(&server.stats.msgs_written), 2 * IDS);
+    let fo = &f.v["fanout"];
+    assert_eq!(fo["delivered_total"], 2 * TRACKED, "{fo}");
+    assert_eq!(fo["untracked"], 2 * (IDS - TRACKED), "{fo}");
+    // None of them is one of the run's publishers (it has none): nothing owed.
+    assert_eq!(fo["delivered_owed"], 0, "{fo}");
+    assert_eq!(fo["duplicates"], 0, "{fo}");
+    assert_eq!(f.c("closed_clean"), 2);
+}
+
+/// A signal at one phase of a run, and what the JSON must show of that phase.
+struct Phase {
+    name: &'static str,
+    mode: Mode,
+    args: &'static [&'static str],
+    /// When the (first) signal goes.
+    at: Duration,
+    signals: &'static [&'static str],
+    code: i32,
+    /// Checks of the phase's counters.
+    expect: fn(&Finished),
+}
+
+fn abandoned_all(f: &Finished) {
+    assert_eq!(f.c("established"), 0, "{}", f.name);
+    assert_eq!(f.c("abandoned"), N, "{}", f.name);
+    assert_eq!(f.c("abandoned_accepted"), N, "{}", f.name);
+    assert_eq!(f.c("abandoned_stalled"), N, "{}", f.name);
+}
+
+const CONNECTING: &[&str] = &[
+    "-c",
+    "4",
+    "-d",
+    "60s",
+    "--connect-timeout",
+    "60s",
+    "--no-reconnect",
+];
+
+#[test]
+fn a_signal_at_any_phase_ends_the_run_within_two_seconds_with_what_was_measured() {
+    let phases = vec![
+        Phase {
+            name: "connecting-int",
+            mode: Mode::Silent,
+            args: CONNECTING,
+            at: Duration::from_millis(1500),
+            signals: &["INT"],
+            code: 130,
+            expect: abandoned_all,
+        },
+        Phase {
+            name: "connecting-term",
+            mode: Mode::Silent,
+            args: CONNECTING,
+            at: Duration::from_millis(1500),
+            signals: &["TERM"],
+            code: 143,
+            expect: abandoned_all,
+        },
+        Phase {
+            name: "connecting-hup",
+            mode: Mode::Silent,
+            args: CONNECTING,
+            at: Duration::from_millis(1500),
+            signals: &["HUP"],
+            code: 129,
+            expect: abandoned_all,
+        },
+        Phase {
+            name: "upgrading-term",
+            mode: Mode::Trickle,
+            args: CONNECTING,
+            at: Duration::from_millis(1500),
+            signals: &["TERM"],
+            code: 143,
+            expect: |f| {
+                abandoned_all(f);
+                // The first bytes of the trickled 101 had arrived.
+                assert!(f.c("bytes_received") >= N, "{}", f.v["counters"]);
+            },
+        },
+        Phase {
+            name: "established-ping-flood-int",
+            mode: Mode::PingFlood,
+            args: &["-c", "4", "-d", "60s", "--no-reconnect"],
+            at: Duration::from_millis(1500),
+            signals: &["INT"],
+            code: 130,
+            expect: |f| {
+                assert_eq!(f.c("established"), N);
+                // Stopped gracefully: our close, answered.
+                assert_eq!(f.c("closed_clean"), N, "{}", f.v["counters"]);
+                assert!(f.c("pongs_sent") > 100, "{}", f.v["counters"]);
+            },
+        },
+        Phase {
+            name: "drain-int",
+            mode: Mode::Mute,
+            args: &[
+                "-c",
+                "4",
+                "-d",
+                "1s",
+                "--drain",
+                "60s",
+                "--close-wait",
+                "60s",
+                "--message",
+                "x",
+                "--message-rate",
+                "10",
+                "--no-reconnect",
+            ],
+            at: Duration::from_millis(2000),
+            signals: &["INT"],
+            code: 130,
+            expect: |f| {
+                assert_eq!(f.c("established"), N);
+                assert_eq!(f.c("msgs_received"), 0);
+                assert!(f.c("msgs_unanswered") >= N, "{}", f.v["counters"]);
+                assert_eq!(f.c("closes_incomplete"), N, "{}", f.v["counters"]);
+            },
+        },
+        Phase {
+            name: "close-wait-term",
+            mode: Mode::Mute,
+            args: &[
+                "-c",
+                "4",
+                "-d",
+                "1s",
+                "--drain",
+                "0s",
+                "--close-wait",
+                "60s",
+                "--no-reconnect",
+            ],
+            at: Duration::from_millis(2000),
+            signals: &["TERM"],
+            code: 143,
+            expect: |f| {
+                assert_eq!(f.c("established"), N);
+                assert_eq!(f.c("closes_incomplete"), N, "{}", f.v["counters"]);
+            },
+        },
+        Phase {
+            name: "close-wait-hup-then-int",
+            mode: Mode::Mute,
+            args: &[
+                "-c",
+                "4",
+                "-d",
+                "1s",
+                "--drain",
+                "0s",
+                "--close-wait",
+                "60s",
+                "--no-reconnect",
+            ],
+            at: Duration::from_millis(2000),
+            signals: &["HUP", "INT"],
+            // The first signal sets the exit code.
+            code: 129,
+            expect: |f| {
+                assert_eq!(f.c("established"), N);
+                assert_eq!(f.c("closes_incomplete"), N, "{}", f.v["counters"]);
+            },
+        },
+    ];
+    in_parallel(phases, |p| {
+        let server = Hostile::start(p.mode);
+        let mut s = Storm::start(p.name, &server.url(), p.args);
+        s.watch(p.at);
+        assert!(s.sample(), "{}: ended before the signal", p.name);
+        let mut sent = s.signal(p.signals[0]);
+        for sig in &p.signals[1..] {
+            thread::sleep(Duration::from_millis(50));
+            sent = s.signal(sig);
+        }
+        let f = s.finish(Duration::from_secs(20));
+        let took = f.ended.duration_since(sent);
+        // A first signal stops gracefully within 2 s; a second one at once.
+        let bound = Duration::from_millis(if p.signals.len() > 1 { 1000 } else { 2000 });
+        assert!(
+            took < bound,
+            "{}: stopped {took:?} after the signal",
+            p.name
+        );
+        assert!(
+            f.max_rss_kib < RSS_BOUND_KIB,
+            "{}: RSS {} KiB",
+            p.name,
+            f.max_rss_kib
+        );
+        assert_eq!(f.code, Some(p.code), "{}\n{}", p.name, f.text);
+        let sig = p.signals[0];
+        assert!(
+            f.text.contains(&format!("stopped by SIG{sig}")),
+            "{}",
+            f.text
+        );
+        assert_eq!(f.v["interrupted"], true, "{}", p.name);
+        (p.expect)(&f);
+        f.identities();
+    });
 }

@@ -260,9 +260,7 @@ impl Conn {
             Mode::BadAccept => Self::response("dGhlIHNhbXBsZSBub25jZQ==", ""),
             Mode::NoUpgrade => {
                 let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
-                format!(
-                    "{STATUS_101}Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
-                )
+                format!("{STATUS_101}Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n")
             }
             Mode::NoConnection => {
                 let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
