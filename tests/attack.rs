@@ -18,13 +18,24 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// The client's address-space limit, in bytes: 2 GiB (shard threads and io_uring rings
-/// reserve address space they never touch). Plain bytes: util-linux 2.38's `prlimit` crashes
-/// on suffixes.
-const AS_LIMIT: &str = "2147483648";
+/// CPUs the client's shards run on (one shard each, by default all of them).
+fn cpus() -> u64 {
+    thread::available_parallelism().map_or(1, |n| n.get() as u64)
+}
 
-/// RSS bound (KiB) for a run of a few connections, floods included.
-const RSS_BOUND_KIB: u64 = 96 * 1024;
+/// The client's address-space limit, in bytes: 1 GiB and 128 MiB per shard (thread stacks,
+/// malloc arenas and io_uring rings reserve address space they never touch). Plain bytes:
+/// util-linux 2.38's `prlimit` crashes on suffixes.
+fn as_limit() -> String {
+    ((1u64 << 30) + cpus() * (128 << 20)).to_string()
+}
+
+/// The RSS bound (KiB) for a run of a few connections, floods included: 40 MiB and 2 MiB per
+/// shard. A run holds about 7 MiB before it connects and stays within 25 MiB under every mode
+/// here; buffering a flood, or a map per publisher id, would cross it.
+fn rss_bound_kib() -> u64 {
+    (40 << 10) + cpus() * (2 << 10)
+}
 
 /// A `sockstorm run` child under `prlimit --as`, its output going to files.
 struct Storm {
@@ -58,7 +69,7 @@ impl Storm {
         let prlimit = Command::new("prlimit").arg("--version").output().is_ok();
         let mut cmd = if prlimit {
             let mut c = Command::new("prlimit");
-            c.arg(format!("--as={AS_LIMIT}")).arg("--").arg(bin);
+            c.arg(format!("--as={}", as_limit())).arg("--").arg(bin);
             c
         } else {
             eprintln!("prlimit not found: {name} runs without an address-space limit");
@@ -134,6 +145,12 @@ impl Storm {
         };
         let ended = Instant::now();
         let took = ended - self.started;
+        eprintln!(
+            "{}: exit {:?} after {took:.2?}, peak RSS {} KiB",
+            self.name,
+            status.code(),
+            self.max_rss_kib
+        );
         let text = format!(
             "stdout:\n{}\nstderr:\n{}",
             std::fs::read_to_string(self.json.with_extension("out")).unwrap_or_default(),
@@ -162,14 +179,14 @@ impl Finished {
             .unwrap_or_else(|| panic!("{}: counter {name} missing", self.name))
     }
 
-    /// Exit code, a finish within `within`, RSS within [`RSS_BOUND_KIB`], and the identities.
+    /// Exit code, a finish within `within`, RSS within [`rss_bound_kib()`], and the identities.
     fn check(&self, code: i32, within: Duration) {
         let n = &self.name;
         assert_eq!(self.code, Some(code), "{n}: exit code\n{}", self.text);
         assert!(self.took < within, "{n}: took {:?}", self.took);
         assert!(self.max_rss_kib > 0, "{n}: RSS never sampled");
         assert!(
-            self.max_rss_kib < RSS_BOUND_KIB,
+            self.max_rss_kib < rss_bound_kib(),
             "{n}: RSS {} KiB",
             self.max_rss_kib
         );
@@ -297,7 +314,63 @@ fn handshake_abuses_fail_every_attempt_with_its_own_cause() {
         assert_eq!(f.c("established"), 0, "{}", a.name);
         assert_eq!(f.c("connect_failed"), N, "{}", a.name);
         assert_eq!(Stats::get(&server.stats.accepted), N, "{}", a.name);
+        if a.mode == Mode::EndlessHeader {
+            // The head is read up to its 16 KiB limit and no further.
+            assert!(
+                f.c("bytes_received") < N * (32 << 10),
+                "{}",
+                f.v["counters"]
+            );
+        }
     });
+}
+
+#[test]
+fn reconnect_churn_against_a_resetting_server_keeps_every_attempt_accounted_for() {
+    let server = Hostile::start(Mode::ResetAtOnce);
+    let f = Storm::start(
+        "reset-churn",
+        &server.url(),
+        &["-c", "8", "-d", "2s", "--connect-timeout", "1s"],
+    )
+    .finish(Duration::from_secs(15));
+    f.check(3, Duration::from_secs(2 + 3));
+    let attempts = f.c("attempts");
+    // Replacements keep coming (with backoff) and each is one more attempt.
+    assert!(attempts > 8, "{}", f.v["counters"]);
+    assert_eq!(attempts, 8 + f.c("reconnects"), "{}", f.v["counters"]);
+    assert_eq!(f.c("established"), 0);
+    // Every attempt that reached the server and ended before the run did was reset.
+    let reset = f.v["failures"]["reset"].as_u64().unwrap_or(0);
+    assert_eq!(
+        f.v["failures"],
+        json!({ "reset": reset }),
+        "only resets: {}",
+        f.v["failures"]
+    );
+    assert_eq!(reset + f.c("abandoned"), attempts);
+    assert!(Stats::get(&server.stats.accepted) >= reset);
+}
+
+#[test]
+fn the_target_query_goes_to_the_server_but_is_never_shown_and_the_fragment_never_leaves() {
+    let server = Hostile::start(Mode::Headers(0));
+    let url = format!("{}feed?token=s3cr3t-42&room=1#frag", server.url());
+    let f = Storm::start("query", &url, &["-c", "2", "-d", "1s", "--no-reconnect"])
+        .finish(Duration::from_secs(15));
+    f.check(0, Duration::from_secs(1 + 3));
+    assert_eq!(f.c("closed_clean"), 2);
+    let lines = server.stats.request_lines.lock().unwrap().clone();
+    assert_eq!(
+        lines,
+        vec!["GET /feed?token=s3cr3t-42&room=1 HTTP/1.1"; 2],
+        "the query as given, no fragment"
+    );
+    let json = f.v.to_string();
+    for (what, text) in [("output", &f.text), ("JSON", &json)] {
+        assert!(!text.contains("s3cr3t"), "{what} shows the token:\n{text}");
+        assert!(text.contains("token=***"), "{what}:\n{text}");
+    }
 }
 
 #[test]
@@ -743,7 +816,7 @@ fn a_signal_at_any_phase_ends_the_run_within_two_seconds_with_what_was_measured(
             p.name
         );
         assert!(
-            f.max_rss_kib < RSS_BOUND_KIB,
+            f.max_rss_kib < rss_bound_kib(),
             "{}: RSS {} KiB",
             p.name,
             f.max_rss_kib

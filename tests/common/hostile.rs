@@ -98,6 +98,8 @@ pub struct Stats {
     pub closes: AtomicU64,
     /// Data messages written whole (floods, deliveries).
     pub msgs_written: AtomicU64,
+    /// The request lines of the first 16 upgrade requests.
+    pub request_lines: Mutex<Vec<String>>,
 }
 
 impl Stats {
@@ -225,6 +227,11 @@ impl Conn {
             }
         }
         let text = String::from_utf8_lossy(&req);
+        let mut lines = self.stats.request_lines.lock().unwrap();
+        if lines.len() < 16 {
+            lines.push(text.lines().next().unwrap_or_default().to_owned());
+        }
+        drop(lines);
         text.lines().find_map(|l| {
             l.split_once(':')
                 .filter(|(k, _)| k.eq_ignore_ascii_case("sec-websocket-key"))
