@@ -193,7 +193,9 @@ impl Finished {
         self.identities();
     }
 
-    /// Every attempt and every session is accounted for, once.
+    /// Every attempt and every session is accounted for, once. (A violation during our close
+    /// handshake is the one failure outside connect_failed + sessions_dropped: see
+    /// `a_close_never_answered_or_answered_with_a_violation_ends_the_session_incomplete`.)
     fn identities(&self) {
         let n = &self.name;
         let counters = &self.v["counters"];
@@ -467,6 +469,56 @@ fn two_close_frames_are_one_close() {
     assert_eq!(f.v["close_codes"], json!({"1000": N}));
     // Each session answered the first close once.
     assert_eq!(Stats::get(&server.stats.closes), N);
+}
+
+#[test]
+fn a_close_never_answered_or_answered_with_a_violation_ends_the_session_incomplete() {
+    // Mute: our close waits out --close-wait, and the run is no failure.
+    let mute = thread::spawn(|| {
+        let server = Hostile::start(Mode::Mute);
+        let f = Storm::start(
+            "mute",
+            &server.url(),
+            &[
+                "-c",
+                "4",
+                "-d",
+                "1s",
+                "--close-wait",
+                "500ms",
+                "--no-reconnect",
+            ],
+        )
+        .finish(Duration::from_secs(15));
+        f.check(0, Duration::from_millis(1500 + 3000));
+        assert!(f.took >= Duration::from_millis(1500), "{:?}", f.took);
+        assert_eq!(f.v["failures"], json!({}));
+        assert_eq!(f.c("closes_incomplete"), N);
+        assert_eq!(f.v["close_codes"], json!({}));
+        assert_eq!(Stats::get(&server.stats.closes), N);
+    });
+    // A masked close reply: the violation is the server's, counted by its cause, while the
+    // session (already closing) ends incomplete rather than dropped. The only failures outside
+    // connect_failed + sessions_dropped.
+    let server = Hostile::start(Mode::MaskedCloseReply);
+    let f = Storm::start(
+        "masked-close-reply",
+        &server.url(),
+        &["-c", "4", "-d", "1s", "--no-reconnect"],
+    )
+    .finish(Duration::from_secs(15));
+    assert_eq!(f.code, Some(3), "{}", f.text);
+    assert!(f.took < Duration::from_secs(1 + 3), "{:?}", f.took);
+    assert!(f.max_rss_kib < rss_bound_kib(), "RSS {} KiB", f.max_rss_kib);
+    assert_eq!(f.v["failures"], json!({"protocol_masked_server_frame": N}));
+    assert_eq!(f.c("closes_incomplete"), N);
+    assert_eq!(f.c("sessions_dropped"), 0);
+    assert_eq!(f.c("closed_clean"), 0);
+    assert_eq!(
+        f.c("attempts"),
+        f.c("established") + f.c("connect_failed") + f.c("abandoned")
+    );
+    mute.join().unwrap();
 }
 
 #[test]

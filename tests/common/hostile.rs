@@ -83,6 +83,8 @@ pub enum Mode {
     FanoutIds(u64),
     /// Upgrades, reads everything, answers nothing (not even the close).
     Mute,
+    /// Upgrades, then answers the close with a masked close frame.
+    MaskedCloseReply,
 }
 
 /// What the server saw and did, over all its connections.
@@ -501,7 +503,9 @@ fn read_frames(
                     if answers_close {
                         let mut g = w.lock().unwrap();
                         closing.store(true, Relaxed);
-                        if mode != Mode::TwoCloses {
+                        if mode == Mode::MaskedCloseReply {
+                            let _ = g.write_all(&[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xE8]);
+                        } else if mode != Mode::TwoCloses {
                             let mut reply = vec![0x88, payload.len().min(2) as u8];
                             reply.extend_from_slice(&payload[..payload.len().min(2)]);
                             let _ = g.write_all(&reply);
