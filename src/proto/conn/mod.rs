@@ -483,10 +483,22 @@ impl Conn {
                 ctx.stats.counters().pings_skipped += 1;
             }
             self.next_ping_at = self.next_ping_at.saturating_add(ctx.cfg.ping_interval);
-            if self.next_ping_at <= now {
-                self.next_ping_at = now.saturating_add(ctx.cfg.ping_interval);
-            }
+            // Pings due while this timer could not fire (the driver arms none while a send is
+            // in flight): skipped, counted, and the schedule keeps its grid.
+            self.skip_due_pings(ctx, now);
         }
+    }
+
+    /// Counts the ping slots due by `now` that were never sent as `pings_skipped`, and moves
+    /// the next one past `now` on the same grid.
+    fn skip_due_pings<R: Recorder>(&mut self, ctx: &mut Ctx<'_, R>, now: Micros) {
+        let iv = ctx.cfg.ping_interval;
+        if iv == 0 || self.next_ping_at == 0 || ctx.cfg.on_grid(self.next_ping_at) > now {
+            return;
+        }
+        let missed = (now - self.next_ping_at) / iv + 1;
+        ctx.stats.counters().pings_skipped += missed;
+        self.next_ping_at = self.next_ping_at.saturating_add(missed * iv);
     }
 
     /// Ends the session gracefully: no new messages; replies in flight are awaited until
@@ -742,6 +754,8 @@ impl Conn {
         if self.phase != Phase::Open || self.stopping {
             return;
         }
+        // Pings due by now that a send backlog kept the timer from sending.
+        self.skip_due_pings(ctx, now);
         let (Some(_), iv) = (&ctx.cfg.message, ctx.cfg.message_interval) else {
             return;
         };

@@ -343,6 +343,31 @@ fn ping_interval_measures_pong_rtt() {
 }
 
 #[test]
+fn pings_whose_timer_could_not_fire_are_counted_skipped() {
+    // The driver arms no timer while a send is in flight, so a ping timer can fire intervals
+    // late: every slot it missed is skipped and counted, and the grid is kept.
+    let mut c0 = cfg();
+    c0.ping_interval = 100 * MS;
+    c0.message = None;
+    let mut h = Harness::new(c0);
+    let mut c = h.open(0);
+    let t1 = c.poll_timeout(&h.cfg).unwrap();
+    c.handle_timer(&mut h.ctx(), t1);
+    let mut out = Vec::new();
+    c.poll_transmit(&mut h.ctx(), t1, &mut out);
+    assert_eq!(h.stats.counters.pings_sent, 1);
+    // 350 ms late: the slots at t1 + 100, 200 and 300 ms were due and never sent.
+    c.handle_timer(&mut h.ctx(), t1 + 350 * MS);
+    assert_eq!(h.stats.counters.pings_skipped, 3);
+    assert_eq!(c.poll_timeout(&h.cfg), Some(t1 + 400 * MS));
+    // The run stops at t1 + 650 ms, the timer not having fired since: the slots at 400, 500
+    // and 600 ms were never sent either.
+    c.stop(&mut h.ctx(), t1 + 650 * MS, t1 + 650 * MS);
+    assert_eq!(h.stats.counters.pings_skipped, 6);
+    assert_eq!(h.stats.counters.pings_sent, 1);
+}
+
+#[test]
 fn a_backlogged_socket_skips_messages_late_by_more_than_an_interval_and_counts_them() {
     let mut c0 = cfg();
     c0.ping_interval = 250 * MS;
