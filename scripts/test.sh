@@ -21,7 +21,7 @@ cargo test --release
 echo "== the whole-run suites on the epoll backend"
 SOCKSTORM_BACKEND=epoll cargo test --release --test run --test tls --test fanout --test scenario \
   --test examples --test storms --test signals --test misbehave --test unfinished \
-  --test workloads --test output
+  --test workloads --test output --test attack
 
 # Interop against software nobody here wrote, once per backend.
 interop() {
