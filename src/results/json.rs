@@ -317,6 +317,7 @@ pub fn to_json(run: &Prepared, r: &RunResult) -> Value {
         "schema_version": SCHEMA_VERSION,
         "tool": {"name": "sockstorm", "version": env!("CARGO_PKG_VERSION")},
         "interrupted": r.interrupted,
+        "stopped_by": r.stopped_by,
         "elapsed_s": (r.elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
         "settings": {
             "url": plan.url_text,

@@ -34,12 +34,13 @@ fn header(o: &mut String, run: &Prepared, r: &RunResult) {
         run.connections(),
         plan.cpus.len(),
         r.elapsed.as_secs_f64(),
-        if r.interrupted {
-            "  (interrupted: partial results)"
-        } else if r.failure_stop.is_some() {
-            "  (stopped early: every attempt failed the same way)"
-        } else {
-            ""
+        match (r.interrupted, r.stopped_by) {
+            (true, Some(signal)) => format!("  (interrupted by {signal}: partial results)"),
+            (true, None) => "  (interrupted: partial results)".into(),
+            _ if r.failure_stop.is_some() => {
+                "  (stopped early: every attempt failed the same way)".into()
+            }
+            _ => String::new(),
         }
     );
 }
