@@ -368,6 +368,13 @@ impl Conn {
                 self.complete(ctx, now);
                 self.finish(ctx, now);
             }
+            // The server asked for a client certificate, got none and hung up (with TLS 1.3
+            // that can come after our side of the handshake completed, while upgrading).
+            Phase::TlsHandshake | Phase::Upgrading
+                if self.tls.as_ref().is_some_and(|t| t.cert_requested) =>
+            {
+                self.fail(ctx, now, Failure::Tls(TlsFailure::ClientCertRequired))
+            }
             Phase::TlsHandshake => self.fail(ctx, now, Failure::Tls(TlsFailure::Closed)),
             Phase::Connecting | Phase::Upgrading => {
                 self.fail(ctx, now, Failure::ClosedDuringHandshake)
