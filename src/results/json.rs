@@ -239,6 +239,7 @@ fn named_json(s: &ShardStats) -> (Value, Value, Value) {
                 "sent": r.sent,
                 "answered": r.answered,
                 "unanswered": r.unanswered,
+                "unsent": r.unsent,
                 "reply_latency": hist_json(&r.latency),
             });
             (r.name.to_string(), v)
