@@ -174,7 +174,14 @@ pub fn run(
     let layout = layout(run)?;
     let started = start(run, &layout)?;
     let collected = collect(run, &layout, &started, ctl, observer);
-    finish(run, &layout, started, collected)
+    let mut result = finish(run, &layout, started, collected)?;
+    if result.interrupted {
+        result.stopped_by = ctl
+            .signal()
+            .and_then(crate::io::signal::Signal::from_number)
+            .map(crate::io::signal::Signal::name);
+    }
+    Ok(result)
 }
 
 /// How the run maps onto shards: the limit, each shard's connections, each shard's plan.
@@ -576,6 +583,7 @@ fn finish(
         stats: total,
         elapsed: st.start.elapsed(),
         interrupted: c.interrupted,
+        stopped_by: None,
         cpu: (
             cpu1.0.saturating_sub(st.cpu0.0),
             cpu1.1.saturating_sub(st.cpu0.1),

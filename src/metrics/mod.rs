@@ -254,6 +254,11 @@ impl Recorder for ShardStats {
         self.named.request(req).unanswered += n;
     }
 
+    fn request_unsent(&mut self, req: u16, n: u64) {
+        self.counters.requests_unsent += n;
+        self.named.request(req).unsent += n;
+    }
+
     fn check(&mut self, check: u16, pass: bool) {
         let c = self.named.check(check);
         if pass {
