@@ -532,7 +532,8 @@ fn second(run: &Prepared, st: &Started, c: &mut Collected, observer: &mut dyn Ob
     drop(second);
     for t in c.tallies.iter_mut() {
         t.total.add(&t.second);
-        t.second.reset();
+        // Freed, not kept: with many scenarios, most are idle in a given second.
+        t.second.release();
     }
     if c.threshold_abort.is_none() && run.abort_on_fail.is_some_and(|d| t >= d.as_secs_f64()) {
         // Only thresholds with data so far can fail early; the rest wait for the end.
