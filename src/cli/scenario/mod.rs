@@ -50,7 +50,14 @@ fn read(path: &Path, cli: &[String]) -> Result<(Run, String), PlanError> {
         path: path.to_owned(),
         reason,
     })?;
-    let r = Reader::new(path, &text);
+    read_text(path, &text, cli)
+}
+
+/// [`read`] once the file's contents are in `text` (`path` places errors and is where
+/// relative paths in values start): never panics, whatever the text; every mistake is a
+/// [`PlanError`].
+pub(super) fn read_text(path: &Path, text: &str, cli: &[String]) -> Result<(Run, String), PlanError> {
+    let r = Reader::new(path, text);
     let file = r.file()?;
     let cmd = CommandLine::parse(&file.top, cli)?;
     let target = Target::resolve(&r, &file.top, &cmd)?;
