@@ -74,7 +74,7 @@ for t in "${targets[@]}"; do
   if [ "$rc" -eq 0 ]; then
     continue
   fi
-  tail -n 40 "$work/$t.log"
+  grep -m1 -A4 -E 'panicked at|ERROR: libFuzzer' "$work/$t.log" || tail -n 40 "$work/$t.log"
   artifact=$(find "$artifacts" -type f | head -n 1)
   if [ -z "$artifact" ]; then
     echo "== fuzz: FAILED: $t exited $rc without an artifact (killed by \`timeout\` after $((secs + 120))s?)"
@@ -84,9 +84,10 @@ for t in "${targets[@]}"; do
   kind=$(basename "$artifact" | cut -d- -f1)
   keep="$artifact"
   if [ "$kind" = crash ]; then
+    # tmin writes fuzz/artifacts/<target>/minimized-from-<hash of the input>.
     if cargo +nightly fuzz tmin "${flags[@]}" "$t" "$artifact" -r 2000 > "$work/$t.tmin.log" 2>&1; then
-      min=$(find "$artifacts" -type f -name 'minimized-from-*' | head -n 1)
-      [ -n "$min" ] && keep="$min"
+      min="fuzz/artifacts/$t/minimized-from-$(sha1sum "$artifact" | cut -d' ' -f1)"
+      [ -s "$min" ] && keep="$min"
     fi
   fi
   mkdir -p "fuzz/regressions/$t"
