@@ -84,11 +84,11 @@ for t in "${targets[@]}"; do
   kind=$(basename "$artifact" | cut -d- -f1)
   keep="$artifact"
   if [ "$kind" = crash ]; then
-    # tmin writes fuzz/artifacts/<target>/minimized-from-<hash of the input>.
-    if cargo +nightly fuzz tmin "${flags[@]}" "$t" "$artifact" -r 2000 > "$work/$t.tmin.log" 2>&1; then
-      min="fuzz/artifacts/$t/minimized-from-$(sha1sum "$artifact" | cut -d' ' -f1)"
-      [ -s "$min" ] && keep="$min"
-    fi
+    # tmin writes each smaller crashing input as fuzz/artifacts/<target>/minimized-from-<hash>;
+    # the last one it names is the smallest.
+    cargo +nightly fuzz tmin "${flags[@]}" "$t" "$artifact" -r 2000 > "$work/$t.tmin.log" 2>&1 || true
+    min=$(grep -oE "[^ ']*minimized-from-[0-9a-f]+" "$work/$t.tmin.log" | tail -n 1)
+    [ -n "$min" ] && [ -s "$min" ] && keep="$min"
   fi
   mkdir -p "fuzz/regressions/$t"
   dest="fuzz/regressions/$t/$kind-$(sha1sum "$keep" | cut -c1-16)"

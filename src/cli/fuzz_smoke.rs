@@ -32,7 +32,10 @@ fn summary(r: &Result<(Run, String), PlanError>) -> String {
                     )
                 })
                 .collect();
-            format!("{scenarios:?} {:?} {:?} {url_at}", run.thresholds, run.abort_on_fail)
+            format!(
+                "{scenarios:?} {:?} {:?} {url_at}",
+                run.thresholds, run.abort_on_fail
+            )
         }
         Err(e) => e.to_string(),
     }
@@ -65,7 +68,11 @@ pub fn scenario(data: &[u8]) {
                 .and_then(|(l, c)| Some((l.parse::<usize>().ok()?, c.parse::<usize>().ok()?)))
                 .unwrap_or_else(|| panic!("`{at}` is not FILE:LINE:COL"));
             let lines: Vec<&str> = text.split('\n').collect();
-            assert!((1..=lines.len()).contains(&line), "{at}: the text has {} lines", lines.len());
+            assert!(
+                (1..=lines.len()).contains(&line),
+                "{at}: the text has {} lines",
+                lines.len()
+            );
             assert!(
                 (1..=lines[line - 1].chars().count() + 1).contains(&col),
                 "{at}: line {line} is {:?}",
@@ -78,8 +85,16 @@ pub fn scenario(data: &[u8]) {
             assert!(!run.scenarios.is_empty());
             let shows = words.iter().any(|w| w == "--show-query") || text.contains("show_query");
             for p in &run.scenarios {
-                assert!(!p.name.is_empty() && p.connections > 0, "{}", summary(&first));
-                assert!(!p.duration.is_zero() && p.start < p.duration, "{}", summary(&first));
+                assert!(
+                    !p.name.is_empty() && p.connections > 0,
+                    "{}",
+                    summary(&first)
+                );
+                assert!(
+                    !p.duration.is_zero() && p.start < p.duration,
+                    "{}",
+                    summary(&first)
+                );
                 if let (false, Some((_, q))) = (shows, p.url_text.split_once('?')) {
                     let q = q.strip_suffix("#***").unwrap_or(q);
                     assert!(
@@ -143,8 +158,20 @@ mod tests {
     ];
 
     const WORDS: [&str; 14] = [
-        "-d", "1s", "-c", "5", "--show-query", "--url", "ws://127.0.0.1:1/x?token=t",
-        "--connections", "0", "--bogus", "--message-rate", "abc", "--threshold", "checks: rate>1%",
+        "-d",
+        "1s",
+        "-c",
+        "5",
+        "--show-query",
+        "--url",
+        "ws://127.0.0.1:1/x?token=t",
+        "--connections",
+        "0",
+        "--bogus",
+        "--message-rate",
+        "abc",
+        "--threshold",
+        "checks: rate>1%",
     ];
 
     pub(super) fn file(g: &mut Gen) -> Vec<u8> {
@@ -188,14 +215,19 @@ mod tests {
             let d = file(&mut g);
             let mut parts = d.split(|&b| b == 0);
             let text = String::from_utf8_lossy(parts.next().unwrap_or(&[])).into_owned();
-            let words: Vec<String> = parts.map(|w| String::from_utf8_lossy(w).into_owned()).collect();
+            let words: Vec<String> = parts
+                .map(|w| String::from_utf8_lossy(w).into_owned())
+                .collect();
             match read_text(&scenario_path(), &text, &words) {
                 Ok(_) => ok += 1,
                 Err(PlanError::Scenario { .. }) => placed += 1,
                 Err(_) => other += 1,
             }
         }
-        assert!(ok > 30 && placed > 30 && other > 10, "{ok} {placed} {other}");
+        assert!(
+            ok > 30 && placed > 30 && other > 10,
+            "{ok} {placed} {other}"
+        );
     }
 
     /// Every fuzz target, by its name in `fuzz/Cargo.toml`, with its body.
@@ -210,7 +242,10 @@ mod tests {
             ("json_scan", p::json_scan),
             ("tls_failure", p::tls_failure),
             ("threshold", crate::plan::fuzz_smoke::threshold),
-            ("gateway_command", crate::server::fuzz_smoke::gateway_command),
+            (
+                "gateway_command",
+                crate::server::fuzz_smoke::gateway_command,
+            ),
             ("scenario", scenario),
         ]
     }
@@ -218,7 +253,11 @@ mod tests {
     /// The files in `dir`, sorted; none if it does not exist.
     fn files(dir: &Path) -> Vec<PathBuf> {
         let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map(|d| d.filter_map(|e| Some(e.ok()?.path())).filter(|p| p.is_file()).collect())
+            .map(|d| {
+                d.filter_map(|e| Some(e.ok()?.path()))
+                    .filter(|p| p.is_file())
+                    .collect()
+            })
             .unwrap_or_default();
         v.sort();
         v
@@ -237,21 +276,34 @@ mod tests {
             .map(|n| n.trim_matches('"'))
             .collect();
         let ours: BTreeSet<&str> = targets().iter().map(|(n, _)| *n).collect();
-        assert_eq!(bins, ours, "fuzz/Cargo.toml's targets and the bodies here differ");
+        assert_eq!(
+            bins, ours,
+            "fuzz/Cargo.toml's targets and the bodies here differ"
+        );
         for dir in ["corpus", "regressions"] {
             for d in files(&root.join(dir)).into_iter().chain(
                 std::fs::read_dir(root.join(dir))
-                    .map(|r| r.filter_map(|e| Some(e.ok()?.path())).filter(|p| p.is_dir()).collect::<Vec<_>>())
+                    .map(|r| {
+                        r.filter_map(|e| Some(e.ok()?.path()))
+                            .filter(|p| p.is_dir())
+                            .collect::<Vec<_>>()
+                    })
                     .unwrap_or_default(),
             ) {
                 let name = d.file_name().unwrap().to_string_lossy().into_owned();
-                assert!(ours.contains(name.as_str()), "fuzz/{dir}/{name} is no target's");
+                assert!(
+                    ours.contains(name.as_str()),
+                    "fuzz/{dir}/{name} is no target's"
+                );
             }
         }
         for (name, body) in targets() {
             let seeds = files(&root.join("corpus").join(name));
             assert!(!seeds.is_empty(), "fuzz/corpus/{name}/ has no seed");
-            for f in seeds.iter().chain(&files(&root.join("regressions").join(name))) {
+            for f in seeds
+                .iter()
+                .chain(&files(&root.join("regressions").join(name)))
+            {
                 let bytes = std::fs::read(f).unwrap();
                 if let Err(p) = std::panic::catch_unwind(|| body(&bytes)) {
                     std::panic::resume_unwind(Box::new(format!(

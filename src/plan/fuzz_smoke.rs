@@ -28,7 +28,9 @@ const AGGS: [&str; 9] = [
     "p(95)", "p(0)", "p(100)", "avg", "min", "max", "med", "count", "rate",
 ];
 
-const VALUES: [&str; 9] = ["200ms", "1s", "0", "0.1%", "50%", "1000", "2.5", "1us", "3m"];
+const VALUES: [&str; 9] = [
+    "200ms", "1s", "0", "0.1%", "50%", "1000", "2.5", "1us", "3m",
+];
 
 /// Each comparison with its negation.
 const OPS: [(&str, &str); 6] = [
@@ -135,8 +137,16 @@ mod tests {
 
     /// Metrics with the aggregates and values that fit them.
     const FITTING: [(&str, &[&str], &[&str]); 7] = [
-        ("ws_connecting", &["p(95)", "p(99.9)", "avg", "min", "max", "med", "count"], &["200ms", "1s", "0", "1us", "5"]),
-        ("ws_msg_rtt", &["p(50)", "count", "max"], &["1ms", "0", "3m"]),
+        (
+            "ws_connecting",
+            &["p(95)", "p(99.9)", "avg", "min", "max", "med", "count"],
+            &["200ms", "1s", "0", "1us", "5"],
+        ),
+        (
+            "ws_msg_rtt",
+            &["p(50)", "count", "max"],
+            &["1ms", "0", "3m"],
+        ),
         ("msgs_received", &["count", "rate"], &["0", "1000", "2.5"]),
         ("ws_msgs_sent", &["count", "rate"], &["0", "10"]),
         ("connect_errors", &["rate"], &["0.1%", "50%", "0", "1"]),
@@ -156,7 +166,11 @@ mod tests {
             1 => agg = g.pick(&["p(-1)", "p(101)", "p(", "p(NaN)", "p(inf)", "rate", "avg"]),
             2 => value = g.pick(&["NaN", "inf", "-1", "1e400", "5 ms", "%", "1.5h", ""]),
             3 => tag = g.pick(&["{scenario:a}", "{name: y }", "{", "{a}", "{scenario:}"]),
-            4 => metric = g.pick(&["ws_reply{msg:x}", "reply_loss{msg:x}", "ws_reply"]).to_owned(),
+            4 => {
+                metric = g
+                    .pick(&["ws_reply{msg:x}", "reply_loss{msg:x}", "ws_reply"])
+                    .to_owned()
+            }
             _ => {}
         }
         let op = g.pick(&["<", "<=", ">", ">=", "==", "!=", "<", ">", "=", "!"]);

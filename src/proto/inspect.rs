@@ -291,7 +291,8 @@ mod tests {
     /// nanosecond timestamp) was read with its last digit zeroed.
     #[test]
     fn nineteen_digit_integers_read_exactly() {
-        let msg = br#"{"ts":2235262266461764679,"seq":9999999999999999999,"pub":18446744073709551615}"#;
+        let msg =
+            br#"{"ts":2235262266461764679,"seq":9999999999999999999,"pub":18446744073709551615}"#;
         assert_eq!(scan("ts", &[msg]), Some(2_235_262_266_461_764_679));
         assert_eq!(scan("seq", &[msg]), Some(9_999_999_999_999_999_999));
         // Twenty digits keep nineteen.

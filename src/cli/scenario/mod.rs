@@ -56,7 +56,11 @@ fn read(path: &Path, cli: &[String]) -> Result<(Run, String), PlanError> {
 /// [`read`] once the file's contents are in `text` (`path` places errors and is where
 /// relative paths in values start): never panics, whatever the text; every mistake is a
 /// [`PlanError`].
-pub(super) fn read_text(path: &Path, text: &str, cli: &[String]) -> Result<(Run, String), PlanError> {
+pub(super) fn read_text(
+    path: &Path,
+    text: &str,
+    cli: &[String],
+) -> Result<(Run, String), PlanError> {
     let r = Reader::new(path, text);
     let file = r.file()?;
     let cmd = CommandLine::parse(&file.top, cli)?;
@@ -103,13 +107,12 @@ impl CommandLine {
             .get_arguments()
             .filter_map(|a| Some((a.get_long()?.to_owned(), a.get_id().to_string())))
             .collect();
-        let matches =
-            command
-                .try_get_matches_from(&words)
-                .map_err(|e| PlanError::Invalid {
-                    flag: "command line",
-                    reason: clap_reason(&e),
-                })?;
+        let matches = command
+            .try_get_matches_from(&words)
+            .map_err(|e| PlanError::Invalid {
+                flag: "command line",
+                reason: clap_reason(&e),
+            })?;
         let flags = Flags::from_arg_matches(&matches).map_err(|e| PlanError::Invalid {
             flag: "command line",
             reason: clap_reason(&e),

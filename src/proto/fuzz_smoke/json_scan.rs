@@ -51,14 +51,23 @@ fn agrees_with_serde(key: &str, text: &[u8], v: &Value) {
     let got = scan(&field, text, text.len()).value();
     let quoted = format!("\"{key}\"");
     match count(text, quoted.as_bytes()) {
-        0 => assert_eq!(got, None, "{key} found in {:?}", String::from_utf8_lossy(text)),
+        0 => assert_eq!(
+            got,
+            None,
+            "{key} found in {:?}",
+            String::from_utf8_lossy(text)
+        ),
         1 => {
             let show = String::from_utf8_lossy(text);
             match v.get(key) {
                 Some(Value::Number(n)) => {
                     if let Some(u) = n.as_u64() {
                         // 19 significant digits are kept: exact below 10^19.
-                        let want = if u < 10_000_000_000_000_000_000 { u } else { u / 10 * 10 };
+                        let want = if u < 10_000_000_000_000_000_000 {
+                            u
+                        } else {
+                            u / 10 * 10
+                        };
                         assert_eq!(got, Some(want), "{key} in {show}");
                     } else if let Some(f) = n.as_f64().filter(|f| !f.is_sign_negative()) {
                         let got = got.unwrap_or_else(|| panic!("{key} not read in {show}"));
@@ -66,7 +75,10 @@ fn agrees_with_serde(key: &str, text: &[u8], v: &Value) {
                         // saturating at u64::MAX.
                         let want = f.trunc().min(u64::MAX as f64);
                         let diff = (got as f64 - want).abs();
-                        assert!(diff <= (want * 1e-15).max(1.0), "{key}: {got} vs {f} in {show}");
+                        assert!(
+                            diff <= (want * 1e-15).max(1.0),
+                            "{key}: {got} vs {f} in {show}"
+                        );
                     } else {
                         assert_eq!(got, None, "{key}: negative read in {show}");
                     }
@@ -85,7 +97,10 @@ fn agrees_with_serde(key: &str, text: &[u8], v: &Value) {
 fn same(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) if x.is_f64() || y.is_f64() => {
-            let (x, y) = (x.as_f64().unwrap_or(f64::NAN), y.as_f64().unwrap_or(f64::NAN));
+            let (x, y) = (
+                x.as_f64().unwrap_or(f64::NAN),
+                y.as_f64().unwrap_or(f64::NAN),
+            );
             (x - y).abs() <= x.abs().max(y.abs()) * 1e-15
         }
         (Value::Array(x), Value::Array(y)) => {
@@ -117,7 +132,11 @@ fn path_agrees_with_serde(path: &JsonPath, keys: &[&str], canonical: &[u8], v: &
                 serde_json::from_slice(g)
             }
             .unwrap_or_else(|e| panic!("{}: found {g:?} in {show}: {e}", path.as_str()));
-            assert!(same(&parsed, w), "{}: {parsed} vs {w} in {show}", path.as_str());
+            assert!(
+                same(&parsed, w),
+                "{}: {parsed} vs {w} in {show}",
+                path.as_str()
+            );
         }
         (g, w) => panic!("{}: found {g:?}, serde {w:?} in {show}", path.as_str()),
     }
@@ -142,13 +161,20 @@ pub fn json_scan(data: &[u8]) {
     // Streaming: the read size is not observable.
     let whole = scan(&field, msg, msg.len());
     let split = scan(&field, msg, chunk);
-    assert_eq!(readings(&whole), readings(&split), "{key} in reads of {chunk}");
+    assert_eq!(
+        readings(&whole),
+        readings(&split),
+        "{key} in reads of {chunk}"
+    );
     let mut again = split;
     again.reset();
     again.feed(&field, msg);
     assert_eq!(readings(&again), readings(&whole), "after reset");
     let [_, s, ms, us, ns] = readings(&whole);
-    assert!(s >= ms && ms >= us && us >= ns, "{s:?} {ms:?} {us:?} {ns:?}");
+    assert!(
+        s >= ms && ms >= us && us >= ns,
+        "{s:?} {ms:?} {us:?} {ns:?}"
+    );
     assert_eq!(whole.value(), us);
     for (f, name) in fanout_fields().iter().zip(["pub", "seq", "ts"]) {
         let own = LatencyField::new(name, TimeUnit::Micros);
@@ -168,16 +194,16 @@ pub fn json_scan(data: &[u8]) {
         let range = msg.as_ptr_range();
         assert!(range.start <= found.as_ptr() && found.as_ptr_range().end <= range.end);
     }
-    assert_eq!(
-        Cond::Has(path.clone()).holds(msg),
-        path.find(msg).is_some()
-    );
+    assert_eq!(Cond::Has(path.clone()).holds(msg), path.find(msg).is_some());
 
     // Rules and expectations: parse never panics, `text:` is a plain search.
     let needle = &msg[..msg.len().min(usize::from(cond_sel & 3))];
     let ops = ["=", "==", "!=", ">", ">=", "<", "<=", ""];
     let value = String::from_utf8_lossy(&msg[..msg.len().min(usize::from(cond_sel >> 5))]);
-    let rule = format!("{path_text}{}{value}", ops[usize::from((cond_sel >> 2) & 7)]);
+    let rule = format!(
+        "{path_text}{}{value}",
+        ops[usize::from((cond_sel >> 2) & 7)]
+    );
     if let Ok(c) = Cond::parse(&rule) {
         let _ = c.holds(msg);
     }
@@ -212,10 +238,35 @@ mod tests {
     pub(super) fn value(g: &mut Gen, depth: usize, out: &mut String) {
         let ws = |g: &mut Gen| g.pick(&["", "", " ", "\n\t "]);
         match g.below(if depth == 0 { 6 } else { 8 }) {
-            0 => out.push_str(g.pick(&["0", "7", "1712345678", "18446744073709551615", "18446744073709551616", "-3", "99999999999999999999999"])),
-            1 => out.push_str(g.pick(&["1712345678.123456", "0.5", "1.7e9", "1E+2", "2.5e-3", "1e400", "0.000", "-0.0", "12.99999999999999999999"])),
+            0 => out.push_str(g.pick(&[
+                "0",
+                "7",
+                "1712345678",
+                "18446744073709551615",
+                "18446744073709551616",
+                "-3",
+                "99999999999999999999999",
+            ])),
+            1 => out.push_str(g.pick(&[
+                "1712345678.123456",
+                "0.5",
+                "1.7e9",
+                "1E+2",
+                "2.5e-3",
+                "1e400",
+                "0.000",
+                "-0.0",
+                "12.99999999999999999999",
+            ])),
             2 => out.push_str(g.pick(&["true", "false", "null"])),
-            3 => out.push_str(g.pick(&["\"ts\"", "\"x\"", "\"a\\\"ts\"", "\"\\\"pub\\\": 5\"", "\"é\"", "\"\""])),
+            3 => out.push_str(g.pick(&[
+                "\"ts\"",
+                "\"x\"",
+                "\"a\\\"ts\"",
+                "\"\\\"pub\\\": 5\"",
+                "\"é\"",
+                "\"\"",
+            ])),
             4 | 5 => {
                 let k = g.pick(&KEYS);
                 out.push_str(&format!("\"{k}\""));
@@ -236,7 +287,11 @@ mod tests {
                     if i > 0 {
                         out.push(',');
                     }
-                    let k = if g.chance(8) { "a\\\"ts" } else { g.pick(&KEYS) };
+                    let k = if g.chance(8) {
+                        "a\\\"ts"
+                    } else {
+                        g.pick(&KEYS)
+                    };
                     out.push_str(&format!("{}\"{k}\"{}:{}", ws(g), ws(g), ws(g)));
                     value(g, depth - 1, out);
                 }
@@ -288,6 +343,9 @@ mod tests {
             let mut inner = v.as_object().into_iter().flat_map(|o| o.values());
             nested += usize::from(inner.any(|x| x.as_object().is_some_and(|o| !o.is_empty())));
         }
-        assert!(numbers > 100 && floats > 50 && nested > 10, "{numbers} {floats} {nested}");
+        assert!(
+            numbers > 100 && floats > 50 && nested > 10,
+            "{numbers} {floats} {nested}"
+        );
     }
 }

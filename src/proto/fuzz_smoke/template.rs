@@ -132,7 +132,10 @@ pub fn template(data: &[u8]) {
     let expect = reference(&text, &r);
     let t = match (parsed, &expect) {
         (Ok(None), _) => {
-            assert!(!text.contains("{{"), "a template read as plain text: {text:?}");
+            assert!(
+                !text.contains("{{"),
+                "a template read as plain text: {text:?}"
+            );
             return;
         }
         (Ok(Some(t)), Some(_)) => t,
@@ -185,17 +188,33 @@ mod tests {
                 0 => "{{conn_id}}".to_owned(),
                 1 => "{{ seq }}".to_owned(),
                 2 => "{{last_seq}}".to_owned(),
-                3 => g.pick(&["{{now_ms}}", "{{now_us}}", "{{scenario}}", "{{token}}"]).into(),
+                3 => g
+                    .pick(&["{{now_ms}}", "{{now_us}}", "{{scenario}}", "{{token}}"])
+                    .into(),
                 4 => {
                     let lo = g.pick(&["0", "1", "7", "18446744073709551615", "-1", "x"]);
                     let hi = g.pick(&["0", "5", "100", "18446744073709551615", ""]);
                     format!("{{{{rand_int {lo} {hi}}}}}")
                 }
-                5 => g.pick(&["{{rand_choice a b c}}", "{{rand_choice}}", "{{rand_choice é}}"]).into(),
-                6 => g.pick(&["{{env HOME}}", "{{env lower}}", "{{env}}", "{{env A B}}"]).into(),
-                7 => g.pick(&["{{line users.txt}}", "{{line empty}}", "{{line missing}}"]).into(),
-                8 => g.pick(&["{{", "}}", "{", "}", "{{}}", "{{{seq}}}", "{{unknown}}"]).into(),
-                9 => g.pick(&["{\"id\":", ",\"ts\":", "}", " ", "€", "\n"]).into(),
+                5 => g
+                    .pick(&[
+                        "{{rand_choice a b c}}",
+                        "{{rand_choice}}",
+                        "{{rand_choice é}}",
+                    ])
+                    .into(),
+                6 => g
+                    .pick(&["{{env HOME}}", "{{env lower}}", "{{env}}", "{{env A B}}"])
+                    .into(),
+                7 => g
+                    .pick(&["{{line users.txt}}", "{{line empty}}", "{{line missing}}"])
+                    .into(),
+                8 => g
+                    .pick(&["{{", "}}", "{", "}", "{{}}", "{{{seq}}}", "{{unknown}}"])
+                    .into(),
+                9 => g
+                    .pick(&["{\"id\":", ",\"ts\":", "}", " ", "€", "\n"])
+                    .into(),
                 _ => String::from_utf8_lossy(&g.random(6)).into_owned(),
             };
             v.extend_from_slice(piece.as_bytes());
@@ -216,7 +235,12 @@ mod tests {
         for _ in 0..5000 {
             let d = text(&mut g);
             let s = String::from_utf8_lossy(&d[1..]).into_owned();
-            match Template::parse(&s, &Fixed { token: d[0] & 1 != 0 }) {
+            match Template::parse(
+                &s,
+                &Fixed {
+                    token: d[0] & 1 != 0,
+                },
+            ) {
                 Ok(Some(t)) if !t.is_fixed() => {
                     rendered += 1;
                     random += usize::from(s.contains("{{rand_int 0 5}}"));
@@ -225,6 +249,9 @@ mod tests {
                 _ => {}
             }
         }
-        assert!(rendered > 1000 && rejected > 1000 && random > 10, "{rendered} {rejected} {random}");
+        assert!(
+            rendered > 1000 && rejected > 1000 && random > 10,
+            "{rendered} {rejected} {random}"
+        );
     }
 }

@@ -134,7 +134,10 @@ fn error(b: &mut Bytes<'_>) -> (Error, TlsFailure) {
                 InvalidMessage::MissingData("x"),
                 InvalidMessage::DuplicateExtension(u16::from(b.u8())),
             ];
-            (Error::InvalidMessage(m[usize::from(b.u8()) % m.len()].clone()), F::NotTls)
+            (
+                Error::InvalidMessage(m[usize::from(b.u8()) % m.len()].clone()),
+                F::NotTls,
+            )
         }
         8 => (
             Error::InappropriateMessage {
@@ -145,7 +148,9 @@ fn error(b: &mut Bytes<'_>) -> (Error, TlsFailure) {
         ),
         9 => (
             Error::InappropriateHandshakeMessage {
-                expect_types: (0..b.u8() % 4).map(|_| HandshakeType::from(b.u8())).collect(),
+                expect_types: (0..b.u8() % 4)
+                    .map(|_| HandshakeType::from(b.u8()))
+                    .collect(),
                 got_type: HandshakeType::from(b.u8()),
             },
             F::Protocol,
@@ -157,7 +162,10 @@ fn error(b: &mut Bytes<'_>) -> (Error, TlsFailure) {
                 PeerIncompatible::ServerTlsVersionIsDisabledByOurConfig,
                 PeerIncompatible::SupportedVersionsExtensionRequired,
             ];
-            (Error::PeerIncompatible(p[usize::from(b.u8()) % p.len()].clone()), F::Incompatible)
+            (
+                Error::PeerIncompatible(p[usize::from(b.u8()) % p.len()].clone()),
+                F::Incompatible,
+            )
         }
         11 => (Error::NoCertificatesPresented, F::Incompatible),
         12 => {
@@ -167,14 +175,20 @@ fn error(b: &mut Bytes<'_>) -> (Error, TlsFailure) {
                 PeerMisbehaved::TooManyWarningAlertsReceived,
                 PeerMisbehaved::UnsolicitedServerHelloExtension,
             ];
-            (Error::PeerMisbehaved(p[usize::from(b.u8()) % p.len()].clone()), F::Protocol)
+            (
+                Error::PeerMisbehaved(p[usize::from(b.u8()) % p.len()].clone()),
+                F::Protocol,
+            )
         }
         13 => {
             let e = [Error::DecryptError, Error::PeerSentOversizedRecord];
             (e[usize::from(b.u8() & 1)].clone(), F::Protocol)
         }
         14 => (Error::General(b.text(64)), F::Other),
-        _ => (Error::Other(OtherError(Arc::new(Text(b.text(64))))), F::Other),
+        _ => (
+            Error::Other(OtherError(Arc::new(Text(b.text(64))))),
+            F::Other,
+        ),
     }
 }
 
@@ -182,14 +196,18 @@ fn error(b: &mut Bytes<'_>) -> (Error, TlsFailure) {
 fn check_key(key: &str) {
     assert!(!key.is_empty() && key.len() <= 64, "{key:?}");
     assert!(
-        key.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_'),
+        key.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_'),
         "{key:?}"
     );
 }
 
 /// An explanation: one non-empty line.
 fn check_line(text: &str) {
-    assert!(!text.trim().is_empty() && !text.contains(['\n', '\r']), "{text:?}");
+    assert!(
+        !text.trim().is_empty() && !text.contains(['\n', '\r']),
+        "{text:?}"
+    );
 }
 
 /// Input: two rustls errors (variant, alert code, certificate error, names and texts from the
@@ -275,7 +293,14 @@ mod tests {
             // A real errno in the last four bytes.
             v.truncate(v.len().min(40));
             v.resize(40, 0);
-            let e = g.pick(&[libc::ECONNRESET, libc::EMFILE, libc::EIO, libc::EACCES, 0, i32::MAX]);
+            let e = g.pick(&[
+                libc::ECONNRESET,
+                libc::EMFILE,
+                libc::EIO,
+                libc::EACCES,
+                0,
+                i32::MAX,
+            ]);
             v.extend_from_slice(&e.to_be_bytes());
         }
         v
