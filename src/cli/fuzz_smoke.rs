@@ -230,8 +230,11 @@ mod tests {
         );
     }
 
+    /// A target's body.
+    type Body = fn(&[u8]);
+
     /// Every fuzz target, by its name in `fuzz/Cargo.toml`, with its body.
-    fn targets() -> Vec<(&'static str, fn(&[u8]))> {
+    fn targets() -> Vec<(&'static str, Body)> {
         use crate::proto::fuzz_smoke as p;
         vec![
             ("frame_decoder", p::frame_decoder),

@@ -135,7 +135,7 @@ fn error(b: &mut Bytes<'_>) -> (Error, TlsFailure) {
                 InvalidMessage::DuplicateExtension(u16::from(b.u8())),
             ];
             (
-                Error::InvalidMessage(m[usize::from(b.u8()) % m.len()].clone()),
+                Error::InvalidMessage(m[usize::from(b.u8()) % m.len()]),
                 F::NotTls,
             )
         }
