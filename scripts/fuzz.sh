@@ -27,7 +27,7 @@ rss_mb=${FUZZ_RSS_MB:-2048}
 flags=(--sanitizer none)
 
 if ! nightly=$(cargo +nightly --version 2>&1); then
-  echo "== fuzz: SKIPPED: no nightly toolchain (\`cargo +nightly --version\` said: ${nightly//$'\n'/ })."
+  echo "== fuzz: SKIPPED: no nightly toolchain (\`cargo +nightly --version\` said: ${nightly%%$'\n'*})."
   echo "   cargo-fuzz needs nightly (rustup toolchain install nightly); the same target bodies ran"
   echo "   on stable as smoke tests in \`cargo test\` (cli/plan/proto/server::fuzz_smoke)."
   exit 0
