@@ -14,6 +14,8 @@ mod build;
 pub mod conn;
 mod demo;
 mod doctor;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz_smoke;
 mod output;
 pub mod rules;
 mod run;

@@ -63,6 +63,8 @@ mod channel;
 mod command;
 mod conn;
 mod feed;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz_smoke;
 mod stream;
 mod tls;
 mod worker;
