@@ -130,6 +130,17 @@ fn sigterm_sighup_and_sigint_stop_the_run_gracefully_with_their_exit_codes() {
         assert!(err.contains(&format!("stopped by SIG{sig}")), "{err}");
         let v = read_json(&out);
         assert_eq!(v["interrupted"], true, "SIG{sig}");
+        assert_eq!(v["stopped_by"], format!("SIG{sig}"), "SIG{sig}");
+        let summary = String::from_utf8(child.stdout.take().map_or_else(Vec::new, |mut o| {
+            let mut b = Vec::new();
+            let _ = o.read_to_end(&mut b);
+            b
+        }))
+        .unwrap();
+        assert!(
+            summary.contains(&format!("(interrupted by SIG{sig}: partial results)")),
+            "{summary}"
+        );
         assert_eq!(counter(&v, "established"), 100, "SIG{sig}");
         assert!(counter(&v, "msgs_sent") > 100 * 10, "SIG{sig}");
         assert_accounted(&v);

@@ -202,18 +202,109 @@ fn mutual_tls_accepts_the_right_client_cert_and_counts_refusals() {
     let v = read_json(&out);
     assert_eq!(counter(&v, "established"), 50);
     assert_eq!(v["tls"]["client_certificate"], true);
-    // Without a certificate: the server refuses each handshake with an alert.
-    let o = run(&[]);
-    assert_eq!(o.status.code(), Some(3), "failures → exit 3");
-    let v = read_json(&out);
-    assert_eq!(counter(&v, "established"), 0);
-    assert_eq!(
-        failures(&v),
-        vec![("tls_alert_certificate_required".into(), 50)]
-    );
+    // Without a certificate: the server asks for one and refuses each handshake with an
+    // alert (TLS 1.3: certificate_required; TLS 1.2: handshake_failure); either way the cause
+    // says that a client certificate is what it wants.
+    for version in ["1.3", "1.2"] {
+        let o = run(&["--tls-version", version]);
+        assert_eq!(o.status.code(), Some(3), "failures → exit 3");
+        let v = read_json(&out);
+        assert_eq!(counter(&v, "established"), 0);
+        assert_eq!(
+            failures(&v),
+            vec![("tls_client_cert_required".into(), 50)],
+            "TLS {version}"
+        );
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            stdout.contains("the server requires a client certificate (--cert/--key)"),
+            "TLS {version}: {stdout}"
+        );
+        assert!(!stdout.contains("--kx"), "TLS {version}: {stdout}");
+    }
     let s = gw.stats();
     gw.shutdown();
-    assert_eq!(s.tls_failures, 50);
+    assert_eq!(s.tls_failures, 100);
+}
+
+/// Regression: a TLS 1.2 server that requires a client certificate refused our handshake
+/// with handshake_failure, and the hint was about `--kx` curves. Against `openssl s_server
+/// -Verify 1` (the reference peer), TLS 1.3 and 1.2: the cause is `tls_client_cert_required`
+/// and the summary names --cert/--key. Skipped (and says so) without the `openssl` command.
+#[test]
+fn openssl_requiring_a_client_certificate_is_named_as_such() {
+    let _g = lock();
+    if std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: no `openssl` command");
+        return;
+    }
+    let (cert, key) = self_signed_ca_cert("verify1");
+    for version in ["1_3", "1_2"] {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut server = std::process::Command::new("openssl")
+            .args(["s_server", "-accept", &port.to_string(), "-naccept", "4"])
+            .arg("-cert")
+            .arg(&cert)
+            .arg("-key")
+            .arg(&key)
+            .args(["-Verify", "1", &format!("-tls{version}"), "-quiet"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let up = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(up.elapsed() < std::time::Duration::from_secs(5), "s_server");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let out = json_path(&format!("verify1-{version}"));
+        // One connection at a time: s_server serves them in turn (the probe above took one
+        // of its four accepts).
+        let o = sockstorm(&[
+            "run",
+            &format!("wss://127.0.0.1:{port}/"),
+            "-c",
+            "1",
+            "-d",
+            "1s",
+            "--no-reconnect",
+            "--cacert",
+            cert.to_str().unwrap(),
+            "--json",
+            out.to_str().unwrap(),
+        ]);
+        let _ = server.kill();
+        let _ = server.wait();
+        assert_eq!(o.status.code(), Some(3), "TLS {version}");
+        let v = read_json(&out);
+        assert_eq!(
+            failures(&v),
+            vec![("tls_client_cert_required".into(), 1)],
+            "TLS {version}"
+        );
+        assert!(
+            v["failure_descriptions"]["tls_client_cert_required"]
+                .as_str()
+                .unwrap()
+                .starts_with("the server requires a client certificate (--cert/--key)"),
+            "{}",
+            v["failure_descriptions"]
+        );
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            stdout.contains("the server requires a client certificate (--cert/--key)"),
+            "TLS {version}: {stdout}"
+        );
+    }
 }
 
 #[test]

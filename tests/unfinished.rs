@@ -141,3 +141,71 @@ fn messages_a_non_reading_server_never_took_are_counted_unsent() {
         "planned {planned}, sent {sent}, unsent {unsent}"
     );
 }
+
+/// Named requests and heartbeats against a server that stops reading: the requests the
+/// socket never took are `requests_unsent` (per request too), not sent and so not
+/// unanswered; heartbeats due while one is outstanding are `heartbeats_skipped`.
+#[test]
+fn named_requests_a_non_reading_server_never_took_are_counted_unsent() {
+    let _g = lock();
+    let addr = non_reading_server();
+    let out = json_path("non-reading-requests");
+    let msg = write_file("non-reading-req", &"y".repeat(32 * 1024));
+    let req = format!("big=@{}", msg.display());
+    let (conns, rate, secs) = (2u64, 200u64, 2u64);
+    let o = sockstorm(&[
+        "run",
+        &url(addr),
+        "-c",
+        &conns.to_string(),
+        "-d",
+        &format!("{secs}s"),
+        "--request",
+        &req,
+        "--request-rate",
+        &format!("big={rate}"),
+        "--request-reply",
+        "big=echo",
+        "--heartbeat-interval",
+        "100ms",
+        "--heartbeat-timeout",
+        "60s",
+        "--drain",
+        "200ms",
+        "--close-wait",
+        "200ms",
+        "--json",
+        out.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(3), "{stdout}");
+    assert!(stdout.contains("named requests"), "{stdout}");
+    let v = read_json(&out);
+    assert_eq!(counter(&v, "established"), conns);
+    let big = &v["requests"]["big"];
+    let n = |k: &str| big[k].as_u64().unwrap();
+    let (sent, unsent) = (n("sent"), n("unsent"));
+    assert!(unsent > sent, "{big}");
+    assert_eq!(counter(&v, "requests_unsent"), unsent);
+    assert_eq!(counter(&v, "requests_sent"), sent);
+    // Nothing is answered; every request sent is unanswered, none unsent is.
+    assert_eq!((n("answered"), n("unanswered")), (0, sent), "{big}");
+    let planned = conns * rate * secs;
+    assert!(
+        sent + unsent >= planned * 9 / 10 && sent + unsent <= planned + 2 * conns,
+        "planned {planned}: {big}"
+    );
+    // One heartbeat each goes out and is never answered: those due after it are skipped
+    // (counted when the connection's timer fires, which a stuck socket makes rarer than the
+    // heartbeat interval).
+    assert!(
+        counter(&v, "heartbeats_sent") <= conns * 2,
+        "{}",
+        v["counters"]
+    );
+    assert!(
+        counter(&v, "heartbeats_skipped") >= conns,
+        "{}",
+        v["counters"]
+    );
+}

@@ -6,4 +6,4 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| sockstorm_fuzz::conn_recv(data));
+fuzz_target!(|data: &[u8]| sockstorm::proto::fuzz_smoke::conn_recv(data));

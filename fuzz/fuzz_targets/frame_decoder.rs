@@ -5,4 +5,4 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| sockstorm_fuzz::frame_decoder(data));
+fuzz_target!(|data: &[u8]| sockstorm::proto::fuzz_smoke::frame_decoder(data));

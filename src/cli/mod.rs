@@ -14,6 +14,8 @@ mod build;
 pub mod conn;
 mod demo;
 mod doctor;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz_smoke;
 mod output;
 pub mod rules;
 mod run;
@@ -44,7 +46,7 @@ pub const EXIT_ERROR: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 /// Exit code 3: the run completed but connections failed, sessions dropped, auth requests failed,
 /// attempts were cut short by its end (`abandoned_stalled`), a send backlog left messages unsent
-/// (`msgs_unsent`) or it established nothing
+/// (`msgs_unsent`, `requests_unsent`) or it established nothing
 /// (`results::shortfalls`); from `doctor`, the requested connections do not fit.
 pub const EXIT_FAILURES: u8 = 3;
 /// Exit code 130 (128 + SIGINT): Ctrl-C stopped the run; the summary and JSON still hold everything

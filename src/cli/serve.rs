@@ -33,6 +33,11 @@ pub struct ServeArgs {
     /// connection that goes beyond is closed with 1009 "message too big". At least --max-message-size.
     #[arg(long, value_name = "BYTES", default_value = "64MiB", value_parser = parse_bytes)]
     pub max_unfinished_bytes: usize,
+    /// Publishes queued between event-loop threads (--threads > 1), all together; a publish
+    /// that would go beyond is not relayed to that thread, counted as `relay dropped`. At
+    /// least --max-message-size.
+    #[arg(long, value_name = "BYTES", default_value = "64MiB", value_parser = parse_bytes)]
+    pub max_relay_bytes: usize,
     /// Close connections that have not completed the WebSocket upgrade (TLS handshake
     /// included) this long after they were accepted.
     #[arg(long, value_name = "D", default_value = "10s", value_parser = parse::duration)]
@@ -181,6 +186,7 @@ fn check_limits(a: &ServeArgs) -> Result<(), CliError> {
     for (flag, value) in [
         ("--max-queued-bytes", a.max_queued_bytes),
         ("--max-unfinished-bytes", a.max_unfinished_bytes),
+        ("--max-relay-bytes", a.max_relay_bytes),
     ] {
         if value < a.max_message_size {
             return Err(PlanError::invalid(
@@ -293,6 +299,7 @@ pub(super) fn serve(a: &ServeArgs) -> Result<u8, CliError> {
         max_queued_bytes: a.max_queued_bytes,
         max_message_size: a.max_message_size,
         max_unfinished_bytes: a.max_unfinished_bytes,
+        max_relay_bytes: a.max_relay_bytes,
         handshake_timeout: a.handshake_timeout,
         reuse_port: a.reuse_port,
         ..ServeConfig::default()

@@ -190,7 +190,14 @@ pub fn run(
     let layout = layout(run)?;
     let started = start(run, &layout)?;
     let collected = collect(run, &layout, &started, ctl, observer);
-    finish(run, &layout, started, collected)
+    let mut result = finish(run, &layout, started, collected)?;
+    if result.interrupted {
+        result.stopped_by = ctl
+            .signal()
+            .and_then(crate::io::signal::Signal::from_number)
+            .map(crate::io::signal::Signal::name);
+    }
+    Ok(result)
 }
 
 /// How the run maps onto shards: the backend, the limit, each shard's connections and the
@@ -613,7 +620,8 @@ fn second(run: &Prepared, st: &Started, c: &mut Collected, observer: &mut dyn Ob
     drop(second);
     for t in c.tallies.iter_mut() {
         t.total.add(&t.second);
-        t.second.reset();
+        // Freed, not kept: with many scenarios, most are idle in a given second.
+        t.second.release();
     }
     if c.threshold_abort.is_none() && run.abort_on_fail.is_some_and(|d| t >= d.as_secs_f64()) {
         // Only thresholds with data so far can fail early; the rest wait for the end.
@@ -664,6 +672,7 @@ fn finish(
         stats: total,
         elapsed: st.start.elapsed(),
         interrupted: c.interrupted,
+        stopped_by: None,
         cpu: (
             cpu1.0.saturating_sub(st.cpu0.0),
             cpu1.1.saturating_sub(st.cpu0.1),

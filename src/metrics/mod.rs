@@ -170,13 +170,29 @@ impl ShardStats {
         }
     }
 
-    /// Moves the gathered interval out, leaving `self` empty but keeping its allocations.
+    /// Moves the gathered interval out, leaving `self` empty with no histogram allocated.
     pub fn take_interval(&mut self) -> Self {
-        let fanout = self.fanout.take();
-        let mut out = self.clone();
-        out.fanout = fanout;
-        self.reset();
+        let mut out = Self::new();
+        // Histograms move out (the next value allocates a fresh one): nothing is copied, and
+        // a scenario that measures nothing holds no histogram between seconds, however many
+        // scenarios there are.
+        for (o, h) in out.hists.iter_mut().zip(&mut self.hists) {
+            *o = h.take();
+        }
+        out.counters = std::mem::take(&mut self.counters);
+        out.failures = std::mem::take(&mut self.failures);
+        out.close_codes = std::mem::take(&mut self.close_codes);
+        out.tls_params = std::mem::take(&mut self.tls_params);
+        out.fanout = self.fanout.take();
+        out.named = self.named.clone();
+        self.named.reset();
         out
+    }
+
+    /// Empties `self` and frees its histograms (a scenario idle from now on holds none).
+    pub fn release(&mut self) {
+        self.reset();
+        self.hists = Default::default();
     }
 
     /// Empties `self`, keeping its allocations.
@@ -252,6 +268,11 @@ impl Recorder for ShardStats {
     fn request_unanswered(&mut self, req: u16, n: u64) {
         self.counters.replies_unanswered += n;
         self.named.request(req).unanswered += n;
+    }
+
+    fn request_unsent(&mut self, req: u16, n: u64) {
+        self.counters.requests_unsent += n;
+        self.named.request(req).unsent += n;
     }
 
     fn check(&mut self, check: u16, pass: bool) {

@@ -19,6 +19,8 @@ pub struct RequestStats {
     pub answered: u64,
     /// Sends never answered (timed out, or still awaited at the close).
     pub unanswered: u64,
+    /// Sends planned but never made: the socket would not take them (send backlog).
+    pub unsent: u64,
 }
 
 /// One check's verdicts.
@@ -49,6 +51,7 @@ impl RequestStats {
             sent: 0,
             answered: 0,
             unanswered: 0,
+            unsent: 0,
         }
     }
 }
@@ -124,6 +127,7 @@ impl Named {
             mine.sent += r.sent;
             mine.answered += r.answered;
             mine.unanswered += r.unanswered;
+            mine.unsent += r.unsent;
         }
         for c in &other.checks {
             match self.checks.iter_mut().find(|m| m.name == c.name) {
@@ -143,6 +147,7 @@ impl Named {
             r.sent = 0;
             r.answered = 0;
             r.unanswered = 0;
+            r.unsent = 0;
         }
         for c in &mut self.checks {
             c.passed = 0;

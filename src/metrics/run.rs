@@ -83,6 +83,9 @@ pub struct RunResult {
     /// A signal (SIGINT, SIGTERM, SIGHUP) stopped the run early (once: graceful stop; twice:
     /// abort); the result holds what was measured until then.
     pub interrupted: bool,
+    /// The name of the signal that stopped the run (`SIGINT`, `SIGTERM`, `SIGHUP`: the first
+    /// one), None when no signal did.
+    pub stopped_by: Option<&'static str>,
     /// Process CPU time used during the run (user, system).
     pub cpu: (Duration, Duration),
     /// Resident set size of the process in bytes just before the shards were released (0 when

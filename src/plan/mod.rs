@@ -6,6 +6,8 @@
 
 pub mod auth;
 pub mod files;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz_smoke;
 pub mod message;
 pub mod parse;
 mod prepare;

@@ -1,17 +1,31 @@
 //! The bodies of the `fuzz/` targets, and smoke tests that run each body over 200,000 seeded
 //! inputs on stable, so every `cargo test` exercises the parsers the way the fuzzer does.
 //!
-//! One source for both: the fuzz crate includes this file with `#[path]` and re-exports
-//! `sockstorm::{metrics, proto}` at its root, so the `crate::` paths below resolve there too.
-//! The `#[test]`s below run the bodies on stable; `cargo fuzz` builds them without `cfg(test)`.
+//! One source for both: the fuzz crate builds `sockstorm` with the feature `fuzzing`, which
+//! makes this module public, and each target calls its body here. The `#[test]`s below run the
+//! bodies on stable; `cargo fuzz` builds them without `cfg(test)`.
 //!
 //! A body panics only when it finds a bug: a panic inside `sockstorm`, or a broken invariant
 //! checked here. Inputs are plain bytes, so a crash file from `cargo fuzz` replays here by
 //! passing its contents to the same function in a `#[test]`.
+//!
+//! The bodies of the protocol's other parsers are in the child modules: templates
+//! ([`template`]), the JSON scanners behind `--expect`, `--latency-from`, rules and fan-out
+//! ([`json_scan`]) and the TLS failure mapping ([`tls_failure`]). The layers above keep theirs
+//! in their own `fuzz_smoke` modules (`plan`, `server`, `cli`), which may import only what
+//! their layer may.
 #![allow(
     unreachable_pub,
-    reason = "the bodies are `pub` for the fuzz crate, which includes this file"
+    reason = "the bodies are `pub` for the fuzz crate (feature `fuzzing`)"
 )]
+
+mod json_scan;
+mod template;
+mod tls_failure;
+
+pub use json_scan::json_scan;
+pub use template::template;
+pub use tls_failure::tls_failure;
 
 use crate::metrics::{Counters, ShardStats};
 use crate::proto::conn::{Conn, ConnConfig, Ctx, Failure, Message, Micros, Phase};
@@ -663,82 +677,114 @@ pub fn frame_differential(data: &[u8]) {
 // ---------------------------------------------------------------------------------------------
 
 #[cfg(test)]
+/// Seeded input generator for the smoke tests of every layer's fuzz bodies.
+pub(crate) struct Gen(pub(crate) Rng);
+
+#[cfg(test)]
+impl Gen {
+    /// A generator from `seed`.
+    pub(crate) fn new(seed: u64) -> Self {
+        Self(Rng::new(seed))
+    }
+
+    pub(crate) fn below(&mut self, n: usize) -> usize {
+        self.0.below(n as u64) as usize
+    }
+
+    pub(crate) fn byte(&mut self) -> u8 {
+        self.0.next_u64() as u8
+    }
+
+    pub(crate) fn chance(&mut self, one_in: usize) -> bool {
+        self.below(one_in) == 0
+    }
+
+    pub(crate) fn random(&mut self, max: usize) -> Vec<u8> {
+        let n = self.below(max + 1);
+        (0..n).map(|_| self.byte()).collect()
+    }
+
+    pub(crate) fn pick<T: Copy>(&mut self, from: &[T]) -> T {
+        from[self.below(from.len())]
+    }
+
+    /// Byte values that sit on the decoders' boundaries.
+    pub(crate) fn interesting(&mut self) -> u8 {
+        self.pick(&[
+            0x00, 0x01, 0x02, 0x08, 0x09, 0x0A, 0x0F, 0x70, 0x7D, 0x7E, 0x7F, 0x80, 0x81, 0x82,
+            0x88, 0x89, 0x8A, 0xFF, b'\r', b'\n', b' ', b':', b',',
+        ])
+    }
+
+    /// 1-4 edits: flip a bit, overwrite, insert, delete, truncate, duplicate a range.
+    pub(crate) fn mutate(&mut self, v: &mut Vec<u8>) {
+        for _ in 0..1 + self.below(4) {
+            let n = v.len();
+            match self.below(7) {
+                0 if n > 0 => {
+                    let i = self.below(n);
+                    v[i] ^= 1 << self.below(8);
+                }
+                1 if n > 0 => {
+                    let i = self.below(n);
+                    v[i] = self.interesting();
+                }
+                2 => {
+                    let i = self.below(n + 1);
+                    let b = self.byte();
+                    v.insert(i, b);
+                }
+                3 if n > 0 => {
+                    v.remove(self.below(n));
+                }
+                4 => v.truncate(self.below(n + 1)),
+                5 if n > 0 => {
+                    let a = self.below(n);
+                    let b = a + self.below(n - a).min(16);
+                    let at = self.below(n + 1);
+                    let dup = v[a..=b.min(n - 1)].to_vec();
+                    v.splice(at..at, dup);
+                }
+                _ if n > 0 => {
+                    let i = self.below(n);
+                    v[i] = self.byte();
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Runs `body` over `runs` inputs from `make`, one in eight random bytes and a third of them
+/// mutated further.
+#[cfg(test)]
+pub(crate) fn smoke_runs(
+    seed: u64,
+    runs: usize,
+    mut make: impl FnMut(&mut Gen) -> Vec<u8>,
+    mut body: impl FnMut(&[u8]),
+) {
+    let mut g = Gen::new(seed);
+    for i in 0..runs {
+        let mut input = if i % 8 == 0 {
+            g.random(64)
+        } else {
+            make(&mut g)
+        };
+        if g.chance(3) {
+            g.mutate(&mut input);
+        }
+        body(&input);
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
     const RUNS: usize = 200_000;
 
-    /// Seeded input generator.
-    struct Gen(Rng);
-
     impl Gen {
-        fn below(&mut self, n: usize) -> usize {
-            self.0.below(n as u64) as usize
-        }
-
-        fn byte(&mut self) -> u8 {
-            self.0.next_u64() as u8
-        }
-
-        fn chance(&mut self, one_in: usize) -> bool {
-            self.below(one_in) == 0
-        }
-
-        fn random(&mut self, max: usize) -> Vec<u8> {
-            let n = self.below(max + 1);
-            (0..n).map(|_| self.byte()).collect()
-        }
-
-        fn pick<T: Copy>(&mut self, from: &[T]) -> T {
-            from[self.below(from.len())]
-        }
-
-        /// Byte values that sit on the decoders' boundaries.
-        fn interesting(&mut self) -> u8 {
-            self.pick(&[
-                0x00, 0x01, 0x02, 0x08, 0x09, 0x0A, 0x0F, 0x70, 0x7D, 0x7E, 0x7F, 0x80, 0x81, 0x82,
-                0x88, 0x89, 0x8A, 0xFF, b'\r', b'\n', b' ', b':', b',',
-            ])
-        }
-
-        /// 1-4 edits: flip a bit, overwrite, insert, delete, truncate, duplicate a range.
-        fn mutate(&mut self, v: &mut Vec<u8>) {
-            for _ in 0..1 + self.below(4) {
-                let n = v.len();
-                match self.below(7) {
-                    0 if n > 0 => {
-                        let i = self.below(n);
-                        v[i] ^= 1 << self.below(8);
-                    }
-                    1 if n > 0 => {
-                        let i = self.below(n);
-                        v[i] = self.interesting();
-                    }
-                    2 => {
-                        let i = self.below(n + 1);
-                        let b = self.byte();
-                        v.insert(i, b);
-                    }
-                    3 if n > 0 => {
-                        v.remove(self.below(n));
-                    }
-                    4 => v.truncate(self.below(n + 1)),
-                    5 if n > 0 => {
-                        let a = self.below(n);
-                        let b = a + self.below(n - a).min(16);
-                        let at = self.below(n + 1);
-                        let dup = v[a..=b.min(n - 1)].to_vec();
-                        v.splice(at..at, dup);
-                    }
-                    _ if n > 0 => {
-                        let i = self.below(n);
-                        v[i] = self.byte();
-                    }
-                    _ => {}
-                }
-            }
-        }
-
         /// 1-4 well-formed server frames of every opcode and length class; the last one's
         /// payload may be cut short (a 64-bit length announces more than follows).
         fn server_frames(&mut self) -> Vec<u8> {
@@ -916,19 +962,8 @@ mod tests {
     }
 
     /// Runs `body` over `RUNS` inputs from `make`, a third of them mutated further.
-    fn smoke(seed: u64, mut make: impl FnMut(&mut Gen) -> Vec<u8>, mut body: impl FnMut(&[u8])) {
-        let mut g = Gen(Rng::new(seed));
-        for i in 0..RUNS {
-            let mut input = if i % 8 == 0 {
-                g.random(64)
-            } else {
-                make(&mut g)
-            };
-            if g.chance(3) {
-                g.mutate(&mut input);
-            }
-            body(&input);
-        }
+    fn smoke(seed: u64, make: impl FnMut(&mut Gen) -> Vec<u8>, body: impl FnMut(&[u8])) {
+        smoke_runs(seed, RUNS, make, body);
     }
 
     #[test]
@@ -974,7 +1009,7 @@ mod tests {
     /// match, and each way a session ends.
     #[test]
     fn generators_reach_deep_paths() {
-        let mut g = Gen(Rng::new(5));
+        let mut g = Gen::new(5);
         let t = &templates()[1];
         let accepted = (0..2000)
             .filter(|_| matches!(check_response(&g.response(), SAMPLE_KEY, t), Ok(Some(_))))

@@ -69,12 +69,14 @@ enum ScanState {
     Done,
 }
 
-/// Digits kept of a number: 18 always fit a `u64` with room for one more.
-const MANTISSA_MAX: u64 = 100_000_000_000_000_000;
+/// Digits kept of a number: one more is appended while the mantissa is below this, so 19
+/// significant digits are kept (10^19 - 1 fits a `u64`) and every integer below 10^19 (any
+/// id, sequence or nanosecond timestamp of this era) reads exactly.
+const MANTISSA_MAX: u64 = 1_000_000_000_000_000_000;
 
 /// Streaming extraction of the first occurrence of a numeric field from one message.
 ///
-/// The number is read exactly as decimal text, never through a float: its first 18
+/// The number is read exactly as decimal text, never through a float: its first 19
 /// significant digits as an integer `mantissa` and a power of ten, so `1712345678.123456`
 /// seconds is 1712345678123456 µs to the µs (an `f64` would round it). A fraction, an
 /// exponent (`1.7e9`) and leading zeros are read; a negative number or a string is not a
@@ -283,6 +285,18 @@ mod tests {
             s.feed(&f, c);
         }
         s.value()
+    }
+
+    /// Found by the `json_scan` fuzz target: a 19-digit integer (a large `pub` id or `seq`, a
+    /// nanosecond timestamp) was read with its last digit zeroed.
+    #[test]
+    fn nineteen_digit_integers_read_exactly() {
+        let msg =
+            br#"{"ts":2235262266461764679,"seq":9999999999999999999,"pub":18446744073709551615}"#;
+        assert_eq!(scan("ts", &[msg]), Some(2_235_262_266_461_764_679));
+        assert_eq!(scan("seq", &[msg]), Some(9_999_999_999_999_999_999));
+        // Twenty digits keep nineteen.
+        assert_eq!(scan("pub", &[msg]), Some(18_446_744_073_709_551_610));
     }
 
     #[test]

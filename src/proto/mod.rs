@@ -2,8 +2,8 @@
 //! bytes, deadlines and metrics come out; both backends and the tests drive it the same way.
 
 pub mod conn;
-#[cfg(test)]
-mod fuzz_smoke;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz_smoke;
 pub mod inspect;
 pub mod rng;
 pub mod select;

@@ -7,7 +7,7 @@ use crate::proto::rng::Rng;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::{
-    ClientSessionStore, Resumption, Tls12ClientSessionValue, Tls12Resumption,
+    ClientSessionStore, ResolvesClientCert, Resumption, Tls12ClientSessionValue, Tls12Resumption,
     Tls13ClientSessionValue,
 };
 use rustls::crypto::{aws_lc_rs, CryptoProvider, SupportedKxGroup};
@@ -125,8 +125,9 @@ impl TlsSettings {
         })
     }
 
-    /// A configuration without resumption; callers set `resumption`.
-    fn config(&self) -> Result<ClientConfig, Error> {
+    /// A configuration without resumption; callers set `resumption`. Without a client
+    /// certificate, `requests` counts the servers' requests for one.
+    fn config(&self, requests: &Arc<CertRequests>) -> Result<ClientConfig, Error> {
         let provider = self.provider();
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&self.versions)?;
@@ -143,7 +144,7 @@ impl TlsSettings {
         };
         let mut c = match &self.identity {
             Some(id) => builder.with_client_auth_cert(id.chain.clone(), id.key.clone_key())?,
-            None => builder.with_no_client_auth(),
+            None => builder.with_client_cert_resolver(requests.clone()),
         };
         c.alpn_protocols = self.alpn.clone();
         if self.keylog {
@@ -188,7 +189,8 @@ impl TlsSettings {
     /// One shard's client: its own configurations and session store, built once.
     pub fn client(&self) -> Result<TlsClient, Error> {
         let store = Arc::new(SessionStore::new(self.store_capacity));
-        let base = self.config()?;
+        let cert_requests = Arc::new(CertRequests::default());
+        let base = self.config(&cert_requests)?;
         let with = |s: Arc<dyn ClientSessionStore>| {
             let mut c = base.clone();
             c.resumption =
@@ -215,7 +217,30 @@ impl TlsSettings {
             policy: self.resume,
             store,
             waits_expired: AtomicU64::new(0),
+            cert_requests,
         })
+    }
+}
+
+/// The client-certificate resolver when the run has no certificate (no `--cert`/`--key`): it
+/// answers a server's CertificateRequest with none, as rustls' own
+/// `with_no_client_auth` does, and counts the requests, so that a handshake the server then
+/// refuses can say it wants a certificate instead of guessing at parameters.
+#[derive(Debug, Default)]
+struct CertRequests(AtomicU64);
+
+impl ResolvesClientCert for CertRequests {
+    fn resolve(
+        &self,
+        _: &[&[u8]],
+        _: &[SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.0.fetch_add(1, Relaxed);
+        None
+    }
+
+    fn has_certs(&self) -> bool {
+        false
     }
 }
 
@@ -229,6 +254,8 @@ pub struct TlsClient {
     store: Arc<SessionStore>,
     /// Handshake cycles that waited for a TLS 1.3 ticket in vain.
     waits_expired: AtomicU64,
+    /// CertificateRequests answered without a certificate (none configured).
+    cert_requests: Arc<CertRequests>,
 }
 
 /// Waits in vain, with no ticket ever received, after which a shard stops waiting: the
@@ -264,6 +291,12 @@ impl TlsClient {
     /// TLS 1.3 tickets stored so far on this shard (to tell which connection got one).
     pub fn tickets_stored(&self) -> u64 {
         self.store.inserted.load(Relaxed)
+    }
+
+    /// CertificateRequests from servers answered without a certificate so far on this shard
+    /// (to tell which connection got one: the shard is one thread).
+    pub fn cert_requests(&self) -> u64 {
+        self.cert_requests.0.load(Relaxed)
     }
 
     /// Whether waiting for a TLS 1.3 ticket is worth it: handshakes may resume, and the
@@ -727,6 +760,10 @@ pub enum TlsFailure {
     Timeout,
     /// The server closed the connection during the handshake.
     Closed,
+    /// The server asked for a client certificate, we had none to send, and it then refused
+    /// the handshake (an alert such as certificate_required or handshake_failure, or it closed
+    /// the connection): pass one with --cert/--key.
+    ClientCertRequired,
     /// Any other rustls error (reported as `tls_other`, "other TLS error").
     Other,
 }
@@ -766,6 +803,16 @@ impl TlsFailure {
         }
     }
 
+    /// This failure of a handshake in which the server asked for a client certificate and got
+    /// none: a refusal (the alerts that answer a missing or refused certificate, or
+    /// handshake_failure) or a close is [`Self::ClientCertRequired`]; anything else stays.
+    pub fn after_cert_request(self) -> Self {
+        match self {
+            Self::Alert(40 | 42..=46 | 48 | 49 | 116) | Self::Closed => Self::ClientCertRequired,
+            f => f,
+        }
+    }
+
     /// Stable snake_case key used in reports.
     pub fn name(&self) -> String {
         match self {
@@ -784,6 +831,7 @@ impl TlsFailure {
             Self::Protocol => "protocol".into(),
             Self::Timeout => "handshake_timeout".into(),
             Self::Closed => "closed_during_handshake".into(),
+            Self::ClientCertRequired => "client_cert_required".into(),
             Self::Other => "other".into(),
         }
     }
@@ -803,7 +851,8 @@ impl TlsFailure {
             | Self::WrongPurpose
             | Self::BadCertificate
             | Self::NotTls
-            | Self::Incompatible => true,
+            | Self::Incompatible
+            | Self::ClientCertRequired => true,
             // The alerts that refuse our parameters, client certificate, name or ALPN.
             Self::Alert(a) => matches!(a, 40 | 42..=49 | 70 | 71 | 112 | 116 | 120),
             Self::Protocol | Self::Timeout | Self::Closed | Self::Other => false,
@@ -828,6 +877,7 @@ impl TlsFailure {
             Self::Protocol => "server violated the TLS protocol".into(),
             Self::Timeout => "no completed TLS handshake before --connect-timeout".into(),
             Self::Closed => "server closed the connection during the TLS handshake".into(),
+            Self::ClientCertRequired => "the server requires a client certificate (--cert/--key): it asked for one, none was configured, and it refused the handshake without".into(),
             Self::Other => "other TLS error".into(),
         }
     }

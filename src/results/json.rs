@@ -239,6 +239,7 @@ fn named_json(s: &ShardStats) -> (Value, Value, Value) {
                 "sent": r.sent,
                 "answered": r.answered,
                 "unanswered": r.unanswered,
+                "unsent": r.unsent,
                 "reply_latency": hist_json(&r.latency),
             });
             (r.name.to_string(), v)
@@ -318,6 +319,7 @@ pub fn to_json(run: &Prepared, r: &RunResult) -> Value {
         "tool": {"name": "sockstorm", "version": env!("CARGO_PKG_VERSION")},
         "interrupted": r.interrupted,
         "backend": {"name": r.backend.name, "reason": r.backend.reason},
+        "stopped_by": r.stopped_by,
         "elapsed_s": (r.elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
         "settings": {
             "url": plan.url_text,

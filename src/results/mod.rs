@@ -28,7 +28,7 @@ pub fn shortfalls(r: &RunResult) -> Vec<String> {
     if c.abandoned > 0 && (c.abandoned_stalled > 0 || nothing) {
         out.push(abandoned_text(c, nothing));
     }
-    if c.msgs_unsent > 0 {
+    if c.msgs_unsent + c.requests_unsent > 0 {
         out.push(backlog_text(c));
     }
     if nothing {
@@ -43,8 +43,8 @@ pub fn shortfalls(r: &RunResult) -> Vec<String> {
 /// "send backlog: what was not sent, and why".
 fn backlog_text(c: &Counters) -> String {
     format!(
-        "send backlog: {} planned messages and {} pings not sent (msgs_unsent, pings_skipped): the socket would not take them in time, the server reads slower than we send (or a pong was outstanding)",
-        c.msgs_unsent, c.pings_skipped
+        "send backlog: {} planned messages, {} named requests, {} pings and {} heartbeats not sent (msgs_unsent, requests_unsent, pings_skipped, heartbeats_skipped): the socket would not take them in time, the server reads slower than we send (or a pong or heartbeat reply was outstanding)",
+        c.msgs_unsent, c.requests_unsent, c.pings_skipped, c.heartbeats_skipped
     )
 }
 

@@ -34,12 +34,13 @@ fn header(o: &mut String, run: &Prepared, r: &RunResult) {
         run.connections(),
         plan.cpus.len(),
         r.elapsed.as_secs_f64(),
-        if r.interrupted {
-            "  (interrupted: partial results)"
-        } else if r.failure_stop.is_some() {
-            "  (stopped early: every attempt failed the same way)"
-        } else {
-            ""
+        match (r.interrupted, r.stopped_by) {
+            (true, Some(signal)) => format!("  (interrupted by {signal}: partial results)"),
+            (true, None) => "  (interrupted: partial results)".into(),
+            _ if r.failure_stop.is_some() => {
+                "  (stopped early: every attempt failed the same way)".into()
+            }
+            _ => String::new(),
         }
     );
 }
@@ -92,14 +93,14 @@ fn requests(o: &mut String, run: &Prepared, r: &RunResult) {
         let _ = writeln!(
             o,
             "
-{:<24}{:>12}{:>12}{:>12}",
-            "requests", "sent", "answered", "unanswered"
+{:<24}{:>12}{:>12}{:>12}{:>12}",
+            "requests", "sent", "answered", "unanswered", "unsent"
         );
         for q in &s.named.requests {
             let _ = writeln!(
                 o,
-                "  {:<22}{:>12}{:>12}{:>12}",
-                q.name, q.sent, q.answered, q.unanswered
+                "  {:<22}{:>12}{:>12}{:>12}{:>12}",
+                q.name, q.sent, q.answered, q.unanswered, q.unsent
             );
         }
     }
@@ -157,9 +158,11 @@ fn counters(o: &mut String, run: &Prepared, r: &RunResult) {
             "expects_met" => none(|p| p.conn.expect.is_some()),
             "latency_clock_skew" => none(|p| p.conn.latency_from.is_some()),
             "resumes_sent" => none(|p| p.conn.on_reconnect.is_some()),
-            "heartbeats_sent" | "heartbeats_answered" => none(|p| p.conn.heartbeat.is_some()),
+            "heartbeats_sent" | "heartbeats_answered" | "heartbeats_skipped" => {
+                none(|p| p.conn.heartbeat.is_some())
+            }
             k if k.starts_with("fanout_") => none(|p| p.conn.fanout.is_some()),
-            "requests_sent" | "replies_received" | "replies_unanswered" => {
+            "requests_sent" | "replies_received" | "replies_unanswered" | "requests_unsent" => {
                 none(|p| !p.conn.requests.is_empty())
             }
             "checks_passed" | "checks_failed" => none(|p| !p.conn.checks.is_empty()),
@@ -174,7 +177,9 @@ fn counters(o: &mut String, run: &Prepared, r: &RunResult) {
                 | "fanout_foreign"
                 | "fanout_untracked"
                 | "msgs_unsent"
+                | "requests_unsent"
                 | "pings_skipped"
+                | "heartbeats_skipped"
         ) && v == 0;
         if !(tls_only || cycles_only || unused || quiet) {
             let _ = writeln!(o, "  {k:<24}{v:>12}");
@@ -247,7 +252,7 @@ fn failures(o: &mut String, run: &Prepared, r: &RunResult) {
         let _ = writeln!(o, "  {line}");
     }
     let c = &s.counters;
-    if c.msgs_unsent == 0 && c.pings_skipped > 0 {
+    if c.msgs_unsent + c.requests_unsent == 0 && c.pings_skipped + c.heartbeats_skipped > 0 {
         let _ = writeln!(o, "  {}", super::backlog_text(c));
     }
     if c.abandoned > 0 && c.abandoned_stalled == 0 && c.established + c.handshake_cycles > 0 {

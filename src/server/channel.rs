@@ -10,11 +10,13 @@
 //! M subscribers copies it only into each subscriber's output buffer.
 //!
 //! Cost: about 100 bytes per membership (the channel name is shared between both maps). The
-//! inboxes are unbounded: a worker that cannot keep up with the others' publishes queues them.
+//! inboxes together hold at most `max_relay_bytes` ([`RelayBudget`]): a worker that cannot keep
+//! up with the others' publishes queues them up to that, and further relays to it are dropped
+//! and counted (`relay_dropped`).
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicBool;
-use std::sync::atomic::Ordering::AcqRel;
+use std::sync::atomic::Ordering::{AcqRel, Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{mpsc, Arc};
 
 use mio::Waker;
@@ -49,6 +51,56 @@ pub(super) struct Relayed {
     pub(super) text: Utf8Bytes,
 }
 
+/// Bytes a queued relay is charged beyond its message: the queue node, the channel name's
+/// reference and the message's header, rounded up.
+const RELAY_OVERHEAD: usize = 64;
+
+impl Relayed {
+    /// What this relay is charged against the [`RelayBudget`] while it is queued.
+    fn cost(&self) -> usize {
+        self.text.len() + RELAY_OVERHEAD
+    }
+}
+
+/// The bytes all inboxes together may hold (`max_relay_bytes`), shared by every worker.
+#[derive(Debug)]
+pub(super) struct RelayBudget {
+    /// Charged bytes queued now.
+    queued: AtomicUsize,
+    /// The cap.
+    cap: usize,
+}
+
+impl RelayBudget {
+    /// A budget of `cap` bytes, none queued.
+    pub(super) fn new(cap: usize) -> Self {
+        Self {
+            queued: AtomicUsize::new(0),
+            cap,
+        }
+    }
+
+    /// Charges `n` bytes if they fit under the cap.
+    fn try_take(&self, n: usize) -> bool {
+        self.queued
+            .fetch_update(AcqRel, Relaxed, |q| {
+                q.checked_add(n).filter(|&t| t <= self.cap)
+            })
+            .is_ok()
+    }
+
+    /// Returns `n` charged bytes.
+    fn release(&self, n: usize) {
+        self.queued.fetch_sub(n, AcqRel);
+    }
+
+    /// Charged bytes queued now.
+    #[cfg(test)]
+    fn queued(&self) -> usize {
+        self.queued.load(Relaxed)
+    }
+}
+
 /// The way into one worker: its relay queue and the waker that interrupts its `poll`.
 #[derive(Debug)]
 pub(super) struct Inbox {
@@ -59,25 +111,34 @@ pub(super) struct Inbox {
     /// Set when a wake is on its way and the worker has not drained the queue since: senders
     /// skip the `eventfd` write then, so a burst of publishes costs one wake-up.
     pending: AtomicBool,
+    /// The bytes every inbox together may hold.
+    budget: Arc<RelayBudget>,
 }
 
 impl Inbox {
-    /// An inbox around `waker`, and the receiving end for its worker.
-    pub(super) fn new(waker: Waker) -> (Self, mpsc::Receiver<Relayed>) {
+    /// An inbox around `waker`, charging `budget`, and the receiving end for its worker.
+    pub(super) fn new(waker: Waker, budget: Arc<RelayBudget>) -> (Self, mpsc::Receiver<Relayed>) {
         let (tx, rx) = mpsc::channel();
         let inbox = Self {
             tx,
             waker,
             pending: AtomicBool::new(false),
+            budget,
         };
         (inbox, rx)
     }
 
-    /// Queues `msg` and wakes the worker unless a wake is already pending. A worker that has
-    /// stopped drops the message.
-    pub(super) fn send(&self, msg: Relayed) {
+    /// Queues `msg` and wakes the worker unless a wake is already pending; false (`msg`
+    /// dropped) when the inboxes together hold `max_relay_bytes`. A worker that has stopped
+    /// drops the message too (true: nobody misses it).
+    pub(super) fn send(&self, msg: Relayed) -> bool {
+        let cost = msg.cost();
+        if !self.budget.try_take(cost) {
+            return false;
+        }
         if self.tx.send(msg).is_err() {
-            return;
+            self.budget.release(cost);
+            return true;
         }
         // The swap orders the send before the worker's `take_pending`: either the worker sees
         // the message when it drains, or this sender sees the flag cleared and wakes it.
@@ -85,6 +146,12 @@ impl Inbox {
             // A failed wake leaves the message queued until the loop's next turn.
             let _ = self.waker.wake();
         }
+        true
+    }
+
+    /// The worker took `msg` out of its queue: its bytes go back to the budget.
+    pub(super) fn received(&self, msg: &Relayed) {
+        self.budget.release(msg.cost());
     }
 
     /// Wakes the worker unconditionally (shutdown).
@@ -199,5 +266,54 @@ mod tests {
         // The slot is clean for its next connection.
         assert!(ch.join(3, "b".into()));
         assert_eq!(ch.members("b"), [3]);
+    }
+
+    /// Regression: the queues between worker threads were unbounded. Four publisher threads
+    /// relay 64 KiB publishes into two inboxes nobody drains (a worker that fell behind):
+    /// the budget holds exactly what fits, refuses the rest (the worker counts those as
+    /// `relay_dropped`), and draining gives the bytes back.
+    #[test]
+    fn relays_beyond_the_byte_budget_are_refused_and_draining_frees_them() {
+        let poll = mio::Poll::new().unwrap();
+        let budget = Arc::new(RelayBudget::new(1 << 20));
+        let (a, rx_a) = Inbox::new(
+            Waker::new(poll.registry(), mio::Token(1)).unwrap(),
+            Arc::clone(&budget),
+        );
+        let (b, _rx_b) = Inbox::new(
+            Waker::new(poll.registry(), mio::Token(2)).unwrap(),
+            Arc::clone(&budget),
+        );
+        let text = Utf8Bytes::from("x".repeat(64 << 10));
+        let relay = || Relayed {
+            channel: "c".into(),
+            text: text.clone(),
+        };
+        let cost = relay().cost();
+        let accepted: usize = std::thread::scope(|s| {
+            let threads: Vec<_> = (0..4)
+                .map(|_| {
+                    s.spawn(|| {
+                        (0..200)
+                            .map(|i| usize::from(if i % 2 == 0 { &a } else { &b }.send(relay())))
+                            .sum::<usize>()
+                    })
+                })
+                .collect();
+            threads.into_iter().map(|t| t.join().unwrap()).sum()
+        });
+        assert_eq!(
+            accepted,
+            (1 << 20) / cost,
+            "800 relays of {cost} bytes into 1 MiB"
+        );
+        assert_eq!(budget.queued(), accepted * cost);
+        assert!(!a.send(relay()));
+        // The worker behind `a` drains one: one more fits again.
+        let msg = rx_a.try_recv().unwrap();
+        a.received(&msg);
+        assert_eq!(budget.queued(), (accepted - 1) * cost);
+        assert!(b.send(relay()));
+        assert!(!b.send(relay()));
     }
 }

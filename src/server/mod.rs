@@ -25,7 +25,9 @@
 //! - Channels (module `channel`): a `publish` with a `"channel"` is relayed verbatim (the same
 //!   text frame payload) to every member of that channel on every thread, in order per
 //!   publisher; the publisher gets nothing unless it is a member. Each thread owns its members;
-//!   publishes cross threads through an `mpsc` queue plus the target thread's `mio::Waker`.
+//!   publishes cross threads through an `mpsc` queue plus the target thread's `mio::Waker`,
+//!   all queues together capped at `max_relay_bytes` (beyond, a relay is dropped and counted
+//!   in `relay_dropped`).
 //! - Auth endpoint for examples: a plain `GET`/`POST /v1/auth/token` (no upgrade) is answered
 //!   `200` with `{"token":"sockstorm-demo-token","expires_in":3600}`, then closed; the gateway
 //!   reads each request head itself to route it and then replays it to tungstenite.
@@ -61,6 +63,8 @@ mod channel;
 mod command;
 mod conn;
 mod feed;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz_smoke;
 mod stream;
 mod tls;
 mod worker;
@@ -85,7 +89,7 @@ use tungstenite::protocol::WebSocketConfig;
 pub use ack::AckRoute;
 use ack::Routes;
 use budget::Budget;
-use channel::Inbox;
+use channel::{Inbox, RelayBudget};
 use conn::{DriveCtx, Refusal};
 pub use tls::{server_tls_config, ServerTlsOptions};
 use worker::{Worker, LISTENER, WAKER};
@@ -178,6 +182,13 @@ pub struct ServeConfig {
     /// [`DEFAULT_HANDSHAKE_TIMEOUT`] (10 s); at least 1 ms. Costs 24 bytes per connection
     /// accepted within the last timeout.
     pub handshake_timeout: Duration,
+    /// Bytes of publishes queued between worker threads, all inboxes together (each relay
+    /// of a publish to another thread counts its message's length plus 64 bytes); a publish
+    /// that would go beyond is not relayed to that thread and is counted in `relay_dropped`
+    /// (its members there miss it). Default [`DEFAULT_MAX_RELAY_BYTES`] (64 MiB); at least
+    /// `max_message_size`. Only matters with `threads` > 1, when a thread falls behind the
+    /// others' publishes. One shared atomic update per relay and per delivery of one.
+    pub max_relay_bytes: usize,
     /// Let this gateway share its port with another process's listener (`SO_REUSEPORT`, the
     /// kernel then splits new connections between them). Default `false`: a port another
     /// socket already listens on is a [`ServerError::PortShared`] error, even if that socket
@@ -191,6 +202,8 @@ pub const DEFAULT_MAX_QUEUED_BYTES: usize = 4 << 20;
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1 << 20;
 /// Default [`ServeConfig::max_unfinished_bytes`]: 64 MiB.
 pub const DEFAULT_MAX_UNFINISHED_BYTES: usize = 64 << 20;
+/// Default [`ServeConfig::max_relay_bytes`]: 64 MiB.
+pub const DEFAULT_MAX_RELAY_BYTES: usize = 64 << 20;
 /// Default [`ServeConfig::handshake_timeout`]: 10 s.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -218,6 +231,7 @@ impl Default for ServeConfig {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             max_unfinished_bytes: DEFAULT_MAX_UNFINISHED_BYTES,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            max_relay_bytes: DEFAULT_MAX_RELAY_BYTES,
             reuse_port: false,
         }
     }
@@ -299,6 +313,9 @@ pub struct GatewayStats {
     /// `max_message_size`, or an unfinished message that took the gateway's total beyond
     /// `max_unfinished_bytes`.
     pub too_big_closes: u64,
+    /// Publishes not relayed to another worker thread because the queues between threads
+    /// held `max_relay_bytes` (one publish to one thread; that thread's members miss it).
+    pub relay_dropped: u64,
 }
 
 /// An upgrade request as the gateway received it ([`ServeConfig::record_requests`]).
@@ -497,6 +514,8 @@ struct ThreadStats {
     handshake_timeouts: AtomicU64,
     /// Connections closed with 1009 "message too big".
     too_big_closes: AtomicU64,
+    /// Publishes not relayed to a thread: the relay queues were full.
+    pub(crate) relay_dropped: AtomicU64,
 }
 
 /// The fan-out schedule's origin, shared by all threads.
@@ -613,10 +632,11 @@ impl Gateway {
         let mut polls = Vec::with_capacity(cfg.threads);
         let mut inboxes = Vec::with_capacity(cfg.threads);
         let mut receivers = Vec::with_capacity(cfg.threads);
+        let relay = Arc::new(RelayBudget::new(cfg.max_relay_bytes));
         for listener in &mut listeners {
             let poll = Poll::new().map_err(ServerError::Poll)?;
             let waker = Waker::new(poll.registry(), WAKER).map_err(ServerError::Poll)?;
-            let (inbox, rx) = Inbox::new(waker);
+            let (inbox, rx) = Inbox::new(waker, Arc::clone(&relay));
             inboxes.push(inbox);
             receivers.push(rx);
             poll.registry()
@@ -795,6 +815,7 @@ fn validate(cfg: &ServeConfig) -> Result<(), ServerError> {
     for (flag, value) in [
         ("--max-queued-bytes", cfg.max_queued_bytes),
         ("--max-unfinished-bytes", cfg.max_unfinished_bytes),
+        ("--max-relay-bytes", cfg.max_relay_bytes),
     ] {
         if value < cfg.max_message_size {
             return Err(ServerError::LimitBelowMessageSize {
@@ -912,6 +933,7 @@ fn sum_stats(stats: &[Arc<ThreadStats>]) -> GatewayStats {
             stream_subs_refused: acc.stream_subs_refused + t.stream_subs_refused.load(Relaxed),
             handshake_timeouts: acc.handshake_timeouts + t.handshake_timeouts.load(Relaxed),
             too_big_closes: acc.too_big_closes + t.too_big_closes.load(Relaxed),
+            relay_dropped: acc.relay_dropped + t.relay_dropped.load(Relaxed),
         })
 }
 
@@ -931,6 +953,7 @@ pub fn fault_totals(s: &GatewayStats) -> String {
         ("stream subscriptions refused", s.stream_subs_refused),
         ("handshake timeouts", s.handshake_timeouts),
         ("too big closes", s.too_big_closes),
+        ("relay dropped", s.relay_dropped),
     ]
     .into_iter()
     .filter(|&(_, n)| n > 0)

@@ -401,11 +401,13 @@ impl Worker {
                     self.ctx.stats.channel_publishes.fetch_add(1, Relaxed);
                     // The other workers first, so they deliver while this one does.
                     for (i, inbox) in self.shared.inboxes.iter().enumerate() {
-                        if i != self.index {
-                            inbox.send(Relayed {
+                        if i != self.index
+                            && !inbox.send(Relayed {
                                 channel: Arc::clone(&channel),
                                 text: text.clone(),
-                            });
+                            })
+                        {
+                            self.ctx.stats.relay_dropped.fetch_add(1, Relaxed);
                         }
                     }
                     self.deliver(&channel, &text);
@@ -422,11 +424,14 @@ impl Worker {
         }
         self.inbox_more = false;
         for _ in 0..RELAY_BATCH {
-            let Ok(Relayed { channel, text }) = self.inbox.try_recv() else {
+            let Ok(msg) = self.inbox.try_recv() else {
                 self.drop_failed();
                 return;
             };
-            self.deliver(&channel, &text);
+            if let Some(inbox) = self.shared.inboxes.get(self.index) {
+                inbox.received(&msg);
+            }
+            self.deliver(&msg.channel, &msg.text);
         }
         self.inbox_more = true;
         self.drop_failed();

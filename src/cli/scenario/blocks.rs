@@ -37,7 +37,7 @@ pub(super) struct Block {
 
 impl Block {
     /// A block with no keys yet, named `default`, whose errors are placed at `span`.
-    fn unnamed(span: Range<usize>) -> Self {
+    pub(super) fn unnamed(span: Range<usize>) -> Self {
         Self {
             name: "default".into(),
             name_span: span.clone(),

@@ -50,7 +50,18 @@ fn read(path: &Path, cli: &[String]) -> Result<(Run, String), PlanError> {
         path: path.to_owned(),
         reason,
     })?;
-    let r = Reader::new(path, &text);
+    read_text(path, &text, cli)
+}
+
+/// [`read`] once the file's contents are in `text` (`path` places errors and is where
+/// relative paths in values start): never panics, whatever the text; every mistake is a
+/// [`PlanError`].
+pub(super) fn read_text(
+    path: &Path,
+    text: &str,
+    cli: &[String],
+) -> Result<(Run, String), PlanError> {
+    let r = Reader::new(path, text);
     let file = r.file()?;
     let cmd = CommandLine::parse(&file.top, cli)?;
     let target = Target::resolve(&r, &file.top, &cmd)?;
@@ -82,6 +93,8 @@ struct Input<'a> {
 struct CommandLine {
     matches: ArgMatches,
     flags: Flags,
+    /// Each argument's long name with its clap id (`request` is the id `requests`).
+    ids: Vec<(String, String)>,
 }
 
 impl CommandLine {
@@ -89,22 +102,58 @@ impl CommandLine {
     fn parse(top: &Block, cli: &[String]) -> Result<Self, PlanError> {
         let mut words = vec![top.url().unwrap_or_else(|| "ws://127.0.0.1/".into())];
         words.extend(cli.iter().cloned());
-        let matches =
-            Flags::command()
-                .try_get_matches_from(&words)
-                .map_err(|e| PlanError::Invalid {
-                    flag: "command line",
-                    reason: clap_reason(&e),
-                })?;
+        let command = Flags::command();
+        let ids = command
+            .get_arguments()
+            .filter_map(|a| Some((a.get_long()?.to_owned(), a.get_id().to_string())))
+            .collect();
+        let matches = command
+            .try_get_matches_from(&words)
+            .map_err(|e| PlanError::Invalid {
+                flag: "command line",
+                reason: clap_reason(&e),
+            })?;
         let flags = Flags::from_arg_matches(&matches).map_err(|e| PlanError::Invalid {
             flag: "command line",
             reason: clap_reason(&e),
         })?;
-        Ok(Self { matches, flags })
+        Ok(Self {
+            matches,
+            flags,
+            ids,
+        })
     }
 
-    /// Whether the command line itself gives the flag with clap id `id` (not a default).
-    fn sets(&self, id: &str) -> bool {
-        self.matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
+    /// Whether the command line itself gives the flag `name` (not a default): its clap id, or
+    /// its long name with `_` for `-` (a plan error names the flag by its long name, which is
+    /// not always the id: `--request` is `requests`). An unknown name is not given.
+    fn sets(&self, name: &str) -> bool {
+        let long = name.replace('_', "-");
+        self.ids
+            .iter()
+            .find(|(l, id)| *l == long || id == name)
+            .is_some_and(|(_, id)| {
+                self.matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the `scenario` fuzz target: a plan error names `--request`, whose clap id is
+    /// `requests`; asking clap for the id `request` panicked in debug builds and, in release,
+    /// said "not given" for a value that was, so its error was placed at a file key.
+    #[test]
+    fn a_flag_is_found_by_its_long_name_or_its_id() {
+        let words: Vec<String> = ["--request", "a=b", "-d", "5s"].map(String::from).into();
+        let cmd = CommandLine::parse(&Block::unnamed(0..0), &words).unwrap();
+        for name in ["request", "requests", "duration", "d"] {
+            assert_eq!(cmd.sets(name), name != "d", "{name}");
+        }
+        for name in ["message_rate", "no-such-flag", ""] {
+            assert!(!cmd.sets(name), "{name}");
+        }
     }
 }

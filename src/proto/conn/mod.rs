@@ -368,6 +368,13 @@ impl Conn {
                 self.complete(ctx, now);
                 self.finish(ctx, now);
             }
+            // The server asked for a client certificate, got none and hung up (with TLS 1.3
+            // that can come after our side of the handshake completed, while upgrading).
+            Phase::TlsHandshake | Phase::Upgrading
+                if self.tls.as_ref().is_some_and(|t| t.cert_requested) =>
+            {
+                self.fail(ctx, now, Failure::Tls(TlsFailure::ClientCertRequired))
+            }
             Phase::TlsHandshake => self.fail(ctx, now, Failure::Tls(TlsFailure::Closed)),
             Phase::Connecting | Phase::Upgrading => {
                 self.fail(ctx, now, Failure::ClosedDuringHandshake)
@@ -462,9 +469,12 @@ impl Conn {
                     return self.fail(ctx, now, Failure::HeartbeatTimeout);
                 }
                 if !self.stopping && x.hb_next != 0 && now >= ctx.cfg.on_grid(x.hb_next) {
-                    // One heartbeat outstanding at a time, like pings.
-                    if x.hb_sent == 0 {
+                    // One heartbeat outstanding at a time, like pings: one due while the last
+                    // is unanswered or still unwritten is skipped, counted.
+                    if x.hb_sent == 0 && self.pending & OUT_HEARTBEAT == 0 {
                         self.pending |= OUT_HEARTBEAT;
+                    } else {
+                        ctx.stats.counters().heartbeats_skipped += 1;
                     }
                     x.hb_next = x.hb_next.saturating_add(hb.interval).max(now + 1);
                 }
@@ -748,26 +758,36 @@ impl Conn {
     }
 
     /// Sending ends (the first of stop, close or failure; later calls do nothing): the
-    /// rate-driven messages due by now that waited for a backlogged socket (due while a write
-    /// was in progress) were never sent; they are counted as `msgs_unsent`.
+    /// rate-driven messages and named requests due by now that waited for a backlogged socket
+    /// (due while a write was in progress) were never sent; they are counted as `msgs_unsent`
+    /// and `requests_unsent`.
     fn end_sending<R: Recorder>(&mut self, ctx: &mut Ctx<'_, R>, now: Micros) {
         if self.phase != Phase::Open || self.stopping {
             return;
         }
         // Pings due by now that a send backlog kept the timer from sending.
         self.skip_due_pings(ctx, now);
-        let (Some(_), iv) = (&ctx.cfg.message, ctx.cfg.message_interval) else {
-            return;
-        };
-        if iv == 0 {
-            return;
-        }
         // Due while a write was in progress: up to now if one still is.
         let until = if self.writing {
             now.saturating_add(1)
         } else {
             self.written_at.min(now.saturating_add(1))
         };
+        if let Some(x) = self.extras.as_mut() {
+            let mut due = std::mem::take(&mut x.due);
+            x.rules.take_due(ctx.cfg, until.saturating_sub(1), &mut due);
+            for &(req, _) in &due {
+                ctx.stats.request_unsent(req, 1);
+            }
+            due.clear();
+            x.due = due;
+        }
+        let (Some(_), iv) = (&ctx.cfg.message, ctx.cfg.message_interval) else {
+            return;
+        };
+        if iv == 0 {
+            return;
+        }
         let mut unsent = 0;
         while !self.sends_done(ctx.cfg) {
             let intended = ctx.cfg.on_grid(self.next_msg_at);

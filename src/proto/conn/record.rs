@@ -184,6 +184,9 @@ counters! {
     heartbeats_sent,
     /// Application-level heartbeats answered in time.
     heartbeats_answered,
+    /// Heartbeats due while the previous one was still unwritten (send backlog) or
+    /// unanswered: not sent, the schedule kept (as `pings_skipped`).
+    heartbeats_skipped,
     /// Fan-out: messages publishers sent (not in `msgs_sent`: no echo answers them).
     fanout_published,
     /// Fan-out: messages subscribers received (duplicates not counted).
@@ -213,6 +216,11 @@ counters! {
     replies_received,
     /// Named requests whose reply never came (timed out, or still awaited at the close).
     replies_unanswered,
+    /// Named requests planned but not sent because of the send backlog, as `msgs_unsent`:
+    /// due while the socket was still writing earlier bytes and late by more than their
+    /// interval when it took more (or still owed when sending ended). Never sent, so neither
+    /// answered nor unanswered; their slots count towards the request's count.
+    requests_unsent,
     /// Messages that passed a check.
     checks_passed,
     /// Messages that failed a check.
@@ -261,6 +269,8 @@ pub trait Recorder {
     fn request_answered(&mut self, req: u16, us: u64);
     /// `n` sends of request `req` will never be answered.
     fn request_unanswered(&mut self, req: u16, n: u64);
+    /// `n` sends of request `req` were planned but not sent (the send backlog).
+    fn request_unsent(&mut self, req: u16, n: u64);
     /// Check `check` (its index in `ConnConfig::checks`) passed or failed on one message.
     fn check(&mut self, check: u16, pass: bool);
 }

@@ -19,6 +19,9 @@ pub(super) struct TlsConn {
     pub(super) close_notify: bool,
     /// The cycle is over once the queued records (our Finished) are handed to the socket.
     pub(super) done_after_write: bool,
+    /// The server asked for a client certificate and we had none: a refusal that follows is
+    /// named for it ([`TlsFailure::after_cert_request`]).
+    pub(super) cert_requested: bool,
 }
 
 impl Conn {
@@ -34,6 +37,7 @@ impl Conn {
                     done: false,
                     close_notify: false,
                     done_after_write: false,
+                    cert_requested: false,
                 }));
             }
             Err(e) => self.fail(ctx, now, Failure::Tls(TlsFailure::of(&e))),
@@ -63,14 +67,21 @@ impl Conn {
                 Err(_) => return self.fail(ctx, now, Failure::Tls(TlsFailure::Protocol)),
             }
             // The shard is one thread: tickets stored during this call are this connection's.
+            // Likewise the CertificateRequests answered without a certificate.
             let before = stored(ctx);
+            let asked = ctx.tls.map_or(0, TlsClient::cert_requests);
             let state = t.conn.process_new_packets();
             got += stored(ctx) - before;
+            t.cert_requested |= ctx.tls.map_or(0, TlsClient::cert_requests) != asked;
             let state = match state {
                 Ok(s) => s,
                 Err(e) => {
                     ctx.stats.counters().tls_tickets_received += got;
-                    return self.tls_failed(ctx, now, &e);
+                    let mut f = TlsFailure::of(&e);
+                    if t.cert_requested {
+                        f = f.after_cert_request();
+                    }
+                    return self.tls_failed(ctx, now, f);
                 }
             };
             peer_closed |= state.peer_has_closed();
@@ -142,8 +153,8 @@ impl Conn {
         }
     }
 
-    fn tls_failed<R: Recorder>(&mut self, ctx: &mut Ctx<'_, R>, now: Micros, e: &rustls::Error) {
-        let f = Failure::Tls(TlsFailure::of(e));
+    fn tls_failed<R: Recorder>(&mut self, ctx: &mut Ctx<'_, R>, now: Micros, f: TlsFailure) {
+        let f = Failure::Tls(f);
         if self.phase == Phase::Closing {
             ctx.stats.fail(f);
             return self.finish(ctx, now);

@@ -161,7 +161,8 @@ impl Conn {
     }
 
     /// Writes every named request that is due, stamped with its intended time, and notes
-    /// what its reply will be recognized by.
+    /// what its reply will be recognized by. Requests held up by the socket beyond their
+    /// interval (or timer step) are counted as `requests_unsent` instead, as messages are.
     fn transmit_requests<R: Recorder>(
         &mut self,
         ctx: &mut Ctx<'_, R>,
@@ -175,7 +176,16 @@ impl Conn {
         x.rules.take_due(ctx.cfg, now, &mut due);
         let now_unix = ctx.epoch_unix_us.saturating_add(now);
         for &(req, intended) in &due {
-            let m = &ctx.cfg.requests[usize::from(req)].message;
+            let r = &ctx.cfg.requests[usize::from(req)];
+            if intended < self.written_at
+                && now - intended > r.interval.max(ctx.cfg.timer_resolution)
+            {
+                // Its turn passed while the socket would not take more: the send backlog,
+                // as for rate-driven messages (never sent, so never unanswered either).
+                ctx.stats.request_unsent(req, 1);
+                continue;
+            }
+            let m = &r.message;
             let mask = ctx.rng.mask();
             SCRATCH.with(|s| {
                 let mut s = s.borrow_mut();

@@ -292,3 +292,48 @@ fn next_rules_of_several_requests_do_not_block_each_other() {
     c.handle_timer(&mut h.ctx(), at);
     assert_eq!(h.stats.named.request_named("rate").unwrap().unanswered, 1);
 }
+
+#[test]
+fn requests_held_up_by_a_backlogged_socket_are_unsent_not_unanswered() {
+    let mut cfg = base();
+    cfg.requests = vec![request("r", text("req"), 100 * MS, ReplyRule::Echo)];
+    let mut h = harness(cfg);
+    let mut c = open(&mut h);
+    // The first request (due at 2 ms) goes out; the next one, and the socket never finishes
+    // taking it.
+    assert_eq!(client_frames(&h.tx(&mut c, 2 * MS)).len(), 1);
+    let t1 = c.poll_timeout(&h.cfg).unwrap();
+    c.handle_timer(&mut h.ctx(), t1);
+    let mut out = Vec::new();
+    c.poll_transmit(&mut h.ctx(), t1, &mut out);
+    assert_eq!(client_frames(&out).len(), 1);
+    let mut now = t1;
+    for _ in 0..100 {
+        now += 10 * MS;
+        c.handle_timer(&mut h.ctx(), now);
+    }
+    c.handle_sent(now);
+    // Ten fell due meanwhile: the eight late by more than an interval are unsent, the last
+    // two go out late.
+    let mut out = Vec::new();
+    c.poll_transmit(&mut h.ctx(), now, &mut out);
+    assert_eq!(client_frames(&out).len(), 2);
+    let r = h.stats.named.request_named("r").unwrap();
+    // (The two oldest sent ones have outlived the reply timeout: unanswered.)
+    assert_eq!((r.sent, r.unsent, r.unanswered), (3, 8, 2));
+    assert_eq!(h.stats.counters.requests_unsent, 8);
+    // Stuck again; the run stops 450 ms later: the four due meanwhile were never sent.
+    let t2 = now + 100 * MS;
+    c.handle_timer(&mut h.ctx(), t2);
+    let mut out = Vec::new();
+    c.poll_transmit(&mut h.ctx(), t2, &mut out);
+    assert_eq!(client_frames(&out).len(), 1);
+    c.handle_timer(&mut h.ctx(), t2 + 450 * MS);
+    c.stop(&mut h.ctx(), t2 + 450 * MS, t2 + 2000 * MS);
+    c.abort(&mut h.ctx(), t2 + 500 * MS);
+    let r = h.stats.named.request_named("r").unwrap();
+    assert_eq!((r.sent, r.unsent), (4, 12));
+    // Sent = answered + unanswered; the unsent ones are in neither.
+    assert_eq!(r.sent, r.answered + r.unanswered);
+    assert_eq!(h.stats.counters.requests_unsent, 12, "counted once");
+}

@@ -325,6 +325,67 @@ fn certificate_failures_are_counted_by_kind() {
     assert_eq!(c.phase(), Phase::Upgrading);
 }
 
+/// A server that asks every client for a certificate issued by the test CA.
+fn mutual_tls_server() -> Arc<ServerConfig> {
+    let ca = ca();
+    let mut opts = ServerTlsOptions::new(ca.chain.clone(), ca.key.clone_key());
+    opts.client_ca = Some(ca.chain.clone());
+    server_tls_config(&opts).unwrap()
+}
+
+#[test]
+fn a_server_that_requires_a_client_certificate_is_named_as_such() {
+    // TLS 1.2 refuses with handshake_failure (the hint used to be about --kx curves), TLS 1.3
+    // with certificate_required, which arrives after our Finished (while upgrading).
+    for version in [12, 13] {
+        let mut h = tls_harness(&settings(version, Resume::On), Mode::Session);
+        let mut srv = ServerConnection::new(mutual_tls_server()).unwrap();
+        let (c, _) = connect(&mut h, &mut srv, 0);
+        assert!(c.is_done(), "TLS 1.{}", version - 10);
+        assert_eq!(
+            failure_of(&h),
+            ["tls_client_cert_required"],
+            "TLS {version}"
+        );
+        assert_eq!(h.stats.counters.connect_failed, 1);
+        let f = *h.stats.failures.keys().next().unwrap();
+        assert!(f
+            .describe()
+            .starts_with("the server requires a client certificate (--cert/--key)"));
+    }
+    // A server that asks and then hangs up without an alert: the same cause.
+    let mut h = tls_harness(&settings(12, Resume::On), Mode::Session);
+    let mut srv = ServerConnection::new(mutual_tls_server()).unwrap();
+    let mut c = Conn::new(&mut h.ctx(), 0);
+    c.handle_connected(&mut h.ctx(), 0);
+    let hello = h.tx(&mut c, 0);
+    srv.read_tls(&mut &hello[..]).unwrap();
+    srv.process_new_packets().unwrap();
+    let mut flight = Vec::new();
+    while srv.wants_write() {
+        srv.write_tls(&mut flight).unwrap();
+    }
+    c.handle_recv(&mut h.ctx(), MS, &flight);
+    assert_eq!(c.phase(), Phase::TlsHandshake);
+    c.handle_eof(&mut h.ctx(), 2 * MS);
+    assert_eq!(failure_of(&h), ["tls_client_cert_required"]);
+    // A server that never asks: a close is still just a close.
+    let mut h = tls_harness(&settings(12, Resume::On), Mode::Session);
+    let mut srv = ServerConnection::new(server_cfg()).unwrap();
+    let mut c = Conn::new(&mut h.ctx(), 0);
+    c.handle_connected(&mut h.ctx(), 0);
+    let hello = h.tx(&mut c, 0);
+    srv.read_tls(&mut &hello[..]).unwrap();
+    srv.process_new_packets().unwrap();
+    let mut flight = Vec::new();
+    while srv.wants_write() {
+        srv.write_tls(&mut flight).unwrap();
+    }
+    c.handle_recv(&mut h.ctx(), MS, &flight);
+    c.handle_eof(&mut h.ctx(), 2 * MS);
+    assert_eq!(failure_of(&h), ["tls_closed_during_handshake"]);
+}
+
 #[test]
 fn plain_http_garbage_eof_and_timeout_are_tls_failures() {
     let mut h = tls_harness(&settings(13, Resume::On), Mode::Session);
