@@ -35,9 +35,8 @@ pub fn verdict(doc: &serde_json::Value) -> &'static str {
             .any(|x| x["failures"].as_object().is_some_and(|f| !f.is_empty()))
     });
     let nothing = n("established") + n("handshake_cycles") == 0;
-    let shortfall = (n("abandoned") > 0 && (n("abandoned_stalled") > 0 || nothing))
-        || n("msgs_unsent") > 0
-        || nothing;
+    let shortfall =
+        nothing || n("msgs_unsent") > 0 || (n("abandoned") > 0 && n("abandoned_stalled") > 0);
     let thresholds_failed = doc["thresholds"]
         .as_array()
         .is_some_and(|t| t.iter().any(|x| x["pass"] == false));

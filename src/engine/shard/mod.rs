@@ -642,3 +642,23 @@ impl<B: Backend> Shard<B> {
         self.each_conn(now, |conn, ctx| conn.abort(ctx, now));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{tick_after, tick_phase};
+
+    #[test]
+    fn ticks_fall_on_unix_second_boundaries() {
+        // Epoch at Unix 100.25 s: seconds begin 0.75 s after it.
+        let phase = tick_phase(100_250_000);
+        assert_eq!(phase, 750_000);
+        assert_eq!(tick_after(0, phase), 750_000);
+        assert_eq!(tick_after(750_000, phase), 1_750_000);
+        assert_eq!(tick_after(1_749_999, phase), 1_750_000);
+        assert_eq!(tick_after(5_100_000, phase), 5_750_000);
+        // An epoch on a boundary: the first interval is a whole second.
+        assert_eq!(tick_phase(7_000_000), 0);
+        assert_eq!(tick_after(0, 0), 1_000_000);
+        assert_eq!(tick_after(1_000_000, 0), 2_000_000);
+    }
+}

@@ -245,3 +245,122 @@ fn identity(parts: &[Part<'_>], doc: &mut Value, partial: bool) {
     doc["host"] = Value::Null;
     doc["merged"] = json!({"documents": rows, "partial": partial});
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::new_histogram;
+    use crate::results::{hdr, identity as id};
+
+    /// A small result document of a plan of `connections`, run `run_id`, with `rtt` samples.
+    fn doc(connections: u64, run_id: &str, rtt: &[u64]) -> Value {
+        let mut h = new_histogram();
+        for v in rtt {
+            h.saturating_record(*v);
+        }
+        let mut d = json!({
+            "schema_version": crate::results::SCHEMA_VERSION,
+            "run_id": run_id,
+            "host": {"name": run_id, "started_unix_us": 1},
+            "settings": {"url": "ws://h/", "connections": connections, "duration_s": 10.0, "source_ips": [run_id]},
+            "elapsed_s": 10.0,
+            "counters": {"attempts": connections, "established": connections, "msgs_sent": rtt.len()},
+            "failures": {}, "close_codes": {"1000": connections},
+            "histograms": {"ws_msg_rtt": hdr::to_json(&h)},
+            "scenarios": [{"name": "default", "url": "ws://h/", "connections": connections,
+                           "counters": {"established": connections}, "histograms": {"ws_msg_rtt": hdr::to_json(&h)}}],
+            "thresholds": [{"expr": "ws_msg_rtt: p(50)<=300us"}, {"expr": "established{scenario:default}: count>=10"}],
+            "timeline": [{"t_s": 1.0, "unix_s": 50, "open": connections}],
+        });
+        let keys = id::plan_keys(&d);
+        d["plan"] = json!({"identity": id::identity(&keys), "keys": keys});
+        d
+    }
+
+    fn input(name: &str, doc: Value) -> Input {
+        Input {
+            name: name.to_owned(),
+            doc,
+        }
+    }
+
+    #[test]
+    fn merges_counts_histograms_timeline_and_reevaluates_thresholds() {
+        let m = merge(
+            &[
+                input("a", doc(5, "A", &[100, 200])),
+                input("b", doc(5, "B", &[300, 400, 500])),
+            ],
+            false,
+        )
+        .unwrap();
+        assert_eq!(m.doc["counters"]["established"], 10);
+        assert_eq!(m.doc["close_codes"]["1000"], 10);
+        assert_eq!(m.doc["histograms"]["ws_msg_rtt"]["count"], 5);
+        assert_eq!(m.doc["scenarios"][0]["counters"]["established"], 10);
+        assert_eq!(m.doc["timeline"][0]["open"], 10);
+        assert_eq!(m.doc["merged"]["documents"].as_array().unwrap().len(), 2);
+        // p50 of {100..500} is 300: passes; each scenario has 5 established, merged 10: passes.
+        assert!(m.outcomes.iter().all(|t| t.pass), "{:?}", m.outcomes);
+        let m = merge(
+            &[
+                input("a", doc(5, "A", &[100, 200])),
+                input("b", doc(5, "B", &[400, 500, 600])),
+            ],
+            false,
+        )
+        .unwrap();
+        assert!(!m.outcomes[0].pass);
+        assert_eq!(m.outcomes[0].actual, Some(400.0));
+        assert_eq!(crate::results::verdict(&m.doc), "thresholds failed");
+    }
+
+    #[test]
+    fn another_plan_is_refused_naming_the_key() {
+        let e = merge(
+            &[
+                input("a.json", doc(5, "A", &[])),
+                input("b.json", doc(6, "B", &[])),
+            ],
+            false,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "`b.json` is a run of another plan than `a.json`: plan.keys.scenarios[0].connections is 6 there and 5 in `a.json`"
+        );
+    }
+
+    #[test]
+    fn another_version_and_duplicates_are_refused() {
+        let mut old = doc(5, "B", &[]);
+        old["schema_version"] = 1.into();
+        let e = merge(&[input("a", doc(5, "A", &[])), input("b", old)], false).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "`b`: schema_version 1, this sockstorm merges schema_version 2 only"
+        );
+        let twice = [input("a", doc(5, "A", &[1])), input("b", doc(5, "A", &[1]))];
+        let e = merge(&twice, false).unwrap_err();
+        assert!(
+            e.to_string().starts_with("`b` is the same run as `a`"),
+            "{e}"
+        );
+        let m = merge(&twice, true).unwrap();
+        assert_eq!(m.duplicates.len(), 1);
+        assert_eq!(m.doc["counters"]["established"], 5);
+    }
+
+    #[test]
+    fn a_merge_merges_again() {
+        let ab = merge(
+            &[input("a", doc(5, "A", &[1])), input("b", doc(5, "B", &[2]))],
+            false,
+        )
+        .unwrap();
+        let abc = merge(&[input("ab", ab.doc), input("c", doc(5, "C", &[3]))], false).unwrap();
+        assert_eq!(abc.doc["counters"]["established"], 15);
+        assert_eq!(abc.doc["histograms"]["ws_msg_rtt"]["count"], 3);
+        assert_eq!(abc.doc["merged"]["documents"].as_array().unwrap().len(), 3);
+    }
+}
