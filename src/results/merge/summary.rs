@@ -14,7 +14,7 @@ pub fn summary(m: &Merged) -> String {
     let rows = d["merged"]["documents"].as_array().map_or(0, Vec::len);
     let _ = writeln!(
         o,
-        "\nsockstorm merge {}  {} connections over {rows} run(s)  {:.1}s  plan {}",
+        "\nsockstorm merge {}  {rows} run(s) of {} connections  {:.1}s  plan {}",
         d["settings"]["url"].as_str().unwrap_or_default(),
         num(&d["settings"]["connections"]),
         real(&d["elapsed_s"]),
