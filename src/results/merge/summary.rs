@@ -2,7 +2,6 @@
 //! failures, close codes, thresholds) from the merged document, then one row per run.
 
 use super::{num, real, Merged};
-use crate::metrics::fmt_us;
 use crate::results::hdr;
 use serde_json::Value;
 use std::fmt::Write as _;
@@ -36,17 +35,19 @@ pub fn summary(m: &Merged) -> String {
 }
 
 /// The latency table: every histogram with samples, percentiles recomputed from the merged
-/// histogram.
+/// histogram (TLS ones only over wss://), rows as a single run's.
 fn latencies(o: &mut String, d: &Value) {
     let _ = writeln!(
         o,
         "\n{:<16}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}",
         "latency", "count", "p50", "p90", "p95", "p99", "p99.9", "max"
     );
+    let tls = d["tls"].is_object();
     let hists = d["histograms"]
         .as_object()
         .into_iter()
         .flatten()
+        .filter(|(k, _)| tls || !k.starts_with("tls_"))
         .map(|(k, v)| (k.clone(), v));
     let replies = d["requests"]
         .as_object()
@@ -54,25 +55,9 @@ fn latencies(o: &mut String, d: &Value) {
         .flatten()
         .map(|(k, v)| (format!("ws_reply{{msg:{k}}}"), &v["reply_latency"]));
     for (name, h) in hists.chain(replies) {
-        let Some(h) = h["hdr"].as_str().and_then(|t| hdr::decode(t).ok()) else {
-            continue;
-        };
-        if h.is_empty() {
-            let _ = writeln!(o, "{name:<16}{:>10}", 0);
-            continue;
+        if let Some(h) = h["hdr"].as_str().and_then(|t| hdr::decode(t).ok()) {
+            crate::results::summary::latency_row(o, &name, &h);
         }
-        let q = |x| fmt_us(h.value_at_quantile(x));
-        let _ = writeln!(
-            o,
-            "{name:<16}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}",
-            h.len(),
-            q(0.5),
-            q(0.9),
-            q(0.95),
-            q(0.99),
-            q(0.999),
-            fmt_us(h.max())
-        );
     }
 }
 
