@@ -2,11 +2,14 @@
 # Client-side benchmarks against the built-in gateway, client pinned to CPU 0 and the gateway
 # to CPU 1 (see BENCHMARKS.md). Figures are ratios from one run each (CPU-seconds per 10k
 # connections, bytes per connection, messages per CPU-second), because this machine is shared.
-# Usage: scripts/bench.sh [storm|rss|echo|replies|streams|all]   (default all)
+# Usage: scripts/bench.sh [storm|rss|echo|replies|streams|merge|all]   (default all)
+# NO_BUILD=1 uses the release binary as it is (build it first, under the shared cargo lock).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-all}
-cargo build --release --bins >/dev/null 2>&1 || cargo build --release --bins
+if [ -z "${NO_BUILD:-}" ]; then
+  cargo build --release --bins >/dev/null 2>&1 || cargo build --release --bins
+fi
 bin=./target/release/sockstorm
 tmp=$(mktemp -d)
 gw_pid=
@@ -94,4 +97,59 @@ if [ "$what" = all ] || [ "$what" = streams ]; then
   kill "$gw2" 2>/dev/null || true
   ns() { field "$1" "round((r['process']['cpu_user_s'] + r['process']['cpu_sys_s']) * 1e9 / max(1, r['counters']['msgs_pushed']))"; }
   echo "streams: $(field "$tmp/s1.json" "r['counters']['stream_msgs']") quotes, $(field "$tmp/s1.json" "r['counters']['stream_gaps']") gaps; client CPU per message $(ns "$tmp/s0.json") ns untracked, $(ns "$tmp/s1.json") ns tracked (seq + key per message)"
+fi
+
+if [ "$what" = all ] || [ "$what" = merge ]; then
+  # The cost of mergeable results (schema 2). (1) A 10,000-connection run (10 s, 1 echo/s
+  # each): the document's size, the share of it that is the encoded histograms (`hdr`: the
+  # size without them is what schema 1 wrote, less the few new identity fields), and the time
+  # to merge that one document to a file (read, decode, add, encode, write: an upper bound of
+  # what writing it costs the run). (2) `sockstorm merge` of 16 documents of a 60 s run
+  # (1,000 connections, 10 echoes/s each): one real run, copied 16 times with other host
+  # names and run ids (16 real 60 s runs take 16 minutes on this shared machine).
+  taskset -c 0 "$bin" run "$url" -c 10000 --connect-rate 5000 -d 10s --cpus 0 -q --message hello \
+    --message-rate 1 --json "$tmp/m10k.json" >/dev/null
+  python3 - "$tmp/m10k.json" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+size = len(open(sys.argv[1]).read())
+def strip(v):
+    if isinstance(v, dict):
+        return {k: strip(x) for k, x in v.items() if k != "hdr"}
+    if isinstance(v, list):
+        return [strip(x) for x in v]
+    return v
+hdr = []
+def walk(v):
+    if isinstance(v, dict):
+        for k, x in v.items():
+            if k == "hdr": hdr.append(len(x))
+            else: walk(x)
+    elif isinstance(v, list):
+        for x in v: walk(x)
+walk(d)
+bare = len(json.dumps(strip(d), indent=2))
+print(f"json 10k: {size} bytes written, {bare} without the histograms; {len(hdr)} histograms, {sum(hdr)} bytes of base64 (largest {max(hdr)}); established {d['counters']['established']}, rtt samples {d['histograms']['ws_msg_rtt']['count']}")
+PY
+  t0=$(date +%s%N); taskset -c 0 "$bin" merge "$tmp/m10k.json" -o "$tmp/m10k-again.json" >/dev/null; t1=$(date +%s%N)
+  echo "json 10k: merge of that one document to a file: $(( (t1 - t0) / 1000000 )) ms"
+  taskset -c 0 "$bin" run "$url" -c 1000 --connect-rate 5000 -d 60s --cpus 0 -q --message hello \
+    --message-rate 10 --json "$tmp/m60.json" >/dev/null
+  python3 - "$tmp" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1] + "/m60.json"))
+for k in range(16):
+    d["host"]["name"] = f"loadgen-{k}"
+    d["run_id"] = f"{k:016x}"
+    json.dump(d, open(f"{sys.argv[1]}/seg{k}.json", "w"), indent=2)
+PY
+  best=
+  for _ in 1 2 3 4 5; do
+    t0=$(date +%s%N)
+    taskset -c 0 "$bin" merge "$tmp"/seg*.json -o "$tmp/m60-all.json" >/dev/null
+    t1=$(date +%s%N)
+    ms=$(( (t1 - t0) / 1000000 ))
+    if [ -z "$best" ] || [ "$ms" -lt "$best" ]; then best=$ms; fi
+  done
+  echo "merge 16 x 60 s: each $(stat -c %s "$tmp/seg0.json") bytes, $(field "$tmp/m60.json" "len(r['timeline'])") timeline seconds; best of 5: ${best} ms; merged established $(field "$tmp/m60-all.json" "r['counters']['established']") (16 x $(field "$tmp/m60.json" "r['counters']['established']")), rtt samples $(field "$tmp/m60-all.json" "r['histograms']['ws_msg_rtt']['count']") (16 x $(field "$tmp/m60.json" "r['histograms']['ws_msg_rtt']['count']"))"
 fi

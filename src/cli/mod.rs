@@ -16,6 +16,7 @@ mod demo;
 mod doctor;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz_smoke;
+mod merge;
 mod output;
 pub mod rules;
 mod run;
@@ -31,6 +32,7 @@ use args::RunArgs;
 use clap::{Parser, Subcommand};
 use demo::DemoArgs;
 use doctor::DoctorArgs;
+use merge::MergeArgs;
 use serve::ServeArgs;
 use std::path::{Path, PathBuf};
 
@@ -75,6 +77,9 @@ pub enum Command {
     Demo(DemoArgs),
     /// Check this host's limits and tuning for N connections.
     Doctor(DoctorArgs),
+    /// Merge result documents (`run --json`) of one plan from several hosts into one, exactly:
+    /// histograms added, counts summed, thresholds evaluated again.
+    Merge(MergeArgs),
 }
 
 /// Errors a subcommand reports before exiting (see [`CliError::exit_code`]).
@@ -105,6 +110,10 @@ pub enum CliError {
         /// What is wrong with it, and the fix.
         reason: String,
     },
+    /// `merge` refused its inputs: a file that cannot be read or is not a result document,
+    /// another plan or layout version, a run given twice. Fix: as the message says.
+    #[error(transparent)]
+    Merge(#[from] crate::results::merge::ResultsError),
     /// The `--json` results could not be written after the run (the disk filled, the directory
     /// went away, a device refused them); the summary is still printed. Fix: free space or
     /// give another path.
@@ -141,6 +150,7 @@ impl CliError {
             Self::Cert(CertError::Generate(_) | CertError::Config(_)) => EXIT_ERROR,
             Self::Cert(_) => EXIT_USAGE,
             Self::OutputPath { .. } => EXIT_USAGE,
+            Self::Merge(_) => EXIT_USAGE,
             // `--backend uring` where io_uring cannot run, or a memlock limit to raise.
             Self::Engine(engine::EngineError::Backend(_)) => EXIT_USAGE,
             _ => EXIT_ERROR,
@@ -199,6 +209,7 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Serve(args) => serve::serve(&args),
         Command::Demo(args) => demo::demo(&args),
         Command::Doctor(args) => Ok(doctor::doctor_cmd(&args)),
+        Command::Merge(args) => merge::merge_cmd(&args),
     }
 }
 

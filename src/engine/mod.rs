@@ -325,6 +325,8 @@ struct Started {
     flags: Arc<StopFlags>,
     auth_workers: Vec<(String, auth::AuthWorker)>,
     start: Instant,
+    /// The wall clock at `start`, Unix µs.
+    epoch_unix_us: u64,
     rss_before: u64,
     cpu0: (Duration, Duration),
 }
@@ -437,9 +439,8 @@ fn start(run: &Prepared, layout: &Layout) -> Result<Started, EngineError> {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     let _ = gate.epoch.set(start);
-    let _ = gate
-        .epoch_unix_us
-        .set(unix.saturating_sub(start.elapsed()).as_micros() as u64);
+    let epoch_unix_us = unix.saturating_sub(start.elapsed()).as_micros() as u64;
+    let _ = gate.epoch_unix_us.set(epoch_unix_us);
     if setup_error.is_some() {
         flags.abort.store(true, Ordering::SeqCst);
     }
@@ -457,6 +458,7 @@ fn start(run: &Prepared, layout: &Layout) -> Result<Started, EngineError> {
         flags,
         auth_workers,
         start,
+        epoch_unix_us,
         rss_before,
         cpu0,
     })
@@ -514,7 +516,9 @@ fn collect(
     // Intervals received per shard: a second's sample waits until every shard sent its
     // interval for that second (they tick together; the order they arrive in is a race).
     let mut reported = vec![0u64; shards];
-    let mut next_print = st.start + Duration::from_secs(1);
+    // The shards report at Unix-second boundaries; so are the samples taken.
+    let first = shard::tick_after(0, shard::tick_phase(st.epoch_unix_us));
+    let mut next_print = st.start + Duration::from_micros(first);
     let mut signalled = 0u8;
     let mut exited: Option<Instant> = None;
     while done.iter().any(|d| !d) {
@@ -596,16 +600,18 @@ fn second(run: &Prepared, st: &Started, c: &mut Collected, observer: &mut dyn Ob
         c.rss_at_peak = sock::rss_bytes().unwrap_or(0);
     }
     let t_s = (st.start.elapsed().as_secs_f64() * 10.0).round() / 10.0;
+    // The k-th sample covers the k-th Unix second from the one the run started in.
+    let at = (t_s, st.epoch_unix_us / 1_000_000 + c.timeline.len() as u64);
     for (t, &o) in c.tallies.iter_mut().zip(&open_by) {
         t.peak_open = t.peak_open.max(o);
         if groups > 1 {
-            t.timeline.push(sample(t_s, o, &t.second, Vec::new()));
+            t.timeline.push(sample(at, o, &t.second, Vec::new()));
         }
     }
     let second = overall(&c.tallies, false, |t| &t.second);
     let t = st.start.elapsed().as_secs_f64();
     c.timeline.push(sample(
-        t_s,
+        at,
         open,
         &second,
         if groups > 1 { open_by } else { Vec::new() },
@@ -671,6 +677,7 @@ fn finish(
         fanout,
         stats: total,
         elapsed: st.start.elapsed(),
+        started_unix_us: st.epoch_unix_us,
         interrupted: c.interrupted,
         stopped_by: None,
         cpu: (
@@ -778,10 +785,17 @@ fn overall<'a>(
     }
 }
 
-/// One second's sample from what `s` gathered in it.
-fn sample(t_s: f64, open: u64, s: &ShardStats, open_by_scenario: Vec<u64>) -> Sample {
+/// One second's sample from what `s` gathered in it;
+/// `(t_s, unix_s)`: seconds from the start, and the Unix second the sample covers.
+fn sample(
+    (t_s, unix_s): (f64, u64),
+    open: u64,
+    s: &ShardStats,
+    open_by_scenario: Vec<u64>,
+) -> Sample {
     Sample {
         t_s,
+        unix_s,
         open,
         established: s.counters.established,
         msgs_received: s.counters.msgs_received,

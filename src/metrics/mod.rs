@@ -126,6 +126,17 @@ impl ShardStats {
             .unwrap_or_else(|| empty_histogram())
     }
 
+    /// Adds `other` (a histogram with the crate-wide bounds, e.g. read back from a result
+    /// document) into histogram `h`.
+    pub fn add_hist(&mut self, h: Hist, other: &Histogram<u64>) {
+        if !other.is_empty() {
+            named::add_hist(
+                self.hists[h as usize].get_or_insert_with(|| Box::new(new_histogram())),
+                other,
+            );
+        }
+    }
+
     /// Counts one failure.
     pub fn fail(&mut self, f: Failure) {
         *self.failures.entry(f).or_insert(0) += 1;

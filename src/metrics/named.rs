@@ -157,7 +157,7 @@ impl Named {
 }
 
 /// `b` into `a` (same bounds everywhere, so this cannot fail; saturate defensively anyway).
-pub(super) fn add_hist(a: &mut Histogram<u64>, b: &Histogram<u64>) {
+pub fn add_hist(a: &mut Histogram<u64>, b: &Histogram<u64>) {
     if a.add(b).is_err() {
         for v in b.iter_recorded() {
             a.saturating_record_n(v.value_iterated_to().min(HIST_MAX_US), v.count_at_value());

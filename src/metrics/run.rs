@@ -18,10 +18,15 @@ use std::time::Duration;
 pub const CLOCK_STEP_US: u64 = 10_000;
 
 /// Per-second sample of the run, for the JSON timeline.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Sample {
     /// Seconds from the run's start to this sample, rounded to 0.1 s.
     pub t_s: f64,
+    /// The Unix second this sample covers (its interval ends on the next Unix-second
+    /// boundary; the first covers the rest of the second the run started in), so samples of
+    /// runs on different hosts add up by `unix_s`.
+    pub unix_s: u64,
     /// Sessions open at the sample, from the shards' latest gauges (in a scenario's own timeline,
     /// that scenario's only).
     pub open: u64,
@@ -80,6 +85,8 @@ pub struct RunResult {
     pub scenarios: Vec<ScenarioResult>,
     /// Wall time from start to the last shard finishing.
     pub elapsed: Duration,
+    /// The wall clock at the start (the shards' common epoch), Unix µs.
+    pub started_unix_us: u64,
     /// A signal (SIGINT, SIGTERM, SIGHUP) stopped the run early (once: graceful stop; twice:
     /// abort); the result holds what was measured until then.
     pub interrupted: bool,

@@ -11,30 +11,19 @@ use crate::proto::tls::{cipher_name, group_name, version_name, Resume};
 use hdrhistogram::Histogram;
 use serde_json::{json, Map, Value};
 
-/// Version of the JSON layout; bumped on incompatible changes.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Version of the JSON layout; bumped on incompatible changes. 2: every histogram carries
+/// `hdr` (the whole histogram), timeline samples their `unix_s`, and the document its `plan`
+/// identity, `host`, `run_id` and `verdict`.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Seconds of a µs setting.
 fn secs(us: u64) -> f64 {
     us as f64 / 1e6
 }
 
+/// A histogram's summary and its whole encoding ([`super::hdr::to_json`]).
 fn hist_json(h: &Histogram<u64>) -> Value {
-    if h.is_empty() {
-        return json!({"count": 0, "min_us": 0, "mean_us": 0.0, "p50_us": 0, "p90_us": 0, "p95_us": 0,
-                      "p99_us": 0, "p999_us": 0, "max_us": 0});
-    }
-    json!({
-        "count": h.len(),
-        "min_us": h.min(),
-        "mean_us": (h.mean() * 10.0).round() / 10.0,
-        "p50_us": h.value_at_quantile(0.50),
-        "p90_us": h.value_at_quantile(0.90),
-        "p95_us": h.value_at_quantile(0.95),
-        "p99_us": h.value_at_quantile(0.99),
-        "p999_us": h.value_at_quantile(0.999),
-        "max_us": h.max(),
-    })
+    super::hdr::to_json(h)
 }
 
 /// Reads a one-line /proc or /sys file.
@@ -303,6 +292,19 @@ fn scenario_json(plan: &RunPlan, sr: &ScenarioResult, r: &RunResult) -> Value {
 /// The JSON results document that `--json` writes: settings, counters, histograms, failures,
 /// timeline and per-scenario sections, tagged with [`SCHEMA_VERSION`].
 pub fn to_json(run: &Prepared, r: &RunResult) -> Value {
+    let mut doc = document(run, r);
+    let keys = super::identity::plan_keys(&doc);
+    let host = read_trim("/proc/sys/kernel/hostname").unwrap_or_default();
+    let id = format!("{host}/{}/{}", r.started_unix_us, std::process::id());
+    doc["run_id"] = format!("{:016x}", super::identity::fnv1a64(id.as_bytes())).into();
+    doc["host"] = json!({"name": host, "started_unix_us": r.started_unix_us});
+    doc["plan"] = json!({"identity": super::identity::identity(&keys), "keys": keys});
+    doc["verdict"] = super::verdict(&doc).into();
+    doc
+}
+
+/// The document less what [`to_json`] adds about its identity.
+fn document(run: &Prepared, r: &RunResult) -> Value {
     let plan = run.main();
     let s = &r.stats;
     let (counters, close_codes, histograms) = measures_json(s);

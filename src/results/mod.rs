@@ -3,7 +3,10 @@
 //! ([`RunResult`]). Header values and message payloads never appear (they may carry tokens):
 //! only header names and payload sizes do.
 
+pub mod hdr;
+pub mod identity;
 mod json;
+pub mod merge;
 mod progress;
 mod summary;
 
@@ -17,6 +20,36 @@ use crate::plan::threshold::Outcome;
 use crate::plan::{Run, RunPlan};
 use crate::proto::conn::{Counters, Mode};
 use crate::proto::tls::{cipher_name, group_name, version_name};
+
+/// A result document's verdict, in the words of the exit code a run with these results
+/// gives: `thresholds failed` (99), `interrupted`, `failures` (3: failed connections, dropped
+/// sessions, failed auth requests, attempts cut short, unsent messages, nothing established)
+/// or `ok` (0). Read from the document, so a merge says it of the merged data.
+pub fn verdict(doc: &serde_json::Value) -> &'static str {
+    let n = |k: &str| doc["counters"][k].as_u64().unwrap_or(0);
+    let failures: u64 = doc["failures"].as_object().map_or(0, |f| {
+        f.values().filter_map(serde_json::Value::as_u64).sum()
+    });
+    let auth_failed = doc["auth_per_connection"].as_array().is_some_and(|a| {
+        a.iter()
+            .any(|x| x["failures"].as_object().is_some_and(|f| !f.is_empty()))
+    });
+    let nothing = n("established") + n("handshake_cycles") == 0;
+    let shortfall =
+        nothing || n("msgs_unsent") > 0 || (n("abandoned") > 0 && n("abandoned_stalled") > 0);
+    let thresholds_failed = doc["thresholds"]
+        .as_array()
+        .is_some_and(|t| t.iter().any(|x| x["pass"] == false));
+    if thresholds_failed || !doc["aborted_by_threshold"].is_null() {
+        "thresholds failed"
+    } else if doc["interrupted"] == true {
+        "interrupted"
+    } else if failures > 0 || n("sessions_dropped") > 0 || auth_failed || shortfall {
+        "failures"
+    } else {
+        "ok"
+    }
+}
 
 /// Outcomes that make a completed run not a success although no connection failed (exit 3),
 /// one line each for the summary: attempts cut short by the end of the run, messages a

@@ -65,8 +65,8 @@ fn latencies(o: &mut String, run: &Prepared, r: &RunResult) {
     }
 }
 
-/// One row of the latency table.
-fn latency_row(o: &mut String, name: &str, hist: &hdrhistogram::Histogram<u64>) {
+/// One row of the latency table (also the merged summary's).
+pub(super) fn latency_row(o: &mut String, name: &str, hist: &hdrhistogram::Histogram<u64>) {
     if hist.is_empty() {
         let _ = writeln!(o, "{name:<16}{:>10}", 0);
         return;

@@ -41,6 +41,20 @@ use self::slot::Slot;
 use self::wall::WallAnchor;
 
 const SECOND: Micros = 1_000_000;
+
+/// Where Unix seconds begin, µs after an epoch at `epoch_unix_us`.
+pub(crate) fn tick_phase(epoch_unix_us: u64) -> Micros {
+    (SECOND - epoch_unix_us % SECOND) % SECOND
+}
+
+/// The first Unix-second boundary after `now` (µs from the epoch), given the epoch's
+/// [`tick_phase`]. The first interval is the rest of the epoch's Unix second.
+pub(crate) fn tick_after(now: Micros, phase: Micros) -> Micros {
+    if now < phase {
+        return phase;
+    }
+    ((now - phase) / SECOND + 1) * SECOND + phase
+}
 /// After the stop, how long requests still in flight once every connection has ended are
 /// waited for.
 const LEFTOVER_GRACE_US: Micros = 200_000;
@@ -264,7 +278,11 @@ struct Shard<B> {
     hard_deadline: Micros,
     /// Close-handshake wait after the stop (the longest of the groups'), µs.
     close_wait: Micros,
+    /// The next per-second report, µs from the epoch: on a Unix-second boundary, so that
+    /// every host's timeline covers the same seconds ([`tick_after`]).
     next_tick: Micros,
+    /// Where Unix seconds begin, µs after the epoch (0 ..= 999,999).
+    tick_phase: Micros,
     live: u64,
     inflight: u64,
     dirty: Vec<u32>,
@@ -315,7 +333,8 @@ impl<B: Backend> Shard<B> {
             hurried: false,
             aborted: false,
             hard_deadline: u64::MAX,
-            next_tick: SECOND,
+            next_tick: tick_after(0, tick_phase(epoch_unix_us)),
+            tick_phase: tick_phase(epoch_unix_us),
             live: 0,
             inflight: 0,
             dirty: Vec::new(),
@@ -370,7 +389,7 @@ impl<B: Backend> Shard<B> {
             if now >= self.next_tick {
                 self.reanchor();
                 self.send_interval(false);
-                self.next_tick = (now / SECOND + 1) * SECOND;
+                self.next_tick = tick_after(now, self.tick_phase);
             }
             self.flush(now);
             if self.stopping && self.live == 0 && self.inflight == 0 {
@@ -621,5 +640,25 @@ impl<B: Backend> Shard<B> {
         }
         self.hard_deadline = self.hard_deadline.min(now);
         self.each_conn(now, |conn, ctx| conn.abort(ctx, now));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{tick_after, tick_phase};
+
+    #[test]
+    fn ticks_fall_on_unix_second_boundaries() {
+        // Epoch at Unix 100.25 s: seconds begin 0.75 s after it.
+        let phase = tick_phase(100_250_000);
+        assert_eq!(phase, 750_000);
+        assert_eq!(tick_after(0, phase), 750_000);
+        assert_eq!(tick_after(750_000, phase), 1_750_000);
+        assert_eq!(tick_after(1_749_999, phase), 1_750_000);
+        assert_eq!(tick_after(5_100_000, phase), 5_750_000);
+        // An epoch on a boundary: the first interval is a whole second.
+        assert_eq!(tick_phase(7_000_000), 0);
+        assert_eq!(tick_after(0, 0), 1_000_000);
+        assert_eq!(tick_after(1_000_000, 0), 2_000_000);
     }
 }

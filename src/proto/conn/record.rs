@@ -83,6 +83,15 @@ macro_rules! counters {
                 vec![$( (stringify!($name), self.$name), )*]
             }
 
+            /// The counter named `name`, to set (a result document read back); `None` for
+            /// a name this version does not count.
+            pub fn by_name_mut(&mut self, name: &str) -> Option<&mut u64> {
+                match name {
+                    $( stringify!($name) => Some(&mut self.$name), )*
+                    _ => None,
+                }
+            }
+
             /// Adds `other` into `self`.
             pub fn add(&mut self, other: &Self) {
                 $( self.$name += other.$name; )*
