@@ -188,3 +188,41 @@ fn a_past_start_or_an_unknown_segment_is_refused() {
     assert_eq!(bad.status.code(), Some(2), "{err}");
     assert!(err.contains("numbered from 0"), "{err}");
 }
+
+/// A segment may hold none of a small scenario's connections: it runs the rest.
+#[test]
+fn a_scenario_with_no_connections_in_a_segment_runs_empty() {
+    let _g = lock();
+    let gw = common::gateway(None);
+    let file = json_path("segment-empty-scenario").with_extension("toml");
+    std::fs::write(
+        &file,
+        format!(
+            "url = \"ws://{}/ws\"\nduration = \"1s\"\ndrain = \"200ms\"\nconnections = 4\n\n\
+             [[scenario]]\nname = \"a\"\n\n[[scenario]]\nname = \"b\"\nconnections = 1\n",
+            gw.local_addr()
+        ),
+    )
+    .unwrap();
+    let out = json_path("segment-empty-scenario");
+    let o = sockstorm(&[
+        "run",
+        file.to_str().unwrap(),
+        "--segment",
+        "1/2",
+        "--no-reconnect",
+        "-q",
+        "--json",
+        out.to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{text}");
+    let v = read_json(&out);
+    let stats = gw.stats();
+    gw.shutdown();
+    assert_eq!(counter(&v, "established"), 2);
+    assert_eq!(stats.accepted, 2);
+    assert_eq!(v["scenarios"][0]["connections"], 2);
+    assert_eq!(v["scenarios"][1]["connections"], 0);
+    assert_eq!(v["scenarios"][1]["counters"]["attempts"], 0);
+}

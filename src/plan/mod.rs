@@ -132,7 +132,9 @@ impl Run {
         }
         let (thresholds, abort_on_fail) =
             (std::mem::take(&mut plan.thresholds), plan.abort_on_fail);
-        Ok(Self::new(vec![plan], thresholds, abort_on_fail))
+        let run = Self::new(vec![plan], thresholds, abort_on_fail);
+        run.check_segment()?;
+        Ok(run)
     }
 
     /// A run of `scenarios`, their fan-out channels numbered 1, 2, ... by name across the run
@@ -164,6 +166,22 @@ impl Run {
             thresholds,
             abort_on_fail,
             file: None,
+        }
+    }
+
+    /// A segment (`--segment`) must hold at least one connection: a run split over more
+    /// segments than it has connections leaves some with nothing to do.
+    pub fn check_segment(&self) -> Result<(), PlanError> {
+        match self.main().segment {
+            Some(seg) if self.connections() == 0 => Err(PlanError::invalid(
+                "--segment",
+                format!(
+                    "segment {}/{} holds none of the run's connections (the run has fewer than {} \
+                     per scenario): split it over fewer segments, or raise -c",
+                    seg.index, seg.count, seg.count
+                ),
+            )),
+            _ => Ok(()),
         }
     }
 
@@ -289,13 +307,20 @@ pub struct RunPlan {
 
 impl RunPlan {
     /// Cuts this scenario to segment `seg`'s share ([`segment`]): its connections, its connect
-    /// (or arrival) rate in proportion, and each stage's target. Per-connection message rates
-    /// stay, so a `--message-total-rate` splits with the connections; the storm's fraction
-    /// applies to the segment's sessions.
+    /// (or arrival) rate and per-connection auth rate in proportion, and each stage's target.
+    /// Per-connection message rates stay, so a `--message-total-rate` splits with the
+    /// connections; the storm's fraction applies to the segment's sessions. A segment with
+    /// none of the scenario's connections makes no auth requests.
     pub fn apply_segment(&mut self, seg: Segment) {
         let whole = self.connections;
         self.connect_rate = seg.rate(self.connect_rate, whole);
         self.connections = seg.share(whole);
+        if self.connections == 0 {
+            self.auth_pool = None;
+        } else if let Some(pool) = &mut self.auth_pool {
+            let pool = Arc::make_mut(pool);
+            pool.rate = seg.rate(pool.rate, whole);
+        }
         for st in &mut self.stages {
             st.target = seg.share(st.target);
         }
@@ -308,7 +333,7 @@ impl RunPlan {
 pub const PORTS_PER_SOURCE: u64 = 2000;
 
 /// Per-connection auth: the request, its body template, the rate, the timeout.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct AuthPool {
     /// The auth request (URL, headers, token field, trust), the same for every connection.
     pub spec: auth::AuthSpec,
