@@ -226,3 +226,53 @@ fn a_scenario_with_no_connections_in_a_segment_runs_empty() {
     assert_eq!(v["scenarios"][1]["connections"], 0);
     assert_eq!(v["scenarios"][1]["counters"]["attempts"], 0);
 }
+
+/// A signal while waiting for `--start-at` ends the wait: the run starts, stops at once and
+/// exits as interrupted, long before the instant.
+#[test]
+fn a_signal_while_waiting_for_the_start_ends_the_run() {
+    let _g = lock();
+    let gw = common::gateway(None);
+    let out = json_path("segment-start-signal");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sockstorm"))
+        .args([
+            "run",
+            &common::url(gw.local_addr()),
+            "-c",
+            "4",
+            "-d",
+            "5s",
+            "--start-at",
+            "+60s",
+            "-q",
+            "--json",
+            out.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let t0 = std::time::Instant::now();
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = t0 + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("still waiting for --start-at 10 s after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let o = child.wait_with_output().unwrap();
+    gw.shutdown();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(143), "{err}");
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    let v = read_json(&out);
+    assert_eq!(v["interrupted"], true);
+    assert!(v["start_at"]["offset_us"].as_i64().unwrap() < -50_000_000);
+}

@@ -211,7 +211,7 @@ pub fn run(
     observer: &mut dyn Observer,
 ) -> Result<RunResult, EngineError> {
     let layout = layout(run)?;
-    let started = start(run, &layout)?;
+    let started = start(run, &layout, ctl)?;
     let collected = collect(run, &layout, &started, ctl, observer);
     let mut result = finish(run, &layout, started, collected)?;
     if result.interrupted {
@@ -386,7 +386,7 @@ type AuthWorkers = Vec<(String, auth::AuthWorker)>;
 type ShardTokens = Vec<Option<mpsc::Receiver<String>>>;
 
 /// Spawns one pinned shard per CPU, waits for every ring, and releases them together.
-fn start(run: &Prepared, layout: &Layout) -> Result<Started, EngineError> {
+fn start(run: &Prepared, layout: &Layout, ctl: &RunControl) -> Result<Started, EngineError> {
     let main = run.main();
     let shards = layout.shards;
     let (auth_workers, mut token_rx) = auth_workers(run, shards)?;
@@ -459,10 +459,11 @@ fn start(run: &Prepared, layout: &Layout) -> Result<Started, EngineError> {
             _ => {}
         }
     }
-    // `--start-at`: every shard is set up and waits at the barrier; sleep until the instant.
+    // `--start-at`: every shard is set up and waits at the barrier; sleep until the instant
+    // (a signal meanwhile ends the wait: the shards start and stop at once, as interrupted).
     let mut start_at = None;
     if let (Some(at), None) = (main.start_at, &setup_error) {
-        let late = wait_until(at);
+        let late = wait_until(at, ctl);
         if late > LATE_TOLERANCE_US && !main.start_late_ok {
             setup_error = Some(EngineError::StartLate {
                 late_ms: late / 1000,
@@ -513,16 +514,21 @@ fn start(run: &Prepared, layout: &Layout) -> Result<Started, EngineError> {
 /// before; this allows for a slow setup), µs.
 const LATE_TOLERANCE_US: i64 = 100_000;
 
-/// Sleeps until the wall-clock instant `at` (no busy wait: the sleep is re-aimed if the wall
-/// clock moved meanwhile); returns how late it already was when called, µs (≤ 0: not late).
-fn wait_until(at: std::time::SystemTime) -> i64 {
+/// Longest single sleep while waiting for `--start-at`: how soon a signal or a wall-clock
+/// step is noticed, µs.
+const START_WAIT_SLICE_US: i64 = 100_000;
+
+/// Sleeps until the wall-clock instant `at`, or until `ctl` is interrupted (no busy wait:
+/// sleeps of at most [`START_WAIT_SLICE_US`], re-aimed at the wall clock each time); returns
+/// how late it already was when called, µs (≤ 0: not late).
+fn wait_until(at: std::time::SystemTime, ctl: &RunControl) -> i64 {
     let late = wall_offset(at);
     loop {
         let left = -wall_offset(at);
-        if left <= 0 {
+        if left <= 0 || ctl.level() > 0 {
             return late;
         }
-        std::thread::sleep(Duration::from_micros(left as u64));
+        std::thread::sleep(Duration::from_micros(left.min(START_WAIT_SLICE_US) as u64));
     }
 }
 
