@@ -20,7 +20,15 @@ fn three_segments_make_the_whole_run_and_start_together() {
         ..ServeConfig::default()
     })
     .unwrap();
-    let url = format!("ws://{}/ws?id={{{{conn_id}}}}", gw.local_addr());
+    // One user per line: the segments together use each exactly once.
+    let users = json_path("segment-users").with_extension("txt");
+    let names: Vec<String> = (0..C).map(|i| format!("user{i:02}")).collect();
+    std::fs::write(&users, names.join("\n") + "\n").unwrap();
+    let url = format!(
+        "ws://{}/ws?id={{{{conn_id}}}}&u={{{{line {}}}}}",
+        gw.local_addr(),
+        users.display()
+    );
     // One instant for all three, computed once: 2 s from now (process start included).
     let at = SystemTime::now() + Duration::from_secs(2);
     let at_us = at.duration_since(UNIX_EPOCH).unwrap().as_micros() as u64;
@@ -111,17 +119,23 @@ fn three_segments_make_the_whole_run_and_start_together() {
     }
 
     // Connection numbers: segment k's are k, k+3, k+6, ...; all of them exactly 0..C.
+    let query = |r: &sockstorm::server::SeenRequest, key: &str| -> String {
+        r.target
+            .split(['?', '&'])
+            .find_map(|kv| kv.strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key} in {}", r.target))
+            .to_owned()
+    };
     let mut ids: Vec<u64> = requests
         .iter()
-        .map(|r| {
-            r.target
-                .rsplit_once("id=")
-                .and_then(|(_, id)| id.parse().ok())
-                .unwrap_or_else(|| panic!("no id in {}", r.target))
-        })
+        .map(|r| query(r, "id=").parse().unwrap())
         .collect();
     ids.sort_unstable();
     assert_eq!(ids, (0..C).collect::<Vec<_>>());
+    // `{{line FILE}}` follows the number: no two connections, in any segment, share a user.
+    let mut seen: Vec<String> = requests.iter().map(|r| query(r, "u=")).collect();
+    seen.sort_unstable();
+    assert_eq!(seen, names);
 
     // A common start: each segment's offset from the instant (asserted < 50 ms for noise).
     let offsets: Vec<i64> = docs
