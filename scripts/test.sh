@@ -8,9 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV=.venv
-if ! "$VENV/bin/python" -c 'import websockets' 2>/dev/null; then
+if ! "$VENV/bin/python" -c 'import websockets, yaml' 2>/dev/null; then
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check 'websockets==13.1'
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check 'websockets==13.1' 'PyYAML==6.0.2'
 fi
 
 cargo build --release --bins
@@ -25,6 +25,9 @@ echo "== the whole-run suites on the epoll backend"
 SOCKSTORM_BACKEND=epoll cargo test --release --test run --test tls --test fanout --test scenario \
   --test examples --test storms --test signals --test misbehave --test unfinished \
   --test workloads --test output --test attack --test merge
+
+# deploy/ (Kubernetes Indexed Job, Slurm recipe, Dockerfile), checked offline.
+"$VENV/bin/python" scripts/check_deploy.py ./target/release/sockstorm
 
 # Interop against software nobody here wrote, once per backend.
 interop() {

@@ -109,6 +109,27 @@ pub struct RunArgs {
     /// epoll, and the summary says why), `uring` or `epoll`.
     #[arg(long, value_enum, env = "SOCKSTORM_BACKEND", default_value_t = BackendArg::Auto)]
     pub backend: BackendArg,
+    /// Run one segment of a run split across processes or hosts: I/N, 0-based (0/3, 1/3 and
+    /// 2/3 together are the whole run), or `auto` (Kubernetes Indexed Job:
+    /// JOB_COMPLETION_INDEX with --segments N; Slurm: SLURM_PROCID of SLURM_NTASKS). -c, rates
+    /// and stage targets stay the whole run's; this process takes its share, and
+    /// {{conn_id}} numbers are unique across segments.
+    #[arg(long, value_name = "I/N|auto", value_parser = crate::plan::segment::parse_segment, help_heading = "More than one host")]
+    pub segment: Option<crate::plan::segment::SegmentArg>,
+    /// --segment auto in a Kubernetes Indexed Job: the segment count (the Job's completions);
+    /// under Slurm, overrides SLURM_NTASKS.
+    #[arg(long, value_name = "N", help_heading = "More than one host")]
+    pub segments: Option<u64>,
+    /// Start at this wall-clock instant, with the plan built and the shards pinned and set up:
+    /// RFC 3339 (2026-12-06T07:00:00Z, or with an offset such as +02:00) or +DURATION from
+    /// now (+30s). Give every segment the same instant. An instant already past is an error
+    /// unless --start-late-ok.
+    #[arg(long, value_name = "INSTANT|+DURATION", value_parser = crate::plan::segment::parse_start_at, help_heading = "More than one host")]
+    pub start_at: Option<std::time::SystemTime>,
+    /// With --start-at: start at once if the instant has already passed (the start offset
+    /// in the results says how late), instead of failing.
+    #[arg(long, requires = "start_at", help_heading = "More than one host")]
+    pub start_late_ok: bool,
     /// Write the results as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,

@@ -153,6 +153,8 @@ impl CliError {
             Self::Merge(_) => EXIT_USAGE,
             // `--backend uring` where io_uring cannot run, or a memlock limit to raise.
             Self::Engine(engine::EngineError::Backend(_)) => EXIT_USAGE,
+            // `--start-at` passed while the shards were set up: a later instant is the fix.
+            Self::Engine(engine::EngineError::StartLate { .. }) => EXIT_USAGE,
             _ => EXIT_ERROR,
         }
     }

@@ -53,18 +53,20 @@ pub fn channels(shards: usize) -> (Vec<SyncSender<String>>, Vec<Receiver<String>
         .unzip()
 }
 
-/// Starts the thread for `pool`, feeding `senders` round-robin.
+/// Starts the thread for `pool`, feeding `senders` round-robin; request `n`'s `{{conn_id}}`
+/// is `ids.0 + ids.1·n` (a segment's numbers, unique across `--segment`s; `(0, 1)`: `n`).
 pub fn spawn(
     name: &str,
     pool: Arc<AuthPool>,
     senders: Vec<SyncSender<String>>,
+    ids: (u64, u64),
 ) -> std::io::Result<AuthWorker> {
     let stats = Arc::new(Mutex::new(AuthStats::default()));
     let stop = Arc::new(AtomicBool::new(false));
     let (s, f) = (stats.clone(), stop.clone());
     std::thread::Builder::new()
         .name(format!("auth-{name}"))
-        .spawn(move || run(&pool, &senders, &s, &f))?;
+        .spawn(move || run(&pool, &senders, &s, &f, ids))?;
     Ok(AuthWorker { stats, stop })
 }
 
@@ -73,6 +75,7 @@ fn run(
     senders: &[SyncSender<String>],
     stats: &Mutex<AuthStats>,
     stop: &AtomicBool,
+    ids: (u64, u64),
 ) {
     let agent = pool.spec.agent(pool.timeout);
     let start = Instant::now();
@@ -97,7 +100,7 @@ fn run(
                 .as_micros() as u64;
             t.render(
                 &mut Vars {
-                    conn_id: n,
+                    conn_id: ids.0 + ids.1 * n,
                     seq: n + 1,
                     last_seq: 0,
                     now_unix_us: now,

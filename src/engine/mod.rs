@@ -13,7 +13,7 @@ use crate::io::probe::{self, Selected};
 use crate::io::sock::{self, SockOptions};
 use crate::metrics::fanout::FanoutSummary;
 use crate::metrics::run::{
-    BackendInfo, FailureStop, Observer, RunResult, Sample, ScenarioResult, Tick,
+    BackendInfo, FailureStop, Observer, RunResult, Sample, ScenarioResult, StartAt, Tick,
 };
 use crate::metrics::ShardStats;
 use crate::plan::{Backend, Prepared, Run, RunPlan};
@@ -61,6 +61,16 @@ pub enum EngineError {
     /// memlock limit).
     #[error("{0}")]
     Backend(String),
+    /// `--start-at`'s instant passed while the shards were being set up. Fix: a later
+    /// instant, or `--start-late-ok` to start at once.
+    #[error(
+        "--start-at: the instant passed {late_ms} ms before the shards were ready: give a \
+         later one, or add --start-late-ok to start at once"
+    )]
+    StartLate {
+        /// How late the shards were ready, ms.
+        late_ms: i64,
+    },
     /// A shard could not start (io_uring unavailable, thread spawn failed...).
     #[error("shard {shard}: {reason}")]
     Shard {
@@ -133,7 +143,12 @@ fn group_plan(
     tokens: Option<mpsc::Receiver<String>>,
 ) -> GroupPlan {
     let count = split(plan.connections, shards)[i];
-    let share = count as f64 / plan.connections as f64;
+    // A segment may hold none of a small scenario's connections: then no rate, no arrivals.
+    let share = if count == 0 {
+        0.0
+    } else {
+        count as f64 / plan.connections as f64
+    };
     let rate = (plan.connect_rate * share).max(1e-9);
     let start_us = plan.start.as_micros() as f64;
     // A delayed scenario with stages holds 0 connections until its start.
@@ -150,7 +165,11 @@ fn group_plan(
     GroupPlan {
         connections: count,
         open_interval_us: 1e6 / rate,
-        open_offset_us: start_us + i as f64 * 1e6 / plan.connect_rate,
+        open_offset_us: if count == 0 {
+            start_us
+        } else {
+            start_us + i as f64 * 1e6 / plan.connect_rate
+        },
         conn: plan.conn.clone(),
         reconnect: plan.reconnect,
         policy: plan.policy,
@@ -158,7 +177,11 @@ fn group_plan(
         // Open model: this shard's share of the arrivals over the scenario's time.
         arrivals: (plan.conn.session_lifetime > 0).then(|| {
             let secs = plan.duration.saturating_sub(plan.start).as_secs_f64();
-            (rate * secs).ceil() as u64
+            if count == 0 {
+                0
+            } else {
+                (rate * secs).ceil() as u64
+            }
         }),
         ramp: stages::Ramp::new(
             &stages,
@@ -188,7 +211,7 @@ pub fn run(
     observer: &mut dyn Observer,
 ) -> Result<RunResult, EngineError> {
     let layout = layout(run)?;
-    let started = start(run, &layout)?;
+    let started = start(run, &layout, ctl)?;
     let collected = collect(run, &layout, &started, ctl, observer);
     let mut result = finish(run, &layout, started, collected)?;
     if result.interrupted {
@@ -327,6 +350,8 @@ struct Started {
     start: Instant,
     /// The wall clock at `start`, Unix µs.
     epoch_unix_us: u64,
+    /// `--start-at`: the instant and how far after it the shards were released.
+    start_at: Option<StartAt>,
     rss_before: u64,
     cpu0: (Duration, Duration),
 }
@@ -339,9 +364,12 @@ fn auth_workers(run: &Run, shards: usize) -> Result<(AuthWorkers, Vec<ShardToken
         match &p.auth_pool {
             Some(pool) => {
                 let (tx, rx) = auth::channels(shards);
-                let w = auth::spawn(&p.name, pool.clone(), tx).map_err(|e| EngineError::Shard {
-                    shard: 0,
-                    reason: format!("cannot start the auth thread: {e}"),
+                let ids = p.segment.map_or((0, 1), |s| (s.index, s.count));
+                let w = auth::spawn(&p.name, pool.clone(), tx, ids).map_err(|e| {
+                    EngineError::Shard {
+                        shard: 0,
+                        reason: format!("cannot start the auth thread: {e}"),
+                    }
                 })?;
                 workers.push((p.name.clone(), w));
                 token_rx.push(rx.into_iter().map(Some).collect());
@@ -360,7 +388,7 @@ type AuthWorkers = Vec<(String, auth::AuthWorker)>;
 type ShardTokens = Vec<Option<mpsc::Receiver<String>>>;
 
 /// Spawns one pinned shard per CPU, waits for every ring, and releases them together.
-fn start(run: &Prepared, layout: &Layout) -> Result<Started, EngineError> {
+fn start(run: &Prepared, layout: &Layout, ctl: &RunControl) -> Result<Started, EngineError> {
     let main = run.main();
     let shards = layout.shards;
     let (auth_workers, mut token_rx) = auth_workers(run, shards)?;
@@ -382,6 +410,7 @@ fn start(run: &Prepared, layout: &Layout) -> Result<Started, EngineError> {
         let sp = ShardPlan {
             index: i,
             shards,
+            ids: main.segment.map_or((0, 1), |s| (s.index, s.count)),
             cpu: main.cpus.get(i).copied(),
             target: run.target,
             duration_us: run.duration().as_micros() as u64,
@@ -432,6 +461,24 @@ fn start(run: &Prepared, layout: &Layout) -> Result<Started, EngineError> {
             _ => {}
         }
     }
+    // `--start-at`: every shard is set up and waits at the barrier; sleep until the instant
+    // (a signal meanwhile ends the wait: the shards start and stop at once, as interrupted).
+    let mut start_at = None;
+    if let (Some(at), None) = (main.start_at, &setup_error) {
+        let late = wait_until(at, ctl);
+        if late > LATE_TOLERANCE_US && !main.start_late_ok {
+            setup_error = Some(EngineError::StartLate {
+                late_ms: late / 1000,
+            });
+        }
+        start_at = Some(StartAt {
+            unix_us: at
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_micros() as u64,
+            offset_us: wall_offset(at),
+        });
+    }
     let rss_before = sock::rss_bytes().unwrap_or(0);
     let cpu0 = sock::cpu_time();
     let start = Instant::now();
@@ -459,9 +506,37 @@ fn start(run: &Prepared, layout: &Layout) -> Result<Started, EngineError> {
         auth_workers,
         start,
         epoch_unix_us,
+        start_at,
         rss_before,
         cpu0,
     })
+}
+
+/// Shards ready this much after `--start-at`'s instant still start (the plan was checked
+/// before; this allows for a slow setup), µs.
+const LATE_TOLERANCE_US: i64 = 100_000;
+
+/// Longest single sleep while waiting for `--start-at`: how soon a signal or a wall-clock
+/// step is noticed, µs.
+const START_WAIT_SLICE_US: i64 = 100_000;
+
+/// Sleeps until the wall-clock instant `at`, or until `ctl` is interrupted (no busy wait:
+/// sleeps of at most [`START_WAIT_SLICE_US`], re-aimed at the wall clock each time); returns
+/// how late it already was when called, µs (≤ 0: not late).
+fn wait_until(at: std::time::SystemTime, ctl: &RunControl) -> i64 {
+    let late = wall_offset(at);
+    loop {
+        let left = -wall_offset(at);
+        if left <= 0 || ctl.level() > 0 {
+            return late;
+        }
+        std::thread::sleep(Duration::from_micros(left.min(START_WAIT_SLICE_US) as u64));
+    }
+}
+
+/// µs from `at` to now on the wall clock (negative: before `at`).
+fn wall_offset(at: std::time::SystemTime) -> i64 {
+    crate::plan::segment::offset_us(at, std::time::SystemTime::now())
 }
 
 impl Started {
@@ -676,6 +751,7 @@ fn finish(
         auth,
         fanout,
         stats: total,
+        start_at: st.start_at,
         elapsed: st.start.elapsed(),
         started_unix_us: st.epoch_unix_us,
         interrupted: c.interrupted,

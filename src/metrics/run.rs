@@ -83,6 +83,8 @@ pub struct RunResult {
     pub stats: ShardStats,
     /// One result per scenario, in the order of the run's scenarios (one for a plain command line).
     pub scenarios: Vec<ScenarioResult>,
+    /// `--start-at`: the instant and the actual start's offset from it (None: started at once).
+    pub start_at: Option<StartAt>,
     /// Wall time from start to the last shard finishing.
     pub elapsed: Duration,
     /// The wall clock at the start (the shards' common epoch), Unix µs.
@@ -134,6 +136,15 @@ pub struct RunResult {
     /// Steps of the system clock seen during the run: once-a-second re-anchorings of the wall
     /// time that moved it by more than [`CLOCK_STEP_US`] (one-way latency follows them).
     pub clock_steps: u64,
+}
+
+/// A start at a common wall-clock instant (`--start-at`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StartAt {
+    /// The instant asked for, µs since the Unix epoch.
+    pub unix_us: u64,
+    /// When the shards were released, µs after the instant (negative: before it).
+    pub offset_us: i64,
 }
 
 /// The I/O backend of a run and why it was chosen.

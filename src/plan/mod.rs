@@ -12,6 +12,7 @@ pub mod message;
 pub mod parse;
 mod prepare;
 pub mod reconnect;
+pub mod segment;
 pub mod stages;
 pub mod threshold;
 mod url;
@@ -24,11 +25,12 @@ use crate::proto::conn::ConnConfig;
 use crate::proto::template::Template;
 use crate::proto::tls::TlsSettings;
 use reconnect::{Policy, Storm};
+use segment::Segment;
 use stages::Stage;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use threshold::Threshold;
 
 /// Errors in user input; each says what is wrong and how to fix it.
@@ -130,11 +132,15 @@ impl Run {
         }
         let (thresholds, abort_on_fail) =
             (std::mem::take(&mut plan.thresholds), plan.abort_on_fail);
-        Ok(Self::new(vec![plan], thresholds, abort_on_fail))
+        let run = Self::new(vec![plan], thresholds, abort_on_fail);
+        run.check_segment()?;
+        Ok(run)
     }
 
     /// A run of `scenarios`, their fan-out channels numbered 1, 2, ... by name across the run
     /// (0: none), so that publishers and subscribers of one channel meet in the accounting.
+    /// With a segment (`--segment`, the first scenario's), each scenario is cut to its share
+    /// ([`RunPlan::apply_segment`]).
     pub fn new(
         mut scenarios: Vec<RunPlan>,
         thresholds: Vec<Threshold>,
@@ -150,11 +156,32 @@ impl Run {
                 i as u32 + 1
             });
         }
+        if let Some(seg) = scenarios.first().and_then(|p| p.segment) {
+            for p in &mut scenarios {
+                p.apply_segment(seg);
+            }
+        }
         Self {
             scenarios,
             thresholds,
             abort_on_fail,
             file: None,
+        }
+    }
+
+    /// A segment (`--segment`) must hold at least one connection: a run split over more
+    /// segments than it has connections leaves some with nothing to do.
+    pub fn check_segment(&self) -> Result<(), PlanError> {
+        match self.main().segment {
+            Some(seg) if self.connections() == 0 => Err(PlanError::invalid(
+                "--segment",
+                format!(
+                    "segment {}/{} holds none of the run's connections (the run has fewer than {} \
+                     per scenario): split it over fewer segments, or raise -c",
+                    seg.index, seg.count, seg.count
+                ),
+            )),
+            _ => Ok(()),
         }
     }
 
@@ -268,6 +295,37 @@ pub struct RunPlan {
     pub channel: Option<String>,
     /// How each connection behaves: request, messages, timers, checks.
     pub conn: ConnConfig,
+    /// `--segment`: this process's part of a run split across processes or hosts (None: the
+    /// whole run). Run-wide: only the first scenario's counts.
+    pub segment: Option<Segment>,
+    /// `--start-at`: the wall-clock instant the shards start at, once set up (None: at once).
+    /// Run-wide: only the first scenario's counts.
+    pub start_at: Option<SystemTime>,
+    /// `--start-late-ok`: start at once when `start_at` has passed, instead of failing.
+    pub start_late_ok: bool,
+}
+
+impl RunPlan {
+    /// Cuts this scenario to segment `seg`'s share ([`segment`]): its connections, its connect
+    /// (or arrival) rate and per-connection auth rate in proportion, and each stage's target.
+    /// Per-connection message rates stay, so a `--message-total-rate` splits with the
+    /// connections; the storm's fraction applies to the segment's sessions. A segment with
+    /// none of the scenario's connections makes no auth requests.
+    pub fn apply_segment(&mut self, seg: Segment) {
+        let whole = self.connections;
+        self.connect_rate = seg.rate(self.connect_rate, whole);
+        self.connections = seg.share(whole);
+        if self.connections == 0 {
+            self.auth_pool = None;
+        } else if let Some(pool) = &mut self.auth_pool {
+            let pool = Arc::make_mut(pool);
+            pool.rate = seg.rate(pool.rate, whole);
+        }
+        for st in &mut self.stages {
+            st.target = seg.share(st.target);
+        }
+        self.segment = Some(seg);
+    }
 }
 
 /// Ports one source address should use towards one destination before we spread over more
@@ -275,7 +333,7 @@ pub struct RunPlan {
 pub const PORTS_PER_SOURCE: u64 = 2000;
 
 /// Per-connection auth: the request, its body template, the rate, the timeout.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct AuthPool {
     /// The auth request (URL, headers, token field, trust), the same for every connection.
     pub spec: auth::AuthSpec,

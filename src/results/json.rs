@@ -322,6 +322,9 @@ fn document(run: &Prepared, r: &RunResult) -> Value {
         "interrupted": r.interrupted,
         "backend": {"name": r.backend.name, "reason": r.backend.reason},
         "stopped_by": r.stopped_by,
+        // --segment and --start-at (the offset: µs from the instant to the actual start).
+        "segment": plan.segment.map(|g| json!({"index": g.index, "count": g.count, "source": g.source.name()})),
+        "start_at": r.start_at.map(|t| json!({"unix_us": t.unix_us, "offset_us": t.offset_us})),
         "elapsed_s": (r.elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
         "settings": {
             "url": plan.url_text,

@@ -43,6 +43,23 @@ fn header(o: &mut String, run: &Prepared, r: &RunResult) {
             _ => String::new(),
         }
     );
+    if let Some(g) = plan.segment {
+        let _ = writeln!(
+            o,
+            "segment {}/{} (0-based, from {}): this process's share of the run",
+            g.index,
+            g.count,
+            g.source.name()
+        );
+    }
+    if let Some(t) = r.start_at {
+        let _ = writeln!(
+            o,
+            "start at {:.6} (Unix s): started {:+} µs from it",
+            t.unix_us as f64 / 1e6,
+            t.offset_us
+        );
+    }
 }
 
 /// One row per latency histogram (TLS ones only over wss://).

@@ -50,6 +50,9 @@ impl RunArgs {
         check_flags(a, &url)?;
         a.conn.check()?;
         let cpus = cpus(a)?;
+        let segment =
+            crate::plan::segment::resolve(a.segment, a.segments, |k| std::env::var(k).ok())?;
+        let (start_at, start_late_ok) = start_at(a)?;
         let storm = storm(a, &shape)?;
         let auth = auth::steps(a, shape.mode)?;
         let resolver = Resolver {
@@ -116,8 +119,28 @@ impl RunArgs {
             quiet: a.quiet,
             channel: a.conn.channel.clone(),
             conn,
+            segment,
+            start_at,
+            start_late_ok,
         })
     }
+}
+
+/// `--start-at`, which must not have passed already unless `--start-late-ok`.
+fn start_at(a: &RunArgs) -> Result<(Option<std::time::SystemTime>, bool), PlanError> {
+    if let Some(at) = a.start_at {
+        let late = crate::plan::segment::offset_us(at, std::time::SystemTime::now());
+        if late > 0 && !a.start_late_ok {
+            return Err(PlanError::invalid(
+                "--start-at",
+                format!(
+                    "the instant passed {:.3} s ago: give a later one (or +DURATION from now),                      or add --start-late-ok to start at once",
+                    late as f64 / 1e6
+                ),
+            ));
+        }
+    }
+    Ok((a.start_at, a.start_late_ok))
 }
 
 /// Connections, mode, rates, stages and the open model, checked together.

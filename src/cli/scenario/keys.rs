@@ -24,6 +24,10 @@ const RUN_WIDE: &[&str] = &[
     "max_identical_failures",
     "no_utf8_check",
     "tls",
+    "segment",
+    "segments",
+    "start_at",
+    "start_late_ok",
 ];
 
 /// The TLS keys: run-wide too, at the top or in the `tls` table (there `version` and

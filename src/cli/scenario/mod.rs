@@ -76,7 +76,9 @@ pub(super) fn read_text(
     let thresholds = input.thresholds()?;
     let abort_on_fail = input.abort_on_fail(&thresholds)?;
     let url_at = r.at(file.top.url_item().map_or(0, |i| i.span.start));
-    Ok((Run::new(scenarios, thresholds, abort_on_fail), url_at))
+    let run = Run::new(scenarios, thresholds, abort_on_fail);
+    run.check_segment()?;
+    Ok((run, url_at))
 }
 
 /// What the steps after reading the file share: the reader (which places spans), the file's
@@ -155,5 +157,73 @@ mod tests {
         for name in ["message_rate", "no-such-flag", ""] {
             assert!(!cmd.sets(name), "{name}");
         }
+    }
+
+    /// `--segment I/N` over a file of weighted scenarios and a staged one: for N = 1..7 the
+    /// segments' connections, stage targets and connect rates add up to the unsplit run's.
+    #[test]
+    fn segments_of_a_file_add_up_to_the_whole() {
+        let text = r#"
+url = "ws://127.0.0.1:9/ws"
+connections = 7
+connect_rate = 700
+
+[[scenario]]
+name = "chat"
+weight = 2
+
+[[scenario]]
+name = "feed"
+weight = 1
+
+[[scenario]]
+name = "ramp"
+stages = [{ duration = "1s", target = 5 }, { duration = "1s", target = 6 }, { duration = "1s", target = 0 }]
+"#;
+        let path = Path::new("segments.toml");
+        let read = |cli: &[&str]| {
+            let words: Vec<String> = cli.iter().map(|w| (*w).to_owned()).collect();
+            read_text(path, text, &words).map(|(run, _)| run)
+        };
+        let whole = read(&[]).unwrap();
+        let conns: Vec<u64> = whole.scenarios.iter().map(|p| p.connections).collect();
+        assert_eq!(conns, vec![5, 2, 6]);
+        for n in 1..=7u64 {
+            let mut sum = vec![0u64; 3];
+            let mut targets = vec![0u64; 3];
+            let mut rate = vec![0f64; 3];
+            for k in 0..n {
+                let seg = format!("{k}/{n}");
+                let run = match read(&["--segment", &seg]) {
+                    Ok(run) => run,
+                    // Only a segment with none of the run's connections is refused.
+                    Err(e) => {
+                        assert!(e.to_string().contains("holds none"), "{seg}: {e}");
+                        assert!(k >= 6, "{seg}: {e}");
+                        continue;
+                    }
+                };
+                for (j, p) in run.scenarios.iter().enumerate() {
+                    assert_eq!(p.segment.map(|s| (s.index, s.count)), Some((k, n)));
+                    sum[j] += p.connections;
+                    rate[j] += p.connect_rate;
+                }
+                for (t, st) in targets.iter_mut().zip(&run.scenarios[2].stages) {
+                    *t += st.target;
+                }
+            }
+            assert_eq!(sum, conns, "N = {n}");
+            assert_eq!(targets, vec![5, 6, 0], "N = {n}");
+            for (j, p) in whole.scenarios.iter().enumerate() {
+                assert!((rate[j] - p.connect_rate).abs() < 1e-6, "N = {n}: {rate:?}");
+            }
+        }
+        // The file's own key, run-wide.
+        let run = read_text(path, &format!("segment = \"1/3\"\n{text}"), &[])
+            .unwrap()
+            .0;
+        let conns: Vec<u64> = run.scenarios.iter().map(|p| p.connections).collect();
+        assert_eq!(conns, vec![2, 1, 2]);
+        assert!(read(&["--segment", "3/3"]).is_err());
     }
 }

@@ -73,6 +73,9 @@ pub struct ShardPlan {
     pub index: usize,
     /// Shards in the run (connection numbers interleave across them).
     pub shards: usize,
+    /// `--segment` (index, count), `(0, 1)` for a whole run: the shard's k-th connection is
+    /// numbered `ids.0 + ids.1 · (index + shards · k)`, unique across segments.
+    pub ids: (u64, u64),
     /// The CPU the shard's thread pins itself to: its entry of `--cpus` (default: every CPU the
     /// process may use); `None`: not pinned.
     pub cpu: Option<usize>,

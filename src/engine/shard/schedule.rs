@@ -181,7 +181,8 @@ impl<B: Backend> Shard<B> {
         }
         let mut ctx = g.ctx(rng);
         let mut conn = Conn::new(&mut ctx, now);
-        conn.set_id(plan.index as u64 + plan.shards as u64 * *conns_made);
+        let local = plan.index as u64 + plan.shards as u64 * *conns_made;
+        conn.set_id(plan.ids.0 + plan.ids.1 * local);
         if replacement && g.cfg.on_reconnect.is_some() {
             if let Some(seq) = g.resume_seqs.pop() {
                 conn.resume_from(seq);
