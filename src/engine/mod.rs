@@ -461,9 +461,11 @@ fn start(run: &Prepared, layout: &Layout, ctl: &RunControl) -> Result<Started, E
             _ => {}
         }
     }
+    let rss_before = sock::rss_bytes().unwrap_or(0);
+    let cpu0 = sock::cpu_time();
     // `--start-at`: every shard is set up and waits at the barrier; sleep until the instant
     // (a signal meanwhile ends the wait: the shards start and stop at once, as interrupted).
-    let mut start_at = None;
+    let mut waited_for = None;
     if let (Some(at), None) = (main.start_at, &setup_error) {
         let late = wait_until(at, ctl);
         if late > LATE_TOLERANCE_US && !main.start_late_ok {
@@ -471,20 +473,20 @@ fn start(run: &Prepared, layout: &Layout, ctl: &RunControl) -> Result<Started, E
                 late_ms: late / 1000,
             });
         }
-        start_at = Some(StartAt {
-            unix_us: at
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_micros() as u64,
-            offset_us: wall_offset(at),
-        });
+        waited_for = Some(at);
     }
-    let rss_before = sock::rss_bytes().unwrap_or(0);
-    let cpu0 = sock::cpu_time();
     let start = Instant::now();
     let unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
+    // The offset of the run's time 0 (the shards' common epoch) from the instant.
+    let start_at = waited_for.map(|at| StartAt {
+        unix_us: at
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_micros() as u64,
+        offset_us: crate::plan::segment::offset_us(at, std::time::UNIX_EPOCH + unix),
+    });
     let _ = gate.epoch.set(start);
     let epoch_unix_us = unix.saturating_sub(start.elapsed()).as_micros() as u64;
     let _ = gate.epoch_unix_us.set(epoch_unix_us);
