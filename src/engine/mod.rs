@@ -904,33 +904,11 @@ fn settle_fanout(
     total: &mut ShardStats,
     scenarios: &mut [ScenarioResult],
 ) -> Option<FanoutSummary> {
-    let summary = total.fanout.summarize()?;
-    // Only deliveries of the run's own publishers were owed.
-    let c = &mut total.counters;
-    c.fanout_delivered_owed = summary.delivered_owed;
-    c.fanout_foreign = summary.foreign;
-    for s in scenarios.iter_mut() {
-        let (owed, foreign) = total.fanout.attribute(&s.stats.fanout);
-        let c = &mut s.stats.counters;
-        c.fanout_delivered_owed = owed;
-        c.fanout_foreign = foreign;
-    }
-    if !summary.exact {
-        // More published than the log holds: what was owed is unknown, so is the loss.
-        return Some(summary);
-    }
-    let c = &mut total.counters;
-    c.fanout_owed = summary.expected;
-    c.fanout_lost = summary.expected.saturating_sub(c.fanout_delivered_owed);
-    for s in scenarios.iter_mut() {
-        if s.stats.counters.fanout_delivered > 0 || !s.stats.fanout.is_empty() {
-            let owed = total.fanout.owed_to(&s.stats.fanout);
-            let c = &mut s.stats.counters;
-            c.fanout_owed = owed;
-            c.fanout_lost = owed.saturating_sub(c.fanout_delivered_owed);
-        }
-    }
-    Some(summary)
+    let mut each: Vec<_> = scenarios
+        .iter_mut()
+        .map(|s| (&s.stats.fanout, &mut s.stats.counters))
+        .collect();
+    crate::metrics::fanout::settle(&total.fanout, &mut total.counters, &mut each)
 }
 
 fn tallies_view(t: &[Tally]) -> Vec<&ShardStats> {

@@ -195,6 +195,11 @@ impl Run {
         self.scenarios.iter().map(|p| p.connections).sum()
     }
 
+    /// Connections of the whole run, every segment's together (this process's without one).
+    pub fn whole_connections(&self) -> u64 {
+        self.scenarios.iter().map(RunPlan::whole_connections).sum()
+    }
+
     /// Run length: the longest scenario (its start included).
     pub fn duration(&self) -> Duration {
         self.scenarios
@@ -298,6 +303,9 @@ pub struct RunPlan {
     /// `--segment`: this process's part of a run split across processes or hosts (None: the
     /// whole run). Run-wide: only the first scenario's counts.
     pub segment: Option<Segment>,
+    /// With a segment: what the whole run has of this scenario before the cut (the plan
+    /// results name, and what `sockstorm merge` compares across segments).
+    pub unsplit: Option<segment::Unsplit>,
     /// `--start-at`: the wall-clock instant the shards start at, once set up (None: at once).
     /// Run-wide: only the first scenario's counts.
     pub start_at: Option<SystemTime>,
@@ -313,6 +321,11 @@ impl RunPlan {
     /// none of the scenario's connections makes no auth requests.
     pub fn apply_segment(&mut self, seg: Segment) {
         let whole = self.connections;
+        self.unsplit = Some(segment::Unsplit {
+            connections: whole,
+            connect_rate: self.connect_rate,
+            stage_targets: self.stages.iter().map(|st| st.target).collect(),
+        });
         self.connect_rate = seg.rate(self.connect_rate, whole);
         self.connections = seg.share(whole);
         if self.connections == 0 {
@@ -325,6 +338,30 @@ impl RunPlan {
             st.target = seg.share(st.target);
         }
         self.segment = Some(seg);
+    }
+}
+
+impl RunPlan {
+    /// This scenario's connections in the whole run (before a segment's cut).
+    pub fn whole_connections(&self) -> u64 {
+        self.unsplit
+            .as_ref()
+            .map_or(self.connections, |u| u.connections)
+    }
+
+    /// This scenario's connect (or arrival) rate in the whole run.
+    pub fn whole_connect_rate(&self) -> f64 {
+        self.unsplit
+            .as_ref()
+            .map_or(self.connect_rate, |u| u.connect_rate)
+    }
+
+    /// Stage `k`'s target in the whole run.
+    pub fn whole_stage_target(&self, k: usize) -> u64 {
+        self.unsplit
+            .as_ref()
+            .and_then(|u| u.stage_targets.get(k).copied())
+            .unwrap_or_else(|| self.stages[k].target)
     }
 }
 

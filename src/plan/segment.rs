@@ -44,6 +44,18 @@ pub struct Segment {
     pub source: SegmentSource,
 }
 
+/// A scenario's figures in the whole run, kept when a segment cuts them: results name the
+/// plan (the same in every segment), with this segment's share beside it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unsplit {
+    /// Connections of the whole run.
+    pub connections: u64,
+    /// Connect (or arrival) rate of the whole run, per second.
+    pub connect_rate: f64,
+    /// Each stage's target in the whole run.
+    pub stage_targets: Vec<u64>,
+}
+
 /// `--segment` as given: `I/N` or `auto`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SegmentArg {

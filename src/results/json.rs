@@ -2,11 +2,12 @@
 //! (as percentiles), TLS, fan-out, storms, per-scenario sections and the per-second timeline.
 
 use super::{handshake_rates, thresholds, tls_params};
+use crate::metrics::fanout::{FanoutSummary, NOT_EXACT};
 use crate::metrics::run::{RunResult, ScenarioResult, CLOCK_STEP_US};
 use crate::metrics::{Hist, ShardStats};
 use crate::plan::threshold::Lost;
 use crate::plan::{Prepared, RunPlan};
-use crate::proto::conn::Mode;
+use crate::proto::conn::{Counters, Mode};
 use crate::proto::tls::{cipher_name, group_name, version_name, Resume};
 use hdrhistogram::Histogram;
 use serde_json::{json, Map, Value};
@@ -119,10 +120,14 @@ fn storm_json(plan: &RunPlan, sr: &ScenarioResult, r: &RunResult) -> Value {
 
 /// Fan-out results: owed and delivered, loss, duplicates, reordering, broadcast completion.
 fn fanout_json(r: &RunResult) -> Value {
-    let Some(f) = &r.fanout else {
-        return Value::Null;
-    };
-    let c = &r.stats.counters;
+    r.fanout
+        .as_ref()
+        .map_or(Value::Null, |f| fanout_value(f, &r.stats.counters))
+}
+
+/// The `fanout` section from a settled log's summary and the run's counters (a single run's,
+/// or a merge's).
+pub(crate) fn fanout_value(f: &FanoutSummary, c: &Counters) -> Value {
     let spread = |x: &Option<[u64; 3]>| {
         x.map(|[p50, p99, max]| json!({"p50_us": p50, "p99_us": p99, "max_us": max}))
     };
@@ -148,6 +153,7 @@ fn fanout_json(r: &RunResult) -> Value {
             "messages_timed": f.timed,
             "messages_untimed": f.untimed,
         },
+        "not_computed": (!f.exact).then_some(NOT_EXACT),
     })
 }
 
@@ -272,7 +278,9 @@ fn scenario_json(plan: &RunPlan, sr: &ScenarioResult, r: &RunResult) -> Value {
         "checks": checks,
         "streams": plan.conn.stream.is_some().then_some(streams),
         "url": plan.url_text,
-        "connections": plan.connections,
+        "connections": plan.whole_connections(),
+        // With --segment: this segment's share of the scenario's connections.
+        "segment_connections": plan.segment.map(|_| plan.connections),
         "start_s": plan.start.as_secs_f64(),
         "header_names": plan.conn.template.header_names(),
         "send_on_open_bytes": plan.conn.on_open.iter().map(|m| m.payload.len()).collect::<Vec<_>>(),
@@ -282,6 +290,9 @@ fn scenario_json(plan: &RunPlan, sr: &ScenarioResult, r: &RunResult) -> Value {
         "failures": failures_json(s),
         "close_codes": close_codes,
         "histograms": histograms,
+        // The scenario's fan-out log (publishes, subscriber sessions, deliveries), so that a
+        // merge settles owed and lost across hosts: binary, raw DEFLATE, base64.
+        "fanout_log": (!s.fanout.is_empty()).then(|| s.fanout.to_text()),
         "storm": storm_json(plan, sr, r),
         "ramp_s": sr.ramp.map(|d| d.as_secs_f64()),
         "ramp_deficit_max": sr.ramp_deficit_max,
@@ -323,15 +334,17 @@ fn document(run: &Prepared, r: &RunResult) -> Value {
         "backend": {"name": r.backend.name, "reason": r.backend.reason},
         "stopped_by": r.stopped_by,
         // --segment and --start-at (the offset: µs from the instant to the actual start).
-        "segment": plan.segment.map(|g| json!({"index": g.index, "count": g.count, "source": g.source.name()})),
+        // Settings, scenarios and stages name the whole run's plan; the segment's own share
+        // of the connections is here (and per scenario, `segment_connections`).
+        "segment": plan.segment.map(|g| json!({"index": g.index, "count": g.count, "source": g.source.name(), "connections": run.connections()})),
         "start_at": r.start_at.map(|t| json!({"unix_us": t.unix_us, "offset_us": t.offset_us})),
         "elapsed_s": (r.elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
         "settings": {
             "url": plan.url_text,
             "target": run.target.to_string(),
             "mode": if plan.conn.mode == Mode::Session { "session" } else { "handshake" },
-            "connections": run.connections(),
-            "connect_rate": plan.connect_rate.is_finite().then_some(plan.connect_rate),
+            "connections": run.whole_connections(),
+            "connect_rate": Some(plan.whole_connect_rate()).filter(|r| r.is_finite()),
             "session_lifetime_s": (plan.conn.session_lifetime > 0).then(|| secs(plan.conn.session_lifetime)),
             "duration_s": run.duration().as_secs_f64(),
             "connect_timeout_s": secs(plan.conn.connect_timeout),
@@ -385,7 +398,7 @@ fn document(run: &Prepared, r: &RunResult) -> Value {
         "storm": if run.is_multi() { Value::Null } else { storm_json(plan, &r.scenarios[0], r) },
         "scenarios": r.scenarios.iter().zip(&run.scenarios).map(|(sr, p)| scenario_json(p, sr, r)).collect::<Vec<_>>(),
         "stages": (!plan.stages.is_empty()).then(|| json!({
-            "stages": plan.stages.iter().map(|st| json!({"duration_s": st.duration.as_secs_f64(), "target": st.target})).collect::<Vec<_>>(),
+            "stages": plan.stages.iter().enumerate().map(|(k, st)| json!({"duration_s": st.duration.as_secs_f64(), "target": plan.whole_stage_target(k)})).collect::<Vec<_>>(),
             "ramp_deficit_max": r.ramp_deficit_max,
         })),
         "handshake_mode": handshake_rates(plan, r).map(|(per_s, per_cpu_s, cpu_us)| json!({

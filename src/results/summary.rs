@@ -4,12 +4,13 @@
 use super::{
     abandoned_text, failure_stop_text, handshake_rates, p99, shortfalls, thresholds, tls_params,
 };
+use crate::metrics::fanout::{FanoutSummary, NOT_EXACT};
 use crate::metrics::run::RunResult;
 use crate::metrics::run::CLOCK_STEP_US;
 use crate::metrics::{fmt_us, Hist, ShardStats};
 use crate::plan::threshold::Lost;
 use crate::plan::{Prepared, Run, RunPlan};
-use crate::proto::conn::Mode;
+use crate::proto::conn::{Counters, Mode};
 use std::fmt::Write as _;
 
 /// The human summary printed on stdout.
@@ -322,9 +323,15 @@ fn storms(o: &mut String, run: &Prepared, r: &RunResult) {
 
 /// Fan-out accounting: owed, received, lost, broadcast completion.
 fn fanout(o: &mut String, _: &Prepared, r: &RunResult) {
-    let s: &ShardStats = &r.stats;
     if let Some(f) = &r.fanout {
-        let c = &s.counters;
+        fanout_lines(o, f, &r.stats.counters);
+    }
+}
+
+/// The fan-out lines of a summary (a single run's, or a merge's) from the settled log's
+/// summary and the run's counters.
+pub(crate) fn fanout_lines(o: &mut String, f: &FanoutSummary, c: &Counters) {
+    {
         let _ = writeln!(
             o,
             "\nfan-out: {} published, {} subscriber sessions; owed {} deliveries, received {} ({:.4}%), lost {}, duplicates {}, reordered {}",
@@ -349,10 +356,7 @@ fn fanout(o: &mut String, _: &Prepared, r: &RunResult) {
             }
         }
         if !f.exact {
-            let _ = writeln!(
-                o,
-                "  owed and lost not computed: more messages were published than the log holds (1,000,000)"
-            );
+            let _ = writeln!(o, "  owed and lost not computed: {NOT_EXACT}");
         }
         if c.fanout_foreign > 0 {
             let _ = writeln!(

@@ -122,6 +122,7 @@ impl RunArgs {
             segment,
             start_at,
             start_late_ok,
+            unsplit: None,
         })
     }
 }

@@ -8,20 +8,32 @@ use crate::results::identity::first_difference;
 use crate::results::SCHEMA_VERSION;
 use serde_json::{json, Value};
 
-/// The inputs to merge (each run once) and, with `partial`, what was skipped as a duplicate;
-/// without it, a duplicate is an error.
-pub(super) fn inputs(
-    inputs: &[Input],
-    partial: bool,
-) -> Result<(Vec<&Input>, Vec<String>), ResultsError> {
+/// What [`inputs`] lets through: each run once, what `--partial` skipped, and the segments
+/// missing from a split run (only with `--partial`).
+pub(super) struct Checked<'a> {
+    /// The documents to merge.
+    pub kept: Vec<&'a Input>,
+    /// One line per document skipped as a duplicate run or segment.
+    pub skipped: Vec<String>,
+    /// Segments of the split run that no document holds (0-based), and their count.
+    pub missing: Option<(Vec<u64>, u64)>,
+}
+
+/// The inputs to merge: every document has this layout version and the first one's plan,
+/// no run is given twice, and a split run (`--segment I/N`) has each of its N segments
+/// exactly once and no unsplit run beside them. Without `partial` a duplicate or a missing
+/// segment is an error; with it, each run and segment is merged once and the gaps reported.
+pub(super) fn inputs(inputs: &[Input], partial: bool) -> Result<Checked<'_>, ResultsError> {
     let first = &inputs[0];
     let mut kept: Vec<&Input> = Vec::new();
     let mut seen: Vec<(String, &str)> = Vec::new();
+    let mut segments = Segments::default();
     let mut skipped = Vec::new();
     for i in inputs {
         schema(i)?;
         same_plan(first, i)?;
-        let ids: Vec<String> = rows(&i.name, &i.doc)
+        let rows = rows(&i.name, &i.doc);
+        let ids: Vec<String> = rows
             .iter()
             .filter_map(|r| r["run_id"].as_str().map(str::to_owned))
             .collect();
@@ -39,10 +51,111 @@ pub(super) fn inputs(
             ));
             continue;
         }
+        if let Some(dup) = segments.add(&i.name, &rows)? {
+            if !partial {
+                return Err(dup);
+            }
+            skipped.push(format!("{dup}: merged once"));
+            continue;
+        }
         seen.extend(ids.into_iter().map(|id| (id, i.name.as_str())));
         kept.push(i);
     }
-    Ok((kept, skipped))
+    let missing = segments.missing();
+    if let Some((gaps, count)) = &missing {
+        if !partial {
+            return Err(ResultsError::MissingSegments {
+                missing: list(gaps),
+                count: *count,
+            });
+        }
+    }
+    Ok(Checked {
+        kept,
+        skipped,
+        missing,
+    })
+}
+
+/// The segments seen so far: their count and, per index, the document holding it.
+#[derive(Default)]
+struct Segments {
+    /// N of `--segment I/N`, once a document gave it; and the document.
+    count: Option<(u64, String)>,
+    /// The first document without a segment (an unsplit run).
+    whole: Option<String>,
+    /// Index → document.
+    by_index: Vec<(u64, String)>,
+}
+
+impl Segments {
+    /// Records the rows of document `file`. A segment already held by another document is
+    /// returned as the error to raise (or skip, with `--partial`); a different segment count,
+    /// or segments beside an unsplit run, is an error either way.
+    fn add(&mut self, file: &str, rows: &[Value]) -> Result<Option<ResultsError>, ResultsError> {
+        let mut mine = Vec::new();
+        for r in rows {
+            let (Some(index), Some(count)) = (r["segment"].as_u64(), r["segments"].as_u64()) else {
+                if let Some((n, other)) = &self.count {
+                    return Err(ResultsError::SegmentMix {
+                        whole: file.to_owned(),
+                        split: other.clone(),
+                        count: *n,
+                    });
+                }
+                self.whole.get_or_insert_with(|| file.to_owned());
+                continue;
+            };
+            if let Some(whole) = &self.whole {
+                return Err(ResultsError::SegmentMix {
+                    whole: whole.clone(),
+                    split: file.to_owned(),
+                    count,
+                });
+            }
+            match &self.count {
+                Some((n, other)) if *n != count => {
+                    return Err(ResultsError::SegmentCount {
+                        file: file.to_owned(),
+                        count,
+                        other: other.clone(),
+                        other_count: *n,
+                    })
+                }
+                Some(_) => {}
+                None => self.count = Some((count, file.to_owned())),
+            }
+            if let Some((_, other)) = self.by_index.iter().find(|(k, _)| *k == index) {
+                return Ok(Some(ResultsError::DuplicateSegment {
+                    file: file.to_owned(),
+                    other: other.clone(),
+                    index,
+                    count,
+                }));
+            }
+            mine.push((index, file.to_owned()));
+        }
+        self.by_index.extend(mine);
+        Ok(None)
+    }
+
+    /// The indices below the count that no document held, if any.
+    fn missing(&self) -> Option<(Vec<u64>, u64)> {
+        let (n, _) = self.count.as_ref()?;
+        let gaps: Vec<u64> = (0..*n)
+            .filter(|k| !self.by_index.iter().any(|(i, _)| i == k))
+            .collect();
+        (!gaps.is_empty()).then_some((gaps, *n))
+    }
+}
+
+/// `0, 2, 5` (at most 20, then how many more).
+fn list(v: &[u64]) -> String {
+    let mut s: Vec<String> = v.iter().take(20).map(u64::to_string).collect();
+    if v.len() > 20 {
+        s.push(format!("and {} more", v.len() - 20));
+    }
+    s.join(", ")
 }
 
 fn schema(i: &Input) -> Result<(), ResultsError> {
@@ -95,6 +208,11 @@ pub(super) fn rows(file: &str, doc: &Value) -> Vec<Value> {
         "host": doc["host"]["name"],
         "run_id": doc["run_id"],
         "started_unix_us": doc["host"]["started_unix_us"],
+        "segment": doc["segment"]["index"],
+        "segments": doc["segment"]["count"],
+        "segment_source": doc["segment"]["source"],
+        "start_offset_us": doc["start_at"]["offset_us"],
+        "connections": doc["segment"]["connections"].as_u64().unwrap_or_else(|| num(&doc["settings"]["connections"])),
         "established": num(&doc["counters"]["established"]),
         "peak_open": num(&p["peak_open"]),
         "failures": doc["failures"].as_object().map_or(0, |f| f.values().map(num).sum::<u64>()),

@@ -74,6 +74,63 @@ pub enum ResultsError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A scenario's fan-out log cannot be decoded (edited or truncated document). Fix: use
+    /// the file as `--json` wrote it.
+    #[error("`{file}`: scenario `{scenario}`: fan-out log: {reason}")]
+    FanoutLog {
+        /// The document's name.
+        file: String,
+        /// The scenario whose `fanout_log` it is.
+        scenario: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Two documents hold the same segment of a split run (different runs: a segment was run
+    /// twice). Fix: give each segment's document once, or pass `--partial` to merge the first.
+    #[error("`{file}` holds segment {index}/{count}, as `{other}` does; give each segment once, or pass --partial")]
+    DuplicateSegment {
+        /// The second document of the segment.
+        file: String,
+        /// The first.
+        other: String,
+        /// The segment's index (0-based).
+        index: u64,
+        /// The segment count.
+        count: u64,
+    },
+    /// Segments of a split run are missing. Fix: add their documents, or pass `--partial` to
+    /// merge what there is (the merged figures then cover only the segments given).
+    #[error("segments {missing} of {count} are missing: add their documents, or pass --partial to merge the segments given")]
+    MissingSegments {
+        /// The missing indices (0-based), listed.
+        missing: String,
+        /// The segment count.
+        count: u64,
+    },
+    /// Documents of one plan split into different numbers of segments. Fix: merge the
+    /// segments of one split (the same --segment I/N count, or --segments, on every host).
+    #[error("`{file}` is a segment of {count}, `{other}` a segment of {other_count}: merge the segments of one split")]
+    SegmentCount {
+        /// The document that differs.
+        file: String,
+        /// Its segment count.
+        count: u64,
+        /// A document with the other count.
+        other: String,
+        /// Its count.
+        other_count: u64,
+    },
+    /// A whole (unsplit) run beside segments of a split one: the whole run already holds every
+    /// segment's connections. Fix: merge either the segments or whole runs.
+    #[error("`{whole}` is a whole run and `{split}` one of {count} segments: merge the segments of one split, or whole runs")]
+    SegmentMix {
+        /// The unsplit run's document.
+        whole: String,
+        /// A segment's document.
+        split: String,
+        /// That segment count.
+        count: u64,
+    },
     /// Nothing to merge. Fix: name result files, or `-` to read them from stdin.
     #[error("no result documents to merge{0}")]
     Empty(String),

@@ -2,14 +2,15 @@
 //! process, the clock, handshake mode and per-connection auth, each combined as README's
 //! "Merging results" table says (sums, max, recomputed ratios, or "not computed" and why).
 
+use super::error::ResultsError;
 use super::measures::{add_hists, sum_counts};
 use super::{num, real, Part};
+use crate::metrics::fanout::{settle, FanoutStats, FanoutSummary};
 use crate::metrics::run::Sample;
+use crate::proto::conn::Counters;
 use crate::results::hdr;
+use crate::results::json::fanout_value;
 use serde_json::{json, Value};
-
-/// Why fan-out loss and broadcast completion are not computed across documents.
-pub(super) const FANOUT_NOT_COMPUTED: &str = "owed deliveries and broadcast completion need every host's publish log and subscriber windows, which the documents do not carry: each host's own figures are in `documents`";
 
 /// TLS: the offered configuration is the plan's (the first document's); handshakes, resumption
 /// and negotiated parameters are summed, the resumed share recomputed.
@@ -86,39 +87,133 @@ pub(super) fn storm(storms: &[&Value], timeline: &[Sample]) -> Value {
     out
 }
 
-/// Fan-out: every count summed. Owed deliveries, loss, the delivery ratio and broadcast
-/// completion are exact within one document only: with one document holding fan-out they
-/// are its own, with more they are null and `not_computed` says why.
-pub(super) fn fanout(parts: &[Part<'_>]) -> Value {
+/// Fan-out settled across hosts: every scenario's `fanout_log` from every document added
+/// (within the caps one run keeps), then owed, lost and broadcast completion computed from
+/// the whole log as for one run, so that publishers on one host and subscribers on another
+/// are accounted exactly. The merged counters and each scenario's take the settled figures,
+/// and each scenario its merged log (so a merge merges again). A document with fan-out
+/// counts but no log (an older sockstorm's) leaves owed, loss and completion not computed,
+/// naming it. The settled summary and the run's counters are returned for the summary.
+pub(super) fn fanout(
+    parts: &[Part<'_>],
+    doc: &mut Value,
+) -> Result<Option<(FanoutSummary, Counters)>, ResultsError> {
+    if parts.iter().all(|p| !p.v["fanout"].is_object()) {
+        doc["fanout"] = Value::Null;
+        return Ok(None);
+    }
+    let n = doc["scenarios"].as_array().map_or(0, Vec::len);
+    let mut logs = vec![FanoutStats::default(); n];
+    for p in parts {
+        for (k, log) in logs.iter_mut().enumerate() {
+            let sc = &p.v["scenarios"][k];
+            match sc["fanout_log"].as_str() {
+                Some(text) => {
+                    let one =
+                        FanoutStats::from_text(text).map_err(|reason| ResultsError::FanoutLog {
+                            file: p.file.to_owned(),
+                            scenario: sc["name"].as_str().unwrap_or_default().to_owned(),
+                            reason,
+                        })?;
+                    log.add(&one);
+                }
+                None if FANOUT_COUNTS.iter().any(|c| num(&sc["counters"][c]) > 0) => {
+                    doc["fanout"] = unsettled(parts, p.file);
+                    return Ok(None);
+                }
+                None => {}
+            }
+        }
+    }
+    let mut total = FanoutStats::default();
+    for log in &logs {
+        total.add(log);
+    }
+    let mut run = counters(&doc["counters"]);
+    let mut each: Vec<Counters> = (0..n)
+        .map(|k| counters(&doc["scenarios"][k]["counters"]))
+        .collect();
+    let summary = {
+        let mut pairs: Vec<(&FanoutStats, &mut Counters)> = logs.iter().zip(&mut each).collect();
+        settle(&total, &mut run, &mut pairs)
+    };
+    put_settled(&mut doc["counters"], &run);
+    for (k, (c, log)) in each.iter().zip(&logs).enumerate() {
+        let sc = &mut doc["scenarios"][k];
+        put_settled(&mut sc["counters"], c);
+        sc["fanout_log"] = (!log.is_empty()).then(|| log.to_text()).into();
+    }
+    doc["fanout"] = summary
+        .as_ref()
+        .map_or(Value::Null, |f| fanout_value(f, &run));
+    Ok(summary.map(|f| (f, run)))
+}
+
+/// Counters whose presence in a section means it fanned out.
+const FANOUT_COUNTS: [&str; 3] = ["fanout_published", "fanout_delivered", "fanout_untracked"];
+/// The counters a settlement writes (0 until then, as in a run before its end).
+const SETTLED: [&str; 4] = [
+    "fanout_delivered_owed",
+    "fanout_foreign",
+    "fanout_owed",
+    "fanout_lost",
+];
+
+/// A section's counters as [`Counters`], the settled ones zeroed.
+fn counters(v: &Value) -> Counters {
+    let mut c = Counters::default();
+    for (k, n) in v.as_object().into_iter().flatten() {
+        if let Some(x) = c.by_name_mut(k) {
+            *x = num(n);
+        }
+    }
+    for k in SETTLED {
+        if let Some(x) = c.by_name_mut(k) {
+            *x = 0;
+        }
+    }
+    c
+}
+
+/// Writes the settled counters of `c` into a section's `counters`.
+fn put_settled(v: &mut Value, c: &Counters) {
+    for (k, n) in c.pairs() {
+        if SETTLED.contains(&k) {
+            v[k] = n.into();
+        }
+    }
+}
+
+/// Fan-out of documents without logs: every count summed, owed, loss and completion null and
+/// `not_computed` naming the document without a log.
+fn unsettled(parts: &[Part<'_>], file: &str) -> Value {
     let with: Vec<&Value> = parts
         .iter()
         .map(|p| &p.v["fanout"])
         .filter(|f| f.is_object())
         .collect();
-    match with.as_slice() {
-        [] => Value::Null,
-        [one] => (*one).clone(),
-        many => {
-            let mut out = many[0].clone();
-            for k in [
-                "published",
-                "subscriber_sessions",
-                "delivered_owed",
-                "delivered_total",
-                "foreign",
-                "untracked",
-                "duplicates",
-                "reordered",
-            ] {
-                out[k] = many.iter().map(|f| num(&f[k])).sum::<u64>().into();
-            }
-            for k in ["owed", "lost", "delivery_ratio", "broadcast_completion"] {
-                out[k] = Value::Null;
-            }
-            out["not_computed"] = FANOUT_NOT_COMPUTED.into();
-            out
-        }
+    let mut out = with[0].clone();
+    for k in [
+        "published",
+        "subscriber_sessions",
+        "delivered_owed",
+        "delivered_total",
+        "foreign",
+        "untracked",
+        "duplicates",
+        "reordered",
+    ] {
+        out[k] = with.iter().map(|f| num(&f[k])).sum::<u64>().into();
     }
+    for k in ["owed", "lost", "delivery_ratio", "broadcast_completion"] {
+        out[k] = Value::Null;
+    }
+    out["not_computed"] = format!(
+        "`{file}` carries no fan-out log (an older sockstorm wrote it), and owed deliveries need \
+         every host's publish log and subscriber windows: each host's own figures are in its document"
+    )
+    .into();
+    out
 }
 
 /// Process figures: CPU and RSS summed over hosts; the peak of open sessions from the merged
@@ -208,7 +303,7 @@ pub(super) fn handshake(parts: &[Part<'_>], secs: f64, cpu_s: f64) -> Value {
 
 /// Per-connection auth, per scenario: requests, tokens and failures summed, latency added, the
 /// first error the first document's that has one.
-pub(super) fn auth(parts: &[Part<'_>]) -> Result<Value, super::ResultsError> {
+pub(super) fn auth(parts: &[Part<'_>]) -> Result<Value, ResultsError> {
     let mut scenarios: Vec<String> = Vec::new();
     for p in parts {
         for a in p.v["auth_per_connection"].as_array().into_iter().flatten() {

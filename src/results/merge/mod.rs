@@ -22,7 +22,9 @@ pub use error::ResultsError;
 pub use read::{documents, Input};
 pub use summary::summary;
 
+use crate::metrics::fanout::FanoutSummary;
 use crate::plan::threshold::{Outcome, Threshold};
+use crate::proto::conn::Counters;
 use serde_json::{json, Value};
 
 /// One input document as the merge reads it: its name for errors, and its JSON (or a section
@@ -53,6 +55,8 @@ pub struct Merged {
     pub outcomes: Vec<Outcome>,
     /// "`B.json` is the same run as `A.json`" for each duplicate skipped.
     pub duplicates: Vec<String>,
+    /// The fan-out settled across every document, and the merged counters it settled.
+    pub fanout: Option<(FanoutSummary, Counters)>,
 }
 
 /// Merges `inputs` (at least one). `partial`: merge each run once and go on when one is given
@@ -61,7 +65,11 @@ pub fn merge(inputs: &[Input], partial: bool) -> Result<Merged, ResultsError> {
     let Some(first) = inputs.first() else {
         return Err(ResultsError::Empty(String::new()));
     };
-    let (kept, duplicates) = check::inputs(inputs, partial)?;
+    let check::Checked {
+        kept,
+        skipped: duplicates,
+        missing,
+    } = check::inputs(inputs, partial)?;
     let parts: Vec<Part<'_>> = kept
         .iter()
         .map(|i| Part {
@@ -74,6 +82,7 @@ pub fn merge(inputs: &[Input], partial: bool) -> Result<Merged, ResultsError> {
     measures::measures(&parts, &mut doc)?;
     run_figures(&parts, &timeline, &mut doc)?;
     doc["scenarios"] = scenarios(&parts, &timeline)?;
+    let fanout = figures::fanout(&parts, &mut doc)?;
     let outcomes = thresholds(&doc, &first.name)?;
     doc["thresholds"] = outcomes
         .iter()
@@ -84,11 +93,18 @@ pub fn merge(inputs: &[Input], partial: bool) -> Result<Merged, ResultsError> {
         .collect();
     doc["timeline"] = serde_json::to_value(&timeline).unwrap_or_default();
     identity(&parts, &mut doc, partial);
+    doc["merged"]["missing_segments"] = missing.as_ref().map(|(gaps, _)| gaps.clone()).into();
+    doc["segment"] = match missing {
+        // The merged document is the whole split run, or the part of it given.
+        None => Value::Null,
+        Some((_, count)) => json!({"count": count, "partial": true}),
+    };
     doc["verdict"] = super::verdict(&doc).into();
     Ok(Merged {
         doc,
         outcomes,
         duplicates,
+        fanout,
     })
 }
 
@@ -117,7 +133,6 @@ fn run_figures(
         .into();
     doc["process"] = figures::process(parts, tl);
     doc["tls"] = figures::tls(parts);
-    doc["fanout"] = figures::fanout(parts);
     doc["auth_per_connection"] = figures::auth(parts)?;
     let storms: Vec<&Value> = parts.iter().map(|p| &p.v["storm"]).collect();
     doc["storm"] = figures::storm(&storms, tl);
@@ -234,16 +249,33 @@ fn thresholds(doc: &Value, file: &str) -> Result<Vec<Outcome>, ResultsError> {
 /// The merged document's identity: its runs' rows in `merged.documents` (flattened when an
 /// input is itself a merge), a `run_id` of their ids, no single host.
 fn identity(parts: &[Part<'_>], doc: &mut Value, partial: bool) {
-    let rows: Vec<Value> = parts
+    let mut rows: Vec<Value> = parts
         .iter()
         .flat_map(|p| check::rows(p.file, p.v))
         .collect();
+    let skew = start_skew(&mut rows);
     let mut ids: Vec<&str> = rows.iter().filter_map(|r| r["run_id"].as_str()).collect();
     ids.sort_unstable();
     let id = super::identity::fnv1a64(ids.join(",").as_bytes());
     doc["run_id"] = format!("{id:016x}").into();
     doc["host"] = Value::Null;
-    doc["merged"] = json!({"documents": rows, "partial": partial});
+    doc["merged"] = json!({"documents": rows, "partial": partial, "start_skew_us": skew});
+}
+
+/// Start skew: how much later each run started than the earliest, µs, into its row's
+/// `start_skew_us`; the largest is returned. With `--start-at` on every run it is measured
+/// from each run's offset to the common instant (each host timing its own start, so clock
+/// offsets between hosts do not enter); else from the runs' start times (`host.started_unix_us`,
+/// which do include them). `None` for a run without either.
+fn start_skew(rows: &mut [Value]) -> Option<i64> {
+    let offsets: Option<Vec<i64>> = rows.iter().map(|r| r["start_offset_us"].as_i64()).collect();
+    let starts =
+        offsets.or_else(|| rows.iter().map(|r| r["started_unix_us"].as_i64()).collect())?;
+    let first = *starts.iter().min()?;
+    for (r, t) in rows.iter_mut().zip(&starts) {
+        r["start_skew_us"] = (t - first).into();
+    }
+    starts.iter().map(|t| t - first).max()
 }
 
 #[cfg(test)]
@@ -362,5 +394,160 @@ mod tests {
         assert_eq!(abc.doc["counters"]["established"], 15);
         assert_eq!(abc.doc["histograms"]["ws_msg_rtt"]["count"], 3);
         assert_eq!(abc.doc["merged"]["documents"].as_array().unwrap().len(), 3);
+    }
+
+    /// Segment `i` of `n` of a plan of 7 connections (3, 2, 2 over three), started `skew` µs
+    /// after the instant.
+    fn segment(i: u64, n: u64, skew: i64) -> Input {
+        let mut d = doc(7, &format!("S{i}"), &[100 + i]);
+        let share = 7 / n + u64::from(i < 7 % n);
+        d["segment"] = json!({"index": i, "count": n, "source": "flag", "connections": share});
+        d["start_at"] = json!({"unix_us": 5_000_000, "offset_us": 300 + skew});
+        input(&format!("s{i}.json"), d)
+    }
+
+    #[test]
+    fn segments_must_all_be_there_once() {
+        let all = merge(
+            &[segment(2, 3, 40), segment(0, 3, 0), segment(1, 3, 1_500)],
+            false,
+        )
+        .unwrap();
+        let rows = all.doc["merged"]["documents"].as_array().unwrap();
+        let skews: Vec<i64> = rows
+            .iter()
+            .map(|r| r["start_skew_us"].as_i64().unwrap())
+            .collect();
+        assert_eq!(skews, [40, 0, 1_500]);
+        assert_eq!(all.doc["merged"]["start_skew_us"], 1_500);
+        assert_eq!(rows[0]["connections"], 2);
+        assert!(all.doc["segment"].is_null());
+        let text = summary(&all);
+        assert!(text.contains("start skew: 1.500 ms between the first and the last run to start (from each run's offset to --start-at)"), "{text}");
+
+        let e = merge(&[segment(0, 3, 0), segment(2, 3, 0)], false).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "segments 1 of 3 are missing: add their documents, or pass --partial to merge the segments given"
+        );
+        let part = merge(&[segment(0, 3, 0), segment(2, 3, 0)], true).unwrap();
+        assert_eq!(part.doc["merged"]["missing_segments"], json!([1]));
+        assert_eq!(part.doc["segment"], json!({"count": 3, "partial": true}));
+        assert!(summary(&part).contains("PARTIAL: segments 1 of 3 are missing"));
+
+        // The same segment run twice (two runs): refused, or merged once with --partial.
+        let mut again = segment(1, 3, 0);
+        again.doc["run_id"] = "S1-again".into();
+        again.name = "again.json".into();
+        let twice = [segment(0, 3, 0), segment(1, 3, 0), again, segment(2, 3, 0)];
+        let e = merge(&twice, false).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "`again.json` holds segment 1/3, as `s1.json` does; give each segment once, or pass --partial"
+        );
+        let m = merge(&twice, true).unwrap();
+        assert_eq!(m.doc["counters"]["established"], 21);
+        assert_eq!(m.duplicates.len(), 1);
+
+        // Another split of the plan, or a whole run beside segments: refused even with --partial.
+        let e = merge(&[segment(0, 3, 0), segment(1, 2, 0)], true).unwrap_err();
+        assert_eq!(e.to_string(), "`s1.json` is a segment of 2, `s0.json` a segment of 3: merge the segments of one split");
+        let e = merge(&[segment(0, 3, 0), input("w.json", doc(7, "W", &[]))], true).unwrap_err();
+        assert_eq!(e.to_string(), "`w.json` is a whole run and `s0.json` one of 3 segments: merge the segments of one split, or whole runs");
+
+        // A merge of every segment merges again, and still knows its segments.
+        let e = merge(
+            &[input("all.json", all.doc.clone()), segment(1, 3, 0)],
+            false,
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("`s1.json` is the same run as `all.json`"),
+            "{e}"
+        );
+        let mut other = segment(1, 3, 0);
+        other.doc["run_id"] = "S1-again".into();
+        let e = merge(&[input("all.json", all.doc.clone()), other], false).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("holds segment 1/3, as `all.json` does"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn fan_out_is_settled_across_documents() {
+        use crate::metrics::fanout::FanoutStats;
+        // Host A publishes 10 messages of publisher 7 and subscribes nobody; hosts B and C
+        // each hold one subscriber session, C's misses message 4.
+        let mut logs = [
+            FanoutStats::default(),
+            FanoutStats::default(),
+            FanoutStats::default(),
+        ];
+        for seq in 1..=10 {
+            logs[0].publish(1, 7, seq, 1_000 * seq);
+        }
+        for (k, log) in logs.iter_mut().enumerate().skip(1) {
+            log.session(1, 500, 50_000);
+            for seq in (1..=10).filter(|s| k == 1 || *s != 4) {
+                log.delivered(7, seq, 100);
+            }
+        }
+        let docs: Vec<Input> = ["A", "B", "C"]
+            .iter()
+            .zip(&logs)
+            .map(|(id, log)| {
+                let mut d = doc(5, id, &[]);
+                let own = u64::from(*id != "A") * 10 - u64::from(*id == "C");
+                d["fanout"] = json!({"published": 10 * u64::from(*id == "A")});
+                let counts = json!({"established": 5, "fanout_published": 10 * u64::from(*id == "A"),
+                    // Each host alone takes the other hosts' publisher for a stranger's.
+                    "fanout_delivered": own, "fanout_foreign": own});
+                d["counters"] = counts.clone();
+                d["scenarios"][0]["counters"] = counts;
+                d["scenarios"][0]["fanout_log"] = log.to_text().into();
+                input(id, d)
+            })
+            .collect();
+        let m = merge(&docs, false).unwrap();
+        let f = &m.doc["fanout"];
+        assert_eq!(f["published"], 10);
+        assert_eq!(f["subscriber_sessions"], 2);
+        assert_eq!(f["owed"], 20);
+        assert_eq!(f["delivered_owed"], 19);
+        assert_eq!(f["lost"], 1);
+        assert_eq!(f["foreign"], 0);
+        assert_eq!(f["broadcast_completion"]["messages_incomplete"], 1);
+        let c = &m.doc["counters"];
+        assert_eq!(
+            (
+                c["fanout_owed"].as_u64(),
+                c["fanout_lost"].as_u64(),
+                c["fanout_foreign"].as_u64()
+            ),
+            (Some(20), Some(1), Some(0))
+        );
+        assert_eq!(m.doc["scenarios"][0]["counters"]["fanout_lost"], 1);
+        assert!(
+            summary(&m).contains("owed 20 deliveries, received 19 (95.0000%), lost 1"),
+            "{}",
+            summary(&m)
+        );
+        // The merged log merges again: the same figures.
+        let again = merge(&[input("m", m.doc.clone())], false).unwrap();
+        assert_eq!(again.doc["fanout"], m.doc["fanout"]);
+        // A damaged log names its document and scenario.
+        let mut bad = docs
+            .iter()
+            .map(|i| input(&i.name, i.doc.clone()))
+            .collect::<Vec<_>>();
+        bad[1].doc["scenarios"][0]["fanout_log"] = "AAAA".into();
+        let e = merge(&bad, false).unwrap_err().to_string();
+        assert!(
+            e.starts_with("`B`: scenario `default`: fan-out log: "),
+            "{e}"
+        );
     }
 }

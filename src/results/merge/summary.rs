@@ -23,8 +23,13 @@ pub fn summary(m: &Merged) -> String {
     counts(&mut o, "counters", &d["counters"]);
     counts(&mut o, "failures", &d["failures"]);
     counts(&mut o, "close codes", &d["close_codes"]);
-    if let Some(why) = d["fanout"]["not_computed"].as_str() {
-        let _ = writeln!(o, "\nfan-out loss: not computed: {why}");
+    match &m.fanout {
+        Some((f, c)) => crate::results::summary::fanout_lines(&mut o, f, c),
+        None => {
+            if let Some(why) = d["fanout"]["not_computed"].as_str() {
+                let _ = writeln!(o, "\nfan-out loss: not computed: {why}");
+            }
+        }
     }
     verdicts(&mut o, m);
     documents(&mut o, d);
@@ -99,24 +104,58 @@ fn verdicts(o: &mut String, m: &Merged) {
     }
 }
 
-/// One row per run: its document, host, sessions, client CPU and verdict.
+/// One row per run: its document, segment, host, start skew, connections, client CPU and
+/// verdict; then the largest skew and any missing segments.
 fn documents(o: &mut String, d: &Value) {
     let _ = writeln!(
         o,
-        "\n{:<24}{:<20}{:>12}{:>10}{:>10}{:>10}  verdict",
-        "document", "host", "established", "peak open", "failures", "cpu s"
+        "\n{:<24} {:>7}  {:<20}{:>11}{:>12}{:>12}{:>10}{:>9}  verdict",
+        "document", "segment", "host", "skew ms", "connections", "established", "failures", "cpu s"
     );
     for r in d["merged"]["documents"].as_array().into_iter().flatten() {
+        let segment = match (r["segment"].as_u64(), r["segments"].as_u64()) {
+            (Some(i), Some(n)) => format!("{i}/{n}"),
+            _ => "-".to_owned(),
+        };
+        let skew = r["start_skew_us"]
+            .as_i64()
+            .map_or("-".to_owned(), |us| format!("{:.3}", us as f64 / 1000.0));
         let _ = writeln!(
             o,
-            "{:<24}{:<20}{:>12}{:>10}{:>10}{:>10.2}  {}",
+            "{:<24} {:>7}  {:<20}{:>11}{:>12}{:>12}{:>10}{:>9.2}  {}",
             r["file"].as_str().unwrap_or_default(),
+            segment,
             r["host"].as_str().unwrap_or_default(),
+            skew,
+            num(&r["connections"]),
             num(&r["established"]),
-            num(&r["peak_open"]),
             num(&r["failures"]),
             real(&r["client_cpu_s"]),
             r["verdict"].as_str().unwrap_or_default(),
+        );
+    }
+    if let Some(us) = d["merged"]["start_skew_us"].as_i64() {
+        let how = if d["merged"]["documents"]
+            .as_array()
+            .is_some_and(|a| a.iter().all(|r| r["start_offset_us"].is_i64()))
+        {
+            "from each run's offset to --start-at"
+        } else {
+            "from the hosts' clocks"
+        };
+        let _ = writeln!(
+            o,
+            "start skew: {:.3} ms between the first and the last run to start ({how})",
+            us as f64 / 1000.0
+        );
+    }
+    if let Some(gaps) = d["merged"]["missing_segments"].as_array() {
+        let list: Vec<String> = gaps.iter().map(Value::to_string).collect();
+        let _ = writeln!(
+            o,
+            "PARTIAL: segments {} of {} are missing: the figures above cover the segments given",
+            list.join(", "),
+            num(&d["segment"]["count"])
         );
     }
 }

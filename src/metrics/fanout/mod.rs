@@ -6,7 +6,13 @@
 //! publisher is one of the run's: subscribers count their deliveries per publisher id, and
 //! the final accounting keeps those of the ids that published (others' are foreign).
 
+mod codec;
+
+use crate::proto::conn::Counters;
 use std::collections::{HashMap, HashSet};
+
+/// Why owed and lost are not computed when the publish log overflowed.
+pub const NOT_EXACT: &str = "more messages were published than the log holds (1,000,000): what was owed, and so the loss, is unknown";
 
 /// Log-linear latency buckets: exact below 16 µs, then 8 per power of two (±6 %).
 const BUCKETS: usize = 16 + 24 * 8;
@@ -255,6 +261,40 @@ impl FanoutStats {
             exact: self.unlogged == 0,
         })
     }
+}
+
+/// Settles a run's fan-out counters once its whole log is known (at the end of a run, or when
+/// `sockstorm merge` has added every host's log): deliveries owed by the run's publishers,
+/// foreign ones, owed and lost, for the run (`run`, from the log `total`) and for each
+/// scenario (its own log and counters). Owed and lost stay 0 when the log overflowed
+/// ([`FanoutSummary::exact`] false). `None` when nothing fanned out.
+pub fn settle(
+    total: &FanoutStats,
+    run: &mut Counters,
+    scenarios: &mut [(&FanoutStats, &mut Counters)],
+) -> Option<FanoutSummary> {
+    let summary = total.summarize()?;
+    // Only deliveries of the run's own publishers were owed.
+    run.fanout_delivered_owed = summary.delivered_owed;
+    run.fanout_foreign = summary.foreign;
+    for (log, c) in scenarios.iter_mut() {
+        let (owed, foreign) = total.attribute(log);
+        c.fanout_delivered_owed = owed;
+        c.fanout_foreign = foreign;
+    }
+    if !summary.exact {
+        // More published than the log holds: what was owed is unknown, so is the loss.
+        return Some(summary);
+    }
+    run.fanout_owed = summary.expected;
+    run.fanout_lost = summary.expected.saturating_sub(run.fanout_delivered_owed);
+    for (log, c) in scenarios.iter_mut() {
+        if c.fanout_delivered > 0 || !log.is_empty() {
+            c.fanout_owed = total.owed_to(log);
+            c.fanout_lost = c.fanout_owed.saturating_sub(c.fanout_delivered_owed);
+        }
+    }
+    Some(summary)
 }
 
 /// p50, p99 and max over messages, µs.
