@@ -174,30 +174,43 @@ for _ in $(seq 100); do grep -q 'listening on' "$tmp/gateway.out" 2>/dev/null &&
 addr=$(sed -n 's|.*listening on ws://\([^/]*\)/.*|\1|p' "$tmp/gateway.out")
 [ -n "$addr" ] || die "the gateway did not start: $(cat "$tmp/gateway.out")"
 
-# A mix of echoed messages in two scenarios, no reconnects, a drain so every echo is back.
-# 36 connections, 24 + 12 by weight: 8 + 4 per task. Equal shares on purpose: a segment's
-# document records its own share (settings.connections, connect_rate, scenarios[].connections)
-# in its plan keys, so `sockstorm merge` refuses segments whose shares differ (e.g. 30 over
-# 3 tasks: 7+4, 7+3, 6+3) as "another plan"; drop this note and use 30 once it is fixed.
+# Echo sessions in two scenarios and a fan-out channel, 31 connections that split unevenly
+# over 3 tasks (chat 4+3+3, ticks 3+2+2, subscribers 5+4+4): the one publisher sits in task 0,
+# the subscribers in all three, so owed and lost are settled across the segments' documents.
+# No reconnects; a drain so every echo and delivery is back.
 cat >"$tmp/scenario.toml" <<EOF
 url = "ws://$addr/ws?c={{conn_id}}"
-duration = "3s"
-connections = 36
-connect_rate = 360
+duration = "4s"
+connect_rate = 310
 drain = "1s"
 no_reconnect = true
 
 [[scenario]]
 name = "chat"
-weight = 2
+connections = 10
 message = '{"seq":{{seq}},"text":"{{rand_choice hi hello hey}}"}'
 message_rate = 4
 
 [[scenario]]
 name = "ticks"
-weight = 1
+connections = 7
 message = 'tick {{seq}}'
 message_rate = 10
+
+[[scenario]]
+name = "subscribers"
+role = "subscriber"
+channel = "prices"
+connections = 13
+
+[[scenario]]
+name = "publisher"
+role = "publisher"
+channel = "prices"
+connections = 1
+start = "1s"
+message_rate = 10
+message_count = 20
 EOF
 
 # 4. The checked-in recipe, 3 tasks on the one node (its --ntasks-per-node=1 is for one task
@@ -213,7 +226,7 @@ SOCKSTORM_BIN=$BIN SOCKSTORM_OUT=$out SOCKSTORM_START_IN=3 \
 kill -TERM "$gw"
 wait "$gw" || true
 gw=
-totals=$(grep 'stopped; accepted' "$tmp/gateway.out") || die "no totals from the gateway"
+totals=$(grep -E 'stopped; accepted|channels:' "$tmp/gateway.out") || die "no totals from the gateway"
 
 # 5. Segments, merge and gateway agree.
 "$PY" - "$out" "$totals" <<'EOF'
@@ -221,6 +234,8 @@ import json, re, sys, glob, os
 out, totals = sys.argv[1], sys.argv[2]
 m = re.search(r"accepted (\d+) connections, (\d+) messages in, (\d+) out, (\d+) handshakes rejected", totals)
 accepted, gw_in, gw_out, rejected = map(int, m.groups())
+m = re.search(r"channels: (\d+) publishes, (\d+) deliveries", totals)
+gw_pub, gw_deliv = map(int, m.groups()) if m else (0, 0)
 segs = [json.load(open(p)) for p in sorted(glob.glob(os.path.join(out, "segment-*.json")))]
 merged = json.load(open(os.path.join(out, "merged.json")))
 assert len(segs) == 3, f"{len(segs)} segment files"
@@ -229,12 +244,25 @@ for s in segs:
     assert s["segment"]["count"] == 3 and s["segment"]["source"] == "SLURM_PROCID", s["segment"]
     assert not s["failures"], s["failures"]
     assert s["start_at"]["unix_us"] == segs[0]["start_at"]["unix_us"], "one --start-at for all"
+# Fan-out owed, lost and foreign are settled on the merged log (each segment alone takes the
+# publisher of segment 0 for a stranger's); every other count is the segments' sum.
+settled = {"fanout_delivered_owed", "fanout_foreign", "fanout_owed", "fanout_lost"}
 for k, v in merged["counters"].items():
-    assert v == sum(s["counters"][k] for s in segs), k
+    assert k in settled or v == sum(s["counters"][k] for s in segs), k
+assert [s["segment"]["connections"] for s in segs] == [13, 9, 9], [s["segment"] for s in segs]
+assert [s["counters"]["fanout_published"] for s in segs] == [20, 0, 0]
 c = merged["counters"]
-assert c["established"] == 36 == accepted, (c["established"], accepted)
-assert c["msgs_sent"] == gw_in and c["msgs_received"] == gw_out, (c, gw_in, gw_out)
+assert c["established"] == 31 == accepted, (c["established"], accepted)
+# The gateway's messages in: echoes, publishes and the subscribers' subscribe messages; out:
+# echoes, and pushes (deliveries and subscribe acks).
+assert c["msgs_sent"] + c["fanout_published"] + c["on_open_sent"] == gw_in, (c, gw_in)
+assert c["msgs_received"] + c["msgs_pushed"] == gw_out, (c, gw_out)
+assert c["msgs_pushed"] == c["fanout_delivered"] + c["expects_met"], c
 assert c["msgs_sent"] > 0 and c["msgs_unanswered"] == 0, c
+f = merged["fanout"]
+assert f["published"] == 20 == gw_pub, (f, gw_pub)
+assert f["owed"] == 20 * 13 == f["delivered_owed"] == gw_deliv, (f, gw_deliv)
+assert f["lost"] == 0 and f["foreign"] == 0 and f["broadcast_completion"]["messages_incomplete"] == 0, f
 assert not merged["failures"] and rejected == 0, (merged["failures"], rejected)
 hist = {}
 for name, h in merged["histograms"].items():
@@ -246,7 +274,9 @@ assert merged["verdict"] == "ok", merged["verdict"]
 offsets = ", ".join(str(s["start_at"]["offset_us"]) for s in segs)
 print(f"   PASS: 3 Slurm tasks (SLURM_PROCID 0-2), established "
       f"{'+'.join(str(s['counters']['established']) for s in segs)} = {c['established']} = gateway accepted; "
-      f"messages sent {c['msgs_sent']} = gateway in, received {c['msgs_received']} = gateway out; 0 failures; "
+      f"echoes {c['msgs_sent']} + published {c['fanout_published']} + subscribes {c['on_open_sent']} = gateway in, "
+      f"echoes {c['msgs_received']} + pushed {c['msgs_pushed']} = gateway out; "
+      f"fan-out across segments: owed {f['owed']} = delivered {f['delivered_owed']} = gateway deliveries, lost 0; 0 failures; "
       f"merged histogram counts = sums ({', '.join(f'{k} {v}' for k, v in hist.items() if v)}); "
       f"start offsets from --start-at {offsets} µs")
 EOF
