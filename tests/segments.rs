@@ -106,7 +106,9 @@ fn three_segments_make_the_whole_run_and_start_together() {
     assert_eq!(established.iter().sum::<u64>(), C);
     assert_eq!(stats.accepted, C);
     for (k, v) in docs.iter().enumerate() {
-        assert_eq!(v["settings"]["connections"], [7, 7, 6][k]);
+        // The plan is the whole run's; the segment's share beside it.
+        assert_eq!(v["settings"]["connections"], C);
+        assert_eq!(v["segment"]["connections"], [7, 7, 6][k]);
         assert_eq!(v["segment"]["index"], k as u64);
         assert_eq!(v["segment"]["count"], 3);
         let source = if k == 2 {
@@ -146,6 +148,212 @@ fn three_segments_make_the_whole_run_and_start_together() {
     for off in &offsets {
         assert!((0..50_000).contains(off), "offsets {offsets:?}");
     }
+}
+
+/// The plan of the whole-run merge test: echo sessions and a fan-out channel whose one
+/// publisher falls in segment 0 (the remainder of 1 over 3), its 13 subscribers in all three
+/// (5, 4, 4); thresholds that hold only for the whole run, and one that fails for any.
+fn split_plan(addr: std::net::SocketAddr) -> std::path::PathBuf {
+    let file = json_path("segments-whole").with_extension("toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"url = "ws://{addr}/ws?c={{{{conn_id}}}}"
+duration = "3s"
+drain = "500ms"
+connect_rate = 500
+no_reconnect = true
+thresholds = [
+  "established: count>=31",
+  "fanout_delivered_owed: count>=520",
+  "fanout_lost: count<1",
+  "ws_msg_rtt: p(99)<1us",
+]
+
+[[scenario]]
+name = "echo"
+connections = 17
+message = "hello {{{{conn_id}}}} {{{{seq}}}}"
+message_rate = 5
+message_count = 10
+
+[[scenario]]
+name = "subscribers"
+role = "subscriber"
+channel = "prices"
+connections = 13
+
+[[scenario]]
+name = "publisher"
+role = "publisher"
+channel = "prices"
+connections = 1
+start = "500ms"
+message_rate = 40
+message_count = 40
+"#
+        ),
+    )
+    .unwrap();
+    file
+}
+
+/// Runs `args` as a child, its output captured.
+fn spawn(args: &[String]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_sockstorm"))
+        .args(args)
+        .env_remove("JOB_COMPLETION_INDEX")
+        .env_remove("SLURM_PROCID")
+        .env_remove("SLURM_NTASKS")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Exit code and stdout + stderr of a child.
+fn finish(c: std::process::Child) -> (Option<i32>, String) {
+    let o = c.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (o.status.code(), text)
+}
+
+/// Three segments from their own source addresses, one `--start-at`, one gateway; merged,
+/// they equal the gateway's counts and the unsplit run's: established, messages, deliveries
+/// owed and received across segments (the publisher is in one, subscribers in all), 0 lost,
+/// histogram counts the sums, and the thresholds pass and fail as the unsplit run's do,
+/// though no segment alone passes them.
+#[test]
+fn merged_segments_equal_the_gateway_and_the_unsplit_run() {
+    let _g = lock();
+    let gw = common::gateway(None);
+    let plan = split_plan(gw.local_addr());
+    let plan = plan.to_str().unwrap().to_owned();
+    let mut children = Vec::new();
+    let mut outs = Vec::new();
+    for k in 0..3u64 {
+        let out = json_path(&format!("segments-whole-{k}"));
+        let args: Vec<String> = [
+            "run",
+            &plan,
+            "--segment",
+            &format!("{k}/3"),
+            "--source-ip",
+            &format!("127.0.{}.1-127.0.{}.4", k + 1, k + 1),
+            "--start-at",
+            "+2s",
+            "-q",
+            "--json",
+            out.to_str().unwrap(),
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        children.push(spawn(&args));
+        outs.push(out);
+    }
+    let mut docs = Vec::new();
+    for (k, (child, out)) in children.into_iter().zip(&outs).enumerate() {
+        let (code, text) = finish(child);
+        // No segment alone has 31 established or 520 owed deliveries: its thresholds fail.
+        assert_eq!(code, Some(99), "segment {k}: {text}");
+        docs.push(read_json(out));
+    }
+    let stats = gw.stats();
+    gw.shutdown();
+    let merged = json_path("segments-whole-merged");
+    let mut args = vec!["merge".to_owned()];
+    args.extend(outs.iter().map(|p| p.to_str().unwrap().to_owned()));
+    args.extend(["-o".to_owned(), merged.to_str().unwrap().to_owned()]);
+    let (code, summary) = finish(spawn(&args));
+    assert_eq!(code, Some(99), "{summary}");
+    let m = read_json(&merged);
+
+    // Established, echoes and deliveries: the gateway's own counts.
+    assert_eq!(
+        docs.iter().map(|d| counter(d, "established")).collect::<Vec<_>>(),
+        [12, 10, 9]
+    );
+    assert_eq!(counter(&m, "established"), 31);
+    assert_eq!(stats.accepted, 31);
+    assert_eq!(counter(&m, "msgs_sent"), 170);
+    assert_eq!(counter(&m, "msgs_received"), 170);
+    assert_eq!(
+        stats.msgs_in,
+        170 + 40 + 13,
+        "echoes, publishes and subscribes"
+    );
+    assert_eq!((stats.channel_publishes, stats.channel_deliveries), (40, 520));
+    let f = &m["fanout"];
+    assert_eq!(f["published"], 40);
+    assert_eq!(f["subscriber_sessions"], 13);
+    assert_eq!(f["owed"], 520);
+    assert_eq!(f["delivered_owed"], 520);
+    assert_eq!(f["lost"], 0);
+    assert_eq!(f["foreign"], 0);
+    assert_eq!(f["broadcast_completion"]["messages_incomplete"], 0);
+    assert_eq!(f["broadcast_completion"]["messages_timed"], 40);
+    // Alone, segments 1 and 2 owe nothing: their publisher is segment 0's.
+    for d in &docs[1..] {
+        assert_eq!(d["fanout"]["owed"], 0);
+        assert_eq!(d["fanout"]["foreign"], d["fanout"]["delivered_total"]);
+    }
+    // Histograms: the merged counts are the sums.
+    for (name, h) in m["histograms"].as_object().unwrap() {
+        let sum: u64 = docs
+            .iter()
+            .map(|d| d["histograms"][name]["count"].as_u64().unwrap_or(0))
+            .sum();
+        assert_eq!(h["count"], sum, "{name}");
+    }
+    assert_eq!(m["histograms"]["ws_msg_rtt"]["count"], 170);
+    assert_eq!(m["histograms"]["ws_msg_latency"]["count"], 520);
+    // One start: the skew between the three under 20 ms, shown in the summary.
+    let skew = m["merged"]["start_skew_us"].as_i64().unwrap();
+    assert!((0..20_000).contains(&skew), "{skew}");
+    assert!(summary.contains("start skew: "), "{summary}");
+    assert!(summary.contains("owed 520 deliveries, received 520 (100.0000%), lost 0"), "{summary}");
+
+    // The unsplit run of the same plan passes and fails the same thresholds.
+    let gw = common::gateway(None);
+    let whole_plan = split_plan(gw.local_addr());
+    let whole = json_path("segments-whole-unsplit");
+    let (code, text) = finish(spawn(
+        &[
+            "run",
+            whole_plan.to_str().unwrap(),
+            "--source-ip",
+            "127.0.4.1-127.0.4.4",
+            "-q",
+            "--json",
+            whole.to_str().unwrap(),
+        ]
+        .map(str::to_owned),
+    ));
+    gw.shutdown();
+    assert_eq!(code, Some(99), "{text}");
+    let w = read_json(&whole);
+    let verdicts = |v: &serde_json::Value| -> Vec<(String, bool)> {
+        v["thresholds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| (t["expr"].as_str().unwrap().to_owned(), t["pass"] == true))
+            .collect()
+    };
+    assert_eq!(verdicts(&m), verdicts(&w));
+    assert_eq!(
+        verdicts(&m).iter().map(|(_, p)| *p).collect::<Vec<_>>(),
+        [true, true, true, false]
+    );
+    for d in &docs {
+        assert_eq!(d["thresholds"][0]["pass"], false, "a segment alone has < 31");
+    }
+    assert_eq!(counter(&w, "fanout_owed"), counter(&m, "fanout_owed"));
+    assert_eq!(counter(&w, "msgs_received"), counter(&m, "msgs_received"));
 }
 
 /// `at` as RFC 3339 in UTC, to the µs.
@@ -236,8 +444,10 @@ fn a_scenario_with_no_connections_in_a_segment_runs_empty() {
     gw.shutdown();
     assert_eq!(counter(&v, "established"), 2);
     assert_eq!(stats.accepted, 2);
-    assert_eq!(v["scenarios"][0]["connections"], 2);
-    assert_eq!(v["scenarios"][1]["connections"], 0);
+    assert_eq!(v["scenarios"][0]["connections"], 4);
+    assert_eq!(v["scenarios"][0]["segment_connections"], 2);
+    assert_eq!(v["scenarios"][1]["connections"], 1);
+    assert_eq!(v["scenarios"][1]["segment_connections"], 0);
     assert_eq!(v["scenarios"][1]["counters"]["attempts"], 0);
 }
 
