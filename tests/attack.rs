@@ -9,14 +9,12 @@ mod common;
 #[path = "common/hostile.rs"]
 mod hostile;
 
+use common::child::{Exit, Run, Spawn};
 use common::*;
 use hostile::{Hostile, Mode, Stats};
 use serde_json::{json, Value};
-use std::fs::File;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// CPUs the client's shards run on (one shard each, by default all of them).
 fn cpus() -> u64 {
@@ -24,10 +22,9 @@ fn cpus() -> u64 {
 }
 
 /// The client's address-space limit, in bytes: 1 GiB and 128 MiB per shard (thread stacks,
-/// malloc arenas and io_uring rings reserve address space they never touch). Plain bytes:
-/// util-linux 2.38's `prlimit` crashes on suffixes.
-fn as_limit() -> String {
-    ((1u64 << 30) + cpus() * (128 << 20)).to_string()
+/// malloc arenas and io_uring rings reserve address space they never touch).
+fn as_limit() -> u64 {
+    (1u64 << 30) + cpus() * (128 << 20)
 }
 
 /// The RSS bound (KiB) for a run of a few connections, floods included: 40 MiB and 2 MiB per
@@ -37,167 +34,81 @@ fn rss_bound_kib() -> u64 {
     (40 << 10) + cpus() * (2 << 10)
 }
 
-/// A `sockstorm run` child under `prlimit --as`, its output going to files.
-struct Storm {
-    name: String,
-    child: Child,
-    json: PathBuf,
-    started: Instant,
-    max_rss_kib: u64,
+/// Where the run named `name` writes its JSON.
+fn json_of(name: &str) -> std::path::PathBuf {
+    json_path(&format!("attack-{name}"))
 }
 
-/// What a finished run left: exit code, time to finish, peak RSS, JSON and output.
+/// `sockstorm run URL ARGS --json PATH` under `prlimit --as`, started in the background.
+fn storm(name: &str, url: &str, args: &[&str]) -> Run {
+    let json = json_of(name);
+    let _ = std::fs::remove_file(&json);
+    let mut all = vec!["run", url];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--json", json.to_str().unwrap()]);
+    Spawn::new(name, &all).address_space(as_limit()).start()
+}
+
+/// `sockstorm run` with `args` against a fresh `mode` server: RSS sampled for `watch`, then
+/// to the exit (15 s at most). The server comes back too, for its stats.
+fn attack(name: &str, mode: Mode, args: &[&str], watch: Duration) -> (Hostile, Finished) {
+    let server = Hostile::start(mode);
+    let mut run = storm(name, &server.url(), args);
+    run.watch(watch);
+    (server, Finished::wait(run, Duration::from_secs(15)))
+}
+
+/// What a finished run left: the child's exit, time and peak RSS, its JSON and output.
 struct Finished {
-    name: String,
-    code: Option<i32>,
-    took: Duration,
-    /// When the exit was seen (within 20 ms).
-    ended: Instant,
-    max_rss_kib: u64,
+    exit: Exit,
     v: Value,
     text: String,
 }
 
-impl Storm {
-    /// `sockstorm run URL ARGS --json PATH`, started in the background.
-    fn start(name: &str, url: &str, args: &[&str]) -> Self {
-        let json = json_path(&format!("attack-{name}"));
-        let _ = std::fs::remove_file(&json);
-        let out = File::create(json.with_extension("out")).unwrap();
-        let err = File::create(json.with_extension("err")).unwrap();
-        let bin = env!("CARGO_BIN_EXE_sockstorm");
-        let prlimit = Command::new("prlimit").arg("--version").output().is_ok();
-        let mut cmd = if prlimit {
-            let mut c = Command::new("prlimit");
-            c.arg(format!("--as={}", as_limit())).arg("--").arg(bin);
-            c
-        } else {
-            eprintln!("prlimit not found: {name} runs without an address-space limit");
-            Command::new(bin)
-        };
-        let child = cmd
-            .arg("run")
-            .arg(url)
-            .args(args)
-            .args(["--json", json.to_str().unwrap()])
-            .stdout(Stdio::from(out))
-            .stderr(Stdio::from(err))
-            .spawn()
-            .unwrap();
-        Self {
-            name: name.to_owned(),
-            child,
-            json,
-            started: Instant::now(),
-            max_rss_kib: 0,
-        }
-    }
-
-    /// Samples the child's RSS for `d` (or until it exits).
-    fn watch(&mut self, d: Duration) {
-        let until = Instant::now() + d;
-        while Instant::now() < until && self.sample() {
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// One RSS sample; false once the child has exited.
-    fn sample(&mut self) -> bool {
-        let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-        else {
-            return false;
-        };
-        let Some(kib) = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        else {
-            return false; // a zombie: exited
-        };
-        self.max_rss_kib = self.max_rss_kib.max(kib);
-        true
-    }
-
-    /// Sends `sig` (INT, TERM, HUP); the time it was sent.
-    fn signal(&self, sig: &str) -> Instant {
-        let ok = Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "{}: kill -{sig} failed", self.name);
-        Instant::now()
-    }
-
-    /// Waits for the exit (killing it after `limit`), sampling RSS all along.
-    fn finish(mut self, limit: Duration) -> Finished {
-        let status = loop {
-            self.sample();
-            if let Some(s) = self.child.try_wait().unwrap() {
-                break s;
-            }
-            if self.started.elapsed() > limit {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!("{}: still running after {limit:?}", self.name);
-            }
-            thread::sleep(Duration::from_millis(20));
-        };
-        let ended = Instant::now();
-        let took = ended - self.started;
-        eprintln!(
-            "{}: exit {:?} after {took:.2?}, peak RSS {} KiB",
-            self.name,
-            status.code(),
-            self.max_rss_kib
-        );
-        let text = format!(
-            "stdout:\n{}\nstderr:\n{}",
-            std::fs::read_to_string(self.json.with_extension("out")).unwrap_or_default(),
-            std::fs::read_to_string(self.json.with_extension("err")).unwrap_or_default()
-        );
-        let v = match std::fs::read(&self.json) {
-            Ok(b) => serde_json::from_slice(&b).unwrap(),
-            Err(e) => panic!("{}: no JSON ({e}); {status:?}\n{text}", self.name),
-        };
-        Finished {
-            name: self.name,
-            code: status.code(),
-            took,
-            ended,
-            max_rss_kib: self.max_rss_kib,
-            v,
-            text,
-        }
-    }
-}
-
 impl Finished {
+    /// Waits for `run` (killing it `limit` after its start) and reads its JSON.
+    fn wait(run: Run, limit: Duration) -> Self {
+        let exit = run.finish(limit);
+        let text = exit.text();
+        let v = match std::fs::read(json_of(&exit.name)) {
+            Ok(b) => serde_json::from_slice(&b).unwrap(),
+            Err(e) => panic!("{}: no JSON ({e}); {:?}\n{text}", exit.name, exit.status),
+        };
+        Self { exit, v, text }
+    }
+
     fn c(&self, name: &str) -> u64 {
         self.v["counters"][name]
             .as_u64()
-            .unwrap_or_else(|| panic!("{}: counter {name} missing", self.name))
+            .unwrap_or_else(|| panic!("{}: counter {name} missing", self.exit.name))
     }
 
     /// Exit code, a finish within `within`, RSS within [`rss_bound_kib()`], and the identities.
     fn check(&self, code: i32, within: Duration) {
-        let n = &self.name;
-        assert_eq!(self.code, Some(code), "{n}: exit code\n{}", self.text);
-        assert!(self.took < within, "{n}: took {:?}", self.took);
-        assert!(self.max_rss_kib > 0, "{n}: RSS never sampled");
+        let (n, e) = (&self.exit.name, &self.exit);
+        assert_eq!(e.code(), Some(code), "{n}: exit code\n{}", self.text);
+        assert!(e.took < within, "{n}: took {:?}", e.took);
+        assert!(e.max_rss_kib > 0, "{n}: RSS never sampled");
         assert!(
-            self.max_rss_kib < rss_bound_kib(),
+            e.max_rss_kib < rss_bound_kib(),
             "{n}: RSS {} KiB",
-            self.max_rss_kib
+            e.max_rss_kib
         );
         self.identities();
+    }
+
+    /// What every attack run must show: [`Self::check`] (exit `code` within `within`, RSS,
+    /// identities) and exactly `failures`, by cause.
+    fn expect(&self, code: i32, within: Duration, failures: Value) {
+        self.check(code, within);
+        assert_eq!(self.v["failures"], failures, "{}", self.exit.name);
     }
 
     /// Every attempt and every session is accounted for, once. (A violation during our close
     /// handshake is the one failure outside connect_failed + sessions_dropped: see
     /// `a_close_never_answered_or_answered_with_a_violation_ends_the_session_incomplete`.)
     fn identities(&self) {
-        let n = &self.name;
+        let n = &self.exit.name;
         let counters = &self.v["counters"];
         assert_eq!(
             self.c("attempts"),
@@ -245,15 +156,9 @@ fn in_parallel<T: Send + 'static>(cases: Vec<T>, f: fn(T)) {
 
 const N: u64 = 4;
 
-/// A handshake abuse and the one failure cause it must give every attempt.
-struct Abuse {
-    name: &'static str,
-    mode: Mode,
-    cause: &'static str,
-}
-
 #[test]
 fn handshake_abuses_fail_every_attempt_with_its_own_cause() {
+    // Each handshake abuse, and the one failure cause it must give every attempt.
     let cases = vec![
         ("silent", Mode::Silent, "upgrade_timeout"),
         (
@@ -290,15 +195,10 @@ fn handshake_abuses_fail_every_attempt_with_its_own_cause() {
         ),
         ("trickle", Mode::Trickle, "upgrade_timeout"),
     ];
-    let cases = cases
-        .into_iter()
-        .map(|(name, mode, cause)| Abuse { name, mode, cause })
-        .collect();
-    in_parallel(cases, |a| {
-        let server = Hostile::start(a.mode);
-        let f = Storm::start(
-            a.name,
-            &server.url(),
+    in_parallel(cases, |(name, mode, cause)| {
+        let (server, f) = attack(
+            name,
+            mode,
             &[
                 "-c",
                 "4",
@@ -308,15 +208,14 @@ fn handshake_abuses_fail_every_attempt_with_its_own_cause() {
                 "1s",
                 "--no-reconnect",
             ],
-        )
-        .finish(Duration::from_secs(15));
-        f.check(3, Duration::from_secs(2 + 3));
-        assert_eq!(f.v["failures"], json!({ a.cause: N }), "{}", a.name);
-        assert_eq!(f.c("attempts"), N, "{}", a.name);
-        assert_eq!(f.c("established"), 0, "{}", a.name);
-        assert_eq!(f.c("connect_failed"), N, "{}", a.name);
-        assert_eq!(Stats::get(&server.stats.accepted), N, "{}", a.name);
-        if a.mode == Mode::EndlessHeader {
+            Duration::ZERO,
+        );
+        f.expect(3, Duration::from_secs(2 + 3), json!({ cause: N }));
+        assert_eq!(f.c("attempts"), N, "{name}");
+        assert_eq!(f.c("established"), 0, "{name}");
+        assert_eq!(f.c("connect_failed"), N, "{name}");
+        assert_eq!(Stats::get(&server.stats.accepted), N, "{name}");
+        if mode == Mode::EndlessHeader {
             // The head is read up to its 16 KiB limit and no further.
             assert!(
                 f.c("bytes_received") < N * (32 << 10),
@@ -329,13 +228,12 @@ fn handshake_abuses_fail_every_attempt_with_its_own_cause() {
 
 #[test]
 fn reconnect_churn_against_a_resetting_server_keeps_every_attempt_accounted_for() {
-    let server = Hostile::start(Mode::ResetAtOnce);
-    let f = Storm::start(
+    let (server, f) = attack(
         "reset-churn",
-        &server.url(),
+        Mode::ResetAtOnce,
         &["-c", "8", "-d", "2s", "--connect-timeout", "1s"],
-    )
-    .finish(Duration::from_secs(15));
+        Duration::ZERO,
+    );
     f.check(3, Duration::from_secs(2 + 3));
     let attempts = f.c("attempts");
     // Replacements keep coming (with backoff) and each is one more attempt.
@@ -358,8 +256,8 @@ fn reconnect_churn_against_a_resetting_server_keeps_every_attempt_accounted_for(
 fn the_target_query_goes_to_the_server_but_is_never_shown_and_the_fragment_never_leaves() {
     let server = Hostile::start(Mode::Headers(0));
     let url = format!("{}feed?token=s3cr3t-42&room=1#frag", server.url());
-    let f = Storm::start("query", &url, &["-c", "2", "-d", "1s", "--no-reconnect"])
-        .finish(Duration::from_secs(15));
+    let run = storm("query", &url, &["-c", "2", "-d", "1s", "--no-reconnect"]);
+    let f = Finished::wait(run, Duration::from_secs(15));
     f.check(0, Duration::from_secs(1 + 3));
     assert_eq!(f.c("closed_clean"), 2);
     let lines = server.stats.request_lines.lock().unwrap().clone();
@@ -377,30 +275,22 @@ fn the_target_query_goes_to_the_server_but_is_never_shown_and_the_fragment_never
 
 #[test]
 fn a_101_with_100_header_fields_is_accepted() {
-    let server = Hostile::start(Mode::Headers(100));
-    let f = Storm::start(
+    let (server, f) = attack(
         "100-headers",
-        &server.url(),
+        Mode::Headers(100),
         &["-c", "4", "-d", "1s", "--no-reconnect"],
-    )
-    .finish(Duration::from_secs(15));
-    f.check(0, Duration::from_secs(1 + 3));
-    assert_eq!(f.v["failures"], json!({}));
+        Duration::ZERO,
+    );
+    f.expect(0, Duration::from_secs(1 + 3), json!({}));
     assert_eq!(f.c("established"), N);
     assert_eq!(f.c("closed_clean"), N);
     assert_eq!(f.v["close_codes"], json!({"1000": N}));
     assert_eq!(Stats::get(&server.stats.closes), N);
 }
 
-/// A frame violation and the failure cause it must give every session.
-struct Violation {
-    name: &'static str,
-    mode: Mode,
-    cause: &'static str,
-}
-
 #[test]
 fn frame_violations_drop_every_session_with_their_own_cause() {
+    // Each frame violation, and the failure cause it must give every session.
     let cases = vec![
         ("masked", Mode::MaskedFrame, "protocol_masked_server_frame"),
         ("rsv", Mode::ReservedBits, "protocol_reserved_bits"),
@@ -433,37 +323,29 @@ fn frame_violations_drop_every_session_with_their_own_cause() {
         ),
         ("length-top-bit", Mode::LengthTopBit, "protocol_bad_length"),
     ];
-    let cases = cases
-        .into_iter()
-        .map(|(name, mode, cause)| Violation { name, mode, cause })
-        .collect();
-    in_parallel(cases, |x| {
-        let server = Hostile::start(x.mode);
-        let f = Storm::start(
-            x.name,
-            &server.url(),
+    in_parallel(cases, |(name, mode, cause)| {
+        let (server, f) = attack(
+            name,
+            mode,
             &["-c", "4", "-d", "1s", "--no-reconnect"],
-        )
-        .finish(Duration::from_secs(15));
-        f.check(3, Duration::from_secs(1 + 3));
-        assert_eq!(f.v["failures"], json!({ x.cause: N }), "{}", x.name);
-        assert_eq!(f.c("established"), N, "{}", x.name);
-        assert_eq!(f.c("sessions_dropped"), N, "{}", x.name);
-        assert_eq!(Stats::get(&server.stats.upgraded), N, "{}", x.name);
+            Duration::ZERO,
+        );
+        f.expect(3, Duration::from_secs(1 + 3), json!({ cause: N }));
+        assert_eq!(f.c("established"), N, "{name}");
+        assert_eq!(f.c("sessions_dropped"), N, "{name}");
+        assert_eq!(Stats::get(&server.stats.upgraded), N, "{name}");
     });
 }
 
 #[test]
 fn two_close_frames_are_one_close() {
-    let server = Hostile::start(Mode::TwoCloses);
-    let f = Storm::start(
+    let (server, f) = attack(
         "two-closes",
-        &server.url(),
+        Mode::TwoCloses,
         &["-c", "4", "-d", "1s", "--no-reconnect"],
-    )
-    .finish(Duration::from_secs(15));
-    f.check(0, Duration::from_secs(1 + 3));
-    assert_eq!(f.v["failures"], json!({}));
+        Duration::ZERO,
+    );
+    f.expect(0, Duration::from_secs(1 + 3), json!({}));
     assert_eq!(f.c("closed_by_server"), N);
     // The first close counts; the second (1001) changes nothing.
     assert_eq!(f.v["close_codes"], json!({"1000": N}));
@@ -475,10 +357,9 @@ fn two_close_frames_are_one_close() {
 fn a_close_never_answered_or_answered_with_a_violation_ends_the_session_incomplete() {
     // Mute: our close waits out --close-wait, and the run is no failure.
     let mute = thread::spawn(|| {
-        let server = Hostile::start(Mode::Mute);
-        let f = Storm::start(
+        let (server, f) = attack(
             "mute",
-            &server.url(),
+            Mode::Mute,
             &[
                 "-c",
                 "4",
@@ -488,11 +369,11 @@ fn a_close_never_answered_or_answered_with_a_violation_ends_the_session_incomple
                 "500ms",
                 "--no-reconnect",
             ],
-        )
-        .finish(Duration::from_secs(15));
-        f.check(0, Duration::from_millis(1500 + 3000));
-        assert!(f.took >= Duration::from_millis(1500), "{:?}", f.took);
-        assert_eq!(f.v["failures"], json!({}));
+            Duration::ZERO,
+        );
+        f.expect(0, Duration::from_millis(1500 + 3000), json!({}));
+        let took = f.exit.took;
+        assert!(took >= Duration::from_millis(1500), "{took:?}");
         assert_eq!(f.c("closes_incomplete"), N);
         assert_eq!(f.v["close_codes"], json!({}));
         assert_eq!(Stats::get(&server.stats.closes), N);
@@ -500,16 +381,16 @@ fn a_close_never_answered_or_answered_with_a_violation_ends_the_session_incomple
     // A masked close reply: the violation is the server's, counted by its cause, while the
     // session (already closing) ends incomplete rather than dropped. The only failures outside
     // connect_failed + sessions_dropped.
-    let server = Hostile::start(Mode::MaskedCloseReply);
-    let f = Storm::start(
+    let (_server, f) = attack(
         "masked-close-reply",
-        &server.url(),
+        Mode::MaskedCloseReply,
         &["-c", "4", "-d", "1s", "--no-reconnect"],
-    )
-    .finish(Duration::from_secs(15));
-    assert_eq!(f.code, Some(3), "{}", f.text);
-    assert!(f.took < Duration::from_secs(1 + 3), "{:?}", f.took);
-    assert!(f.max_rss_kib < rss_bound_kib(), "RSS {} KiB", f.max_rss_kib);
+        Duration::ZERO,
+    );
+    let e = &f.exit;
+    assert_eq!(e.code(), Some(3), "{}", f.text);
+    assert!(e.took < Duration::from_secs(1 + 3), "{:?}", e.took);
+    assert!(e.max_rss_kib < rss_bound_kib(), "RSS {} KiB", e.max_rss_kib);
     assert_eq!(f.v["failures"], json!({"protocol_masked_server_frame": N}));
     assert_eq!(f.c("closes_incomplete"), N);
     assert_eq!(f.c("sessions_dropped"), 0);
@@ -524,10 +405,9 @@ fn a_close_never_answered_or_answered_with_a_violation_ends_the_session_incomple
 #[test]
 fn a_declared_2_pow_40_byte_frame_streams_through_in_bounded_memory() {
     let _g = lock();
-    let server = Hostile::start(Mode::HugeLength);
-    let mut s = Storm::start(
+    let (_server, f) = attack(
         "huge-length",
-        &server.url(),
+        Mode::HugeLength,
         &[
             "-c",
             "2",
@@ -537,11 +417,9 @@ fn a_declared_2_pow_40_byte_frame_streams_through_in_bounded_memory() {
             "300ms",
             "--no-reconnect",
         ],
+        Duration::from_secs(1),
     );
-    s.watch(Duration::from_secs(1));
-    let f = s.finish(Duration::from_secs(15));
-    f.check(0, Duration::from_secs(2 + 3));
-    assert_eq!(f.v["failures"], json!({}));
+    f.expect(0, Duration::from_secs(2 + 3), json!({}));
     assert_eq!(f.c("established"), 2);
     // Inside a frame that never ends, our close is never answered.
     assert_eq!(f.c("closes_incomplete"), 2);
@@ -553,16 +431,13 @@ fn a_declared_2_pow_40_byte_frame_streams_through_in_bounded_memory() {
 #[test]
 fn a_ping_flood_is_answered_pong_for_pong_in_bounded_memory() {
     let _g = lock();
-    let server = Hostile::start(Mode::PingFlood);
-    let mut s = Storm::start(
+    let (server, f) = attack(
         "ping-flood",
-        &server.url(),
+        Mode::PingFlood,
         &["-c", "4", "-d", "2s", "--no-reconnect"],
+        Duration::from_secs(1),
     );
-    s.watch(Duration::from_secs(1));
-    let f = s.finish(Duration::from_secs(15));
-    f.check(0, Duration::from_secs(2 + 3));
-    assert_eq!(f.v["failures"], json!({}));
+    f.expect(0, Duration::from_secs(2 + 3), json!({}));
     assert_eq!(f.c("closed_clean"), N);
     assert_eq!(f.v["close_codes"], json!({"1000": N}));
     // Every pong we counted reached the server before our close (and nothing else did).
@@ -575,16 +450,13 @@ fn a_ping_flood_is_answered_pong_for_pong_in_bounded_memory() {
 #[test]
 fn a_message_flood_is_counted_message_for_message_in_bounded_memory() {
     let _g = lock();
-    let server = Hostile::start(Mode::MessageFlood);
-    let mut s = Storm::start(
+    let (server, f) = attack(
         "message-flood",
-        &server.url(),
+        Mode::MessageFlood,
         &["-c", "2", "-d", "2s", "--no-reconnect"],
+        Duration::from_secs(1),
     );
-    s.watch(Duration::from_secs(1));
-    let f = s.finish(Duration::from_secs(15));
-    f.check(0, Duration::from_secs(2 + 3));
-    assert_eq!(f.v["failures"], json!({}));
+    f.expect(0, Duration::from_secs(2 + 3), json!({}));
     assert_eq!(f.c("closed_clean"), 2);
     // Every message the server wrote whole before our close was counted, once: before our
     // close (pushed) or after it (late).
@@ -597,13 +469,12 @@ fn a_message_flood_is_counted_message_for_message_in_bounded_memory() {
 #[test]
 fn a_server_that_stops_reading_leaves_messages_and_pings_unsent_in_bounded_memory() {
     let _g = lock();
-    let server = Hostile::start(Mode::NonReading);
     let msg = write_file("attack-non-reading-msg", &"x".repeat(64 * 1024));
     let msg_arg = format!("@{}", msg.display());
     let (conns, rate, secs) = (2u64, 100u64, 2u64);
-    let mut s = Storm::start(
+    let (_server, f) = attack(
         "non-reading",
-        &server.url(),
+        Mode::NonReading,
         &[
             "-c",
             &conns.to_string(),
@@ -621,12 +492,10 @@ fn a_server_that_stops_reading_leaves_messages_and_pings_unsent_in_bounded_memor
             "300ms",
             "--no-reconnect",
         ],
+        Duration::from_secs(1),
     );
-    s.watch(Duration::from_secs(1));
-    let f = s.finish(Duration::from_secs(15));
-    f.check(3, Duration::from_secs(secs + 3));
+    f.expect(3, Duration::from_secs(secs + 3), json!({}));
     assert!(f.text.contains("send backlog: "), "{}", f.text);
-    assert_eq!(f.v["failures"], json!({}));
     assert_eq!(f.c("established"), conns);
     // Our close never got through either.
     assert_eq!(f.c("closes_incomplete"), conns);
@@ -655,10 +524,9 @@ fn a_fan_out_stream_of_300k_publisher_ids_tracks_4096_per_connection() {
     let _g = lock();
     const IDS: u64 = 150_000;
     const TRACKED: u64 = 4096;
-    let server = Hostile::start(Mode::FanoutIds(IDS));
-    let mut s = Storm::start(
+    let (server, f) = attack(
         "fanout-ids",
-        &server.url(),
+        Mode::FanoutIds(IDS),
         &[
             "-c",
             "2",
@@ -672,11 +540,9 @@ fn a_fan_out_stream_of_300k_publisher_ids_tracks_4096_per_connection() {
             "c",
             "--no-reconnect",
         ],
+        Duration::from_secs(2),
     );
-    s.watch(Duration::from_secs(2));
-    let f = s.finish(Duration::from_secs(15));
-    f.check(0, Duration::from_secs(3 + 3));
-    assert_eq!(f.v["failures"], json!({}));
+    f.expect(0, Duration::from_secs(3 + 3), json!({}));
     assert_eq!(Stats::get(&server.stats.msgs_written), 2 * IDS);
     let fo = &f.v["fanout"];
     assert_eq!(fo["delivered_total"], 2 * TRACKED, "{fo}");
@@ -701,10 +567,10 @@ struct Phase {
 }
 
 fn abandoned_all(f: &Finished) {
-    assert_eq!(f.c("established"), 0, "{}", f.name);
-    assert_eq!(f.c("abandoned"), N, "{}", f.name);
-    assert_eq!(f.c("abandoned_accepted"), N, "{}", f.name);
-    assert_eq!(f.c("abandoned_stalled"), N, "{}", f.name);
+    assert_eq!(f.c("established"), 0, "{}", f.exit.name);
+    assert_eq!(f.c("abandoned"), N, "{}", f.exit.name);
+    assert_eq!(f.c("abandoned_accepted"), N, "{}", f.exit.name);
+    assert_eq!(f.c("abandoned_stalled"), N, "{}", f.exit.name);
 }
 
 const CONNECTING: &[&str] = &[
@@ -850,7 +716,7 @@ fn a_signal_at_any_phase_ends_the_run_within_two_seconds_with_what_was_measured(
     ];
     in_parallel(phases, |p| {
         let server = Hostile::start(p.mode);
-        let mut s = Storm::start(p.name, &server.url(), p.args);
+        let mut s = storm(p.name, &server.url(), p.args);
         s.watch(p.at);
         assert!(s.sample(), "{}: ended before the signal", p.name);
         let mut sent = s.signal(p.signals[0]);
@@ -858,8 +724,8 @@ fn a_signal_at_any_phase_ends_the_run_within_two_seconds_with_what_was_measured(
             thread::sleep(Duration::from_millis(50));
             sent = s.signal(sig);
         }
-        let f = s.finish(Duration::from_secs(20));
-        let took = f.ended.duration_since(sent);
+        let f = Finished::wait(s, Duration::from_secs(20));
+        let took = f.exit.ended.duration_since(sent);
         // A first signal stops gracefully within 2 s; a second one at once.
         let bound = Duration::from_millis(if p.signals.len() > 1 { 1000 } else { 2000 });
         assert!(
@@ -868,12 +734,12 @@ fn a_signal_at_any_phase_ends_the_run_within_two_seconds_with_what_was_measured(
             p.name
         );
         assert!(
-            f.max_rss_kib < rss_bound_kib(),
+            f.exit.max_rss_kib < rss_bound_kib(),
             "{}: RSS {} KiB",
             p.name,
-            f.max_rss_kib
+            f.exit.max_rss_kib
         );
-        assert_eq!(f.code, Some(p.code), "{}\n{}", p.name, f.text);
+        assert_eq!(f.exit.code(), Some(p.code), "{}\n{}", p.name, f.text);
         let sig = p.signals[0];
         assert!(
             f.text.contains(&format!("stopped by SIG{sig}")),

@@ -1,8 +1,10 @@
 //! Scenario files: whole runs of several scenarios against the gateway, and bad files.
 
 mod common;
+use common::child::Run;
 use common::*;
 use std::path::PathBuf;
+use std::time::Duration;
 
 fn scenario_file(name: &str, text: &str) -> PathBuf {
     let p = json_path(name).with_extension("toml");
@@ -437,34 +439,20 @@ fn many_scenarios_stay_small() {
     let file = json_path("many-scenarios").with_extension("toml");
     std::fs::write(&file, text).unwrap();
     let out = json_path("many-scenarios");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sockstorm"))
-        .args([
+    // A 3 s run: killed as hung after a minute.
+    let exit = Run::start(
+        "many-scenarios",
+        &[
             "run",
             file.to_str().unwrap(),
             "-q",
             "--json",
             out.to_str().unwrap(),
-        ])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut peak_kib = 0u64;
-    let status = loop {
-        if let Ok(s) = std::fs::read_to_string(format!("/proc/{}/status", child.id())) {
-            if let Some(kib) = s
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-            {
-                peak_kib = peak_kib.max(kib);
-            }
-        }
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    };
-    assert!(status.success(), "{status}");
+        ],
+    )
+    .finish(Duration::from_secs(60));
+    assert!(exit.status.success(), "{}\n{}", exit.status, exit.text());
+    let peak_kib = exit.hwm_kib;
     let v = read_json(&out);
     assert_eq!(counter(&v, "established"), 200);
     assert_eq!(v["scenarios"].as_array().unwrap().len(), 200);

@@ -5,52 +5,29 @@
 
 mod common;
 
+use common::child::{Exit, Run};
 use common::*;
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// `sockstorm run URL ARGS -q --json OUT`, started in the background.
-fn spawn_run(url: &str, args: &[&str], out: &std::path::Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_sockstorm"))
-        .arg("run")
-        .arg(url)
-        .args(args)
-        .args(["-q", "--json", out.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+fn spawn_run(url: &str, args: &[&str], out: &std::path::Path) -> Run {
+    let mut all = vec!["run", url];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["-q", "--json", out.to_str().unwrap()]);
+    Run::start(out.file_stem().unwrap().to_str().unwrap(), &all)
 }
 
-/// Sends `sig` (TERM, HUP, INT) to the child.
-fn kill(child: &Child, sig: &str) {
-    let ok = Command::new("kill")
-        .args([&format!("-{sig}"), &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -{sig} failed");
-}
-
-/// Waits for the child to exit (at most 10 s); its status, and its stderr.
-fn wait(child: &mut Child) -> (ExitStatus, String) {
+/// Sends `sig` (TERM, HUP, INT) and waits for the exit: the child and the time from the
+/// signal to the exit seen. A run still going 12 s after its start (a signal at 1.5 or 2 s,
+/// then 10 s) is killed and fails the test.
+fn stop(run: Run, sig: &str) -> (Exit, Duration) {
     let t = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if t.elapsed() > Duration::from_secs(10) {
-            let _ = child.kill();
-            panic!("did not stop within 10 s");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let mut err = String::new();
-    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
-    (status, err)
+    run.signal(sig);
+    let exit = run.finish(Duration::from_secs(12));
+    (exit, t.elapsed())
 }
 
 /// Sent messages are all accounted for: answered or unanswered.
@@ -101,7 +78,7 @@ fn sigterm_sighup_and_sigint_stop_the_run_gracefully_with_their_exit_codes() {
     let gw = gateway(None);
     for (sig, code) in [("TERM", 143), ("HUP", 129), ("INT", 130)] {
         let out = json_path(&format!("signal-{sig}"));
-        let mut child = spawn_run(
+        let run = spawn_run(
             &url(gw.local_addr()),
             &[
                 "-c",
@@ -118,25 +95,18 @@ fn sigterm_sighup_and_sigint_stop_the_run_gracefully_with_their_exit_codes() {
             &out,
         );
         std::thread::sleep(Duration::from_millis(1500));
-        let t = Instant::now();
-        kill(&child, sig);
-        let (status, err) = wait(&mut child);
-        let took = t.elapsed();
+        let (exit, took) = stop(run, sig);
+        let err = &exit.stderr;
         assert!(
             took < Duration::from_secs(2),
             "SIG{sig}: stopped in {took:?}"
         );
-        assert_eq!(status.code(), Some(code), "SIG{sig}: {err}");
+        assert_eq!(exit.code(), Some(code), "SIG{sig}: {err}");
         assert!(err.contains(&format!("stopped by SIG{sig}")), "{err}");
         let v = read_json(&out);
         assert_eq!(v["interrupted"], true, "SIG{sig}");
         assert_eq!(v["stopped_by"], format!("SIG{sig}"), "SIG{sig}");
-        let summary = String::from_utf8(child.stdout.take().map_or_else(Vec::new, |mut o| {
-            let mut b = Vec::new();
-            let _ = o.read_to_end(&mut b);
-            b
-        }))
-        .unwrap();
+        let summary = &exit.stdout;
         assert!(
             summary.contains(&format!("(interrupted by SIG{sig}: partial results)")),
             "{summary}"
@@ -153,7 +123,7 @@ fn a_signal_during_a_long_drain_ends_the_run_within_two_seconds() {
     let _g = lock();
     let addr = mute_server();
     let out = json_path("signal-drain");
-    let mut child = spawn_run(
+    let mut run = spawn_run(
         &url(addr),
         &[
             "-c",
@@ -174,13 +144,10 @@ fn a_signal_during_a_long_drain_ends_the_run_within_two_seconds() {
     );
     // The run ends at 1 s; its drain would last a minute.
     std::thread::sleep(Duration::from_millis(2000));
-    assert!(child.try_wait().unwrap().is_none(), "still draining");
-    let t = Instant::now();
-    kill(&child, "TERM");
-    let (status, err) = wait(&mut child);
-    let took = t.elapsed();
+    assert!(run.sample(), "still draining");
+    let (exit, took) = stop(run, "TERM");
     assert!(took < Duration::from_secs(2), "stopped in {took:?}");
-    assert_eq!(status.code(), Some(143), "{err}");
+    assert_eq!(exit.code(), Some(143), "{}", exit.stderr);
     let v = read_json(&out);
     assert_eq!(counter(&v, "established"), 20);
     assert_eq!(counter(&v, "msgs_received"), 0);
@@ -193,7 +160,7 @@ fn a_signal_during_a_long_close_wait_ends_the_run_within_two_seconds() {
     let _g = lock();
     let addr = mute_server();
     let out = json_path("signal-close-wait");
-    let mut child = spawn_run(
+    let mut run = spawn_run(
         &url(addr),
         &[
             "-c",
@@ -214,16 +181,10 @@ fn a_signal_during_a_long_close_wait_ends_the_run_within_two_seconds() {
     );
     // The run ends at 1 s; every close then waits a minute for a reply that never comes.
     std::thread::sleep(Duration::from_millis(2000));
-    assert!(
-        child.try_wait().unwrap().is_none(),
-        "still in the close wait"
-    );
-    let t = Instant::now();
-    kill(&child, "HUP");
-    let (status, err) = wait(&mut child);
-    let took = t.elapsed();
+    assert!(run.sample(), "still in the close wait");
+    let (exit, took) = stop(run, "HUP");
     assert!(took < Duration::from_secs(2), "stopped in {took:?}");
-    assert_eq!(status.code(), Some(129), "{err}");
+    assert_eq!(exit.code(), Some(129), "{}", exit.stderr);
     let v = read_json(&out);
     assert_eq!(counter(&v, "established"), 20);
     assert_eq!(counter(&v, "closes_incomplete"), 20, "{}", v["counters"]);
@@ -235,7 +196,7 @@ fn a_second_signal_stops_at_once_and_the_results_are_still_written() {
     let _g = lock();
     let addr = mute_server();
     let out = json_path("signal-twice");
-    let mut child = spawn_run(
+    let run = spawn_run(
         &url(addr),
         &[
             "-c",
@@ -255,15 +216,12 @@ fn a_second_signal_stops_at_once_and_the_results_are_still_written() {
         &out,
     );
     std::thread::sleep(Duration::from_millis(1500));
-    kill(&child, "TERM");
+    run.signal("TERM");
     std::thread::sleep(Duration::from_millis(50));
-    let t = Instant::now();
-    kill(&child, "INT");
-    let (status, err) = wait(&mut child);
-    let took = t.elapsed();
+    let (exit, took) = stop(run, "INT");
     assert!(took < Duration::from_millis(800), "stopped in {took:?}");
     // The first signal sets the exit code.
-    assert_eq!(status.code(), Some(143), "{err}");
+    assert_eq!(exit.code(), Some(143), "{}", exit.stderr);
     let v = read_json(&out);
     assert_eq!(v["interrupted"], true);
     assert_eq!(counter(&v, "established"), 20);

@@ -4,8 +4,13 @@
 
 mod common;
 
+use common::child::Run;
 use common::*;
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
+
+/// The longest a run here may take (each plans 2 s at most) before it is killed as hung.
+const LIMIT: Duration = Duration::from_secs(30);
 
 /// A server that accepts TCP and never answers (nor reads); its sockets stay open until the
 /// test process ends.
@@ -27,20 +32,24 @@ fn a_silent_server_is_not_a_success() {
     let _g = lock();
     let addr = silent_server();
     let out = json_path("silent-server");
-    let o = sockstorm(&[
-        "run",
-        &url(addr),
-        "-c",
-        "4",
-        "-d",
-        "1s",
-        "--connect-timeout",
-        "1500ms",
-        "--json",
-        out.to_str().unwrap(),
-    ]);
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(o.status.code(), Some(3), "{stdout}");
+    let o = Run::start(
+        "silent-server",
+        &[
+            "run",
+            &url(addr),
+            "-c",
+            "4",
+            "-d",
+            "1s",
+            "--connect-timeout",
+            "1500ms",
+            "--json",
+            out.to_str().unwrap(),
+        ],
+    )
+    .finish(LIMIT);
+    let stdout = &o.stdout;
+    assert_eq!(o.code(), Some(3), "{stdout}");
     assert!(
         stdout.contains(
             "4 attempts still connecting when the run ended: the server accepted TCP but never answered within the run"
@@ -108,26 +117,30 @@ fn messages_a_non_reading_server_never_took_are_counted_unsent() {
     let msg = write_file("non-reading-msg", &"x".repeat(32 * 1024));
     let msg_arg = format!("@{}", msg.display());
     let (conns, rate, secs) = (2u64, 200u64, 2u64);
-    let o = sockstorm(&[
-        "run",
-        &url(addr),
-        "-c",
-        &conns.to_string(),
-        "-d",
-        &format!("{secs}s"),
-        "--message",
-        &msg_arg,
-        "--message-rate",
-        &rate.to_string(),
-        "--drain",
-        "200ms",
-        "--close-wait",
-        "200ms",
-        "--json",
-        out.to_str().unwrap(),
-    ]);
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(o.status.code(), Some(3), "{stdout}");
+    let o = Run::start(
+        "non-reading",
+        &[
+            "run",
+            &url(addr),
+            "-c",
+            &conns.to_string(),
+            "-d",
+            &format!("{secs}s"),
+            "--message",
+            &msg_arg,
+            "--message-rate",
+            &rate.to_string(),
+            "--drain",
+            "200ms",
+            "--close-wait",
+            "200ms",
+            "--json",
+            out.to_str().unwrap(),
+        ],
+    )
+    .finish(LIMIT);
+    let stdout = &o.stdout;
+    assert_eq!(o.code(), Some(3), "{stdout}");
     assert!(stdout.contains("send backlog: "), "{stdout}");
     let v = read_json(&out);
     assert_eq!(counter(&v, "established"), conns);
@@ -153,32 +166,36 @@ fn named_requests_a_non_reading_server_never_took_are_counted_unsent() {
     let msg = write_file("non-reading-req", &"y".repeat(32 * 1024));
     let req = format!("big=@{}", msg.display());
     let (conns, rate, secs) = (2u64, 200u64, 2u64);
-    let o = sockstorm(&[
-        "run",
-        &url(addr),
-        "-c",
-        &conns.to_string(),
-        "-d",
-        &format!("{secs}s"),
-        "--request",
-        &req,
-        "--request-rate",
-        &format!("big={rate}"),
-        "--request-reply",
-        "big=echo",
-        "--heartbeat-interval",
-        "100ms",
-        "--heartbeat-timeout",
-        "60s",
-        "--drain",
-        "200ms",
-        "--close-wait",
-        "200ms",
-        "--json",
-        out.to_str().unwrap(),
-    ]);
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(o.status.code(), Some(3), "{stdout}");
+    let o = Run::start(
+        "non-reading-requests",
+        &[
+            "run",
+            &url(addr),
+            "-c",
+            &conns.to_string(),
+            "-d",
+            &format!("{secs}s"),
+            "--request",
+            &req,
+            "--request-rate",
+            &format!("big={rate}"),
+            "--request-reply",
+            "big=echo",
+            "--heartbeat-interval",
+            "100ms",
+            "--heartbeat-timeout",
+            "60s",
+            "--drain",
+            "200ms",
+            "--close-wait",
+            "200ms",
+            "--json",
+            out.to_str().unwrap(),
+        ],
+    )
+    .finish(LIMIT);
+    let stdout = &o.stdout;
+    assert_eq!(o.code(), Some(3), "{stdout}");
     assert!(stdout.contains("named requests"), "{stdout}");
     let v = read_json(&out);
     assert_eq!(counter(&v, "established"), conns);

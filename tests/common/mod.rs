@@ -1,6 +1,8 @@
 //! Helpers shared by the whole-run tests: the binary, the in-process gateway, JSON results.
 #![allow(dead_code)] // each test crate uses its own subset
 
+pub mod child;
+
 use serde_json::Value;
 use sockstorm::server::{Gateway, Reject, ServeConfig};
 use std::net::SocketAddr;
