@@ -2,7 +2,7 @@
 # Client-side benchmarks against the built-in gateway, client pinned to CPU 0 and the gateway
 # to CPU 1 (see BENCHMARKS.md). Figures are ratios from one run each (CPU-seconds per 10k
 # connections, bytes per connection, messages per CPU-second), because this machine is shared.
-# Usage: scripts/bench.sh [storm|rss|echo|replies|streams|merge|all]   (default all)
+# Usage: scripts/bench.sh [storm|rss|echo|replies|streams|merge|merge-fanout|all]   (default all)
 # NO_BUILD=1 uses the release binary as it is (build it first, under the shared cargo lock).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -152,4 +152,53 @@ PY
     if [ -z "$best" ] || [ "$ms" -lt "$best" ]; then best=$ms; fi
   done
   echo "merge 16 x 60 s: each $(stat -c %s "$tmp/seg0.json") bytes, $(field "$tmp/m60.json" "len(r['timeline'])") timeline seconds; best of 5: ${best} ms; merged established $(field "$tmp/m60-all.json" "r['counters']['established']") (16 x $(field "$tmp/m60.json" "r['counters']['established']")), rtt samples $(field "$tmp/m60-all.json" "r['histograms']['ws_msg_rtt']['count']") (16 x $(field "$tmp/m60.json" "r['histograms']['ws_msg_rtt']['count']"))"
+fi
+
+if [ "$what" = all ] || [ "$what" = merge-fanout ]; then
+  # The cost of settling fan-out across hosts: a fan-out run's per-scenario `fanout_log`
+  # (publish log, subscriber sessions, per-publisher counts, per-message delivery buckets),
+  # its size per published message, and the merge of three copies of it (the three hosts of
+  # a split run would each carry their part; the copies are a worst case, three full logs).
+  cat > "$tmp/fan.toml" <<EOF
+url = "$url"
+duration = "12s"
+connect_rate = 5000
+[[scenario]]
+name = "subscribers"
+role = "subscriber"
+channel = "prices"
+connections = 1000
+[[scenario]]
+name = "publishers"
+role = "publisher"
+channel = "prices"
+connections = 10
+start = "1s"
+message_rate = 20
+message_count = 200
+EOF
+  taskset -c 0 "$bin" run "$tmp/fan.toml" --cpus 0 -q --json "$tmp/fan.json" >/dev/null
+  python3 - "$tmp" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1] + "/fan.json"))
+logs = [len(s.get("fanout_log") or "") for s in d["scenarios"]]
+size = len(open(sys.argv[1] + "/fan.json").read())
+f = d["fanout"]
+print(f"fanout log: {f['published']} published, {f['owed']} owed, {f['delivered_owed']} delivered; "
+      f"fanout_log base64 {logs} bytes = {sum(logs) / f['published']:.1f} bytes per published message "
+      f"(timed messages {f['broadcast_completion']['messages_timed']}); document {size} bytes")
+for k in range(3):
+    d["host"]["name"] = f"loadgen-{k}"
+    d["run_id"] = f"{k:016x}"
+    json.dump(d, open(f"{sys.argv[1]}/fan{k}.json", "w"), indent=2)
+PY
+  best=
+  for _ in 1 2 3 4 5; do
+    t0=$(date +%s%N)
+    taskset -c 0 "$bin" merge "$tmp"/fan[0-9].json -o "$tmp/fan-all.json" >/dev/null || true
+    t1=$(date +%s%N)
+    ms=$(( (t1 - t0) / 1000000 ))
+    if [ -z "$best" ] || [ "$ms" -lt "$best" ]; then best=$ms; fi
+  done
+  echo "fanout merge of 3 copies: best of 5: ${best} ms; owed $(field "$tmp/fan-all.json" "r['fanout']['owed']") (9 x $(field "$tmp/fan.json" "r['fanout']['owed']"): each copy's publishes owed to all three copies' sessions), delivered_owed $(field "$tmp/fan-all.json" "r['fanout']['delivered_owed']")"
 fi
