@@ -136,6 +136,11 @@ pub struct RunArgs {
     /// No live progress line on stderr.
     #[arg(short = 'q', long)]
     pub quiet: bool,
+    /// Exit 98 when the load generator itself was the bottleneck (`generator-bound`: a shard
+    /// at ≥ 95 % CPU for a second, or its timers later than the latency it reports), rather
+    /// than pass latencies that measure the client.
+    #[arg(long)]
+    pub fail_on_saturation: bool,
     /// Auth pre-step: request this http(s) URL before the storm; the token in its JSON answer
     /// replaces `{{token}}` in -H values, the URL and messages (it never appears in reports).
     #[arg(long, help_heading = "Auth pre-step")]

@@ -56,6 +56,9 @@ pub const EXIT_FAILURES: u8 = 3;
 pub const EXIT_INTERRUPTED: u8 = 130;
 /// The run completed but a `--threshold` failed (k6's code for the same).
 pub const EXIT_THRESHOLDS: u8 = 99;
+/// Exit code 98: `--fail-on-saturation` and the generator was the bottleneck
+/// (`generator-bound`): its latencies measure the client.
+pub const EXIT_SATURATED: u8 = 98;
 
 /// sockstorm: open and drive as many WebSocket connections as this host allows.
 #[derive(Debug, Parser)]

@@ -3,9 +3,11 @@
 
 use super::output::{self, JsonOut};
 use super::{
-    control, CliError, EXIT_ERROR, EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, EXIT_THRESHOLDS,
+    control, CliError, EXIT_ERROR, EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, EXIT_SATURATED,
+    EXIT_THRESHOLDS,
 };
 use crate::engine::{self, RunControl};
+use crate::metrics::health::Verdict;
 use crate::metrics::run::RunResult;
 use crate::plan::Prepared;
 use crate::proto::conn::Mode;
@@ -99,6 +101,8 @@ fn finish(run: &Prepared, result: &RunResult, json: Option<&JsonOut>, ctl: &RunC
             .unwrap_or(EXIT_INTERRUPTED)
     } else if result.failure_stop.is_some() {
         EXIT_FAILURES
+    } else if run.main().fail_on_saturation && result.generator.verdict == Verdict::GeneratorBound {
+        EXIT_SATURATED
     } else if results::thresholds(run, result).iter().any(|t| !t.pass) {
         EXIT_THRESHOLDS
     } else if result.stats.failure_total() > 0

@@ -12,10 +12,11 @@ use crate::io::backend::{BackendKind, IoConfig, SocketSetup, Waker};
 use crate::io::probe::{self, Selected};
 use crate::io::sock::{self, SockOptions};
 use crate::metrics::fanout::FanoutSummary;
+use crate::metrics::health::{self, ShardTally};
 use crate::metrics::run::{
     BackendInfo, FailureStop, Observer, RunResult, Sample, ScenarioResult, StartAt, Tick,
 };
-use crate::metrics::ShardStats;
+use crate::metrics::{Hist, ShardStats};
 use crate::plan::{Backend, Prepared, Run, RunPlan};
 use shard::{Gauges, GroupPlan, ShardEvent, ShardPlan, StartGate, StopFlags};
 use std::borrow::Cow;
@@ -565,6 +566,9 @@ struct Collected {
     threshold_abort: Option<(String, f64)>,
     failure_stop: Option<FailureStop>,
     shard_error: Option<EngineError>,
+    /// Each shard's health over the run, and its CPU share in the last second.
+    health: Vec<ShardTally>,
+    cpu_now: Vec<Option<f64>>,
 }
 
 /// Merges the shards' intervals until every shard is done: one sample and one observer
@@ -588,6 +592,8 @@ fn collect(
         threshold_abort: None,
         failure_stop: None,
         shard_error: None,
+        health: vec![ShardTally::default(); shards],
+        cpu_now: vec![None; shards],
     };
     let mut done = vec![false; shards];
     // Intervals received per shard: a second's sample waits until every shard sent its
@@ -605,12 +611,15 @@ fn collect(
             st.stop(level >= 2);
         }
         match st.rx.recv_timeout(Duration::from_millis(50)) {
-            Ok(ShardEvent::Interval(i, s, g)) => {
+            Ok(ShardEvent::Interval(i, s, g, h)) => {
                 absorb(&mut c.tallies, &mut c.gauges[i], s, g);
+                c.health[i].absorb(&h);
+                c.cpu_now[i] = h.busy_pct();
                 reported[i] += 1;
             }
-            Ok(ShardEvent::Done(i, s, g)) => {
+            Ok(ShardEvent::Done(i, s, g, h)) => {
                 absorb(&mut c.tallies, &mut c.gauges[i], s, g);
+                c.health[i].absorb(&h);
                 done[i] = true;
             }
             Ok(ShardEvent::Failed(i, reason)) => {
@@ -699,6 +708,7 @@ fn second(run: &Prepared, st: &Started, c: &mut Collected, observer: &mut dyn Ob
         target: run.connections(),
         second: &second,
         total: &overall(&c.tallies, false, |t| &t.total),
+        shard_busy_pct: &c.cpu_now,
     });
     drop(second);
     for t in c.tallies.iter_mut() {
@@ -744,6 +754,7 @@ fn finish(
         .map(|(k, t)| scenario_result(&run.scenarios[k], k, t, gauges, layout.shards))
         .collect();
     let fanout = settle_fanout(&mut total, &mut scenarios);
+    let generator = health::judge(c.health, reported_latency(&total));
     let auth = st
         .auth_workers
         .into_iter()
@@ -805,7 +816,18 @@ fn finish(
             None
         },
         scenarios,
+        generator,
     })
+}
+
+/// The latency the run reports, which the generator's own timer lateness is compared with:
+/// round trips, else one-way deliveries, else connecting; its name and p99, µs.
+fn reported_latency(total: &ShardStats) -> Option<(&'static str, u64)> {
+    [Hist::WsMsgRtt, Hist::WsMsgLatency, Hist::WsConnecting]
+        .into_iter()
+        .map(|h| (h, total.hist(h)))
+        .find(|(_, x)| !x.is_empty())
+        .map(|(h, x)| (h.name(), x.value_at_quantile(0.99)))
 }
 
 /// Scenario `k`'s result from its tally and every shard's gauges of it.
@@ -879,7 +901,7 @@ fn sample(
         msgs_received: s.counters.msgs_received,
         msgs_pushed: s.counters.msgs_pushed,
         latency_p99_us: {
-            let h = s.hist(crate::metrics::Hist::WsMsgLatency);
+            let h = s.hist(Hist::WsMsgLatency);
             (!h.is_empty()).then(|| h.value_at_quantile(0.99))
         },
         failures: s.failure_total(),

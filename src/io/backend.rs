@@ -269,6 +269,15 @@ pub trait Backend: Sized {
 
     /// Moves the completions available now into `out` (cleared first).
     fn reap(&mut self, out: &mut Vec<Completion>);
+
+    /// Completion backlog events so far: io_uring completion-queue overflows (completions
+    /// the kernel had to hold back because the queue was full), or epoll waits that returned
+    /// a full event buffer (more sockets ready than one wait takes).
+    fn backlog(&mut self) -> u64;
+
+    /// How much later than asked a timed wait may end by design, µs (epoll waits in whole
+    /// milliseconds, rounded up; io_uring to the nanosecond).
+    fn timer_granularity_us(&self) -> u64;
 }
 
 /// Wakes a sleeping shard from another thread: a write to the shard's eventfd.

@@ -68,6 +68,8 @@ pub struct Poller {
     target_addr: SocketAddr,
     sources: Box<[IpAddr]>,
     sock: SockOptions,
+    /// Waits that returned a full event buffer (a readiness backlog).
+    full_waits: u64,
     /// Completions due, handed out by the next `reap`.
     done: Vec<Completion>,
     /// Slots with an armed receive to read this turn (or carried over from the last).
@@ -116,6 +118,7 @@ impl Backend for Poller {
             target_addr: target,
             sources: sources.into(),
             sock: cfg.sock,
+            full_waits: 0,
             done: Vec::new(),
             ready: Vec::new(),
             reading: Vec::new(),
@@ -309,6 +312,9 @@ impl Backend for Poller {
             Err(e) => return Err(e),
         }
         let mut woken = false;
+        if self.events.iter().count() >= self.events.capacity() {
+            self.full_waits += 1;
+        }
         for ev in self.events.iter() {
             if ev.token() == WAKE {
                 woken = true;
@@ -412,6 +418,15 @@ impl Backend for Poller {
             }
         }
         keep.append(reread);
+    }
+
+    fn backlog(&mut self) -> u64 {
+        self.full_waits
+    }
+
+    fn timer_granularity_us(&self) -> u64 {
+        // epoll_wait takes whole milliseconds; mio rounds a timeout up.
+        1_000
     }
 }
 

@@ -124,6 +124,27 @@ pub fn cpu_time() -> (Duration, Duration) {
     (tv(ru.ru_utime), tv(ru.ru_stime))
 }
 
+/// The calling thread's time on a CPU and time runnable but waiting for one, µs, from
+/// `/proc/thread-self/schedstat` (`None` where the kernel does not keep it): together, how
+/// much CPU the thread wanted. A thread busy all the time on a CPU it shares shows little
+/// CPU use but long waits.
+pub fn thread_sched_us() -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let mut it = text.split_whitespace().map(|x| x.parse::<u64>().ok());
+    let (on_cpu, waiting) = (it.next()??, it.next()??);
+    Some((on_cpu / 1000, waiting / 1000))
+}
+
+/// CPU time (user + system) the calling thread has used, µs.
+pub fn thread_cpu_us() -> u64 {
+    // SAFETY: zeroed rusage is a valid value of this plain C struct.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid, writable rusage for the duration of the call.
+    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+    let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    us(ru.ru_utime) + us(ru.ru_stime)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

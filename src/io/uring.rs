@@ -390,6 +390,14 @@ impl Backend for Ring {
             });
         }
     }
+
+    fn backlog(&mut self) -> u64 {
+        u64::from(self.ring.completion().overflow())
+    }
+
+    fn timer_granularity_us(&self) -> u64 {
+        0
+    }
 }
 
 impl Ring {

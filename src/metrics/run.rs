@@ -2,6 +2,7 @@
 //! writers: merged statistics overall and per scenario, per-second samples, process figures.
 
 use crate::metrics::fanout::FanoutSummary;
+use crate::metrics::health::Generator;
 use crate::metrics::{new_histogram, ShardStats};
 use crate::proto::conn::Failure;
 use hdrhistogram::Histogram;
@@ -136,6 +137,8 @@ pub struct RunResult {
     /// Steps of the system clock seen during the run: once-a-second re-anchorings of the wall
     /// time that moved it by more than [`CLOCK_STEP_US`] (one-way latency follows them).
     pub clock_steps: u64,
+    /// The generator's own health: each shard's CPU, timer lateness and backlog, judged.
+    pub generator: Generator,
 }
 
 /// A start at a common wall-clock instant (`--start-at`).
@@ -224,6 +227,9 @@ pub struct Tick<'a> {
     pub second: &'a ShardStats,
     /// Everything before the last second.
     pub total: &'a ShardStats,
+    /// Each shard's busy share of the last second (on a CPU or waiting for one), % (None:
+    /// too short to tell).
+    pub shard_busy_pct: &'a [Option<f64>],
 }
 
 /// Watches a run while it goes on (the progress line, and later live exporters). Called on

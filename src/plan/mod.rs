@@ -296,6 +296,8 @@ pub struct RunPlan {
     pub json: Option<PathBuf>,
     /// `-q`/`--quiet`: no live progress line on stderr (the summary still goes to stdout).
     pub quiet: bool,
+    /// `--fail-on-saturation`: exit 98 when the generator was the bottleneck.
+    pub fail_on_saturation: bool,
     /// Fan-out channel by name; [`ConnConfig::channel`] is its number in the run.
     pub channel: Option<String>,
     /// How each connection behaves: request, messages, timers, checks.

@@ -3,6 +3,7 @@
 
 use super::{handshake_rates, thresholds, tls_params};
 use crate::metrics::fanout::{FanoutSummary, NOT_EXACT};
+use crate::metrics::health::Generator;
 use crate::metrics::run::{RunResult, ScenarioResult, CLOCK_STEP_US};
 use crate::metrics::{Hist, ShardStats};
 use crate::plan::threshold::Lost;
@@ -154,6 +155,29 @@ pub(crate) fn fanout_value(f: &FanoutSummary, c: &Counters) -> Value {
             "messages_untimed": f.untimed,
         },
         "not_computed": (!f.exact).then_some(NOT_EXACT),
+    })
+}
+
+/// The verdict on the generator itself, its reasons, and each shard's CPU, timer lateness and
+/// completion backlog.
+pub(crate) fn generator_json(g: &Generator) -> Value {
+    json!({
+        "verdict": g.verdict.name(),
+        "reasons": g.reasons,
+        // The latency the timers' lateness was compared with.
+        "compared_with": g.reported.map(|(name, p99)| json!({"histogram": name, "p99_us": p99})),
+        "shards": g.shards.iter().enumerate().map(|(k, s)| json!({
+            "shard": k,
+            "cpu_s": s.cpu_us as f64 / 1e6,
+            "cpu_mean_pct": (s.mean_cpu_pct() * 10.0).round() / 10.0,
+            "cpu_wait_mean_pct": (s.mean_wait_pct() * 10.0).round() / 10.0,
+            // The busiest second: on a CPU or runnable and waiting for one.
+            "busy_max_pct": (s.max_busy_pct * 10.0).round() / 10.0,
+            "seconds_saturated": s.saturated_s,
+            "seconds_strained": s.strained_s,
+            "timer_lag": super::hdr::to_json(&s.lag),
+            "backlog": s.backlog,
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -422,6 +446,7 @@ fn document(run: &Prepared, r: &RunResult) -> Value {
             "unreliable": t.unreliable.is_some(), "unreliable_reason": t.unreliable,
         })).collect::<Vec<_>>(),
         "clock": clock_json(r),
+        "generator": generator_json(&r.generator),
         "schedule_lag_max_us": r.schedule_lag_max_us,
         "ramp_s": r.ramp.map(|d| d.as_secs_f64()),
         "established_per_s": r.ramp.filter(|d| !d.is_zero()).map(|d| (run.connections() as f64 / d.as_secs_f64()).round()),

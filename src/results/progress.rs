@@ -2,6 +2,7 @@
 //! (handshake rates in handshake mode). On a terminal it rewrites one line.
 
 use super::p99;
+use crate::metrics::health::SATURATED_PCT;
 use crate::metrics::run::{Observer, Tick};
 use crate::metrics::{fmt_us, Hist};
 use std::io::Write;
@@ -12,6 +13,8 @@ pub struct Progress {
     tty: bool,
     /// Handshake mode: handshake rates instead of open sessions and messages.
     cycles: bool,
+    /// The saturation warning was shown (once per run).
+    warned: bool,
 }
 
 impl Progress {
@@ -20,22 +23,45 @@ impl Progress {
         Self {
             quiet,
             cycles,
+            warned: false,
             tty: std::io::IsTerminal::is_terminal(&std::io::stderr()),
         }
     }
 
-    fn line(&self, tick: &Tick<'_>) {
+    fn line(&mut self, tick: &Tick<'_>) {
         if self.quiet {
             return;
         }
         let line = self.text(tick);
         let mut err = std::io::stderr().lock();
+        if let Some(w) = self.saturation(tick) {
+            let _ = writeln!(err, "{}{w}", if self.tty { "\r\x1b[2K" } else { "" });
+        }
         if self.tty {
             let _ = write!(err, "\r\x1b[2K{line}");
         } else {
             let _ = writeln!(err, "{line}");
         }
         let _ = err.flush();
+    }
+
+    /// The warning, the first time a shard spent a whole second at ≥ 95 % CPU.
+    fn saturation(&mut self, tick: &Tick<'_>) -> Option<String> {
+        if self.warned {
+            return None;
+        }
+        let (k, pct) = tick
+            .shard_busy_pct
+            .iter()
+            .enumerate()
+            .filter_map(|(k, p)| p.map(|p| (k, p)))
+            .find(|(_, p)| *p >= SATURATED_PCT)?;
+        self.warned = true;
+        Some(format!(
+            "sockstorm: WARNING at {:.0}s shard {k} was busy {pct:.0} % of the last second: the client is saturated, \
+             so latencies from here on measure it as much as the target (see the generator verdict)",
+            tick.t
+        ))
     }
 
     /// The line for `tick`. Sessions: messages per second sent (echoed ones, named requests and a publisher's),
@@ -49,6 +75,7 @@ impl Progress {
             target,
             second,
             total,
+            ..
         } = *tick;
         let p99 = |h: Hist| p99(second, h);
         let c = &second.counters;
@@ -128,6 +155,7 @@ mod tests {
             target: 200,
             second: &second,
             total: &total,
+            shard_busy_pct: &[],
         };
         let line = Progress::new(true, false).text(&tick);
         assert!(

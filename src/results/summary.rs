@@ -5,6 +5,7 @@ use super::{
     abandoned_text, failure_stop_text, handshake_rates, p99, shortfalls, thresholds, tls_params,
 };
 use crate::metrics::fanout::{FanoutSummary, NOT_EXACT};
+use crate::metrics::health::Verdict;
 use crate::metrics::run::RunResult;
 use crate::metrics::run::CLOCK_STEP_US;
 use crate::metrics::{fmt_us, Hist, ShardStats};
@@ -18,7 +19,7 @@ pub fn summary(run: &Prepared, r: &RunResult) -> String {
     let mut o = String::new();
     for section in [
         header, latencies, counters, requests, tls, failures, storms, fanout, auth, scenarios,
-        verdicts, process,
+        verdicts, process, generator,
     ] {
         section(&mut o, run, r);
     }
@@ -447,6 +448,37 @@ fn verdicts(o: &mut String, run: &Prepared, r: &RunResult) {
 }
 
 /// Process CPU and RSS, limits, and warnings about the schedule.
+/// The verdict on the generator itself: valid, strained or generator-bound, and why; each
+/// shard's CPU and timer lateness.
+fn generator(o: &mut String, _: &Prepared, r: &RunResult) {
+    let g = &r.generator;
+    let shards: Vec<String> = g
+        .shards
+        .iter()
+        .enumerate()
+        .map(|(k, s)| {
+            format!(
+                "shard {k} cpu {:.0} % mean, busy {:.0} % peak, timers {} late p99",
+                s.mean_cpu_pct(),
+                s.max_busy_pct,
+                fmt_us(s.lag_p99())
+            )
+        })
+        .collect();
+    let _ = writeln!(
+        o,
+        "generator: {}  ({})",
+        match g.verdict {
+            Verdict::GeneratorBound => "GENERATOR-BOUND: these latencies measure the client",
+            v => v.name(),
+        },
+        shards.join("; ")
+    );
+    for reason in &g.reasons {
+        let _ = writeln!(o, "  {reason}");
+    }
+}
+
 fn process(o: &mut String, run: &Prepared, r: &RunResult) {
     let per_conn = r
         .rss_per_open_connection()

@@ -117,6 +117,7 @@ impl RunArgs {
             },
             json: a.json.clone(),
             quiet: a.quiet,
+            fail_on_saturation: a.fail_on_saturation,
             channel: a.conn.channel.clone(),
             conn,
             segment,

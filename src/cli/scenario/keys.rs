@@ -14,6 +14,7 @@ const RUN_WIDE: &[&str] = &[
     "source_ip",
     "json",
     "quiet",
+    "fail_on_saturation",
     "drain",
     "socket_setup",
     "backend",

@@ -196,6 +196,12 @@ impl<B: Backend> Shard<B> {
                 continue; // re-armed or reused since: a stale entry
             }
             slot.timer_at = 0;
+            // How late the loop came to a live deadline, beyond what the backend's timed wait
+            // allows by design.
+            let late = now
+                .saturating_sub(e.at)
+                .saturating_sub(self.io.timer_granularity_us());
+            self.health.lag.saturating_record(late);
             if let Some(conn) = slot.conn.as_mut() {
                 conn.handle_timer(&mut groups[slot.group as usize].ctx(rng), now);
                 self.after(e.slot, now);

@@ -15,7 +15,9 @@ use crate::engine::stages::Ramp;
 use crate::engine::timer::{TimerEntry, TimerWheel};
 use crate::io::backend::{Backend, BackendKind, Completion, IoConfig, Waker};
 use crate::io::epoll::Poller;
+use crate::io::sock;
 use crate::io::uring::Ring;
+use crate::metrics::health::ShardHealth;
 use crate::metrics::ShardStats;
 use crate::plan::reconnect::{Policy, Storm};
 use crate::proto::conn::{Conn, ConnConfig, Ctx, Failure, Micros, Phase};
@@ -168,10 +170,11 @@ pub enum ShardEvent {
     /// `max_identical_failures` attempts in a row failed with this cause and no connection of
     /// the run ever succeeded: the shard is stopping, and the run should.
     SameFailures(usize, Failure, u64),
-    /// Once a second: what each group gathered since the last interval.
-    Interval(usize, Vec<ShardStats>, Vec<Gauges>),
+    /// Once a second: what each group gathered since the last interval, and the shard's own
+    /// health over it.
+    Interval(usize, Vec<ShardStats>, Vec<Gauges>, ShardHealth),
     /// Final interval; the shard has closed everything and exits.
-    Done(usize, Vec<ShardStats>, Vec<Gauges>),
+    Done(usize, Vec<ShardStats>, Vec<Gauges>, ShardHealth),
 }
 
 /// Stop requests from the engine (checked on every wake-up).
@@ -302,6 +305,11 @@ struct Shard<B> {
     same_failures: Option<(TlsFailure, u64)>,
     /// `max_identical_failures` was reached: the shard stops.
     gave_up: bool,
+    /// This interval's health: timer lateness so far (CPU and backlog are read at its end).
+    health: ShardHealth,
+    /// Where this interval began: µs from the epoch, thread CPU µs, µs waiting for a CPU,
+    /// backlog events.
+    health_mark: (Micros, u64, u64, u64),
 }
 
 impl<B: Backend> Shard<B> {
@@ -349,6 +357,8 @@ impl<B: Backend> Shard<B> {
             succeeded: false,
             same_failures: None,
             gave_up: false,
+            health: ShardHealth::new(),
+            health_mark: (0, 0, 0, 0),
         }
     }
 
@@ -357,6 +367,7 @@ impl<B: Backend> Shard<B> {
     }
 
     fn run(&mut self) {
+        self.health_mark = self.health_now();
         loop {
             let now = self.now();
             let interrupted = self.flags.interrupt.load(Ordering::Relaxed) || self.gave_up;
@@ -525,12 +536,34 @@ impl<B: Backend> Shard<B> {
             .iter_mut()
             .map(|g| g.stats.take_interval())
             .collect();
+        let health = self.take_health();
         let ev = if done {
-            ShardEvent::Done(self.plan.index, stats, gauges)
+            ShardEvent::Done(self.plan.index, stats, gauges, health)
         } else {
-            ShardEvent::Interval(self.plan.index, stats, gauges)
+            ShardEvent::Interval(self.plan.index, stats, gauges, health)
         };
         let _ = self.tx.send(ev);
+    }
+
+    /// This interval's health, closed now: its timer lateness, and the thread CPU and
+    /// completion backlog since the last.
+    fn take_health(&mut self) -> ShardHealth {
+        let mark = self.health_now();
+        let (at0, cpu0, wait0, backlog0) = std::mem::replace(&mut self.health_mark, mark);
+        let (at, cpu, wait, backlog) = mark;
+        let mut h = std::mem::take(&mut self.health);
+        h.wall_us = at.saturating_sub(at0);
+        h.cpu_us = cpu.saturating_sub(cpu0);
+        h.wait_us = wait.saturating_sub(wait0);
+        h.backlog = backlog.saturating_sub(backlog0);
+        h
+    }
+
+    /// Now: µs from the epoch, the thread's CPU µs and its µs waiting for a CPU (0 where the
+    /// kernel keeps no schedstat), and backlog events so far.
+    fn health_now(&mut self) -> (Micros, u64, u64, u64) {
+        let (cpu, wait) = sock::thread_sched_us().unwrap_or_else(|| (sock::thread_cpu_us(), 0));
+        (self.now(), cpu, wait, self.io.backlog())
     }
 
     fn begin_stop(&mut self, now: Micros, interrupted: bool) {

@@ -220,5 +220,6 @@ pub(super) fn rows(file: &str, doc: &Value) -> Vec<Value> {
         "elapsed_s": doc["elapsed_s"],
         "backend": doc["backend"]["name"],
         "verdict": doc["verdict"],
+        "generator": doc["generator"]["verdict"],
     })]
 }

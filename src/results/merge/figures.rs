@@ -240,6 +240,41 @@ pub(super) fn process(parts: &[Part<'_>], timeline: &[Sample]) -> Value {
     })
 }
 
+/// The generator verdict: the worst of the hosts' (`generator-bound` over `strained` over
+/// `valid`), each host's reasons prefixed with its document, every shard of every host listed
+/// with its document.
+pub(super) fn generator(parts: &[Part<'_>]) -> Value {
+    let rank = |v: &Value| match v.as_str() {
+        Some("generator-bound") => 2,
+        Some("strained") => 1,
+        _ => 0,
+    };
+    let worst = parts
+        .iter()
+        .map(|p| &p.v["generator"]["verdict"])
+        .max_by_key(|v| rank(v))
+        .cloned()
+        .unwrap_or_default();
+    let mut reasons = Vec::new();
+    let mut shards = Vec::new();
+    for p in parts {
+        let g = &p.v["generator"];
+        for r in g["reasons"].as_array().into_iter().flatten() {
+            reasons.push(Value::from(format!(
+                "{}: {}",
+                p.file,
+                r.as_str().unwrap_or_default()
+            )));
+        }
+        for s in g["shards"].as_array().into_iter().flatten() {
+            let mut s = s.clone();
+            s["document"] = p.file.into();
+            shards.push(s);
+        }
+    }
+    json!({"verdict": worst, "reasons": reasons, "shards": shards})
+}
+
 /// The clock: steps and latency samples summed, the share lost to skew recomputed.
 pub(super) fn clock(parts: &[Part<'_>]) -> Value {
     let mut out = parts[0].v["clock"].clone();

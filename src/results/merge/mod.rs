@@ -138,6 +138,7 @@ fn run_figures(
     doc["storm"] = figures::storm(&storms, tl);
     doc["stages"] = figures::stages(parts);
     doc["clock"] = figures::clock(parts);
+    doc["generator"] = figures::generator(parts);
     let secs = real(&doc["settings"]["duration_s"]).min(real(&doc["elapsed_s"]));
     let cpu = real(&doc["process"]["cpu_user_s"]) + real(&doc["process"]["cpu_sys_s"]);
     doc["handshake_mode"] = figures::handshake(parts, secs, cpu);
