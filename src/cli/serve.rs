@@ -111,6 +111,37 @@ pub struct ServeArgs {
     /// TLS 1.3 session tickets sent per handshake (0 = no TLS 1.3 resumption).
     #[arg(long, value_name = "N", default_value_t = 2, requires = "tls")]
     pub tls_tickets: usize,
+    /// Capacity cap (tests, demos): answer upgrades beyond N open WebSockets with 503.
+    #[arg(long, value_name = "N", value_parser = cap_count, help_heading = "Capacity caps")]
+    pub max_connections: Option<u64>,
+    /// Capacity cap: accept at most R connections a second; beyond it the listen backlog
+    /// fills and connects time out.
+    #[arg(long, value_name = "R", value_parser = cap_rate, help_heading = "Capacity caps")]
+    pub max_accept_rate: Option<f64>,
+    /// Capacity cap: read at most R messages a second; beyond it messages wait in the
+    /// sockets, so echo latency grows (nothing is dropped).
+    #[arg(long, value_name = "R", value_parser = cap_rate, help_heading = "Capacity caps")]
+    pub max_msg_rate: Option<f64>,
+}
+
+/// `--max-connections`: at least 1.
+fn cap_count(s: &str) -> Result<u64, String> {
+    match s.trim().parse::<u64>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!(
+            "`{s}` is not a connection count of at least 1 (e.g. 3000)"
+        )),
+    }
+}
+
+/// `--max-accept-rate`, `--max-msg-rate`: a rate per second above 0.
+fn cap_rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!(
+            "`{s}` is not a rate per second above 0 (e.g. 2000)"
+        )),
+    }
 }
 
 /// `serve --threads`: at least 1.
@@ -302,6 +333,9 @@ pub(super) fn serve(a: &ServeArgs) -> Result<u8, CliError> {
         max_relay_bytes: a.max_relay_bytes,
         handshake_timeout: a.handshake_timeout,
         reuse_port: a.reuse_port,
+        max_connections: a.max_connections.unwrap_or(0),
+        max_accept_rate: a.max_accept_rate.unwrap_or(0.0),
+        max_msg_rate: a.max_msg_rate.unwrap_or(0.0),
         ..ServeConfig::default()
     };
     let gw = Gateway::start(cfg)?;

@@ -13,6 +13,7 @@
 //! same bytes again from [`ServerStream::replay`]. A request tungstenite cannot accept is
 //! counted as rejected, as before.
 
+use std::cell::RefCell;
 use std::io::{self, Read, Write};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -30,6 +31,7 @@ use tungstenite::{Error as WsError, Message, Utf8Bytes, WebSocket};
 
 use super::ack::Routes;
 use super::budget::{Budget, Charge};
+use super::caps::{Bucket, ConnCap};
 use super::channel::ChannelOp;
 use super::command::{self, Command};
 use super::stream::ServerStream;
@@ -94,6 +96,10 @@ pub(super) struct DriveCtx {
     pub(super) routes: Arc<Routes>,
     /// The gateway-wide budget of unfinished messages.
     pub(super) budget: Arc<Budget>,
+    /// `--max-connections`: the gateway-wide cap on open WebSockets; `None` = no cap.
+    pub(super) cap: Option<Arc<ConnCap>>,
+    /// `--max-msg-rate`: this thread's share of the message rate; `None` = no cap.
+    pub(super) msg_rate: Option<RefCell<Bucket>>,
 }
 
 /// How a refusing connection ends once the request has been read.
@@ -174,6 +180,8 @@ impl Conn {
                         read_mark,
                         unfinished: Charge::new(&ctx.budget),
                         more: false,
+                        throttled: false,
+                        queued_throttled: false,
                         blocked: false,
                         queued_blocked: 0,
                         unflushed: false,
@@ -290,6 +298,10 @@ impl RequestConn {
         }
         if let Some(log) = &ctx.requests {
             log.record(|| seen_request(&buf));
+        }
+        if let Some(cap) = ctx.cap.as_ref().filter(|c| c.full()) {
+            ctx.stats.handshakes_rejected.fetch_add(1, Relaxed);
+            return Some(answer(stream, Arc::clone(&cap.answer)));
         }
         match &ctx.reject {
             Some(refusal) => {
@@ -440,6 +452,11 @@ pub(super) struct OpenConn {
     /// ([`MAX_OPS_PER_DRIVE`]): the worker carries them out and drives it again, as no
     /// readiness event will come for what is left in the socket.
     pub(super) more: bool,
+    /// The last drive stopped reading for `--max-msg-rate`: the worker drives it again when
+    /// the rate allows (it is in the worker's throttled queue while this is set).
+    pub(super) throttled: bool,
+    /// In the worker's throttled queue.
+    pub(super) queued_throttled: bool,
     /// The last flush hit `WouldBlock`: output is queued and a WRITABLE event will come. While
     /// set, nothing more is read from this client (backpressure for echo).
     blocked: bool,
@@ -501,6 +518,7 @@ impl OpenConn {
     /// Flushes queued output, then reads and answers messages until the socket would block.
     fn drive(&mut self, ctx: &DriveCtx, ops: &mut Vec<ChannelOp>) -> Result<(), Finished> {
         let mut publish_bytes = 0;
+        self.throttled = false;
         loop {
             if ops.len() >= MAX_OPS_PER_DRIVE || publish_bytes >= MAX_PUBLISH_BYTES_PER_DRIVE {
                 self.more = true;
@@ -512,12 +530,22 @@ impl OpenConn {
                     return Ok(());
                 }
             }
+            if let Some(b) = &ctx.msg_rate {
+                if !b.borrow_mut().ready(Instant::now()) {
+                    // Left in the socket until the rate allows: the echo waits.
+                    self.throttled = true;
+                    break;
+                }
+            }
             let mut is_ack = false;
             let read = self.ws.read();
             self.mark_read(&read);
             let reply = match read {
                 Ok(Message::Text(text)) => {
                     ctx.stats.msgs_in.fetch_add(1, Relaxed);
+                    if let Some(b) = &ctx.msg_rate {
+                        b.borrow_mut().take();
+                    }
                     match command::parse(&text, &ctx.routes) {
                         None => Message::Text(text),
                         Some(Command::Publish(channel)) => {
@@ -557,6 +585,9 @@ impl OpenConn {
                 }
                 Ok(Message::Binary(data)) => {
                     ctx.stats.msgs_in.fetch_add(1, Relaxed);
+                    if let Some(b) = &ctx.msg_rate {
+                        b.borrow_mut().take();
+                    }
                     Message::Binary(data)
                 }
                 Ok(Message::Pong(_)) => {

@@ -59,6 +59,7 @@
 
 mod ack;
 mod budget;
+mod caps;
 mod channel;
 mod command;
 mod conn;
@@ -194,6 +195,17 @@ pub struct ServeConfig {
     /// socket already listens on is a [`ServerError::PortShared`] error, even if that socket
     /// set `SO_REUSEPORT` (a second `sockstorm serve` does).
     pub reuse_port: bool,
+    /// Capacity cap: upgrades beyond this many open WebSockets, gateway-wide, are answered
+    /// 503 (counted as rejected). Default 0 = no cap.
+    pub max_connections: u64,
+    /// Capacity cap: accept at most this many connections a second (split over the
+    /// threads); beyond it the listener is left alone, its backlog fills and connects time
+    /// out. Default 0 = no cap.
+    pub max_accept_rate: f64,
+    /// Capacity cap: read at most this many messages a second (split over the threads);
+    /// beyond it connections are read later, so echoes wait and their latency grows.
+    /// Default 0 = no cap.
+    pub max_msg_rate: f64,
 }
 
 /// Default [`ServeConfig::max_queued_bytes`]: 4 MiB.
@@ -233,6 +245,9 @@ impl Default for ServeConfig {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             max_relay_bytes: DEFAULT_MAX_RELAY_BYTES,
             reuse_port: false,
+            max_connections: 0,
+            max_accept_rate: 0.0,
+            max_msg_rate: 0.0,
         }
     }
 }
@@ -683,6 +698,8 @@ impl Gateway {
         let auth_answer: Arc<[u8]> = conn::auth_response().into();
         let routes = Arc::new(Routes::new(&cfg.acks));
 
+        let cap =
+            (cfg.max_connections > 0).then(|| Arc::new(caps::ConnCap::new(cfg.max_connections)));
         let threads = polls.into_iter().zip(listeners).zip(receivers).zip(&stats);
         for (i, (((poll, listener), inbox), thread_stats)) in threads.enumerate() {
             let ctx = DriveCtx {
@@ -694,6 +711,12 @@ impl Gateway {
                 requests: (cfg.record_requests > 0).then(|| Arc::clone(&gateway.shared.requests)),
                 routes: Arc::clone(&routes),
                 budget: Arc::clone(&budget),
+                cap: cap.clone(),
+                msg_rate: (cfg.max_msg_rate > 0.0).then(|| {
+                    std::cell::RefCell::new(caps::Bucket::new(
+                        cfg.max_msg_rate / cfg.threads as f64,
+                    ))
+                }),
             };
             let worker = Worker::new(
                 poll,

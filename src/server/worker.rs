@@ -18,6 +18,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use tungstenite::{Message, Utf8Bytes};
 
+use super::caps::Bucket;
 use super::channel::{ChannelOp, Channels, Relayed};
 use super::conn::{Conn, Delivery, DriveCtx, KeepaliveStep, OpenConn};
 use super::feed::Feeds;
@@ -119,6 +120,11 @@ pub(super) struct Worker {
     /// Whether to accept again without a readiness event: after a full batch (next turn) or a
     /// failed `accept` (after the backoff); it also bounds how long `poll` may sleep.
     accept: AcceptState,
+    /// `--max-accept-rate`: this thread's share; `None` = accept as fast as they come.
+    accept_rate: Option<Bucket>,
+    /// `--max-msg-rate`: connections that stopped reading for the rate, driven again in
+    /// order when it allows (each once: its `throttled` flag is set while it is here).
+    throttled: VecDeque<usize>,
 }
 
 impl Worker {
@@ -164,6 +170,9 @@ impl Worker {
             aborting: Vec::new(),
             open: 0,
             accept: AcceptState::Idle,
+            accept_rate: (cfg.max_accept_rate > 0.0)
+                .then(|| Bucket::new(cfg.max_accept_rate / cfg.threads as f64)),
+            throttled: VecDeque::new(),
         }
     }
 
@@ -193,6 +202,7 @@ impl Worker {
                 AcceptState::Backoff(at) if at <= now => self.accept_all(),
                 AcceptState::Idle | AcceptState::Backoff(_) => {}
             }
+            self.drive_throttled(now);
             self.drain_inbox();
             self.publish_due(now);
             self.stream_due(now);
@@ -232,7 +242,11 @@ impl Worker {
             .handshake_queue
             .front()
             .map(|&(at, ..)| at.saturating_duration_since(now));
-        [accept, publish, close, sweep, streams, handshake]
+        let throttled = match (&self.ctx.msg_rate, self.throttled.is_empty()) {
+            (Some(b), false) => Some(b.borrow().next(now).saturating_duration_since(now)),
+            _ => None,
+        };
+        [accept, publish, close, sweep, streams, handshake, throttled]
             .into_iter()
             .flatten()
             .min()
@@ -240,10 +254,21 @@ impl Worker {
 
     /// Accepts pending connections, at most [`ACCEPT_BATCH`] per call.
     fn accept_all(&mut self) {
-        let deadline = Instant::now() + self.handshake_timeout;
+        let now = Instant::now();
+        let deadline = now + self.handshake_timeout;
         for _ in 0..ACCEPT_BATCH {
+            if let Some(b) = &mut self.accept_rate {
+                if !b.ready(now) {
+                    // Left in the backlog until the rate allows.
+                    self.accept = AcceptState::Backoff(b.next(now));
+                    return;
+                }
+            }
             match self.listener.accept() {
                 Ok((stream, _peer)) => {
+                    if let Some(b) = &mut self.accept_rate {
+                        b.take();
+                    }
                     self.ctx.stats.accepted.fetch_add(1, Relaxed);
                     self.add(stream, deadline);
                 }
@@ -354,6 +379,11 @@ impl Worker {
             }
         }
         let alive = next.is_some();
+        if let Some(Conn::Open(conn)) = &mut next {
+            if conn.throttled && !std::mem::replace(&mut conn.queued_throttled, true) {
+                self.throttled.push_back(slot);
+            }
+        }
         *entry = next;
         if !alive {
             self.release(slot);
@@ -415,6 +445,28 @@ impl Worker {
             }
         }
         self.drop_failed();
+    }
+
+    /// Drives the connections `--max-msg-rate` held back, oldest first, while the rate
+    /// allows; the rest wait for the next token.
+    fn drive_throttled(&mut self, now: Instant) {
+        while let Some(&slot) = self.throttled.front() {
+            if let Some(b) = &self.ctx.msg_rate {
+                if !b.borrow_mut().ready(now) {
+                    return;
+                }
+            }
+            self.throttled.pop_front();
+            match self.slots.get_mut(slot) {
+                Some(Some(Conn::Open(conn))) if conn.queued_throttled => {
+                    conn.queued_throttled = false;
+                    conn.throttled = false;
+                }
+                // Closed (and maybe the slot reused) since it was queued.
+                _ => continue,
+            }
+            self.drive(slot, now);
+        }
     }
 
     /// Delivers the publishes other workers relayed, at most [`RELAY_BATCH`] per turn.
@@ -568,6 +620,9 @@ impl Worker {
     fn opened(&mut self) {
         self.open += 1;
         self.ctx.stats.open.fetch_add(1, Relaxed);
+        if let Some(cap) = &self.ctx.cap {
+            cap.opened();
+        }
         if self.open == 1 {
             if let Some(p) = &mut self.publisher {
                 // The first connection anywhere starts the shared clock, so its first event is
@@ -583,6 +638,9 @@ impl Worker {
     fn closed(&mut self, n: usize) {
         self.open = self.open.saturating_sub(n);
         self.ctx.stats.open.fetch_sub(n as u64, Relaxed);
+        if let Some(cap) = &self.ctx.cap {
+            cap.closed(n as u64);
+        }
     }
 
     /// Sends every publish tick that is due (up to [`MAX_CATCH_UP`]).
