@@ -78,8 +78,8 @@ fn column_sum(header: &[String], rows: &[Vec<String>], name: &str) -> u64 {
     rows.iter().map(|r| r[i].parse::<u64>().unwrap()).sum()
 }
 
-/// Every histogram of the JSON `v` with samples equals its tag's added intervals exactly; a
-/// histogram without samples has no lines.
+/// Every histogram of the JSON `v` (`histograms`) with samples equals its tag's added
+/// intervals exactly; a histogram without samples has no lines.
 fn assert_log_matches(v: &Value, tags: &BTreeMap<String, Histogram<u64>>) {
     for (name, h) in v["histograms"].as_object().unwrap() {
         let json = decode(h["hdr"].as_str().unwrap());
@@ -116,6 +116,12 @@ fn the_interval_log_and_the_csv_add_up_to_the_json() {
         "4",
         "--ping-interval",
         "1s",
+        "--request",
+        "quote=quote {{seq}}",
+        "--request-rate",
+        "quote=2",
+        "--request-reply",
+        "quote=echo",
         "-q",
         "--json",
         out.to_str().unwrap(),
@@ -158,6 +164,14 @@ fn the_interval_log_and_the_csv_add_up_to_the_json() {
         assert!(tags.contains_key(t), "no {t} lines: {:?}", tags.keys());
     }
     assert_log_matches(&v, &tags);
+    // A named request's replies: tagged as thresholds name them.
+    let replies = decode(
+        v["requests"]["quote"]["reply_latency"]["hdr"]
+            .as_str()
+            .unwrap(),
+    );
+    assert!(!replies.is_empty());
+    assert_eq!(tags["ws_reply{msg:quote}"], replies);
 
     let (header, rows) = read_csv(&csv);
     assert_eq!(

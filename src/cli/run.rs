@@ -68,7 +68,7 @@ pub(super) fn storm(run: &Prepared) -> Result<u8, CliError> {
     }
     let result = engine::run(run, ctl, &mut observers)?;
     drop(observers);
-    let code = finish(run, &result, json.as_ref(), ctl);
+    let mut code = finish(run, &result, json.as_ref(), ctl);
     // A live log that could not be written to the end costs the exit code, as the JSON does.
     let failed = [
         hdr_log
@@ -77,7 +77,6 @@ pub(super) fn storm(run: &Prepared) -> Result<u8, CliError> {
         csv.as_ref()
             .and_then(|(p, l)| Some(("--csv", p, l.error()?))),
     ];
-    let mut code = code;
     for (flag, path, e) in failed.into_iter().flatten() {
         eprintln!(
             "sockstorm: error: {flag} `{}`: writing stopped during the run: {e}",

@@ -15,8 +15,9 @@
 //! ```
 //!
 //! One line per histogram per merged second (the engine's tick), tagged with the histogram's
-//! name; a histogram gets lines from its first value on, so a tag's series has no gaps after
-//! that. `StartTime` and `BaseTime` are the run's start (its shards' common epoch, the JSON's
+//! name (a named request's replies: `ws_reply{msg:NAME}`, with `,`, spaces and line breaks
+//! in NAME made `_`); a histogram gets lines from its first value on, so a tag's series has
+//! no gaps after that. `StartTime` and `BaseTime` are the run's start (its shards' common epoch, the JSON's
 //! `host.started_unix_us`); interval timestamps are seconds after it. An interval ends on the
 //! Unix-second boundary the shards reported at (the first covers the rest of the second the
 //! run started in, as the JSON timeline's samples do); the last one, what the shards' final
@@ -32,7 +33,7 @@
 //! up to the last second even when the process is killed.
 
 use crate::metrics::run::{Observer, Tick};
-use crate::metrics::Hist;
+use crate::metrics::{empty_histogram, Hist};
 use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
 use hdrhistogram::serialization::V2DeflateSerializer;
 use std::io::{self, Write};
@@ -63,6 +64,8 @@ pub struct HdrLog<W: Write> {
     last_end: Duration,
     /// Histograms that have had a value (by [`Hist`] index): they get a line every second.
     seen: [bool; Hist::ALL.len()],
+    /// Named requests whose replies have had a value: (name, tag), in the order they had one.
+    replies: Vec<(Box<str>, String)>,
     /// The first write that failed (nothing is written after it).
     error: Option<io::Error>,
 }
@@ -86,6 +89,7 @@ impl<W: Write> HdrLog<W> {
             ticks: 0,
             last_end: Duration::ZERO,
             seen: [false; Hist::ALL.len()],
+            replies: Vec::new(),
             error: None,
         }
     }
@@ -166,6 +170,12 @@ impl<W: Write> Observer for HdrLog<W> {
             }
         };
         let (start, length) = self.interval(epoch, tick.t);
+        let named = &tick.second.named;
+        for r in named.requests.iter().filter(|r| !r.latency.is_empty()) {
+            if !self.replies.iter().any(|(n, _)| *n == r.name) {
+                self.replies.push((r.name.clone(), reply_tag(&r.name)));
+            }
+        }
         self.buf.clear();
         {
             let Ok(mut w) = self
@@ -182,9 +192,32 @@ impl<W: Write> Observer for HdrLog<W> {
                     let _ = w.write_histogram(hist, start, length, Tag::new(h.name()));
                 }
             }
+            for (name, tag) in &self.replies {
+                let hist = match named.request_named(name) {
+                    Some(r) => &r.latency,
+                    None => empty_histogram(),
+                };
+                let _ = w.write_histogram(hist, start, length, Tag::new(tag));
+            }
         }
         self.emit(self.skip);
     }
+}
+
+/// The tag of request `name`'s replies: `ws_reply{msg:NAME}`, as thresholds name them, with
+/// what a tag cannot hold (`,`, space, CR, LF) made `_`.
+fn reply_tag(name: &str) -> String {
+    let name: String = name
+        .chars()
+        .map(|c| {
+            if matches!(c, ',' | ' ' | '\r' | '\n') {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect();
+    format!("ws_reply{{msg:{name}}}")
 }
 
 #[cfg(test)]
@@ -241,5 +274,13 @@ mod tests {
         }
         assert_eq!(counts["ws_connecting"], 2);
         assert_eq!(counts["tcp_connect"], 1);
+    }
+
+    #[test]
+    fn reply_tags_are_valid_tags() {
+        assert_eq!(reply_tag("quote"), "ws_reply{msg:quote}");
+        let odd = reply_tag("a b,c\n");
+        assert_eq!(odd, "ws_reply{msg:a_b_c_}");
+        assert!(Tag::new(&odd).is_some());
     }
 }
