@@ -249,6 +249,7 @@ mod tests {
             target: 10,
             second,
             total: &total,
+            shard_busy_pct: &[],
         };
         csv.tick(&tick(&first));
         let mut second = ShardStats::new();

@@ -240,6 +240,7 @@ mod tests {
             target: 2,
             second,
             total: &total,
+            shard_busy_pct: &[],
         };
         log.tick(&tick(&second));
         let mut later = ShardStats::new();
