@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one test command (README, .ci/run): installs what the tests need (idempotently), runs
 # every Rust test and 20 s of each fuzz target (scripts/fuzz.sh), the deploy recipes (the
-# Slurm one on a one-node cluster, scripts/interop/slurm.sh), then the interop tests
+# Slurm one on a one-node cluster, scripts/interop/slurm.sh), the HDR interval log read by
+# Java's HdrHistogram (scripts/interop/hdr_log.sh), then the interop tests
 # against a WebSocket server and TLS stacks (nginx, openssl s_server; scripts/interop/tls.sh)
 # nobody here wrote, and the articles' workloads
 # (acks, stream gaps, per-connection URLs, keepalive closes) against Python websockets.
@@ -25,13 +26,17 @@ bash scripts/fuzz.sh 20
 echo "== the whole-run suites on the epoll backend"
 SOCKSTORM_BACKEND=epoll cargo test --release --test run --test tls --test fanout --test scenario \
   --test examples --test storms --test signals --test misbehave --test unfinished \
-  --test workloads --test output --test attack --test merge --test segments --test generator
+  --test workloads --test output --test attack --test merge --test segments --test generator \
+  --test logs
 
 # deploy/ (Kubernetes Indexed Job, Slurm recipe, Dockerfile), checked offline.
 "$VENV/bin/python" scripts/check_deploy.py ./target/release/sockstorm
 # The Slurm recipe for real: Debian's slurmctld, slurmd and munge as a one-node cluster.
 echo "== deploy/slurm/sockstorm.sbatch on a one-node Slurm cluster: 3 tasks, their merge against the gateway's counts"
 bash scripts/interop/slurm.sh ./target/release/sockstorm
+# --hdr-log read by Debian's libhdrhistogram-java: counts, max and p99 per tag = the JSON's.
+echo "== --hdr-log read by Java's HdrHistogram (HistogramLogProcessor, HistogramLogReader): counts, max and p99 per tag = the JSON's"
+bash scripts/interop/hdr_log.sh ./target/release/sockstorm
 
 # Interop against software nobody here wrote, once per backend.
 interop() {

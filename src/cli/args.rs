@@ -131,8 +131,18 @@ pub struct RunArgs {
     #[arg(long, requires = "start_at", help_heading = "More than one host")]
     pub start_late_ok: bool,
     /// Write the results as JSON to this file.
-    #[arg(long)]
+    #[arg(long, help_heading = "Results")]
     pub json: Option<PathBuf>,
+    /// Write an HdrHistogram interval log to this file as the run goes: one line per
+    /// histogram per second, tagged with its name (Tag=ws_connecting,...), values in µs
+    /// (Java's HistogramLogProcessor: -outputValueUnitRatio 1000 for ms).
+    #[arg(long, value_name = "FILE", help_heading = "Results")]
+    pub hdr_log: Option<PathBuf>,
+    /// Write the per-second timeline as CSV to this file as the run goes: open and target
+    /// connections, connects, failures by cause and messages per second, p50/p99 of each
+    /// latency.
+    #[arg(long, value_name = "FILE", help_heading = "Results")]
+    pub csv: Option<PathBuf>,
     /// No live progress line on stderr.
     #[arg(short = 'q', long)]
     pub quiet: bool,

@@ -105,6 +105,41 @@ pub(super) fn check_json(path: &Path) -> Result<JsonOut, CliError> {
     }
 }
 
+/// Opens the path of a log written during the run (`--hdr-log`, `--csv`) before the run:
+/// created, or emptied if it exists (a FIFO or device is written through). Refused (exit 2,
+/// naming it) when it is empty or `-`, a directory, or in a directory that is missing or
+/// takes no new file.
+pub(super) fn open_log(flag: &'static str, path: &Path) -> Result<File, CliError> {
+    let refuse = |reason: String| CliError::OutputPath {
+        flag,
+        path: path.to_owned(),
+        reason,
+    };
+    let text = path.as_os_str();
+    if text.is_empty() || text == "-" {
+        return Err(refuse(
+            "give a file path (this log is written during the run, not to stdout)".into(),
+        ));
+    }
+    if fs::metadata(path).is_ok_and(|m| m.is_dir()) {
+        return Err(refuse("is a directory (give a file path in it)".into()));
+    }
+    let dir = dir_of(path);
+    if fs::symlink_metadata(path).is_err() && !dir.is_dir() {
+        return Err(refuse(format!(
+            "the directory `{}` does not exist (create it first)",
+            dir.display()
+        )));
+    }
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .map_err(|e| refuse(format!("cannot be opened for writing: {e}")))
+}
+
 /// The directory `target` is in (`.` for a bare file name).
 fn dir_of(target: &Path) -> PathBuf {
     match target.parent() {

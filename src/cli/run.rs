@@ -1,5 +1,6 @@
 //! `sockstorm run` (and the run half of `demo`): start the engine on a prepared plan with
-//! the live progress line, then write the JSON and print the summary.
+//! the live progress line and the live logs (`--hdr-log`, `--csv`), then write the JSON and
+//! print the summary.
 
 use super::output::{self, JsonOut};
 use super::{
@@ -11,7 +12,7 @@ use crate::metrics::health::Verdict;
 use crate::metrics::run::RunResult;
 use crate::plan::Prepared;
 use crate::proto::conn::Mode;
-use crate::results::{self, Progress};
+use crate::results::{self, CsvTimeline, HdrLog, Observers, Progress};
 use std::io::Write;
 
 /// Runs a prepared run with the progress line, then writes the results; returns the exit code.
@@ -19,6 +20,13 @@ pub(super) fn storm(run: &Prepared) -> Result<u8, CliError> {
     let plan = run.main();
     // A path the results cannot go to is found now, not after the run.
     let json = plan.json.as_deref().map(output::check_json).transpose()?;
+    let open = |flag, path: &Option<std::path::PathBuf>| {
+        path.as_deref()
+            .map(|p| output::open_log(flag, p).map(|f| (p.to_owned(), f)))
+            .transpose()
+    };
+    let mut hdr_log = open("--hdr-log", &plan.hdr_log)?.map(|(p, f)| (p, HdrLog::new(f)));
+    let mut csv = open("--csv", &plan.csv)?.map(|(p, f)| (p, CsvTimeline::new(f)));
     let ctl = control();
     if !plan.quiet {
         let rate = if plan.connect_rate.is_finite() {
@@ -50,8 +58,33 @@ pub(super) fn storm(run: &Prepared) -> Result<u8, CliError> {
         );
     }
     let mut progress = Progress::new(plan.quiet, plan.conn.mode != Mode::Session);
-    let result = engine::run(run, ctl, &mut progress)?;
-    Ok(finish(run, &result, json.as_ref(), ctl))
+    let mut observers = Observers::new();
+    observers.push(&mut progress);
+    if let Some((_, log)) = &mut hdr_log {
+        observers.push(log);
+    }
+    if let Some((_, log)) = &mut csv {
+        observers.push(log);
+    }
+    let result = engine::run(run, ctl, &mut observers)?;
+    drop(observers);
+    let mut code = finish(run, &result, json.as_ref(), ctl);
+    // A live log that could not be written to the end costs the exit code, as the JSON does.
+    let failed = [
+        hdr_log
+            .as_ref()
+            .and_then(|(p, l)| Some(("--hdr-log", p, l.error()?))),
+        csv.as_ref()
+            .and_then(|(p, l)| Some(("--csv", p, l.error()?))),
+    ];
+    for (flag, path, e) in failed.into_iter().flatten() {
+        eprintln!(
+            "sockstorm: error: {flag} `{}`: writing stopped during the run: {e}",
+            path.display()
+        );
+        code = EXIT_ERROR;
+    }
+    Ok(code)
 }
 
 /// Writes the JSON and the summary; the exit code says how the run went. A JSON that cannot be

@@ -604,6 +604,7 @@ fn collect(
     let mut next_print = st.start + Duration::from_micros(first);
     let mut signalled = 0u8;
     let mut exited: Option<Instant> = None;
+    observer.started(st.epoch_unix_us);
     while done.iter().any(|d| !d) {
         let level = ctl.level();
         if level > signalled {
@@ -664,7 +665,14 @@ fn collect(
         if (all_in && now >= next_print) || now >= next_print + Duration::from_millis(500) {
             next_print += Duration::from_secs(1);
             second(run, st, &mut c, observer);
+            abort_on_fail(run, st, &mut c);
         }
+    }
+    // What the shards' final reports brought after the last whole second (the drain, the
+    // closes) is one last, partial second: the timeline and the observers' live logs then add
+    // up to the totals.
+    if c.tallies.iter().any(|t| !t.second.is_empty()) {
+        second(run, st, &mut c, observer);
     }
     for t in c.tallies.iter_mut() {
         t.total.add(&t.second);
@@ -674,7 +682,7 @@ fn collect(
     c
 }
 
-/// One merged second: the sample, the observer's tick, the early threshold check.
+/// One merged second: the sample and the observer's tick.
 fn second(run: &Prepared, st: &Started, c: &mut Collected, observer: &mut dyn Observer) {
     let groups = c.tallies.len();
     let open_by: Vec<u64> = (0..groups)
@@ -716,6 +724,11 @@ fn second(run: &Prepared, st: &Started, c: &mut Collected, observer: &mut dyn Ob
         // Freed, not kept: with many scenarios, most are idle in a given second.
         t.second.release();
     }
+}
+
+/// `--abort-on-fail`: the thresholds checked on the totals so far, once their delay is over.
+fn abort_on_fail(run: &Prepared, st: &Started, c: &mut Collected) {
+    let t = st.start.elapsed().as_secs_f64();
     if c.threshold_abort.is_none() && run.abort_on_fail.is_some_and(|d| t >= d.as_secs_f64()) {
         // Only thresholds with data so far can fail early; the rest wait for the end.
         let total = overall(&c.tallies, false, |t| &t.total);

@@ -148,6 +148,17 @@ impl ShardStats {
         *self.close_codes.entry(code).or_insert(0) += 1;
     }
 
+    /// Whether nothing at all was recorded: no count, failure, close code, TLS parameter,
+    /// histogram value or fan-out entry.
+    pub fn is_empty(&self) -> bool {
+        self.counters == Counters::default()
+            && self.failures.is_empty()
+            && self.close_codes.is_empty()
+            && self.tls_params.is_empty()
+            && self.hists.iter().flatten().all(|h| h.is_empty())
+            && self.fanout.is_empty()
+    }
+
     /// Total failures of all causes.
     pub fn failure_total(&self) -> u64 {
         self.failures.values().sum()

@@ -25,8 +25,9 @@ pub struct Sample {
     /// Seconds from the run's start to this sample, rounded to 0.1 s.
     pub t_s: f64,
     /// The Unix second this sample covers (its interval ends on the next Unix-second
-    /// boundary; the first covers the rest of the second the run started in), so samples of
-    /// runs on different hosts add up by `unix_s`.
+    /// boundary; the first covers the rest of the second the run started in, the last what
+    /// the shards' final reports brought after the last whole second), so samples of runs on
+    /// different hosts add up by `unix_s`, and a run's samples add up to its counters.
     pub unix_s: u64,
     /// Sessions open at the sample, from the shards' latest gauges (in a scenario's own timeline,
     /// that scenario's only).
@@ -235,7 +236,11 @@ pub struct Tick<'a> {
 /// Watches a run while it goes on (the progress line, and later live exporters). Called on
 /// the engine's collecting thread, never on a shard: it cannot slow the connections down.
 pub trait Observer {
-    /// One second has been merged.
+    /// The shards were released: the run's common epoch, µs since the Unix epoch (the
+    /// result's `started_unix_us`). Called once, before the first tick.
+    fn started(&mut self, _epoch_unix_us: u64) {}
+    /// One second has been merged (the last tick, after the shards' final reports, may cover
+    /// less than a second).
     fn tick(&mut self, tick: &Tick<'_>);
     /// The run is over (before the result is returned).
     fn finish(&mut self) {}

@@ -294,6 +294,10 @@ pub struct RunPlan {
     pub backend: Backend,
     /// `--json`: the file the JSON results are written to at the end; `None`: no JSON file.
     pub json: Option<PathBuf>,
+    /// `--hdr-log`: the file the HdrHistogram interval log is written to, live; `None`: none.
+    pub hdr_log: Option<PathBuf>,
+    /// `--csv`: the file the per-second timeline is written to as CSV, live; `None`: none.
+    pub csv: Option<PathBuf>,
     /// `-q`/`--quiet`: no live progress line on stderr (the summary still goes to stdout).
     pub quiet: bool,
     /// `--fail-on-saturation`: exit 98 when the generator was the bottleneck.

@@ -1,16 +1,23 @@
 //! The result document and its views: the human summary on stdout, the JSON document
-//! (`--json`) and the live progress line, all built from the same merged numbers
-//! ([`RunResult`]). Header values and message payloads never appear (they may carry tokens):
+//! (`--json`), the live progress line and the live logs (`--hdr-log` interval log, `--csv`
+//! timeline), all built from the same merged numbers ([`RunResult`], and each second's
+//! [`crate::metrics::run::Tick`]). Header values and message payloads never appear (they may carry tokens):
 //! only header names and payload sizes do.
 
+mod csv;
 pub mod hdr;
+mod hdr_log;
 pub mod identity;
 mod json;
 pub mod merge;
+mod observers;
 mod progress;
 mod summary;
 
+pub use csv::CsvTimeline;
+pub use hdr_log::{HdrLog, MAX_VALUE_DIVISOR};
 pub use json::{to_json, SCHEMA_VERSION};
+pub use observers::Observers;
 pub use progress::Progress;
 pub use summary::summary;
 

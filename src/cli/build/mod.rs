@@ -116,6 +116,8 @@ impl RunArgs {
                 BackendArg::Epoll => Backend::Epoll,
             },
             json: a.json.clone(),
+            hdr_log: a.hdr_log.clone(),
+            csv: a.csv.clone(),
             quiet: a.quiet,
             fail_on_saturation: a.fail_on_saturation,
             channel: a.conn.channel.clone(),

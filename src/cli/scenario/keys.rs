@@ -13,6 +13,8 @@ const RUN_WIDE: &[&str] = &[
     "cpus",
     "source_ip",
     "json",
+    "hdr_log",
+    "csv",
     "quiet",
     "fail_on_saturation",
     "drain",
