@@ -274,7 +274,9 @@ fn merged_segments_equal_the_gateway_and_the_unsplit_run() {
 
     // Established, echoes and deliveries: the gateway's own counts.
     assert_eq!(
-        docs.iter().map(|d| counter(d, "established")).collect::<Vec<_>>(),
+        docs.iter()
+            .map(|d| counter(d, "established"))
+            .collect::<Vec<_>>(),
         [12, 10, 9]
     );
     assert_eq!(counter(&m, "established"), 31);
@@ -286,7 +288,10 @@ fn merged_segments_equal_the_gateway_and_the_unsplit_run() {
         170 + 40 + 13,
         "echoes, publishes and subscribes"
     );
-    assert_eq!((stats.channel_publishes, stats.channel_deliveries), (40, 520));
+    assert_eq!(
+        (stats.channel_publishes, stats.channel_deliveries),
+        (40, 520)
+    );
     let f = &m["fanout"];
     assert_eq!(f["published"], 40);
     assert_eq!(f["subscriber_sessions"], 13);
@@ -315,7 +320,10 @@ fn merged_segments_equal_the_gateway_and_the_unsplit_run() {
     let skew = m["merged"]["start_skew_us"].as_i64().unwrap();
     assert!((0..20_000).contains(&skew), "{skew}");
     assert!(summary.contains("start skew: "), "{summary}");
-    assert!(summary.contains("owed 520 deliveries, received 520 (100.0000%), lost 0"), "{summary}");
+    assert!(
+        summary.contains("owed 520 deliveries, received 520 (100.0000%), lost 0"),
+        "{summary}"
+    );
 
     // The unsplit run of the same plan passes and fails the same thresholds.
     let gw = common::gateway(None);
@@ -350,7 +358,10 @@ fn merged_segments_equal_the_gateway_and_the_unsplit_run() {
         [true, true, true, false]
     );
     for d in &docs {
-        assert_eq!(d["thresholds"][0]["pass"], false, "a segment alone has < 31");
+        assert_eq!(
+            d["thresholds"][0]["pass"], false,
+            "a segment alone has < 31"
+        );
     }
     assert_eq!(counter(&w, "fanout_owed"), counter(&m, "fanout_owed"));
     assert_eq!(counter(&w, "msgs_received"), counter(&m, "msgs_received"));

@@ -9,6 +9,7 @@ use crate::engine::{self, RunControl};
 use crate::metrics::run::RunResult;
 use crate::plan::Prepared;
 use crate::proto::conn::Mode;
+use crate::results::live::{self, Live};
 use crate::results::{self, Progress};
 use std::io::Write;
 
@@ -17,6 +18,7 @@ pub(super) fn storm(run: &Prepared) -> Result<u8, CliError> {
     let plan = run.main();
     // A path the results cannot go to is found now, not after the run.
     let json = plan.json.as_deref().map(output::check_json).transpose()?;
+    let live = plan.metrics_listen.map(|a| live(run, a)).transpose()?;
     let ctl = control();
     if !plan.quiet {
         let rate = if plan.connect_rate.is_finite() {
@@ -47,9 +49,25 @@ pub(super) fn storm(run: &Prepared) -> Result<u8, CliError> {
             run.duration()
         );
     }
-    let mut progress = Progress::new(plan.quiet, plan.conn.mode != Mode::Session);
-    let result = engine::run(run, ctl, &mut progress)?;
-    Ok(finish(run, &result, json.as_ref(), ctl))
+    let progress = Progress::new(plan.quiet, plan.conn.mode != Mode::Session);
+    let mut observers = (progress, live.as_ref().map(Live::observer));
+    let result = engine::run(run, ctl, &mut observers)?;
+    let code = finish(run, &result, json.as_ref(), ctl);
+    if let Some(live) = &live {
+        let signalled = ctl.level();
+        live.linger(plan.metrics_linger, &|| ctl.level() > signalled);
+    }
+    Ok(code)
+}
+
+/// Starts the `--metrics-listen` endpoint before the run, and says where it is.
+fn live(run: &Prepared, addr: std::net::SocketAddr) -> Result<Live, CliError> {
+    if let Some(warning) = live::exposure_warning(addr) {
+        eprintln!("{warning}");
+    }
+    let live = Live::start(run, addr)?;
+    eprintln!("sockstorm: metrics on http://{}/metrics", live.addr());
+    Ok(live)
 }
 
 /// Writes the JSON and the summary; the exit code says how the run went. A JSON that cannot be

@@ -224,6 +224,18 @@ pub struct Tick<'a> {
     pub second: &'a ShardStats,
     /// Everything before the last second.
     pub total: &'a ShardStats,
+    /// The same second per scenario, in the order of the run's scenarios (one entry for a
+    /// plain command line).
+    pub scenarios: &'a [ScenarioTick<'a>],
+}
+
+/// One scenario's part of a [`Tick`].
+#[derive(Debug, Clone, Copy)]
+pub struct ScenarioTick<'a> {
+    /// The scenario's sessions open now.
+    pub open: u64,
+    /// What the scenario measured in the last second.
+    pub second: &'a ShardStats,
 }
 
 /// Watches a run while it goes on (the progress line, and later live exporters). Called on
@@ -231,8 +243,47 @@ pub struct Tick<'a> {
 pub trait Observer {
     /// One second has been merged.
     fn tick(&mut self, tick: &Tick<'_>);
+    /// The shards' final reports: `tick.second` holds what they measured after the last
+    /// tick (part of a second, of which the timeline takes no sample), so that the seconds
+    /// ticked plus this add up to the run's totals. Called once, just before [`Self::finish`].
+    fn rest(&mut self, _tick: &Tick<'_>) {}
     /// The run is over (before the result is returned).
     fn finish(&mut self) {}
+}
+
+/// Two observers watching one run: each is told everything, the first first.
+impl<A: Observer, B: Observer> Observer for (A, B) {
+    fn tick(&mut self, tick: &Tick<'_>) {
+        self.0.tick(tick);
+        self.1.tick(tick);
+    }
+    fn rest(&mut self, tick: &Tick<'_>) {
+        self.0.rest(tick);
+        self.1.rest(tick);
+    }
+    fn finish(&mut self) {
+        self.0.finish();
+        self.1.finish();
+    }
+}
+
+/// An observer the flags may leave out (`None` watches nothing).
+impl<O: Observer> Observer for Option<O> {
+    fn tick(&mut self, tick: &Tick<'_>) {
+        if let Some(o) = self {
+            o.tick(tick);
+        }
+    }
+    fn rest(&mut self, tick: &Tick<'_>) {
+        if let Some(o) = self {
+            o.rest(tick);
+        }
+    }
+    fn finish(&mut self) {
+        if let Some(o) = self {
+            o.finish();
+        }
+    }
 }
 
 /// An observer that shows nothing (tests, embedding).

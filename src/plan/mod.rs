@@ -294,6 +294,12 @@ pub struct RunPlan {
     pub backend: Backend,
     /// `--json`: the file the JSON results are written to at the end; `None`: no JSON file.
     pub json: Option<PathBuf>,
+    /// `--metrics-listen`: where the live Prometheus endpoint listens; `None`: no endpoint.
+    /// Run-wide: only the first scenario's counts.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// `--metrics-linger`: after the run, how long the endpoint waits for a scrape of the
+    /// final figures (zero: the process exits at once).
+    pub metrics_linger: Duration,
     /// `-q`/`--quiet`: no live progress line on stderr (the summary still goes to stdout).
     pub quiet: bool,
     /// Fan-out channel by name; [`ConnConfig::channel`] is its number in the run.

@@ -6,6 +6,7 @@
 pub mod hdr;
 pub mod identity;
 mod json;
+pub mod live;
 pub mod merge;
 mod progress;
 mod summary;

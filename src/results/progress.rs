@@ -49,6 +49,7 @@ impl Progress {
             target,
             second,
             total,
+            ..
         } = *tick;
         let p99 = |h: Hist| p99(second, h);
         let c = &second.counters;
@@ -128,6 +129,7 @@ mod tests {
             target: 200,
             second: &second,
             total: &total,
+            scenarios: &[],
         };
         let line = Progress::new(true, false).text(&tick);
         assert!(

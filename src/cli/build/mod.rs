@@ -116,6 +116,8 @@ impl RunArgs {
                 BackendArg::Epoll => Backend::Epoll,
             },
             json: a.json.clone(),
+            metrics_listen: a.metrics_listen,
+            metrics_linger: a.metrics_linger,
             quiet: a.quiet,
             channel: a.conn.channel.clone(),
             conn,

@@ -13,6 +13,8 @@ const RUN_WIDE: &[&str] = &[
     "cpus",
     "source_ip",
     "json",
+    "metrics_listen",
+    "metrics_linger",
     "quiet",
     "drain",
     "socket_setup",

@@ -88,7 +88,7 @@ impl FanoutStats {
             put(&mut o, n);
             prev = id;
         }
-        let mut lat: Vec<(&(u64, u64), &Box<[u32; BUCKETS]>)> = self.latencies.iter().collect();
+        let mut lat: Vec<_> = self.latencies.iter().collect();
         lat.sort_unstable_by_key(|(k, _)| **k);
         put(&mut o, lat.len() as u64);
         for (&(p, seq), b) in lat {
