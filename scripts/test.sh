@@ -2,7 +2,8 @@
 # The one test command (README, .ci/run): installs what the tests need (idempotently), runs
 # every Rust test and 20 s of each fuzz target (scripts/fuzz.sh), the deploy recipes (the
 # Slurm one on a one-node cluster, scripts/interop/slurm.sh), the HDR interval log read by
-# Java's HdrHistogram (scripts/interop/hdr_log.sh), then the interop tests
+# Java's HdrHistogram (scripts/interop/hdr_log.sh), the live Prometheus endpoint against
+# Python prometheus_client's parsers, then the interop tests
 # against a WebSocket server and TLS stacks (nginx, openssl s_server; scripts/interop/tls.sh)
 # nobody here wrote, and the articles' workloads
 # (acks, stream gaps, per-connection URLs, keepalive closes) against Python websockets.
@@ -10,9 +11,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV=.venv
-if ! "$VENV/bin/python" -c 'import websockets, yaml' 2>/dev/null; then
+if ! "$VENV/bin/python" -c 'import websockets, yaml, prometheus_client' 2>/dev/null; then
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check 'websockets==13.1' 'PyYAML==6.0.2'
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check 'websockets==13.1' 'PyYAML==6.0.2' \
+    'prometheus-client==0.26.0'
 fi
 
 cargo build --release --bins
@@ -27,10 +29,13 @@ echo "== the whole-run suites on the epoll backend"
 SOCKSTORM_BACKEND=epoll cargo test --release --test run --test tls --test fanout --test scenario \
   --test examples --test storms --test signals --test misbehave --test unfinished \
   --test workloads --test output --test attack --test merge --test segments --test generator \
-  --test logs
+  --test logs --test live
 
 # deploy/ (Kubernetes Indexed Job, Slurm recipe, Dockerfile), checked offline.
 "$VENV/bin/python" scripts/check_deploy.py ./target/release/sockstorm
+# The live endpoint read by Prometheus' own parsers, and the Grafana dashboard on its names.
+echo "== --metrics-listen scraped during runs, parsed by Python prometheus_client $("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("prometheus-client"))') (text and OpenMetrics); deploy/grafana/sockstorm.json's queries"
+"$VENV/bin/python" scripts/interop/check_metrics.py ./target/release/sockstorm deploy/grafana/sockstorm.json
 # The Slurm recipe for real: Debian's slurmctld, slurmd and munge as a one-node cluster.
 echo "== deploy/slurm/sockstorm.sbatch on a one-node Slurm cluster: 3 tasks, their merge against the gateway's counts"
 bash scripts/interop/slurm.sh ./target/release/sockstorm

@@ -151,6 +151,16 @@ pub struct RunArgs {
     /// than pass latencies that measure the client.
     #[arg(long)]
     pub fail_on_saturation: bool,
+    /// Serve live Prometheus/OpenMetrics metrics at http://ADDR/metrics while the run goes on,
+    /// from the once-a-second merged figures (e.g. 127.0.0.1:9464; port 0 picks a free port;
+    /// the address is printed on stderr). Keep it on loopback unless Prometheus scrapes from
+    /// another host: any other address gets a warning.
+    #[arg(long, value_name = "ADDR", help_heading = "Live metrics")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// After the run, keep serving the final figures until a scrape has read them, for at
+    /// most this long (give Prometheus' scrape interval, e.g. 15s); 0s: exit at once.
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse::duration, requires = "metrics_listen", help_heading = "Live metrics")]
+    pub metrics_linger: Duration,
     /// Auth pre-step: request this http(s) URL before the storm; the token in its JSON answer
     /// replaces `{{token}}` in -H values, the URL and messages (it never appears in reports).
     #[arg(long, help_heading = "Auth pre-step")]

@@ -127,6 +127,10 @@ pub enum CliError {
         /// Why writing the temporary file, renaming it or writing through failed.
         source: std::io::Error,
     },
+    /// The `--metrics-listen` endpoint could not start (the address is in use, or not this
+    /// host's). Fix: as the message says.
+    #[error(transparent)]
+    Live(#[from] crate::results::live::LiveError),
     /// `serve --tls` (or `demo --tls`) could not write the generated test CA's certificate, which
     /// clients need for `--cacert`. Fix: give `serve --ca-out` a path in a writable directory.
     #[error("cannot write the generated CA certificate file `{path}`: {source}")]
@@ -154,6 +158,7 @@ impl CliError {
             Self::Cert(_) => EXIT_USAGE,
             Self::OutputPath { .. } => EXIT_USAGE,
             Self::Merge(_) => EXIT_USAGE,
+            Self::Live(crate::results::live::LiveError::Bind { .. }) => EXIT_USAGE,
             // `--backend uring` where io_uring cannot run, or a memlock limit to raise.
             Self::Engine(engine::EngineError::Backend(_)) => EXIT_USAGE,
             // `--start-at` passed while the shards were set up: a later instant is the fix.

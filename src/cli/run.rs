@@ -12,6 +12,7 @@ use crate::metrics::health::Verdict;
 use crate::metrics::run::RunResult;
 use crate::plan::Prepared;
 use crate::proto::conn::Mode;
+use crate::results::live::{self, Live};
 use crate::results::{self, CsvTimeline, HdrLog, Observers, Progress};
 use std::io::Write;
 
@@ -27,6 +28,7 @@ pub(super) fn storm(run: &Prepared) -> Result<u8, CliError> {
     };
     let mut hdr_log = open("--hdr-log", &plan.hdr_log)?.map(|(p, f)| (p, HdrLog::new(f)));
     let mut csv = open("--csv", &plan.csv)?.map(|(p, f)| (p, CsvTimeline::new(f)));
+    let live = plan.metrics_listen.map(|a| live(run, a)).transpose()?;
     let ctl = control();
     if !plan.quiet {
         let rate = if plan.connect_rate.is_finite() {
@@ -66,6 +68,10 @@ pub(super) fn storm(run: &Prepared) -> Result<u8, CliError> {
     if let Some((_, log)) = &mut csv {
         observers.push(log);
     }
+    let mut live_observer = live.as_ref().map(Live::observer);
+    if let Some(o) = &mut live_observer {
+        observers.push(o);
+    }
     let result = engine::run(run, ctl, &mut observers)?;
     drop(observers);
     let mut code = finish(run, &result, json.as_ref(), ctl);
@@ -84,7 +90,21 @@ pub(super) fn storm(run: &Prepared) -> Result<u8, CliError> {
         );
         code = EXIT_ERROR;
     }
+    if let Some(live) = &live {
+        let signalled = ctl.level();
+        live.linger(plan.metrics_linger, &|| ctl.level() > signalled);
+    }
     Ok(code)
+}
+
+/// Starts the `--metrics-listen` endpoint before the run, and says where it is.
+fn live(run: &Prepared, addr: std::net::SocketAddr) -> Result<Live, CliError> {
+    if let Some(warning) = live::exposure_warning(addr) {
+        eprintln!("{warning}");
+    }
+    let live = Live::start(run, addr)?;
+    eprintln!("sockstorm: metrics on http://{}/metrics", live.addr());
+    Ok(live)
 }
 
 /// Writes the JSON and the summary; the exit code says how the run went. A JSON that cannot be

@@ -14,7 +14,8 @@ use crate::io::sock::{self, SockOptions};
 use crate::metrics::fanout::FanoutSummary;
 use crate::metrics::health::{self, ShardTally};
 use crate::metrics::run::{
-    BackendInfo, FailureStop, Observer, RunResult, Sample, ScenarioResult, StartAt, Tick,
+    BackendInfo, FailureStop, Observer, RunResult, Sample, ScenarioResult, ScenarioTick, StartAt,
+    Tick,
 };
 use crate::metrics::{Hist, ShardStats};
 use crate::plan::{Backend, Prepared, Run, RunPlan};
@@ -685,9 +686,7 @@ fn collect(
 /// One merged second: the sample and the observer's tick.
 fn second(run: &Prepared, st: &Started, c: &mut Collected, observer: &mut dyn Observer) {
     let groups = c.tallies.len();
-    let open_by: Vec<u64> = (0..groups)
-        .map(|k| c.gauges.iter().map(|g| g[k].open).sum())
-        .collect();
+    let open_by = open_by_scenario(c);
     let open: u64 = open_by.iter().sum();
     if open > c.peak_open {
         c.peak_open = open;
@@ -708,8 +707,13 @@ fn second(run: &Prepared, st: &Started, c: &mut Collected, observer: &mut dyn Ob
         at,
         open,
         &second,
-        if groups > 1 { open_by } else { Vec::new() },
+        if groups > 1 {
+            open_by.clone()
+        } else {
+            Vec::new()
+        },
     ));
+    let scenarios = scenario_ticks(&c.tallies, &open_by);
     observer.tick(&Tick {
         t,
         open,
@@ -717,7 +721,9 @@ fn second(run: &Prepared, st: &Started, c: &mut Collected, observer: &mut dyn Ob
         second: &second,
         total: &overall(&c.tallies, false, |t| &t.total),
         shard_busy_pct: &c.cpu_now,
+        scenarios: &scenarios,
     });
+    drop(scenarios);
     drop(second);
     for t in c.tallies.iter_mut() {
         t.total.add(&t.second);
@@ -742,6 +748,25 @@ fn abort_on_fail(run: &Prepared, st: &Started, c: &mut Collected) {
             st.stop(false);
         }
     }
+}
+
+/// Sessions open now per scenario, from every shard's latest gauges.
+fn open_by_scenario(c: &Collected) -> Vec<u64> {
+    (0..c.tallies.len())
+        .map(|k| c.gauges.iter().map(|g| g[k].open).sum())
+        .collect()
+}
+
+/// Each scenario's part of a tick: its open sessions and its last second.
+fn scenario_ticks<'a>(tallies: &'a [Tally], open_by: &[u64]) -> Vec<ScenarioTick<'a>> {
+    tallies
+        .iter()
+        .zip(open_by)
+        .map(|(t, &open)| ScenarioTick {
+            open,
+            second: &t.second,
+        })
+        .collect()
 }
 
 /// Joins the shards and assembles the result: per scenario, then overall.

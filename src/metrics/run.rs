@@ -231,6 +231,18 @@ pub struct Tick<'a> {
     /// Each shard's busy share of the last second (on a CPU or waiting for one), % (None:
     /// too short to tell).
     pub shard_busy_pct: &'a [Option<f64>],
+    /// The same second per scenario, in the order of the run's scenarios (one entry for a
+    /// plain command line).
+    pub scenarios: &'a [ScenarioTick<'a>],
+}
+
+/// One scenario's part of a [`Tick`].
+#[derive(Debug, Clone, Copy)]
+pub struct ScenarioTick<'a> {
+    /// The scenario's sessions open now.
+    pub open: u64,
+    /// What the scenario measured in the last second.
+    pub second: &'a ShardStats,
 }
 
 /// Watches a run while it goes on (the progress line, and later live exporters). Called on
@@ -244,6 +256,41 @@ pub trait Observer {
     fn tick(&mut self, tick: &Tick<'_>);
     /// The run is over (before the result is returned).
     fn finish(&mut self) {}
+}
+
+/// Two observers watching one run: each is told everything, the first first.
+impl<A: Observer, B: Observer> Observer for (A, B) {
+    fn started(&mut self, epoch_unix_us: u64) {
+        self.0.started(epoch_unix_us);
+        self.1.started(epoch_unix_us);
+    }
+    fn tick(&mut self, tick: &Tick<'_>) {
+        self.0.tick(tick);
+        self.1.tick(tick);
+    }
+    fn finish(&mut self) {
+        self.0.finish();
+        self.1.finish();
+    }
+}
+
+/// An observer the flags may leave out (`None` watches nothing).
+impl<O: Observer> Observer for Option<O> {
+    fn tick(&mut self, tick: &Tick<'_>) {
+        if let Some(o) = self {
+            o.tick(tick);
+        }
+    }
+    fn started(&mut self, epoch_unix_us: u64) {
+        if let Some(o) = self {
+            o.started(epoch_unix_us);
+        }
+    }
+    fn finish(&mut self) {
+        if let Some(o) = self {
+            o.finish();
+        }
+    }
 }
 
 /// An observer that shows nothing (tests, embedding).

@@ -298,6 +298,12 @@ pub struct RunPlan {
     pub hdr_log: Option<PathBuf>,
     /// `--csv`: the file the per-second timeline is written to as CSV, live; `None`: none.
     pub csv: Option<PathBuf>,
+    /// `--metrics-listen`: where the live Prometheus endpoint listens; `None`: no endpoint.
+    /// Run-wide: only the first scenario's counts.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// `--metrics-linger`: after the run, how long the endpoint waits for a scrape of the
+    /// final figures (zero: the process exits at once).
+    pub metrics_linger: Duration,
     /// `-q`/`--quiet`: no live progress line on stderr (the summary still goes to stdout).
     pub quiet: bool,
     /// `--fail-on-saturation`: exit 98 when the generator was the bottleneck.

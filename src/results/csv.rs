@@ -250,6 +250,7 @@ mod tests {
             second,
             total: &total,
             shard_busy_pct: &[],
+            scenarios: &[],
         };
         csv.tick(&tick(&first));
         let mut second = ShardStats::new();

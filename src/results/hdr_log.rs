@@ -241,6 +241,7 @@ mod tests {
             second,
             total: &total,
             shard_busy_pct: &[],
+            scenarios: &[],
         };
         log.tick(&tick(&second));
         let mut later = ShardStats::new();

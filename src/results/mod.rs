@@ -9,6 +9,7 @@ pub mod hdr;
 mod hdr_log;
 pub mod identity;
 mod json;
+pub mod live;
 pub mod merge;
 mod observers;
 mod progress;

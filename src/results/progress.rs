@@ -156,6 +156,7 @@ mod tests {
             second: &second,
             total: &total,
             shard_busy_pct: &[],
+            scenarios: &[],
         };
         let line = Progress::new(true, false).text(&tick);
         assert!(

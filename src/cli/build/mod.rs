@@ -118,6 +118,8 @@ impl RunArgs {
             json: a.json.clone(),
             hdr_log: a.hdr_log.clone(),
             csv: a.csv.clone(),
+            metrics_listen: a.metrics_listen,
+            metrics_linger: a.metrics_linger,
             quiet: a.quiet,
             fail_on_saturation: a.fail_on_saturation,
             channel: a.conn.channel.clone(),

@@ -15,6 +15,8 @@ const RUN_WIDE: &[&str] = &[
     "json",
     "hdr_log",
     "csv",
+    "metrics_listen",
+    "metrics_linger",
     "quiet",
     "fail_on_saturation",
     "drain",
