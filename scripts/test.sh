@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one test command (README, .ci/run): installs what the tests need (idempotently), runs
 # every Rust test and 20 s of each fuzz target (scripts/fuzz.sh), the deploy recipes (the
-# Slurm one on a one-node cluster, scripts/interop/slurm.sh), then the interop tests
+# Slurm one on a one-node cluster, scripts/interop/slurm.sh), the HTML report in headless
+# Chromium (scripts/interop/report_chromium.sh), then the interop tests
 # against a WebSocket server and TLS stacks (nginx, openssl s_server; scripts/interop/tls.sh)
 # nobody here wrote, and the articles' workloads
 # (acks, stream gaps, per-connection URLs, keepalive closes) against Python websockets.
@@ -29,6 +30,9 @@ SOCKSTORM_BACKEND=epoll cargo test --release --test run --test tls --test fanout
 
 # deploy/ (Kubernetes Indexed Job, Slurm recipe, Dockerfile), checked offline.
 "$VENV/bin/python" scripts/check_deploy.py ./target/release/sockstorm
+# The HTML report in headless Chromium, with no network: drawn, no console message, no request.
+echo "== the HTML report (sockstorm report, run --html) in headless Chromium, offline"
+bash scripts/interop/report_chromium.sh ./target/release/sockstorm
 # The Slurm recipe for real: Debian's slurmctld, slurmd and munge as a one-node cluster.
 echo "== deploy/slurm/sockstorm.sbatch on a one-node Slurm cluster: 3 tasks, their merge against the gateway's counts"
 bash scripts/interop/slurm.sh ./target/release/sockstorm

@@ -133,6 +133,10 @@ pub struct RunArgs {
     /// Write the results as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Write the HTML report of the results to this file at the end (as `sockstorm report`
+    /// makes from the JSON): one page, charts and data inline, that opens offline.
+    #[arg(long, value_name = "FILE.html")]
+    pub html: Option<PathBuf>,
     /// No live progress line on stderr.
     #[arg(short = 'q', long)]
     pub quiet: bool,
