@@ -143,5 +143,11 @@ fn refusals_name_the_file_and_exit_2() {
     assert!(stderr(&o).contains("--html") && stderr(&o).contains("r.html"));
     let o = sockstorm(&["run", "ws://127.0.0.1:9/", "-d", "30s", "--html", "-"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    // A scenario file cannot name the page (it would be ignored): the flag can.
+    let file = dir.join("s.toml");
+    std::fs::write(&file, "url = \"ws://127.0.0.1:9/\"\nhtml = \"r.html\"\n").unwrap();
+    let o = sockstorm(&["run", file.to_str().unwrap(), "-d", "30s"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--html FILE on the command line"));
     let _ = std::fs::remove_dir_all(&dir);
 }
