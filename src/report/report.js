@@ -251,16 +251,41 @@
       var v = d.doc.verdict || "–";
       add(vbox, "span", { "class": "badge " + (v === "ok" ? "pass" : "fail") }, [(multi ? short(d.name) + ": " : "") + v]);
     });
-    var genRows = [];
-    docs.forEach(function (d) {
-      if (obj(d.doc.generator)) { genRows.push(d); }
-    });
-    if (genRows.length) {
-      add(root, "h3", null, ["Generator verdict"]);
-      compareTable(root, function (doc) { return doc.generator; });
+    // The verdict on the generator itself (`generator`: valid, strained or generator-bound,
+    // with reasons and each shard's CPU, timer lateness and backlog), where the document has it.
+    var gens = docs.filter(function (d) { return obj(d.doc.generator); });
+    if (gens.length) {
+      add(root, "h3", null, ["Was the load generator the bottleneck?"]);
+      var gbox = add(root, "p");
+      gens.forEach(function (d) {
+        var v = String(d.doc.generator.verdict || "–");
+        add(gbox, "span", { "class": "badge " + (v === "valid" ? "pass" : v === "strained" ? "warn" : "fail") }, [(multi ? short(d.name) + ": " : "") + v]);
+      });
+      gens.forEach(function (d) {
+        var g = d.doc.generator;
+        var reasons = Array.isArray(g.reasons) ? g.reasons : [];
+        var cw = obj(g.compared_with);
+        if (reasons.length || cw) {
+          var ul = add(root, "ul");
+          reasons.forEach(function (r) { add(ul, "li", null, [(multi ? short(d.name) + ": " : "") + fmtVal(r)]); });
+          if (cw) { add(ul, "li", null, [(multi ? short(d.name) + ": " : "") + "timer lateness compared with " + cw.histogram + " p99 " + fmtUs(cw.p99_us)]); }
+        }
+      });
+      var shardRows = [];
+      gens.forEach(function (d) {
+        (Array.isArray(d.doc.generator.shards) ? d.doc.generator.shards : []).forEach(function (sh) {
+          var lag = obj(sh.timer_lag) || {};
+          shardRows.push([short(d.name), sh.shard, sh.cpu_s, sh.cpu_mean_pct, sh.cpu_wait_mean_pct, sh.busy_max_pct, sh.seconds_saturated, sh.seconds_strained,
+            lag.count ? fmtUs(lag.p50_us) : "–", lag.count ? fmtUs(lag.p99_us) : "–", lag.count ? fmtUs(lag.max_us) : "–", fmtVal(sh.backlog)]);
+        });
+      });
+      if (shardRows.length) {
+        table(root, ["document", "shard", "CPU s", "CPU mean %", "waiting for a CPU, mean %", "busiest second %", "seconds saturated", "seconds strained",
+          "timer lateness p50", "p99", "max", "completion backlog"], shardRows);
+      }
     } else {
-      note(root, "Whether the load generator itself was the bottleneck: " + (docs.length > 1 ? "these documents carry" : "this document carries") +
-        " no generator verdict; the client's own load is in the overview below (connect-schedule lag, client CPU).");
+      note(root, "Whether the load generator itself was the bottleneck: " + (multi ? "these documents carry" : "this document carries") +
+        " no generator verdict (written by later versions); the client's own load is in the overview below (connect-schedule lag, client CPU).");
     }
 
     // Overview.
