@@ -49,14 +49,16 @@ browse --dump-dom "file://$tmp/probe.html" > /dev/null 2> "$tmp/probe.err"
 probe=$(grep -c ':CONSOLE' "$tmp/probe.err" || true)
 [ "$probe" -ge 3 ] || { echo "FAIL: the console detector saw $probe lines on the probe page (want >= 3)"; exit 1; }
 
-serve() { # serve NAME ARGS…: a built-in gateway; prints its address
+serve() { # serve NAME ARGS…: a built-in gateway (stopped on exit); its address in $tmp/NAME.addr
   "$BIN" serve --listen 127.0.0.1:0 --duration 40s "${@:2}" > "$tmp/$1.out" 2>&1 &
   pids+=($!)
   for _ in $(seq 100); do grep -q 'listening on' "$tmp/$1.out" 2>/dev/null && break; sleep 0.1; done
-  grep -o '127\.0\.0\.1:[0-9]*' "$tmp/$1.out" | head -1
+  grep -o '127\.0\.0\.1:[0-9]*' "$tmp/$1.out" | head -1 > "$tmp/$1.addr" || true
 }
-events=$(serve events --publish-rate 5)
-tls=$(serve tls --tls --ca-out "$tmp/ca.pem" --close-after 2s:1012)
+serve events --publish-rate 5
+serve tls --tls --ca-out "$tmp/ca.pem" --close-after 2s:1012
+events=$(cat "$tmp/events.addr")
+tls=$(cat "$tmp/tls.addr")
 [ -n "$events" ] && [ -n "$tls" ] || { echo "FAIL: a gateway did not start"; exit 1; }
 # A port nothing listens on: a run whose connections are refused.
 dead=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
