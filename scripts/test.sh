@@ -4,6 +4,8 @@
 # Slurm one on a one-node cluster, scripts/interop/slurm.sh), the HDR interval log read by
 # Java's HdrHistogram (scripts/interop/hdr_log.sh), the live Prometheus endpoint against
 # Python prometheus_client's parsers, then the interop tests
+# Slurm one on a one-node cluster, scripts/interop/slurm.sh), the HTML report in headless
+# Chromium (scripts/interop/report_chromium.sh), then the interop tests
 # against a WebSocket server and TLS stacks (nginx, openssl s_server; scripts/interop/tls.sh)
 # nobody here wrote, and the articles' workloads
 # (acks, stream gaps, per-connection URLs, keepalive closes) against Python websockets.
@@ -36,6 +38,9 @@ SOCKSTORM_BACKEND=epoll cargo test --release --test run --test tls --test fanout
 # The live endpoint read by Prometheus' own parsers, and the Grafana dashboard on its names.
 echo "== --metrics-listen scraped during runs, parsed by Python prometheus_client $("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("prometheus-client"))') (text and OpenMetrics); deploy/grafana/sockstorm.json's queries"
 "$VENV/bin/python" scripts/interop/check_metrics.py ./target/release/sockstorm deploy/grafana/sockstorm.json
+# The HTML report in headless Chromium, with no network: drawn, no console message, no request.
+echo "== the HTML report (sockstorm report, run --html) in headless Chromium, offline"
+bash scripts/interop/report_chromium.sh ./target/release/sockstorm
 # The Slurm recipe for real: Debian's slurmctld, slurmd and munge as a one-node cluster.
 echo "== deploy/slurm/sockstorm.sbatch on a one-node Slurm cluster: 3 tasks, their merge against the gateway's counts"
 bash scripts/interop/slurm.sh ./target/release/sockstorm

@@ -34,8 +34,8 @@ use std::path::Path;
 type Table = [(&'static str, &'static [&'static str])];
 
 /// docs/ARCHITECTURE.md's layering: main → cli → engine → {plan, proto, io, metrics}; results →
-/// metrics; report → results (the planned `report` module, not written yet, reads only the
-/// result document); nothing below imports upward. A module may import only the modules listed next to it. A new top-level module
+/// metrics; report → results (the HTML report reads only result documents); nothing below
+/// imports upward. A module may import only the modules listed next to it. A new top-level module
 /// must be added here (and to docs/ARCHITECTURE.md) before it can be used.
 const LAYERS: &Table = &[
     ("main", &["cli"]),

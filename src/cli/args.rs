@@ -143,6 +143,10 @@ pub struct RunArgs {
     /// latency.
     #[arg(long, value_name = "FILE", help_heading = "Results")]
     pub csv: Option<PathBuf>,
+    /// Write the HTML report of the results to this file at the end (as `sockstorm report`
+    /// makes from the JSON): one page, charts and data inline, that opens offline.
+    #[arg(long, value_name = "FILE.html")]
+    pub html: Option<PathBuf>,
     /// No live progress line on stderr.
     #[arg(short = 'q', long)]
     pub quiet: bool,

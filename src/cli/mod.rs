@@ -18,6 +18,7 @@ mod doctor;
 pub mod fuzz_smoke;
 mod merge;
 mod output;
+mod report;
 pub mod rules;
 mod run;
 mod scenario;
@@ -33,6 +34,7 @@ use clap::{Parser, Subcommand};
 use demo::DemoArgs;
 use doctor::DoctorArgs;
 use merge::MergeArgs;
+use report::ReportArgs;
 use serve::ServeArgs;
 use std::path::{Path, PathBuf};
 
@@ -83,6 +85,9 @@ pub enum Command {
     /// Merge result documents (`run --json`) of one plan from several hosts into one, exactly:
     /// histograms added, counts summed, thresholds evaluated again.
     Merge(MergeArgs),
+    /// Write one self-contained HTML page (charts and tables, opens offline) of result
+    /// documents; several are compared, the first as the baseline.
+    Report(ReportArgs),
 }
 
 /// Errors a subcommand reports before exiting (see [`CliError::exit_code`]).
@@ -113,7 +118,7 @@ pub enum CliError {
         /// What is wrong with it, and the fix.
         reason: String,
     },
-    /// `merge` refused its inputs: a file that cannot be read or is not a result document,
+    /// `merge` (or `report`) refused its inputs: a file that cannot be read or is not a result document,
     /// another plan or layout version, a run given twice. Fix: as the message says.
     #[error(transparent)]
     Merge(#[from] crate::results::merge::ResultsError),
@@ -131,6 +136,16 @@ pub enum CliError {
     /// host's). Fix: as the message says.
     #[error(transparent)]
     Live(#[from] crate::results::live::LiveError),
+    /// The HTML report (`report -o`, `run --html`) could not be written (the disk filled, the
+    /// directory went away); after a run, the summary and the JSON are still written. Fix:
+    /// free space or give another path.
+    #[error("cannot write the HTML report to `{path}`: {source}")]
+    Html {
+        /// The `-o` or `--html` path (`-`: stdout).
+        path: PathBuf,
+        /// Why writing the temporary file, renaming it or writing through failed.
+        source: std::io::Error,
+    },
     /// `serve --tls` (or `demo --tls`) could not write the generated test CA's certificate, which
     /// clients need for `--cacert`. Fix: give `serve --ca-out` a path in a writable directory.
     #[error("cannot write the generated CA certificate file `{path}`: {source}")]
@@ -211,15 +226,16 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
             if is_scenario_file(&args.url) {
                 let path = Path::new(&args.url);
                 let run = scenario::load(path, &run_words(&args.url))?;
-                return run::storm(&run);
+                return run::storm_to(&run, args.html.as_deref());
             }
             let run = prepare(Run::single(args.plan()?)?)?;
-            run::storm(&run)
+            run::storm_to(&run, args.html.as_deref())
         }
         Command::Serve(args) => serve::serve(&args),
         Command::Demo(args) => demo::demo(&args),
         Command::Doctor(args) => Ok(doctor::doctor_cmd(&args)),
         Command::Merge(args) => merge::merge_cmd(&args),
+        Command::Report(args) => report::report_cmd(&args),
     }
 }
 

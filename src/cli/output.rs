@@ -218,19 +218,29 @@ pub(super) fn write_json(
         .map_err(io::Error::from)
         .and_then(|mut bytes| {
             bytes.push(b'\n');
-            match out {
-                JsonOut::Stdout => {
-                    let mut o = io::stdout().lock();
-                    o.write_all(&bytes).and_then(|()| o.flush())
-                }
-                JsonOut::Replace { target, .. } => replace(target, &bytes),
-                JsonOut::Through(path) => write_through(path, &bytes, give_up),
-            }
+            write_bytes(out, &bytes, give_up)
         });
     written.map_err(|source| CliError::Output {
         path: path.to_owned(),
         source,
     })
+}
+
+/// Writes `bytes` to `out` as [`write_json`] writes a document (the HTML report goes the same
+/// way): to stdout, replaced atomically, or written through until `give_up`.
+pub(super) fn write_bytes(
+    out: &JsonOut,
+    bytes: &[u8],
+    give_up: &dyn Fn() -> bool,
+) -> io::Result<()> {
+    match out {
+        JsonOut::Stdout => {
+            let mut o = io::stdout().lock();
+            o.write_all(bytes).and_then(|()| o.flush())
+        }
+        JsonOut::Replace { target, .. } => replace(target, bytes),
+        JsonOut::Through(path) => write_through(path, bytes, give_up),
+    }
 }
 
 /// Atomic replace: temporary file beside `target`, fsync'd, renamed over it, directory fsync'd.

@@ -3,6 +3,7 @@
 //! print the summary.
 
 use super::output::{self, JsonOut};
+use super::report;
 use super::{
     control, CliError, EXIT_ERROR, EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, EXIT_SATURATED,
     EXIT_THRESHOLDS,
@@ -13,14 +14,36 @@ use crate::metrics::run::RunResult;
 use crate::plan::Prepared;
 use crate::proto::conn::Mode;
 use crate::results::live::{self, Live};
+use crate::results::merge::Input;
 use crate::results::{self, CsvTimeline, HdrLog, Observers, Progress};
 use std::io::Write;
+use std::path::Path;
 
 /// Runs a prepared run with the progress line, then writes the results; returns the exit code.
 pub(super) fn storm(run: &Prepared) -> Result<u8, CliError> {
+    storm_to(run, None)
+}
+
+/// [`storm`], and the HTML report to `html` (`run --html`) after the JSON.
+pub(super) fn storm_to(run: &Prepared, html: Option<&Path>) -> Result<u8, CliError> {
     let plan = run.main();
     // A path the results cannot go to is found now, not after the run.
     let json = plan.json.as_deref().map(output::check_json).transpose()?;
+    let html = html
+        .map(|path| {
+            let out = report::check_html("--html", path)?;
+            if out.is_stdout() {
+                return Err(CliError::OutputPath {
+                    flag: "--html",
+                    path: path.to_owned(),
+                    reason: "is stdout, which the summary (or --json -) takes: give a file path \
+                             (or make the page later: sockstorm report RESULT.json -o -)"
+                        .into(),
+                });
+            }
+            Ok((out, path))
+        })
+        .transpose()?;
     let open = |flag, path: &Option<std::path::PathBuf>| {
         path.as_deref()
             .map(|p| output::open_log(flag, p).map(|f| (p.to_owned(), f)))
@@ -74,7 +97,8 @@ pub(super) fn storm(run: &Prepared) -> Result<u8, CliError> {
     }
     let result = engine::run(run, ctl, &mut observers)?;
     drop(observers);
-    let mut code = finish(run, &result, json.as_ref(), ctl);
+    let html = html.as_ref().map(|(out, path)| (out, *path));
+    let mut code = finish(run, &result, json.as_ref(), html, ctl);
     // A live log that could not be written to the end costs the exit code, as the JSON does.
     let failed = [
         hdr_log
@@ -107,16 +131,33 @@ fn live(run: &Prepared, addr: std::net::SocketAddr) -> Result<Live, CliError> {
     Ok(live)
 }
 
-/// Writes the JSON and the summary; the exit code says how the run went. A JSON that cannot be
-/// written does not cost the summary: it is printed, then where the JSON could not go (exit 1).
-fn finish(run: &Prepared, result: &RunResult, json: Option<&JsonOut>, ctl: &RunControl) -> u8 {
+/// Writes the JSON, the HTML report and the summary; the exit code says how the run went. A
+/// JSON or report that cannot be written does not cost the summary: it is printed, then where
+/// the file could not go (exit 1).
+fn finish(
+    run: &Prepared,
+    result: &RunResult,
+    json: Option<&JsonOut>,
+    html: Option<(&JsonOut, &Path)>,
+    ctl: &RunControl,
+) -> u8 {
     // JSON first: if stdout is a closed pipe, the results file must still be written.
     let signalled = ctl.level();
     // A FIFO nobody reads is waited for until the next signal.
-    let written = json.map(|out| {
-        output::write_json(out, &results::to_json(run, result), &|| {
-            ctl.level() > signalled
-        })
+    let give_up = || ctl.level() > signalled;
+    let doc = (json.is_some() || html.is_some()).then(|| results::to_json(run, result));
+    let written = json
+        .zip(doc.as_ref())
+        .map(|(out, doc)| output::write_json(out, doc, &give_up));
+    let html_written = html.zip(doc).map(|((out, path), doc)| {
+        // The report names the run by its JSON file, when it has one.
+        let name = match json {
+            Some(JsonOut::Replace { path, .. } | JsonOut::Through(path)) => {
+                path.display().to_string()
+            }
+            _ => format!("run {}", doc["run_id"].as_str().unwrap_or("")),
+        };
+        report::write_html(out, path, &[Input { name, doc }], &give_up)
     });
     let summary = results::summary(run, result);
     if json.is_some_and(JsonOut::is_stdout) {
@@ -137,11 +178,17 @@ fn finish(run: &Prepared, result: &RunResult, json: Option<&JsonOut>, ctl: &RunC
             signal.name()
         );
     }
+    if let Some(Err(e)) = &html_written {
+        eprintln!("sockstorm: error: {}", e.message());
+    }
     if let Some(Err(e)) = written {
         eprintln!(
             "sockstorm: error: {} (the summary above is all that is left of the results)",
             e.message()
         );
+        return EXIT_ERROR;
+    }
+    if let Some(Err(_)) = html_written {
         return EXIT_ERROR;
     }
     let c = &result.stats.counters;

@@ -172,6 +172,13 @@ impl Reader<'_> {
                 ));
             }
             match key {
+                // Read from the command line only (`run FILE.toml --html report.html`).
+                "html" => {
+                    return Err(self.err(
+                        &k.span(),
+                        "`html` is not a scenario key: give --html FILE on the command line, or make the page from the JSON (sockstorm report RESULT.json -o FILE)",
+                    ))
+                }
                 "name" if !top => {
                     b.name = self.scenario_name(v)?;
                     b.name_span = v.span();
