@@ -4,6 +4,7 @@
 //! `--segment`.
 
 use super::buckets::FixedHistogram;
+use crate::metrics::health::{SATURATED_PCT, STRAINED_PCT};
 use crate::metrics::run::Tick;
 use crate::metrics::{Hist, ShardStats};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -38,6 +39,18 @@ struct CodeLabels {
 struct KindLabels {
     scenario: String,
     kind: &'static str,
+}
+
+/// A shard's label (the generator's own health).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShardLabel {
+    shard: String,
+}
+
+/// The live generator verdict's label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerdictLabel {
+    verdict: &'static str,
 }
 
 type Counters = Family<ScenarioLabel, Counter>;
@@ -136,6 +149,12 @@ pub(super) struct Metrics {
     open: Family<ScenarioLabel, Gauge>,
     finished: Gauge,
     hists: Vec<(Hist, Family<ScenarioLabel, FixedHistogram>)>,
+    /// Each shard's busy share of the last second (on a CPU or waiting for one), 0..1.
+    busy: Family<ShardLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Seconds each shard was busy ≥ 95 %.
+    saturated: Family<ShardLabel, Counter>,
+    /// The generator verdict so far from the busy shares: 1 on the current one.
+    verdict: Family<VerdictLabel, Gauge>,
 }
 
 impl Metrics {
@@ -192,6 +211,30 @@ impl Metrics {
             "1 once the run is over and every figure here is final (the JSON's totals), else 0",
             finished.clone(),
         );
+        let busy = Family::<ShardLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "shard_busy_ratio",
+            "Each shard's share of the last second on a CPU or runnable and waiting for one (1: saturated)",
+            busy.clone(),
+        );
+        let saturated = Family::<ShardLabel, Counter>::default();
+        registry.register(
+            "shard_saturated_seconds",
+            "Seconds a shard was busy 95 % or more: the client, not the target, set the pace",
+            saturated.clone(),
+        );
+        let verdict = Family::<VerdictLabel, Gauge>::default();
+        registry.register(
+            "generator_verdict",
+            "The generator verdict so far from the shards' busy shares (1 on the current one): valid, strained (a second at 70 % or more) or generator-bound (95 % or more); the final one, which also weighs timer lateness, is in the JSON",
+            verdict.clone(),
+        );
+        verdict
+            .get_or_create(&VerdictLabel { verdict: "valid" })
+            .set(1);
+        for v in ["strained", "generator-bound"] {
+            drop(verdict.get_or_create(&VerdictLabel { verdict: v }));
+        }
         let mut hists = Vec::new();
         for h in Hist::ALL {
             let family = Family::<ScenarioLabel, FixedHistogram>::default();
@@ -210,6 +253,13 @@ impl Metrics {
             for (_, f) in &hists {
                 drop(f.get_or_create(&label(k)));
             }
+            // The usual close codes too, so the family is declared before the first close.
+            for code in ["1000", "1006"] {
+                drop(closes.get_or_create(&CodeLabels {
+                    scenario: scenarios[k].clone(),
+                    code: code.into(),
+                }));
+            }
             for kind in ["full", "resumed"] {
                 drop(tls.get_or_create(&KindLabels {
                     scenario: scenarios[k].clone(),
@@ -227,6 +277,9 @@ impl Metrics {
             open,
             finished,
             hists,
+            busy,
+            saturated,
+            verdict,
         }
     }
 
@@ -240,6 +293,48 @@ impl Metrics {
                 .get_or_create(&label)
                 .set(s.open.try_into().unwrap_or(i64::MAX));
             self.add_second(&label, s.second);
+        }
+        self.generator(tick.shard_busy_pct);
+    }
+
+    /// The shards' busy shares of the last second, and the verdict they make so far (it only
+    /// gets worse).
+    fn generator(&self, busy: &[Option<f64>]) {
+        let mut worst = 0.0f64;
+        for (k, pct) in busy.iter().enumerate() {
+            let Some(pct) = *pct else { continue };
+            let label = ShardLabel {
+                shard: k.to_string(),
+            };
+            self.busy.get_or_create(&label).set(pct / 100.0);
+            if pct >= SATURATED_PCT {
+                self.saturated.get_or_create(&label).inc();
+            }
+            worst = worst.max(pct);
+        }
+        let now = if worst >= SATURATED_PCT {
+            2
+        } else if worst >= STRAINED_PCT {
+            1
+        } else {
+            0
+        };
+        let names = ["valid", "strained", "generator-bound"];
+        let was = names
+            .iter()
+            .rposition(|v| {
+                self.verdict
+                    .get_or_create(&VerdictLabel { verdict: v })
+                    .get()
+                    == 1
+            })
+            .unwrap_or(0);
+        if now > was {
+            for (i, v) in names.iter().enumerate() {
+                self.verdict
+                    .get_or_create(&VerdictLabel { verdict: v })
+                    .set(i64::from(i == now));
+            }
         }
     }
 
@@ -308,5 +403,72 @@ fn hist_help(h: Hist) -> &'static str {
         Hist::WsMsgLatency => "One-way latency: a message's timestamp to its arrival",
         Hist::WsPing => "Ping to pong round trip",
         Hist::WsHeartbeat => "Application-level heartbeat to its reply",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::run::ScenarioTick;
+
+    fn text(m: &Metrics) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &m.registry).unwrap();
+        out
+    }
+
+    #[test]
+    fn the_generator_verdict_follows_the_busiest_shard_and_only_worsens() {
+        let m = Metrics::new(vec!["default".into()], &[10], None);
+        let (second, total) = (ShardStats::new(), ShardStats::new());
+        let scenarios = [ScenarioTick {
+            open: 10,
+            second: &second,
+        }];
+        let tick = |busy: &[Option<f64>]| {
+            m.add(&Tick {
+                t: 1.0,
+                open: 10,
+                target: 10,
+                second: &second,
+                total: &total,
+                shard_busy_pct: busy,
+                scenarios: &scenarios,
+            });
+            text(&m)
+        };
+        let t = tick(&[Some(12.0), None]);
+        assert!(
+            t.contains("sockstorm_generator_verdict{verdict=\"valid\"} 1"),
+            "{t}"
+        );
+        assert!(
+            t.contains("sockstorm_shard_busy_ratio{shard=\"0\"} 0.12"),
+            "{t}"
+        );
+        let t = tick(&[Some(75.0), Some(10.0)]);
+        assert!(
+            t.contains("sockstorm_generator_verdict{verdict=\"strained\"} 1"),
+            "{t}"
+        );
+        let t = tick(&[Some(40.0), Some(99.0)]);
+        assert!(
+            t.contains("sockstorm_generator_verdict{verdict=\"generator-bound\"} 1"),
+            "{t}"
+        );
+        assert!(
+            t.contains("sockstorm_generator_verdict{verdict=\"valid\"} 0"),
+            "{t}"
+        );
+        assert!(
+            t.contains("sockstorm_shard_saturated_seconds_total{shard=\"1\"} 1"),
+            "{t}"
+        );
+        // A quiet second later does not make it valid again.
+        let t = tick(&[Some(5.0), Some(5.0)]);
+        assert!(
+            t.contains("sockstorm_generator_verdict{verdict=\"generator-bound\"} 1"),
+            "{t}"
+        );
     }
 }
