@@ -942,6 +942,15 @@ fn sample(
             let h = s.hist(Hist::WsMsgLatency);
             (!h.is_empty()).then(|| h.value_at_quantile(0.99))
         },
+        latency_us: Hist::ALL
+            .into_iter()
+            .map(|h| (h, s.hist(h)))
+            .filter(|(_, x)| !x.is_empty())
+            .map(|(h, x)| {
+                let q = |p| x.value_at_quantile(p);
+                (h.name().to_owned(), [q(0.5), q(0.99)])
+            })
+            .collect(),
         failures: s.failure_total(),
         reconnects: s.counters.reconnects,
         tls_full: s.counters.tls_handshakes_full,

@@ -43,6 +43,10 @@ pub struct Sample {
     /// percentile, µs; absent when the second measured none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_p99_us: Option<u64>,
+    /// Each latency the second measured, by histogram name: its p50 and p99 in that second,
+    /// µs (a merge keeps the largest host's of each: an upper bound).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub latency_us: BTreeMap<String, [u64; 2]>,
     /// Failures in the second.
     pub failures: u64,
     /// Replacement connections opened in the second.

@@ -385,17 +385,44 @@
         lineChart(root, "chart-messages", "Messages received per second", series, { yLabel: "per second", note: "Echoes matched to our messages, and data messages that answered none of ours (pushes, acks, fan-out deliveries)." });
       }
 
-      // Latency over time: what the timeline has.
-      var latNote = "The timeline keeps, per second, only the 99th percentile of one-way latency (ws_msg_latency: --latency-from, fan-out deliveries). " +
-        "It has no per-second percentiles of the connection phases (TCP, TLS, upgrade) or of the echo RTT: their whole-run distributions are the spectra below.";
-      if (docs.some(function (d) { return timeline(d).some(function (s) { return isNum(s.latency_p99_us); }); })) {
+      // Latency over time, per phase: each second's p50 and p99 of every latency measured
+      // in it (timeline `latency_us`); documents without it keep only the one-way p99.
+      var phases = [];
+      docs.forEach(function (d) {
+        timeline(d).forEach(function (s) {
+          if (obj(s.latency_us)) {
+            Object.keys(s.latency_us).forEach(function (k) { if (phases.indexOf(k) < 0) { phases.push(k); } });
+          }
+        });
+      });
+      var order = ["tcp_connect", "tls_handshake_full", "tls_handshake_resumed", "ws_upgrade", "ws_connecting", "ws_subscribe_ack", "ws_msg_rtt", "ws_msg_latency", "ws_ping", "ws_heartbeat"];
+      phases.sort(function (a, b) { return (order.indexOf(a) + 1 || 99) - (order.indexOf(b) + 1 || 99); });
+      var pct = function (d, k, j) {
+        return timeline(d).map(function (s) { return obj(s.latency_us) && Array.isArray(s.latency_us[k]) ? s.latency_us[k][j] : null; });
+      };
+      phases.forEach(function (k) {
         series = [];
         docs.forEach(function (d, i) {
+          if (!timeline(d).some(function (s) { return obj(s.latency_us) && s.latency_us[k]; })) { return; }
+          series.push({ label: withDoc(k + " p99", i), xs: tsOf(d), ys: pct(d, k, 1), stroke: color(i), dash: dash(i) });
+          series.push({ label: withDoc(k + " p50", i), xs: tsOf(d), ys: pct(d, k, 0), stroke: color(i), dash: [2, 3], width: 1 });
+        });
+        lineChart(root, "chart-latency-" + k, k + ": p50 and p99 per second", series, { yLabel: "latency", yFmt: fmtUs,
+          note: k === phases[0] ? "Each second's percentiles of what that second measured (a merge keeps the largest host's: an upper bound). Whole-run distributions: the spectra below." : null });
+      });
+      var legacy = docs.filter(function (d) {
+        return !timeline(d).some(function (s) { return obj(s.latency_us); }) && timeline(d).some(function (s) { return isNum(s.latency_p99_us); });
+      });
+      if (legacy.length) {
+        series = [];
+        docs.forEach(function (d, i) {
+          if (legacy.indexOf(d) < 0) { return; }
           series.push({ label: withDoc("one-way p99", i), xs: tsOf(d), ys: timeline(d).map(function (s) { return isNum(s.latency_p99_us) ? s.latency_p99_us : null; }), stroke: color(i), dash: dash(i) });
         });
-        lineChart(root, "chart-latency", "One-way latency p99 per second", series, { yLabel: "latency", yFmt: fmtUs, note: latNote });
-      } else {
-        note(root, "Latency over time: " + latNote + " No second of " + (multi ? "these runs" : "this run") + " measured one-way latency.");
+        lineChart(root, "chart-latency", "One-way latency p99 per second", series, { yLabel: "latency", yFmt: fmtUs,
+          note: "These documents (an older sockstorm's) keep per second only the one-way latency p99; their phases' whole-run distributions are the spectra below." });
+      } else if (!phases.length) {
+        note(root, "Latency over time: no second of " + (multi ? "these runs" : "this run") + " measured a latency.");
       }
 
       // TLS handshakes/s.

@@ -32,6 +32,10 @@ fn add(m: &mut Sample, s: &Sample) {
     m.msgs_received += s.msgs_received;
     m.msgs_pushed += s.msgs_pushed;
     m.latency_p99_us = m.latency_p99_us.max(s.latency_p99_us);
+    for (k, [p50, p99]) in &s.latency_us {
+        let e = m.latency_us.entry(k.clone()).or_insert([0, 0]);
+        *e = [e[0].max(*p50), e[1].max(*p99)];
+    }
     m.failures += s.failures;
     m.reconnects += s.reconnects;
     m.tls_full += s.tls_full;
@@ -56,10 +60,10 @@ mod tests {
     fn samples_add_per_unix_second() {
         let a = json!([
             {"t_s": 1.0, "unix_s": 100, "open": 5, "established": 5, "msgs_received": 0, "msgs_pushed": 0, "failures": 1, "reconnects": 0, "tls_full": 0, "tls_resumed": 0, "failures_by_cause": {"refused": 1}},
-            {"t_s": 2.0, "unix_s": 101, "open": 5, "established": 0, "msgs_received": 10, "msgs_pushed": 0, "failures": 0, "reconnects": 0, "tls_full": 0, "tls_resumed": 0},
+            {"t_s": 2.0, "unix_s": 101, "open": 5, "established": 0, "msgs_received": 10, "msgs_pushed": 0, "failures": 0, "reconnects": 0, "tls_full": 0, "tls_resumed": 0, "latency_us": {"ws_connecting": [50, 60], "ws_msg_rtt": [5, 9]}},
         ]);
         let b = json!([
-            {"t_s": 0.4, "unix_s": 101, "open": 3, "established": 3, "msgs_received": 2, "msgs_pushed": 1, "failures": 2, "reconnects": 0, "tls_full": 0, "tls_resumed": 0, "failures_by_cause": {"refused": 2}, "latency_p99_us": 70},
+            {"t_s": 0.4, "unix_s": 101, "open": 3, "established": 3, "msgs_received": 2, "msgs_pushed": 1, "failures": 2, "reconnects": 0, "tls_full": 0, "tls_resumed": 0, "failures_by_cause": {"refused": 2}, "latency_p99_us": 70, "latency_us": {"ws_connecting": [40, 90]}},
             {"t_s": 1.4, "unix_s": 102, "open": 3, "established": 0, "msgs_received": 9, "msgs_pushed": 0, "failures": 0, "reconnects": 0, "tls_full": 0, "tls_resumed": 0},
         ]);
         let m = merge([&a, &b]);
@@ -71,6 +75,9 @@ mod tests {
         );
         assert_eq!((m[1].failures, m[1].failures_by_cause["refused"]), (2, 2));
         assert_eq!(m[1].latency_p99_us, Some(70));
+        // Per-second percentiles cannot be added: the largest host's of each.
+        assert_eq!(m[1].latency_us["ws_connecting"], [50, 90]);
+        assert_eq!(m[1].latency_us["ws_msg_rtt"], [5, 9]);
         assert_eq!(m[0].failures_by_cause["refused"], 1);
     }
 }
