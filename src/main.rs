@@ -1,10 +1,9 @@
 //! `sockstorm` binary: parse the command line, run, map the outcome to an exit code.
 
-use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = sockstorm::cli::Cli::parse();
+    let cli = sockstorm::cli::parse();
     match sockstorm::cli::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

@@ -14,6 +14,7 @@ mod build;
 pub mod conn;
 mod demo;
 mod doctor;
+pub mod find_max;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz_smoke;
 mod merge;
@@ -88,6 +89,9 @@ pub enum Command {
     /// Write one self-contained HTML page (charts and tables, opens offline) of result
     /// documents; several are compared, the first as the baseline.
     Report(ReportArgs),
+    /// Find the limit: raise connections, handshakes/s or messages/s in steps until an
+    /// objective breaks, bisect, and say whose limit it is and why.
+    FindMax(Box<find_max::FindMaxArgs>),
 }
 
 /// Errors a subcommand reports before exiting (see [`CliError::exit_code`]).
@@ -236,6 +240,13 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Doctor(args) => Ok(doctor::doctor_cmd(&args)),
         Command::Merge(args) => merge::merge_cmd(&args),
         Command::Report(args) => report::report_cmd(&args),
+        Command::FindMax(args) => {
+            let words: Vec<String> = std::env::args()
+                .skip_while(|w| w != "find-max")
+                .skip(1)
+                .collect();
+            find_max::find_max_cmd(&args, &words)
+        }
     }
 }
 
@@ -254,4 +265,21 @@ fn run_words(file: &str) -> Vec<String> {
         words.remove(i);
     }
     words
+}
+
+/// Parses the command line; `find-max FILE.toml` takes its mode from the file's `[find_max]`
+/// table when the command line names none.
+pub fn parse() -> Cli {
+    let mut words: Vec<String> = std::env::args().collect();
+    if words.get(1).map(String::as_str) == Some("find-max") {
+        if let Some(first) = words.get(2).cloned() {
+            let named = plan::find_max::SearchMode::parse(&first).is_ok();
+            if !named && is_scenario_file(&first) {
+                if let Ok(Some((Some(mode), _))) = scenario::find_max::read(Path::new(&first)) {
+                    words.insert(2, mode.name().to_owned());
+                }
+            }
+        }
+    }
+    Cli::parse_from(words)
 }

@@ -9,8 +9,10 @@ use super::{
     EXIT_THRESHOLDS,
 };
 use crate::engine::{self, RunControl};
+use crate::metrics::find_max::{FindMax, Limit};
 use crate::metrics::health::Verdict;
 use crate::metrics::run::RunResult;
+use crate::plan::find_max::SearchSpec;
 use crate::plan::Prepared;
 use crate::proto::conn::Mode;
 use crate::results::live::{self, Live};
@@ -26,6 +28,24 @@ pub(super) fn storm(run: &Prepared) -> Result<u8, CliError> {
 
 /// [`storm`], and the HTML report to `html` (`run --html`) after the JSON.
 pub(super) fn storm_to(run: &Prepared, html: Option<&Path>) -> Result<u8, CliError> {
+    storm_inner(run, html, None)
+}
+
+/// `find-max`: the run steered by the capacity search `spec`, written like a run with its
+/// verdict and steps.
+pub(super) fn storm_search(
+    run: &Prepared,
+    html: Option<&Path>,
+    spec: &SearchSpec,
+) -> Result<u8, CliError> {
+    storm_inner(run, html, Some(spec))
+}
+
+fn storm_inner(
+    run: &Prepared,
+    html: Option<&Path>,
+    search: Option<&SearchSpec>,
+) -> Result<u8, CliError> {
     let plan = run.main();
     // A path the results cannot go to is found now, not after the run.
     let json = plan.json.as_deref().map(output::check_json).transpose()?;
@@ -53,7 +73,9 @@ pub(super) fn storm_to(run: &Prepared, html: Option<&Path>) -> Result<u8, CliErr
     let mut csv = open("--csv", &plan.csv)?.map(|(p, f)| (p, CsvTimeline::new(f)));
     let live = plan.metrics_listen.map(|a| live(run, a)).transpose()?;
     let ctl = control();
-    if !plan.quiet {
+    if let (false, Some(spec)) = (plan.quiet, search) {
+        eprintln!("{}", results::find_max::banner(run, spec));
+    } else if !plan.quiet {
         let rate = if plan.connect_rate.is_finite() {
             format!("at {}/s", plan.connect_rate)
         } else {
@@ -95,7 +117,10 @@ pub(super) fn storm_to(run: &Prepared, html: Option<&Path>) -> Result<u8, CliErr
     if let Some(o) = &mut live_observer {
         observers.push(o);
     }
-    let result = engine::run(run, ctl, &mut observers)?;
+    let result = match search {
+        Some(spec) => engine::find_max::search(run, spec, ctl, &mut observers)?,
+        None => engine::run(run, ctl, &mut observers)?,
+    };
     drop(observers);
     let html = html.as_ref().map(|(out, path)| (out, *path));
     let mut code = finish(run, &result, json.as_ref(), html, ctl);
@@ -192,6 +217,9 @@ fn finish(
         return EXIT_ERROR;
     }
     let c = &result.stats.counters;
+    if let Some(fm) = &result.find_max {
+        return search_exit(fm, result, run, signal);
+    }
     if result.threshold_abort.is_some() {
         EXIT_THRESHOLDS
     } else if result.interrupted {
@@ -210,6 +238,30 @@ fn finish(
         || result.auth.iter().any(|(_, a)| !a.failures.is_empty())
         || !results::shortfalls(result).is_empty()
     {
+        EXIT_FAILURES
+    } else {
+        EXIT_OK
+    }
+}
+
+/// A search's exit code: 0 when it found the gateway's limit (or passed up to `--max`), 98
+/// when the limit it found is the client's, 3 when not even its smallest step passed, 99 when
+/// `--threshold`s on the whole run failed, 128 + the signal when one stopped it.
+fn search_exit(fm: &FindMax, result: &RunResult, run: &Prepared, signal: Option<i32>) -> u8 {
+    if fm.limit == Limit::Unfinished {
+        return signal
+            .and_then(|n| u8::try_from(128 + n).ok())
+            .unwrap_or(if result.interrupted {
+                EXIT_INTERRUPTED
+            } else {
+                EXIT_FAILURES
+            });
+    }
+    if results::thresholds(run, result).iter().any(|t| !t.pass) {
+        EXIT_THRESHOLDS
+    } else if fm.limit == Limit::Client {
+        EXIT_SATURATED
+    } else if fm.max.is_none() {
         EXIT_FAILURES
     } else {
         EXIT_OK

@@ -4,8 +4,10 @@
 //! merged result (`finish`).
 
 pub mod auth;
+pub mod find_max;
 pub mod shard;
 pub mod stages;
+pub mod steer;
 pub mod timer;
 
 use crate::io::backend::{BackendKind, IoConfig, SocketSetup, Waker};
@@ -24,6 +26,7 @@ use std::borrow::Cow;
 use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
 use std::sync::{mpsc, Arc, Barrier, OnceLock};
 use std::time::{Duration, Instant};
+use steer::Steering;
 
 /// Descriptor-table slots per shard kept free for connections still closing while their
 /// replacements open (reconnects, churn).
@@ -143,6 +146,7 @@ fn group_plan(
     i: usize,
     shards: usize,
     tokens: Option<mpsc::Receiver<String>>,
+    knob: Option<(Arc<steer::Knob>, steer::Steered)>,
 ) -> GroupPlan {
     let count = split(plan.connections, shards)[i];
     // A segment may hold none of a small scenario's connections: then no rate, no arrivals.
@@ -163,6 +167,17 @@ fn group_plan(
                 target: 0,
             },
         );
+    }
+    let mut ramp = stages::Ramp::new(
+        &stages,
+        &stages
+            .iter()
+            .map(|st| split(st.target, shards)[i])
+            .collect::<Vec<_>>(),
+    );
+    if let Some((k, steer::Steered::Connections)) = &knob {
+        // Steered from the first turn: nothing opens before the search sets a target.
+        ramp.hold(k.read().target.unwrap_or(0));
     }
     GroupPlan {
         connections: count,
@@ -185,14 +200,9 @@ fn group_plan(
                 (rate * secs).ceil() as u64
             }
         }),
-        ramp: stages::Ramp::new(
-            &stages,
-            &stages
-                .iter()
-                .map(|st| split(st.target, shards)[i])
-                .collect::<Vec<_>>(),
-        ),
+        ramp,
         tokens,
+        knob: knob.map(|(k, _)| k),
     }
 }
 
@@ -212,9 +222,21 @@ pub fn run(
     ctl: &RunControl,
     observer: &mut dyn Observer,
 ) -> Result<RunResult, EngineError> {
+    run_steered(run, ctl, observer, None)
+}
+
+/// [`run`], with its load changed while it goes by `steering` (the capacity search, whose
+/// observer sets the values); the run ends when the steering is finished (or its duration
+/// is over, or a signal stops it).
+pub fn run_steered(
+    run: &Prepared,
+    ctl: &RunControl,
+    observer: &mut dyn Observer,
+    steering: Option<&Arc<Steering>>,
+) -> Result<RunResult, EngineError> {
     let layout = layout(run)?;
-    let started = start(run, &layout, ctl)?;
-    let collected = collect(run, &layout, &started, ctl, observer);
+    let started = start(run, &layout, ctl, steering)?;
+    let collected = collect(run, &layout, &started, ctl, observer, steering);
     let mut result = finish(run, &layout, started, collected)?;
     if result.interrupted {
         result.stopped_by = ctl
@@ -249,6 +271,25 @@ fn capacity_of(kind: BackendKind, soft: u64, shards: usize) -> u64 {
 }
 
 /// Chooses the backend and plans each shard's share, checking it fits the descriptor limits.
+/// The connections this client can hold for `run` (its backend, shards and descriptor
+/// limit): the ceiling of a connections search.
+pub fn capacity(backend: Backend, shards: usize) -> Result<u64, EngineError> {
+    let want = match backend {
+        Backend::Auto => None,
+        Backend::Uring => Some(BackendKind::Uring),
+        Backend::Epoll => Some(BackendKind::Epoll),
+    };
+    let backend = probe::select(want).map_err(|e| EngineError::Backend(e.0))?;
+    let nofile = sock::raise_nofile_limit()
+        .or_else(|_| sock::nofile_limit())
+        .unwrap_or((1024, 1024));
+    let shards = shards.max(1);
+    Ok(match backend.kind {
+        BackendKind::Uring => nofile.0.saturating_sub(TABLE_SLACK) * shards as u64,
+        BackendKind::Epoll => capacity_of(BackendKind::Epoll, nofile.0, shards),
+    })
+}
+
 fn layout(run: &Prepared) -> Result<Layout, EngineError> {
     let want = match run.main().backend {
         Backend::Auto => None,
@@ -390,7 +431,12 @@ type AuthWorkers = Vec<(String, auth::AuthWorker)>;
 type ShardTokens = Vec<Option<mpsc::Receiver<String>>>;
 
 /// Spawns one pinned shard per CPU, waits for every ring, and releases them together.
-fn start(run: &Prepared, layout: &Layout, ctl: &RunControl) -> Result<Started, EngineError> {
+fn start(
+    run: &Prepared,
+    layout: &Layout,
+    ctl: &RunControl,
+    steering: Option<&Arc<Steering>>,
+) -> Result<Started, EngineError> {
     let main = run.main();
     let shards = layout.shards;
     let (auth_workers, mut token_rx) = auth_workers(run, shards)?;
@@ -424,7 +470,11 @@ fn start(run: &Prepared, layout: &Layout, ctl: &RunControl) -> Result<Started, E
                 .scenarios
                 .iter()
                 .zip(token_rx.iter_mut())
-                .map(|(p, rx)| group_plan(p, i, shards, rx[i].take()))
+                .enumerate()
+                .map(|(gi, (p, rx))| {
+                    let knob = steering.map(|s| (s.knob(i, gi), s.steered()));
+                    group_plan(p, i, shards, rx[i].take(), knob)
+                })
                 .collect(),
             backend: layout.backend.kind,
             io: IoConfig {
@@ -580,6 +630,7 @@ fn collect(
     st: &Started,
     ctl: &RunControl,
     observer: &mut dyn Observer,
+    steering: Option<&Arc<Steering>>,
 ) -> Collected {
     let shards = layout.shards;
     let groups = run.scenarios.len();
@@ -605,6 +656,7 @@ fn collect(
     let mut next_print = st.start + Duration::from_micros(first);
     let mut signalled = 0u8;
     let mut exited: Option<Instant> = None;
+    let mut steered_out = false;
     observer.started(st.epoch_unix_us);
     while done.iter().any(|d| !d) {
         let level = ctl.level();
@@ -667,6 +719,17 @@ fn collect(
             next_print += Duration::from_secs(1);
             second(run, st, &mut c, observer);
             abort_on_fail(run, st, &mut c);
+        }
+        if let Some(s) = steering {
+            if s.take_changed() {
+                for w in &st.wakers {
+                    w.wake();
+                }
+            }
+            if s.is_done() && !steered_out {
+                steered_out = true;
+                st.stop(false);
+            }
         }
     }
     // What the shards' final reports brought after the last whole second (the drain, the
@@ -855,6 +918,7 @@ fn finish(
         },
         scenarios,
         generator,
+        find_max: None,
     })
 }
 

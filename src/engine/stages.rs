@@ -9,6 +9,8 @@ use crate::proto::conn::Micros;
 pub struct Ramp {
     /// (start µs, end µs, connections at start, connections at end).
     segments: Vec<(Micros, Micros, u64, u64)>,
+    /// Steered (`find-max connections`): the target set from outside, held until changed.
+    held: Option<u64>,
 }
 
 impl Ramp {
@@ -21,17 +23,28 @@ impl Ramp {
             segments.push((t, end, from, to));
             (t, from) = (end, to);
         }
-        Self { segments }
+        Self {
+            segments,
+            held: None,
+        }
+    }
+
+    /// Holds `target` from now on, whatever the stages said (the capacity search steers it).
+    pub fn hold(&mut self, target: u64) {
+        self.held = Some(target);
     }
 
     /// Whether `--stages` were given; without them the group holds its fixed connection count.
     pub fn is_active(&self) -> bool {
-        !self.segments.is_empty()
+        !self.segments.is_empty() || self.held.is_some()
     }
 
     /// This shard's connection target at `now` (µs since the epoch): interpolated linearly within
     /// its stage and rounded; after the last stage, that stage's target.
     pub fn target(&self, now: Micros) -> u64 {
+        if let Some(t) = self.held {
+            return t;
+        }
         for &(start, end, from, to) in &self.segments {
             if now < end {
                 let f = (now.saturating_sub(start)) as f64 / (end - start) as f64;
@@ -43,6 +56,9 @@ impl Ramp {
 
     /// Whether the target is changing at `now` (a ramp, not a plateau).
     pub fn ramping(&self, now: Micros) -> bool {
+        if self.held.is_some() {
+            return false;
+        }
         self.segments
             .iter()
             .find(|s| now < s.1)
@@ -51,6 +67,9 @@ impl Ramp {
 
     /// End of the segment holding `now` (when a plateau may start ramping), if any.
     pub fn next_change(&self, now: Micros) -> Option<Micros> {
+        if self.held.is_some() {
+            return None;
+        }
         self.segments.iter().find(|s| now < s.1).map(|s| s.1)
     }
 

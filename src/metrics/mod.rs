@@ -6,6 +6,7 @@
 //! (1 µs .. 60 s, 3 significant figures), so merges cannot fail, across shards, runs and nodes.
 
 pub mod fanout;
+pub mod find_max;
 pub mod health;
 pub mod named;
 pub mod run;

@@ -144,6 +144,8 @@ pub struct RunResult {
     pub clock_steps: u64,
     /// The generator's own health: each shard's CPU, timer lateness and backlog, judged.
     pub generator: Generator,
+    /// The capacity search this run was (`sockstorm find-max`), with its steps and verdict.
+    pub find_max: Option<crate::metrics::find_max::FindMax>,
 }
 
 /// A start at a common wall-clock instant (`--start-at`).

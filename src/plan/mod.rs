@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod files;
+pub mod find_max;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz_smoke;
 pub mod message;

@@ -210,9 +210,10 @@ enum Unit {
     Number,
 }
 
-impl fmt::Display for Outcome {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let actual = match (self.actual, self.unit) {
+impl Outcome {
+    /// The measured value in its unit (`12.3ms`, `0.150%`, `42`), or `no data`.
+    pub fn shown(&self) -> String {
+        match (self.actual, self.unit) {
             (None, _) => "no data".to_owned(),
             (Some(v), Unit::Micros) => crate::metrics::fmt_us(v.round() as u64),
             (Some(v), Unit::Fraction) => format!("{:.3}%", v * 100.0),
@@ -220,7 +221,13 @@ impl fmt::Display for Outcome {
                 .trim_end_matches('0')
                 .trim_end_matches('.')
                 .to_owned(),
-        };
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let actual = self.shown();
         write!(
             f,
             "{}  {:<48} actual {actual}",
@@ -346,6 +353,11 @@ impl Threshold {
             op,
             value,
         })
+    }
+
+    /// The metric's name as written (`ws_connecting` in `ws_connecting{scenario:a}: p(99)<1s`).
+    pub fn metric_name(&self) -> &str {
+        self.expr.split([':', '{']).next().unwrap_or("").trim()
     }
 
     /// Evaluates on merged results of a run that lasted `secs` seconds.

@@ -447,6 +447,7 @@ fn document(run: &Prepared, r: &RunResult) -> Value {
         })).collect::<Vec<_>>(),
         "clock": clock_json(r),
         "generator": generator_json(&r.generator),
+        "find_max": r.find_max.as_ref().map(super::find_max::json),
         "schedule_lag_max_us": r.schedule_lag_max_us,
         "ramp_s": r.ramp.map(|d| d.as_secs_f64()),
         "established_per_s": r.ramp.filter(|d| !d.is_zero()).map(|d| (run.connections() as f64 / d.as_secs_f64()).round()),

@@ -5,6 +5,7 @@
 //! only header names and payload sizes do.
 
 mod csv;
+pub mod find_max;
 pub mod hdr;
 mod hdr_log;
 pub mod identity;

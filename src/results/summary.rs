@@ -23,6 +23,9 @@ pub fn summary(run: &Prepared, r: &RunResult) -> String {
     ] {
         section(&mut o, run, r);
     }
+    if let Some(fm) = &r.find_max {
+        o.push_str(&super::find_max::text(fm));
+    }
     o
 }
 
@@ -536,7 +539,7 @@ fn process(o: &mut String, run: &Prepared, r: &RunResult) {
             lost.hist.name()
         );
     }
-    if r.ramp_deficit_max > 0 {
+    if r.ramp_deficit_max > 0 && r.find_max.is_none() {
         let _ = writeln!(
             o,
             "warning: the connection count fell behind the stages by up to {} (raise --connect-rate, or the client is saturated)",

@@ -160,7 +160,8 @@ impl Reader<'_> {
         let mut named = false;
         for (k, v) in t.iter() {
             let key = k.get_ref().as_ref();
-            if top && key == "scenario" {
+            // `[find_max]` is read by `sockstorm find-max` (scenario::find_max).
+            if top && (key == "scenario" || key == "find_max") {
                 continue;
             }
             if !top && run_wide(key) && key != "url" {

@@ -14,6 +14,7 @@
 //! ([`thresholds`]).
 
 mod blocks;
+pub(super) mod find_max;
 mod items;
 mod keys;
 mod locate;
@@ -36,8 +37,19 @@ use target::Target;
 /// Reads the scenario file at `path` with the command line's `cli` words over it, and
 /// prepares the run; a target that does not resolve is reported at the file's `url`.
 pub(super) fn load(path: &Path, cli: &[String]) -> Result<Prepared, PlanError> {
+    load_shaped(path, cli, |_| Ok(()))
+}
+
+/// [`load`], with the run reshaped by `shape` before it is prepared (`find-max` sets its
+/// connection room, rates and length).
+pub(super) fn load_shaped(
+    path: &Path,
+    cli: &[String],
+    shape: impl FnOnce(&mut Run) -> Result<(), PlanError>,
+) -> Result<Prepared, PlanError> {
     let (mut run, url_at) = read(path, cli)?;
     run.file = Some(path.to_owned());
+    shape(&mut run)?;
     prepare(run).map_err(|e| locate::unresolved_target(&url_at, e))
 }
 

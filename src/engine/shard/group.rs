@@ -89,6 +89,22 @@ impl Group {
         }
     }
 
+    /// Applies what the steering (`find-max`) set: the open-connection target, the connect
+    /// interval, the message interval (each connection's next message follows the new one).
+    pub(super) fn follow_knob(&mut self) {
+        let Some(k) = &self.plan.knob else { return };
+        let s = k.read();
+        if let Some(t) = s.target {
+            self.plan.ramp.hold(t);
+        }
+        if let Some(iv) = s.open_interval_us {
+            self.plan.open_interval_us = iv;
+        }
+        if let Some(iv) = s.msg_interval_us {
+            self.cfg.message_interval = iv;
+        }
+    }
+
     /// Whether the next opening can go: it needs no token, or one has arrived.
     pub(super) fn token_ready(&mut self) -> bool {
         let Some(rx) = &self.tokens else { return true };

@@ -12,6 +12,7 @@
 //! connection's events after each call: open counts, teardown, re-arming).
 
 use crate::engine::stages::Ramp;
+use crate::engine::steer::Knob;
 use crate::engine::timer::{TimerEntry, TimerWheel};
 use crate::io::backend::{Backend, BackendKind, Completion, IoConfig, Waker};
 use crate::io::epoll::Poller;
@@ -133,6 +134,8 @@ pub struct GroupPlan {
     pub arrivals: Option<u64>,
     /// Per-connection auth: tokens for this shard's openings (each opening waits for one).
     pub tokens: Option<Receiver<String>>,
+    /// Steered from outside while the run goes (`find-max`): read on every turn.
+    pub knob: Option<Arc<Knob>>,
 }
 
 /// Point-in-time gauges of one group on a shard.
@@ -394,6 +397,7 @@ impl<B: Backend> Shard<B> {
                     }
                 }
                 if !self.stopping {
+                    self.groups[gi].follow_knob();
                     if self.groups[gi].plan.ramp.is_active() {
                         self.follow_ramp(gi, now);
                     }
