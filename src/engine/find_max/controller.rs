@@ -149,6 +149,14 @@ impl<'a> Controller<'a> {
                     self.credit_last(tick.second, dt);
                 } else {
                     self.absorb(tick, false, dt);
+                    // Failing already (connects refused, drops, a latency broken): no need to
+                    // wait out the ramp.
+                    if now - self.cur.started >= 0.95 {
+                        let step = self.judge(now, now);
+                        if !step.pass && step.why.is_some() && !self.short_only(&step) {
+                            return self.end_step(step, now, tick.open);
+                        }
+                    }
                 }
                 let target = self.cur.value.round() as u64;
                 let reached = tick.open == target;
@@ -293,6 +301,12 @@ impl<'a> Controller<'a> {
             generator: generator.name(),
             generator_busy_pct: busy.map(round1),
         }
+    }
+
+    /// Whether the step fails only for falling short of its value (which a ramp still under
+    /// way does).
+    fn short_only(&self, step: &Step) -> bool {
+        step.slos.iter().all(|s| s.pass) && step.failures.is_empty() && step.sessions_dropped == 0
     }
 
     fn end_step(&mut self, step: Step, now: f64, open: u64) {
