@@ -74,7 +74,10 @@ fn connections_search_finds_the_cap_and_names_503() {
     let v = read_json(&out);
     let fm = &v["find_max"];
     let max = fm["max"].as_f64().unwrap();
-    assert!(within(max, 3000.0, 0.05) && max <= 3000.0, "max {max}: {fm:#}");
+    assert!(
+        within(max, 3000.0, 0.05) && max <= 3000.0,
+        "max {max}: {fm:#}"
+    );
     assert_eq!(fm["limit"], "gateway");
     assert_eq!(fm["unit"], "connections");
     let cause = fm["cause"].as_str().unwrap();
@@ -89,7 +92,10 @@ fn connections_search_finds_the_cap_and_names_503() {
         .collect();
     assert_eq!(values[..4], [1000.0, 1500.0, 2250.0, 3375.0], "{values:?}");
     // Every step's counts together are the run's, and the gateway's.
-    assert_eq!(step_sum(fm, "established"), common::counter(&v, "established"));
+    assert_eq!(
+        step_sum(fm, "established"),
+        common::counter(&v, "established")
+    );
     // What the gateway accepted and did not refuse opened, unless the run's stop cut its
     // upgrade short (counted as abandoned).
     let unanswered = stats.accepted - stats.handshakes_rejected - step_sum(fm, "established");
@@ -289,15 +295,34 @@ fn bad_search_settings_are_usage_errors() {
     let _g = lock();
     for (args, says) in [
         (
-            vec!["handshakes", "wss://127.0.0.1:9/", "--slo", "ws_msg_rtt: p(99)<100ms"],
+            vec![
+                "handshakes",
+                "wss://127.0.0.1:9/",
+                "--slo",
+                "ws_msg_rtt: p(99)<100ms",
+            ],
             "a handshakes search does not measure `ws_msg_rtt`",
         ),
         (
-            vec!["connections", "ws://127.0.0.1:9/", "--start", "5000", "--max", "100"],
+            vec![
+                "connections",
+                "ws://127.0.0.1:9/",
+                "--start",
+                "5000",
+                "--max",
+                "100",
+            ],
             "--start: 5000 is above --max 100",
         ),
         (
-            vec!["messages", "ws://127.0.0.1:9/", "--message", "x", "--precision", "0"],
+            vec![
+                "messages",
+                "ws://127.0.0.1:9/",
+                "--message",
+                "x",
+                "--precision",
+                "0",
+            ],
             "--precision",
         ),
         (

@@ -33,10 +33,20 @@ pub struct DemoArgs {
     /// Over wss://: the gateway serves TLS with a generated test CA, which the client trusts.
     #[arg(long)]
     pub tls: bool,
+    /// Instead of the storm: `find-max connections` against the gateway capped at 2,000 open
+    /// WebSockets (`serve --max-connections 2000`), in well under a minute.
+    #[arg(long)]
+    pub find_max: bool,
 }
+
+/// The cap of `demo --find-max`'s gateway.
+const DEMO_CAP: u64 = 2000;
 
 /// Starts the gateway in-process and storms it with three scenarios.
 pub(super) fn demo(a: &DemoArgs) -> Result<u8, CliError> {
+    if a.find_max {
+        return demo_find_max(a);
+    }
     let (soft, _) = sock::raise_nofile_limit().unwrap_or((1024, 1024));
     // The client's sockets live in io_uring descriptor tables, but the in-process gateway
     // needs one process fd per connection.
@@ -101,6 +111,56 @@ pub(super) fn demo(a: &DemoArgs) -> Result<u8, CliError> {
         "sockstorm demo: gateway accepted {} connections, answered {} messages. The process CPU and RSS \
          above include the in-process gateway; `sockstorm serve` + `sockstorm run` measure the client alone.",
         s.accepted, s.msgs_out
+    );
+    code
+}
+
+/// `demo --find-max`: the search against a gateway with a known limit.
+fn demo_find_max(a: &DemoArgs) -> Result<u8, CliError> {
+    let cpus = plan::available_cpus();
+    let gw_cpu = cpus.last().copied().unwrap_or(0);
+    let client_cpu = cpus.first().copied().unwrap_or(0);
+    let gw = Gateway::start(ServeConfig {
+        listen: "127.0.0.1:0"
+            .parse()
+            .unwrap_or_else(|_| unreachable!("constant address")),
+        threads: 1,
+        cpus: vec![gw_cpu],
+        report: false,
+        max_connections: DEMO_CAP,
+        ..ServeConfig::default()
+    })?;
+    let url = format!("ws://{}/demo", gw.local_addr());
+    eprintln!(
+        "sockstorm demo: built-in gateway on {url} (CPU {gw_cpu}) capped at {DEMO_CAP} open WebSockets \
+         (serve --max-connections {DEMO_CAP}); find-max connections from 500, ×1.5, each step held 2 s"
+    );
+    let mut words = vec![
+        url,
+        "--connect-rate".to_owned(),
+        "4000".to_owned(),
+        "--ping-interval".to_owned(),
+        "1s".to_owned(),
+        "--cpus".to_owned(),
+        client_cpu.to_string(),
+    ];
+    if let Some(path) = &a.json {
+        words.extend(["--json".into(), path.display().to_string()]);
+    }
+    if a.quiet {
+        words.push("-q".into());
+    }
+    let search = plan::find_max::SearchWords {
+        start: Some(500.0),
+        step_hold: Some(Duration::from_secs(2)),
+        ..Default::default()
+    };
+    let code = super::find_max::search("connections", &search, words, None);
+    let s = gw.stats();
+    gw.shutdown();
+    eprintln!(
+        "sockstorm demo: the gateway refused {} upgrades with 503 beyond its cap of {DEMO_CAP}",
+        s.handshakes_rejected
     );
     code
 }
