@@ -123,6 +123,17 @@ fn connections_search_finds_the_cap_and_names_503() {
             assert_eq!(s["reached"].as_f64().unwrap(), 3000.0, "{s:#}");
         }
     }
+    // A search is one host's: merging it is refused with the reason.
+    let merged = json_path("find-max-merged");
+    let m = sockstorm(&[
+        "merge",
+        out.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "-o",
+        merged.to_str().unwrap(),
+    ]);
+    assert_eq!(m.status.code(), Some(2), "{}", show(&m));
+    assert!(String::from_utf8_lossy(&m.stderr).contains("is a find-max search"));
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(
         text.contains(&format!(
@@ -286,7 +297,7 @@ exit $code"#,
     );
     assert!(cause.contains("not the gateway's"), "{cause}");
     let max = fm["max"].as_f64().unwrap();
-    assert!(max <= 500.0 && max >= 400.0, "{max}");
+    assert!((400.0..=500.0).contains(&max), "{max}");
     assert!(String::from_utf8_lossy(&o.stdout).contains("the CLIENT's limit is"));
 }
 

@@ -15,6 +15,13 @@ pub enum ResultsError {
         /// Why reading failed.
         source: std::io::Error,
     },
+    /// An input is a capacity search (`find-max`): its steps and verdict are one host's, not a
+    /// share of a plan. Fix: search from one host; merge runs split with `--segment`.
+    #[error("`{file}` is a find-max search: its steps and verdict are one host's search, not a share of a plan, so it cannot be merged; read it on its own (sockstorm report {file}), and merge runs split over hosts with `sockstorm run --segment`")]
+    Search {
+        /// The document's name.
+        file: String,
+    },
     /// An input is not a sockstorm result document (not JSON, truncated, or JSON without
     /// `schema_version`). Fix: pass the files `--json` wrote, whole.
     #[error("`{file}`: not a sockstorm result document: {reason}")]

@@ -65,6 +65,13 @@ pub fn merge(inputs: &[Input], partial: bool) -> Result<Merged, ResultsError> {
     let Some(first) = inputs.first() else {
         return Err(ResultsError::Empty(String::new()));
     };
+    if let Some(search) = inputs.iter().find(|i| !i.doc["find_max"].is_null()) {
+        if inputs.len() > 1 {
+            return Err(ResultsError::Search {
+                file: search.name.clone(),
+            });
+        }
+    }
     let check::Checked {
         kept,
         skipped: duplicates,
