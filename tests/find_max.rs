@@ -342,6 +342,10 @@ fn bad_search_settings_are_usage_errors() {
         ),
         (vec!["bandwidth", "ws://127.0.0.1:9/"], "not a search mode"),
         (
+            vec!["connections", "ws://127.0.0.1:9/", "--segment", "0/2"],
+            "--segment: a capacity search runs from one host",
+        ),
+        (
             vec!["messages", "ws://127.0.0.1:9/"],
             "a messages search raises the message rate",
         ),

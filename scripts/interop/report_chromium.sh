@@ -57,9 +57,11 @@ serve() { # serve NAME ARGS…: a built-in gateway (stopped on exit); its addres
 }
 serve events --publish-rate 5
 serve tls --tls --ca-out "$tmp/ca.pem" --close-after 2s:1012
+serve capped --max-connections 300
 events=$(cat "$tmp/events.addr")
+capped=$(cat "$tmp/capped.addr")
 tls=$(cat "$tmp/tls.addr")
-[ -n "$events" ] && [ -n "$tls" ] || { echo "FAIL: a gateway did not start"; exit 1; }
+[ -n "$events" ] && [ -n "$tls" ] && [ -n "$capped" ] || { echo "FAIL: a gateway did not start"; exit 1; }
 # A port nothing listens on: a run whose connections are refused.
 dead=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 
@@ -76,6 +78,11 @@ dead=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); p
 "$BIN" run "ws://127.0.0.1:$dead/" -c 20 --connect-rate 20 -d 2s --connect-timeout 1s -q \
   --json "$tmp/refused.json" > "$tmp/refused.txt" && { echo "FAIL: a refused run exited 0"; exit 1; }
 "$BIN" report "$tmp/baseline.json" "$tmp/candidate.json" "$tmp/refused.json" -o "$tmp/compare.html" 2> /dev/null
+
+# A capacity search against the gateway capped at 300 open WebSockets, with its report.
+"$BIN" find-max connections "ws://$capped/" --start 100 --step-hold 1s --connect-rate 1000 -q \
+  --json "$tmp/search.json" --html "$tmp/search.html" > "$tmp/search.txt" \
+  || { echo "FAIL: find-max against a capped gateway"; cat "$tmp/search.txt"; exit 1; }
 
 check() { # check NAME.html MIN_CHARTS
   local page=$tmp/$1
@@ -114,6 +121,11 @@ check baseline.html 8
 # Comparison: the above plus failures by cause and TLS per second.
 check compare.html 10
 grep -q 'refused' "$tmp/compare.html" || { echo "FAIL: the refused run is not in the comparison"; exit 1; }
+# The search: its steps drawn (chart-find-max-0) and its table and verdict in the page.
+check search.html 4
+grep -q 'chart-find-max-0' "$tmp/search.html.dom" && grep -q 'Capacity search (find-max)' "$tmp/search.html.dom" \
+  && grep -q 'the gateway refuses upgrades' "$tmp/search.html.dom" \
+  || { echo "FAIL: the search's section is not in its report"; exit 1; }
 
 mkdir -p target
 browse --hide-scrollbars --window-size=1400,3000 --screenshot="$PWD/target/report-screenshot.png" \

@@ -105,7 +105,12 @@ pub(super) fn find_max_cmd(args: &FindMaxArgs, words: &[String]) -> Result<u8, C
         }
         rest.push(w.clone());
     }
-    search(&args.mode, &args.search.words(), rest, None)
+    search(
+        &args.mode,
+        &args.search.words(),
+        rest,
+        args.run.html.as_deref(),
+    )
 }
 
 /// Searches in `mode` with `words` (the target first, then `run` flags); `html` as
@@ -190,6 +195,12 @@ fn shape(run: &mut Run, mode: SearchMode, words: &SearchWords) -> Result<SearchS
         words.max = Some((mode.default_max().min(cap as f64)).max(words.start.unwrap_or(1.0)));
     }
     let spec = SearchSpec::new(mode, &words, tls, resume, fanout)?;
+    if main.segment.is_some() {
+        return Err(PlanError::invalid(
+            "--segment",
+            "a capacity search runs from one host: each step depends on what the last one measured, which other hosts cannot see; when one client is the limit, run the value it names with `sockstorm run --segment i/n` on several hosts and merge their results",
+        ));
+    }
     if run.scenarios.iter().any(|p| !p.stages.is_empty()) {
         return Err(PlanError::invalid(
             "--stages",

@@ -118,7 +118,20 @@ fn storm_inner(
         observers.push(o);
     }
     let result = match search {
-        Some(spec) => engine::find_max::search(run, spec, ctl, &mut observers)?,
+        Some(spec) => {
+            let quiet = plan.quiet;
+            let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let mut on_step = |n: usize, step: &crate::metrics::find_max::Step| {
+                if !quiet {
+                    let clear = if tty { "\r\x1b[2K" } else { "" };
+                    eprintln!(
+                        "{clear}{}",
+                        results::find_max::step_line(n, step, spec.mode.unit())
+                    );
+                }
+            };
+            engine::find_max::search(run, spec, ctl, &mut observers, &mut on_step)?
+        }
         None => engine::run(run, ctl, &mut observers)?,
     };
     drop(observers);

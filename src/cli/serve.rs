@@ -238,18 +238,11 @@ fn check_limits(a: &ServeArgs) -> Result<(), CliError> {
 
 /// The warning for a listen address other hosts can reach; `None` for loopback.
 fn exposure_warning(listen: SocketAddr) -> Option<String> {
-    let ip = listen.ip();
-    if ip.is_loopback() {
-        return None;
-    }
-    let reach = if ip.is_unspecified() {
-        "every network interface of this host"
-    } else {
-        "the network"
-    };
-    Some(format!(
-        "warning: --listen {listen} accepts connections from {reach}; the built-in gateway has no authentication and is meant for tests: use 127.0.0.1 unless other hosts must reach it"
-    ))
+    crate::results::live::exposed(
+        "--listen",
+        listen,
+        "the built-in gateway has no authentication and is meant for tests: use 127.0.0.1 unless other hosts must reach it",
+    )
 }
 
 /// `ACTION=REPLY_TYPE:FIELD` of `serve --ack`.

@@ -288,6 +288,40 @@
         " no generator verdict (written by later versions); the client's own load is in the overview below (connect-schedule lag, client CPU).");
     }
 
+    // A capacity search (`find_max`): its verdict, the value each step held against what it
+    // reached, and the step table.
+    var searches = docs.filter(function (d) { return obj(d.doc.find_max); });
+    if (searches.length) {
+      sectionHeader("Capacity search (find-max)", "Each step held one value (connections, or per second) for its hold; a step passed when every objective held on its own measurements and the value was reached. Steps grow by the factor until one fails, then bisect.");
+      searches.forEach(function (d, i) {
+        var fm = d.doc.find_max;
+        var steps = Array.isArray(fm.steps) ? fm.steps : [];
+        if (multi) { add(root, "h3", null, [d.name]); }
+        var vb = add(root, "p");
+        var lim = String(fm.limit || "–");
+        add(vb, "span", { "class": "badge " + (lim === "gateway" || lim === "ceiling" ? "pass" : lim === "client" ? "fail" : "warn") }, ["limit: " + lim]);
+        add(vb, "span", null, [" max " + (isNum(fm.max) ? fmtNum(fm.max) : "–") + " " + (fm.unit || "") +
+          (isNum(fm.knee) ? "; first failing value " + fmtNum(fm.knee) : "") + "; " + steps.length + " steps in " + fmtNum(fm.search_s) + " s"]);
+        note(root, "Why: " + fmtVal(fm.cause));
+        note(root, "Objectives: " + (Array.isArray(fm.slos) ? fm.slos.join(", ") : "–") +
+          (fm.first_failing_slo ? "; first broken at the knee: " + fm.first_failing_slo : ""));
+        if (steps.length) {
+          var xs = steps.map(function (s, k) { return k + 1; });
+          lineChart(root, "chart-find-max-" + i, "Search steps: value asked and reached" + (multi ? " — " + short(d.name) : ""), [
+            { label: "value", xs: xs, ys: steps.map(function (s) { return s.value; }), stroke: color(0) },
+            { label: "reached", xs: xs, ys: steps.map(function (s) { return s.reached; }), stroke: color(1), dash: [6, 4] },
+          ], { xLabel: "step", yLabel: fm.unit || "", x: { time: false, range: function (u, min, max) { return [1, Math.max(2, max)]; } } });
+          table(root, ["step", "value", "started s", "secs", "reached", "ok", "objectives", "failures", "generator", "busiest shard %", "why"],
+            steps.map(function (s, k) {
+              var slos = (Array.isArray(s.slos) ? s.slos : []).map(function (o) { return (o.pass ? "✓ " : "✗ ") + o.expr + " (" + o.shown + ")"; }).join("; ");
+              var f = Object.keys(obj(s.failures) || {}).map(function (c) { return c + " " + s.failures[c]; }).join(", ");
+              var g = obj(s.generator) || {};
+              return [k + 1, s.value, s.started_s, s.duration_s, s.reached, s.pass ? "pass" : "FAIL", slos, f || "–", g.verdict || "–", isNum(g.busy_pct) ? g.busy_pct : "–", s.why || ""];
+            }));
+        }
+      });
+    }
+
     // Overview.
     sectionHeader("Overview");
     function failuresTotal(doc) { var f = obj(doc.failures) || {}; return Object.keys(f).reduce(function (a, k) { return a + (f[k] || 0); }, 0); }

@@ -26,6 +26,23 @@ pub fn banner(run: &Prepared, spec: &SearchSpec) -> String {
     )
 }
 
+/// One step as it is judged, for the live output: `step 4: 3,375 connections FAIL in 7.0 s
+/// (connect_errors: rate<0.001 (measured 96.420%))`.
+pub fn step_line(n: usize, s: &Step, unit: &str) -> String {
+    let verdict = if s.pass { "pass" } else { "FAIL" };
+    let why = s
+        .why
+        .as_deref()
+        .map_or(String::new(), |w| format!(" ({w})"));
+    format!(
+        "sockstorm: step {n}: {} {unit} {verdict} in {:.1} s, reached {}, generator {}{why}",
+        num(s.value),
+        s.duration_s,
+        num(s.reached),
+        s.generator
+    )
+}
+
 /// The step table and the verdict, for the end of the summary.
 pub fn text(fm: &FindMax) -> String {
     let mut o = String::new();

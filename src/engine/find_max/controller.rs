@@ -57,7 +57,7 @@ struct Current {
     held: ShardStats,
 }
 
-pub(super) struct Controller<'a> {
+pub(super) struct Controller<'a, 'b> {
     spec: &'a SearchSpec,
     steering: Arc<Steering>,
     bisect: Bisect,
@@ -69,14 +69,17 @@ pub(super) struct Controller<'a> {
     /// The knee step's explanation (the smallest failing value's).
     knee: Option<(f64, Limit, String, Option<String>)>,
     last_t: f64,
+    /// Told of each step as it is judged (its number from 1, and the step).
+    on_step: &'b mut dyn FnMut(usize, &Step),
 }
 
-impl<'a> Controller<'a> {
+impl<'a, 'b> Controller<'a, 'b> {
     pub(super) fn new(
         spec: &'a SearchSpec,
         steering: Arc<Steering>,
         connect_rate: f64,
         route: String,
+        on_step: &'b mut dyn FnMut(usize, &Step),
     ) -> Self {
         let mut c = Self {
             spec,
@@ -89,6 +92,7 @@ impl<'a> Controller<'a> {
             route,
             knee: None,
             last_t: 0.0,
+            on_step,
         };
         c.phase = c.first_phase(spec.start, 0.0, 0);
         c
@@ -340,6 +344,7 @@ impl<'a> Controller<'a> {
             let first_slo = step.slos.iter().find(|s| !s.pass).map(|s| s.expr.clone());
             self.knee = Some((value, limit, words, first_slo));
         }
+        (self.on_step)(self.steps.len() + 1, &step);
         self.steps.push(step);
         let next = if self.steps.len() >= super::MAX_STEPS {
             None
@@ -427,4 +432,78 @@ impl Current {
 
 fn round1(v: f64) -> f64 {
     (v * 10.0).round() / 10.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::steer::Steered;
+    use crate::plan::find_max::SearchWords;
+    use crate::proto::conn::Failure;
+    use crate::proto::ws::handshake::UpgradeFailure;
+    use std::time::Duration;
+
+    /// A fake gateway that holds at most `cap` sessions and answers 503 beyond, driven one
+    /// second at a time: the search must end within its precision of the cap, naming 503.
+    #[test]
+    fn finds_a_connection_cap_on_a_fake_clock() {
+        let cap = 3000u64;
+        let words = SearchWords {
+            step_hold: Some(Duration::from_secs(2)),
+            max: Some(100_000.0),
+            ..SearchWords::default()
+        };
+        let spec = SearchSpec::new(SearchMode::Connections, &words, false, false, false).unwrap();
+        let steering = Arc::new(Steering::new(Steered::Connections, 1, &[100_000], &[true]));
+        steering.set(spec.start);
+        let told = std::cell::Cell::new(0);
+        let mut on_step = |n: usize, _: &Step| told.set(n);
+        let mut c = Controller::new(
+            &spec,
+            steering.clone(),
+            2000.0,
+            "here → there".into(),
+            &mut on_step,
+        );
+        let (mut open, total) = (0u64, ShardStats::new());
+        for t in 1..=600 {
+            if steering.is_done() {
+                break;
+            }
+            let target = steering.value().round() as u64;
+            let mut second = ShardStats::new();
+            // Up to 2,000 openings a second, every one beyond the cap refused.
+            let want = target.saturating_sub(open).min(2000);
+            let fits = want.min(cap.saturating_sub(open));
+            second.counters.attempts = want;
+            second.counters.established = fits;
+            second.counters.connect_failed = want - fits;
+            if want > fits {
+                second
+                    .failures
+                    .insert(Failure::Upgrade(UpgradeFailure::Status(503)), want - fits);
+            }
+            open = (open + fits).min(target);
+            c.on_tick(&Tick {
+                t: f64::from(t),
+                open,
+                target: 100_000,
+                second: &second,
+                total: &total,
+                shard_busy_pct: &[Some(10.0)],
+                scenarios: &[],
+            });
+        }
+        let r = c.result(600.0);
+        assert!(steering.is_done(), "the search did not end: {:?}", r.steps);
+        let max = r.max.unwrap();
+        assert!((2857.0..=3000.0).contains(&max), "{max}: {:?}", r.steps);
+        assert_eq!(r.limit, Limit::Gateway);
+        assert!(r.cause.starts_with("HTTP 503 from "), "{}", r.cause);
+        assert_eq!(
+            r.steps.iter().map(|s| s.value).take(4).collect::<Vec<_>>(),
+            [1000.0, 1500.0, 2250.0, 3375.0]
+        );
+        assert_eq!(r.steps.len(), told.get());
+    }
 }

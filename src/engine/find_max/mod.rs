@@ -13,6 +13,7 @@ pub use crate::metrics::find_max::group;
 
 use super::steer::{Steered, Steering};
 use super::{EngineError, RunControl};
+use crate::metrics::find_max::Step;
 use crate::metrics::run::{Observer, RunResult, Tick};
 use crate::plan::find_max::{SearchMode, SearchSpec};
 use crate::plan::Prepared;
@@ -48,6 +49,7 @@ pub fn search(
     spec: &SearchSpec,
     ctl: &RunControl,
     observer: &mut dyn Observer,
+    on_step: &mut dyn FnMut(usize, &Step),
 ) -> Result<RunResult, EngineError> {
     let what = match spec.mode {
         SearchMode::Connections => Steered::Connections,
@@ -72,7 +74,7 @@ pub fn search(
         Some(ip) => format!("{ip} → {}", run.target),
         None => format!("this host → {}", run.target),
     };
-    let mut control = Controller::new(spec, steering.clone(), main.connect_rate, route);
+    let mut control = Controller::new(spec, steering.clone(), main.connect_rate, route, on_step);
     let mut both = (&mut control, Forward(observer));
     let mut result = super::run_steered(run, ctl, &mut both, Some(&steering))?;
     result.find_max = Some(control.result(result.elapsed.as_secs_f64()));
@@ -94,7 +96,7 @@ impl Observer for Forward<'_> {
     }
 }
 
-impl Observer for &mut Controller<'_> {
+impl Observer for &mut Controller<'_, '_> {
     fn tick(&mut self, tick: &Tick<'_>) {
         (**self).on_tick(tick);
     }

@@ -163,6 +163,16 @@ impl Observer for LiveObserver {
 
 /// The warning for an endpoint address other hosts can reach; `None` for loopback.
 pub fn exposure_warning(addr: SocketAddr) -> Option<String> {
+    exposed(
+        "--metrics-listen",
+        addr,
+        "the endpoint has no authentication and shows the run's scenarios and figures: use 127.0.0.1 unless Prometheus scrapes from another host",
+    )
+}
+
+/// The warning for a listener (`flag` at `addr`) that other hosts can reach, `what` saying
+/// what it exposes and the fix; `None` on loopback.
+pub fn exposed(flag: &str, addr: SocketAddr, what: &str) -> Option<String> {
     let ip = addr.ip();
     if ip.is_loopback() {
         return None;
@@ -173,6 +183,6 @@ pub fn exposure_warning(addr: SocketAddr) -> Option<String> {
         "the network"
     };
     Some(format!(
-        "warning: --metrics-listen {addr} accepts connections from {reach}; the endpoint has no authentication and shows the run's scenarios and figures: use 127.0.0.1 unless Prometheus scrapes from another host"
+        "warning: {flag} {addr} accepts connections from {reach}; {what}"
     ))
 }
