@@ -19,6 +19,11 @@ if ! "$VENV/bin/python" -c 'import websockets, yaml, prometheus_client' 2>/dev/n
     'prometheus-client==0.26.0'
 fi
 
+# Node's `ws` for the permessage-deflate interop test (pinned by package-lock.json).
+if [ ! -f scripts/interop/node/node_modules/ws/package.json ]; then
+  timeout 300 npm ci --prefix scripts/interop/node --no-audit --no-fund --silent
+fi
+
 cargo build --release --bins
 cargo test --release
 # Every fuzz target for 20 s on a copy of its seed corpus (skipped, saying why, without nightly).
@@ -66,6 +71,35 @@ interop() {
 assert want == "auto" or d["backend"]["name"] == want, d["backend"]
 print("   backend:", d["backend"]["name"], "-", d["backend"]["reason"])' "$tmp/interop.json" "$SOCKSTORM_BACKEND"
   kill "$srv" 2>/dev/null || true
+
+  echo "== interop ($SOCKSTORM_BACKEND backend): permessage-deflate, 1000 connections against Python websockets and Node ws, with and without context takeover"
+  payload=$("$VENV/bin/python" -c 'r = "{\"id\":1,\"name\":\"sockstorm\",\"ok\":true},"; p = "[" + r * 40; print(p[:999] + "]")')
+  for peer in python node; do
+    for mode in takeover no-takeover; do
+      flag=""; offer=deflate
+      if [ "$mode" = no-takeover ]; then
+        flag=--no-context-takeover; offer=deflate:client_no_context_takeover,server_no_context_takeover
+      fi
+      if [ "$peer" = python ]; then
+        "$VENV/bin/python" scripts/interop/deflate_server.py --seconds 60 --stats "$tmp/deflate-$mode.json" $flag > "$tmp/deflate.out" &
+      else
+        node scripts/interop/node/deflate_server.js --seconds 60 --stats "$tmp/deflate-$mode.json" $flag > "$tmp/deflate.out" &
+      fi
+      dfl=$!
+      for _ in $(seq 100); do grep -q READY "$tmp/deflate.out" 2>/dev/null && break; sleep 0.1; done
+      port=$(awk '/READY/ {print $2}' "$tmp/deflate.out")
+      [ -n "$port" ] || { echo "deflate server ($peer) did not start"; exit 1; }
+      ./target/release/sockstorm run "ws://127.0.0.1:$port/" -c 1000 --connect-rate 1000 -d 4s \
+        --compression "$offer" --message "$payload" --message-rate 2 --no-reconnect -q \
+        --json "$tmp/deflate-run-$mode.json" > "$tmp/deflate-summary.txt" \
+        || { cat "$tmp/deflate-summary.txt"; exit 1; }
+      sleep 0.5 # the server rewrites its counts every 200 ms
+      echo -n "   $peer:"
+      "$VENV/bin/python" scripts/interop/check_deflate.py "$tmp/deflate-run-$mode.json" "$tmp/deflate-$mode.json" 1000 "$mode"
+      kill "$dfl" 2>/dev/null || true
+      wait "$dfl" 2>/dev/null || true
+    done
+  done
 
   echo "== interop ($SOCKSTORM_BACKEND backend): the articles' workloads against Python websockets (acks by id, stream gaps, per-connection URLs, keepalive 1011)"
   "$VENV/bin/python" scripts/interop/workload_server.py --seconds 60 --stats "$tmp/wl-stats.json" > "$tmp/wl.out" &

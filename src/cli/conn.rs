@@ -105,6 +105,17 @@ pub struct ConnArgs {
     /// Do not validate UTF-8 in received text messages.
     #[arg(long)]
     pub no_utf8_check: bool,
+    /// Offer permessage-deflate (RFC 7692): `deflate`, or `deflate:` with any of
+    /// client_no_context_takeover, server_no_context_takeover, client_max_window_bits=N,
+    /// server_max_window_bits=N (comma-separated). Messages are compressed both ways when the
+    /// server agrees; server_no_context_takeover is the low-memory choice (no window kept per
+    /// idle connection).
+    #[arg(long, value_name = "deflate[:PARAMS]", value_parser = crate::proto::ws::deflate::Offer::parse)]
+    pub compression: Option<crate::proto::ws::deflate::Offer>,
+    /// Largest size a compressed message may inflate to (e.g. 16MiB, 64k); beyond it the
+    /// connection fails with `message_too_big`.
+    #[arg(long, value_name = "BYTES", default_value = "16MiB", value_parser = super::serve::parse_bytes)]
+    pub max_message_size: usize,
     /// Misbehave on purpose: answer no server ping (as --no-pong-after 0); the server's
     /// keepalive then closes the session (often 1011), counted by code.
     #[arg(long, conflicts_with = "no_pong_after", help_heading = "Misbehave")]
@@ -337,6 +348,7 @@ fn config(a: &ConnArgs, load: &Load<'_>) -> Result<(ConnConfig, f64), PlanError>
         session_lifetime: load.session_lifetime.map_or(0, us),
         close_wait: us(a.close_wait),
         validate_utf8: !a.no_utf8_check,
+        max_message_size: a.max_message_size as u64,
         no_pong_after: if a.no_pong {
             Some(0)
         } else {
@@ -384,12 +396,11 @@ fn request(a: &ConnArgs, url: &Url, r: &Resolver<'_>) -> Result<RequestTemplate,
             "the path renders with whitespace (percent-encode it, also in {{env}} values and {{line}} files)",
         ));
     }
-    Ok(RequestTemplate::templated(
-        &url.host_header(),
-        &path,
-        &headers,
-        &a.subprotocols,
-    ))
+    let t = RequestTemplate::templated(&url.host_header(), &path, &headers, &a.subprotocols);
+    Ok(match a.compression {
+        Some(offer) => t.with_deflate(offer),
+        None => t,
+    })
 }
 
 /// The messages on open, rate-driven and on reconnect, with the fan-out roles' defaults.

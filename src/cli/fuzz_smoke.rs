@@ -239,6 +239,7 @@ mod tests {
         vec![
             ("frame_decoder", p::frame_decoder),
             ("upgrade_response", p::upgrade_response),
+            ("deflate", p::deflate),
             ("conn_recv", p::conn_recv),
             ("frame_differential", p::frame_differential),
             ("template", p::template),

@@ -191,7 +191,7 @@ fn parse_reject(s: &str) -> Result<Reject, String> {
 
 /// A byte count: digits with an optional binary unit, `B`, `K`/`KB`/`KiB`, `M`/`MB`/`MiB`,
 /// `G`/`GB`/`GiB` (any case; all powers of 1024), e.g. `4MiB`, `64k`, `1048576`.
-fn parse_bytes(s: &str) -> Result<usize, String> {
+pub(super) fn parse_bytes(s: &str) -> Result<usize, String> {
     let t = s.trim();
     let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(digits);

@@ -130,9 +130,13 @@ pub fn frame_decoder(data: &[u8]) {
 /// The RFC 6455 §1.3 sample key; its accept is `s3pPLMBiTxaQ9kYGzzhZRbK+xOo=`.
 pub const SAMPLE_KEY: &[u8; 24] = b"dGhlIHNhbXBsZSBub25jZQ==";
 
-fn templates() -> [RequestTemplate; 2] {
+fn templates() -> [RequestTemplate; 3] {
     [
         RequestTemplate::new("example.com", "/ws", &[], &[]),
+        RequestTemplate::new("example.com", "/ws", &[], &[]).with_deflate(
+            crate::proto::ws::deflate::Offer::parse("deflate:server_max_window_bits=12")
+                .unwrap_or_default(),
+        ),
         RequestTemplate::new(
             "example.com",
             "/ws",
@@ -146,17 +150,24 @@ fn templates() -> [RequestTemplate; 2] {
 /// accepted head is accepted again on its own and with frames behind it, and one byte less
 /// of it is still incomplete.
 ///
-/// Input: `[template, response…]` (template bit 0: whether subprotocols were offered).
+/// Input: `[template, response…]` (template % 3: none offered, permessage-deflate offered,
+/// subprotocols offered). With deflate offered, an accepted head's agreed parameters are
+/// within the offer.
 pub fn upgrade_response(data: &[u8]) {
-    thread_local!(static TEMPLATES: [RequestTemplate; 2] = templates());
+    thread_local!(static TEMPLATES: [RequestTemplate; 3] = templates());
     let Some((&sel, resp)) = data.split_first() else {
         return;
     };
     TEMPLATES.with(|t| {
-        let t = &t[usize::from(sel & 1)];
+        let t = &t[usize::from(sel % 3)];
         let r = check_response(resp, SAMPLE_KEY, t);
         match r {
             Ok(Some(n)) => {
+                if let Some(d) = crate::proto::ws::handshake::deflate_answer(&resp[..n], t) {
+                    assert!(t.deflate().is_some());
+                    assert!((8..=12).contains(&d.server_max_window_bits), "{d:?}");
+                    assert!((8..=15).contains(&d.client_max_window_bits), "{d:?}");
+                }
                 assert!(n > 0 && n <= resp.len(), "head {n} of {}", resp.len());
                 assert_eq!(check_response(&resp[..n], SAMPLE_KEY, t), r);
                 assert_eq!(check_response(&resp[..n - 1], SAMPLE_KEY, t), Ok(None));
@@ -168,6 +179,74 @@ pub fn upgrade_response(data: &[u8]) {
             Err(_) => {}
         }
     });
+}
+
+// ---------------------------------------------------------------------------------------------
+// deflate
+// ---------------------------------------------------------------------------------------------
+
+/// Fuzz target `deflate`: permessage-deflate's parsers and codec on arbitrary bytes. Never
+/// panics. Input `[mode, split, bytes…]`: mode % 3 = 0, the bytes as a server's
+/// `Sec-WebSocket-Extensions` answer (agreed windows are 8..=15); 1, the bytes as a compressed
+/// message inflated in two parts split at `split`, the output never beyond its bound; 2, the
+/// bytes as a payload compressed (with and without context takeover) and inflated back whole.
+pub fn deflate(data: &[u8]) {
+    use crate::proto::ws::deflate::{self as z, Offer};
+    let [mode, split, bytes @ ..] = data else {
+        return;
+    };
+    match mode % 3 {
+        0 => {
+            for offer in [
+                "deflate",
+                "deflate:client_max_window_bits=10,server_max_window_bits=9",
+            ] {
+                let o = Offer::parse(offer).unwrap_or_default();
+                if let Ok(n) = o.accept(bytes) {
+                    assert!((8..=15).contains(&n.client_max_window_bits), "{n:?}");
+                    assert!((8..=15).contains(&n.server_max_window_bits), "{n:?}");
+                    if let Some(most) = o.client_max_window_bits {
+                        assert!(n.client_max_window_bits <= most);
+                    }
+                }
+            }
+        }
+        1 => {
+            const BOUND: u64 = 1 << 16;
+            let at = usize::from(*split).min(bytes.len());
+            let mut d = z::inflater();
+            let (mut left, mut out) = (BOUND, 0u64);
+            let mut sink = |p: &[u8]| -> Result<(), ()> {
+                out += p.len() as u64;
+                Ok(())
+            };
+            if z::inflate_part(&mut d, &bytes[..at], false, &mut left, &mut sink).is_ok() {
+                let _ = z::inflate_part(&mut d, &bytes[at..], true, &mut left, &mut sink);
+            }
+            assert!(out <= BOUND);
+        }
+        _ => {
+            let agreed = Offer::default()
+                .accept(b"permessage-deflate")
+                .unwrap_or_else(|_| unreachable!("the plain answer is valid"));
+            for reset in [false, true] {
+                let mut c = z::compressor(&agreed);
+                let mut d = z::inflater();
+                for _ in 0..2 {
+                    let mut wire = Vec::new();
+                    z::deflate_message(&mut c, bytes, reset, &mut wire);
+                    let mut back = Vec::new();
+                    let mut left = bytes.len() as u64;
+                    z::inflate_part(&mut d, &wire, true, &mut left, &mut |p: &[u8]| {
+                        back.extend_from_slice(p);
+                        Ok::<(), ()>(())
+                    })
+                    .unwrap_or_else(|e| panic!("{e:?}"));
+                    assert_eq!(back, bytes);
+                }
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -653,6 +732,7 @@ pub fn frame_differential(data: &[u8]) {
                     fin: h.is_final,
                     opcode: op,
                     len,
+                    rsv1: false,
                 })))
             };
             assert_eq!(ours, expect, "{data:02x?}");
@@ -976,6 +1056,19 @@ mod tests {
                 v
             },
             frame_decoder,
+        );
+    }
+
+    #[test]
+    fn deflate_smoke() {
+        smoke(
+            2,
+            |g| {
+                let mut v = vec![g.byte(), g.byte()];
+                v.extend(g.response());
+                v
+            },
+            deflate,
         );
     }
 

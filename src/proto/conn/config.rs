@@ -123,6 +123,9 @@ pub struct ConnConfig {
     pub close_wait: Micros,
     /// Validate UTF-8 of received text messages (default on).
     pub validate_utf8: bool,
+    /// Largest size a compressed message may inflate to (`--max-message-size`); beyond it
+    /// the connection fails (`message_too_big`) instead of allocating or scanning more.
+    pub max_message_size: u64,
     /// Misbehave on purpose: answer no server ping once the session has been open this long,
     /// µs (`--no-pong` = 0, `--no-pong-after`); default `None`: every ping is answered.
     pub no_pong_after: Option<Micros>,
@@ -168,6 +171,7 @@ impl Default for ConnConfig {
             session_lifetime: 0,
             close_wait: 1_000_000,
             validate_utf8: true,
+            max_message_size: 16 << 20,
             no_pong_after: None,
             stop_reading_after: None,
             timer_resolution: 1_000,

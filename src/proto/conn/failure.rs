@@ -103,6 +103,7 @@ impl Failure {
             Self::Upgrade(UpgradeFailure::MissingConnection) => "101 response without `Connection: Upgrade`".into(),
             Self::Upgrade(UpgradeFailure::BadAccept) => "Sec-WebSocket-Accept does not match our Sec-WebSocket-Key".into(),
             Self::Upgrade(UpgradeFailure::BadSubprotocol) => "server selected a subprotocol we did not offer".into(),
+            Self::Upgrade(UpgradeFailure::BadDeflate) => "server's permessage-deflate answer has a parameter we did not offer, an invalid value or more than one extension (RFC 7692 §7.1)".into(),
             Self::Upgrade(UpgradeFailure::BadExtension) => "server answered with a WebSocket extension we did not offer (Sec-WebSocket-Extensions): RFC 6455 fails such a connection".into(),
             Self::Upgrade(UpgradeFailure::TooManyHeaders) => format!("the 101 response has more than {} header fields", crate::proto::ws::handshake::MAX_HEADERS),
             Self::Upgrade(UpgradeFailure::Malformed) => "upgrade response is not valid HTTP/1.1 (is this a WebSocket endpoint?)".into(),

@@ -15,6 +15,7 @@
 //! cycles) and `fanout` (subscribers' deliveries).
 
 pub mod config;
+mod deflate;
 pub mod event;
 pub mod failure;
 mod fanout;
@@ -204,6 +205,8 @@ pub struct Conn {
     /// Partial upgrade response; empty (unallocated) outside a split response.
     resp: Vec<u8>,
     dec: FrameDecoder,
+    /// permessage-deflate, once agreed in the upgrade.
+    deflate: Option<Box<deflate::Deflate>>,
     /// Header of the frame being received.
     frame: Option<FrameHeader>,
     /// Opcode of the data message in progress (fragmented messages span frames).
@@ -264,6 +267,7 @@ impl Conn {
             key: handshake::make_key(ctx.rng.bytes16()),
             resp: Vec::new(),
             dec: FrameDecoder::new(),
+            deflate: None,
             frame: None,
             msg_op: None,
             utf8: Utf8Validator::default(),

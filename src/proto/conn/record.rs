@@ -160,6 +160,16 @@ counters! {
     bytes_sent,
     /// Bytes read from sockets.
     bytes_received,
+    /// permessage-deflate: compressed messages received.
+    deflate_msgs_received,
+    /// permessage-deflate: compressed payload bytes received (frame payloads, as on the wire).
+    deflate_wire_received,
+    /// permessage-deflate: what those inflated to (the messages' own bytes).
+    deflate_payload_received,
+    /// permessage-deflate: payload bytes of the messages we compressed and sent.
+    deflate_payload_sent,
+    /// permessage-deflate: what they compressed to (frame payloads on the wire).
+    deflate_wire_sent,
     /// Full TLS handshakes completed.
     tls_handshakes_full,
     /// TLS handshakes the server resumed (as rustls reports it).

@@ -80,6 +80,10 @@ impl Conn {
                 None
             }
             Ok(Some(head)) => {
+                if let Some(agreed) = handshake::deflate_answer(&buf[..head], &ctx.cfg.template) {
+                    self.deflate = Some(Box::new(super::deflate::Deflate::new(agreed)));
+                    self.dec.allow_rsv1();
+                }
                 self.resp = Vec::new();
                 self.open(ctx, now);
                 Some(head - prior)
@@ -165,6 +169,10 @@ impl Conn {
             (_, Some(_)) => return Err(Violation::ExpectedContinuation),
             (op, None) => {
                 self.msg_op = Some(op);
+                if let Some(z) = &mut self.deflate {
+                    z.compressed = h.rsv1;
+                    z.left = ctx.cfg.max_message_size;
+                }
                 if let Some(x) = &mut self.extras {
                     x.scan.reset();
                     x.expect_buf.clear();
@@ -187,6 +195,19 @@ impl Conn {
             self.ctrl.extend_from_slice(p);
             return Ok(());
         }
+        if self.deflate.as_ref().is_some_and(|z| z.compressed) {
+            return self.inflate_payload(ctx, p, false);
+        }
+        self.on_data(ctx, p)
+    }
+
+    /// A data message's payload bytes as the application sent them (inflated, if they came
+    /// compressed): validated, scanned and matched as they stream.
+    pub(super) fn on_data<R: Recorder>(
+        &mut self,
+        ctx: &mut Ctx<'_, R>,
+        p: &[u8],
+    ) -> Result<(), Violation> {
         if self.msg_op == Some(OpCode::Text) && ctx.cfg.validate_utf8 {
             self.utf8.feed(p)?;
         }
@@ -265,6 +286,9 @@ impl Conn {
             OpCode::Close => return self.on_close_frame(ctx, now),
             _ => {
                 if h.fin {
+                    if self.deflate.as_ref().is_some_and(|z| z.compressed) {
+                        self.inflate_payload(ctx, &[], true)?;
+                    }
                     self.on_message_end(ctx, now)?;
                 }
             }

@@ -77,6 +77,7 @@ impl Conn {
                 self.transmit_requests(ctx, now, out);
             }
         }
+        self.count_deflated(ctx);
         if self.pending & OUT_CLOSE != 0 {
             encode_close(out, self.close_code, b"", ctx.rng.mask());
         }
@@ -204,7 +205,7 @@ impl Conn {
                     }
                     None => s.extend_from_slice(&m.payload),
                 }
-                encode_frame(out, m.opcode, true, &s, mask);
+                super::deflate::frame_data(self.deflate.as_deref_mut(), out, m.opcode, &s, mask);
                 x.rules.sent(ctx, req, &s, intended);
             });
         }
@@ -224,7 +225,13 @@ impl Conn {
     ) -> Option<u64> {
         let mask = rng.mask();
         let Some(t) = &m.template else {
-            encode_frame(out, m.opcode, true, &m.payload, mask);
+            super::deflate::frame_data(
+                self.deflate.as_deref_mut(),
+                out,
+                m.opcode,
+                &m.payload,
+                mask,
+            );
             return None;
         };
         self.tseq += 1;
@@ -239,7 +246,7 @@ impl Conn {
             let mut s = s.borrow_mut();
             s.clear();
             t.render(&mut vars, &mut s);
-            encode_frame(out, m.opcode, true, &s, mask);
+            super::deflate::frame_data(self.deflate.as_deref_mut(), out, m.opcode, &s, mask);
             Some(Fnv::of(&s))
         })
     }

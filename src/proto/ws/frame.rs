@@ -80,6 +80,10 @@ pub enum Violation {
     InvalidUtf8,
     /// Data after the server's close frame.
     DataAfterClose,
+    /// A compressed message (permessage-deflate) that does not inflate.
+    BadDeflate,
+    /// A compressed message inflating beyond `--max-message-size`.
+    MessageTooBig,
 }
 
 impl Violation {
@@ -98,6 +102,8 @@ impl Violation {
             Self::InvalidCloseCode => "invalid_close_code",
             Self::InvalidUtf8 => "invalid_utf8",
             Self::DataAfterClose => "data_after_close",
+            Self::BadDeflate => "bad_deflate_data",
+            Self::MessageTooBig => "message_too_big",
         }
     }
 }
@@ -117,13 +123,27 @@ pub struct FrameHeader {
     pub opcode: OpCode,
     /// Payload length in bytes.
     pub len: u64,
+    /// RSV1: the message is compressed (permessage-deflate; first frame only).
+    pub rsv1: bool,
 }
 
 /// Encodes one client frame (always masked) and appends it to `out`.
 ///
 /// `out` is the caller's buffer: when it already has the capacity, nothing is allocated.
 pub fn encode_frame(out: &mut Vec<u8>, opcode: OpCode, fin: bool, payload: &[u8], mask: [u8; 4]) {
-    let b0 = (u8::from(fin) << 7) | opcode.bits();
+    encode_frame_rsv1(out, opcode, fin, false, payload, mask);
+}
+
+/// [`encode_frame`] with RSV1 set when `rsv1` (a permessage-deflate message's first frame).
+pub fn encode_frame_rsv1(
+    out: &mut Vec<u8>,
+    opcode: OpCode,
+    fin: bool,
+    rsv1: bool,
+    payload: &[u8],
+    mask: [u8; 4],
+) {
+    let b0 = (u8::from(fin) << 7) | (u8::from(rsv1) << 6) | opcode.bits();
     let len = payload.len();
     out.push(b0);
     if len < 126 {
@@ -191,12 +211,19 @@ pub struct FrameDecoder {
     hdr_len: u8,
     /// Payload bytes still expected for the current frame; `None` while reading a header.
     remaining: Option<u64>,
+    /// RSV1 may be set on a data message's first frame (permessage-deflate negotiated).
+    rsv1_ok: bool,
 }
 
 impl FrameDecoder {
     /// A decoder waiting for the first header.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// From now on RSV1 marks compressed messages (permessage-deflate was negotiated).
+    pub fn allow_rsv1(&mut self) {
+        self.rsv1_ok = true;
     }
 
     /// Consumes bytes from `input` and returns the next event, or `Ok(None)` when `input` is
@@ -220,7 +247,7 @@ impl FrameDecoder {
         if self.hdr_len == 0 && input.len() >= 2 {
             let need = header_len(&input[..2]);
             if input.len() >= need {
-                let h = parse_header(&input[..need])?;
+                let h = parse_header(&input[..need], self.rsv1_ok)?;
                 *input = &input[need..];
                 self.remaining = Some(h.len);
                 return Ok(Some(Decoded::Header(h)));
@@ -231,7 +258,7 @@ impl FrameDecoder {
             let have = usize::from(self.hdr_len);
             let need = header_len(&self.hdr[..have]);
             if have >= need {
-                let h = parse_header(&self.hdr[..need])?;
+                let h = parse_header(&self.hdr[..need], self.rsv1_ok)?;
                 self.hdr_len = 0;
                 self.remaining = Some(h.len);
                 return Ok(Some(Decoded::Header(h)));
@@ -244,7 +271,7 @@ impl FrameDecoder {
             self.hdr_len += 1;
             // Fail fast on the first two bytes so a violation never waits for more input.
             if have == 1 {
-                check_first_bytes(self.hdr[0], self.hdr[1])?;
+                check_first_bytes(self.hdr[0], self.hdr[1], self.rsv1_ok)?;
             }
         }
     }
@@ -263,11 +290,15 @@ fn header_len(h: &[u8]) -> usize {
     }
 }
 
-fn check_first_bytes(b0: u8, b1: u8) -> Result<(), Violation> {
-    if b0 & 0x70 != 0 {
+fn check_first_bytes(b0: u8, b1: u8, rsv1_ok: bool) -> Result<(), Violation> {
+    if b0 & 0x30 != 0 || (b0 & 0x40 != 0 && !rsv1_ok) {
         return Err(Violation::ReservedBits);
     }
     let opcode = OpCode::from_bits(b0 & 0x0F).ok_or(Violation::UnknownOpcode)?;
+    // RSV1 only with permessage-deflate, and only on a data message's first frame.
+    if b0 & 0x40 != 0 && !matches!(opcode, OpCode::Text | OpCode::Binary) {
+        return Err(Violation::ReservedBits);
+    }
     if b1 & 0x80 != 0 {
         return Err(Violation::MaskedFrame);
     }
@@ -282,8 +313,8 @@ fn check_first_bytes(b0: u8, b1: u8) -> Result<(), Violation> {
     Ok(())
 }
 
-fn parse_header(h: &[u8]) -> Result<FrameHeader, Violation> {
-    check_first_bytes(h[0], h[1])?;
+fn parse_header(h: &[u8], rsv1_ok: bool) -> Result<FrameHeader, Violation> {
+    check_first_bytes(h[0], h[1], rsv1_ok)?;
     let opcode = OpCode::from_bits(h[0] & 0x0F).ok_or(Violation::UnknownOpcode)?;
     let len = match h[1] & 0x7F {
         126 => u64::from(u16::from_be_bytes([h[2], h[3]])),
@@ -302,6 +333,7 @@ fn parse_header(h: &[u8]) -> Result<FrameHeader, Violation> {
         fin: h[0] & 0x80 != 0,
         opcode,
         len,
+        rsv1: h[0] & 0x40 != 0,
     })
 }
 
@@ -422,7 +454,8 @@ mod tests {
                     FrameHeader {
                         fin: true,
                         opcode: OpCode::Binary,
-                        len: len as u64
+                        len: len as u64,
+                        rsv1: false,
                     }
                 );
                 assert_eq!(frames[0].1, payload);

@@ -2,6 +2,7 @@
 //! with holes for what differs per connection (the `Sec-WebSocket-Key`, its own token, templated
 //! path and header values), and an incremental response check.
 
+use super::deflate::{Negotiated, Offer};
 use crate::proto::template::{Template, Vars};
 use base64::Engine as _;
 use std::fmt;
@@ -25,6 +26,9 @@ pub enum UpgradeFailure {
     /// The server answered with an extension we did not offer (we offer none): RFC 6455
     /// §4.1 says to fail the connection.
     BadExtension,
+    /// The server's permessage-deflate answer has a parameter we did not offer, an invalid
+    /// value, or more than one extension (RFC 7692 §7.1).
+    BadDeflate,
     /// A 101 with more than [`MAX_HEADERS`] header fields.
     TooManyHeaders,
     /// Not parsable as an HTTP/1.1 response, or larger than [`MAX_RESPONSE`].
@@ -40,6 +44,7 @@ impl fmt::Display for UpgradeFailure {
             Self::BadAccept => f.write_str("bad_accept_key"),
             Self::BadSubprotocol => f.write_str("bad_subprotocol"),
             Self::BadExtension => f.write_str("bad_extension"),
+            Self::BadDeflate => f.write_str("bad_deflate_params"),
             Self::TooManyHeaders => f.write_str("upgrade_too_many_headers"),
             Self::Malformed => f.write_str("malformed_http_response"),
         }
@@ -58,6 +63,8 @@ pub struct RequestTemplate {
     header_names: Vec<String>,
     /// The subprotocols offered, in order.
     subprotocols: Vec<String>,
+    /// The permessage-deflate offer, if any.
+    deflate: Option<Offer>,
 }
 
 /// One piece of the upgrade request.
@@ -105,6 +112,7 @@ impl RequestTemplate {
             pieces: Vec::new(),
             header_names: headers.iter().map(|(n, _)| n.clone()).collect(),
             subprotocols: subprotocols.to_vec(),
+            deflate: None,
         };
         t.push_text("GET ");
         t.push_value(path);
@@ -125,6 +133,25 @@ impl RequestTemplate {
         }
         t.push_text("\r\n");
         t
+    }
+
+    /// Adds the permessage-deflate offer (`Sec-WebSocket-Extensions`) to the request.
+    pub fn with_deflate(mut self, offer: Offer) -> Self {
+        // The request ends with its blank line: the header goes before it.
+        if let Some(Piece::Fixed(last)) = self.pieces.last_mut() {
+            last.truncate(last.len().saturating_sub(2));
+        }
+        self.push_text(&format!(
+            "Sec-WebSocket-Extensions: {}\r\n\r\n",
+            offer.header_value()
+        ));
+        self.deflate = Some(offer);
+        self
+    }
+
+    /// The permessage-deflate offer the request makes.
+    pub fn deflate(&self) -> Option<&Offer> {
+        self.deflate.as_ref()
     }
 
     fn push_bytes(&mut self, b: &[u8]) {
@@ -241,6 +268,7 @@ pub fn check_response(
         return Err(UpgradeFailure::Status(code));
     }
     let (mut upgrade, mut connection, mut accept_ok, mut proto) = (false, false, false, None);
+    let mut deflate_seen = false;
     for h in resp.headers.iter() {
         if h.name.eq_ignore_ascii_case("upgrade") {
             upgrade |= h.value.eq_ignore_ascii_case(b"websocket");
@@ -257,7 +285,15 @@ pub fn check_response(
         } else if h.name.eq_ignore_ascii_case("sec-websocket-extensions")
             && !h.value.trim_ascii().is_empty()
         {
-            return Err(UpgradeFailure::BadExtension);
+            match &template.deflate {
+                // RFC 6455 §4.1: an extension we did not offer fails the connection.
+                None => return Err(UpgradeFailure::BadExtension),
+                Some(_) if deflate_seen => return Err(UpgradeFailure::BadDeflate),
+                Some(o) => {
+                    o.accept(h.value).map_err(|_| UpgradeFailure::BadDeflate)?;
+                    deflate_seen = true;
+                }
+            }
         }
     }
     if !upgrade {
@@ -279,6 +315,22 @@ pub fn check_response(
         }
     }
     Ok(Some(n))
+}
+
+/// What permessage-deflate the server agreed to in `head` (a response [`check_response`]
+/// accepted): `None` when we offered none or it declined.
+pub fn deflate_answer(head: &[u8], template: &RequestTemplate) -> Option<Negotiated> {
+    let offer = template.deflate.as_ref()?;
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    resp.parse(head).ok()?;
+    resp.headers
+        .iter()
+        .find(|h| {
+            h.name.eq_ignore_ascii_case("sec-websocket-extensions")
+                && !h.value.trim_ascii().is_empty()
+        })
+        .and_then(|h| offer.accept(h.value).ok())
 }
 
 #[cfg(test)]

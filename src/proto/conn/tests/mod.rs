@@ -8,6 +8,7 @@ use crate::proto::ws::handshake::{RequestTemplate, UpgradeFailure};
 use std::sync::Arc;
 
 mod close;
+mod deflate;
 mod rules;
 
 const MS: Micros = 1000;
