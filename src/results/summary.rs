@@ -18,8 +18,20 @@ use std::fmt::Write as _;
 pub fn summary(run: &Prepared, r: &RunResult) -> String {
     let mut o = String::new();
     for section in [
-        header, latencies, counters, requests, tls, failures, storms, fanout, auth, scenarios,
-        verdicts, process, generator,
+        header,
+        latencies,
+        counters,
+        requests,
+        tls,
+        compression,
+        failures,
+        storms,
+        fanout,
+        auth,
+        scenarios,
+        verdicts,
+        process,
+        generator,
     ] {
         section(&mut o, run, r);
     }
@@ -210,6 +222,33 @@ fn counters(o: &mut String, run: &Prepared, r: &RunResult) {
 }
 
 /// TLS handshakes full and resumed, negotiated parameters, handshake-mode rates.
+/// permessage-deflate: what was offered, and the ratio on the wire each way.
+fn compression(o: &mut String, run: &Prepared, r: &RunResult) {
+    let Some(offer) = run.main().conn.template.deflate() else {
+        return;
+    };
+    let c = &r.stats.counters;
+    let ratio = |wire: u64, payload: u64| {
+        if payload == 0 {
+            "-".to_owned()
+        } else {
+            format!("{:.3}", wire as f64 / payload as f64)
+        }
+    };
+    let _ = writeln!(
+        o,
+        "\ncompression: offered `{}`; sent {} payload bytes as {} (wire/payload {}); received {} compressed messages, {} bytes inflating to {} (wire/payload {})",
+        offer.header_value(),
+        c.deflate_payload_sent,
+        c.deflate_wire_sent,
+        ratio(c.deflate_wire_sent, c.deflate_payload_sent),
+        c.deflate_msgs_received,
+        c.deflate_wire_received,
+        c.deflate_payload_received,
+        ratio(c.deflate_wire_received, c.deflate_payload_received),
+    );
+}
+
 fn tls(o: &mut String, run: &Prepared, r: &RunResult) {
     let plan = run.main();
     let s: &ShardStats = &r.stats;
