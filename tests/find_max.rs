@@ -252,6 +252,75 @@ step_hold = "2s"
     assert!(stats.msgs_in <= step_sum(fm, "msgs_sent"));
 }
 
+/// Fan-out: the publishers' rate is raised (the subscribers only read) until delivery latency
+/// breaks; the gateway reads at most 200 messages a second.
+#[test]
+fn a_fan_out_search_raises_the_publish_rate() {
+    let _g = lock();
+    // One worker: the cap is the gateway's, whichever worker the publishers land on.
+    let gw = capped(|c| {
+        c.max_msg_rate = 200.0;
+        c.threads = 1;
+    });
+    let file = json_path("find-max-fanout").with_extension("toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"url = "{}"
+connect_rate = 500
+
+[find_max]
+mode = "messages"
+start = 50
+step_hold = "2s"
+
+[[scenario]]
+name = "readers"
+connections = 50
+channel = "room"
+role = "subscriber"
+
+[[scenario]]
+name = "writers"
+connections = 2
+channel = "room"
+role = "publisher"
+message_rate = 1
+"#,
+            url(gw.local_addr())
+        ),
+    )
+    .unwrap();
+    let out = json_path("find-max-fanout");
+    let o = sockstorm(&[
+        "find-max",
+        file.to_str().unwrap(),
+        "-q",
+        "--json",
+        out.to_str().unwrap(),
+    ]);
+    let stats = gw.stats();
+    gw.shutdown();
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let v = read_json(&out);
+    let fm = &v["find_max"];
+    assert_eq!(fm["slos"][0], "ws_msg_latency: p(99)<100ms", "{fm:#}");
+    let max = fm["max"].as_f64().unwrap();
+    assert!(within(max, 200.0, 0.10), "max {max}: {fm:#}");
+    assert!(
+        fm["cause"].as_str().unwrap().contains("ws_msg_latency"),
+        "{fm:#}"
+    );
+    // Only the publishers sent; every publish reached the gateway.
+    assert_eq!(common::counter(&v, "msgs_sent"), 0);
+    assert!(common::counter(&v, "fanout_published") > 0);
+    assert_eq!(
+        step_sum(fm, "published"),
+        common::counter(&v, "fanout_published")
+    );
+    assert!(stats.msgs_in >= common::counter(&v, "fanout_published"));
+}
+
 /// A client with 500 local ports and one source address, on one CPU, in a network namespace
 /// of its own (with its own gateway): the knee is the client's.
 #[test]

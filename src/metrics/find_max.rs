@@ -52,7 +52,8 @@ pub struct Step {
     /// How long the step lasted (its ramp and its hold), s.
     pub duration_s: f64,
     /// Seconds after its verdict whose counts were added to it (the step down or drain that
-    /// followed, or the run's stop): every count of the run is in some step.
+    /// followed, or the run's stop): every count of the run is in some step (the first also
+    /// holds what was counted before it began, while a messages search's sessions opened).
     pub after_s: f64,
     /// What was reached: the open sessions at the end (connections), or the rate measured
     /// over the hold (handshakes or messages per second).
@@ -73,8 +74,10 @@ pub struct Step {
     pub sessions_dropped: u64,
     /// Sessions closed by the search stepping down.
     pub sessions_retired: u64,
-    /// Messages sent during the step.
+    /// Messages sent during the step (echoed ones; publishers' are `published`).
     pub msgs_sent: u64,
+    /// Fan-out publishes sent during the step.
+    pub published: u64,
     /// Messages received during the step.
     pub msgs_received: u64,
     /// Messages sent and never answered, counted as their sessions closed.

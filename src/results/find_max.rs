@@ -153,6 +153,7 @@ fn step_json(s: &Step) -> Value {
         "sessions_dropped": s.sessions_dropped,
         "sessions_retired": s.sessions_retired,
         "msgs_sent": s.msgs_sent,
+        "published": s.published,
         "msgs_received": s.msgs_received,
         "msgs_unanswered": s.msgs_unanswered,
         "handshake_cycles": s.handshake_cycles,

@@ -69,6 +69,8 @@ pub(super) struct Controller<'a, 'b> {
     /// The knee step's explanation (the smallest failing value's).
     knee: Option<(f64, Limit, String, Option<String>)>,
     last_t: f64,
+    /// What was measured before the first step began (messages: while sessions opened).
+    warm: ShardStats,
     /// Told of each step as it is judged (its number from 1, and the step).
     on_step: &'b mut dyn FnMut(usize, &Step),
 }
@@ -92,9 +94,18 @@ impl<'a, 'b> Controller<'a, 'b> {
             route,
             knee: None,
             last_t: 0.0,
+            warm: ShardStats::new(),
             on_step,
         };
-        c.phase = c.first_phase(spec.start, 0.0, 0);
+        c.phase = match spec.mode {
+            // The first messages step begins once every session is open and a whole second
+            // met the objectives: opening (and subscribing) is not judged as load.
+            SearchMode::Messages => Phase::Cool {
+                next: spec.start,
+                until: RAMP_SLACK.as_secs_f64() * 6.0,
+            },
+            _ => c.first_phase(spec.start, 0.0, 0),
+        };
         c
     }
 
@@ -143,7 +154,9 @@ impl<'a, 'b> Controller<'a, 'b> {
                     .iter()
                     .map(|t| t.eval(tick.second, dt.max(0.1)))
                     .all(|o| o.pass || o.actual.is_none());
-                if (calm && dt > 0.5) || now >= until {
+                // Messages: and every session open (they send the load).
+                let all_open = self.spec.mode != SearchMode::Messages || tick.open >= tick.target;
+                if (calm && all_open && dt > 0.5) || now >= until {
                     self.begin(next, now, tick.open);
                 }
             }
@@ -186,21 +199,13 @@ impl<'a, 'b> Controller<'a, 'b> {
     /// stop) into the last step: what happens then are its leftovers, and every count of the
     /// run is in some step.
     fn credit_last(&mut self, second: &ShardStats, dt: f64) {
-        let Some(s) = self.steps.last_mut() else {
-            return;
-        };
-        let c = &second.counters;
-        s.after_s = round1(s.after_s + dt);
-        s.attempts += c.attempts;
-        s.established += c.established;
-        s.sessions_dropped += c.sessions_dropped;
-        s.sessions_retired += c.sessions_retired;
-        s.msgs_sent += c.msgs_sent;
-        s.msgs_received += c.msgs_received;
-        s.msgs_unanswered += c.msgs_unanswered;
-        s.handshake_cycles += c.handshake_cycles;
-        for (k, n) in &second.failures {
-            *s.failures.entry(k.name()).or_default() += n;
+        match self.steps.last_mut() {
+            Some(s) => {
+                s.after_s = round1(s.after_s + dt);
+                credit(s, second);
+            }
+            // Before the first step (sessions opening): kept for the first step's counts.
+            None => self.warm.add(second),
         }
     }
 
@@ -247,7 +252,7 @@ impl<'a, 'b> Controller<'a, 'b> {
         let reached = match self.spec.mode {
             SearchMode::Connections => cur.open as f64,
             SearchMode::Handshakes => h.attempts as f64 / held,
-            SearchMode::Messages => h.msgs_sent as f64 / held,
+            SearchMode::Messages => (h.msgs_sent + h.fanout_published) as f64 / held,
         };
         let short = match self.spec.mode {
             SearchMode::Connections => reached < cur.value.round(),
@@ -299,6 +304,7 @@ impl<'a, 'b> Controller<'a, 'b> {
             sessions_dropped: c.sessions_dropped,
             sessions_retired: c.sessions_retired,
             msgs_sent: c.msgs_sent,
+            published: c.fanout_published,
             msgs_received: c.msgs_received,
             msgs_unanswered: c.msgs_unanswered,
             handshake_cycles: c.handshake_cycles,
@@ -343,6 +349,10 @@ impl<'a, 'b> Controller<'a, 'b> {
             });
             let first_slo = step.slos.iter().find(|s| !s.pass).map(|s| s.expr.clone());
             self.knee = Some((value, limit, words, first_slo));
+        }
+        let mut step = step;
+        if self.steps.is_empty() {
+            credit(&mut step, &self.warm);
         }
         (self.on_step)(self.steps.len() + 1, &step);
         self.steps.push(step);
@@ -427,6 +437,23 @@ impl Current {
             held_s: 0.0,
             held: ShardStats::new(),
         }
+    }
+}
+
+/// Adds a second's counts (not judged) to a step's record.
+fn credit(s: &mut Step, second: &ShardStats) {
+    let c = &second.counters;
+    s.attempts += c.attempts;
+    s.established += c.established;
+    s.sessions_dropped += c.sessions_dropped;
+    s.sessions_retired += c.sessions_retired;
+    s.msgs_sent += c.msgs_sent;
+    s.published += c.fanout_published;
+    s.msgs_received += c.msgs_received;
+    s.msgs_unanswered += c.msgs_unanswered;
+    s.handshake_cycles += c.handshake_cycles;
+    for (k, n) in &second.failures {
+        *s.failures.entry(k.name()).or_default() += n;
     }
 }
 
