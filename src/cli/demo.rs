@@ -67,16 +67,7 @@ pub(super) fn demo(a: &DemoArgs) -> Result<u8, CliError> {
         ))?),
         None => None,
     };
-    let gw = Gateway::start(ServeConfig {
-        listen: "127.0.0.1:0"
-            .parse()
-            .unwrap_or_else(|_| unreachable!("constant address")),
-        threads: 1,
-        cpus: vec![gw_cpu],
-        report: false,
-        tls,
-        ..ServeConfig::default()
-    })?;
+    let gw = demo_gateway(gw_cpu, |c| c.tls = tls)?;
     let scheme = if a.tls { "wss" } else { "ws" };
     let url = format!("{scheme}://{}/demo", gw.local_addr());
     let mut tls_flags = Vec::new();
@@ -115,21 +106,28 @@ pub(super) fn demo(a: &DemoArgs) -> Result<u8, CliError> {
     code
 }
 
+/// The demo's in-process gateway: loopback, any free port, one thread pinned to `cpu`, no
+/// report of its own; `tweak` sets the rest.
+fn demo_gateway(cpu: usize, tweak: impl FnOnce(&mut ServeConfig)) -> Result<Gateway, CliError> {
+    let mut cfg = ServeConfig {
+        listen: "127.0.0.1:0"
+            .parse()
+            .unwrap_or_else(|_| unreachable!("constant address")),
+        threads: 1,
+        cpus: vec![cpu],
+        report: false,
+        ..ServeConfig::default()
+    };
+    tweak(&mut cfg);
+    Ok(Gateway::start(cfg)?)
+}
+
 /// `demo --find-max`: the search against a gateway with a known limit.
 fn demo_find_max(a: &DemoArgs) -> Result<u8, CliError> {
     let cpus = plan::available_cpus();
     let gw_cpu = cpus.last().copied().unwrap_or(0);
     let client_cpu = cpus.first().copied().unwrap_or(0);
-    let gw = Gateway::start(ServeConfig {
-        listen: "127.0.0.1:0"
-            .parse()
-            .unwrap_or_else(|_| unreachable!("constant address")),
-        threads: 1,
-        cpus: vec![gw_cpu],
-        report: false,
-        max_connections: DEMO_CAP,
-        ..ServeConfig::default()
-    })?;
+    let gw = demo_gateway(gw_cpu, |c| c.max_connections = DEMO_CAP)?;
     let url = format!("ws://{}/demo", gw.local_addr());
     eprintln!(
         "sockstorm demo: built-in gateway on {url} (CPU {gw_cpu}) capped at {DEMO_CAP} open WebSockets \

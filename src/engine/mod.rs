@@ -270,36 +270,31 @@ fn capacity_of(kind: BackendKind, soft: u64, shards: usize) -> u64 {
     }
 }
 
-/// Chooses the backend and plans each shard's share, checking it fits the descriptor limits.
-/// The connections this client can hold for `run` (its backend, shards and descriptor
-/// limit): the ceiling of a connections search.
-pub fn capacity(backend: Backend, shards: usize) -> Result<u64, EngineError> {
+/// The backend `backend` asks for where it can run, and the descriptor limit (raised to the
+/// hard limit where allowed).
+fn backend_and_limit(backend: Backend) -> Result<(Selected, (u64, u64)), EngineError> {
     let want = match backend {
         Backend::Auto => None,
         Backend::Uring => Some(BackendKind::Uring),
         Backend::Epoll => Some(BackendKind::Epoll),
     };
-    let backend = probe::select(want).map_err(|e| EngineError::Backend(e.0))?;
+    let selected = probe::select(want).map_err(|e| EngineError::Backend(e.0))?;
     let nofile = sock::raise_nofile_limit()
         .or_else(|_| sock::nofile_limit())
         .unwrap_or((1024, 1024));
-    let shards = shards.max(1);
-    Ok(match backend.kind {
-        BackendKind::Uring => nofile.0.saturating_sub(TABLE_SLACK) * shards as u64,
-        BackendKind::Epoll => capacity_of(BackendKind::Epoll, nofile.0, shards),
-    })
+    Ok((selected, nofile))
 }
 
+/// The connections this client can hold for `run` (its backend, shards and descriptor
+/// limit): the ceiling of a connections search.
+pub fn capacity(backend: Backend, shards: usize) -> Result<u64, EngineError> {
+    let (selected, nofile) = backend_and_limit(backend)?;
+    Ok(capacity_of(selected.kind, nofile.0, shards.max(1)))
+}
+
+/// Chooses the backend and plans each shard's share, checking it fits the descriptor limits.
 fn layout(run: &Prepared) -> Result<Layout, EngineError> {
-    let want = match run.main().backend {
-        Backend::Auto => None,
-        Backend::Uring => Some(BackendKind::Uring),
-        Backend::Epoll => Some(BackendKind::Epoll),
-    };
-    let backend = probe::select(want).map_err(|e| EngineError::Backend(e.0))?;
-    let nofile = sock::raise_nofile_limit()
-        .or_else(|_| sock::nofile_limit())
-        .unwrap_or((1024, 1024));
+    let (backend, nofile) = backend_and_limit(run.main().backend)?;
     let shards = run.main().cpus.len().max(1);
     let shard_counts: Vec<u64> = (0..shards)
         .map(|i| {

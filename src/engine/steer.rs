@@ -181,27 +181,10 @@ impl Steering {
     }
 }
 
-/// Splits `total` in proportion to `weights` (largest remainders; the parts add up to it).
+/// Splits `total` in proportion to `weights`, the parts adding up to it exactly.
 fn apportion(total: u64, weights: &[u64]) -> Vec<u64> {
-    let sum: u64 = weights.iter().sum();
-    if sum == 0 {
-        return vec![0; weights.len()];
-    }
-    let mut parts: Vec<u64> = weights
-        .iter()
-        .map(|&w| (total as u128 * w as u128 / sum as u128) as u64)
-        .collect();
-    let mut left = total - parts.iter().sum::<u64>();
-    let mut order: Vec<usize> = (0..weights.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse((total as u128 * weights[i] as u128) % sum as u128));
-    for i in order {
-        if left == 0 {
-            break;
-        }
-        parts[i] += 1;
-        left -= 1;
-    }
-    parts
+    let w: Vec<f64> = weights.iter().map(|&w| w as f64).collect();
+    crate::plan::split_weighted(total, &w)
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use super::target::Target;
 use super::Input;
 use crate::cli::args::{ModeArg, RunArgs, RunWords as Flags};
 use crate::cli::conn::RoleArg;
-use crate::plan::PlanError;
+use crate::plan::{split_weighted, PlanError};
 use clap::Parser;
 
 impl Input<'_> {
@@ -265,30 +265,6 @@ fn peak(a: &RunArgs) -> u64 {
         Some(st) => st.0.iter().map(|s| s.target).max().unwrap_or(0),
         None => a.connections,
     }
-}
-
-/// Splits `total` by `weights` (largest remainder: the parts add up to `total` exactly).
-fn split_weighted(total: u64, weights: &[f64]) -> Vec<u64> {
-    let sum: f64 = weights.iter().sum();
-    if weights.is_empty() || sum <= 0.0 {
-        return vec![0; weights.len()];
-    }
-    let exact: Vec<f64> = weights.iter().map(|w| total as f64 * w / sum).collect();
-    let mut parts: Vec<u64> = exact.iter().map(|x| x.floor() as u64).collect();
-    let mut left = total.saturating_sub(parts.iter().sum());
-    let mut order: Vec<usize> = (0..weights.len()).collect();
-    order.sort_by(|&a, &b| {
-        let (ra, rb) = (exact[a] - exact[a].floor(), exact[b] - exact[b].floor());
-        rb.total_cmp(&ra).then(a.cmp(&b))
-    });
-    for &i in order.iter().cycle().take(weights.len() * 2) {
-        if left == 0 {
-            break;
-        }
-        parts[i] += 1;
-        left -= 1;
-    }
-    parts
 }
 
 #[cfg(test)]
