@@ -6,7 +6,8 @@
 
 use crate::plan::message::{load_message, templated, Resolver};
 use crate::plan::{parse, PlanError, Url};
-use crate::proto::conn::{ConnConfig, Fanout, Heartbeat, Message, Mode};
+use crate::proto::app::{graphql, socketio, stomp};
+use crate::proto::conn::{App, ConnConfig, Fanout, Heartbeat, Message, Mode};
 use crate::proto::inspect::{ExpectPattern, LatencyField, TimeUnit};
 use crate::proto::template::Template;
 use crate::proto::ws::frame::OpCode;
@@ -135,6 +136,56 @@ pub struct ConnArgs {
     /// Named requests, reply rules, checks and streams.
     #[command(flatten)]
     pub rules: super::rules::RulesArgs,
+    /// The application protocol over each session: `raw` (messages as given), `socketio`
+    /// (Socket.IO v4: messages are emits, `["event", data]`), `stomp` (STOMP 1.2: messages
+    /// are SENT to --destination), `graphql-ws` (graphql-transport-ws: --send-on-open
+    /// messages are subscriptions, --message an operation answered by its first result).
+    #[arg(long, value_enum, default_value_t = ProtocolArg::Raw, help_heading = "Application protocol")]
+    pub protocol: ProtocolArg,
+    /// Socket.IO: the namespace to connect to (e.g. /chat).
+    #[arg(long, default_value = "/", help_heading = "Application protocol")]
+    pub namespace: String,
+    /// Socket.IO: the namespace CONNECT's auth object; graphql-ws: connection_init's
+    /// payload (a JSON object; `{{token}}` and `{{env NAME}}` allowed).
+    #[arg(long, value_name = "JSON", help_heading = "Application protocol")]
+    pub init_payload: Option<String>,
+    /// Ask for an acknowledgement of every --message: a Socket.IO ack, a STOMP receipt;
+    /// the time to it is app_ack.
+    #[arg(long, help_heading = "Application protocol")]
+    pub ack: bool,
+    /// STOMP: where messages are sent (default: --channel).
+    #[arg(long, value_name = "DEST", help_heading = "Application protocol")]
+    pub destination: Option<String>,
+    /// STOMP: a destination subscribed to on open, with a receipt (repeatable; default for
+    /// --role subscriber: --channel). The receipt's time is ws_subscribe_ack.
+    #[arg(long = "subscribe", value_name = "DEST", help_heading = "Application protocol")]
+    pub subscribe: Vec<String>,
+    /// STOMP: CONNECT's login and passcode, USER:PASSCODE (`{{env NAME}}` allowed; never
+    /// written to reports).
+    #[arg(long, value_name = "USER:PASSCODE", help_heading = "Application protocol")]
+    pub stomp_login: Option<String>,
+    /// STOMP: CONNECT's host header (the virtual host).
+    #[arg(long, default_value = "/", help_heading = "Application protocol")]
+    pub stomp_host: String,
+    /// STOMP: CONNECT's heart-beat, CX,CY in ms: we can send every CX, we want the
+    /// broker's every CY (0: none); a broker silent for twice the agreed interval is dead
+    /// (heartbeat_timeout).
+    #[arg(long, value_name = "CX,CY", default_value = "10000,10000", help_heading = "Application protocol")]
+    pub stomp_heart_beat: String,
+}
+
+/// `--protocol` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProtocolArg {
+    /// Messages are the scenario's own bytes.
+    Raw,
+    /// Socket.IO v4 over Engine.IO v4, WebSocket transport.
+    Socketio,
+    /// STOMP 1.2 over WebSocket.
+    Stomp,
+    /// GraphQL over WebSocket, the graphql-transport-ws subprotocol.
+    #[value(name = "graphql-ws")]
+    GraphqlWs,
 }
 
 /// `--role` values.
@@ -307,9 +358,20 @@ fn config(a: &ConnArgs, load: &Load<'_>) -> Result<(ConnConfig, f64), PlanError>
             })
         }
     };
+    let app = app(a, resolver)?;
+    if let App::Stomp { destination: None, .. } = &app {
+        if message.is_some() || !on_open.is_empty() || !rules.requests.is_empty() {
+            return Err(PlanError::invalid(
+                "--destination",
+                "with --protocol stomp, messages are SENT to a destination: give --destination /topic/NAME (or --channel with --role publisher)",
+            ));
+        }
+    }
     let expect = match (&a.expect, a.role) {
         (Some(e), _) => Some(e.clone()),
-        (None, Some(RoleArg::Subscriber)) if a.send_on_open.is_empty() => {
+        (None, Some(RoleArg::Subscriber))
+            if a.send_on_open.is_empty() && a.protocol == ProtocolArg::Raw =>
+        {
             Some(ExpectPattern::JsonEq {
                 key: "type".into(),
                 value: "subscribed".into(),
@@ -360,8 +422,143 @@ fn config(a: &ConnArgs, load: &Load<'_>) -> Result<(ConnConfig, f64), PlanError>
         reply_timeout: rules.reply_timeout,
         checks: rules.checks,
         stream: rules.stream,
+        app,
     };
     Ok((conn, rate))
+}
+
+/// The application protocol and its settings (`--protocol` and the flags of its heading).
+fn app(a: &ConnArgs, r: &Resolver<'_>) -> Result<App, PlanError> {
+    let only = |flag: &'static str, set: bool, which: &str| -> Result<(), PlanError> {
+        if set {
+            return Err(PlanError::invalid(flag, format!("applies to --protocol {which} only")));
+        }
+        Ok(())
+    };
+    let p = a.protocol;
+    let stomp_flags = a.destination.is_some()
+        || !a.subscribe.is_empty()
+        || a.stomp_login.is_some()
+        || a.stomp_host != "/"
+        || a.stomp_heart_beat != "10000,10000";
+    only("--namespace", a.namespace != "/" && p != ProtocolArg::Socketio, "socketio")?;
+    only("--destination/--subscribe/--stomp-*", stomp_flags && p != ProtocolArg::Stomp, "stomp")?;
+    only("--ack", a.ack && !matches!(p, ProtocolArg::Socketio | ProtocolArg::Stomp), "socketio or stomp")?;
+    only("--init-payload", a.init_payload.is_some() && !matches!(p, ProtocolArg::Socketio | ProtocolArg::GraphqlWs), "socketio or graphql-ws")?;
+    if a.heartbeat_interval.is_some() && matches!(p, ProtocolArg::Socketio | ProtocolArg::Stomp) {
+        return Err(PlanError::invalid(
+            "--heartbeat-interval",
+            "Socket.IO and STOMP have heartbeats of their own, answered and checked by --protocol (Engine.IO pings, --stomp-heart-beat)",
+        ));
+    }
+    let init = match &a.init_payload {
+        None => None,
+        Some(t) => {
+            let t = fixed_text("--init-payload", t, r)?;
+            if !t.trim_start().starts_with('{') || !crate::proto::app::json::is_value(t.as_bytes()) {
+                return Err(PlanError::invalid("--init-payload", format!("`{t}` is not a JSON object")));
+            }
+            Some(t)
+        }
+    };
+    Ok(match p {
+        ProtocolArg::Raw => App::Raw,
+        ProtocolArg::Socketio => App::SocketIo {
+            namespace: socketio::namespace(&a.namespace)
+                .map_err(|e| PlanError::invalid("--namespace", e))?,
+            auth: init,
+            ack: a.ack,
+        },
+        ProtocolArg::GraphqlWs => App::GraphqlWs { init },
+        ProtocolArg::Stomp => {
+            let dest = |flag: &'static str, d: &str| {
+                stomp::destination(d).map_err(|e| PlanError::invalid(flag, e))
+            };
+            let destination = match (&a.destination, &a.channel) {
+                (Some(d), _) => Some(dest("--destination", d)?),
+                (None, Some(c)) if a.role == Some(RoleArg::Publisher) => Some(dest("--channel", c)?),
+                _ => None,
+            };
+            let mut subscribe = a
+                .subscribe
+                .iter()
+                .map(|d| dest("--subscribe", d))
+                .collect::<Result<Vec<_>, _>>()?;
+            if let (true, Some(RoleArg::Subscriber), Some(c)) = (subscribe.is_empty(), a.role, &a.channel) {
+                subscribe.push(dest("--channel", c)?);
+            }
+            let heart_beat = stomp::heart_beat(a.stomp_heart_beat.as_bytes()).ok_or_else(|| {
+                PlanError::invalid(
+                    "--stomp-heart-beat",
+                    format!("`{}`: expected CX,CY in milliseconds, e.g. 10000,10000 (0,0: none)", a.stomp_heart_beat),
+                )
+            })?;
+            let login = match &a.stomp_login {
+                None => None,
+                Some(l) => {
+                    let l = fixed_text("--stomp-login", l, r)?;
+                    let Some((u, pw)) = l.split_once(':') else {
+                        return Err(PlanError::invalid("--stomp-login", "expected USER:PASSCODE"));
+                    };
+                    if l.contains(['\n', '\r', '\0']) {
+                        return Err(PlanError::invalid("--stomp-login", "must not contain line breaks or NUL"));
+                    }
+                    Some((u.to_string(), pw.to_string()))
+                }
+            };
+            if a.stomp_host.is_empty() || a.stomp_host.contains(['\n', '\r', '\0']) {
+                return Err(PlanError::invalid("--stomp-host", "must be a virtual host name, e.g. /"));
+            }
+            App::Stomp {
+                client: stomp::Client {
+                    host: a.stomp_host.clone(),
+                    login,
+                    heart_beat,
+                },
+                destination,
+                subscribe,
+                receipts: a.ack,
+            }
+        }
+    })
+}
+
+/// `text` with its `{{env NAME}}` (and other fixed) expressions rendered; per-connection
+/// ones are refused.
+fn fixed_text(flag: &'static str, text: &str, r: &Resolver<'_>) -> Result<String, PlanError> {
+    match Template::parse(text, r) {
+        Ok(None) => Ok(text.to_string()),
+        Ok(Some(t)) if t.is_fixed() => Ok(String::from_utf8_lossy(&t.render_fixed()).into_owned()),
+        Ok(Some(_)) => Err(PlanError::invalid(flag, "only fixed expressions ({{env NAME}}, {{scenario}}) are allowed here")),
+        Err(reason) => Err(PlanError::invalid(flag, reason)),
+    }
+}
+
+/// A message as loaded (its `{{...}}` expressions not yet parsed) is what the protocol
+/// sends: a Socket.IO emit, a GraphQL operation.
+fn check_app_message(protocol: ProtocolArg, flag: &'static str, m: &Message) -> Result<(), PlanError> {
+    let text = &m.payload[..];
+    let templated = text.windows(2).any(|w| w == b"{{");
+    match protocol {
+        ProtocolArg::Socketio => {
+            let head: Vec<u8> = text.iter().copied().filter(|c| !c.is_ascii_whitespace()).take(2).collect();
+            let emit = if templated { head == b"[\"" } else { socketio::is_emit(text) };
+            if m.opcode != OpCode::Text || !emit {
+                return Err(PlanError::invalid(flag, format!(
+                    "with --protocol socketio a message is an emit's arguments as a JSON array, the event name first: [\"chat message\", {{\"text\": \"hi\"}}], not `{}`",
+                    String::from_utf8_lossy(&text[..text.len().min(60)])
+                )));
+            }
+        }
+        ProtocolArg::GraphqlWs if !templated => {
+            graphql::operation(text).map_err(|e| PlanError::invalid(flag, e))?
+        }
+        ProtocolArg::Stomp if m.opcode != OpCode::Text => {
+            return Err(PlanError::invalid("--binary", "STOMP frames are text: bodies go in SEND frames"))
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// The upgrade request: the URL's path and the header values may hold any template
@@ -386,7 +583,11 @@ fn request(a: &ConnArgs, url: &Url, r: &Resolver<'_>) -> Result<RequestTemplate,
         }
         headers.push((n.clone(), t));
     }
-    let path = parse("URL", &url.path)?;
+    let path_text = match a.protocol {
+        ProtocolArg::Socketio => socketio_path(&url.path),
+        _ => url.path.clone(),
+    };
+    let path = parse("URL", &path_text)?;
     if path.any_text(|b| {
         b.iter()
             .any(|c| c.is_ascii_whitespace() || c.is_ascii_control())
@@ -396,11 +597,37 @@ fn request(a: &ConnArgs, url: &Url, r: &Resolver<'_>) -> Result<RequestTemplate,
             "the path renders with whitespace (percent-encode it, also in {{env}} values and {{line}} files)",
         ));
     }
-    let t = RequestTemplate::templated(&url.host_header(), &path, &headers, &a.subprotocols);
+    let mut subprotocols = a.subprotocols.clone();
+    match a.protocol {
+        ProtocolArg::GraphqlWs if !subprotocols.iter().any(|p| p == graphql::SUBPROTOCOL) => {
+            subprotocols.insert(0, graphql::SUBPROTOCOL.to_string());
+        }
+        ProtocolArg::Stomp if subprotocols.is_empty() => {
+            // What STOMP clients (stomp.js) offer; brokers accept the session without too.
+            subprotocols.extend(["v12.stomp".to_string(), "v11.stomp".to_string(), "v10.stomp".to_string()]);
+        }
+        _ => {}
+    }
+    let t = RequestTemplate::templated(&url.host_header(), &path, &headers, &subprotocols);
     Ok(match a.compression {
         Some(offer) => t.with_deflate(offer),
         None => t,
     })
+}
+
+/// A Socket.IO endpoint's path: `/socket.io/` when the URL gives none, with
+/// `EIO=4&transport=websocket` added to its query unless it says `EIO=` already.
+fn socketio_path(path: &str) -> String {
+    let mut p = if path == "/" || path.starts_with("/?") {
+        format!("/socket.io/{}", &path[1..])
+    } else {
+        path.to_string()
+    };
+    if !p.contains("EIO=") {
+        p.push(if p.contains('?') { '&' } else { '?' });
+        p.push_str("EIO=4&transport=websocket");
+    }
+    p
 }
 
 /// The messages on open, rate-driven and on reconnect, with the fan-out roles' defaults.
@@ -413,23 +640,32 @@ fn messages(
     let channel_json =
         || serde_json::to_string(a.channel.as_deref().unwrap_or_default()).unwrap_or_default();
     let needs_channel = match a.role {
-        Some(RoleArg::Publisher) => a.message.is_none(),
-        Some(RoleArg::Subscriber) => a.send_on_open.is_empty(),
+        Some(RoleArg::Publisher) => a.message.is_none() || a.protocol == ProtocolArg::Stomp,
+        Some(RoleArg::Subscriber) => a.send_on_open.is_empty() || a.protocol == ProtocolArg::Stomp,
         None => false,
-    };
+    } && !(a.protocol == ProtocolArg::Stomp && (a.destination.is_some() || !a.subscribe.is_empty()));
     if needs_channel && a.channel.as_deref().is_none_or(str::is_empty) {
         return Err(PlanError::invalid(
             "--channel",
             "a publisher or subscriber needs a channel (or its own --message / --send-on-open)",
         ));
     }
-    let default_open = (a.role == Some(RoleArg::Subscriber) && a.send_on_open.is_empty())
-        .then(|| format!(r#"{{"action":"subscribe","channel":{}}}"#, channel_json()));
+    // STOMP subscribes with SUBSCRIBE frames (--subscribe, --channel), not a message; a
+    // Socket.IO subscriber emits `subscribe` and a publisher `publish`.
+    let default_open = (a.role == Some(RoleArg::Subscriber)
+        && a.send_on_open.is_empty()
+        && a.protocol != ProtocolArg::Stomp)
+        .then(|| match a.protocol {
+            ProtocolArg::Socketio => format!(r#"["subscribe",{{"channel":{}}}]"#, channel_json()),
+            _ => format!(r#"{{"action":"subscribe","channel":{}}}"#, channel_json()),
+        });
     let default_message = (a.role == Some(RoleArg::Publisher) && a.message.is_none()).then(|| {
-        format!(
-            r#"{{"action":"publish","channel":{},"pub":{{{{conn_id}}}},"seq":{{{{seq}}}},"ts":{{{{now_us}}}}}}"#,
-            channel_json()
-        )
+        let fields = r#""pub":{{conn_id}},"seq":{{seq}},"ts":{{now_us}}"#;
+        match a.protocol {
+            ProtocolArg::Socketio => format!(r#"["publish",{{"channel":{},{fields}}}]"#, channel_json()),
+            ProtocolArg::Stomp => format!("{{{fields}}}"),
+            _ => format!(r#"{{"action":"publish","channel":{},{fields}}}"#, channel_json()),
+        }
     });
     let on_open = a
         .send_on_open
@@ -450,6 +686,12 @@ fn messages(
         .as_deref()
         .map(|s| load_message("--on-reconnect", s, opcode))
         .transpose()?;
+    for m in &on_open {
+        check_app_message(a.protocol, "--send-on-open", m)?;
+    }
+    for m in message.iter().chain(&on_reconnect) {
+        check_app_message(a.protocol, "--message/--on-reconnect", m)?;
+    }
     let on_open = on_open
         .into_iter()
         .map(|m| templated("--send-on-open", m, r))

@@ -56,7 +56,7 @@ pub fn empty_histogram() -> &'static Histogram<u64> {
 pub struct ShardStats {
     /// Latency histograms indexed like [`Hist::ALL`], each allocated when its first value is
     /// recorded (or merged in): a scenario pays only for what its connections measure.
-    hists: [Option<Box<Histogram<u64>>>; 10],
+    hists: [Option<Box<Histogram<u64>>>; Hist::ALL.len()],
     /// Event counts (attempts, sessions, messages, pings, bytes, TLS handshakes...), one field per
     /// counted event.
     pub counters: Counters,

@@ -378,6 +378,7 @@ fn document(run: &Prepared, r: &RunResult) -> Value {
             "auth_pre_step": plan.auth_pre_step.is_some(),
             "auth_per_connection": plan.auth_pool.is_some(),
             "subprotocols": plan.conn.template.subprotocols(),
+            "protocol": plan.conn.app.protocol().name(),
             "send_on_open_bytes": plan.conn.on_open.iter().map(|m| m.payload.len()).collect::<Vec<_>>(),
             "message_bytes": plan.conn.message.as_ref().map(|m| m.payload.len()),
             "message_rate": plan.message_rate,

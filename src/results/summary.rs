@@ -24,6 +24,7 @@ pub fn summary(run: &Prepared, r: &RunResult) -> String {
         requests,
         tls,
         compression,
+        protocol,
         failures,
         storms,
         fanout,
@@ -247,6 +248,47 @@ fn compression(o: &mut String, run: &Prepared, r: &RunResult) {
         c.deflate_payload_received,
         ratio(c.deflate_wire_received, c.deflate_payload_received),
     );
+}
+
+/// `--protocol`: the protocol's handshakes, heartbeats, acknowledgements and operations.
+fn protocol(o: &mut String, run: &Prepared, r: &RunResult) {
+    use crate::proto::app::Protocol;
+    let p = run.main().conn.app.protocol();
+    if p == Protocol::Raw {
+        return;
+    }
+    let s: &ShardStats = &r.stats;
+    let c = &s.counters;
+    let _ = write!(
+        o,
+        "\nprotocol {}: {} sessions joined (app_connect p99 {}); server heartbeats {} received, {} heartbeats/pongs sent",
+        p.name(),
+        s.hist(Hist::AppConnect).len(),
+        p99(s, Hist::AppConnect),
+        c.app_heartbeats_received,
+        c.app_heartbeats_sent,
+    );
+    if c.app_acks_requested > 0 {
+        let _ = write!(
+            o,
+            "; acks {} asked, {} received (app_ack p99 {}), {} unanswered",
+            c.app_acks_requested,
+            c.app_acks_received,
+            p99(s, Hist::AppAck),
+            c.app_acks_unanswered
+        );
+    }
+    if p == Protocol::GraphqlWs {
+        let _ = write!(
+            o,
+            "; next {}, error {}, complete {}",
+            c.graphql_next, c.graphql_errors, c.graphql_complete
+        );
+    }
+    if c.app_ignored > 0 {
+        let _ = write!(o, "; {} messages ignored", c.app_ignored);
+    }
+    o.push('\n');
 }
 
 fn tls(o: &mut String, run: &Prepared, r: &RunResult) {

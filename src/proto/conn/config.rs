@@ -71,6 +71,59 @@ pub struct Heartbeat {
     pub timeout: Micros,
 }
 
+/// The application protocol the sessions speak (`--protocol`), with its settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum App {
+    /// Messages are the scenario's own bytes.
+    #[default]
+    Raw,
+    /// Socket.IO v4 over Engine.IO v4: messages are emits (`["event", …]`).
+    SocketIo {
+        /// The namespace connected to (`/` or `/chat`).
+        namespace: String,
+        /// The CONNECT's auth object (`--init-payload`).
+        auth: Option<String>,
+        /// Rate-driven emits ask for an ack (`--ack`).
+        ack: bool,
+    },
+    /// STOMP 1.2: messages are SENT to `destination`; `subscribe` lists the destinations
+    /// subscribed on open.
+    Stomp {
+        /// CONNECT's host, login and heart-beat.
+        client: crate::proto::app::stomp::Client,
+        /// Where messages are sent.
+        destination: Option<String>,
+        /// Subscribed on open, each with a receipt.
+        subscribe: Vec<String>,
+        /// SENDs ask for a receipt (`--ack`).
+        receipts: bool,
+    },
+    /// GraphQL over WebSocket (`graphql-transport-ws`): on-open messages are subscriptions,
+    /// rate-driven ones operations answered by their first result.
+    GraphqlWs {
+        /// `connection_init`'s payload (`--init-payload`).
+        init: Option<String>,
+    },
+}
+
+impl App {
+    /// Whether rate-driven messages ask for an acknowledgement.
+    pub fn acks(&self) -> bool {
+        matches!(self, Self::SocketIo { ack: true, .. } | Self::Stomp { receipts: true, .. })
+    }
+
+    /// Its protocol.
+    pub fn protocol(&self) -> crate::proto::app::Protocol {
+        use crate::proto::app::Protocol;
+        match self {
+            Self::Raw => Protocol::Raw,
+            Self::SocketIo { .. } => Protocol::SocketIo,
+            Self::Stomp { .. } => Protocol::Stomp,
+            Self::GraphqlWs { .. } => Protocol::GraphqlWs,
+        }
+    }
+}
+
 /// What every connection of a run does; shared (one per shard), never per connection, so its
 /// size does not count towards the memory per connection.
 ///
@@ -147,6 +200,8 @@ pub struct ConnConfig {
     pub checks: Vec<super::rules::Check>,
     /// Sequence tracking of server streams (`stream = { seq, key }`).
     pub stream: Option<super::rules::StreamRule>,
+    /// The application protocol over the WebSocket session (default: raw).
+    pub app: App,
 }
 
 impl Default for ConnConfig {
@@ -179,6 +234,7 @@ impl Default for ConnConfig {
             reply_timeout: 10_000_000,
             checks: Vec::new(),
             stream: None,
+            app: App::Raw,
         }
     }
 }

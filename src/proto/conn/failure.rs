@@ -42,8 +42,56 @@ pub enum Failure {
     ExpectTimeout,
     /// The TLS handshake or record layer failed.
     Tls(TlsFailure),
+    /// The application protocol (`--protocol`) refused or ended the session.
+    App(AppFailure),
     /// Another OS error, by its errno (reported as `os_error_N`).
     Os(i32),
+}
+
+/// How an application protocol refused or ended a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AppFailure {
+    /// Refused at its handshake: a Socket.IO CONNECT_ERROR, a STOMP ERROR for CONNECT.
+    Refused,
+    /// A STOMP ERROR frame during the session (the broker closes it).
+    Error,
+    /// The server left the namespace (Socket.IO DISCONNECT: `io server disconnect`).
+    Disconnected,
+    /// The server closed the Engine.IO session (packet `1`).
+    Closed,
+    /// A message that is not the protocol's (unparseable envelope).
+    Malformed,
+    /// No handshake answer (CONNECTED, connection_ack, namespace CONNECT) within
+    /// `--connect-timeout`.
+    Timeout,
+    /// A GraphQL operation answered with `error` (the session goes on).
+    OperationError,
+}
+
+impl AppFailure {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Refused => "app_refused",
+            Self::Error => "app_error",
+            Self::Disconnected => "app_server_disconnect",
+            Self::Closed => "app_closed",
+            Self::Malformed => "app_malformed",
+            Self::Timeout => "app_handshake_timeout",
+            Self::OperationError => "app_operation_error",
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Refused => "the application protocol refused the session at its handshake (Socket.IO connect_error, STOMP ERROR for CONNECT: check the login, the namespace, --init-payload)",
+            Self::Error => "the STOMP broker sent an ERROR frame and closed the session",
+            Self::Disconnected => "the Socket.IO server disconnected the client from its namespace (io server disconnect)",
+            Self::Closed => "the Engine.IO server closed the session (packet 1)",
+            Self::Malformed => "the server sent a message that is not the --protocol's (is this the right endpoint and protocol?)",
+            Self::Timeout => "no answer to the protocol's handshake (namespace CONNECT, STOMP CONNECTED, connection_ack) within --connect-timeout",
+            Self::OperationError => "a GraphQL operation was answered with `error` (its query is invalid or its resolver failed); the session goes on",
+        }
+    }
 }
 
 impl Failure {
@@ -80,6 +128,7 @@ impl Failure {
             Self::HeartbeatTimeout => "heartbeat_timeout".into(),
             Self::ExpectTimeout => "expect_timeout".into(),
             Self::Tls(t) => format!("tls_{}", t.name()),
+            Self::App(a) => a.name().into(),
             Self::Os(e) => format!("os_error_{e}"),
         }
     }
@@ -112,6 +161,7 @@ impl Failure {
             Self::HeartbeatTimeout => "no pong within --pong-timeout of a ping: session closed as dead".into(),
             Self::ExpectTimeout => "the expected reply (--expect) did not arrive within --expect-timeout; the session stays open".into(),
             Self::Tls(t) => t.describe(),
+            Self::App(a) => a.describe().into(),
             Self::Os(e) => format!("{}", std::io::Error::from_raw_os_error(*e)),
         }
     }

@@ -14,6 +14,7 @@
 //! response and frames in), `transmit` (bytes out), `tls` (the TLS phase and handshake
 //! cycles) and `fanout` (subscribers' deliveries).
 
+mod app;
 pub mod config;
 mod deflate;
 pub mod event;
@@ -25,9 +26,10 @@ pub mod rules;
 mod tls;
 mod transmit;
 
-pub use config::{ConnConfig, Fanout, Heartbeat, Message, Mode};
+pub use app::MAX_ACKS;
+pub use config::{App, ConnConfig, Fanout, Heartbeat, Message, Mode};
 pub use event::{Ending, Event};
-pub use failure::Failure;
+pub use failure::{AppFailure, Failure};
 pub use fanout::{fanout_fields, TRACKED_PUBLISHERS};
 pub use record::{Counters, Hist, Recorder};
 pub use rules::{Check, ReplyRule, Request, StreamRule};
@@ -80,7 +82,9 @@ pub enum Phase {
     TlsHandshake,
     /// Upgrade request sent or pending, waiting for 101.
     Upgrading,
-    /// Upgraded (the 101 checked): messages, pings and heartbeats flow until a close begins.
+    /// Upgraded; the application protocol's handshake (`--protocol`) is under way.
+    Joining,
+    /// Upgraded (the 101 checked) and, with `--protocol`, joined: messages, pings and heartbeats flow until a close begins.
     Open,
     /// Close frame sent or received; waiting for the close handshake and FIN.
     Closing,
@@ -157,6 +161,7 @@ const OUT_CLOSE: u8 = 8;
 const OUT_PING: u8 = 16;
 const OUT_RESUME: u8 = 32;
 const OUT_HEARTBEAT: u8 = 64;
+const OUT_APP: u8 = 128;
 
 /// One WebSocket client connection.
 ///
@@ -241,6 +246,8 @@ pub struct Conn {
     extras: Option<Box<Extras>>,
     /// TLS state (wss://), boxed: most of a TLS connection's memory, dropped when it ends.
     tls: Option<Box<TlsConn>>,
+    /// The application protocol's state (`--protocol`), from the upgrade on.
+    app: Option<Box<app::AppState>>,
 }
 
 impl Conn {
@@ -285,6 +292,7 @@ impl Conn {
             marks: 0,
             extras: None,
             tls: None,
+            app: None,
         };
         c.start_tls(ctx, now);
         c
@@ -329,7 +337,10 @@ impl Conn {
     ) {
         // ETIMEDOUT on an established connection is a retransmission timeout, not a connect one.
         let failure = match (failure, self.phase) {
-            (Failure::ConnectTimeout, Phase::TlsHandshake | Phase::Upgrading | Phase::Open) => {
+            (
+                Failure::ConnectTimeout,
+                Phase::TlsHandshake | Phase::Upgrading | Phase::Joining | Phase::Open,
+            ) => {
                 Failure::TcpTimeout
             }
             (f, _) => f,
@@ -380,7 +391,7 @@ impl Conn {
                 self.fail(ctx, now, Failure::Tls(TlsFailure::ClientCertRequired))
             }
             Phase::TlsHandshake => self.fail(ctx, now, Failure::Tls(TlsFailure::Closed)),
-            Phase::Connecting | Phase::Upgrading => {
+            Phase::Connecting | Phase::Upgrading | Phase::Joining => {
                 self.fail(ctx, now, Failure::ClosedDuringHandshake)
             }
             Phase::Open => {
@@ -423,10 +434,19 @@ impl Conn {
                     return self.fail(ctx, now, Failure::Tls(TlsFailure::Timeout))
                 }
                 Phase::Upgrading => return self.fail(ctx, now, Failure::UpgradeTimeout),
+                Phase::Joining => {
+                    return self.fail(ctx, now, Failure::App(AppFailure::Timeout))
+                }
                 // Drain time is over: whatever is unanswered stays so.
                 Phase::Open => return self.begin_close(ctx, now, 1000),
                 Phase::Closing => return self.finish(ctx, now),
                 Phase::Done => return,
+            }
+        }
+        if self.app.is_some() {
+            self.app_timer(ctx, now);
+            if self.phase == Phase::Done {
+                return;
             }
         }
         if let (Phase::Open, false, Some(after)) =
@@ -529,7 +549,9 @@ impl Conn {
             Phase::TlsHandshake if self.tls.as_ref().is_some_and(|t| t.done) => {
                 self.complete(ctx, now)
             }
-            Phase::Connecting | Phase::TlsHandshake | Phase::Upgrading => self.abandon(ctx, now),
+            Phase::Connecting | Phase::TlsHandshake | Phase::Upgrading | Phase::Joining => {
+                self.abandon(ctx, now)
+            }
             Phase::Open => {
                 // Subscribers wait out the drain too: deliveries in flight still count.
                 let awaiting = self.extras.as_ref().is_some_and(|x| x.rules.awaiting());
@@ -565,7 +587,9 @@ impl Conn {
         self.end_sending(ctx, now);
         self.stopping = true;
         match self.phase {
-            Phase::Connecting | Phase::TlsHandshake | Phase::Upgrading => self.abandon(ctx, now),
+            Phase::Connecting | Phase::TlsHandshake | Phase::Upgrading | Phase::Joining => {
+                self.abandon(ctx, now)
+            }
             Phase::Open => {
                 // Counted like a close whose handshake did not complete.
                 self.phase = Phase::Closing;
@@ -581,7 +605,7 @@ impl Conn {
     fn abandon<R: Recorder>(&mut self, ctx: &mut Ctx<'_, R>, now: Micros) {
         let c = ctx.stats.counters();
         c.abandoned += 1;
-        if matches!(self.phase, Phase::TlsHandshake | Phase::Upgrading) {
+        if matches!(self.phase, Phase::TlsHandshake | Phase::Upgrading | Phase::Joining) {
             c.abandoned_accepted += 1;
         }
         let stalled_after = (ctx.cfg.connect_timeout / 2).min(STALLED_AFTER);
@@ -675,6 +699,9 @@ impl Conn {
         {
             t = t.min(self.t_phase.saturating_add(after));
         }
+        if let Some(a) = self.app_timeout() {
+            t = t.min(a);
+        }
         if self.phase == Phase::Open && !self.stopping {
             if self.next_ping_at != 0 {
                 t = t.min(cfg.on_grid(self.next_ping_at));
@@ -711,6 +738,7 @@ impl Conn {
             }
         }
         self.close_code = code;
+        self.app_bye();
         self.pending |= OUT_CLOSE;
         self.phase = Phase::Closing;
         self.deadline = now.saturating_add(ctx.cfg.close_wait);
@@ -740,6 +768,7 @@ impl Conn {
             self.outcome = Some(Outcome::Stopped);
         }
         self.account_unanswered(ctx);
+        self.app_account(ctx);
         if let Some(x) = &self.extras {
             if x.subscribed_at != 0 {
                 let end = match x.session_end {
@@ -759,6 +788,7 @@ impl Conn {
         self.fifo = VecDeque::new();
         self.extras = None;
         self.tls = None;
+        self.app = None;
     }
 
     /// Sending ends (the first of stop, close or failure; later calls do nothing): the

@@ -35,11 +35,16 @@ pub enum Hist {
     WsMsgLatency,
     /// Application-level heartbeat (`--heartbeat-message`) → its reply.
     WsHeartbeat,
+    /// The application protocol's handshake (`--protocol`): 101 → namespace connected,
+    /// CONNECTED, connection_ack.
+    AppConnect,
+    /// A message → its acknowledgement (`--ack`: a Socket.IO ack, a STOMP receipt).
+    AppAck,
 }
 
 impl Hist {
     /// All histograms in report order.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 12] = [
         Self::TcpConnect,
         Self::TlsFull,
         Self::TlsResumed,
@@ -50,6 +55,8 @@ impl Hist {
         Self::WsMsgLatency,
         Self::WsPing,
         Self::WsHeartbeat,
+        Self::AppConnect,
+        Self::AppAck,
     ];
 
     /// Metric name (k6 names where k6 has the same thing).
@@ -65,6 +72,8 @@ impl Hist {
             Self::WsSubscribeAck => "ws_subscribe_ack",
             Self::WsMsgLatency => "ws_msg_latency",
             Self::WsHeartbeat => "ws_heartbeat",
+            Self::AppConnect => "app_connect",
+            Self::AppAck => "app_ack",
         }
     }
 }
@@ -258,6 +267,28 @@ counters! {
     stream_duplicates,
     /// Stream messages of keys beyond the ones tracked per connection (not checked).
     stream_keys_untracked,
+    /// `--protocol`: the server's heartbeats and pings received (Engine.IO pings, STOMP
+    /// heart-beats, GraphQL pings).
+    app_heartbeats_received,
+    /// `--protocol`: heartbeats and pongs we sent (Engine.IO pongs, STOMP heart-beats,
+    /// GraphQL pongs).
+    app_heartbeats_sent,
+    /// `--ack`: acknowledgements asked for (Socket.IO ack ids, STOMP receipts).
+    app_acks_requested,
+    /// `--ack`: acknowledgements received (their time is `app_ack`).
+    app_acks_received,
+    /// `--ack`: acknowledgements never received (still awaited at the close, or beyond the
+    /// 1,024 awaited per connection).
+    app_acks_unanswered,
+    /// `--protocol`: received messages the protocol layer had no use for (Engine.IO noop,
+    /// other namespaces, binary attachments, unknown acks).
+    app_ignored,
+    /// GraphQL `next` messages received.
+    graphql_next,
+    /// GraphQL `error` messages received.
+    graphql_errors,
+    /// GraphQL `complete` messages received.
+    graphql_complete,
 }
 
 /// Where a connection's measurements go. One per shard (or per test), never shared.

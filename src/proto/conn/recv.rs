@@ -28,8 +28,12 @@ impl Conn {
             };
             data = &data[used..];
         }
-        if !matches!(self.phase, Phase::Open | Phase::Closing) {
+        if !matches!(self.phase, Phase::Joining | Phase::Open | Phase::Closing) {
             return;
+        }
+        if let Some(a) = self.app.as_mut() {
+            // Any bytes from the server show it alive (STOMP heart-beating counts them all).
+            a.last_rx = now;
         }
         loop {
             let ev = match self.dec.decode(&mut data) {
@@ -85,17 +89,22 @@ impl Conn {
                     self.dec.allow_rsv1();
                 }
                 self.resp = Vec::new();
-                self.open(ctx, now);
+                ctx.stats
+                    .record(Hist::WsUpgrade, now.saturating_sub(self.t_phase));
+                if ctx.cfg.app == crate::proto::conn::App::Raw {
+                    self.open(ctx, now);
+                } else {
+                    self.join(ctx, now);
+                }
                 Some(head - prior)
             }
         }
     }
 
-    fn open<R: Recorder>(&mut self, ctx: &mut Ctx<'_, R>, now: Micros) {
+    /// The session opens: upgraded, and joined when it speaks an application protocol.
+    pub(super) fn open<R: Recorder>(&mut self, ctx: &mut Ctx<'_, R>, now: Micros) {
         self.marks |= OPENED | EV_OPENED;
         ctx.stats.counters().established += 1;
-        ctx.stats
-            .record(Hist::WsUpgrade, now.saturating_sub(self.t_phase));
         ctx.stats
             .record(Hist::WsConnecting, now.saturating_sub(self.t_start));
         self.phase = Phase::Open;
@@ -125,7 +134,7 @@ impl Conn {
             if let Some((_, timeout)) = &c.expect {
                 x.expect_since = now;
                 x.expect_until = now.saturating_add(*timeout).max(1);
-            } else if c.fanout == Some(Fanout::Subscriber) {
+            } else if c.fanout == Some(Fanout::Subscriber) && !Self::subscribes_by_receipt(c) {
                 // Without an ack to wait for, the subscription counts from the open.
                 x.subscribed_at = ctx.epoch_unix_us.saturating_add(now);
             }
@@ -168,25 +177,35 @@ impl Conn {
             (OpCode::Continuation, Some(_)) => {}
             (_, Some(_)) => return Err(Violation::ExpectedContinuation),
             (op, None) => {
-                self.msg_op = Some(op);
                 if let Some(z) = &mut self.deflate {
                     z.compressed = h.rsv1;
                     z.left = ctx.cfg.max_message_size;
                 }
-                if let Some(x) = &mut self.extras {
-                    x.scan.reset();
-                    x.expect_buf.clear();
-                    x.rx = Fnv::default();
-                    x.fan = Default::default();
-                    x.seq_scan.reset();
-                    x.msg.clear();
-                }
-                self.matching = !self.fifo.is_empty()
-                    && ctx.cfg.message.as_ref().is_some_and(|m| m.opcode == op);
-                self.match_off = 0;
+                self.begin_message(ctx, op);
             }
         }
         Ok(())
+    }
+
+    /// A data message begins (or, with `--protocol`, a payload taken from one): the scans
+    /// start afresh.
+    pub(super) fn begin_message<R: Recorder>(&mut self, ctx: &mut Ctx<'_, R>, op: OpCode) {
+        self.msg_op = Some(op);
+        if self.app.as_ref().is_some_and(|a| !a.unwrapping) {
+            // The envelope is collected whole first; its payload begins a message of its own.
+            return;
+        }
+        if let Some(x) = &mut self.extras {
+            x.scan.reset();
+            x.expect_buf.clear();
+            x.rx = Fnv::default();
+            x.fan = Default::default();
+            x.seq_scan.reset();
+            x.msg.clear();
+        }
+        self.matching =
+            !self.fifo.is_empty() && ctx.cfg.message.as_ref().is_some_and(|m| m.opcode == op);
+        self.match_off = 0;
     }
 
     fn on_payload<R: Recorder>(&mut self, ctx: &mut Ctx<'_, R>, p: &[u8]) -> Result<(), Violation> {
@@ -208,6 +227,9 @@ impl Conn {
         ctx: &mut Ctx<'_, R>,
         p: &[u8],
     ) -> Result<(), Violation> {
+        if self.app.as_ref().is_some_and(|a| !a.unwrapping) {
+            return self.app_collect(ctx.cfg.max_message_size, p);
+        }
         if self.msg_op == Some(OpCode::Text) && ctx.cfg.validate_utf8 {
             self.utf8.feed(p)?;
         }
@@ -265,9 +287,10 @@ impl Conn {
                     .cfg
                     .no_pong_after
                     .is_some_and(|after| now >= self.t_phase.saturating_add(after));
-                if self.phase == Phase::Open && withheld {
+                let open = matches!(self.phase, Phase::Open | Phase::Joining);
+                if open && withheld {
                     ctx.stats.counters().pings_unanswered += 1;
-                } else if self.phase == Phase::Open {
+                } else if open {
                     self.pong.clear();
                     self.pong.extend_from_slice(&self.ctrl);
                     self.pending |= OUT_PONG;
@@ -296,11 +319,14 @@ impl Conn {
         Ok(())
     }
 
-    fn on_message_end<R: Recorder>(
+    pub(super) fn on_message_end<R: Recorder>(
         &mut self,
         ctx: &mut Ctx<'_, R>,
         now: Micros,
     ) -> Result<(), Violation> {
+        if self.app.as_ref().is_some_and(|a| !a.unwrapping) {
+            return self.app_message(ctx, now);
+        }
         let op = self.msg_op.take();
         if op == Some(OpCode::Text) && ctx.cfg.validate_utf8 {
             self.utf8.finish()?;
@@ -437,6 +463,9 @@ impl Conn {
                 // Echo the code back (1005 may not be sent, answer 1000 then).
                 let reply = if code == 1005 { 1000 } else { code };
                 self.begin_close(ctx, now, reply);
+            }
+            Phase::Joining => {
+                self.fail(ctx, now, Failure::ClosedDuringHandshake);
             }
             Phase::Closing => {
                 if self.outcome.is_none() {

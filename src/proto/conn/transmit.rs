@@ -2,9 +2,10 @@
 //! pings, pongs and the close frame, framed into the caller's buffer and, on wss://, encrypted
 //! by rustls on the way out.
 
+use super::app::Send;
 use super::{
-    Conn, ConnConfig, Ctx, Fanout, Message, Micros, Phase, Recorder, OUT_CLOSE, OUT_HEARTBEAT,
-    OUT_ON_OPEN, OUT_PING, OUT_PONG, OUT_REQUEST, OUT_RESUME,
+    Conn, ConnConfig, Ctx, Fanout, Message, Micros, Phase, Recorder, OUT_APP, OUT_CLOSE,
+    OUT_HEARTBEAT, OUT_ON_OPEN, OUT_PING, OUT_PONG, OUT_REQUEST, OUT_RESUME,
 };
 use crate::proto::rng::Rng;
 use crate::proto::template::{Fnv, Vars};
@@ -44,26 +45,30 @@ impl Conn {
             encode_frame(out, OpCode::Pong, true, &self.pong, ctx.rng.mask());
             ctx.stats.counters().pongs_sent += 1;
         }
+        if self.pending & OUT_APP != 0 {
+            self.transmit_app(ctx, now, out);
+        }
         if self.phase == Phase::Open {
+            let cfg = ctx.cfg;
             if self.pending & OUT_ON_OPEN != 0 {
                 let now_unix = ctx.epoch_unix_us.saturating_add(now);
-                for m in &ctx.cfg.on_open {
-                    self.encode_message(m, now_unix, ctx.rng, out);
+                for (k, m) in cfg.on_open.iter().enumerate() {
+                    self.encode_message(cfg, Send::OnOpen(k), m, now_unix, ctx.rng, out);
                     ctx.stats.counters().on_open_sent += 1;
                 }
             }
             if self.pending & OUT_RESUME != 0 {
-                if let Some(m) = &ctx.cfg.on_reconnect {
+                if let Some(m) = &cfg.on_reconnect {
                     let now_unix = ctx.epoch_unix_us.saturating_add(now);
-                    self.encode_message(m, now_unix, ctx.rng, out);
+                    self.encode_message(cfg, Send::Other, m, now_unix, ctx.rng, out);
                     ctx.stats.counters().resumes_sent += 1;
                 }
             }
             if self.pending & OUT_HEARTBEAT != 0 {
-                if let (Some(hb), Some(x)) = (&ctx.cfg.heartbeat, self.extras.as_mut()) {
+                if let (Some(hb), Some(x)) = (&cfg.heartbeat, self.extras.as_mut()) {
                     x.hb_sent = now;
                     let now_unix = ctx.epoch_unix_us.saturating_add(now);
-                    self.encode_message(&hb.message, now_unix, ctx.rng, out);
+                    self.encode_message(cfg, Send::Raw, &hb.message, now_unix, ctx.rng, out);
                     ctx.stats.counters().heartbeats_sent += 1;
                 }
             }
@@ -142,7 +147,7 @@ impl Conn {
                 continue;
             }
             let now_unix = ctx.epoch_unix_us.saturating_add(now);
-            let hash = self.encode_message(m, now_unix, ctx.rng, out);
+            let hash = self.encode_message(ctx.cfg, Send::Rate(intended), m, now_unix, ctx.rng, out);
             self.sent += 1;
             self.next_msg_at = self.next_msg_at.saturating_add(iv);
             if publisher {
@@ -205,7 +210,7 @@ impl Conn {
                     }
                     None => s.extend_from_slice(&m.payload),
                 }
-                super::deflate::frame_data(self.deflate.as_deref_mut(), out, m.opcode, &s, mask);
+                self.frame_out(ctx.cfg, Send::Other, m.opcode, &s, mask, out);
                 x.rules.sent(ctx, req, &s, intended);
             });
         }
@@ -218,6 +223,8 @@ impl Conn {
     /// payload's hash then.
     fn encode_message(
         &mut self,
+        cfg: &ConnConfig,
+        kind: Send,
         m: &Message,
         now_unix_us: u64,
         rng: &mut Rng,
@@ -225,13 +232,7 @@ impl Conn {
     ) -> Option<u64> {
         let mask = rng.mask();
         let Some(t) = &m.template else {
-            super::deflate::frame_data(
-                self.deflate.as_deref_mut(),
-                out,
-                m.opcode,
-                &m.payload,
-                mask,
-            );
+            self.frame_out(cfg, kind, m.opcode, &m.payload, mask, out);
             return None;
         };
         self.tseq += 1;
@@ -246,7 +247,7 @@ impl Conn {
             let mut s = s.borrow_mut();
             s.clear();
             t.render(&mut vars, &mut s);
-            super::deflate::frame_data(self.deflate.as_deref_mut(), out, m.opcode, &s, mask);
+            self.frame_out(cfg, kind, m.opcode, &s, mask, out);
             Some(Fnv::of(&s))
         })
     }

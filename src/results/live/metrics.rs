@@ -403,6 +403,10 @@ fn hist_help(h: Hist) -> &'static str {
         Hist::WsMsgLatency => "One-way latency: a message's timestamp to its arrival",
         Hist::WsPing => "Ping to pong round trip",
         Hist::WsHeartbeat => "Application-level heartbeat to its reply",
+        Hist::AppConnect => {
+            "The application protocol's handshake: 101 to namespace connected, STOMP CONNECTED or connection_ack"
+        }
+        Hist::AppAck => "A message to its acknowledgement (--ack: Socket.IO ack, STOMP receipt)",
     }
 }
 
