@@ -13,16 +13,20 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV=.venv
-if ! "$VENV/bin/python" -c 'import websockets, yaml, prometheus_client' 2>/dev/null; then
+if ! "$VENV/bin/python" -c 'import websockets, yaml, prometheus_client, socketio, aiohttp' 2>/dev/null; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check 'websockets==13.1' 'PyYAML==6.0.2' \
-    'prometheus-client==0.26.0'
+    'prometheus-client==0.26.0' 'python-socketio==5.18.1' 'python-engineio==4.15.1' 'aiohttp==3.14.5'
 fi
 
-# Node's `ws` for the permessage-deflate interop test (pinned by package-lock.json).
-if [ ! -f scripts/interop/node/node_modules/ws/package.json ]; then
+# Node's `ws` (permessage-deflate) and graphql-ws (GraphQL subscriptions) for the interop
+# tests, pinned by package-lock.json.
+if [ ! -f scripts/interop/node/node_modules/graphql-ws/package.json ]; then
   timeout 300 npm ci --prefix scripts/interop/node --no-audit --no-fund --silent
 fi
+
+# Debian's RabbitMQ for the STOMP interop test (its stock service is kept from starting).
+bash scripts/interop/rabbitmq.sh install
 
 cargo build --release --bins
 cargo test --release
@@ -119,4 +123,7 @@ print("   backend:", d["backend"]["name"], "-", d["backend"]["reason"])' "$tmp/i
 for backend in auto epoll; do
   SOCKSTORM_BACKEND=$backend interop
 done
+# Socket.IO (python-socketio), STOMP (RabbitMQ web-stomp), GraphQL (graphql-ws): once, on the
+# default backend (the protocol layers sit above the backends, which the runs above cover).
+bash scripts/interop/protocols.sh ./target/release/sockstorm
 echo "== all tests passed"

@@ -70,6 +70,9 @@ pub(super) struct AppState {
     acks_dropped: u64,
     /// Operations sent that are neither on-open nor rate-driven (GraphQL ids `o1`, `o2`, ...).
     next_op: u64,
+    /// STOMP: the last message ended with a frame's NUL (an end-of-line alone next is its
+    /// trailer, not a heart-beat).
+    after_frame: bool,
     /// STOMP subscriptions whose receipt has not come yet, and when they were sent.
     subs_waiting: usize,
     subs_sent_at: Micros,
@@ -278,15 +281,26 @@ impl Conn {
         let App::Stomp { client, .. } = &ctx.cfg.app else {
             return Ok(());
         };
+        let a = self.app.as_mut();
+        if m.iter().all(|&c| c == b'\n' || c == b'\r') {
+            // A message of end-of-lines only is a heart-beat, unless it is the end-of-line
+            // that follows a frame's NUL, sent on its own (RabbitMQ's web-stomp does so).
+            if let Some(a) = a.filter(|a| a.after_frame) {
+                a.after_frame = false;
+            } else {
+                ctx.stats.counters().app_heartbeats_received += 1;
+            }
+            return Ok(());
+        }
+        if let Some(a) = a {
+            a.after_frame = m.last() == Some(&0);
+        }
         for item in stomp::frames(m) {
             if self.phase == Phase::Done {
                 break;
             }
             let f = match item {
-                Ok(stomp::Item::HeartBeat) => {
-                    ctx.stats.counters().app_heartbeats_received += 1;
-                    continue;
-                }
+                Ok(stomp::Item::HeartBeat) => continue,
                 Ok(stomp::Item::Frame(f)) => f,
                 Err(_) => return self.malformed(ctx, now),
             };
@@ -396,8 +410,27 @@ impl Conn {
             Some((_, sent)) => {
                 ctx.stats.counters().app_acks_received += 1;
                 ctx.stats.record(Hist::AppAck, now.saturating_sub(sent));
+                if self.stopping && a.acks.is_empty() && self.fifo.is_empty() {
+                    // The drain waited for this last acknowledgement.
+                    self.begin_close(ctx, now, 1000);
+                }
             }
             None => ctx.stats.counters().app_ignored += 1,
+        }
+    }
+
+    /// Whether acknowledgements are still awaited: a graceful stop waits for them (a STOMP
+    /// broker drops the receipts still owed when DISCONNECT comes).
+    pub(super) fn app_awaiting(&self) -> bool {
+        self.app.as_ref().is_some_and(|a| !a.acks.is_empty())
+    }
+
+    /// Brings the acknowledgement counters up to date with what was sent.
+    pub(super) fn count_app<R: Recorder>(&mut self, ctx: &mut Ctx<'_, R>) {
+        if let Some(a) = self.app.as_mut() {
+            let c = ctx.stats.counters();
+            c.app_acks_requested += std::mem::take(&mut a.acks_requested);
+            c.app_acks_unanswered += std::mem::take(&mut a.acks_dropped);
         }
     }
 
@@ -500,9 +533,6 @@ impl Conn {
     ) {
         let Some(mut a) = self.app.take() else { return };
         let flags = std::mem::take(&mut a.out);
-        let c = ctx.stats.counters();
-        c.app_acks_requested += std::mem::take(&mut a.acks_requested);
-        c.app_acks_unanswered += std::mem::take(&mut a.acks_dropped);
         WRAPPED.with(|w| {
             let mut w = w.borrow_mut();
             let mut emit = |w: &mut Vec<u8>, this: &mut Self, rng: &mut crate::proto::rng::Rng| {

@@ -554,7 +554,8 @@ impl Conn {
             }
             Phase::Open => {
                 // Subscribers wait out the drain too: deliveries in flight still count.
-                let awaiting = self.extras.as_ref().is_some_and(|x| x.rules.awaiting());
+                let awaiting = self.extras.as_ref().is_some_and(|x| x.rules.awaiting())
+                    || self.app_awaiting();
                 if self.fifo.is_empty() && !awaiting && ctx.cfg.fanout != Some(Fanout::Subscriber) {
                     self.begin_close(ctx, now, 1000);
                 } else {

@@ -83,6 +83,7 @@ impl Conn {
             }
         }
         self.count_deflated(ctx);
+        self.count_app(ctx);
         if self.pending & OUT_CLOSE != 0 {
             encode_close(out, self.close_code, b"", ctx.rng.mask());
         }

@@ -7,6 +7,7 @@ use crate::proto::template::Template;
 use crate::proto::ws::handshake::{RequestTemplate, UpgradeFailure};
 use std::sync::Arc;
 
+mod app;
 mod close;
 mod deflate;
 mod rules;
