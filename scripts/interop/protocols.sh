@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The application protocols against servers nobody here wrote, each a whole run with exact
-# counts (scripts/interop/check_protocols.py):
+# The application protocols against servers nobody here wrote: examples/protocols/*.toml as
+# they are (their --url pointed at the server), each a whole run with exact counts
+# (scripts/interop/check_protocols.py):
 #   Socket.IO: python-socketio (aiohttp), 30 s with pingInterval 5 s: namespace, emits with
 #              acks, server-emitted ticks, pings, no disconnect but ours;
 #   STOMP:     Debian's RabbitMQ with rabbitmq_web_stomp (scripts/interop/rabbitmq.sh):
@@ -31,39 +32,16 @@ echo "== Socket.IO against python-socketio $("$VENV/bin/python" -c 'import impor
 pids+=($!)
 port=$(ready "$tmp/sio.out")
 [ -n "$port" ] || { cat "$tmp/sio.err"; echo "socketio server did not start"; exit 1; }
-"$bin" run "ws://127.0.0.1:$port/" --protocol socketio --namespace /chat -c 200 --connect-rate 400 \
-  -d 30s --message '["echo",{"conn":{{conn_id}},"seq":{{seq}}}]' --message-rate 1 --ack \
-  --latency-from json:ts --no-reconnect -q --json "$tmp/sio-run.json" > "$tmp/sio-summary.txt" \
+"$bin" run examples/protocols/socketio-chat.toml --url "ws://127.0.0.1:$port/" -q --json "$tmp/sio-run.json" > "$tmp/sio-summary.txt" \
   || { cat "$tmp/sio-summary.txt"; exit 1; }
 sleep 0.5 # the server rewrites its counts every 200 ms
 "$VENV/bin/python" scripts/interop/check_protocols.py socketio "$tmp/sio-run.json" "$tmp/sio.json" 200
 
-echo "== STOMP against RabbitMQ $(dpkg-query -W -f '${Version}' rabbitmq-server 2>/dev/null) web-stomp: 100 subscribers and 5 publishers on /topic/bench, receipts, heart-beats every 2 s"
+echo "== STOMP against RabbitMQ $(dpkg-query -W -f '${Version}' rabbitmq-server 2>/dev/null) web-stomp: 100 subscribers and 5 publishers on /topic/prices, receipts, heart-beats every 2 s"
 port=$(bash scripts/interop/rabbitmq.sh start "$tmp/rabbitmq" 2>"$tmp/rabbitmq.err") \
   || { tail -20 "$tmp/rabbitmq.err"; exit 1; }
 port=${port#READY }
-cat > "$tmp/stomp.toml" <<TOML
-url = "ws://127.0.0.1:$port/ws"
-duration = "10s"
-protocol = "stomp"
-stomp_login = "guest:guest"
-stomp_heart_beat = "2000,2000"
-
-[[scenario]]
-name = "subscribers"
-connections = 100
-role = "subscriber"
-channel = "/topic/bench"
-
-[[scenario]]
-name = "publishers"
-connections = 5
-role = "publisher"
-channel = "/topic/bench"
-message_rate = 20
-ack = true
-TOML
-"$bin" run "$tmp/stomp.toml" --no-reconnect -q --json "$tmp/stomp-run.json" > "$tmp/stomp-summary.txt" \
+"$bin" run examples/protocols/stomp-fanout.toml --url "ws://127.0.0.1:$port/ws" -q --json "$tmp/stomp-run.json" > "$tmp/stomp-summary.txt" \
   || { cat "$tmp/stomp-summary.txt"; exit 1; }
 bash scripts/interop/rabbitmq.sh stats "$tmp/rabbitmq" > "$tmp/stomp-stats.json"
 "$VENV/bin/python" scripts/interop/check_protocols.py stomp "$tmp/stomp-run.json" "$tmp/stomp-stats.json" 105 100
@@ -75,10 +53,8 @@ node scripts/interop/node/graphql_server.js --seconds 60 --server-ping-ms 1000 -
 pids+=($!)
 port=$(ready "$tmp/gql.out")
 [ -n "$port" ] || { cat "$tmp/gql.err"; echo "graphql server did not start"; exit 1; }
-"$bin" run "ws://127.0.0.1:$port/graphql" --protocol graphql-ws -c 200 --connect-rate 400 -d 8s \
-  --send-on-open 'subscription { counter(to: 50, intervalMs: 100) { n ts } }' --latency-from json:ts \
-  --message 'query { echo(text: "sockstorm") }' --message-rate 2 --heartbeat-interval 1s \
-  --init-payload '{"client":"sockstorm"}' --no-reconnect -q --json "$tmp/gql-run.json" > "$tmp/gql-summary.txt" \
+"$bin" run examples/protocols/graphql-subscriptions.toml --url "ws://127.0.0.1:$port/graphql" -q \
+  --json "$tmp/gql-run.json" > "$tmp/gql-summary.txt" \
   || { cat "$tmp/gql-summary.txt"; exit 1; }
 sleep 0.5
 "$VENV/bin/python" scripts/interop/check_protocols.py graphql "$tmp/gql-run.json" "$tmp/gql.json" 200 50

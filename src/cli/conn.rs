@@ -158,11 +158,19 @@ pub struct ConnArgs {
     pub destination: Option<String>,
     /// STOMP: a destination subscribed to on open, with a receipt (repeatable; default for
     /// --role subscriber: --channel). The receipt's time is ws_subscribe_ack.
-    #[arg(long = "subscribe", value_name = "DEST", help_heading = "Application protocol")]
+    #[arg(
+        long = "subscribe",
+        value_name = "DEST",
+        help_heading = "Application protocol"
+    )]
     pub subscribe: Vec<String>,
     /// STOMP: CONNECT's login and passcode, USER:PASSCODE (`{{env NAME}}` allowed; never
     /// written to reports).
-    #[arg(long, value_name = "USER:PASSCODE", help_heading = "Application protocol")]
+    #[arg(
+        long,
+        value_name = "USER:PASSCODE",
+        help_heading = "Application protocol"
+    )]
     pub stomp_login: Option<String>,
     /// STOMP: CONNECT's host header (the virtual host).
     #[arg(long, default_value = "/", help_heading = "Application protocol")]
@@ -170,7 +178,12 @@ pub struct ConnArgs {
     /// STOMP: CONNECT's heart-beat, CX,CY in ms: we can send every CX, we want the
     /// broker's every CY (0: none); a broker silent for twice the agreed interval is dead
     /// (heartbeat_timeout).
-    #[arg(long, value_name = "CX,CY", default_value = "10000,10000", help_heading = "Application protocol")]
+    #[arg(
+        long,
+        value_name = "CX,CY",
+        default_value = "10000,10000",
+        help_heading = "Application protocol"
+    )]
     pub stomp_heart_beat: String,
 }
 
@@ -359,7 +372,10 @@ fn config(a: &ConnArgs, load: &Load<'_>) -> Result<(ConnConfig, f64), PlanError>
         }
     };
     let app = app(a, resolver)?;
-    if let App::Stomp { destination: None, .. } = &app {
+    if let App::Stomp {
+        destination: None, ..
+    } = &app
+    {
         if message.is_some() || !on_open.is_empty() || !rules.requests.is_empty() {
             return Err(PlanError::invalid(
                 "--destination",
@@ -431,7 +447,10 @@ fn config(a: &ConnArgs, load: &Load<'_>) -> Result<(ConnConfig, f64), PlanError>
 fn app(a: &ConnArgs, r: &Resolver<'_>) -> Result<App, PlanError> {
     let only = |flag: &'static str, set: bool, which: &str| -> Result<(), PlanError> {
         if set {
-            return Err(PlanError::invalid(flag, format!("applies to --protocol {which} only")));
+            return Err(PlanError::invalid(
+                flag,
+                format!("applies to --protocol {which} only"),
+            ));
         }
         Ok(())
     };
@@ -441,10 +460,26 @@ fn app(a: &ConnArgs, r: &Resolver<'_>) -> Result<App, PlanError> {
         || a.stomp_login.is_some()
         || a.stomp_host != "/"
         || a.stomp_heart_beat != "10000,10000";
-    only("--namespace", a.namespace != "/" && p != ProtocolArg::Socketio, "socketio")?;
-    only("--destination/--subscribe/--stomp-*", stomp_flags && p != ProtocolArg::Stomp, "stomp")?;
-    only("--ack", a.ack && !matches!(p, ProtocolArg::Socketio | ProtocolArg::Stomp), "socketio or stomp")?;
-    only("--init-payload", a.init_payload.is_some() && !matches!(p, ProtocolArg::Socketio | ProtocolArg::GraphqlWs), "socketio or graphql-ws")?;
+    only(
+        "--namespace",
+        a.namespace != "/" && p != ProtocolArg::Socketio,
+        "socketio",
+    )?;
+    only(
+        "--destination/--subscribe/--stomp-*",
+        stomp_flags && p != ProtocolArg::Stomp,
+        "stomp",
+    )?;
+    only(
+        "--ack",
+        a.ack && !matches!(p, ProtocolArg::Socketio | ProtocolArg::Stomp),
+        "socketio or stomp",
+    )?;
+    only(
+        "--init-payload",
+        a.init_payload.is_some() && !matches!(p, ProtocolArg::Socketio | ProtocolArg::GraphqlWs),
+        "socketio or graphql-ws",
+    )?;
     if a.heartbeat_interval.is_some() && matches!(p, ProtocolArg::Socketio | ProtocolArg::Stomp) {
         return Err(PlanError::invalid(
             "--heartbeat-interval",
@@ -455,8 +490,12 @@ fn app(a: &ConnArgs, r: &Resolver<'_>) -> Result<App, PlanError> {
         None => None,
         Some(t) => {
             let t = fixed_text("--init-payload", t, r)?;
-            if !t.trim_start().starts_with('{') || !crate::proto::app::json::is_value(t.as_bytes()) {
-                return Err(PlanError::invalid("--init-payload", format!("`{t}` is not a JSON object")));
+            if !t.trim_start().starts_with('{') || !crate::proto::app::json::is_value(t.as_bytes())
+            {
+                return Err(PlanError::invalid(
+                    "--init-payload",
+                    format!("`{t}` is not a JSON object"),
+                ));
             }
             Some(t)
         }
@@ -476,7 +515,9 @@ fn app(a: &ConnArgs, r: &Resolver<'_>) -> Result<App, PlanError> {
             };
             let destination = match (&a.destination, &a.channel) {
                 (Some(d), _) => Some(dest("--destination", d)?),
-                (None, Some(c)) if a.role == Some(RoleArg::Publisher) => Some(dest("--channel", c)?),
+                (None, Some(c)) if a.role == Some(RoleArg::Publisher) => {
+                    Some(dest("--channel", c)?)
+                }
                 _ => None,
             };
             let mut subscribe = a
@@ -484,13 +525,18 @@ fn app(a: &ConnArgs, r: &Resolver<'_>) -> Result<App, PlanError> {
                 .iter()
                 .map(|d| dest("--subscribe", d))
                 .collect::<Result<Vec<_>, _>>()?;
-            if let (true, Some(RoleArg::Subscriber), Some(c)) = (subscribe.is_empty(), a.role, &a.channel) {
+            if let (true, Some(RoleArg::Subscriber), Some(c)) =
+                (subscribe.is_empty(), a.role, &a.channel)
+            {
                 subscribe.push(dest("--channel", c)?);
             }
             let heart_beat = stomp::heart_beat(a.stomp_heart_beat.as_bytes()).ok_or_else(|| {
                 PlanError::invalid(
                     "--stomp-heart-beat",
-                    format!("`{}`: expected CX,CY in milliseconds, e.g. 10000,10000 (0,0: none)", a.stomp_heart_beat),
+                    format!(
+                        "`{}`: expected CX,CY in milliseconds, e.g. 10000,10000 (0,0: none)",
+                        a.stomp_heart_beat
+                    ),
                 )
             })?;
             let login = match &a.stomp_login {
@@ -498,16 +544,25 @@ fn app(a: &ConnArgs, r: &Resolver<'_>) -> Result<App, PlanError> {
                 Some(l) => {
                     let l = fixed_text("--stomp-login", l, r)?;
                     let Some((u, pw)) = l.split_once(':') else {
-                        return Err(PlanError::invalid("--stomp-login", "expected USER:PASSCODE"));
+                        return Err(PlanError::invalid(
+                            "--stomp-login",
+                            "expected USER:PASSCODE",
+                        ));
                     };
                     if l.contains(['\n', '\r', '\0']) {
-                        return Err(PlanError::invalid("--stomp-login", "must not contain line breaks or NUL"));
+                        return Err(PlanError::invalid(
+                            "--stomp-login",
+                            "must not contain line breaks or NUL",
+                        ));
                     }
                     Some((u.to_string(), pw.to_string()))
                 }
             };
             if a.stomp_host.is_empty() || a.stomp_host.contains(['\n', '\r', '\0']) {
-                return Err(PlanError::invalid("--stomp-host", "must be a virtual host name, e.g. /"));
+                return Err(PlanError::invalid(
+                    "--stomp-host",
+                    "must be a virtual host name, e.g. /",
+                ));
             }
             App::Stomp {
                 client: stomp::Client {
@@ -529,20 +584,36 @@ fn fixed_text(flag: &'static str, text: &str, r: &Resolver<'_>) -> Result<String
     match Template::parse(text, r) {
         Ok(None) => Ok(text.to_string()),
         Ok(Some(t)) if t.is_fixed() => Ok(String::from_utf8_lossy(&t.render_fixed()).into_owned()),
-        Ok(Some(_)) => Err(PlanError::invalid(flag, "only fixed expressions ({{env NAME}}, {{scenario}}) are allowed here")),
+        Ok(Some(_)) => Err(PlanError::invalid(
+            flag,
+            "only fixed expressions ({{env NAME}}, {{scenario}}) are allowed here",
+        )),
         Err(reason) => Err(PlanError::invalid(flag, reason)),
     }
 }
 
 /// A message as loaded (its `{{...}}` expressions not yet parsed) is what the protocol
 /// sends: a Socket.IO emit, a GraphQL operation.
-fn check_app_message(protocol: ProtocolArg, flag: &'static str, m: &Message) -> Result<(), PlanError> {
+fn check_app_message(
+    protocol: ProtocolArg,
+    flag: &'static str,
+    m: &Message,
+) -> Result<(), PlanError> {
     let text = &m.payload[..];
     let templated = text.windows(2).any(|w| w == b"{{");
     match protocol {
         ProtocolArg::Socketio => {
-            let head: Vec<u8> = text.iter().copied().filter(|c| !c.is_ascii_whitespace()).take(2).collect();
-            let emit = if templated { head == b"[\"" } else { socketio::is_emit(text) };
+            let head: Vec<u8> = text
+                .iter()
+                .copied()
+                .filter(|c| !c.is_ascii_whitespace())
+                .take(2)
+                .collect();
+            let emit = if templated {
+                head == b"[\""
+            } else {
+                socketio::is_emit(text)
+            };
             if m.opcode != OpCode::Text || !emit {
                 return Err(PlanError::invalid(flag, format!(
                     "with --protocol socketio a message is an emit's arguments as a JSON array, the event name first: [\"chat message\", {{\"text\": \"hi\"}}], not `{}`",
@@ -554,7 +625,10 @@ fn check_app_message(protocol: ProtocolArg, flag: &'static str, m: &Message) -> 
             graphql::operation(text).map_err(|e| PlanError::invalid(flag, e))?
         }
         ProtocolArg::Stomp if m.opcode != OpCode::Text => {
-            return Err(PlanError::invalid("--binary", "STOMP frames are text: bodies go in SEND frames"))
+            return Err(PlanError::invalid(
+                "--binary",
+                "STOMP frames are text: bodies go in SEND frames",
+            ))
         }
         _ => {}
     }
@@ -604,7 +678,11 @@ fn request(a: &ConnArgs, url: &Url, r: &Resolver<'_>) -> Result<RequestTemplate,
         }
         ProtocolArg::Stomp if subprotocols.is_empty() => {
             // What STOMP clients (stomp.js) offer; brokers accept the session without too.
-            subprotocols.extend(["v12.stomp".to_string(), "v11.stomp".to_string(), "v10.stomp".to_string()]);
+            subprotocols.extend([
+                "v12.stomp".to_string(),
+                "v11.stomp".to_string(),
+                "v10.stomp".to_string(),
+            ]);
         }
         _ => {}
     }
@@ -643,7 +721,8 @@ fn messages(
         Some(RoleArg::Publisher) => a.message.is_none() || a.protocol == ProtocolArg::Stomp,
         Some(RoleArg::Subscriber) => a.send_on_open.is_empty() || a.protocol == ProtocolArg::Stomp,
         None => false,
-    } && !(a.protocol == ProtocolArg::Stomp && (a.destination.is_some() || !a.subscribe.is_empty()));
+    } && !(a.protocol == ProtocolArg::Stomp
+        && (a.destination.is_some() || !a.subscribe.is_empty()));
     if needs_channel && a.channel.as_deref().is_none_or(str::is_empty) {
         return Err(PlanError::invalid(
             "--channel",
@@ -662,9 +741,14 @@ fn messages(
     let default_message = (a.role == Some(RoleArg::Publisher) && a.message.is_none()).then(|| {
         let fields = r#""pub":{{conn_id}},"seq":{{seq}},"ts":{{now_us}}"#;
         match a.protocol {
-            ProtocolArg::Socketio => format!(r#"["publish",{{"channel":{},{fields}}}]"#, channel_json()),
+            ProtocolArg::Socketio => {
+                format!(r#"["publish",{{"channel":{},{fields}}}]"#, channel_json())
+            }
             ProtocolArg::Stomp => format!("{{{fields}}}"),
-            _ => format!(r#"{{"action":"publish","channel":{},{fields}}}"#, channel_json()),
+            _ => format!(
+                r#"{{"action":"publish","channel":{},{fields}}}"#,
+                channel_json()
+            ),
         }
     });
     let on_open = a

@@ -240,6 +240,7 @@ mod tests {
             ("frame_decoder", p::frame_decoder),
             ("upgrade_response", p::upgrade_response),
             ("deflate", p::deflate),
+            ("app_protocols", p::app_protocols),
             ("conn_recv", p::conn_recv),
             ("frame_differential", p::frame_differential),
             ("template", p::template),

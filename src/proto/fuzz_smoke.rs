@@ -679,6 +679,84 @@ fn response_for(request: &[u8]) -> Vec<u8> {
     .into_bytes()
 }
 
+/// Fuzz target `app_protocols`: `[which, split, bytes…]`, a received message to the
+/// protocol parsers (`which % 4`: Socket.IO, STOMP, GraphQL, the JSON envelope scanner). No
+/// panic; every span handed on lies within the message; a STOMP message cut at `split`
+/// yields, before the cut, a prefix of the whole message's items; a GraphQL payload and a
+/// Socket.IO packet's data are whole JSON values.
+pub fn app_protocols(data: &[u8]) {
+    use crate::proto::app::{graphql, json, socketio, stomp};
+    let [which, split, m @ ..] = data else {
+        return;
+    };
+    let within = |part: &[u8]| {
+        let (a, b) = (m.as_ptr() as usize, part.as_ptr() as usize);
+        assert!(part.is_empty() || (b >= a && b + part.len() <= a + m.len()));
+    };
+    match which % 4 {
+        0 => {
+            if let Ok(socketio::Engine::Message(p)) = socketio::parse(m) {
+                if p.namespace != b"/" {
+                    // (the default namespace is a constant when the packet names none)
+                    within(p.namespace);
+                }
+                within(p.data);
+                assert!(p.data.is_empty() || json::is_value(p.data));
+                if p.kind == socketio::Kind::Event {
+                    assert!(json::first_element(p.data).is_some());
+                }
+            }
+        }
+        1 => {
+            let whole: Vec<_> = stomp::frames(m).collect();
+            for item in whole.iter().flatten() {
+                if let stomp::Item::Frame(f) = item {
+                    within(f.body);
+                    if let Some(v) = f.header(b"content-length") {
+                        within(v);
+                        if let Some(n) = std::str::from_utf8(v)
+                            .ok()
+                            .and_then(|s| s.trim().parse::<usize>().ok())
+                        {
+                            assert_eq!(f.body.len(), n);
+                        }
+                    }
+                }
+            }
+            // Items complete before a cut are the whole message's first items.
+            let cut = usize::from(*split).min(m.len());
+            let part: Vec<_> = stomp::frames(&m[..cut]).map_while(Result::ok).collect();
+            for (a, b) in part.iter().zip(&whole) {
+                match (a, b) {
+                    (stomp::Item::HeartBeat, Ok(stomp::Item::HeartBeat)) => {}
+                    (stomp::Item::Frame(x), Ok(stomp::Item::Frame(y))) => {
+                        assert_eq!((x.command, x.body), (y.command, y.body));
+                    }
+                    (x, y) => panic!("{x:?} then {y:?}"),
+                }
+            }
+        }
+        2 => match graphql::parse(m) {
+            Ok(graphql::Server::Next { id, payload } | graphql::Server::Error { id, payload }) => {
+                within(id);
+                within(payload);
+                assert!(json::is_value(payload) && !id.is_empty());
+            }
+            Ok(graphql::Server::Complete { id }) => within(id),
+            _ => {}
+        },
+        _ => {
+            let mut f = json::fields(m);
+            for (k, v) in f.by_ref() {
+                within(k);
+                within(v);
+                assert!(json::is_value(v), "{:?}", String::from_utf8_lossy(v));
+            }
+            let _ = json::first_element(m);
+        }
+    }
+}
+
 /// Fuzz target `conn_recv` with per-thread reusable state.
 pub fn conn_recv(data: &[u8]) {
     thread_local!(static FUZZER: RefCell<ConnFuzzer> = RefCell::new(ConnFuzzer::new()));
@@ -1086,6 +1164,33 @@ mod tests {
             },
             upgrade_response,
         );
+    }
+
+    #[test]
+    fn app_protocols_smoke() {
+        let mut g = Gen::new(11);
+        let seeds: [&[u8]; 6] = [
+            br#"43/chat,17[{"ok":true}]"#,
+            b"MESSAGE\nsubscription:0\ncontent-length:2\n\nhi\0\nRECEIPT\nreceipt-id:1\n\n\0",
+            br#"{"id":"s0","type":"next","payload":{"data":{"n":1}}}"#,
+            br#"0{"sid":"x","pingInterval":5000,"pingTimeout":5000}"#,
+            b"ERROR\nmessage:bad\n\nx\0",
+            br#"{"type":"connection_ack"}"#,
+        ];
+        for i in 0..4000u32 {
+            let seed = seeds[i as usize % seeds.len()];
+            let mut m = seed.to_vec();
+            // Mutate: cut, flip or insert a byte.
+            let at = usize::from(g.byte()) % (m.len() + 1);
+            match g.byte() % 3 {
+                0 => m.truncate(at),
+                1 if at < m.len() => m[at] = g.byte(),
+                _ => m.insert(at, g.byte()),
+            }
+            let mut data = vec![(i % 4) as u8, g.byte()];
+            data.extend_from_slice(&m);
+            app_protocols(&data);
+        }
     }
 
     #[test]

@@ -139,7 +139,10 @@ mod tests {
     #[test]
     fn server_messages() {
         assert_eq!(parse(br#"{"type":"connection_ack"}"#), Ok(Server::Ack));
-        assert_eq!(parse(br#"{"type":"ping","payload":{"x":1}}"#), Ok(Server::Ping));
+        assert_eq!(
+            parse(br#"{"type":"ping","payload":{"x":1}}"#),
+            Ok(Server::Ping)
+        );
         assert_eq!(parse(br#"{ "type" : "pong" }"#), Ok(Server::Pong));
         assert_eq!(
             parse(br#"{"id":"s0","type":"next","payload":{"data":{"counter":{"n":1,"ts":1733500000000}}}}"#),
@@ -149,13 +152,18 @@ mod tests {
             })
         );
         assert_eq!(
-            parse(br#"{"type":"error","id":"7","payload":[{"message":"Cannot query field \"x\""}]}"#),
+            parse(
+                br#"{"type":"error","id":"7","payload":[{"message":"Cannot query field \"x\""}]}"#
+            ),
             Ok(Server::Error {
                 id: b"7",
                 payload: br#"[{"message":"Cannot query field \"x\""}]"#
             })
         );
-        assert_eq!(parse(br#"{"id":"s0","type":"complete"}"#), Ok(Server::Complete { id: b"s0" }));
+        assert_eq!(
+            parse(br#"{"id":"s0","type":"complete"}"#),
+            Ok(Server::Complete { id: b"s0" })
+        );
         for bad in [
             &br#"{"type":"next","payload":{}}"#[..],
             br#"{"id":"1","type":"next"}"#,
@@ -165,7 +173,12 @@ mod tests {
             b"[]",
             br#"{"type":"ping""#,
         ] {
-            assert_eq!(parse(bad), Err(Malformed), "{}", String::from_utf8_lossy(bad));
+            assert_eq!(
+                parse(bad),
+                Err(Malformed),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 
@@ -187,7 +200,12 @@ mod tests {
         subscribe(&mut o, "s", 0, b"subscription { counter(to: 3) { n } }");
         assert_eq!(o, br#"{"id":"s0","type":"subscribe","payload":{"query":"subscription { counter(to: 3) { n } }"}}"#);
         o.clear();
-        subscribe(&mut o, "", 1, br#"{"query":"query { echo(text: \"a\") }","variables":{}}"#);
+        subscribe(
+            &mut o,
+            "",
+            1,
+            br#"{"query":"query { echo(text: \"a\") }","variables":{}}"#,
+        );
         assert_eq!(o, br#"{"id":"1","type":"subscribe","payload":{"query":"query { echo(text: \"a\") }","variables":{}}}"#);
         assert!(operation(b"{\"variables\":{}}").is_err());
         assert!(operation(b"  ").is_err());

@@ -42,7 +42,9 @@ pub fn skip_value(b: &[u8], i: usize) -> Result<usize, Malformed> {
                 continue;
             }
             c if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'+' | b'.') => {
-                while i < b.len() && (b[i].is_ascii_alphanumeric() || matches!(b[i], b'-' | b'+' | b'.')) {
+                while i < b.len()
+                    && (b[i].is_ascii_alphanumeric() || matches!(b[i], b'-' | b'+' | b'.'))
+                {
                     i += 1;
                 }
             }
@@ -75,8 +77,17 @@ fn skip_string(b: &[u8], mut i: usize) -> Result<usize, Malformed> {
 pub fn fields(b: &[u8]) -> Fields<'_> {
     let i = ws(b, 0);
     let ok = b.get(i) == Some(&b'{');
-    Fields { b, i: i + 1, done: !ok, bad: !ok, first: true }
+    Fields {
+        b,
+        i: i + 1,
+        done: !ok,
+        bad: !ok,
+        first: true,
+    }
 }
+
+/// One field: its key as written and its value's span.
+type Field<'a> = (&'a [u8], &'a [u8]);
 
 /// Iterator of [`fields`]; [`Fields::malformed`] says whether it stopped on bad JSON.
 #[derive(Debug)]
@@ -102,7 +113,7 @@ impl<'a> Iterator for Fields<'a> {
             return None;
         }
         let b = self.b;
-        let mut step = || -> Result<Option<(&'a [u8], &'a [u8])>, Malformed> {
+        let mut step = || -> Result<Option<Field<'a>>, Malformed> {
             let mut i = ws(b, self.i);
             if b.get(i) == Some(&b'}') {
                 return Ok(None);
@@ -219,10 +230,23 @@ mod tests {
 
     #[test]
     fn malformed_is_refused() {
-        for bad in [&b"{"[..], b"{\"a\"}", b"{\"a\":}", b"{\"a\":1 \"b\":2}", b"[1", b"\"abc", b"{\"a\":1]", b"}"] {
+        for bad in [
+            &b"{"[..],
+            b"{\"a\"}",
+            b"{\"a\":}",
+            b"{\"a\":1 \"b\":2}",
+            b"[1",
+            b"\"abc",
+            b"{\"a\":1]",
+            b"}",
+        ] {
             let mut f = fields(bad);
             f.by_ref().for_each(drop);
-            assert!(f.malformed() || !is_value(bad), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                f.malformed() || !is_value(bad),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
         assert!(is_value(br#"[1, "two", {"3": null}]"#));
         assert!(!is_value(b"hello world"));
@@ -234,7 +258,10 @@ mod tests {
         assert_eq!(uint(b"25000"), Some(25000));
         assert_eq!(uint(b"25000.5"), None);
         assert_eq!(uint(b"-1"), None);
-        assert_eq!(first_element(br#"["echo",{"a":1}]"#), Some(&br#""echo""#[..]));
+        assert_eq!(
+            first_element(br#"["echo",{"a":1}]"#),
+            Some(&br#""echo""#[..])
+        );
         assert_eq!(first_element(b"{}"), None);
         let mut out = Vec::new();
         push_string(&mut out, b"a\"b\\c\n\x01");

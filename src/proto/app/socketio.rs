@@ -185,11 +185,19 @@ pub fn is_emit(text: &[u8]) -> bool {
 /// The `/chat` of a namespace given as `chat` or `/chat`; `/` stays `/`. Namespaces are
 /// path-like names: letters, digits and `-_./`.
 pub fn namespace(s: &str) -> Result<String, String> {
-    let n = if s.starts_with('/') { s.to_string() } else { format!("/{s}") };
-    if n.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c)) {
+    let n = if s.starts_with('/') {
+        s.to_string()
+    } else {
+        format!("/{s}")
+    };
+    if n.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+    {
         Ok(n)
     } else {
-        Err(format!("`{s}` is not a namespace (e.g. /chat: letters, digits and - _ . /)"))
+        Err(format!(
+            "`{s}` is not a namespace (e.g. /chat: letters, digits and - _ . /)"
+        ))
     }
 }
 
@@ -223,18 +231,43 @@ mod tests {
             other => panic!("{other:?}"),
         };
         let c = p(br#"40/chat,{"sid":"x"}"#);
-        assert_eq!((c.kind, c.namespace, c.id, c.data), (Kind::Connect, &b"/chat"[..], None, &br#"{"sid":"x"}"#[..]));
+        assert_eq!(
+            (c.kind, c.namespace, c.id, c.data),
+            (Kind::Connect, &b"/chat"[..], None, &br#"{"sid":"x"}"#[..])
+        );
         let e = p(br#"42["echo",{"n":1}]"#);
-        assert_eq!((e.kind, e.namespace, e.data), (Kind::Event, &b"/"[..], &br#"["echo",{"n":1}]"#[..]));
+        assert_eq!(
+            (e.kind, e.namespace, e.data),
+            (Kind::Event, &b"/"[..], &br#"["echo",{"n":1}]"#[..])
+        );
         let a = p(br#"43/chat,17[{"ok":true}]"#);
-        assert_eq!((a.kind, a.id, a.data), (Kind::Ack, Some(17), &br#"[{"ok":true}]"#[..]));
+        assert_eq!(
+            (a.kind, a.id, a.data),
+            (Kind::Ack, Some(17), &br#"[{"ok":true}]"#[..])
+        );
         assert_eq!(p(b"41/chat,").kind, Kind::Disconnect);
         assert_eq!(p(b"41").namespace, b"/");
-        assert_eq!(p(br#"44/chat,{"message":"Not authorized"}"#).kind, Kind::ConnectError);
+        assert_eq!(
+            p(br#"44/chat,{"message":"Not authorized"}"#).kind,
+            Kind::ConnectError
+        );
         let b = p(br#"451-/chat,["file",{"_placeholder":true,"num":0}]"#);
         assert_eq!((b.kind, b.namespace), (Kind::Binary, &b"/chat"[..]));
-        for bad in [&b"4"[..], b"47", b"42[", b"42{}", b"42/chat,[1", b"45-[]", b"4299999999999999999999[\"a\"]"] {
-            assert_eq!(parse(bad), Err(Malformed), "{}", String::from_utf8_lossy(bad));
+        for bad in [
+            &b"4"[..],
+            b"47",
+            b"42[",
+            b"42{}",
+            b"42/chat,[1",
+            b"45-[]",
+            b"4299999999999999999999[\"a\"]",
+        ] {
+            assert_eq!(
+                parse(bad),
+                Err(Malformed),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 
@@ -271,6 +304,9 @@ mod tests {
         for i in 0..=m.len() {
             let _ = parse(&m[..i]);
         }
-        assert!(matches!(parse(m), Ok(Engine::Message(Packet { id: Some(17), .. }))));
+        assert!(matches!(
+            parse(m),
+            Ok(Engine::Message(Packet { id: Some(17), .. }))
+        ));
     }
 }

@@ -110,7 +110,10 @@ impl<'a> Iterator for Frames<'a> {
 
 /// One frame at the start of `b`, and the bytes it takes (its NUL included).
 fn frame(b: &[u8]) -> Result<(Frame<'_>, usize), Malformed> {
-    let eol = b.iter().position(|&c| c == b'\n').ok_or(Malformed::Truncated)?;
+    let eol = b
+        .iter()
+        .position(|&c| c == b'\n')
+        .ok_or(Malformed::Truncated)?;
     let cmd = b[..eol].strip_suffix(b"\r").unwrap_or(&b[..eol]);
     let command = match cmd {
         b"CONNECTED" => Command::Connected,
@@ -130,7 +133,10 @@ fn frame(b: &[u8]) -> Result<(Frame<'_>, usize), Malformed> {
         if rest.starts_with(b"\r\n") {
             break (i, i + 2);
         }
-        let n = rest.iter().position(|&c| c == b'\n').ok_or(Malformed::Truncated)?;
+        let n = rest
+            .iter()
+            .position(|&c| c == b'\n')
+            .ok_or(Malformed::Truncated)?;
         if !rest[..n].contains(&b':') {
             return Err(Malformed::Header);
         }
@@ -207,7 +213,11 @@ pub fn connect(out: &mut Vec<u8>, c: &Client) {
     if let Some((l, p)) = &c.login {
         let _ = write!(out, "login:{l}\npasscode:{p}\n");
     }
-    let _ = write!(out, "heart-beat:{},{}\n\n\0", c.heart_beat.0, c.heart_beat.1);
+    let _ = write!(
+        out,
+        "heart-beat:{},{}\n\n\0",
+        c.heart_beat.0, c.heart_beat.1
+    );
 }
 
 /// Appends a SUBSCRIBE to `destination` with subscription `id`, asking for a receipt
@@ -217,7 +227,7 @@ pub fn subscribe(out: &mut Vec<u8>, id: u64, destination: &str, receipt: Option<
     escaped(out, destination);
     out.extend_from_slice(b"\nack:auto\n");
     if let Some(r) = receipt {
-        let _ = write!(out, "receipt:{r}\n");
+        let _ = writeln!(out, "receipt:{r}");
     }
     out.extend_from_slice(b"\n\0");
 }
@@ -259,7 +269,10 @@ fn escaped(out: &mut Vec<u8>, v: &str) {
 /// A destination as given: not empty, no NUL or end-of-line.
 pub fn destination(s: &str) -> Result<String, String> {
     if s.is_empty() || s.contains(['\0', '\n', '\r']) {
-        return Err(format!("`{}` is not a destination (e.g. /topic/prices)", s.escape_debug()));
+        return Err(format!(
+            "`{}` is not a destination (e.g. /topic/prices)",
+            s.escape_debug()
+        ));
     }
     Ok(s.to_string())
 }
@@ -276,23 +289,34 @@ mod tests {
     fn broker_frames() {
         let connected = b"CONNECTED\nserver:RabbitMQ/3.12.1\nsession:session-x\nheart-beat:5000,5000\nversion:1.2\n\n\0";
         let items = all(connected);
-        let Ok(Item::Frame(f)) = items[0] else { panic!("{items:?}") };
+        let Ok(Item::Frame(f)) = items[0] else {
+            panic!("{items:?}")
+        };
         assert_eq!(f.command, Command::Connected);
-        assert_eq!(f.header(b"heart-beat").and_then(heart_beat), Some((5000, 5000)));
+        assert_eq!(
+            f.header(b"heart-beat").and_then(heart_beat),
+            Some((5000, 5000))
+        );
         assert_eq!(f.header(b"version"), Some(&b"1.2"[..]));
         let msg = b"MESSAGE\r\nsubscription:0\r\ndestination:/topic/bench\r\nmessage-id:T_0@@session-x@@1\r\ncontent-length:7\r\n\r\n{\"a\":1}\0\n\nRECEIPT\nreceipt-id:9\n\n\0";
         let items = all(msg);
         assert_eq!(items.len(), 4, "{items:?}");
-        let Ok(Item::Frame(m)) = items[0] else { panic!() };
+        let Ok(Item::Frame(m)) = items[0] else {
+            panic!()
+        };
         assert_eq!((m.command, m.body), (Command::Message, &b"{\"a\":1}"[..]));
         assert_eq!(m.header(b"subscription"), Some(&b"0"[..]));
         assert_eq!(items[1], Ok(Item::HeartBeat));
         assert_eq!(items[2], Ok(Item::HeartBeat));
-        let Ok(Item::Frame(r)) = items[3] else { panic!() };
+        let Ok(Item::Frame(r)) = items[3] else {
+            panic!()
+        };
         assert_eq!(r.header(b"receipt-id"), Some(&b"9"[..]));
         // A body with NULs, delimited by content-length.
         let bin = b"MESSAGE\ncontent-length:3\n\na\0b\0";
-        let Some(Ok(Item::Frame(f))) = frames(bin).next() else { panic!() };
+        let Some(Ok(Item::Frame(f))) = frames(bin).next() else {
+            panic!()
+        };
         assert_eq!(f.body, b"a\0b");
         assert_eq!(all(b"\n"), vec![Ok(Item::HeartBeat)]);
         assert_eq!(all(b"\r\n"), vec![Ok(Item::HeartBeat)]);
@@ -302,9 +326,18 @@ mod tests {
     fn malformed_frames() {
         assert_eq!(all(b"SEND\n\n\0")[0], Err(Malformed::Command));
         assert_eq!(all(b"MESSAGE\nno colon\n\n\0")[0], Err(Malformed::Header));
-        assert_eq!(all(b"MESSAGE\ncontent-length:x\n\n\0")[0], Err(Malformed::Header));
-        assert_eq!(all(b"MESSAGE\ncontent-length:99999999999999999999999\n\n\0")[0], Err(Malformed::Header));
-        assert_eq!(all(b"MESSAGE\ncontent-length:5\n\nab\0")[0], Err(Malformed::Truncated));
+        assert_eq!(
+            all(b"MESSAGE\ncontent-length:x\n\n\0")[0],
+            Err(Malformed::Header)
+        );
+        assert_eq!(
+            all(b"MESSAGE\ncontent-length:99999999999999999999999\n\n\0")[0],
+            Err(Malformed::Header)
+        );
+        assert_eq!(
+            all(b"MESSAGE\ncontent-length:5\n\nab\0")[0],
+            Err(Malformed::Truncated)
+        );
         assert_eq!(all(b"MESSAGE\n\nbody")[0], Err(Malformed::Truncated));
     }
 
@@ -319,8 +352,13 @@ mod tests {
         }
         let items = all(m);
         assert_eq!(items.len(), 3);
-        let Ok(Item::Frame(e)) = items[2] else { panic!() };
-        assert_eq!((e.command, e.header(b"message"), e.body), (Command::Error, Some(&b"bad"[..]), &b"oops"[..]));
+        let Ok(Item::Frame(e)) = items[2] else {
+            panic!()
+        };
+        assert_eq!(
+            (e.command, e.header(b"message"), e.body),
+            (Command::Error, Some(&b"bad"[..]), &b"oops"[..])
+        );
     }
 
     #[test]
@@ -344,7 +382,10 @@ mod tests {
         assert_eq!(o, b"CONNECT\naccept-version:1.2\nhost:/\nlogin:guest\npasscode:guest\nheart-beat:10000,10000\n\n\0");
         o.clear();
         subscribe(&mut o, 0, "/topic/a:b", Some("sub-0"));
-        assert_eq!(o, b"SUBSCRIBE\nid:0\ndestination:/topic/a\\cb\nack:auto\nreceipt:sub-0\n\n\0");
+        assert_eq!(
+            o,
+            b"SUBSCRIBE\nid:0\ndestination:/topic/a\\cb\nack:auto\nreceipt:sub-0\n\n\0"
+        );
         o.clear();
         send(&mut o, "/topic/x", Some(4), b"{}");
         assert_eq!(o, b"SEND\ndestination:/topic/x\ncontent-type:application/json\nreceipt:4\ncontent-length:2\n\n{}\0");

@@ -216,7 +216,11 @@ impl Conn {
         self.fail(ctx, now, Failure::App(f));
     }
 
-    fn malformed<R: Recorder>(&mut self, ctx: &mut Ctx<'_, R>, now: Micros) -> Result<(), Violation> {
+    fn malformed<R: Recorder>(
+        &mut self,
+        ctx: &mut Ctx<'_, R>,
+        now: Micros,
+    ) -> Result<(), Violation> {
         self.app_failed(ctx, now, AppFailure::Malformed);
         Ok(())
     }
@@ -233,7 +237,9 @@ impl Conn {
         let Ok(p) = socketio::parse(m) else {
             return self.malformed(ctx, now);
         };
-        let Some(a) = self.app.as_mut() else { return Ok(()) };
+        let Some(a) = self.app.as_mut() else {
+            return Ok(());
+        };
         match p {
             socketio::Engine::Open {
                 ping_interval_ms,
@@ -252,7 +258,9 @@ impl Conn {
                 self.pending |= OUT_APP;
             }
             socketio::Engine::Close => self.app_failed(ctx, now, AppFailure::Closed),
-            socketio::Engine::Pong | socketio::Engine::Noop => ctx.stats.counters().app_ignored += 1,
+            socketio::Engine::Pong | socketio::Engine::Noop => {
+                ctx.stats.counters().app_ignored += 1
+            }
             socketio::Engine::Message(p) if p.namespace != namespace.as_bytes() => {
                 ctx.stats.counters().app_ignored += 1;
             }
@@ -260,7 +268,9 @@ impl Conn {
                 socketio::Kind::Connect => self.app_ready(ctx, now),
                 socketio::Kind::ConnectError => self.app_failed(ctx, now, AppFailure::Refused),
                 socketio::Kind::Disconnect => self.app_failed(ctx, now, AppFailure::Disconnected),
-                socketio::Kind::Event if self.phase == Phase::Open || self.phase == Phase::Closing => {
+                socketio::Kind::Event
+                    if self.phase == Phase::Open || self.phase == Phase::Closing =>
+                {
                     return self.deliver(ctx, now, p.data)
                 }
                 socketio::Kind::Ack => self.acked(ctx, now, p.id),
@@ -306,7 +316,10 @@ impl Conn {
             };
             match f.command {
                 stomp::Command::Connected => {
-                    let theirs = f.header(b"heart-beat").and_then(stomp::heart_beat).unwrap_or((0, 0));
+                    let theirs = f
+                        .header(b"heart-beat")
+                        .and_then(stomp::heart_beat)
+                        .unwrap_or((0, 0));
                     let (send, expect) = stomp::negotiate(client.heart_beat, theirs);
                     if let Some(a) = self.app.as_mut() {
                         a.beat_every = send.saturating_mul(1000);
@@ -327,7 +340,11 @@ impl Conn {
                 }
                 stomp::Command::Error => {
                     let refused = self.phase == Phase::Joining;
-                    let f = if refused { AppFailure::Refused } else { AppFailure::Error };
+                    let f = if refused {
+                        AppFailure::Refused
+                    } else {
+                        AppFailure::Error
+                    };
                     self.app_failed(ctx, now, f);
                 }
             }
@@ -509,9 +526,7 @@ impl Conn {
             w.clear();
             match &cfg.app {
                 App::Raw => w.extend_from_slice(payload),
-                App::SocketIo { namespace, .. } => {
-                    socketio::event(&mut w, namespace, ack, payload)
-                }
+                App::SocketIo { namespace, .. } => socketio::event(&mut w, namespace, ack, payload),
                 App::Stomp { destination, .. } => {
                     stomp::send(&mut w, destination.as_deref().unwrap_or("/"), ack, payload)
                 }
@@ -536,16 +551,22 @@ impl Conn {
         WRAPPED.with(|w| {
             let mut w = w.borrow_mut();
             let mut emit = |w: &mut Vec<u8>, this: &mut Self, rng: &mut crate::proto::rng::Rng| {
-                super::deflate::frame_data(this.deflate.as_deref_mut(), out, OpCode::Text, w, rng.mask());
+                super::deflate::frame_data(
+                    this.deflate.as_deref_mut(),
+                    out,
+                    OpCode::Text,
+                    w,
+                    rng.mask(),
+                );
                 w.clear();
             };
             w.clear();
             if flags & A_INIT != 0 {
                 match &ctx.cfg.app {
                     App::Raw => {}
-                    App::SocketIo { namespace, auth, .. } => {
-                        socketio::connect(&mut w, namespace, auth.as_deref())
-                    }
+                    App::SocketIo {
+                        namespace, auth, ..
+                    } => socketio::connect(&mut w, namespace, auth.as_deref()),
                     App::Stomp { client, .. } => stomp::connect(&mut w, client),
                     App::GraphqlWs { init } => graphql::init(&mut w, init.as_deref()),
                 }

@@ -109,7 +109,10 @@ pub enum App {
 impl App {
     /// Whether rate-driven messages ask for an acknowledgement.
     pub fn acks(&self) -> bool {
-        matches!(self, Self::SocketIo { ack: true, .. } | Self::Stomp { receipts: true, .. })
+        matches!(
+            self,
+            Self::SocketIo { ack: true, .. } | Self::Stomp { receipts: true, .. }
+        )
     }
 
     /// Its protocol.

@@ -340,9 +340,7 @@ impl Conn {
             (
                 Failure::ConnectTimeout,
                 Phase::TlsHandshake | Phase::Upgrading | Phase::Joining | Phase::Open,
-            ) => {
-                Failure::TcpTimeout
-            }
+            ) => Failure::TcpTimeout,
             (f, _) => f,
         };
         match self.phase {
@@ -434,9 +432,7 @@ impl Conn {
                     return self.fail(ctx, now, Failure::Tls(TlsFailure::Timeout))
                 }
                 Phase::Upgrading => return self.fail(ctx, now, Failure::UpgradeTimeout),
-                Phase::Joining => {
-                    return self.fail(ctx, now, Failure::App(AppFailure::Timeout))
-                }
+                Phase::Joining => return self.fail(ctx, now, Failure::App(AppFailure::Timeout)),
                 // Drain time is over: whatever is unanswered stays so.
                 Phase::Open => return self.begin_close(ctx, now, 1000),
                 Phase::Closing => return self.finish(ctx, now),
@@ -554,8 +550,8 @@ impl Conn {
             }
             Phase::Open => {
                 // Subscribers wait out the drain too: deliveries in flight still count.
-                let awaiting = self.extras.as_ref().is_some_and(|x| x.rules.awaiting())
-                    || self.app_awaiting();
+                let awaiting =
+                    self.extras.as_ref().is_some_and(|x| x.rules.awaiting()) || self.app_awaiting();
                 if self.fifo.is_empty() && !awaiting && ctx.cfg.fanout != Some(Fanout::Subscriber) {
                     self.begin_close(ctx, now, 1000);
                 } else {
@@ -606,7 +602,10 @@ impl Conn {
     fn abandon<R: Recorder>(&mut self, ctx: &mut Ctx<'_, R>, now: Micros) {
         let c = ctx.stats.counters();
         c.abandoned += 1;
-        if matches!(self.phase, Phase::TlsHandshake | Phase::Upgrading | Phase::Joining) {
+        if matches!(
+            self.phase,
+            Phase::TlsHandshake | Phase::Upgrading | Phase::Joining
+        ) {
             c.abandoned_accepted += 1;
         }
         let stalled_after = (ctx.cfg.connect_timeout / 2).min(STALLED_AFTER);

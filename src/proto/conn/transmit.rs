@@ -148,7 +148,8 @@ impl Conn {
                 continue;
             }
             let now_unix = ctx.epoch_unix_us.saturating_add(now);
-            let hash = self.encode_message(ctx.cfg, Send::Rate(intended), m, now_unix, ctx.rng, out);
+            let hash =
+                self.encode_message(ctx.cfg, Send::Rate(intended), m, now_unix, ctx.rng, out);
             self.sent += 1;
             self.next_msg_at = self.next_msg_at.saturating_add(iv);
             if publisher {

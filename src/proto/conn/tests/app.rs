@@ -21,7 +21,10 @@ fn text(payload: &[u8]) -> Vec<u8> {
 fn app_cfg(app: App) -> ConnConfig {
     let mut c = cfg();
     c.on_open.clear();
-    c.message = Some(Message::fixed(OpCode::Text, br#"["echo",{"n":1}]"#.to_vec().into()));
+    c.message = Some(Message::fixed(
+        OpCode::Text,
+        br#"["echo",{"n":1}]"#.to_vec().into(),
+    ));
     c.app = app;
     c
 }
@@ -79,13 +82,26 @@ fn stomp_connects_subscribes_sends_with_receipts_and_matches_messages() {
     );
     // Nothing is sent before CONNECTED: the scenario has not begun.
     assert!(c.poll_timeout(&h.cfg).unwrap() >= 1000 * MS);
-    recv_split(&mut h, &mut c, 5 * MS, &text(b"CONNECTED\nversion:1.2\nheart-beat:500,2000\n\n\0"));
+    recv_split(
+        &mut h,
+        &mut c,
+        5 * MS,
+        &text(b"CONNECTED\nversion:1.2\nheart-beat:500,2000\n\n\0"),
+    );
     assert_eq!(c.phase(), Phase::Open);
     assert_eq!(h.stats.hist(Hist::AppConnect).len(), 1);
     assert_eq!(h.stats.counters.established, 1);
     let subs = texts(&client_frames(&h.tx(&mut c, 5 * MS)));
-    assert_eq!(subs, ["SUBSCRIBE\nid:0\ndestination:/topic/t\nack:auto\nreceipt:sub-0\n\n\0"]);
-    recv_split(&mut h, &mut c, 6 * MS, &text(b"RECEIPT\nreceipt-id:sub-0\n\n\0"));
+    assert_eq!(
+        subs,
+        ["SUBSCRIBE\nid:0\ndestination:/topic/t\nack:auto\nreceipt:sub-0\n\n\0"]
+    );
+    recv_split(
+        &mut h,
+        &mut c,
+        6 * MS,
+        &text(b"RECEIPT\nreceipt-id:sub-0\n\n\0"),
+    );
     assert_eq!(h.stats.counters.expects_met, 1);
     // The first SEND, with its receipt.
     let (now, sent) = loop {
@@ -106,7 +122,10 @@ fn stomp_connects_subscribes_sends_with_receipts_and_matches_messages() {
     let k = &h.stats.counters;
     assert_eq!((k.msgs_sent, k.msgs_received, k.msgs_pushed), (1, 1, 0));
     assert_eq!((k.app_acks_requested, k.app_acks_received), (1, 1));
-    assert_eq!(k.app_heartbeats_received, 0, "the EOL after a frame's NUL ends the frame");
+    assert_eq!(
+        k.app_heartbeats_received, 0,
+        "the EOL after a frame's NUL ends the frame"
+    );
     assert_eq!(h.stats.hist(Hist::AppAck).len(), 1);
     // The end-of-line that follows a frame as a message of its own is its trailer; the next
     // is a beat.
@@ -115,7 +134,11 @@ fn stomp_connects_subscribes_sends_with_receipts_and_matches_messages() {
     c.handle_recv(&mut h.ctx(), now + 4 * MS, &text(b"\n"));
     assert_eq!(h.stats.counters.app_heartbeats_received, 1);
     // A frame, then its trailing end-of-line as a message of its own (web-stomp), then a beat.
-    c.handle_recv(&mut h.ctx(), now + 5 * MS, &text(b"RECEIPT\nreceipt-id:77\n\n\0"));
+    c.handle_recv(
+        &mut h.ctx(),
+        now + 5 * MS,
+        &text(b"RECEIPT\nreceipt-id:77\n\n\0"),
+    );
     c.handle_recv(&mut h.ctx(), now + 5 * MS, &text(b"\n"));
     assert_eq!(h.stats.counters.app_heartbeats_received, 1);
     c.handle_recv(&mut h.ctx(), now + 6 * MS, &text(b"\n"));
@@ -144,20 +167,37 @@ fn stomp_connects_subscribes_sends_with_receipts_and_matches_messages() {
 fn stomp_error_refuses_at_connect_and_fails_a_session() {
     let mut h = Harness::new(stomp_cfg());
     let (mut c, _) = upgraded(&mut h);
-    c.handle_recv(&mut h.ctx(), 3 * MS, &text(b"ERROR\nmessage:Access refused for user 'guest'\n\n\0"));
+    c.handle_recv(
+        &mut h.ctx(),
+        3 * MS,
+        &text(b"ERROR\nmessage:Access refused for user 'guest'\n\n\0"),
+    );
     assert!(c.is_done());
-    assert_eq!(h.stats.failures.get(&Failure::App(AppFailure::Refused)), Some(&1));
+    assert_eq!(
+        h.stats.failures.get(&Failure::App(AppFailure::Refused)),
+        Some(&1)
+    );
     assert_eq!(h.stats.counters.connect_failed, 1);
 
     let (mut c, _) = upgraded(&mut h);
     c.handle_recv(&mut h.ctx(), 3 * MS, &text(b"CONNECTED\nversion:1.2\n\n\0"));
-    c.handle_recv(&mut h.ctx(), 4 * MS, &text(b"ERROR\nmessage:not_found\n\nno exchange\0"));
-    assert_eq!(h.stats.failures.get(&Failure::App(AppFailure::Error)), Some(&1));
+    c.handle_recv(
+        &mut h.ctx(),
+        4 * MS,
+        &text(b"ERROR\nmessage:not_found\n\nno exchange\0"),
+    );
+    assert_eq!(
+        h.stats.failures.get(&Failure::App(AppFailure::Error)),
+        Some(&1)
+    );
     assert_eq!(h.stats.counters.sessions_dropped, 1);
     // Garbage instead of STOMP.
     let (mut c, _) = upgraded(&mut h);
     c.handle_recv(&mut h.ctx(), 3 * MS, &text(b"HELLO\n\n\0"));
-    assert_eq!(h.stats.failures.get(&Failure::App(AppFailure::Malformed)), Some(&1));
+    assert_eq!(
+        h.stats.failures.get(&Failure::App(AppFailure::Malformed)),
+        Some(&1)
+    );
 }
 
 fn sio_cfg() -> ConnConfig {
@@ -172,7 +212,10 @@ fn sio_cfg() -> ConnConfig {
 fn socketio_joins_its_namespace_answers_pings_and_matches_emits_and_acks() {
     let mut h = Harness::new(sio_cfg());
     let (mut c, first) = upgraded(&mut h);
-    assert!(first.is_empty(), "the namespace CONNECT waits for the open packet");
+    assert!(
+        first.is_empty(),
+        "the namespace CONNECT waits for the open packet"
+    );
     let open = br#"0{"sid":"x","upgrades":[],"pingInterval":5000,"pingTimeout":2000,"maxPayload":1000000}"#;
     recv_split(&mut h, &mut c, 3 * MS, &text(open));
     assert_eq!(texts(&client_frames(&h.tx(&mut c, 3 * MS))), ["40/chat,"]);
@@ -191,9 +234,24 @@ fn socketio_joins_its_namespace_answers_pings_and_matches_emits_and_acks() {
         }
     };
     // Another namespace's event is not ours; the echo and the ack are.
-    recv_split(&mut h, &mut c, now + MS, &text(br#"42/other,["echo",{"n":1}]"#));
-    recv_split(&mut h, &mut c, now + 2 * MS, &text(br#"42/chat,["echo",{"n":1}]"#));
-    recv_split(&mut h, &mut c, now + 3 * MS, &text(br#"43/chat,1[{"ok":true}]"#));
+    recv_split(
+        &mut h,
+        &mut c,
+        now + MS,
+        &text(br#"42/other,["echo",{"n":1}]"#),
+    );
+    recv_split(
+        &mut h,
+        &mut c,
+        now + 2 * MS,
+        &text(br#"42/chat,["echo",{"n":1}]"#),
+    );
+    recv_split(
+        &mut h,
+        &mut c,
+        now + 3 * MS,
+        &text(br#"43/chat,1[{"ok":true}]"#),
+    );
     let k = &h.stats.counters;
     assert_eq!((k.msgs_sent, k.msgs_received, k.msgs_pushed), (1, 1, 0));
     assert_eq!((k.app_acks_received, k.app_ignored), (1, 1));
@@ -207,7 +265,9 @@ fn socketio_joins_its_namespace_answers_pings_and_matches_emits_and_acks() {
 
 #[test]
 fn socketio_server_silence_disconnect_and_refusal_are_failures_by_cause() {
-    let open = text(br#"0{"sid":"x","upgrades":[],"pingInterval":1000,"pingTimeout":500,"maxPayload":1000000}"#);
+    let open = text(
+        br#"0{"sid":"x","upgrades":[],"pingInterval":1000,"pingTimeout":500,"maxPayload":1000000}"#,
+    );
     let mut h = Harness::new(sio_cfg());
     let (mut c, _) = upgraded(&mut h);
     c.handle_recv(&mut h.ctx(), 3 * MS, &open);
@@ -228,12 +288,24 @@ fn socketio_server_silence_disconnect_and_refusal_are_failures_by_cause() {
     c.handle_recv(&mut h.ctx(), 3 * MS, &open);
     c.handle_recv(&mut h.ctx(), 4 * MS, &text(b"40/chat,{}"));
     c.handle_recv(&mut h.ctx(), 5 * MS, &text(b"41/chat,"));
-    assert_eq!(h.stats.failures.get(&Failure::App(AppFailure::Disconnected)), Some(&1));
+    assert_eq!(
+        h.stats
+            .failures
+            .get(&Failure::App(AppFailure::Disconnected)),
+        Some(&1)
+    );
 
     let (mut c, _) = upgraded(&mut h);
     c.handle_recv(&mut h.ctx(), 3 * MS, &open);
-    c.handle_recv(&mut h.ctx(), 4 * MS, &text(br#"44/chat,{"message":"Not authorized"}"#));
-    assert_eq!(h.stats.failures.get(&Failure::App(AppFailure::Refused)), Some(&1));
+    c.handle_recv(
+        &mut h.ctx(),
+        4 * MS,
+        &text(br#"44/chat,{"message":"Not authorized"}"#),
+    );
+    assert_eq!(
+        h.stats.failures.get(&Failure::App(AppFailure::Refused)),
+        Some(&1)
+    );
     assert_eq!(h.stats.counters.connect_failed, 1);
     assert_eq!(h.stats.counters.sessions_dropped, 2);
 }
@@ -243,25 +315,50 @@ fn graphql_subscribes_on_open_answers_operations_by_id_and_pings() {
     let mut cfg = app_cfg(App::GraphqlWs {
         init: Some(r#"{"token":"t"}"#.into()),
     });
-    cfg.on_open = vec![Message::fixed(OpCode::Text, b"subscription { ticks { n ts } }".to_vec().into())];
-    cfg.message = Some(Message::fixed(OpCode::Text, br#"query { echo(text: "a") }"#.to_vec().into()));
-    cfg.latency_from = Some(crate::proto::inspect::LatencyField::new("ts", crate::proto::inspect::TimeUnit::Micros));
+    cfg.on_open = vec![Message::fixed(
+        OpCode::Text,
+        b"subscription { ticks { n ts } }".to_vec().into(),
+    )];
+    cfg.message = Some(Message::fixed(
+        OpCode::Text,
+        br#"query { echo(text: "a") }"#.to_vec().into(),
+    ));
+    cfg.latency_from = Some(crate::proto::inspect::LatencyField::new(
+        "ts",
+        crate::proto::inspect::TimeUnit::Micros,
+    ));
     let mut h = Harness::new(cfg);
     h.epoch_unix_us = 1_000_000;
     let (mut c, first) = upgraded(&mut h);
-    assert_eq!(texts(&first), [r#"{"type":"connection_init","payload":{"token":"t"}}"#]);
-    recv_split(&mut h, &mut c, 3 * MS, &text(br#"{"type":"connection_ack"}"#));
+    assert_eq!(
+        texts(&first),
+        [r#"{"type":"connection_init","payload":{"token":"t"}}"#]
+    );
+    recv_split(
+        &mut h,
+        &mut c,
+        3 * MS,
+        &text(br#"{"type":"connection_ack"}"#),
+    );
     assert_eq!(c.phase(), Phase::Open);
     assert_eq!(
         texts(&client_frames(&h.tx(&mut c, 3 * MS))),
         [r#"{"id":"s0","type":"subscribe","payload":{"query":"subscription { ticks { n ts } }"}}"#]
     );
     // The subscription's results go to the scans: one-way latency from `ts`.
-    recv_split(&mut h, &mut c, 4 * MS, &text(br#"{"id":"s0","type":"next","payload":{"data":{"ticks":{"n":1,"ts":1003000}}}}"#));
+    recv_split(
+        &mut h,
+        &mut c,
+        4 * MS,
+        &text(br#"{"id":"s0","type":"next","payload":{"data":{"ticks":{"n":1,"ts":1003000}}}}"#),
+    );
     assert_eq!(h.stats.hist(Hist::WsMsgLatency).len(), 1);
     assert_eq!(h.stats.counters.msgs_pushed, 1);
     c.handle_recv(&mut h.ctx(), 4 * MS, &text(br#"{"type":"ping"}"#));
-    assert_eq!(texts(&client_frames(&h.tx(&mut c, 4 * MS))), [r#"{"type":"pong"}"#]);
+    assert_eq!(
+        texts(&client_frames(&h.tx(&mut c, 4 * MS))),
+        [r#"{"type":"pong"}"#]
+    );
     // A rate-driven operation carries its intended time as id; its first result answers it.
     let (now, id) = loop {
         let t = c.poll_timeout(&h.cfg).unwrap();
@@ -270,20 +367,40 @@ fn graphql_subscribes_on_open_answers_operations_by_id_and_pings() {
         if let Some((_, p)) = f.first() {
             let s = String::from_utf8(p.clone()).unwrap();
             let id = s.split('"').nth(3).unwrap().to_string();
-            assert_eq!(s, format!(r#"{{"id":"{id}","type":"subscribe","payload":{{"query":"query {{ echo(text: \"a\") }}"}}}}"#));
+            assert_eq!(
+                s,
+                format!(
+                    r#"{{"id":"{id}","type":"subscribe","payload":{{"query":"query {{ echo(text: \"a\") }}"}}}}"#
+                )
+            );
             break (t, id);
         }
     };
     let next = format!(r#"{{"id":"{id}","type":"next","payload":{{"data":{{"echo":"a"}}}}}}"#);
     recv_split(&mut h, &mut c, now + 2 * MS, &text(next.as_bytes()));
-    recv_split(&mut h, &mut c, now + 2 * MS, &text(format!(r#"{{"id":"{id}","type":"complete"}}"#).as_bytes()));
+    recv_split(
+        &mut h,
+        &mut c,
+        now + 2 * MS,
+        &text(format!(r#"{{"id":"{id}","type":"complete"}}"#).as_bytes()),
+    );
     let k = &h.stats.counters;
     assert_eq!((k.msgs_sent, k.msgs_received, k.msgs_pushed), (1, 1, 1));
     assert_eq!((k.graphql_next, k.graphql_complete), (2, 1));
     assert_eq!(h.stats.hist(Hist::WsMsgRtt).max(), 2 * MS);
-    recv_split(&mut h, &mut c, now + 3 * MS, &text(br#"{"id":"s0","type":"error","payload":[{"message":"boom"}]}"#));
+    recv_split(
+        &mut h,
+        &mut c,
+        now + 3 * MS,
+        &text(br#"{"id":"s0","type":"error","payload":[{"message":"boom"}]}"#),
+    );
     assert_eq!(h.stats.counters.graphql_errors, 1);
-    assert_eq!(h.stats.failures.get(&Failure::App(AppFailure::OperationError)), Some(&1));
+    assert_eq!(
+        h.stats
+            .failures
+            .get(&Failure::App(AppFailure::OperationError)),
+        Some(&1)
+    );
     assert_eq!(c.phase(), Phase::Open);
 }
 
@@ -294,12 +411,21 @@ fn a_handshake_never_answered_times_out_as_its_own_cause() {
     let t = c.poll_timeout(&h.cfg).unwrap();
     assert_eq!(t, 1000 * MS);
     c.handle_timer(&mut h.ctx(), t);
-    assert_eq!(h.stats.failures.get(&Failure::App(AppFailure::Timeout)), Some(&1));
+    assert_eq!(
+        h.stats.failures.get(&Failure::App(AppFailure::Timeout)),
+        Some(&1)
+    );
     assert_eq!(h.stats.counters.connect_failed, 1);
     // Stopped while joining: abandoned, the server had accepted it.
     let (mut c, _) = upgraded(&mut h);
     c.stop(&mut h.ctx(), 3 * MS, 3 * MS);
-    assert_eq!((h.stats.counters.abandoned, h.stats.counters.abandoned_accepted), (1, 1));
+    assert_eq!(
+        (
+            h.stats.counters.abandoned,
+            h.stats.counters.abandoned_accepted
+        ),
+        (1, 1)
+    );
 }
 
 #[test]
@@ -315,7 +441,9 @@ fn an_envelope_over_the_message_size_bound_fails_the_session() {
     c.handle_recv(&mut h.ctx(), 4 * MS, &text(&big));
     assert!(c.is_done());
     assert_eq!(
-        h.stats.failures.get(&Failure::Protocol(Violation::MessageTooBig)),
+        h.stats
+            .failures
+            .get(&Failure::Protocol(Violation::MessageTooBig)),
         Some(&1)
     );
 }
