@@ -40,7 +40,7 @@ echo "== the whole-run suites on the epoll backend"
 SOCKSTORM_BACKEND=epoll cargo test --release --test run --test tls --test fanout --test scenario \
   --test examples --test storms --test signals --test misbehave --test unfinished \
   --test workloads --test output --test attack --test merge --test segments --test generator \
-  --test logs --test live
+  --test logs --test live --test targets
 
 # deploy/ (Kubernetes Indexed Job, Slurm recipe, Dockerfile), checked offline.
 "$VENV/bin/python" scripts/check_deploy.py ./target/release/sockstorm

@@ -12,6 +12,15 @@ use clap::Args;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// `--resolve` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ResolveArg {
+    /// The first address the name resolves to.
+    First,
+    /// Every address: one target each.
+    All,
+}
+
 /// Flags of `sockstorm run`.
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
@@ -19,6 +28,23 @@ pub struct RunArgs {
     /// file (FILE.toml, see examples/) whose settings the other flags override.
     #[arg(value_name = "URL|FILE.toml")]
     pub url: String,
+    /// More targets: URLs of the same service (the same scheme and path, other hosts or
+    /// ports) that the connections are spread over with the first, round-robin or by
+    /// --target-weights. The upgrade request's Host and the TLS name stay the first URL's.
+    #[arg(value_name = "URL")]
+    pub more_urls: Vec<String>,
+    /// A further target, as the URLs after the first (repeatable; `targets = [...]` in
+    /// scenario files).
+    #[arg(long = "target", value_name = "URL")]
+    pub targets: Vec<String>,
+    /// How the connections are shared among the targets, in their order (the first URL's
+    /// first), e.g. 3,1,1; default: equally (round-robin).
+    #[arg(long, value_name = "W,W,…")]
+    pub target_weights: Option<String>,
+    /// `first`: connect to the first address the host name resolves to; `all`: every A/AAAA
+    /// record is a target of its own (a cluster behind one DNS name).
+    #[arg(long, value_enum, default_value_t = ResolveArg::First)]
+    pub resolve: ResolveArg,
     /// With a scenario file: the target instead of the file's `url` (scenarios keep their
     /// paths unless this URL has one).
     #[arg(long = "url", value_name = "URL")]

@@ -443,6 +443,8 @@ fn start(
     });
     let (tx, rx) = mpsc::channel();
     let mut handles = Vec::new();
+    let weights: Vec<u32> = run.targets.iter().map(|t| t.weight).collect();
+    let target_order = shard::target_order(&weights);
     for (i, _) in layout.shard_counts.iter().enumerate() {
         // Rotate each shard's start in the source list so shards do not pile onto one address.
         let mut sources = run.source_ips.clone();
@@ -455,7 +457,8 @@ fn start(
             shards,
             ids: main.segment.map_or((0, 1), |s| (s.index, s.count)),
             cpu: main.cpus.get(i).copied(),
-            target: run.target,
+            targets: run.targets.iter().map(|t| t.addr).collect(),
+            target_order: target_order.clone(),
             duration_us: run.duration().as_micros() as u64,
             drain_us: main.drain.as_micros() as u64,
             tls: main.tls.clone(),

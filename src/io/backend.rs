@@ -208,8 +208,10 @@ impl BackendKind {
 /// take effect by [`Backend::wait`] at the latest; their completions come out of
 /// [`Backend::reap`], each exactly once.
 pub trait Backend: Sized {
-    /// Sets the backend up for connections to `target`, from `sources` if any.
-    fn new(cfg: IoConfig, target: SocketAddr, sources: &[std::net::IpAddr]) -> io::Result<Self>;
+    /// Sets the backend up for connections to `targets` (at least one, all of one address
+    /// family), from `sources` if any.
+    fn new(cfg: IoConfig, targets: &[SocketAddr], sources: &[std::net::IpAddr])
+        -> io::Result<Self>;
 
     /// Slots `0..files` can hold a socket.
     fn files(&self) -> u32;
@@ -220,14 +222,15 @@ pub trait Backend: Sized {
     /// Re-arms the wake-up after a [`Op::Wake`] completion.
     fn arm_wake(&mut self);
 
-    /// Opens a connection in `slot`: socket, options, bind to `sources[source]` with
-    /// IP_BIND_ADDRESS_NO_PORT (if given), connect, then the send of `buf` (the upgrade
-    /// request). `ud` names the setup (a completion only if it fails), the connect and the
+    /// Opens a connection to `targets[target]` in `slot`: socket, options, bind to
+    /// `sources[source]` with IP_BIND_ADDRESS_NO_PORT (if given), connect, then the send of
+    /// `buf` (the upgrade request). `ud` names the setup (a completion only if it fails), the connect and the
     /// send; if the connect fails the send completes with `-ECANCELED`. Gives `buf` back with
     /// an errno if the slot is out of range (EMFILE), busy, or the socket could not be made.
     fn open(
         &mut self,
         slot: u32,
+        target: usize,
         source: Option<usize>,
         buf: Vec<u8>,
         ud: [u64; 3],
@@ -333,17 +336,17 @@ pub(crate) mod tests {
             ..IoConfig::default()
         };
         let source: IpAddr = "127.0.0.3".parse().unwrap();
-        let mut ring = B::new(cfg, addr, &[source]).unwrap();
+        let mut ring = B::new(cfg, &[addr], &[source]).unwrap();
         // Socket, options, bind, connect and the send go out as one linked chain.
         let ud = [
             pack(1, 1, Op::Setup),
             pack(1, 1, Op::Connect),
             pack(1, 1, Op::Send),
         ];
-        ring.open(1, Some(0), b"ping".to_vec(), ud).unwrap();
+        ring.open(1, 0, Some(0), b"ping".to_vec(), ud).unwrap();
         // A slot beyond the descriptor table is refused, and the buffer handed back.
         assert_eq!(
-            ring.open(4, None, b"x".to_vec(), ud).unwrap_err(),
+            ring.open(4, 0, None, b"x".to_vec(), ud).unwrap_err(),
             (b"x".to_vec(), libc::EMFILE)
         );
         let mut cq = Vec::new();
@@ -454,7 +457,7 @@ pub(crate) mod tests {
             files: 8,
             ..IoConfig::default()
         };
-        B::new(cfg, target, &[]).unwrap()
+        B::new(cfg, &[target], &[]).unwrap()
     }
 
     fn ud(slot: u32, op: Op) -> u64 {
@@ -467,7 +470,7 @@ pub(crate) mod tests {
             ud(slot, Op::Connect),
             ud(slot, Op::Send),
         ];
-        b.open(slot, None, first.to_vec(), uds).unwrap();
+        b.open(slot, 0, None, first.to_vec(), uds).unwrap();
     }
 
     /// The parts of the contract the shard relies on beyond the round trip: a refused

@@ -64,8 +64,8 @@ pub struct Poller {
     events: Events,
     socks: Vec<Option<Sock>>,
     files: u32,
-    target: SockAddr,
-    target_addr: SocketAddr,
+    /// The targets, as the kernel takes them and as addresses.
+    targets: Box<[(SockAddr, SocketAddr)]>,
     sources: Box<[IpAddr]>,
     sock: SockOptions,
     /// Waits that returned a full event buffer (a readiness backlog).
@@ -89,7 +89,10 @@ impl std::fmt::Debug for Poller {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Poller")
             .field("files", &self.files)
-            .field("target", &self.target_addr)
+            .field(
+                "targets",
+                &self.targets.iter().map(|t| t.1).collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -99,7 +102,7 @@ fn errno(e: &io::Error) -> i32 {
 }
 
 impl Backend for Poller {
-    fn new(cfg: IoConfig, target: SocketAddr, sources: &[IpAddr]) -> io::Result<Self> {
+    fn new(cfg: IoConfig, targets: &[SocketAddr], sources: &[IpAddr]) -> io::Result<Self> {
         let poll = Poll::new()?;
         let wake_file = eventfd(true)?;
         poll.registry().register(
@@ -114,8 +117,7 @@ impl Backend for Poller {
             events: Events::with_capacity(cfg.entries.clamp(64, 4096) as usize),
             socks: Vec::new(),
             files: cfg.files,
-            target: SockAddr::from(target),
-            target_addr: target,
+            targets: targets.iter().map(|t| (SockAddr::from(*t), *t)).collect(),
             sources: sources.into(),
             sock: cfg.sock,
             full_waits: 0,
@@ -144,6 +146,7 @@ impl Backend for Poller {
     fn open(
         &mut self,
         slot: u32,
+        target: usize,
         source: Option<usize>,
         buf: Vec<u8>,
         ud: [u64; 3],
@@ -156,8 +159,11 @@ impl Backend for Poller {
         if self.socks.get(i).is_some_and(Option::is_some) {
             return Err((buf, libc::EBUSY));
         }
+        let Some((to, to_addr)) = self.targets.get(target) else {
+            return Err((buf, libc::EINVAL));
+        };
         let ip = source.and_then(|k| self.sources.get(k)).copied();
-        let socket = match client_socket(&self.target_addr, ip, self.sock)
+        let socket = match client_socket(to_addr, ip, self.sock)
             .and_then(|s| s.set_nonblocking(true).map(|()| s))
         {
             Ok(s) => s,
@@ -170,7 +176,7 @@ impl Backend for Poller {
         ) {
             return Err((buf, errno(&e)));
         }
-        let connect = socket.connect(&self.target);
+        let connect = socket.connect(to);
         if self.socks.len() <= i {
             self.socks.resize_with(i + 1, || None);
         }

@@ -205,7 +205,7 @@ pub fn probe_uring() -> Result<(), Unavailable> {
         files: 1,
         ..IoConfig::default()
     };
-    match Ring::new(cfg, SocketAddr::from((Ipv4Addr::LOCALHOST, 9)), &[]) {
+    match Ring::new(cfg, &[SocketAddr::from((Ipv4Addr::LOCALHOST, 9))], &[]) {
         Ok(_) => Ok(()),
         Err(e) if e.raw_os_error() == Some(libc::ENOMEM) => {
             Err(explain(Some(libc::ENOMEM), &e.to_string(), &facts))

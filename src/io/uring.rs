@@ -122,10 +122,11 @@ pub struct Ring {
     bufs: ManuallyDrop<BufRing>,
     /// Send buffers by slot, at most one in flight per slot; leaked on drop like `bufs`.
     sends: ManuallyDrop<Vec<Option<Vec<u8>>>>,
-    target: Box<SockAddr>,
+    /// The targets (boxed so the kernel's pointers stay valid), and as addresses.
+    targets: Box<[SockAddr]>,
+    target_addrs: Box<[SocketAddr]>,
     /// Source addresses (port 0) for bind, boxed so the kernel's pointers stay valid.
     sources: Box<[SockAddr]>,
-    target_addr: SocketAddr,
     files: u32,
     sock: SockOptions,
     /// Whether the ring creates, tunes and binds sockets itself.
@@ -144,7 +145,10 @@ impl Drop for Ring {
 
 impl Backend for Ring {
     /// Creates the ring, registers the buffer ring, arms the eventfd read.
-    fn new(cfg: IoConfig, target: SocketAddr, sources: &[IpAddr]) -> io::Result<Self> {
+    fn new(cfg: IoConfig, targets: &[SocketAddr], sources: &[IpAddr]) -> io::Result<Self> {
+        if targets.is_empty() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "no target"));
+        }
         let ring = IoUring::builder()
             .setup_single_issuer()
             .setup_defer_taskrun()
@@ -195,12 +199,12 @@ impl Backend for Ring {
             ring,
             bufs,
             sends: ManuallyDrop::new(Vec::new()),
-            target: Box::new(SockAddr::from(target)),
+            targets: targets.iter().map(|t| SockAddr::from(*t)).collect(),
+            target_addrs: targets.into(),
             sources: sources
                 .iter()
                 .map(|ip| SockAddr::from(SocketAddr::new(*ip, 0)))
                 .collect(),
-            target_addr: target,
             files: cfg.files,
             sock: cfg.sock,
             setup_in_ring,
@@ -266,6 +270,7 @@ impl Backend for Ring {
     fn open(
         &mut self,
         slot: u32,
+        target: usize,
         source: Option<usize>,
         buf: Vec<u8>,
         ud: [u64; 3],
@@ -274,8 +279,11 @@ impl Backend for Ring {
         if slot >= self.files {
             return Err((buf, libc::EMFILE));
         }
+        if target >= self.targets.len() {
+            return Err((buf, libc::EINVAL));
+        }
         if !self.setup_in_ring {
-            if let Err(e) = self.install_socket(slot, source) {
+            if let Err(e) = self.install_socket(slot, target, source) {
                 return Err((buf, e.raw_os_error().unwrap_or(libc::EIO)));
             }
         }
@@ -289,10 +297,14 @@ impl Backend for Ring {
             self.setup_chain(&mut chain, slot, source, ud_setup);
         }
         chain.push(
-            opcode::Connect::new(fixed, self.target.as_ptr().cast(), self.target.len())
-                .build()
-                .flags(link)
-                .user_data(ud_connect),
+            opcode::Connect::new(
+                fixed,
+                self.targets[target].as_ptr().cast(),
+                self.targets[target].len(),
+            )
+            .build()
+            .flags(link)
+            .user_data(ud_connect),
         );
         chain.push(send);
         self.push_chain(chain)
@@ -426,7 +438,7 @@ impl Ring {
     ) {
         let fixed = types::Fixed(slot);
         let setup = squeue::Flags::IO_LINK | squeue::Flags::SKIP_SUCCESS;
-        let domain = if self.target.is_ipv6() {
+        let domain = if self.target_addrs[0].is_ipv6() {
             libc::AF_INET6
         } else {
             libc::AF_INET
@@ -482,13 +494,18 @@ impl Ring {
 
     /// Makes a tuned, bound socket with syscalls and installs it in direct slot `slot`; the
     /// table keeps its own reference, so our descriptor is closed right away.
-    fn install_socket(&mut self, slot: u32, source: Option<usize>) -> io::Result<()> {
+    fn install_socket(
+        &mut self,
+        slot: u32,
+        target: usize,
+        source: Option<usize>,
+    ) -> io::Result<()> {
         use std::os::fd::AsRawFd;
         let ip = source
             .and_then(|i| self.sources.get(i))
             .and_then(SockAddr::as_socket)
             .map(|a| a.ip());
-        let sock = crate::io::sock::client_socket(&self.target_addr, ip, self.sock)?;
+        let sock = crate::io::sock::client_socket(&self.target_addrs[target], ip, self.sock)?;
         self.ring
             .submitter()
             .register_files_update(slot, &[sock.as_raw_fd()])?;

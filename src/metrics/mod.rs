@@ -10,6 +10,7 @@ pub mod find_max;
 pub mod health;
 pub mod named;
 pub mod run;
+pub mod targets;
 
 use crate::proto::conn::{Failure, Recorder};
 use crate::proto::tls::Negotiated;
@@ -36,6 +37,13 @@ pub fn fmt_us(us: u64) -> String {
         format!("{:.2}s", us as f64 / 1e6)
     }
 }
+
+/// Distinct server error texts counted per run, at most (the rest count together).
+pub const MAX_APP_ERRORS: usize = 32;
+/// Characters of a server error text kept.
+pub const APP_ERROR_CHARS: usize = 120;
+/// Where error texts beyond [`MAX_APP_ERRORS`] are counted.
+pub const OTHER_APP_ERRORS: &str = "(other texts)";
 
 /// Builds an empty histogram with the crate-wide bounds.
 pub fn new_histogram() -> Histogram<u64> {
@@ -67,6 +75,11 @@ pub struct ShardStats {
     pub close_codes: BTreeMap<u16, u64>,
     /// Completed TLS handshakes by negotiated version, cipher suite and group.
     pub tls_params: BTreeMap<TlsParam, u64>,
+    /// `--protocol`: the servers' error texts, counted (at most [`MAX_APP_ERRORS`] texts of
+    /// at most [`APP_ERROR_CHARS`] characters; further texts count as [`OTHER_APP_ERRORS`]).
+    pub app_errors: BTreeMap<String, u64>,
+    /// Per target, in the run's target order (empty for a run with one target).
+    pub targets: Vec<targets::TargetStats>,
     /// Fan-out publish log, subscriber sessions and per-message delivery times.
     pub fanout: fanout::FanoutStats,
     /// Named requests' replies and checks' verdicts.
@@ -100,6 +113,8 @@ impl ShardStats {
             failures: BTreeMap::new(),
             close_codes: BTreeMap::new(),
             tls_params: BTreeMap::new(),
+            app_errors: BTreeMap::new(),
+            targets: Vec::new(),
             fanout: fanout::FanoutStats::default(),
             named: named::Named::default(),
         }
@@ -155,6 +170,8 @@ impl ShardStats {
         self.counters == Counters::default()
             && self.failures.is_empty()
             && self.close_codes.is_empty()
+            && self.app_errors.is_empty()
+            && self.targets.iter().all(targets::TargetStats::is_empty)
             && self.tls_params.is_empty()
             && self.hists.iter().flatten().all(|h| h.is_empty())
             && self.fanout.is_empty()
@@ -192,6 +209,10 @@ impl ShardStats {
         for (k, v) in &other.tls_params {
             *self.tls_params.entry(*k).or_insert(0) += v;
         }
+        for (k, v) in &other.app_errors {
+            self.app_error_n(k, *v);
+        }
+        targets::add_all(&mut self.targets, &other.targets);
     }
 
     /// Moves the gathered interval out, leaving `self` empty with no histogram allocated.
@@ -207,6 +228,8 @@ impl ShardStats {
         out.failures = std::mem::take(&mut self.failures);
         out.close_codes = std::mem::take(&mut self.close_codes);
         out.tls_params = std::mem::take(&mut self.tls_params);
+        out.app_errors = std::mem::take(&mut self.app_errors);
+        out.targets = std::mem::take(&mut self.targets);
         out.fanout = self.fanout.take();
         out.named = self.named.clone();
         self.named.reset();
@@ -230,6 +253,26 @@ impl ShardStats {
         self.failures.clear();
         self.close_codes.clear();
         self.tls_params.clear();
+        self.app_errors.clear();
+        self.targets.clear();
+    }
+
+    /// Target `t`'s measures (the list grows to hold it).
+    pub fn target(&mut self, t: usize) -> &mut targets::TargetStats {
+        if self.targets.len() <= t {
+            self.targets.resize_with(t + 1, Default::default);
+        }
+        &mut self.targets[t]
+    }
+
+    /// Counts `n` of the server error text `text` (already cut to size), within the bound.
+    pub fn app_error_n(&mut self, text: &str, n: u64) {
+        let key = if self.app_errors.contains_key(text) || self.app_errors.len() < MAX_APP_ERRORS {
+            text
+        } else {
+            OTHER_APP_ERRORS
+        };
+        *self.app_errors.entry(key.to_owned()).or_insert(0) += n;
     }
 }
 
@@ -253,6 +296,16 @@ impl Recorder for ShardStats {
     #[inline]
     fn close_code(&mut self, code: u16) {
         Self::close_code(self, code);
+    }
+
+    fn app_error(&mut self, text: &[u8]) {
+        // Printable, one line, cut to size: a server's text reaches reports as it reads.
+        let t: String = String::from_utf8_lossy(text)
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .take(APP_ERROR_CHARS)
+            .collect();
+        self.app_error_n(t.trim(), 1);
     }
 
     fn tls_negotiated(&mut self, n: &Negotiated) {

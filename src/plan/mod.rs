@@ -230,6 +230,18 @@ impl Run {
     }
 }
 
+/// One target as given: its URL (as reports show it, and parsed) and its share of the
+/// connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetSpec {
+    /// As reports show it (query values redacted).
+    pub text: String,
+    /// Parsed.
+    pub url: Url,
+    /// Its weight among the targets (1: equal shares).
+    pub weight: u32,
+}
+
 /// A validated scenario: everything the engine needs for its connections. The connection
 /// behaviour is [`RunPlan::conn`], built here once: the engine hands it to every shard as
 /// it is, and the reports read it back.
@@ -245,6 +257,11 @@ pub struct RunPlan {
     /// `url_text` parsed: whether to use TLS, the host (for DNS and the `Host` header), the port
     /// and the request path.
     pub url: Url,
+    /// Every target with its weight, `url` first (one for a run with a single URL); run-wide:
+    /// only the first scenario's count. Resolved by [`prepare`].
+    pub targets: Vec<TargetSpec>,
+    /// `--resolve all`: every address a target's name resolves to is a target of its own.
+    pub resolve_all: bool,
     /// Connections to hold (session mode), in flight (handshake mode), or the capacity for
     /// sessions alive at once (open model).
     pub connections: u64,

@@ -125,41 +125,50 @@ pub fn cpu_list(s: &str) -> Result<CpuList, String> {
     Ok(CpuList(out))
 }
 
-/// Parses source addresses: `a,b`, a range `127.0.0.1-127.0.0.32`, or CIDR `127.0.0.0/27`.
+/// Parses source addresses: `a,b`, a range `127.0.0.1-127.0.0.32` or `fd00::1-fd00::40`, or
+/// CIDR `127.0.0.0/27` or `fd00::/120` (at most 65,536 addresses each).
 pub fn source_ips(s: &str) -> Result<IpList, String> {
     let mut out = Vec::new();
     for part in s.split(',') {
         let part = part.trim();
         if let Some((a, b)) = part.split_once('-') {
-            let (a, b) = (ipv4(a, s)?, ipv4(b, s)?);
-            if a > b {
+            let (a, b) = (ip(a, s)?, ip(b, s)?);
+            if a.is_ipv4() != b.is_ipv4() {
+                return Err(format!("range `{part}` mixes IPv4 and IPv6"));
+            }
+            let (lo, hi) = (bits(a), bits(b));
+            if lo > hi {
                 return Err(format!("range `{part}` runs backwards"));
             }
-            if b - a >= 65536 {
+            if hi - lo >= 65536 {
                 return Err(format!("range `{part}` has more than 65536 addresses"));
             }
-            out.extend((a..=b).map(|v| IpAddr::from(v.to_be_bytes())));
-        } else if let Some((net, bits)) = part.split_once('/') {
-            let base = ipv4(net, s)?;
-            let bits: u32 = bits
+            out.extend((lo..=hi).map(|v| from_bits(v, a.is_ipv4())));
+        } else if let Some((net, prefix)) = part.split_once('/') {
+            let base = ip(net, s)?;
+            let width = if base.is_ipv4() { 32 } else { 128 };
+            let prefix: u32 = prefix
                 .parse()
                 .ok()
-                .filter(|&b| (16..=32).contains(&b))
-                .ok_or_else(|| format!("CIDR prefix in `{part}` must be between /16 and /32"))?;
-            let mask = if bits == 32 {
-                u32::MAX
-            } else {
-                !(u32::MAX >> bits)
+                .filter(|&b| b <= width && width - b <= 16)
+                .ok_or_else(|| {
+                    format!(
+                        "CIDR prefix in `{part}` must be between /{} and /{width} (at most 65536 addresses)",
+                        width - 16
+                    )
+                })?;
+            let host = width - prefix;
+            let span = (1u128 << host) - 1;
+            let first = bits(base) & !span;
+            let last = first | span;
+            // Skip the network (IPv4 and IPv6: the subnet-router anycast) and IPv4's broadcast
+            // address, except on the two narrowest prefixes.
+            let (lo, hi) = match (host, base.is_ipv4()) {
+                (0 | 1, _) => (first, last),
+                (_, true) => (first + 1, last - 1),
+                (_, false) => (first + 1, last),
             };
-            let first = base & mask;
-            let last = first | !mask;
-            // Skip network and broadcast addresses except on /31 and /32.
-            let (lo, hi) = if bits >= 31 {
-                (first, last)
-            } else {
-                (first + 1, last - 1)
-            };
-            out.extend((lo..=hi).map(|v| IpAddr::from(v.to_be_bytes())));
+            out.extend((lo..=hi).map(|v| from_bits(v, base.is_ipv4())));
         } else {
             out.push(
                 part.parse::<IpAddr>()
@@ -173,13 +182,26 @@ pub fn source_ips(s: &str) -> Result<IpList, String> {
     Ok(IpList(out))
 }
 
-fn ipv4(s: &str, whole: &str) -> Result<u32, String> {
+fn ip(s: &str, whole: &str) -> Result<IpAddr, String> {
     s.trim()
-        .parse::<std::net::Ipv4Addr>()
-        .map(u32::from)
-        .map_err(|_| {
-            format!("invalid IPv4 address `{s}` in `{whole}` (ranges and CIDR are IPv4 only)")
-        })
+        .parse::<IpAddr>()
+        .map_err(|_| format!("invalid address `{}` in `{whole}`", s.trim()))
+}
+
+/// An address as a number (IPv4 in the low 32 bits).
+fn bits(a: IpAddr) -> u128 {
+    match a {
+        IpAddr::V4(v) => u128::from(u32::from(v)),
+        IpAddr::V6(v) => u128::from(v),
+    }
+}
+
+fn from_bits(v: u128, v4: bool) -> IpAddr {
+    if v4 {
+        IpAddr::from((v as u32).to_be_bytes())
+    } else {
+        IpAddr::from(v.to_be_bytes())
+    }
 }
 
 #[cfg(test)]
@@ -222,5 +244,18 @@ mod tests {
         assert_eq!(source_ips("::1,::2").unwrap().0.len(), 2);
         assert!(source_ips("127.0.0.5-127.0.0.1").is_err());
         assert!(source_ips("10.0.0.0/8").is_err());
+        // IPv6 ranges and CIDR, bounded the same way.
+        let v6 = source_ips("fd00::1-fd00::4").unwrap().0;
+        assert_eq!(v6.len(), 4);
+        assert_eq!(v6[3], "fd00::4".parse::<IpAddr>().unwrap());
+        let c6 = source_ips("fd00::/120").unwrap().0;
+        assert_eq!(
+            (c6.len(), c6[0]),
+            (255, "fd00::1".parse::<IpAddr>().unwrap())
+        );
+        assert_eq!(source_ips("fd00::5/128").unwrap().0.len(), 1);
+        assert!(source_ips("fd00::/64").unwrap_err().contains("/112"));
+        assert!(source_ips("127.0.0.1-::2").unwrap_err().contains("mixes"));
+        assert!(source_ips("fd00::9-fd00::1").is_err());
     }
 }

@@ -11,6 +11,17 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::ops::Deref;
 use std::sync::Arc;
 
+/// One resolved target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Where its connections go.
+    pub addr: SocketAddr,
+    /// Its share of the connections, relative to the others'.
+    pub weight: u32,
+    /// Its URL as reports show it (with the address when the name resolved to several).
+    pub label: String,
+}
+
 /// A run ready to start: its plan, the resolved target and the source addresses.
 #[derive(Debug, Clone)]
 pub struct Prepared {
@@ -18,6 +29,9 @@ pub struct Prepared {
     pub run: Run,
     /// The target address (the first the name resolved to).
     pub target: SocketAddr,
+    /// Every target address with its weight and how reports name it, `target` first (one
+    /// for a run with a single URL).
+    pub targets: Vec<Target>,
     /// Source addresses rotated round-robin (empty: the kernel's choice).
     pub source_ips: Vec<IpAddr>,
     /// Whether they were chosen automatically (loopback spreading) rather than given.
@@ -36,11 +50,26 @@ impl Deref for Prepared {
 /// pre-step: once per distinct request (scenarios asking the same share the token).
 pub fn prepare(mut run: Run) -> Result<Prepared, PlanError> {
     let main = run.main();
-    let target = resolve(&main.url)?;
+    let targets = resolve_targets(main)?;
+    let target = targets[0].addr;
     let (source_ips, source_ips_auto) = if main.source_ips.is_empty() {
         // Sized by the first scenario, whose settings are the run's: other scenarios' connections
         // are not counted (give --source-ip for runs whose other scenarios add thousands).
-        (auto_sources(target.ip(), main.connections), true)
+        // Ports are per (source, target) pair: the largest target's share counts.
+        let total: u64 = targets.iter().map(|t| u64::from(t.weight)).sum();
+        let most = targets
+            .iter()
+            .map(|t| u64::from(t.weight))
+            .max()
+            .unwrap_or(1);
+        let share = (main.connections * most).div_ceil(total.max(1));
+        let loopback = targets.iter().all(|t| t.addr.ip().is_loopback());
+        let auto = if loopback {
+            auto_sources(target.ip(), share)
+        } else {
+            Vec::new()
+        };
+        (auto, true)
     } else {
         if let Some(ip) = main
             .source_ips
@@ -85,6 +114,7 @@ pub fn prepare(mut run: Run) -> Result<Prepared, PlanError> {
     Ok(Prepared {
         run,
         target,
+        targets,
         source_ips,
         source_ips_auto,
     })
@@ -116,13 +146,64 @@ fn fill_message(m: &mut Message, token: &str) {
     }
 }
 
-fn resolve(url: &Url) -> Result<SocketAddr, PlanError> {
+/// Every target of the run resolved: the first address of each name, or with `--resolve all`
+/// every address (one target each, the weight of its URL). All of one address family.
+fn resolve_targets(main: &super::RunPlan) -> Result<Vec<Target>, PlanError> {
+    let mut out: Vec<Target> = Vec::new();
+    for t in &main.targets {
+        let addrs = resolve(&t.url)?;
+        let several = main.resolve_all && addrs.len() > 1;
+        let take = if main.resolve_all { addrs.len() } else { 1 };
+        for addr in addrs.into_iter().take(take) {
+            if out.iter().any(|o| o.addr == addr) {
+                continue;
+            }
+            out.push(Target {
+                addr,
+                weight: t.weight,
+                label: if several {
+                    format!("{} ({addr})", t.text)
+                } else {
+                    t.text.clone()
+                },
+            });
+        }
+    }
+    if let Some(t) = out
+        .iter()
+        .find(|t| t.addr.is_ipv4() != out[0].addr.is_ipv4())
+    {
+        return Err(PlanError::Invalid {
+            flag: "--target",
+            reason: format!(
+                "{} ({}) is not the same address family as {} ({}): use targets of one family (or --resolve first)",
+                t.label, t.addr, out[0].label, out[0].addr
+            ),
+        });
+    }
+    if out.len() > crate::metrics::targets::MAX_TARGETS {
+        return Err(PlanError::Invalid {
+            flag: "--resolve",
+            reason: format!(
+                "more than {} target addresses",
+                crate::metrics::targets::MAX_TARGETS
+            ),
+        });
+    }
+    Ok(out)
+}
+
+fn resolve(url: &Url) -> Result<Vec<SocketAddr>, PlanError> {
     let err = |reason: String| PlanError::Resolve {
         host: url.host.clone(),
         reason,
     };
-    let mut addrs = (url.host.as_str(), url.port)
+    let addrs: Vec<SocketAddr> = (url.host.as_str(), url.port)
         .to_socket_addrs()
-        .map_err(|e| err(e.to_string()))?;
-    addrs.next().ok_or_else(|| err("no addresses".into()))
+        .map_err(|e| err(e.to_string()))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(err("no addresses".into()));
+    }
+    Ok(addrs)
 }

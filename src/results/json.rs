@@ -338,6 +338,37 @@ pub fn to_json(run: &Prepared, r: &RunResult) -> Value {
     doc
 }
 
+/// Per target (runs over several targets; `null` otherwise): its counts, failures by cause and
+/// connect histograms, so a slow or refusing node stands out.
+fn targets_json(run: &Prepared, s: &ShardStats) -> Value {
+    if run.targets.len() < 2 {
+        return Value::Null;
+    }
+    let empty = crate::metrics::targets::TargetStats::default();
+    run.targets
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let m = s.targets.get(i).unwrap_or(&empty);
+            let hist = |h: &Option<Box<Histogram<u64>>>| {
+                hist_json(h.as_deref().unwrap_or_else(|| crate::metrics::empty_histogram()))
+            };
+            json!({
+                "url": t.label,
+                "address": t.addr.to_string(),
+                "weight": t.weight,
+                "attempts": m.attempts,
+                "established": m.established,
+                "connect_failed": m.connect_failed,
+                "sessions_dropped": m.sessions_dropped,
+                "failures": m.failures.iter().map(|(k, v)| (k.name(), json!(v))).collect::<Map<String, Value>>(),
+                "histograms": {"tcp_connect": hist(&m.tcp_connect), "ws_connecting": hist(&m.ws_connecting)},
+            })
+        })
+        .collect::<Vec<_>>()
+        .into()
+}
+
 /// The document less what [`to_json`] adds about its identity.
 fn document(run: &Prepared, r: &RunResult) -> Value {
     let plan = run.main();
@@ -405,6 +436,8 @@ fn document(run: &Prepared, r: &RunResult) -> Value {
         "failures": failures,
         "failure_descriptions": failure_text,
         "close_codes": close_codes,
+        "app_errors": s.app_errors,
+        "targets": targets_json(run, s),
         "histograms": histograms,
         "requests": requests,
         "checks": checks,

@@ -25,6 +25,7 @@ pub fn summary(run: &Prepared, r: &RunResult) -> String {
         tls,
         compression,
         protocol,
+        targets,
         failures,
         storms,
         fanout,
@@ -250,6 +251,44 @@ fn compression(o: &mut String, run: &Prepared, r: &RunResult) {
     );
 }
 
+/// Several targets: one line each, so a slow or refusing node stands out.
+fn targets(o: &mut String, run: &Prepared, r: &RunResult) {
+    if run.targets.len() < 2 {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "\n{:<40}{:>7}{:>10}{:>9}{:>8}{:>8}{:>13}  failures",
+        "target", "weight", "attempts", "opened", "failed", "dropped", "p99 connect"
+    );
+    let empty = crate::metrics::targets::TargetStats::default();
+    for (i, t) in run.targets.iter().enumerate() {
+        let m = r.stats.targets.get(i).unwrap_or(&empty);
+        let p99 = m
+            .ws_connecting
+            .as_deref()
+            .filter(|h| !h.is_empty())
+            .map_or("-".to_owned(), |h| fmt_us(h.value_at_quantile(0.99)));
+        let failures: Vec<String> = m.failures.iter().map(|(k, v)| format!("{k}×{v}")).collect();
+        let _ = writeln!(
+            o,
+            "{:<40}{:>7}{:>10}{:>9}{:>8}{:>8}{:>13}  {}",
+            t.label,
+            t.weight,
+            m.attempts,
+            m.established,
+            m.connect_failed,
+            m.sessions_dropped,
+            p99,
+            if failures.is_empty() {
+                "none".to_owned()
+            } else {
+                failures.join(" ")
+            }
+        );
+    }
+}
+
 /// `--protocol`: the protocol's handshakes, heartbeats, acknowledgements and operations.
 fn protocol(o: &mut String, run: &Prepared, r: &RunResult) {
     use crate::proto::app::Protocol;
@@ -289,6 +328,9 @@ fn protocol(o: &mut String, run: &Prepared, r: &RunResult) {
         let _ = write!(o, "; {} messages ignored", c.app_ignored);
     }
     o.push('\n');
+    for (text, n) in &s.app_errors {
+        let _ = writeln!(o, "  server error ×{n}: {text}");
+    }
 }
 
 fn tls(o: &mut String, run: &Prepared, r: &RunResult) {

@@ -90,6 +90,8 @@ impl RunArgs {
             } else {
                 redacted(&a.url)
             },
+            targets: targets(a, &url)?,
+            resolve_all: a.resolve == super::args::ResolveArg::All,
             url,
             connections: shape.connections,
             connect_rate: shape.connect_rate,
@@ -150,6 +152,73 @@ fn start_at(a: &RunArgs) -> Result<(Option<std::time::SystemTime>, bool), PlanEr
 }
 
 /// Connections, mode, rates, stages and the open model, checked together.
+/// The run's targets: the URL, the URLs after it and `--target`s, each with its weight.
+fn targets(a: &RunArgs, url: &Url) -> Result<Vec<crate::plan::TargetSpec>, PlanError> {
+    let show = |t: &str| {
+        if a.show_query {
+            t.to_owned()
+        } else {
+            redacted(t)
+        }
+    };
+    let mut out = vec![crate::plan::TargetSpec {
+        text: show(&a.url),
+        url: url.clone(),
+        weight: 1,
+    }];
+    for t in a.more_urls.iter().chain(&a.targets) {
+        let u = parse_url(t)?;
+        if u.tls != url.tls || u.path != url.path {
+            return Err(PlanError::invalid(
+                "--target",
+                format!(
+                    "`{}` is not the same service as `{}`: several targets share the scheme and the path (ws:// or wss://, {}); run other services as scenarios of a file",
+                    show(t),
+                    show(&a.url),
+                    url.path
+                ),
+            ));
+        }
+        out.push(crate::plan::TargetSpec {
+            text: show(t),
+            url: u,
+            weight: 1,
+        });
+    }
+    if let Some(w) = &a.target_weights {
+        let weights: Vec<u32> = w
+            .split(',')
+            .map(|x| x.trim().parse().ok().filter(|&n| (1..=1000).contains(&n)))
+            .collect::<Option<_>>()
+            .ok_or_else(|| {
+                PlanError::invalid(
+                    "--target-weights",
+                    format!("`{w}`: expected whole numbers from 1 to 1000, e.g. 3,1,1"),
+                )
+            })?;
+        if weights.len() != out.len() {
+            return Err(PlanError::invalid(
+                "--target-weights",
+                format!(
+                    "{} weights for {} targets: give one per target, the first URL's first",
+                    weights.len(),
+                    out.len()
+                ),
+            ));
+        }
+        for (t, w) in out.iter_mut().zip(weights) {
+            t.weight = w;
+        }
+    }
+    if out.len() > crate::metrics::targets::MAX_TARGETS {
+        return Err(PlanError::invalid(
+            "--target",
+            format!("at most {} targets", crate::metrics::targets::MAX_TARGETS),
+        ));
+    }
+    Ok(out)
+}
+
 fn shape(a: &RunArgs, url: &Url) -> Result<Shape, PlanError> {
     let handshake = a.mode == ModeArg::Handshake;
     let stages = a.stages.clone().map(|s| s.0).unwrap_or_default();

@@ -25,6 +25,13 @@ impl Reader<'_> {
             "on_open_file" | "message_file" => self.message_file(key, v, out),
             "reconnect" => self.reconnect(key, v, out),
             "headers" => self.headers(v, out),
+            "targets" => {
+                for (s, sp) in self.strings(key, v)? {
+                    let args = vec![format!("--target={s}")];
+                    out.push(Item::new(key, "target", args, sp));
+                }
+                Ok(())
+            }
             "subprotocols" => {
                 for (s, sp) in self.strings(key, v)? {
                     let args = vec![format!("--subprotocol={s}")];

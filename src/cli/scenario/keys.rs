@@ -9,6 +9,9 @@ use toml::de::DeValue;
 /// Keys that describe the whole run: only at the top level.
 const RUN_WIDE: &[&str] = &[
     "url",
+    "targets",
+    "target_weights",
+    "resolve",
     "duration",
     "cpus",
     "source_ip",
@@ -75,6 +78,7 @@ pub(super) const SPECIAL: &[&str] = &[
     "on_open_file",
     "message_file",
     "subprotocols",
+    "targets",
     "reconnect",
     "checks",
     "stream",

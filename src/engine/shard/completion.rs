@@ -4,6 +4,7 @@
 use super::slot::{arm_recv, recycle, start_send, SEND_BUF_CAPACITY};
 use super::Shard;
 use crate::io::backend::{unpack, Backend, Completion, Op};
+use crate::metrics::targets::TargetStats;
 use crate::proto::conn::{Failure, Micros};
 
 impl<B: Backend> Shard<B> {
@@ -48,6 +49,7 @@ impl<B: Backend> Shard<B> {
     /// The TCP connect of slot `i` completed with `res`.
     fn on_connect(&mut self, i: u32, res: i32, now: Micros) {
         self.op_done(i);
+        let several = self.plan.targets.len() > 1;
         let Shard {
             groups,
             rng,
@@ -58,6 +60,12 @@ impl<B: Backend> Shard<B> {
         } = self;
         let slot = &mut slots[i as usize];
         slot.connecting = false;
+        if several && res == 0 {
+            let t = groups[slot.group as usize]
+                .stats
+                .target(slot.target as usize);
+            TargetStats::record(&mut t.tcp_connect, now.saturating_sub(slot.opened_at));
+        }
         if let Some(conn) = slot.conn.as_mut() {
             let mut ctx = groups[slot.group as usize].ctx(rng);
             if res == 0 {

@@ -5,6 +5,7 @@ use super::slot::stop_reading;
 use super::Shard;
 use crate::engine::timer::TimerEntry;
 use crate::io::backend::{pack, Backend, Op};
+use crate::metrics::targets::TargetStats;
 use crate::proto::conn::{Conn, Ending, Event, Micros, Mode, Outcome};
 
 impl<B: Backend> Shard<B> {
@@ -18,7 +19,14 @@ impl<B: Backend> Shard<B> {
         {
             match ev {
                 Event::SessionOpened => {
-                    let gi = self.slots[i as usize].group as usize;
+                    let slot = &self.slots[i as usize];
+                    let gi = slot.group as usize;
+                    if self.plan.targets.len() > 1 {
+                        let (target, since) = (slot.target as usize, slot.opened_at);
+                        let t = self.groups[gi].stats.target(target);
+                        t.established += 1;
+                        TargetStats::record(&mut t.ws_connecting, now.saturating_sub(since));
+                    }
                     self.groups[gi].session_opened(now);
                     self.succeeded();
                 }
@@ -63,6 +71,15 @@ impl<B: Backend> Shard<B> {
         }
         let gi = slot.group as usize;
         let (retired, retry) = (slot.retired, slot.retry);
+        if let (Outcome::Failed(f), true) = (end.outcome, self.plan.targets.len() > 1) {
+            let t = self.groups[gi].stats.target(slot.target as usize);
+            if end.established {
+                t.sessions_dropped += 1;
+            } else {
+                t.connect_failed += 1;
+            }
+            *t.failures.entry(f).or_insert(0) += 1;
+        }
         match end.outcome {
             Outcome::Completed => self.succeeded(),
             Outcome::Failed(f) => self.failed(f),

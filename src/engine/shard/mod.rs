@@ -82,9 +82,11 @@ pub struct ShardPlan {
     /// The CPU the shard's thread pins itself to: its entry of `--cpus` (default: every CPU the
     /// process may use); `None`: not pinned.
     pub cpu: Option<usize>,
-    /// The target's address, resolved once by `plan::prepare`; every connection of every group
-    /// connects to it.
-    pub target: SocketAddr,
+    /// The targets' addresses, resolved once by `plan::prepare` (one for most runs).
+    pub targets: Vec<SocketAddr>,
+    /// Which target each connection goes to, by its number in the run modulo this list's
+    /// length: the targets' weights interleaved ([`target_order`]).
+    pub target_order: Arc<[u16]>,
     /// Run length from the start, µs; the stop begins then.
     pub duration_us: Micros,
     /// How long replies in flight are awaited after the stop, µs.
@@ -106,6 +108,25 @@ pub struct ShardPlan {
     /// which the shard stops and asks the engine to stop the run (`--max-identical-failures`,
     /// default 100; 0: never).
     pub max_identical_failures: u64,
+}
+
+/// The order connections take the targets in: smooth weighted round-robin (as nginx's), one
+/// cycle of `Σ weights` entries in which target `i` appears `weights[i]` times, spread out.
+pub fn target_order(weights: &[u32]) -> Arc<[u16]> {
+    let total: i64 = weights.iter().map(|&w| i64::from(w.max(1))).sum();
+    let mut current = vec![0i64; weights.len()];
+    let mut out = Vec::with_capacity(total.max(1) as usize);
+    for _ in 0..total.max(1) {
+        for (c, &w) in current.iter_mut().zip(weights) {
+            *c += i64::from(w.max(1));
+        }
+        let best = (0..current.len())
+            .max_by_key(|&i| (current[i], -(i as i64)))
+            .unwrap_or(0);
+        current[best] -= total;
+        out.push(best as u16);
+    }
+    out.into()
 }
 
 /// One scenario's share of a shard: its connections, schedule and behaviour.
@@ -237,7 +258,7 @@ fn start<B: Backend>(
     tx: Sender<ShardEvent>,
 ) {
     let index = plan.index;
-    let io = B::new(plan.io, plan.target, &plan.sources).and_then(|b| Ok((b.waker()?, b)));
+    let io = B::new(plan.io, &plan.targets, &plan.sources).and_then(|b| Ok((b.waker()?, b)));
     let (waker, io) = match io {
         Ok(x) => x,
         Err(e) => {
@@ -277,7 +298,8 @@ struct Shard<B> {
     wall: WallAnchor,
     flags: Arc<StopFlags>,
     tx: Sender<ShardEvent>,
-    source_idx: usize,
+    /// The next source address, per target (ports are per source and target).
+    source_idx: Vec<usize>,
     stopping: bool,
     /// The stop was interrupted (a signal, `--abort-on-fail`, identical failures): drain and
     /// close waits are cut to end within 2 s, whether the stop began with it or before.
@@ -331,7 +353,7 @@ impl<B: Backend> Shard<B> {
         let n: u64 = groups.iter().map(|g| g.pending_opens).sum();
         Self {
             rng: Rng::from_entropy(plan.index as u64 + 1),
-            source_idx: plan.index,
+            source_idx: vec![plan.index; plan.targets.len().max(1)],
             slots: Vec::with_capacity(n as usize),
             close_wait: groups.iter().map(|g| g.cfg.close_wait).max().unwrap_or(0),
             groups,

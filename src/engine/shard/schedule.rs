@@ -154,9 +154,16 @@ impl<B: Backend> Shard<B> {
                 (self.slots.len() - 1) as u32
             }
         };
+        // The connection's number on this shard decides its target (weights interleaved);
+        // sources rotate per target, each pair having its own ports.
+        let seq = self.plan.index as u64 + self.plan.shards as u64 * self.conns_made;
+        let order = &self.plan.target_order;
+        let target = order[(seq % order.len() as u64) as usize] as usize;
+        let several = self.plan.targets.len() > 1;
         let source = (!self.plan.sources.is_empty()).then(|| {
-            let k = self.source_idx % self.plan.sources.len();
-            self.source_idx += 1;
+            let next = &mut self.source_idx[target];
+            let k = *next % self.plan.sources.len();
+            *next += 1;
             k
         });
         let Shard {
@@ -176,6 +183,11 @@ impl<B: Backend> Shard<B> {
         slot.allocated = true;
         slot.group = gi as u16;
         slot.retry = retry;
+        slot.target = target as u16;
+        slot.opened_at = now;
+        if several {
+            g.stats.target(target).attempts += 1;
+        }
         if g.plan.ramp.is_active() {
             g.opened.push((i, slot.gen));
         }
@@ -206,7 +218,7 @@ impl<B: Backend> Shard<B> {
         conn.poll_transmit(&mut ctx, now, &mut buf);
         ctx.token = None;
         let ud = [Op::Setup, Op::Connect, Op::Send].map(|op| pack(i, slot.gen, op));
-        match io.open(i, source, buf, ud) {
+        match io.open(i, target, source, buf, ud) {
             Ok(()) => {
                 slot.has_socket = true;
                 slot.connecting = true;

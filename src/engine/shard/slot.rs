@@ -15,6 +15,9 @@ pub(super) struct Slot {
     pub(super) gen: u32,
     /// The group (scenario) of the connection.
     pub(super) group: u16,
+    /// Its target (index in the run's targets), and when its connect was submitted.
+    pub(super) target: u16,
+    pub(super) opened_at: Micros,
     /// The direct descriptor `slot index` holds (or is being created for) this connection.
     pub(super) has_socket: bool,
     pub(super) conn: Option<Conn>,
@@ -45,6 +48,8 @@ impl Slot {
             allocated: false,
             gen: 0,
             group: 0,
+            target: 0,
+            opened_at: 0,
             has_socket: false,
             conn: None,
             ops: 0,

@@ -7,7 +7,7 @@
 
 use super::config::App;
 use super::{Conn, Ctx, Failure, Hist, Micros, Phase, Recorder, OUT_APP};
-use crate::proto::app::{graphql, socketio, stomp};
+use crate::proto::app::{graphql, json, socketio, stomp};
 use crate::proto::ws::frame::{OpCode, Violation};
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -266,7 +266,12 @@ impl Conn {
             }
             socketio::Engine::Message(p) => match p.kind {
                 socketio::Kind::Connect => self.app_ready(ctx, now),
-                socketio::Kind::ConnectError => self.app_failed(ctx, now, AppFailure::Refused),
+                socketio::Kind::ConnectError => {
+                    // `{"message": …}` (the JS server) or a bare string (python-socketio).
+                    let text = json::field(p.data, b"message").unwrap_or(p.data);
+                    ctx.stats.app_error(json::plain_str(text).unwrap_or(text));
+                    self.app_failed(ctx, now, AppFailure::Refused)
+                }
                 socketio::Kind::Disconnect => self.app_failed(ctx, now, AppFailure::Disconnected),
                 socketio::Kind::Event
                     if self.phase == Phase::Open || self.phase == Phase::Closing =>
@@ -339,6 +344,7 @@ impl Conn {
                     }
                 }
                 stomp::Command::Error => {
+                    ctx.stats.app_error(f.header(b"message").unwrap_or(f.body));
                     let refused = self.phase == Phase::Joining;
                     let f = if refused {
                         AppFailure::Refused
@@ -389,8 +395,13 @@ impl Conn {
                     return self.deliver(ctx, now, payload);
                 }
             }
-            graphql::Server::Error { id, .. } => {
+            graphql::Server::Error { id, payload } => {
                 ctx.stats.counters().graphql_errors += 1;
+                // The first GraphQL error's message.
+                let text = json::first_element(payload)
+                    .and_then(|e| json::field(e, b"message"))
+                    .unwrap_or(payload);
+                ctx.stats.app_error(json::plain_str(text).unwrap_or(text));
                 ctx.stats.fail(Failure::App(AppFailure::OperationError));
                 self.answered(ctx, now, id);
             }
@@ -403,7 +414,7 @@ impl Conn {
     /// still awaiting its answer, it is answered now (round trip from its intended send
     /// time, which is its id). Returns whether it was one of those.
     fn answered<R: Recorder>(&mut self, ctx: &mut Ctx<'_, R>, now: Micros, id: &[u8]) -> bool {
-        let Some(t) = crate::proto::app::json::uint(id) else {
+        let Some(t) = json::uint(id) else {
             return false;
         };
         let Some(i) = self.fifo.iter().position(|&f| f == t) else {

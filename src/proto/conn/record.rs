@@ -323,4 +323,7 @@ pub trait Recorder {
     fn request_unsent(&mut self, req: u16, n: u64);
     /// Check `check` (its index in `ConnConfig::checks`) passed or failed on one message.
     fn check(&mut self, check: u16, pass: bool);
+    /// `--protocol`: the server's error text (a STOMP ERROR's message, a Socket.IO
+    /// connect_error's, a GraphQL error's), counted by text. Ignored unless implemented.
+    fn app_error(&mut self, _text: &[u8]) {}
 }

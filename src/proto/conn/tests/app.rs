@@ -191,6 +191,17 @@ fn stomp_error_refuses_at_connect_and_fails_a_session() {
         Some(&1)
     );
     assert_eq!(h.stats.counters.sessions_dropped, 1);
+    // Counted by their text.
+    let texts: Vec<(&str, u64)> = h
+        .stats
+        .app_errors
+        .iter()
+        .map(|(k, v)| (k.as_str(), *v))
+        .collect();
+    assert_eq!(
+        texts,
+        [("Access refused for user 'guest'", 1), ("not_found", 1)]
+    );
     // Garbage instead of STOMP.
     let (mut c, _) = upgraded(&mut h);
     c.handle_recv(&mut h.ctx(), 3 * MS, &text(b"HELLO\n\n\0"));
@@ -308,6 +319,16 @@ fn socketio_server_silence_disconnect_and_refusal_are_failures_by_cause() {
     );
     assert_eq!(h.stats.counters.connect_failed, 1);
     assert_eq!(h.stats.counters.sessions_dropped, 2);
+    // python-socketio's refusal is a bare string.
+    let (mut c, _) = upgraded(&mut h);
+    c.handle_recv(&mut h.ctx(), 3 * MS, &open);
+    c.handle_recv(
+        &mut h.ctx(),
+        4 * MS,
+        &text(br#"44/chat,"Unable to connect""#),
+    );
+    let texts: Vec<&str> = h.stats.app_errors.keys().map(String::as_str).collect();
+    assert_eq!(texts, ["Not authorized", "Unable to connect"]);
 }
 
 #[test]
@@ -395,6 +416,7 @@ fn graphql_subscribes_on_open_answers_operations_by_id_and_pings() {
         &text(br#"{"id":"s0","type":"error","payload":[{"message":"boom"}]}"#),
     );
     assert_eq!(h.stats.counters.graphql_errors, 1);
+    assert_eq!(h.stats.app_errors.get("boom"), Some(&1));
     assert_eq!(
         h.stats
             .failures
