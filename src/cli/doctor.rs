@@ -12,9 +12,10 @@ pub struct DoctorArgs {
     /// Connections you plan to open: say whether they fit and what to change.
     #[arg(short = 'c', long)]
     pub connections: Option<u64>,
-    /// Target address (host:port) the connections go to.
+    /// Target address (host:port) the connections go to; repeat it for a run over several
+    /// targets (ports are per source and target, so each adds a port budget).
     #[arg(long)]
-    pub target: Option<SocketAddr>,
+    pub target: Vec<SocketAddr>,
     /// Source addresses you will rotate (same syntax as `run --source-ip`).
     #[arg(long, value_parser = parse::source_ips)]
     pub source_ip: Option<parse::IpList>,
@@ -29,11 +30,16 @@ pub struct DoctorArgs {
 pub(super) fn doctor_cmd(a: &DoctorArgs) -> u8 {
     let opts = DoctorOptions {
         connections: a.connections,
-        target: a.target,
-        // Without --source-ip, count what `run` would choose (it spreads loopback targets).
+        target: a.target.first().copied(),
+        targets: a.target.len().max(1) as u32,
+        // Without --source-ip, count what `run` would choose (it spreads loopback targets,
+        // sized by each target's share).
         source_ips: a.source_ip.as_ref().map_or_else(
-            || match (a.target, a.connections) {
-                (Some(t), Some(n)) => plan::auto_sources(t.ip(), n).len().max(1) as u32,
+            || match (a.target.first(), a.connections) {
+                (Some(t), Some(n)) => {
+                    let share = n.div_ceil(a.target.len().max(1) as u64);
+                    plan::auto_sources(t.ip(), share).len().max(1) as u32
+                }
                 _ => 1,
             },
             |v| v.0.len() as u32,

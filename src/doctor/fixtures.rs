@@ -71,6 +71,7 @@ pub(crate) fn opts(n: u64, source_ips: u32) -> DoctorOptions {
         connections: Some(n),
         target: Some("127.0.0.1:8080".parse().unwrap()),
         source_ips,
+        targets: 1,
         shards: 8,
     }
 }

@@ -55,6 +55,9 @@ pub struct DoctorOptions {
     pub target: Option<SocketAddr>,
     /// Source addresses the run rotates (`--source-ip`), at least 1 (0 is read as 1).
     pub source_ips: u32,
+    /// Target addresses the connections are spread over (`--target` repeated), at least 1:
+    /// each (source, target) pair has its own ports.
+    pub targets: u32,
     /// Client shards (one per CPU) the run will start.
     pub shards: usize,
 }
@@ -65,6 +68,7 @@ impl Default for DoctorOptions {
             connections: None,
             target: None,
             source_ips: 1,
+            targets: 1,
             shards: 1,
         }
     }

@@ -130,6 +130,7 @@ fn source_ip_fix(k: u64, target: Option<SocketAddr>) -> String {
 pub(crate) fn check_ports(r: &Readings, opts: &DoctorOptions) -> LimitCheck {
     let want = opts.connections;
     let ips = u64::from(opts.source_ips.max(1));
+    let targets = u64::from(opts.targets.max(1));
     match port_budget(r) {
         Ok(0) => LimitCheck {
             limit: "ephemeral ports",
@@ -143,13 +144,17 @@ pub(crate) fn check_ports(r: &Readings, opts: &DoctorOptions) -> LimitCheck {
             fix: want.map(|_| "shrink net.ipv4.ip_local_reserved_ports".to_owned()),
         },
         Ok(per_tuple) => {
-            let capacity = per_tuple.saturating_mul(ips);
+            let capacity = per_tuple.saturating_mul(ips).saturating_mul(targets);
             let s = if ips == 1 { "" } else { "es" };
-            let detail = format!(
+            let mut detail = format!(
                 "{per_tuple} ports per (source address, destination address, destination port) \
                  × {ips} source address{s}"
             );
-            let fix = |n: u64| ports_fix(n, per_tuple, opts.target);
+            if targets > 1 {
+                detail.push_str(&format!(" × {targets} targets"));
+            }
+            // Spread evenly, each target needs its share of the ports.
+            let fix = |n: u64| ports_fix(n.div_ceil(targets), per_tuple, opts.target);
             judge("ephemeral ports", capacity, want, detail, fix)
         }
         Err(e) => unknown("ephemeral ports", &e),
@@ -313,6 +318,22 @@ mod tests {
             "{fix}"
         );
         assert!(!fix.contains("127.0.0."), "{fix}");
+    }
+
+    #[test]
+    fn each_target_adds_a_port_budget() {
+        let mut o = opts(100_000, 1);
+        o.target = Some("10.0.0.5:443".parse().unwrap());
+        o.targets = 4;
+        let v = verdict(&readings(), &o);
+        let c = check(&v, "ephemeral ports");
+        assert_eq!(c.capacity, Some(4 * 28232));
+        assert!(c.detail.contains("× 4 targets"), "{}", c.detail);
+        o.targets = 2;
+        let v = verdict(&readings(), &o);
+        let fix = check(&v, "ephemeral ports").fix.clone().unwrap();
+        // 50,000 per target: 2 source addresses each.
+        assert!(fix.contains("rotate 2 source addresses"), "{fix}");
     }
 
     #[test]
