@@ -99,13 +99,20 @@ echo "codes $a $b""#,
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&o.stdout);
-    assert!(text.contains("codes 0 3"), "{text}\n{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        text.contains("codes 0 3"),
+        "{text}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let v = read_json(&wide);
     assert_eq!(counter(&v, "established"), 1200);
     let sent = counter(&v, "msgs_sent");
     assert!(sent > 0);
     assert_eq!(counter(&v, "msgs_received"), sent);
-    assert_eq!(v["settings"]["source_ips"].as_array().map(Vec::len), Some(255));
+    assert_eq!(
+        v["settings"]["source_ips"].as_array().map(Vec::len),
+        Some(255)
+    );
     // One source address: 500 ports, the rest have none.
     let v = read_json(&narrow);
     assert_eq!(counter(&v, "established"), 500);

@@ -372,6 +372,21 @@ fn config(a: &ConnArgs, load: &Load<'_>) -> Result<(ConnConfig, f64), PlanError>
         }
     };
     let app = app(a, resolver)?;
+    if let (App::GraphqlWs { .. }, true) = (&app, rate > 0.0) {
+        // An operation's id is its intended send time on the timer grid: one per grid step.
+        let interval = (1e6 / rate).max(1.0) as u64;
+        if interval < us(a.timer_resolution).max(1) {
+            return Err(PlanError::invalid(
+                "--message-rate",
+                "with --protocol graphql-ws, at most one operation per --timer-resolution step per connection (lower the rate or the resolution)",
+            ));
+        }
+    }
+    for r in &rules.requests {
+        if r.message.template.is_none() {
+            check_app_message(a.protocol, "[[scenario.message]]", &r.message)?;
+        }
+    }
     if let App::Stomp {
         destination: None, ..
     } = &app
@@ -490,11 +505,12 @@ fn app(a: &ConnArgs, r: &Resolver<'_>) -> Result<App, PlanError> {
         None => None,
         Some(t) => {
             let t = fixed_text("--init-payload", t, r)?;
-            if !t.trim_start().starts_with('{') || !crate::proto::app::json::is_value(t.as_bytes())
-            {
+            let object = serde_json::from_str::<serde_json::Value>(&t).is_ok_and(|v| v.is_object());
+            if !object {
+                // Not shown: it may hold a token from the environment.
                 return Err(PlanError::invalid(
                     "--init-payload",
-                    format!("`{t}` is not a JSON object"),
+                    "is not a JSON object (e.g. {\"token\": \"{{env TOKEN}}\"})",
                 ));
             }
             Some(t)
@@ -612,7 +628,7 @@ fn check_app_message(
             let emit = if templated {
                 head == b"[\""
             } else {
-                socketio::is_emit(text)
+                serde_json::from_slice::<serde_json::Value>(text).is_ok() && socketio::is_emit(text)
             };
             if m.opcode != OpCode::Text || !emit {
                 return Err(PlanError::invalid(flag, format!(

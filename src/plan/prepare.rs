@@ -154,8 +154,13 @@ fn resolve_targets(main: &super::RunPlan) -> Result<Vec<Target>, PlanError> {
         let addrs = resolve(&t.url)?;
         let several = main.resolve_all && addrs.len() > 1;
         let take = if main.resolve_all { addrs.len() } else { 1 };
+        let family = out.first().map_or(addrs[0].is_ipv4(), |o| o.addr.is_ipv4());
         for addr in addrs.into_iter().take(take) {
             if out.iter().any(|o| o.addr == addr) {
+                continue;
+            }
+            if main.resolve_all && addr.is_ipv4() != family {
+                // A dual-stack name: its records of the other family are left out.
                 continue;
             }
             out.push(Target {

@@ -707,7 +707,19 @@ impl<B: Backend> Shard<B> {
 
 #[cfg(test)]
 mod tests {
-    use super::{tick_after, tick_phase};
+    use super::{target_order, tick_after, tick_phase};
+
+    #[test]
+    fn target_order_gives_each_its_weight_interleaved() {
+        assert_eq!(&target_order(&[1, 1, 1])[..], [0, 1, 2]);
+        assert_eq!(&target_order(&[3, 1, 1])[..], [0, 1, 0, 2, 0]);
+        assert_eq!(&target_order(&[5])[..], [0, 0, 0, 0, 0]);
+        let o = target_order(&[2, 3]);
+        assert_eq!(o.iter().filter(|&&t| t == 0).count(), 2);
+        assert_eq!(o.len(), 5);
+        // No target twice in a row while another has a turn owed.
+        assert!(o.windows(2).all(|w| w[0] != w[1] || w[0] == 1), "{o:?}");
+    }
 
     #[test]
     fn ticks_fall_on_unix_second_boundaries() {

@@ -154,9 +154,10 @@ impl<B: Backend> Shard<B> {
                 (self.slots.len() - 1) as u32
             }
         };
-        // The connection's number on this shard decides its target (weights interleaved);
-        // sources rotate per target, each pair having its own ports.
-        let seq = self.plan.index as u64 + self.plan.shards as u64 * self.conns_made;
+        // Each shard goes round the targets' order (weights interleaved) from its own place
+        // in it, so every shard uses every target whatever the shard count; sources rotate per
+        // target, each pair having its own ports.
+        let seq = self.plan.index as u64 + self.conns_made;
         let order = &self.plan.target_order;
         let target = order[(seq % order.len() as u64) as usize] as usize;
         let several = self.plan.targets.len() > 1;

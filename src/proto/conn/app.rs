@@ -96,6 +96,11 @@ impl AppState {
     pub(super) fn wants(&self) -> bool {
         self.out != 0
     }
+
+    /// Whether acknowledgements are awaited.
+    pub(super) fn awaiting(&self) -> bool {
+        !self.acks.is_empty()
+    }
 }
 
 impl Conn {
@@ -143,7 +148,9 @@ impl Conn {
         if let Some(a) = self.app.as_mut() {
             let mut buf = buf;
             buf.clear();
-            if buf.capacity() <= 4096 && a.buf.capacity() == 0 {
+            // A small buffer is kept for the next message; a large one is not held per idle
+            // connection.
+            if buf.capacity() <= 1024 && a.buf.capacity() == 0 {
                 a.buf = buf;
             }
         }
@@ -210,6 +217,12 @@ impl Conn {
 
     /// The server ended or refused the session at the protocol level.
     fn app_failed<R: Recorder>(&mut self, ctx: &mut Ctx<'_, R>, now: Micros, f: AppFailure) {
+        if self.phase == Phase::Closing {
+            // The session is already ending (as it began): the server's fault is counted,
+            // the ending stays what it was.
+            ctx.stats.fail(Failure::App(f));
+            return self.finish(ctx, now);
+        }
         if self.phase == Phase::Open {
             ctx.stats.close_code(1006);
         }
@@ -247,7 +260,9 @@ impl Conn {
             } => {
                 // The server pings every interval; silence beyond interval + timeout means it
                 // is gone (as a Socket.IO client decides).
-                a.dead_after = (ping_interval_ms + ping_timeout_ms).saturating_mul(1000);
+                a.dead_after = ping_interval_ms
+                    .saturating_add(ping_timeout_ms)
+                    .saturating_mul(1000);
                 a.out |= A_INIT;
                 self.pending |= OUT_APP;
             }
@@ -422,9 +437,15 @@ impl Conn {
             return true;
         };
         self.fifo.remove(i);
+        if let Some(x) = self.extras.as_mut() {
+            // Templated operations keep their hashes in step with `fifo`.
+            if i < x.hashes.len() {
+                x.hashes.remove(i);
+            }
+        }
         ctx.stats.counters().msgs_received += 1;
         ctx.stats.record(Hist::WsMsgRtt, now.saturating_sub(t));
-        if self.stopping && self.fifo.is_empty() {
+        if self.stopping && self.nothing_awaited(ctx.cfg) {
             self.begin_close(ctx, now, 1000);
         }
         true
@@ -438,7 +459,7 @@ impl Conn {
             Some((_, sent)) => {
                 ctx.stats.counters().app_acks_received += 1;
                 ctx.stats.record(Hist::AppAck, now.saturating_sub(sent));
-                if self.stopping && a.acks.is_empty() && self.fifo.is_empty() {
+                if self.stopping && self.nothing_awaited(ctx.cfg) {
                     // The drain waited for this last acknowledgement.
                     self.begin_close(ctx, now, 1000);
                 }
@@ -450,7 +471,16 @@ impl Conn {
     /// Whether acknowledgements are still awaited: a graceful stop waits for them (a STOMP
     /// broker drops the receipts still owed when DISCONNECT comes).
     pub(super) fn app_awaiting(&self) -> bool {
-        self.app.as_ref().is_some_and(|a| !a.acks.is_empty())
+        self.app.as_ref().is_some_and(|a| a.awaiting())
+    }
+
+    /// Whether a stopping session has nothing left to wait for: no echo, no reply, no
+    /// acknowledgement, and it is no fan-out subscriber (those wait out the drain).
+    pub(super) fn nothing_awaited(&self, cfg: &super::ConnConfig) -> bool {
+        self.fifo.is_empty()
+            && !self.app_awaiting()
+            && !self.extras.as_ref().is_some_and(|x| x.rules.awaiting())
+            && cfg.fanout != Some(super::Fanout::Subscriber)
     }
 
     /// Brings the acknowledgement counters up to date with what was sent.
@@ -558,7 +588,12 @@ impl Conn {
         out: &mut Vec<u8>,
     ) {
         let Some(mut a) = self.app.take() else { return };
-        let flags = std::mem::take(&mut a.out);
+        let mut flags = std::mem::take(&mut a.out);
+        if self.phase == Phase::Closing && self.pending & super::OUT_CLOSE == 0 {
+            // Our close frame is out: nothing may follow it (RFC 6455 §5.5.1).
+            flags = 0;
+            a.pongs = 0;
+        }
         WRAPPED.with(|w| {
             let mut w = w.borrow_mut();
             let mut emit = |w: &mut Vec<u8>, this: &mut Self, rng: &mut crate::proto::rng::Rng| {
@@ -625,6 +660,10 @@ impl Conn {
     /// Our close is beginning: the protocol says goodbye first (Socket.IO leaves its
     /// namespace, STOMP disconnects).
     pub(super) fn app_bye(&mut self) {
+        if self.got_close {
+            // The server closed first: the session is over for it already.
+            return;
+        }
         if let Some(a) = self.app.as_mut().filter(|a| a.ready) {
             a.out |= A_BYE;
             self.pending |= OUT_APP;

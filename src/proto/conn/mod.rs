@@ -475,7 +475,13 @@ impl Conn {
             if self.phase == Phase::Open && ctx.cfg.inspects() {
                 x.rules.expire(ctx, now);
                 let subscriber = ctx.cfg.fanout == Some(Fanout::Subscriber);
-                if self.stopping && !x.rules.awaiting() && self.fifo.is_empty() && !subscriber {
+                let acks = self.app.as_ref().is_some_and(|a| a.awaiting());
+                if self.stopping
+                    && !x.rules.awaiting()
+                    && self.fifo.is_empty()
+                    && !subscriber
+                    && !acks
+                {
                     return self.begin_close(ctx, now, 1000);
                 }
             }

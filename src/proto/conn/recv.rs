@@ -349,7 +349,7 @@ impl Conn {
             let answered = x.rules.on_message(ctx, now, &x.msg);
             x.release_msg();
             if answered {
-                if self.stopping && self.fifo.is_empty() && !x.rules.awaiting() {
+                if self.stopping && self.nothing_awaited(ctx.cfg) {
                     self.begin_close(ctx, now, 1000);
                 }
                 return Ok(());
@@ -373,7 +373,7 @@ impl Conn {
                 ctx.stats.counters().msgs_received += 1;
                 ctx.stats
                     .record(Hist::WsMsgRtt, now.saturating_sub(intended));
-                if self.stopping && self.fifo.is_empty() {
+                if self.stopping && self.nothing_awaited(ctx.cfg) {
                     self.begin_close(ctx, now, 1000);
                 }
                 return Ok(());

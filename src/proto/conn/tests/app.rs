@@ -469,3 +469,64 @@ fn an_envelope_over_the_message_size_bound_fails_the_session() {
         Some(&1)
     );
 }
+
+#[test]
+fn nothing_follows_our_close_and_late_failures_keep_the_ending() {
+    let open = text(br#"0{"sid":"x","upgrades":[],"pingInterval":5000,"pingTimeout":5000,"maxPayload":1000000}"#);
+    let mut h = Harness::new(sio_cfg());
+    let (mut c, _) = upgraded(&mut h);
+    c.handle_recv(&mut h.ctx(), 3 * MS, &open);
+    let _ = h.tx(&mut c, 3 * MS);
+    c.handle_recv(&mut h.ctx(), 4 * MS, &text(b"40/chat,{}"));
+    c.stop(&mut h.ctx(), 5 * MS, 5 * MS);
+    let out = client_frames(&h.tx(&mut c, 5 * MS));
+    assert_eq!(out.last().map(|f| f.0), Some(OpCode::Close));
+    // A ping after our close frame: no pong may follow it.
+    c.handle_recv(&mut h.ctx(), 6 * MS, &text(b"2"));
+    assert!(client_frames(&h.tx(&mut c, 6 * MS)).is_empty());
+    // The server's namespace disconnect while we close: counted by cause, and the session
+    // still ends as one we closed, never as a connect failure.
+    c.handle_recv(&mut h.ctx(), 7 * MS, &text(b"41/chat,"));
+    assert!(c.is_done());
+    let k = &h.stats.counters;
+    assert_eq!(
+        (k.established, k.connect_failed, k.sessions_dropped),
+        (1, 0, 0)
+    );
+    assert_eq!(k.closes_incomplete, 1);
+    assert_eq!(
+        h.stats
+            .failures
+            .get(&Failure::App(AppFailure::Disconnected)),
+        Some(&1)
+    );
+}
+
+#[test]
+fn a_stop_waits_for_the_acknowledgements_owed() {
+    let mut h = Harness::new(stomp_cfg());
+    let (mut c, _) = upgraded(&mut h);
+    c.handle_recv(&mut h.ctx(), 3 * MS, &text(b"CONNECTED\nversion:1.2\n\n\0"));
+    let _ = h.tx(&mut c, 3 * MS);
+    let now = loop {
+        let t = c.poll_timeout(&h.cfg).unwrap();
+        c.handle_timer(&mut h.ctx(), t);
+        if !client_frames(&h.tx(&mut c, t)).is_empty() {
+            break t;
+        }
+    };
+    // The message comes back before its receipt: the stop still waits for the receipt.
+    c.stop(&mut h.ctx(), now + MS, now + 500 * MS);
+    let back = b"MESSAGE\nsubscription:0\ncontent-length:7\n\n{\"n\":1}\0";
+    c.handle_recv(&mut h.ctx(), now + 2 * MS, &text(back));
+    assert_eq!(c.phase(), Phase::Open);
+    assert!(client_frames(&h.tx(&mut c, now + 2 * MS)).is_empty());
+    c.handle_recv(
+        &mut h.ctx(),
+        now + 3 * MS,
+        &text(b"RECEIPT\nreceipt-id:1\n\n\0"),
+    );
+    let bye = texts(&client_frames(&h.tx(&mut c, now + 3 * MS))[..1]);
+    assert_eq!(bye, ["DISCONNECT\nreceipt:bye\n\n\0"]);
+    assert_eq!(h.stats.counters.app_acks_unanswered, 0);
+}
