@@ -174,3 +174,72 @@ fn bad_target_lists_are_refused_with_the_fix() {
         assert!(err.contains(says), "{args:?}: {err}");
     }
 }
+
+/// Two segments of one run over two targets, merged: the merged document's per-target counts
+/// are the sum of the segments' and what each gateway counted.
+#[test]
+fn segments_over_several_targets_merge_per_target() {
+    let _g = lock();
+    let gws = [gateway(None), gateway(None)];
+    let urls: Vec<String> = gws.iter().map(|g| url(g.local_addr())).collect();
+    let outs = [json_path("targets-seg0"), json_path("targets-seg1")];
+    for (k, out) in outs.iter().enumerate() {
+        let seg = format!("{k}/2");
+        let o = sockstorm(&[
+            "run",
+            &urls[0],
+            &urls[1],
+            "-c",
+            "200",
+            "--connect-rate",
+            "2000",
+            "-d",
+            "2s",
+            "--no-reconnect",
+            "--segment",
+            &seg,
+            "-q",
+            "--json",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let stats: Vec<_> = gws.iter().map(|g| g.stats()).collect();
+    for g in gws {
+        g.shutdown();
+    }
+    let merged = json_path("targets-merged");
+    let o = sockstorm(&[
+        "merge",
+        outs[0].to_str().unwrap(),
+        outs[1].to_str().unwrap(),
+        "-o",
+        merged.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let m = read_json(&merged);
+    let t = targets(&m);
+    let opened: Vec<u64> = t
+        .iter()
+        .map(|t| t["established"].as_u64().unwrap())
+        .collect();
+    assert_eq!(opened, [stats[0].accepted, stats[1].accepted]);
+    assert_eq!(opened.iter().sum::<u64>(), 200);
+    assert_eq!(counter(&m, "established"), 200);
+    for (k, t) in t.iter().enumerate() {
+        assert_eq!(
+            t["histograms"]["ws_connecting"]["count"].as_u64(),
+            Some(opened[k])
+        );
+    }
+}

@@ -113,11 +113,51 @@ fn streams(parts: &[Part<'_>]) -> Value {
     }
 }
 
+/// Per target, in the plan's target order (one plan, so one order): counts and failures
+/// summed, histograms added; `null` when no part ran over several targets.
+fn targets(parts: &[Part<'_>]) -> Result<Value, ResultsError> {
+    let n = parts
+        .iter()
+        .filter_map(|p| p.v["targets"].as_array().map(Vec::len))
+        .max();
+    let Some(n) = n else {
+        return Ok(Value::Null);
+    };
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let sub: Vec<Part<'_>> = parts
+            .iter()
+            .filter_map(|p| p.v["targets"].get(i).map(|v| Part { file: p.file, v }))
+            .collect();
+        let first = sub[0].v;
+        let sum = |k: &str| sub.iter().map(|p| num(&p.v[k])).sum::<u64>();
+        out.push(serde_json::json!({
+            "url": first["url"],
+            "address": first["address"],
+            "weight": first["weight"],
+            "attempts": sum("attempts"),
+            "established": sum("established"),
+            "connect_failed": sum("connect_failed"),
+            "sessions_dropped": sum("sessions_dropped"),
+            "failures": sum_counts(sub.iter().map(|p| &p.v["failures"])),
+            "histograms": histograms(&sub)?,
+        }));
+    }
+    Ok(out.into())
+}
+
 /// Everything a section measured, merged: `counters`, `failures`, `close_codes`,
-/// `histograms`, `requests`, `checks`, `streams`; written into `out`.
+/// `histograms`, `requests`, `checks`, `streams`, and where the parts have them
+/// `app_errors` and `targets`; written into `out`.
 pub(super) fn measures(parts: &[Part<'_>], out: &mut Value) -> Result<(), ResultsError> {
     for k in ["counters", "failures", "close_codes"] {
         out[k] = sum_counts(parts.iter().map(|p| &p.v[k]));
+    }
+    if parts.iter().any(|p| p.v.get("app_errors").is_some()) {
+        out["app_errors"] = sum_counts(parts.iter().map(|p| &p.v["app_errors"]));
+    }
+    if parts.iter().any(|p| p.v.get("targets").is_some()) {
+        out["targets"] = targets(parts)?;
     }
     out["histograms"] = histograms(parts)?;
     out["requests"] = requests(parts)?;
@@ -137,6 +177,44 @@ mod tests {
             h.saturating_record(*s);
         }
         h
+    }
+
+    #[test]
+    fn targets_and_server_errors_merge_by_position_and_text() {
+        let t = |attempts: u64, samples: &[u64], failures: Value| {
+            json!({"url": "ws://a/ws", "address": "10.0.0.1:80", "weight": 2,
+                   "attempts": attempts, "established": attempts, "connect_failed": 0,
+                   "sessions_dropped": 0, "failures": failures,
+                   "histograms": {"tcp_connect": hdr::to_json(&hist_of(samples)),
+                                  "ws_connecting": hdr::to_json(&hist_of(samples))}})
+        };
+        let docs = [
+            json!({"targets": [t(3, &[10, 20, 30], json!({})), t(1, &[5], json!({"http_503": 2}))],
+                   "app_errors": {"boom": 1}}),
+            json!({"targets": [t(2, &[40, 50], json!({})), t(4, &[6, 7, 8, 9], json!({"http_503": 1}))],
+                   "app_errors": {"boom": 2, "other": 1}}),
+        ];
+        let parts: Vec<Part<'_>> = docs.iter().map(|v| Part { file: "x", v }).collect();
+        let mut out = json!({});
+        measures(&parts, &mut out).unwrap();
+        assert_eq!(out["app_errors"], json!({"boom": 3, "other": 1}));
+        let m = out["targets"].as_array().unwrap();
+        assert_eq!(
+            (m[0]["attempts"].as_u64(), m[1]["attempts"].as_u64()),
+            (Some(5), Some(5))
+        );
+        assert_eq!(m[1]["failures"], json!({"http_503": 3}));
+        assert_eq!(m[0]["weight"], 2);
+        assert_eq!(
+            m[0]["histograms"]["tcp_connect"],
+            hdr::to_json(&hist_of(&[10, 20, 30, 40, 50]))
+        );
+        // Documents without them merge as before: no such keys.
+        let plain = [json!({"counters": {"attempts": 1}})];
+        let parts: Vec<Part<'_>> = plain.iter().map(|v| Part { file: "x", v }).collect();
+        let mut out = json!({});
+        measures(&parts, &mut out).unwrap();
+        assert!(out.get("targets").is_none() && out.get("app_errors").is_none());
     }
 
     #[test]
