@@ -394,8 +394,7 @@ impl Conn {
             }
             graphql::Server::Pong => {
                 // Answers our heartbeat (`--heartbeat-interval` sends the protocol's ping).
-                if let (Some(x), Some(hb)) = (self.extras.as_mut(), &ctx.cfg.heartbeat) {
-                    let _ = hb;
+                if let Some(x) = self.extras.as_mut().filter(|_| ctx.cfg.heartbeat.is_some()) {
                     if x.hb_sent != 0 {
                         ctx.stats
                             .record(Hist::WsHeartbeat, now.saturating_sub(x.hb_sent));
@@ -701,10 +700,9 @@ impl Conn {
 
     /// The session is over: acknowledgements still awaited are unanswered.
     pub(super) fn app_account<R: Recorder>(&mut self, ctx: &mut Ctx<'_, R>) {
+        self.count_app(ctx);
         if let Some(a) = self.app.as_mut() {
-            let c = ctx.stats.counters();
-            c.app_acks_requested += std::mem::take(&mut a.acks_requested);
-            c.app_acks_unanswered += std::mem::take(&mut a.acks_dropped) + a.acks.len() as u64;
+            ctx.stats.counters().app_acks_unanswered += a.acks.len() as u64;
             a.acks.clear();
         }
     }
