@@ -526,19 +526,23 @@ fn start(
         waited_for = Some(at);
     }
     let start = Instant::now();
-    let unix = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    // The wall clock read together with the monotonic one: an anchor taken from a wall
+    // reading and a later `elapsed()` is early by whatever ran (or preempted us) between
+    // them, and every one-way latency of the first second would read that much too low.
+    let (unix_us, mono_us) = shard::wall::read_clocks(start);
+    let epoch_unix_us = unix_us.saturating_sub(mono_us);
     // The offset of the run's time 0 (the shards' common epoch) from the instant.
     let start_at = waited_for.map(|at| StartAt {
         unix_us: at
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
             .as_micros() as u64,
-        offset_us: crate::plan::segment::offset_us(at, std::time::UNIX_EPOCH + unix),
+        offset_us: crate::plan::segment::offset_us(
+            at,
+            std::time::UNIX_EPOCH + Duration::from_micros(epoch_unix_us),
+        ),
     });
     let _ = gate.epoch.set(start);
-    let epoch_unix_us = unix.saturating_sub(start.elapsed()).as_micros() as u64;
     let _ = gate.epoch_unix_us.set(epoch_unix_us);
     if setup_error.is_some() {
         flags.abort.store(true, Ordering::SeqCst);
