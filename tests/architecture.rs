@@ -51,7 +51,7 @@ const LAYERS: &Table = &[
     ("report", &["results"]),
     ("plan", &["certs", "metrics", "proto"]),
     ("metrics", &["proto"]),
-    ("server", &["certs", "io"]),
+    ("server", &["certs", "io", "proto"]),
     ("doctor", &["io"]),
     ("io", &[]),
     ("proto", &[]),
@@ -63,9 +63,8 @@ const LAYERS: &Table = &[
 const TEST_ONLY_LAYERS: &Table = &[
     // The connection is tested against the real gateway, its TLS and its statistics.
     ("proto", &["certs", "server", "metrics"]),
-    // The gateway's tests drive it with the plan's auth spec; its fuzz smoke test draws inputs
-    // from proto's seeded generator.
-    ("server", &["plan", "proto"]),
+    // The gateway's tests drive it with the plan's auth spec.
+    ("server", &["plan"]),
 ];
 
 /// Something one file's text says about the crate root.

@@ -81,6 +81,13 @@ pub struct ServeArgs {
     /// Market-data streams: skip (never send) every Kth seq of each connection's stream, a gap the client can detect (0 = none).
     #[arg(long, value_name = "K", default_value_t = 0)]
     pub stream_gap_every: u64,
+    /// Agree to permessage-deflate (RFC 7692) with clients that offer it: `deflate`, or
+    /// `deflate:` with any of server_no_context_takeover, client_no_context_takeover,
+    /// server_max_window_bits=N, client_max_window_bits=N (comma-separated), asked of every
+    /// client on top of its offer. Every message sent is then compressed, so a fan-out run
+    /// shows what compression costs the gateway. Default: offers are declined.
+    #[arg(long, value_name = "deflate[:PARAMS]", value_parser = crate::proto::ws::deflate::Offer::parse)]
+    pub compression: Option<crate::proto::ws::deflate::Offer>,
     /// Read buffer per connection in bytes (at least 256).
     #[arg(long, default_value_t = 4096, value_parser = read_buffer)]
     pub read_buffer: usize,
@@ -329,6 +336,7 @@ pub(super) fn serve(a: &ServeArgs) -> Result<u8, CliError> {
         max_connections: a.max_connections.unwrap_or(0),
         max_accept_rate: a.max_accept_rate.unwrap_or(0.0),
         max_msg_rate: a.max_msg_rate.unwrap_or(0.0),
+        compression: a.compression,
         ..ServeConfig::default()
     };
     let gw = Gateway::start(cfg)?;
@@ -356,6 +364,25 @@ pub(super) fn serve(a: &ServeArgs) -> Result<u8, CliError> {
     if !a.ack.is_empty() {
         let routes: Vec<String> = a.ack.iter().map(AckRoute::to_string).collect();
         mode.push_str(&format!(" + ack routes {}", routes.join(" ")));
+    }
+    if let Some(c) = &a.compression {
+        let mut asked = vec![];
+        if c.server_no_context_takeover {
+            asked.push("server_no_context_takeover".to_owned());
+        }
+        if c.client_no_context_takeover {
+            asked.push("client_no_context_takeover".to_owned());
+        }
+        if let Some(b) = c.server_max_window_bits {
+            asked.push(format!("server_max_window_bits={b}"));
+        }
+        if let Some(b) = c.client_max_window_bits {
+            asked.push(format!("client_max_window_bits={b}"));
+        }
+        mode.push_str(" + permessage-deflate");
+        if !asked.is_empty() {
+            mode.push_str(&format!(" ({})", asked.join(", ")));
+        }
     }
     if a.stream_rate > 0.0 {
         mode.push_str(&format!(" + streams {}/s", a.stream_rate));
@@ -404,6 +431,12 @@ pub(super) fn serve(a: &ServeArgs) -> Result<u8, CliError> {
         println!(
             "sockstorm serve: channels: {} publishes, {} deliveries",
             s.channel_publishes, s.channel_deliveries
+        );
+    }
+    if s.compressed_sessions > 0 {
+        println!(
+            "sockstorm serve: permessage-deflate: {} compressed sessions",
+            s.compressed_sessions
         );
     }
     if s.acks > 0 {

@@ -23,7 +23,7 @@ use mio::net::TcpStream;
 use rustls::ServerConfig;
 use serde_json::Value;
 use tungstenite::error::ProtocolError;
-use tungstenite::handshake::server::{NoCallback, ServerHandshake};
+use tungstenite::handshake::server::{Callback, ErrorResponse, Request, Response, ServerHandshake};
 use tungstenite::handshake::{HandshakeError, MidHandshake};
 use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::protocol::WebSocketConfig;
@@ -34,6 +34,7 @@ use super::budget::{Budget, Charge};
 use super::caps::{Bucket, ConnCap};
 use super::channel::ChannelOp;
 use super::command::{self, Command};
+use super::deflate::{self, DeflateError};
 use super::stream::ServerStream;
 use super::tls::{Accept, TlsStream};
 use super::{RequestLog, SeenRequest, ThreadStats};
@@ -76,7 +77,21 @@ pub(super) const MAX_FRAME_HEADER: usize = 14;
 const CLIENT_CONTROL_HEADER: u64 = 6;
 
 /// The upgrade handshake in progress (tungstenite resumes it after `WouldBlock`).
-type Handshake = MidHandshake<ServerHandshake<ServerStream, NoCallback>>;
+type Handshake = MidHandshake<ServerHandshake<ServerStream, Extensions>>;
+
+/// Adds the agreed `Sec-WebSocket-Extensions` answer (if any) to the 101.
+pub(super) struct Extensions(Option<String>);
+
+impl Callback for Extensions {
+    fn on_request(self, _: &Request, mut response: Response) -> Result<Response, ErrorResponse> {
+        if let Some(value) = self.0.and_then(|v| v.parse().ok()) {
+            response
+                .headers_mut()
+                .insert("Sec-WebSocket-Extensions", value);
+        }
+        Ok(response)
+    }
+}
 
 /// What every connection of one worker shares: counters and settings.
 pub(super) struct DriveCtx {
@@ -100,6 +115,9 @@ pub(super) struct DriveCtx {
     pub(super) cap: Option<Arc<ConnCap>>,
     /// `--max-msg-rate`: this thread's share of the message rate; `None` = no cap.
     pub(super) msg_rate: Option<RefCell<Bucket>>,
+    /// `--compression`: permessage-deflate is agreed to when a client offers it, with these
+    /// parameters asked for on top; `None` = never.
+    pub(super) compression: Option<crate::proto::ws::deflate::Offer>,
 }
 
 /// How a refusing connection ends once the request has been read.
@@ -173,7 +191,8 @@ impl Conn {
                 (*req).route(ctx)?.drive(ctx, ops)
             }
             Self::Handshake(mid) => match mid.handshake() {
-                Ok(ws) => {
+                Ok(mut ws) => {
+                    ws.get_mut().start_deflate();
                     let read_mark = ws.get_ref().read_total();
                     let mut open = Box::new(OpenConn {
                         ws,
@@ -312,10 +331,27 @@ impl RequestConn {
                 }
             }
             None => {
-                stream.replay(buf);
+                let agreed = match (&ctx.compression, parsed) {
+                    (Some(ours), Some((Route::Upgrade, head))) => {
+                        deflate_answer(ours, &buf).map(|a| (a, head))
+                    }
+                    _ => None,
+                };
+                let answer = match agreed {
+                    Some(((n, value), head)) => {
+                        ctx.stats.compressed_sessions.fetch_add(1, Relaxed);
+                        let max = ctx.ws_config.max_message_size.unwrap_or(usize::MAX);
+                        stream.agree_deflate(buf, head, n, max);
+                        Some(value)
+                    }
+                    None => {
+                        stream.replay(buf);
+                        None
+                    }
+                };
                 Some(Conn::Handshake(Box::new(ServerHandshake::start(
                     stream,
-                    NoCallback,
+                    Extensions(answer),
                     Some(ctx.ws_config),
                 ))))
             }
@@ -336,6 +372,23 @@ fn route(buf: &[u8]) -> Option<(Route, usize)> {
         Ok(httparse::Status::Partial) if buf.len() <= MAX_REQUEST_HEAD => None,
         Ok(httparse::Status::Partial) | Err(_) => Some((Route::Upgrade, buf.len())),
     }
+}
+
+/// The permessage-deflate answer to the offers in the request head in `buf`, if one is
+/// accepted.
+fn deflate_answer(
+    ours: &crate::proto::ws::deflate::Offer,
+    buf: &[u8],
+) -> Option<(crate::proto::ws::deflate::Negotiated, String)> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    req.parse(buf).ok()?;
+    let offers = req
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-extensions"))
+        .map(|h| h.value);
+    crate::proto::ws::deflate::answer(ours, offers)
 }
 
 /// The target and headers of the request head in `buf` (empty if it does not parse).
@@ -600,6 +653,14 @@ impl OpenConn {
                 // read or flush; after a close the next read reports `ConnectionClosed`.
                 Ok(Message::Ping(_) | Message::Close(_) | Message::Frame(_)) => continue,
                 Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
+                // A compressed message over the size limit, or one that breaks the rules.
+                Err(WsError::Io(e)) if deflate::failure(&e).is_some() => {
+                    if deflate::failure(&e) == Some(DeflateError::TooBig) {
+                        return Err(self.close_too_big(ctx));
+                    }
+                    ctx.stats.protocol_errors.fetch_add(1, Relaxed);
+                    return Err(Finished);
+                }
                 // The client went away (EOF without a close frame, maybe mid-frame): not a
                 // violation.
                 Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => {

@@ -41,6 +41,10 @@
 //!   close 1011 "keepalive ping timeout" for a client that does not answer (Python
 //!   `websockets`' behaviour) and a reset for one that cannot even take the close; and a
 //!   slow-consumer rule (`slow_consumer_timeout`) that resets a client which stopped reading.
+//! - permessage-deflate (`compression` set, module `deflate`): agreed to when a client offers
+//!   it; a layer between the socket and tungstenite inflates the client's compressed messages
+//!   and compresses every message sent, so the fan-out benchmarks show what compression costs
+//!   a gateway.
 //! - TLS (`tls` set): rustls over the same non-blocking sockets (module `tls`); the TLS
 //!   handshake completes before tungstenite sees a byte, and a client that closes after it
 //!   (handshake-only load) costs no WebSocket state at all.
@@ -63,6 +67,7 @@ mod caps;
 mod channel;
 mod command;
 mod conn;
+mod deflate;
 mod feed;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz_smoke;
@@ -206,6 +211,13 @@ pub struct ServeConfig {
     /// beyond it connections are read later, so echoes wait and their latency grows.
     /// Default 0 = no cap.
     pub max_msg_rate: f64,
+    /// permessage-deflate (RFC 7692): agreed to with every client that offers it, asking on
+    /// top for what is set here (`server_no_context_takeover` and `server_max_window_bits`:
+    /// the gateway's compressor; `client_no_context_takeover`, and `client_max_window_bits`
+    /// when the client allows it: the client's). Default `None` = never (offers are declined).
+    /// Each compressed connection costs its zlib states once it sends or receives a message:
+    /// see README's "Compression" section for the measured figures.
+    pub compression: Option<crate::proto::ws::deflate::Offer>,
 }
 
 /// Default [`ServeConfig::max_queued_bytes`]: 4 MiB.
@@ -248,6 +260,7 @@ impl Default for ServeConfig {
             max_connections: 0,
             max_accept_rate: 0.0,
             max_msg_rate: 0.0,
+            compression: None,
         }
     }
 }
@@ -275,6 +288,8 @@ pub struct GatewayStats {
     pub msgs_out: u64,
     /// Upgrade requests refused: by fault injection, or malformed / not a WebSocket upgrade.
     pub handshakes_rejected: u64,
+    /// Upgrades that agreed permessage-deflate (`compression` set and offered by the client).
+    pub compressed_sessions: u64,
     /// TLS handshakes completed without resumption (with or without HelloRetryRequest).
     pub tls_handshakes_full: u64,
     /// TLS handshakes that resumed a session (TLS 1.3 ticket, TLS 1.2 ticket or session ID).
@@ -487,6 +502,8 @@ struct ThreadStats {
     msgs_in: AtomicU64,
     /// Data messages sent.
     msgs_out: AtomicU64,
+    /// Upgrades that agreed permessage-deflate.
+    pub(crate) compressed_sessions: AtomicU64,
     /// Upgrades refused.
     handshakes_rejected: AtomicU64,
     /// Full TLS handshakes.
@@ -717,6 +734,7 @@ impl Gateway {
                         cfg.max_msg_rate / cfg.threads as f64,
                     ))
                 }),
+                compression: cfg.compression,
             };
             let worker = Worker::new(
                 poll,
@@ -935,6 +953,7 @@ fn sum_stats(stats: &[Arc<ThreadStats>]) -> GatewayStats {
             msgs_in: acc.msgs_in + t.msgs_in.load(Relaxed),
             msgs_out: acc.msgs_out + t.msgs_out.load(Relaxed),
             handshakes_rejected: acc.handshakes_rejected + t.handshakes_rejected.load(Relaxed),
+            compressed_sessions: acc.compressed_sessions + t.compressed_sessions.load(Relaxed),
             tls_handshakes_full: acc.tls_handshakes_full + t.tls_handshakes_full.load(Relaxed),
             tls_handshakes_resumed: acc.tls_handshakes_resumed
                 + t.tls_handshakes_resumed.load(Relaxed),

@@ -5,6 +5,7 @@ use std::io::{self, Read, Write};
 
 use mio::net::TcpStream;
 
+use super::deflate::Deflate;
 use super::tls::TlsStream;
 
 /// A client connection's transport, as tungstenite and the answering paths see it.
@@ -19,6 +20,11 @@ pub(super) struct ServerStream {
     /// Bytes returned by reads so far (replayed ones included): with what tungstenite has
     /// made into messages, how much it still holds (the budget of unfinished messages).
     read_total: u64,
+    /// permessage-deflate, once agreed ([`Self::agree_deflate`]); between tungstenite and the
+    /// transport once the upgrade is written ([`Self::start_deflate`]).
+    deflate: Option<Box<Deflate>>,
+    /// The 101 is written: `deflate` transcodes.
+    deflating: bool,
 }
 
 /// The transport of a [`ServerStream`].
@@ -47,6 +53,8 @@ impl ServerStream {
             replay: Vec::new(),
             replayed: 0,
             read_total: 0,
+            deflate: None,
+            deflating: false,
         }
     }
 
@@ -60,6 +68,27 @@ impl ServerStream {
     pub(super) fn replay(&mut self, bytes: Vec<u8>) {
         self.replay = bytes;
         self.replayed = 0;
+    }
+
+    /// Like [`Self::replay`] for an upgrade that agreed permessage-deflate: only the request
+    /// head (`head` bytes of `bytes`) is replayed to tungstenite's handshake; what the client
+    /// sent after it is already WebSocket frames, kept for the compression layer. Nothing is
+    /// read from the transport before [`Self::start_deflate`], since the head is all there.
+    pub(super) fn agree_deflate(
+        &mut self,
+        mut bytes: Vec<u8>,
+        head: usize,
+        agreed: crate::proto::ws::deflate::Negotiated,
+        max_message: usize,
+    ) {
+        let early = bytes.split_off(head.min(bytes.len()));
+        self.replay(bytes);
+        self.deflate = Some(Box::new(Deflate::new(agreed, max_message, early)));
+    }
+
+    /// The upgrade is complete: from now on reads inflate and writes compress (if agreed).
+    pub(super) fn start_deflate(&mut self) {
+        self.deflating = self.deflate.is_some();
     }
 
     /// Makes the coming close a reset (SO_LINGER 0): the client learns at once, even when
@@ -82,9 +111,31 @@ impl ServerStream {
 
 impl Read for ServerStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.read_inner(buf)?;
+        let n = match self.with_deflate(|z, raw| z.read(raw, buf)) {
+            Some(r) => r?,
+            None => self.read_inner(buf)?,
+        };
         self.read_total += n as u64;
         Ok(n)
+    }
+}
+
+/// The transport under the compression layer.
+struct Raw<'a>(&'a mut ServerStream);
+
+impl Read for Raw<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read_inner(buf)
+    }
+}
+
+impl Write for Raw<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write_inner(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush_inner()
     }
 }
 
@@ -109,13 +160,41 @@ impl ServerStream {
 
 impl Write for ServerStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.with_deflate(|z, raw| z.write(raw, buf))
+            .unwrap_or_else(|| self.write_inner(buf))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.with_deflate(|z, raw| z.flush(raw))
+            .unwrap_or_else(|| self.flush_inner())
+    }
+}
+
+impl ServerStream {
+    /// Runs `f` on the compression layer over the transport; `None` when there is none.
+    fn with_deflate<T>(
+        &mut self,
+        f: impl FnOnce(&mut Deflate, &mut Raw<'_>) -> io::Result<T>,
+    ) -> Option<io::Result<T>> {
+        if !self.deflating {
+            return None;
+        }
+        let mut z = self.deflate.take()?;
+        let r = f(&mut z, &mut Raw(self));
+        self.deflate = Some(z);
+        Some(r)
+    }
+
+    /// [`Write::write`] to the transport.
+    fn write_inner(&mut self, buf: &[u8]) -> io::Result<usize> {
         match &mut self.transport {
             Transport::Plain(s) => s.write(buf),
             Transport::Tls(s) => s.write(buf),
         }
     }
 
-    fn flush(&mut self) -> io::Result<()> {
+    /// [`Write::flush`] of the transport.
+    fn flush_inner(&mut self) -> io::Result<()> {
         match &mut self.transport {
             Transport::Plain(s) => s.flush(),
             Transport::Tls(s) => s.flush(),

@@ -22,17 +22,17 @@ pub struct Offer {
     pub server_max_window_bits: Option<u8>,
 }
 
-/// What was agreed: the server's answer to our offer.
+/// What was agreed (the server's answer to the client's offer), the same on both sides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Negotiated {
-    /// Our compressor starts every message afresh.
+    /// The client's compressor starts every message afresh (the server's inflater may too).
     pub client_no_context_takeover: bool,
-    /// The server's messages never refer to earlier ones: our inflater is dropped between
-    /// messages.
+    /// The server's compressor starts every message afresh (the client's inflater may too:
+    /// the low-memory choice).
     pub server_no_context_takeover: bool,
-    /// Our compressor's window, bits.
+    /// The client compressor's window, bits.
     pub client_max_window_bits: u8,
-    /// The server's window, bits (our inflater takes any up to 15).
+    /// The server compressor's window, bits (an inflater takes any up to 15).
     pub server_max_window_bits: u8,
 }
 
@@ -158,15 +158,103 @@ impl Offer {
     }
 }
 
-/// A compressor for our messages with the agreed window.
+/// A compressor for the client's messages with the agreed window.
 pub fn compressor(n: &Negotiated) -> Compress {
+    compressor_bits(n.client_max_window_bits)
+}
+
+/// A compressor with a window of `bits` (8..=15).
+pub fn compressor_bits(bits: u8) -> Compress {
     // zlib makes an 8-bit raw window 9 bits; a peer held to 8 gets stored blocks instead.
-    let (level, bits) = if n.client_max_window_bits < 9 {
+    let (level, bits) = if bits < 9 {
         (Compression::none(), 9)
     } else {
-        (Compression::fast(), n.client_max_window_bits)
+        (Compression::fast(), bits)
     };
     Compress::new_with_window_bits(level, false, bits)
+}
+
+/// The server's answer (`serve --compression`) to the client's `Sec-WebSocket-Extensions`
+/// header values (RFC 7692 §5, §7.1): the first `permessage-deflate` offer it can accept,
+/// with what was agreed and the answer's header value; `None` declines (no offer, or every
+/// offer has a parameter that is unknown, repeated or out of range). `ours` says what the
+/// server asks for on top of the offer: `server_no_context_takeover` and
+/// `server_max_window_bits` always, `client_no_context_takeover` always, and
+/// `client_max_window_bits` when the client said it can take it.
+pub fn answer<'a>(
+    ours: &Offer,
+    values: impl IntoIterator<Item = &'a [u8]>,
+) -> Option<(Negotiated, String)> {
+    values
+        .into_iter()
+        .filter_map(|v| std::str::from_utf8(v).ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|offer| answer_one(ours, offer))
+}
+
+/// [`answer`] to one offer.
+fn answer_one(ours: &Offer, offer: &str) -> Option<(Negotiated, String)> {
+    let mut parts = offer.split(';').map(str::trim);
+    if !parts.next()?.eq_ignore_ascii_case("permessage-deflate") {
+        return None;
+    }
+    let mut seen: Vec<String> = Vec::new();
+    let (mut server_nct, mut client_nct) = (false, false);
+    // The window the client lets our compressor have at most; whether (and how far) it lets
+    // us cap its own.
+    let mut server_bits: Option<u8> = None;
+    let mut client_bits: Option<Option<u8>> = None;
+    for p in parts.filter(|p| !p.is_empty()) {
+        let (k, v) = p.split_once('=').map_or((p, None), |(k, v)| {
+            (k.trim(), Some(v.trim().trim_matches('"')))
+        });
+        let k = k.to_ascii_lowercase();
+        if seen.contains(&k) {
+            return None;
+        }
+        let bits = v
+            .and_then(|v| v.parse::<u8>().ok())
+            .filter(|b| (8..=15).contains(b));
+        match (k.as_str(), v) {
+            ("server_no_context_takeover", None) => server_nct = true,
+            ("client_no_context_takeover", None) => client_nct = true,
+            ("server_max_window_bits", Some(_)) => server_bits = Some(bits?),
+            ("client_max_window_bits", None) => client_bits = Some(None),
+            ("client_max_window_bits", Some(_)) => client_bits = Some(Some(bits?)),
+            _ => return None,
+        }
+        seen.push(k);
+    }
+    let our_bits = match (server_bits, ours.server_max_window_bits) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let their_cap = client_bits.and_then(|offered| {
+        ours.client_max_window_bits
+            .map(|m| offered.map_or(m, |o| o.min(m)))
+    });
+    let n = Negotiated {
+        client_no_context_takeover: client_nct || ours.client_no_context_takeover,
+        server_no_context_takeover: server_nct || ours.server_no_context_takeover,
+        client_max_window_bits: their_cap.or(client_bits.flatten()).unwrap_or(15),
+        server_max_window_bits: our_bits.unwrap_or(15),
+    };
+    let mut v = String::from("permessage-deflate");
+    if n.server_no_context_takeover {
+        v.push_str("; server_no_context_takeover");
+    }
+    // Answered whenever it holds: in an offer it is only a hint (RFC 7692 §7.1.1.2), which
+    // binds the client (and lets the server's inflater start afresh) once answered.
+    if n.client_no_context_takeover {
+        v.push_str("; client_no_context_takeover");
+    }
+    if let Some(b) = our_bits {
+        v.push_str(&format!("; server_max_window_bits={b}"));
+    }
+    if let Some(b) = their_cap {
+        v.push_str(&format!("; client_max_window_bits={b}"));
+    }
+    Some((n, v))
 }
 
 /// An inflater for the server's messages (its window is at most 15 bits).
@@ -181,12 +269,25 @@ pub fn deflate_message(c: &mut Compress, payload: &[u8], reset: bool, out: &mut 
         c.reset();
     }
     let start = out.len();
-    let mut input = payload;
+    deflate_part(c, payload, true, out);
+    if out.len() >= start + 4 && out[out.len() - 4..] == TRAILER {
+        out.truncate(out.len() - 4);
+    }
+}
+
+/// Compresses part of a message onto `out`; `last` ends it with a sync flush, whose trailer
+/// the caller strips from the message's end (see [`deflate_message`]).
+pub fn deflate_part(c: &mut Compress, mut input: &[u8], last: bool, out: &mut Vec<u8>) {
+    let flush = if last {
+        FlushCompress::Sync
+    } else {
+        FlushCompress::None
+    };
     loop {
         out.reserve(input.len() / 2 + 64);
         let before = c.total_in();
         // Only a stream error could fail here, and ours is always valid; stop rather than spin.
-        if c.compress_vec(input, out, FlushCompress::Sync).is_err() {
+        if c.compress_vec(input, out, flush).is_err() {
             break;
         }
         input = &input[(c.total_in() - before) as usize..];
@@ -195,9 +296,27 @@ pub fn deflate_message(c: &mut Compress, payload: &[u8], reset: bool, out: &mut 
             break;
         }
     }
-    if out.len() >= start + 4 && out[out.len() - 4..] == TRAILER {
-        out.truncate(out.len() - 4);
+}
+
+/// One bounded step of inflating: takes what it can of `input` and makes at most `out.len()`
+/// bytes. Returns the input used, the output made, and whether the stream ended with a final
+/// block (the inflater must then be reset before the next message). A step that uses none of
+/// a non-empty input and makes nothing means the data is corrupt.
+pub fn inflate_step(
+    d: &mut Decompress,
+    input: &[u8],
+    out: &mut [u8],
+) -> Result<(usize, usize, bool), InflateError> {
+    let (in0, out0) = (d.total_in(), d.total_out());
+    let status = d
+        .decompress(input, out, FlushDecompress::Sync)
+        .map_err(|_| InflateError::Corrupt)?;
+    let used = (d.total_in() - in0) as usize;
+    let made = (d.total_out() - out0) as usize;
+    if used == 0 && made == 0 && !input.is_empty() && status != Status::StreamEnd {
+        return Err(InflateError::Corrupt);
     }
+    Ok((used, made, status == Status::StreamEnd))
 }
 
 /// Why an inflated message was refused.

@@ -58,6 +58,8 @@ impl OpCode {
 pub enum Violation {
     /// The server masked a frame (servers must not, §5.1).
     MaskedFrame,
+    /// A client sent a frame without a mask (clients must mask, §5.1; the gateway's side).
+    UnmaskedFrame,
     /// RSV1-3 set although no extension was negotiated.
     ReservedBits,
     /// Opcode 3-7 or B-F.
@@ -91,6 +93,7 @@ impl Violation {
     pub fn name(self) -> &'static str {
         match self {
             Self::MaskedFrame => "masked_server_frame",
+            Self::UnmaskedFrame => "unmasked_client_frame",
             Self::ReservedBits => "reserved_bits",
             Self::UnknownOpcode => "unknown_opcode",
             Self::ControlTooLong => "control_frame_too_long",
@@ -143,22 +146,37 @@ pub fn encode_frame_rsv1(
     payload: &[u8],
     mask: [u8; 4],
 ) {
-    let b0 = (u8::from(fin) << 7) | (u8::from(rsv1) << 6) | opcode.bits();
-    let len = payload.len();
-    out.push(b0);
-    if len < 126 {
-        out.push(0x80 | len as u8);
-    } else if len <= usize::from(u16::MAX) {
-        out.push(0x80 | 126);
-        out.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        out.push(0x80 | 127);
-        out.extend_from_slice(&(len as u64).to_be_bytes());
-    }
-    out.extend_from_slice(&mask);
+    encode_header(out, opcode, fin, rsv1, payload.len() as u64, Some(mask));
     let start = out.len();
     out.extend_from_slice(payload);
     apply_mask(&mut out[start..], mask, 0);
+}
+
+/// Appends a frame header: FIN, RSV1, the opcode, the length in its shortest form and, for a
+/// client's frame, the masking key (`None`: a server's unmasked frame). The payload follows.
+pub fn encode_header(
+    out: &mut Vec<u8>,
+    opcode: OpCode,
+    fin: bool,
+    rsv1: bool,
+    len: u64,
+    mask: Option<[u8; 4]>,
+) {
+    let b0 = (u8::from(fin) << 7) | (u8::from(rsv1) << 6) | opcode.bits();
+    let m = if mask.is_some() { 0x80 } else { 0 };
+    out.push(b0);
+    if len < 126 {
+        out.push(m | len as u8);
+    } else if len <= u64::from(u16::MAX) {
+        out.push(m | 126);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        out.push(m | 127);
+        out.extend_from_slice(&len.to_be_bytes());
+    }
+    if let Some(key) = mask {
+        out.extend_from_slice(&key);
+    }
 }
 
 /// Encodes a close frame with `code` and an optional reason.
@@ -213,12 +231,30 @@ pub struct FrameDecoder {
     remaining: Option<u64>,
     /// RSV1 may be set on a data message's first frame (permessage-deflate negotiated).
     rsv1_ok: bool,
+    /// The server's side: frames come masked ([`Self::server`]).
+    masked: bool,
+    /// The current frame's masking key (all zero for unmasked frames).
+    mask: [u8; 4],
 }
 
 impl FrameDecoder {
     /// A decoder waiting for the first header.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A decoder of a client's frames, on the server's side: every frame must be masked, and
+    /// [`Self::mask`] gives its key (payload chunks come out still masked).
+    pub fn server() -> Self {
+        Self {
+            masked: true,
+            ..Self::default()
+        }
+    }
+
+    /// The masking key of the frame whose header was decoded last (zero if unmasked).
+    pub fn mask(&self) -> [u8; 4] {
+        self.mask
     }
 
     /// From now on RSV1 marks compressed messages (permessage-deflate was negotiated).
@@ -247,7 +283,8 @@ impl FrameDecoder {
         if self.hdr_len == 0 && input.len() >= 2 {
             let need = header_len(&input[..2]);
             if input.len() >= need {
-                let h = parse_header(&input[..need], self.rsv1_ok)?;
+                let h = parse_header(&input[..need], self.rsv1_ok, self.masked)?;
+                self.mask = mask_key(&input[..need]);
                 *input = &input[need..];
                 self.remaining = Some(h.len);
                 return Ok(Some(Decoded::Header(h)));
@@ -258,7 +295,8 @@ impl FrameDecoder {
             let have = usize::from(self.hdr_len);
             let need = header_len(&self.hdr[..have]);
             if have >= need {
-                let h = parse_header(&self.hdr[..need], self.rsv1_ok)?;
+                let h = parse_header(&self.hdr[..need], self.rsv1_ok, self.masked)?;
+                self.mask = mask_key(&self.hdr[..need]);
                 self.hdr_len = 0;
                 self.remaining = Some(h.len);
                 return Ok(Some(Decoded::Header(h)));
@@ -271,7 +309,7 @@ impl FrameDecoder {
             self.hdr_len += 1;
             // Fail fast on the first two bytes so a violation never waits for more input.
             if have == 1 {
-                check_first_bytes(self.hdr[0], self.hdr[1], self.rsv1_ok)?;
+                check_first_bytes(self.hdr[0], self.hdr[1], self.rsv1_ok, self.masked)?;
             }
         }
     }
@@ -290,7 +328,16 @@ fn header_len(h: &[u8]) -> usize {
     }
 }
 
-fn check_first_bytes(b0: u8, b1: u8, rsv1_ok: bool) -> Result<(), Violation> {
+/// The masking key at the end of a complete header (zero when the frame is unmasked).
+fn mask_key(h: &[u8]) -> [u8; 4] {
+    let mut key = [0u8; 4];
+    if h[1] & 0x80 != 0 {
+        key.copy_from_slice(&h[h.len() - 4..]);
+    }
+    key
+}
+
+fn check_first_bytes(b0: u8, b1: u8, rsv1_ok: bool, masked: bool) -> Result<(), Violation> {
     if b0 & 0x30 != 0 || (b0 & 0x40 != 0 && !rsv1_ok) {
         return Err(Violation::ReservedBits);
     }
@@ -299,8 +346,10 @@ fn check_first_bytes(b0: u8, b1: u8, rsv1_ok: bool) -> Result<(), Violation> {
     if b0 & 0x40 != 0 && !matches!(opcode, OpCode::Text | OpCode::Binary) {
         return Err(Violation::ReservedBits);
     }
-    if b1 & 0x80 != 0 {
-        return Err(Violation::MaskedFrame);
+    match (b1 & 0x80 != 0, masked) {
+        (true, false) => return Err(Violation::MaskedFrame),
+        (false, true) => return Err(Violation::UnmaskedFrame),
+        _ => {}
     }
     if opcode.is_control() {
         if b0 & 0x80 == 0 {
@@ -313,8 +362,8 @@ fn check_first_bytes(b0: u8, b1: u8, rsv1_ok: bool) -> Result<(), Violation> {
     Ok(())
 }
 
-fn parse_header(h: &[u8], rsv1_ok: bool) -> Result<FrameHeader, Violation> {
-    check_first_bytes(h[0], h[1], rsv1_ok)?;
+fn parse_header(h: &[u8], rsv1_ok: bool, masked: bool) -> Result<FrameHeader, Violation> {
+    check_first_bytes(h[0], h[1], rsv1_ok, masked)?;
     let opcode = OpCode::from_bits(h[0] & 0x0F).ok_or(Violation::UnknownOpcode)?;
     let len = match h[1] & 0x7F {
         126 => u64::from(u16::from_be_bytes([h[2], h[3]])),

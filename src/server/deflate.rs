@@ -1,0 +1,484 @@
+//! permessage-deflate in the gateway (`serve --compression`, RFC 7692), as a layer between the
+//! socket and tungstenite, which knows no extension.
+//!
+//! - Reads: the client's frames are decoded as they arrive. A compressed message (RSV1 on its
+//!   first frame) is unmasked and inflated in bounded steps, and handed to tungstenite as plain
+//!   fragments (masked with a zero key, as a client's must be) ending in an empty final one.
+//!   Control frames and uncompressed messages pass through unchanged.
+//! - Writes: tungstenite's data frames are compressed into one RSV1 frame per message (sync
+//!   flush, trailer stripped); its control frames pass through.
+//!
+//! Memory stays bounded whatever a client sends: one socket read of raw input
+//! ([`RAW_CHUNK`]), inflated output staged for tungstenite only up to [`STAGED`] (+ one step),
+//! so a small message that inflates hugely is never held whole here (tungstenite's own
+//! `max_message_size` and the gateway's budget of unfinished messages count what it holds).
+//! Output: a write is taken only when the previous compressed output is on the socket, at most
+//! [`TX_CHUNK`] bytes at a time, so tungstenite's write buffer and `max_queued_bytes` keep
+//! doing the backpressure. The zlib states are made on first use: a connection that never
+//! sends (or never receives) a message does not pay for them.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+
+use flate2::{Compress, Decompress};
+
+use crate::proto::ws::deflate::{self, InflateError, Negotiated, TRAILER};
+use crate::proto::ws::frame::{
+    apply_mask, encode_header, Decoded, FrameDecoder, OpCode, Violation,
+};
+
+/// Bytes read from the socket at a time.
+const RAW_CHUNK: usize = 4096;
+
+/// Inflated bytes staged for tungstenite before inflating stops until it has read them.
+const STAGED: usize = 4096;
+
+/// Bytes of tungstenite's output taken per write.
+const TX_CHUNK: usize = 64 * 1024;
+
+/// Buffers above this capacity are freed once empty (one large message does not pin memory).
+const KEEP_CAPACITY: usize = 64 * 1024;
+
+/// The masking key of the frames handed to tungstenite (XOR with zero: the bytes as they are).
+const ZERO_MASK: Option<[u8; 4]> = Some([0; 4]);
+
+/// Why a compressed session failed, carried to the connection in an `io::Error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum DeflateError {
+    /// The client broke the framing rules.
+    Violation(Violation),
+    /// A compressed message that does not inflate.
+    Corrupt,
+    /// A compressed message inflating beyond `max_message_size`.
+    TooBig,
+}
+
+impl fmt::Display for DeflateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Violation(v) => write!(f, "client protocol violation: {v}"),
+            Self::Corrupt => f.write_str("compressed message does not inflate"),
+            Self::TooBig => f.write_str("compressed message inflates beyond max_message_size"),
+        }
+    }
+}
+
+impl std::error::Error for DeflateError {}
+
+impl From<DeflateError> for io::Error {
+    fn from(e: DeflateError) -> Self {
+        Self::new(io::ErrorKind::InvalidData, e)
+    }
+}
+
+/// The compression failure an I/O error carries, if it is one.
+pub(super) fn failure(e: &io::Error) -> Option<DeflateError> {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<DeflateError>())
+        .copied()
+}
+
+/// A frame of the client's being read.
+#[derive(Debug, Clone, Copy)]
+struct RxFrame {
+    /// Part of a compressed message (else passed through).
+    compressed: bool,
+    /// Ends its message.
+    fin: bool,
+    /// Its masking key.
+    mask: [u8; 4],
+    /// Payload bytes seen so far (the mask's phase).
+    seen: usize,
+}
+
+/// A compressed message of the client's being inflated.
+#[derive(Debug, Clone, Copy)]
+struct RxMsg {
+    /// Text or binary.
+    opcode: OpCode,
+    /// A fragment was handed on already (the next is a continuation).
+    started: bool,
+    /// Bytes the message may still inflate by.
+    left: u64,
+    /// The last frame ended: the trailer bytes not yet fed (then the final fragment).
+    trailer: Option<usize>,
+    /// The sender ended the deflate stream (a final block): nothing more to inflate.
+    ended: bool,
+}
+
+/// One connection's permessage-deflate state.
+pub(super) struct Deflate {
+    /// What the upgrade agreed.
+    agreed: Negotiated,
+    /// Largest inflated message, bytes.
+    max_message: u64,
+    /// The client's frames.
+    rx_dec: FrameDecoder,
+    /// Raw bytes read from the socket and how far they are decoded.
+    rx_in: Vec<u8>,
+    rx_pos: usize,
+    /// Unmasked compressed bytes of `rx_in` not yet inflated.
+    pending: (usize, usize),
+    /// Bytes staged for tungstenite and how many it has read.
+    rx_out: Vec<u8>,
+    rx_read: usize,
+    rx_frame: Option<RxFrame>,
+    rx_msg: Option<RxMsg>,
+    inflater: Option<Box<Decompress>>,
+    /// tungstenite's frames.
+    tx_dec: FrameDecoder,
+    /// The frame being taken: (control, fin).
+    tx_frame: Option<(bool, bool)>,
+    /// The data message being compressed (its opcode) and its compressed bytes so far.
+    tx_op: Option<OpCode>,
+    tx_msg: Vec<u8>,
+    /// Frames ready for the socket and how much of them is written.
+    tx_out: Vec<u8>,
+    tx_written: usize,
+    compressor: Option<Box<Compress>>,
+}
+
+impl Deflate {
+    /// A session as agreed, with `early` bytes the client sent right after its request (read
+    /// with it) as the first input.
+    pub(super) fn new(agreed: Negotiated, max_message: usize, early: Vec<u8>) -> Self {
+        let mut rx_dec = FrameDecoder::server();
+        rx_dec.allow_rsv1();
+        Self {
+            agreed,
+            max_message: max_message as u64,
+            rx_dec,
+            rx_in: early,
+            rx_pos: 0,
+            pending: (0, 0),
+            rx_out: Vec::new(),
+            rx_read: 0,
+            rx_frame: None,
+            rx_msg: None,
+            inflater: None,
+            tx_dec: FrameDecoder::new(),
+            tx_frame: None,
+            tx_op: None,
+            tx_msg: Vec::new(),
+            tx_out: Vec::new(),
+            tx_written: 0,
+            compressor: None,
+        }
+    }
+
+    /// Reads for tungstenite: staged plain frames first, else more of the socket transcoded.
+    pub(super) fn read(&mut self, raw: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if self.rx_read < self.rx_out.len() {
+                let n = (&self.rx_out[self.rx_read..]).read(buf)?;
+                self.rx_read += n;
+                if self.rx_read == self.rx_out.len() {
+                    self.rx_out.clear();
+                    self.rx_read = 0;
+                    shrink(&mut self.rx_out);
+                }
+                return Ok(n);
+            }
+            self.fill()?;
+            if !self.rx_out.is_empty() {
+                continue;
+            }
+            // Everything read is transcoded and nothing came of it yet: read more.
+            self.rx_in.clear();
+            self.rx_pos = 0;
+            self.rx_in.resize(RAW_CHUNK, 0);
+            match raw.read(&mut self.rx_in) {
+                Ok(n) => self.rx_in.truncate(n),
+                Err(e) => {
+                    self.rx_in.clear();
+                    return Err(e);
+                }
+            }
+            if self.rx_in.is_empty() {
+                return Ok(0);
+            }
+        }
+    }
+
+    /// Transcodes input until [`STAGED`] bytes are staged or the input is used up.
+    fn fill(&mut self) -> Result<(), DeflateError> {
+        let mut buf = [0u8; 4096];
+        while self.rx_out.len() < STAGED {
+            if self.pending.0 < self.pending.1 {
+                let (a, b) = self.pending;
+                let d = self
+                    .inflater
+                    .get_or_insert_with(|| Box::new(deflate::inflater()));
+                let (used, made, ended) =
+                    deflate::inflate_step(d, &self.rx_in[a..b], &mut buf).map_err(inflate_err)?;
+                self.pending.0 += used;
+                self.emit(&buf[..made])?;
+                if ended {
+                    // A final block: whatever follows in the message is not deflate data.
+                    self.pending.0 = self.pending.1;
+                    if let Some(m) = &mut self.rx_msg {
+                        m.ended = true;
+                    }
+                }
+                continue;
+            }
+            if let Some(m) = self.rx_msg.filter(|m| m.trailer.is_some()) {
+                let fed = m.trailer.unwrap_or(0);
+                if m.ended {
+                    self.finish_message();
+                    continue;
+                }
+                let d = self
+                    .inflater
+                    .get_or_insert_with(|| Box::new(deflate::inflater()));
+                let (used, made, ended) =
+                    deflate::inflate_step(d, &TRAILER[fed..], &mut buf).map_err(inflate_err)?;
+                self.emit(&buf[..made])?;
+                if let Some(m) = &mut self.rx_msg {
+                    m.trailer = Some(fed + used);
+                    m.ended |= ended;
+                }
+                if fed + used == TRAILER.len() && made < buf.len() {
+                    self.finish_message();
+                }
+                continue;
+            }
+            // Called even with no input left: a frame whose payload ended with the input ends
+            // now (`End`), not with the client's next bytes.
+            let mut input = &self.rx_in[self.rx_pos..];
+            let before = input.len();
+            let event = match self.rx_dec.decode(&mut input) {
+                Ok(Some(Decoded::Header(h))) => Some(Ok(h)),
+                Ok(Some(Decoded::Payload(p))) => Some(Err(Some(p.len()))),
+                Ok(Some(Decoded::End)) => Some(Err(None)),
+                Ok(None) => None,
+                Err(v) => return Err(DeflateError::Violation(v)),
+            };
+            let start = self.rx_pos;
+            self.rx_pos += before - input.len();
+            let mask = self.rx_dec.mask();
+            match event {
+                None => break,
+                Some(Ok(h)) => self.on_header(h, mask)?,
+                // A payload chunk is the start of what was left of the input.
+                Some(Err(Some(len))) => self.on_payload(start, len),
+                Some(Err(None)) => self.on_end(),
+            }
+        }
+        Ok(())
+    }
+
+    fn on_header(
+        &mut self,
+        h: crate::proto::ws::frame::FrameHeader,
+        mask: [u8; 4],
+    ) -> Result<(), DeflateError> {
+        let compressed = if h.opcode.is_control() {
+            false
+        } else if h.opcode == OpCode::Continuation {
+            self.rx_msg.is_some()
+        } else if self.rx_msg.is_some() {
+            return Err(DeflateError::Violation(Violation::ExpectedContinuation));
+        } else {
+            h.rsv1
+        };
+        if compressed && h.opcode != OpCode::Continuation {
+            self.rx_msg = Some(RxMsg {
+                opcode: h.opcode,
+                started: false,
+                left: self.max_message,
+                trailer: None,
+                ended: false,
+            });
+        }
+        if !compressed {
+            encode_header(&mut self.rx_out, h.opcode, h.fin, false, h.len, Some(mask));
+        }
+        self.rx_frame = Some(RxFrame {
+            compressed,
+            fin: h.fin,
+            mask,
+            seen: 0,
+        });
+        Ok(())
+    }
+
+    fn on_payload(&mut self, start: usize, len: usize) {
+        let Some(f) = &mut self.rx_frame else { return };
+        let chunk = &mut self.rx_in[start..start + len];
+        if f.compressed {
+            apply_mask(chunk, f.mask, f.seen);
+            self.pending = (start, start + len);
+        } else {
+            // Still masked: tungstenite unmasks it.
+            self.rx_out.extend_from_slice(chunk);
+        }
+        f.seen += len;
+    }
+
+    fn on_end(&mut self) {
+        if let Some(f) = self.rx_frame.take() {
+            if let (true, true, Some(m)) = (f.compressed, f.fin, &mut self.rx_msg) {
+                m.trailer = Some(0);
+            }
+        }
+    }
+
+    /// Hands inflated bytes on as a fragment of the message.
+    fn emit(&mut self, bytes: &[u8]) -> Result<(), DeflateError> {
+        let Some(m) = &mut self.rx_msg else {
+            return Ok(());
+        };
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        if bytes.len() as u64 > m.left {
+            return Err(DeflateError::TooBig);
+        }
+        m.left -= bytes.len() as u64;
+        let op = if m.started {
+            OpCode::Continuation
+        } else {
+            m.opcode
+        };
+        m.started = true;
+        encode_header(
+            &mut self.rx_out,
+            op,
+            false,
+            false,
+            bytes.len() as u64,
+            ZERO_MASK,
+        );
+        self.rx_out.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    /// Ends the message with an empty final fragment; the inflater starts afresh if the client
+    /// does not keep its context (or ended its stream).
+    fn finish_message(&mut self) {
+        let Some(m) = self.rx_msg.take() else { return };
+        let op = if m.started {
+            OpCode::Continuation
+        } else {
+            m.opcode
+        };
+        encode_header(&mut self.rx_out, op, true, false, 0, ZERO_MASK);
+        if self.agreed.client_no_context_takeover || m.ended {
+            if let Some(d) = &mut self.inflater {
+                d.reset(false);
+            }
+        }
+    }
+
+    /// Takes tungstenite's output: at most [`TX_CHUNK`] bytes, and only once the previous
+    /// output is on the socket (`WouldBlock` otherwise, which keeps tungstenite's buffer, and
+    /// its limit, the one that fills).
+    pub(super) fn write(&mut self, raw: &mut impl Write, buf: &[u8]) -> io::Result<usize> {
+        self.drain(raw)?;
+        let take = &buf[..buf.len().min(TX_CHUNK)];
+        self.compress(take)?;
+        match self.drain(raw) {
+            Err(e) if e.kind() != io::ErrorKind::WouldBlock => Err(e),
+            _ => Ok(take.len()),
+        }
+    }
+
+    /// Writes what is ready, then flushes the transport.
+    pub(super) fn flush(&mut self, raw: &mut impl Write) -> io::Result<()> {
+        self.drain(raw)?;
+        raw.flush()
+    }
+
+    /// Writes the ready frames; `WouldBlock` if some are left.
+    fn drain(&mut self, raw: &mut impl Write) -> io::Result<()> {
+        while self.tx_written < self.tx_out.len() {
+            match raw.write(&self.tx_out[self.tx_written..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.tx_written += n,
+                Err(e) => return Err(e),
+            }
+        }
+        self.tx_out.clear();
+        self.tx_written = 0;
+        shrink(&mut self.tx_out);
+        Ok(())
+    }
+
+    /// Transcodes tungstenite's frames in `bytes` onto the ready output.
+    fn compress(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        while let Some(event) = self
+            .tx_dec
+            .decode(&mut bytes)
+            .map_err(DeflateError::Violation)?
+        {
+            match event {
+                Decoded::Header(h) if h.opcode.is_control() => {
+                    encode_header(&mut self.tx_out, h.opcode, true, false, h.len, None);
+                    self.tx_frame = Some((true, true));
+                }
+                Decoded::Header(h) => {
+                    if h.opcode != OpCode::Continuation {
+                        self.tx_op = Some(h.opcode);
+                        self.tx_msg.clear();
+                        if self.agreed.server_no_context_takeover {
+                            if let Some(c) = &mut self.compressor {
+                                c.reset();
+                            }
+                        }
+                    }
+                    self.tx_frame = Some((false, h.fin));
+                }
+                Decoded::Payload(p) => match self.tx_frame {
+                    Some((true, _)) => self.tx_out.extend_from_slice(p),
+                    _ => {
+                        let bits = self.agreed.server_max_window_bits;
+                        let c = self
+                            .compressor
+                            .get_or_insert_with(|| Box::new(deflate::compressor_bits(bits)));
+                        deflate::deflate_part(c, p, false, &mut self.tx_msg);
+                    }
+                },
+                Decoded::End => {
+                    if let (Some((false, true)), Some(op)) = (self.tx_frame, self.tx_op) {
+                        self.end_message(op);
+                    }
+                    self.tx_frame = None;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the compressed message: one frame with RSV1 set.
+    fn end_message(&mut self, op: OpCode) {
+        let bits = self.agreed.server_max_window_bits;
+        let c = self
+            .compressor
+            .get_or_insert_with(|| Box::new(deflate::compressor_bits(bits)));
+        deflate::deflate_part(c, &[], true, &mut self.tx_msg);
+        if self.tx_msg.ends_with(&TRAILER) {
+            self.tx_msg.truncate(self.tx_msg.len() - TRAILER.len());
+        }
+        let len = self.tx_msg.len() as u64;
+        encode_header(&mut self.tx_out, op, true, true, len, None);
+        self.tx_out.extend_from_slice(&self.tx_msg);
+        self.tx_msg.clear();
+        shrink(&mut self.tx_msg);
+        self.tx_op = None;
+    }
+}
+
+fn inflate_err(e: InflateError) -> DeflateError {
+    match e {
+        InflateError::Corrupt => DeflateError::Corrupt,
+        InflateError::TooBig => DeflateError::TooBig,
+    }
+}
+
+/// Frees an emptied buffer that grew beyond [`KEEP_CAPACITY`].
+fn shrink(v: &mut Vec<u8>) {
+    if v.is_empty() && v.capacity() > KEEP_CAPACITY {
+        *v = Vec::new();
+    }
+}
