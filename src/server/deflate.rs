@@ -456,10 +456,7 @@ impl Deflate {
         let c = self
             .compressor
             .get_or_insert_with(|| Box::new(deflate::compressor_bits(bits)));
-        deflate::deflate_part(c, &[], true, &mut self.tx_msg);
-        if self.tx_msg.ends_with(&TRAILER) {
-            self.tx_msg.truncate(self.tx_msg.len() - TRAILER.len());
-        }
+        deflate::end_message(c, &mut self.tx_msg, 0);
         let len = self.tx_msg.len() as u64;
         encode_header(&mut self.tx_out, op, true, true, len, None);
         self.tx_out.extend_from_slice(&self.tx_msg);
@@ -480,5 +477,336 @@ fn inflate_err(e: InflateError) -> DeflateError {
 fn shrink(v: &mut Vec<u8>) {
     if v.is_empty() && v.capacity() > KEEP_CAPACITY {
         *v = Vec::new();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::ws::deflate::Offer;
+    use crate::proto::ws::frame::encode_frame_rsv1;
+
+    /// Reads `chunk` bytes at a time from `data`, then `WouldBlock`.
+    struct Chunks<'a> {
+        data: &'a [u8],
+        chunk: usize,
+    }
+
+    impl Read for Chunks<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.data.is_empty() {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = self.chunk.min(self.data.len()).min(buf.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    fn agreed(offer: &str) -> Negotiated {
+        deflate::answer(&Offer::default(), [offer.as_bytes()])
+            .unwrap()
+            .0
+    }
+
+    /// What a client sends: `msgs` as (opcode, payload, compressed), each compressed one split
+    /// into two frames when `fragment`; a ping between messages.
+    fn client_bytes(msgs: &[(OpCode, Vec<u8>, bool)], fragment: bool, n: &Negotiated) -> Vec<u8> {
+        let mut c = deflate::compressor(n);
+        let mut out = Vec::new();
+        for (i, (op, payload, compressed)) in msgs.iter().enumerate() {
+            let mask = [i as u8, 0x5a, 0xa5, 0x3c];
+            if !compressed {
+                encode_frame_rsv1(&mut out, *op, true, false, payload, mask);
+            } else {
+                let mut z = Vec::new();
+                deflate::deflate_message(&mut c, payload, n.client_no_context_takeover, &mut z);
+                if fragment && z.len() > 1 {
+                    let (a, b) = z.split_at(z.len() / 2);
+                    encode_frame_rsv1(&mut out, *op, false, true, a, mask);
+                    encode_frame_rsv1(&mut out, OpCode::Ping, true, false, b"mid", mask);
+                    encode_frame_rsv1(&mut out, OpCode::Continuation, true, false, b, mask);
+                } else {
+                    encode_frame_rsv1(&mut out, *op, true, true, &z, mask);
+                }
+            }
+            encode_frame_rsv1(&mut out, OpCode::Ping, true, false, b"p", mask);
+        }
+        out
+    }
+
+    /// Decodes what tungstenite would be handed: whole messages (opcode, payload) and pings.
+    fn plain_messages(bytes: &[u8]) -> Vec<(OpCode, Vec<u8>)> {
+        let mut dec = FrameDecoder::server();
+        let mut input = bytes;
+        let mut out = Vec::new();
+        let mut msg: Option<(OpCode, Vec<u8>)> = None;
+        // The current frame: its opcode, FIN, mask, payload so far.
+        let mut frame = (OpCode::Ping, false, [0; 4], Vec::new());
+        while let Some(e) = dec.decode(&mut input).unwrap() {
+            match e {
+                Decoded::Header(h) => {
+                    assert!(!h.rsv1);
+                    frame = (h.opcode, h.fin, dec.mask(), Vec::new());
+                    if !h.opcode.is_control() && h.opcode != OpCode::Continuation {
+                        assert!(msg.is_none(), "a new message inside one");
+                        msg = Some((h.opcode, Vec::new()));
+                    }
+                }
+                Decoded::Payload(p) => {
+                    let mut p = p.to_vec();
+                    apply_mask(&mut p, frame.2, frame.3.len());
+                    frame.3.extend_from_slice(&p);
+                }
+                Decoded::End if frame.0.is_control() => {
+                    out.push((frame.0, std::mem::take(&mut frame.3)));
+                }
+                Decoded::End => {
+                    let m = msg.as_mut().expect("a continuation without a message");
+                    m.1.extend_from_slice(&frame.3);
+                    if frame.1 {
+                        out.push(msg.take().unwrap());
+                    }
+                }
+            }
+        }
+        assert!(input.is_empty());
+        out
+    }
+
+    /// Everything the layer hands on, reading `chunk` raw bytes and `take` bytes at a time;
+    /// the staged output never exceeds one step past [`STAGED`].
+    fn read_all(z: &mut Deflate, raw: &[u8], chunk: usize, take: usize) -> Vec<u8> {
+        let mut r = Chunks { data: raw, chunk };
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; take];
+        loop {
+            match z.read(&mut r, &mut buf) {
+                Ok(0) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e} (reading {chunk} bytes, taking {take})"),
+            }
+            assert!(z.rx_out.len() <= STAGED + 4096 + 14, "{}", z.rx_out.len());
+        }
+        out
+    }
+
+    #[test]
+    fn compressed_messages_are_handed_on_plain_whatever_the_reads() {
+        let text = br#"{"type":"echo","payload":"sockstorm sockstorm sockstorm sockstorm"}"#;
+        let big: Vec<u8> = (0..20_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
+        let msgs = vec![
+            (OpCode::Text, text.to_vec(), true),
+            (OpCode::Text, b"plain, not compressed".to_vec(), false),
+            (OpCode::Binary, big.clone(), true),
+            (OpCode::Text, Vec::new(), true),
+            (OpCode::Text, text.to_vec(), true),
+        ];
+        for offer in [
+            "permessage-deflate",
+            "permessage-deflate; client_no_context_takeover",
+        ] {
+            let n = agreed(offer);
+            for fragment in [false, true] {
+                let raw = client_bytes(&msgs, fragment, &n);
+                let mut want = Vec::new();
+                for (op, p, compressed) in &msgs {
+                    want.push((*op, p.clone()));
+                    if *compressed && fragment && p.len() > 1 {
+                        // The ping sent between the fragments comes out where it was.
+                        let last = want.pop().unwrap();
+                        want.push((OpCode::Ping, b"mid".to_vec()));
+                        want.push(last);
+                    }
+                    want.push((OpCode::Ping, b"p".to_vec()));
+                }
+                for chunk in [1, 2, 3, 7, 64, 4096] {
+                    for take in [1, 5, 4096] {
+                        let mut z = Deflate::new(n, 1 << 20, Vec::new());
+                        let got = plain_messages(&read_all(&mut z, &raw, chunk, take));
+                        assert_eq!(got.len(), want.len(), "{offer} {fragment} {chunk} {take}");
+                        assert!(got == want, "{offer} fragment {fragment} chunk {chunk}");
+                    }
+                }
+                // Bytes read with the request (before the 101) are the first input.
+                let mut z = Deflate::new(n, 1 << 20, raw[..10].to_vec());
+                let got = plain_messages(&read_all(&mut z, &raw[10..], 4096, 4096));
+                assert!(got == want);
+            }
+        }
+    }
+
+    #[test]
+    fn a_bomb_stops_at_the_bound_and_never_stages_more_than_a_step() {
+        let n = agreed("permessage-deflate");
+        let zeros = vec![0u8; 8 << 20];
+        let raw = client_bytes(&[(OpCode::Binary, zeros, true)], false, &n);
+        assert!(raw.len() < (8 << 20) / 50, "{}", raw.len());
+        let mut z = Deflate::new(n, 1 << 20, Vec::new());
+        let mut r = Chunks {
+            data: &raw,
+            chunk: 4096,
+        };
+        let mut buf = [0u8; 4096];
+        let mut handed = 0;
+        let err = loop {
+            match z.read(&mut r, &mut buf) {
+                Ok(n) => handed += n,
+                Err(e) => break e,
+            }
+            assert!(z.rx_out.len() <= STAGED + 4096 + 14);
+        };
+        assert_eq!(failure(&err), Some(DeflateError::TooBig));
+        assert!(handed <= (1 << 20) + 4096, "{handed}");
+        // Data that does not inflate is a failure of its own.
+        let mut bad = Vec::new();
+        encode_frame_rsv1(
+            &mut bad,
+            OpCode::Text,
+            true,
+            true,
+            &[0xff; 16],
+            [1, 2, 3, 4],
+        );
+        let mut z = Deflate::new(n, 1 << 20, Vec::new());
+        let mut r = Chunks {
+            data: &bad,
+            chunk: 4096,
+        };
+        let err = z.read(&mut r, &mut buf).unwrap_err();
+        assert_eq!(failure(&err), Some(DeflateError::Corrupt));
+        // An unmasked client frame breaks the rules.
+        let mut z = Deflate::new(n, 1 << 20, Vec::new());
+        let mut r = Chunks {
+            data: &[0x81, 0x01, b'a'],
+            chunk: 4096,
+        };
+        let err = z.read(&mut r, &mut buf).unwrap_err();
+        assert_eq!(
+            failure(&err),
+            Some(DeflateError::Violation(Violation::UnmaskedFrame))
+        );
+    }
+
+    /// Takes at most `room` bytes, then `WouldBlock`.
+    struct Sink {
+        out: Vec<u8>,
+        room: usize,
+    }
+
+    impl Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.room == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(self.room);
+            self.room -= n;
+            self.out.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A server frame as tungstenite writes it (unmasked).
+    fn server_frame(out: &mut Vec<u8>, op: OpCode, fin: bool, payload: &[u8]) {
+        encode_header(out, op, fin, false, payload.len() as u64, None);
+        out.extend_from_slice(payload);
+    }
+
+    #[test]
+    fn sent_messages_are_compressed_one_frame_each_and_control_frames_pass() {
+        let text = br#"{"type":"event","seq":1,"payload":"sockstorm sockstorm sockstorm"}"#;
+        for (offer, reset) in [
+            ("permessage-deflate", false),
+            ("permessage-deflate; server_no_context_takeover", true),
+        ] {
+            let n = agreed(offer);
+            let mut plain = Vec::new();
+            server_frame(&mut plain, OpCode::Text, true, text);
+            server_frame(&mut plain, OpCode::Ping, true, b"k");
+            server_frame(&mut plain, OpCode::Text, false, &text[..10]);
+            server_frame(&mut plain, OpCode::Continuation, true, &text[10..]);
+            server_frame(&mut plain, OpCode::Binary, true, b"");
+            server_frame(&mut plain, OpCode::Close, true, &1000u16.to_be_bytes());
+            // Taken a few bytes at a time, as tungstenite may hand them.
+            let mut z = Deflate::new(n, 1 << 20, Vec::new());
+            let mut sink = Sink {
+                out: Vec::new(),
+                room: usize::MAX,
+            };
+            for part in plain.chunks(7) {
+                assert_eq!(z.write(&mut sink, part).unwrap(), part.len());
+            }
+            z.flush(&mut sink).unwrap();
+            // The client's side: RSV1 data frames inflate back to the messages.
+            let mut dec = FrameDecoder::new();
+            dec.allow_rsv1();
+            let mut d = deflate::inflater();
+            let mut input = &sink.out[..];
+            let mut got = Vec::new();
+            let mut cur = (OpCode::Text, false, Vec::new());
+            while let Some(e) = dec.decode(&mut input).unwrap() {
+                match e {
+                    Decoded::Header(h) => cur = (h.opcode, h.rsv1, Vec::new()),
+                    Decoded::Payload(p) => cur.2.extend_from_slice(p),
+                    Decoded::End if cur.1 => {
+                        let mut m = Vec::new();
+                        let mut left = 1 << 20;
+                        deflate::inflate_part(&mut d, &cur.2, true, &mut left, &mut |p| {
+                            m.extend_from_slice(p);
+                            Ok::<(), ()>(())
+                        })
+                        .unwrap();
+                        if reset {
+                            d.reset(false);
+                        }
+                        got.push((cur.0, m));
+                    }
+                    Decoded::End => got.push((cur.0, cur.2.clone())),
+                }
+            }
+            assert_eq!(
+                got,
+                vec![
+                    (OpCode::Text, text.to_vec()),
+                    (OpCode::Ping, b"k".to_vec()),
+                    (OpCode::Text, text.to_vec()),
+                    (OpCode::Binary, Vec::new()),
+                    (OpCode::Close, 1000u16.to_be_bytes().to_vec()),
+                ],
+                "{offer}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_full_socket_holds_the_output_back() {
+        let n = agreed("permessage-deflate");
+        let mut z = Deflate::new(n, 1 << 20, Vec::new());
+        let mut sink = Sink {
+            out: Vec::new(),
+            room: 3,
+        };
+        let mut plain = Vec::new();
+        server_frame(&mut plain, OpCode::Text, true, &[b'x'; 1000]);
+        // Taken (and partly written); the next write waits until the socket drains.
+        assert_eq!(z.write(&mut sink, &plain).unwrap(), plain.len());
+        let e = z.write(&mut sink, &plain).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        assert_eq!(
+            z.flush(&mut sink).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+        sink.room = usize::MAX;
+        z.flush(&mut sink).unwrap();
+        assert_eq!(z.write(&mut sink, &plain).unwrap(), plain.len());
+        assert!(z.tx_out.is_empty());
     }
 }

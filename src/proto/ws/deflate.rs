@@ -269,9 +269,22 @@ pub fn deflate_message(c: &mut Compress, payload: &[u8], reset: bool, out: &mut 
         c.reset();
     }
     let start = out.len();
-    deflate_part(c, payload, true, out);
+    deflate_part(c, payload, false, out);
+    end_message(c, out, start);
+}
+
+/// Ends the message whose compressed bytes begin at `start` of `out`: a sync flush, its
+/// trailer stripped (RFC 7692 §7.2.1). A message that comes out empty is sent as one 0x00
+/// byte (§7.2.3.6): zlib emits nothing for a flush right after a flush (an empty message
+/// with context takeover), and an empty payload would leave the receiver's inflater inside
+/// the trailer's stored block, taking the next message's bytes for its length.
+pub fn end_message(c: &mut Compress, out: &mut Vec<u8>, start: usize) {
+    deflate_part(c, &[], true, out);
     if out.len() >= start + 4 && out[out.len() - 4..] == TRAILER {
         out.truncate(out.len() - 4);
+    }
+    if out.len() == start {
+        out.push(0);
     }
 }
 
@@ -460,5 +473,122 @@ mod tests {
             Ok::<(), ()>(())
         });
         assert_eq!(r, Err(Ok(InflateError::Corrupt)));
+    }
+
+    /// An empty message is one 0x00 byte, also right after another message with context
+    /// takeover (where zlib's flush emits nothing), and the next message still inflates.
+    #[test]
+    fn an_empty_message_is_one_zero_byte_and_keeps_the_stream_in_step() {
+        let n = Offer::default().accept(b"permessage-deflate").unwrap();
+        let mut c = compressor(&n);
+        let mut d = inflater();
+        for payload in [&b"first"[..], b"", b"", b"after the empty ones"] {
+            let mut z = Vec::new();
+            deflate_message(&mut c, payload, false, &mut z);
+            if payload.is_empty() {
+                assert_eq!(z, [0]);
+            }
+            let mut got = Vec::new();
+            inflate_part(&mut d, &z, true, &mut 1024, &mut |p| {
+                got.extend_from_slice(p);
+                Ok::<(), ()>(())
+            })
+            .unwrap();
+            assert_eq!(got, payload);
+        }
+    }
+
+    /// The server's side: the first acceptable offer is answered, hints that bind only once
+    /// answered are answered, and the server's own asks are added.
+    #[test]
+    fn the_server_answers_the_first_offer_it_can_accept() {
+        let plain = Offer::default();
+        let a = |ours: &Offer, offers: &[&str]| {
+            answer(ours, offers.iter().map(|o| o.as_bytes())).map(|(n, v)| {
+                (
+                    v,
+                    n.client_no_context_takeover,
+                    n.server_no_context_takeover,
+                    n.server_max_window_bits,
+                )
+            })
+        };
+        assert_eq!(
+            a(&plain, &["permessage-deflate; client_max_window_bits"]),
+            Some(("permessage-deflate".into(), false, false, 15))
+        );
+        // Python websockets' and Node ws' offers with no context takeover.
+        assert_eq!(
+            a(
+                &plain,
+                &["permessage-deflate; server_no_context_takeover; client_no_context_takeover; client_max_window_bits"]
+            ),
+            Some((
+                "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+                    .into(),
+                true,
+                true,
+                15
+            ))
+        );
+        // An offer with an unknown or bad parameter is skipped for the next one.
+        assert_eq!(
+            a(
+                &plain,
+                &[
+                    "x-webkit-deflate-frame, permessage-deflate; foo",
+                    "permessage-deflate; server_max_window_bits=7",
+                    "permessage-deflate; server_max_window_bits=12",
+                ]
+            ),
+            Some((
+                "permessage-deflate; server_max_window_bits=12".into(),
+                false,
+                false,
+                12
+            ))
+        );
+        assert_eq!(
+            a(
+                &plain,
+                &["permessage-deflate; server_no_context_takeover; server_no_context_takeover"]
+            ),
+            None
+        );
+        assert_eq!(a(&plain, &[]), None);
+        // The server's asks: its window is the smaller; the client's is capped only if the
+        // client said it can take a cap.
+        let ours = Offer::parse(
+            "deflate:server_no_context_takeover,server_max_window_bits=10,client_max_window_bits=9",
+        )
+        .unwrap();
+        assert_eq!(
+            a(&ours, &["permessage-deflate; server_max_window_bits=12; client_max_window_bits"]),
+            Some((
+                "permessage-deflate; server_no_context_takeover; server_max_window_bits=10; client_max_window_bits=9"
+                    .into(),
+                false,
+                true,
+                10
+            ))
+        );
+        assert_eq!(
+            a(&ours, &["permessage-deflate"]),
+            Some((
+                "permessage-deflate; server_no_context_takeover; server_max_window_bits=10".into(),
+                false,
+                true,
+                10
+            ))
+        );
+        // What the server answers, the client side accepts.
+        for offer in [
+            Offer::default(),
+            Offer::parse("deflate:client_no_context_takeover,server_no_context_takeover").unwrap(),
+            Offer::parse("deflate:server_max_window_bits=11,client_max_window_bits=12").unwrap(),
+        ] {
+            let (n, v) = answer(&ours, [offer.header_value().as_bytes()]).unwrap();
+            assert_eq!(offer.accept(v.as_bytes()), Ok(n), "{v}");
+        }
     }
 }
