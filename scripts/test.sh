@@ -40,7 +40,7 @@ echo "== the whole-run suites on the epoll backend"
 SOCKSTORM_BACKEND=epoll cargo test --release --test run --test tls --test fanout --test scenario \
   --test examples --test storms --test signals --test misbehave --test unfinished \
   --test workloads --test output --test attack --test merge --test segments --test generator \
-  --test logs --test live --test targets
+  --test logs --test live --test targets --test compression
 
 # deploy/ (Kubernetes Indexed Job, Slurm recipe, Dockerfile), checked offline.
 "$VENV/bin/python" scripts/check_deploy.py ./target/release/sockstorm
@@ -126,4 +126,8 @@ done
 # Socket.IO (python-socketio), STOMP (RabbitMQ web-stomp), GraphQL (graphql-ws): once, on the
 # default backend (the protocol layers sit above the backends, which the runs above cover).
 bash scripts/interop/protocols.sh ./target/release/sockstorm
+# The gateway's permessage-deflate (serve --compression) against Python websockets and Node ws
+# clients: once (the gateway does not depend on the client's backend).
+echo "== serve --compression against Python websockets and Node ws clients: 200 connections each, with and without context takeover, with window bits"
+bash scripts/interop/deflate_gateway.sh ./target/release/sockstorm
 echo "== all tests passed"

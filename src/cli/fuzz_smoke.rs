@@ -251,6 +251,10 @@ mod tests {
                 "gateway_command",
                 crate::server::fuzz_smoke::gateway_command,
             ),
+            (
+                "gateway_deflate",
+                crate::server::fuzz_smoke::gateway_deflate,
+            ),
             ("scenario", scenario),
         ]
     }

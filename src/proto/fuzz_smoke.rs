@@ -209,6 +209,16 @@ pub fn deflate(data: &[u8]) {
                         assert!(n.client_max_window_bits <= most);
                     }
                 }
+                // The server's side of the same header: an answer only to a
+                // permessage-deflate offer, with windows in range and the server's cap kept.
+                if let Some((n, v)) = z::answer(&o, [bytes]) {
+                    assert!(v.starts_with("permessage-deflate"), "{v}");
+                    assert!((8..=15).contains(&n.client_max_window_bits), "{n:?}");
+                    assert!((8..=15).contains(&n.server_max_window_bits), "{n:?}");
+                    if let Some(most) = o.server_max_window_bits {
+                        assert!(n.server_max_window_bits <= most, "{n:?}");
+                    }
+                }
             }
         }
         1 => {

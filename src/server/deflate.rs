@@ -166,6 +166,12 @@ impl Deflate {
         }
     }
 
+    /// Bytes staged for tungstenite (at most one inflate step past [`STAGED`]).
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(super) fn staged(&self) -> usize {
+        self.rx_out.len()
+    }
+
     /// Reads for tungstenite: staged plain frames first, else more of the socket transcoded.
     pub(super) fn read(&mut self, raw: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
         loop {

@@ -1,6 +1,7 @@
-//! The gateway's fuzz body (`fuzz/` target `gateway_command`): its command parser, checked
-//! against serde_json, and its smoke test on stable. See `proto::fuzz_smoke` for how the bodies
-//! are shared with the fuzz crate.
+//! The gateway's fuzz bodies (`fuzz/` targets `gateway_command`: its command parser, checked
+//! against serde_json; `gateway_deflate`: its permessage-deflate layer on a client's bytes),
+//! and their smoke tests on stable. See `proto::fuzz_smoke` for how the bodies are shared with
+//! the fuzz crate.
 #![allow(
     unreachable_pub,
     reason = "the bodies are `pub` for the fuzz crate (feature `fuzzing`)"
@@ -162,6 +163,70 @@ pub fn gateway_command(data: &[u8]) {
     }
 }
 
+/// The gateway's permessage-deflate layer (`serve --compression`) on arbitrary client bytes:
+/// `[mode, read size, bytes…]`; mode bit 0: client_no_context_takeover agreed; bits 1-2: how
+/// much tungstenite takes per read. Never panics; what it hands tungstenite is always
+/// well-formed masked frames without RSV1, never more than one inflate step is staged, and it
+/// ends (at the input's end, or with a failure it names).
+pub fn gateway_deflate(data: &[u8]) {
+    use super::deflate::{failure, Deflate};
+    use crate::proto::ws::deflate::{answer, Offer};
+    use crate::proto::ws::frame::{Decoded, FrameDecoder};
+    use std::io::{self, Read};
+    const BOUND: usize = 64 << 10;
+    let [mode, read_size, bytes @ ..] = data else {
+        return;
+    };
+    let offer: &[u8] = if mode & 1 == 1 {
+        b"permessage-deflate; client_no_context_takeover"
+    } else {
+        b"permessage-deflate"
+    };
+    let Some((agreed, _)) = answer(&Offer::default(), [offer]) else {
+        unreachable!("a plain offer is accepted")
+    };
+    struct Chunks<'a>(&'a [u8], usize);
+    impl Read for Chunks<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.0.is_empty() {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = self.1.min(self.0.len()).min(buf.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+    let mut raw = Chunks(bytes, usize::from(*read_size).max(1));
+    let mut z = Deflate::new(agreed, BOUND, Vec::new());
+    let mut buf = vec![0u8; [1, 7, 64, 4096][usize::from(mode >> 1 & 3)]];
+    let mut handed = Vec::new();
+    loop {
+        match z.read(&mut raw, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => handed.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => {
+                assert!(failure(&e).is_some(), "{e}");
+                break;
+            }
+        }
+        assert!(z.staged() <= 4096 + 4096 + 14, "{}", z.staged());
+    }
+    // What tungstenite got decodes as a client's frames, none of them compressed (a
+    // violation in the input ends the output before it).
+    let mut dec = FrameDecoder::server();
+    let mut input = &handed[..];
+    while let Some(e) = dec
+        .decode(&mut input)
+        .unwrap_or_else(|v| panic!("handed on a bad frame: {v}"))
+    {
+        if let Decoded::Header(h) = e {
+            assert!(!h.rsv1);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,6 +294,49 @@ mod tests {
         s.push_str(g.pick(&["}", "}", "}", "", "} x"]));
         v.extend_from_slice(s.as_bytes());
         v
+    }
+
+    /// A client's frames for the gateway's deflate layer: compressed messages (whole or in
+    /// fragments), plain ones and control frames, each masked with its own key.
+    fn client_frames(g: &mut Gen) -> Vec<u8> {
+        use crate::proto::ws::deflate::{compressor, deflate_message, Offer};
+        use crate::proto::ws::frame::{encode_frame_rsv1, OpCode};
+        let mode = g.byte();
+        let mut v = vec![mode, g.pick(&[1, 2, 3, 5, 64, 255])];
+        let client_reset = mode & 1 == 1;
+        let Ok(n) = Offer::default().accept(b"permessage-deflate") else {
+            unreachable!("the plain answer is valid")
+        };
+        let mut c = compressor(&n);
+        for _ in 0..1 + g.below(4) {
+            let mask = [g.byte(), g.byte(), g.byte(), g.byte()];
+            let payload: Vec<u8> = match g.below(3) {
+                0 => br#"{"type":"echo","payload":"sockstorm sockstorm"}"#.to_vec(),
+                1 => vec![g.byte(); g.below(3000)],
+                _ => g.random(300),
+            };
+            match g.below(4) {
+                0 => encode_frame_rsv1(&mut v, OpCode::Text, true, false, &payload, mask),
+                1 => encode_frame_rsv1(&mut v, OpCode::Ping, true, false, b"k", mask),
+                _ => {
+                    let mut z = Vec::new();
+                    deflate_message(&mut c, &payload, client_reset, &mut z);
+                    if g.chance(2) && z.len() > 1 {
+                        let (a, b) = z.split_at(g.below(z.len()));
+                        encode_frame_rsv1(&mut v, OpCode::Binary, false, true, a, mask);
+                        encode_frame_rsv1(&mut v, OpCode::Continuation, true, false, b, mask);
+                    } else {
+                        encode_frame_rsv1(&mut v, OpCode::Binary, true, true, &z, mask);
+                    }
+                }
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn gateway_deflate_smoke() {
+        smoke_runs(53, 20_000, client_frames, gateway_deflate);
     }
 
     #[test]

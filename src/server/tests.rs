@@ -2009,3 +2009,83 @@ fn limits_that_cannot_hold_one_message_are_refused() {
         ServerError::InvalidHandshakeTimeout
     ));
 }
+
+/// A client offering permessage-deflate (tungstenite's client cannot inflate, so only the
+/// 101's answer and what the gateway does with compressed input are looked at).
+fn connect_offering_deflate(addr: SocketAddr) -> (Client, Option<String>) {
+    use tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
+    req.headers_mut().insert(
+        "Sec-WebSocket-Extensions",
+        "permessage-deflate; client_max_window_bits"
+            .parse()
+            .unwrap(),
+    );
+    let (ws, resp) = tungstenite::client::client(req, tcp(addr)).unwrap();
+    let answer = resp
+        .headers()
+        .get("Sec-WebSocket-Extensions")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (ws, answer)
+}
+
+/// A compressed (RSV1) message frame.
+fn compressed_frame(payload: Vec<u8>) -> Message {
+    use tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tungstenite::protocol::frame::Frame;
+    let mut f = Frame::message(payload, OpCode::Data(Data::Binary), true);
+    f.header_mut().rsv1 = true;
+    Message::Frame(f)
+}
+
+#[test]
+fn compression_is_agreed_only_when_on_and_a_bomb_or_bad_data_ends_only_its_connection() {
+    use crate::proto::ws::deflate::{compressor, deflate_message, Offer};
+    // Off: the offer is declined and the session is plain.
+    let gw = Gateway::start(loopback()).unwrap();
+    let (mut ws, answer) = connect_offering_deflate(gw.local_addr());
+    assert_eq!(answer, None);
+    let m = Message::text("plain");
+    assert_eq!(echo(&mut ws, m.clone()), m);
+    assert_eq!(gw.stats().compressed_sessions, 0);
+
+    let gw = Gateway::start(ServeConfig {
+        compression: Some(Offer::default()),
+        ..loopback()
+    })
+    .unwrap();
+    let addr = gw.local_addr();
+    // A client that does not offer it gets a plain session.
+    let mut plain = connect(addr);
+    assert_eq!(echo(&mut plain, m.clone()), m);
+    // 64 MiB of zeros in well under 1 MiB: closed with 1009 at the 1 MiB message limit.
+    let (mut bomb, answer) = connect_offering_deflate(addr);
+    assert_eq!(answer.as_deref(), Some("permessage-deflate"));
+    let n = Offer::default().accept(b"permessage-deflate").unwrap();
+    let mut z = Vec::new();
+    deflate_message(&mut compressor(&n), &vec![0; 64 << 20], false, &mut z);
+    assert!(z.len() < 1 << 20, "{}", z.len());
+    bomb.send(compressed_frame(z)).unwrap();
+    let close = next_close(&mut bomb).unwrap();
+    assert_eq!(
+        (u16::from(close.code), close.reason.as_str()),
+        (1009, "message too big")
+    );
+    // Data that does not inflate: the connection is dropped as a protocol error.
+    let (mut bad, _) = connect_offering_deflate(addr);
+    bad.send(compressed_frame(vec![0xff; 16])).unwrap();
+    assert!(bad.read().is_err());
+    let s = wait_for(&gw, |s| s.open == 1 && s.protocol_errors == 1);
+    assert_eq!(
+        (
+            s.compressed_sessions,
+            s.too_big_closes,
+            s.protocol_errors,
+            s.open
+        ),
+        (2, 1, 1, 1),
+        "{s:?}"
+    );
+    // The plain client did not notice.
+    assert_eq!(echo(&mut plain, m.clone()), m);
+}
