@@ -15,7 +15,9 @@
 //! Output: a write is taken only when the previous compressed output is on the socket, at most
 //! [`TX_CHUNK`] bytes at a time, so tungstenite's write buffer and `max_queued_bytes` keep
 //! doing the backpressure. The zlib states are made on first use: a connection that never
-//! sends (or never receives) a message does not pay for them.
+//! sends (or never receives) a message does not pay for them, and with
+//! `server_no_context_takeover` messages are compressed by one compressor per gateway thread
+//! (each message whole, after a reset), so a connection holds at most an inflater.
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -360,8 +362,8 @@ impl Deflate {
         Ok(())
     }
 
-    /// Ends the message with an empty final fragment; the inflater starts afresh if the client
-    /// does not keep its context (or ended its stream).
+    /// Ends the message with an empty final fragment; the inflater is dropped if the client
+    /// does not keep its context, and starts afresh if it ended its stream.
     fn finish_message(&mut self) {
         let Some(m) = self.rx_msg.take() else { return };
         let op = if m.started {
@@ -370,7 +372,10 @@ impl Deflate {
             m.opcode
         };
         encode_header(&mut self.rx_out, op, true, false, 0, ZERO_MASK);
-        if self.agreed.client_no_context_takeover || m.ended {
+        if self.agreed.client_no_context_takeover {
+            // Nothing carries over to the next message: an idle connection holds no inflater.
+            self.inflater = None;
+        } else if m.ended {
             if let Some(d) = &mut self.inflater {
                 d.reset(false);
             }
@@ -437,6 +442,11 @@ impl Deflate {
                 }
                 Decoded::Payload(p) => match self.tx_frame {
                     Some((true, _)) => self.tx_out.extend_from_slice(p),
+                    // Without context takeover the message is kept plain until its end and
+                    // compressed at once by the thread's shared compressor.
+                    _ if self.agreed.server_no_context_takeover => {
+                        self.tx_msg.extend_from_slice(p);
+                    }
                     _ => {
                         let bits = self.agreed.server_max_window_bits;
                         let c = self
@@ -459,13 +469,26 @@ impl Deflate {
     /// Ends the compressed message: one frame with RSV1 set.
     fn end_message(&mut self, op: OpCode) {
         let bits = self.agreed.server_max_window_bits;
-        let c = self
-            .compressor
-            .get_or_insert_with(|| Box::new(deflate::compressor_bits(bits)));
-        deflate::end_message(c, &mut self.tx_msg, 0);
-        let len = self.tx_msg.len() as u64;
-        encode_header(&mut self.tx_out, op, true, true, len, None);
-        self.tx_out.extend_from_slice(&self.tx_msg);
+        if self.agreed.server_no_context_takeover {
+            SHARED.with_borrow_mut(|shared| {
+                let (comps, out) = shared;
+                let c = comps[usize::from(bits.clamp(8, 15) - 8)]
+                    .get_or_insert_with(|| deflate::compressor_bits(bits));
+                out.clear();
+                deflate::deflate_message(c, &self.tx_msg, true, out);
+                encode_header(&mut self.tx_out, op, true, true, out.len() as u64, None);
+                self.tx_out.extend_from_slice(out);
+                shrink_kept(out);
+            });
+        } else {
+            let c = self
+                .compressor
+                .get_or_insert_with(|| Box::new(deflate::compressor_bits(bits)));
+            deflate::end_message(c, &mut self.tx_msg, 0);
+            let len = self.tx_msg.len() as u64;
+            encode_header(&mut self.tx_out, op, true, true, len, None);
+            self.tx_out.extend_from_slice(&self.tx_msg);
+        }
         self.tx_msg.clear();
         shrink(&mut self.tx_msg);
         self.tx_op = None;
@@ -477,6 +500,22 @@ fn inflate_err(e: InflateError) -> DeflateError {
         InflateError::Corrupt => DeflateError::Corrupt,
         InflateError::TooBig => DeflateError::TooBig,
     }
+}
+
+thread_local! {
+    /// Each gateway thread's compressors for messages without context takeover (one per
+    /// window size, reset per message) and their output buffer: a connection that agreed
+    /// `server_no_context_takeover` keeps no compressor of its own (about 300 KiB of zlib
+    /// state), the low-memory choice. A message is compressed whole in one call, so
+    /// connections never interleave inside it.
+    static SHARED: std::cell::RefCell<([Option<Compress>; 8], Vec<u8>)> =
+        std::cell::RefCell::new((Default::default(), Vec::new()));
+}
+
+/// Empties a buffer, freeing it if it grew beyond [`KEEP_CAPACITY`].
+fn shrink_kept(v: &mut Vec<u8>) {
+    v.clear();
+    shrink(v);
 }
 
 /// Frees an emptied buffer that grew beyond [`KEEP_CAPACITY`].
