@@ -41,29 +41,26 @@ fn every_echo_through_a_compressing_gateway_is_matched_with_and_without_context_
         ),
     ] {
         let gw = compressing_gateway(serve, 2);
-        let out = json_path("compression-echo");
-        let o = sockstorm(&[
-            "run",
-            &url(gw.local_addr()),
-            "-c",
-            "300",
-            "--connect-rate",
-            "3000",
-            "-d",
-            "3s",
-            "--message",
-            &payload(),
-            "--message-rate",
-            "4",
-            "--compression",
-            offer,
-            "--no-reconnect",
-            "-q",
-            "--json",
-            out.to_str().unwrap(),
-        ]);
-        assert_ok(&o);
-        let v = read_json(&out);
+        let v = run_json(
+            "compression-echo",
+            &[
+                "run",
+                &url(gw.local_addr()),
+                "-c",
+                "300",
+                "--connect-rate",
+                "3000",
+                "-d",
+                "3s",
+                "--message",
+                &payload(),
+                "--message-rate",
+                "4",
+                "--compression",
+                offer,
+                "--no-reconnect",
+            ],
+        );
         let s = gw.stats();
         gw.shutdown();
         assert_eq!(counter(&v, "established"), 300, "{serve}");
@@ -132,16 +129,7 @@ message_count = 75
         ),
     )
     .unwrap();
-    let out = json_path("compression-fanout");
-    let o = sockstorm(&[
-        "run",
-        file.to_str().unwrap(),
-        "-q",
-        "--json",
-        out.to_str().unwrap(),
-    ]);
-    assert_ok(&o);
-    let v = read_json(&out);
+    let v = run_json("compression-fanout", &["run", file.to_str().unwrap()]);
     let s = gw.stats();
     gw.shutdown();
     let f = &v["fanout"];
@@ -163,27 +151,24 @@ message_count = 75
 fn a_gateway_without_compression_declines_and_the_run_goes_plain() {
     let _l = lock();
     let gw = gateway(None);
-    let out = json_path("compression-declined");
-    let o = sockstorm(&[
-        "run",
-        &url(gw.local_addr()),
-        "-c",
-        "50",
-        "-d",
-        "2s",
-        "--message",
-        &payload(),
-        "--message-rate",
-        "5",
-        "--compression",
-        "deflate",
-        "--no-reconnect",
-        "-q",
-        "--json",
-        out.to_str().unwrap(),
-    ]);
-    assert_ok(&o);
-    let v = read_json(&out);
+    let v = run_json(
+        "compression-declined",
+        &[
+            "run",
+            &url(gw.local_addr()),
+            "-c",
+            "50",
+            "-d",
+            "2s",
+            "--message",
+            &payload(),
+            "--message-rate",
+            "5",
+            "--compression",
+            "deflate",
+            "--no-reconnect",
+        ],
+    );
     let sent = counter(&v, "msgs_sent");
     assert_eq!(counter(&v, "msgs_received"), sent);
     assert_eq!(counter(&v, "deflate_msgs_received"), 0);

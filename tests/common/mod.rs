@@ -39,6 +39,16 @@ pub fn sockstorm(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `sockstorm ARGS -q --json FILE` (FILE named after `name`): asserts it exits 0 and returns
+/// its result document.
+pub fn run_json(name: &str, args: &[&str]) -> Value {
+    let out = json_path(name);
+    let mut all = args.to_vec();
+    all.extend(["-q", "--json", out.to_str().unwrap()]);
+    assert_ok(&sockstorm(&all));
+    read_json(&out)
+}
+
 /// Reads a JSON document; a run's results are checked to come from the backend that
 /// `SOCKSTORM_BACKEND` asks for (scripts/test.sh runs the whole-run suites once per backend).
 pub fn read_json(p: &PathBuf) -> Value {
