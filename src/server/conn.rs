@@ -192,7 +192,9 @@ impl Conn {
             }
             Self::Handshake(mid) => match mid.handshake() {
                 Ok(mut ws) => {
-                    ws.get_mut().start_deflate();
+                    if ws.get_mut().start_deflate() {
+                        ctx.stats.compressed_sessions.fetch_add(1, Relaxed);
+                    }
                     let read_mark = ws.get_ref().read_total();
                     let mut open = Box::new(OpenConn {
                         ws,
@@ -339,7 +341,6 @@ impl RequestConn {
                 };
                 let answer = match agreed {
                     Some(((n, value), head)) => {
-                        ctx.stats.compressed_sessions.fetch_add(1, Relaxed);
                         let max = ctx.ws_config.max_message_size.unwrap_or(usize::MAX);
                         stream.agree_deflate(buf, head, n, max);
                         Some(value)

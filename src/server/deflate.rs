@@ -12,9 +12,11 @@
 //! ([`RAW_CHUNK`]), inflated output staged for tungstenite only up to [`STAGED`] (+ one step),
 //! so a small message that inflates hugely is never held whole here (tungstenite's own
 //! `max_message_size` and the gateway's budget of unfinished messages count what it holds).
-//! Output: a write is taken only when the previous compressed output is on the socket, at most
-//! [`TX_CHUNK`] bytes at a time, so tungstenite's write buffer and `max_queued_bytes` keep
-//! doing the backpressure. The zlib states are made on first use: a connection that never
+//! Output: tungstenite's bytes are taken [`TX_CHUNK`] at a time and reported written only once
+//! their compressed output is on the socket, so tungstenite's write buffer and
+//! `max_queued_bytes` keep doing the backpressure; the layer holds at most one chunk's output
+//! and the message being compressed (kept plain until its end without server context
+//! takeover). The zlib states are made on first use: a connection that never
 //! sends (or never receives) a message does not pay for them, and with
 //! `server_no_context_takeover` messages are compressed by one compressor per gateway thread
 //! (each message whole, after a reset), so a connection holds at most an inflater.
@@ -137,6 +139,9 @@ pub(super) struct Deflate {
     /// Frames ready for the socket and how much of them is written.
     tx_out: Vec<u8>,
     tx_written: usize,
+    /// Bytes of tungstenite's buffer already transcoded whose output is not all on the socket
+    /// yet: reported written only once it is (see [`Self::write`]).
+    ahead: usize,
     compressor: Option<Box<Compress>>,
 }
 
@@ -164,6 +169,7 @@ impl Deflate {
             tx_msg: Vec::new(),
             tx_out: Vec::new(),
             tx_written: 0,
+            ahead: 0,
             compressor: None,
         }
     }
@@ -382,16 +388,26 @@ impl Deflate {
         }
     }
 
-    /// Takes tungstenite's output: at most [`TX_CHUNK`] bytes, and only once the previous
-    /// output is on the socket (`WouldBlock` otherwise, which keeps tungstenite's buffer, and
-    /// its limit, the one that fills).
+    /// Takes tungstenite's output, at most [`TX_CHUNK`] bytes at a time. Bytes are reported
+    /// written only once their compressed output is on the socket: when it is not, they stay
+    /// in tungstenite's buffer (`WouldBlock`, which keeps that buffer, and its limit, the one
+    /// that fills) and are acknowledged, not transcoded again, by the next write, which starts
+    /// with them. So tungstenite never believes its close reply sent while part of it (or of
+    /// what came before it) is still here, and drops the connection only when it is out.
     pub(super) fn write(&mut self, raw: &mut impl Write, buf: &[u8]) -> io::Result<usize> {
-        self.drain(raw)?;
+        if self.ahead > 0 {
+            self.drain(raw)?;
+            let done = std::mem::take(&mut self.ahead);
+            return Ok(done.min(buf.len()));
+        }
         let take = &buf[..buf.len().min(TX_CHUNK)];
         self.compress(take)?;
         match self.drain(raw) {
-            Err(e) if e.kind() != io::ErrorKind::WouldBlock => Err(e),
-            _ => Ok(take.len()),
+            Ok(()) => Ok(take.len()),
+            Err(e) => {
+                self.ahead = take.len();
+                Err(e)
+            }
         }
     }
 
@@ -833,25 +849,60 @@ mod tests {
 
     #[test]
     fn a_full_socket_holds_the_output_back() {
+        // tungstenite's `write_out_buffer`: write until its buffer is empty or a write fails.
+        fn write_out(z: &mut Deflate, sink: &mut Sink, buffer: &mut Vec<u8>) -> io::Result<()> {
+            while !buffer.is_empty() {
+                let n = z.write(sink, buffer)?;
+                buffer.drain(..n);
+            }
+            Ok(())
+        }
         let n = agreed("permessage-deflate");
         let mut z = Deflate::new(n, 1 << 20, Vec::new());
         let mut sink = Sink {
             out: Vec::new(),
             room: 3,
         };
-        let mut plain = Vec::new();
-        server_frame(&mut plain, OpCode::Text, true, &[b'x'; 1000]);
-        // Taken (and partly written); the next write waits until the socket drains.
-        assert_eq!(z.write(&mut sink, &plain).unwrap(), plain.len());
-        let e = z.write(&mut sink, &plain).unwrap_err();
+        // A delivery, then the reply to the client's close (after which tungstenite drops
+        // the connection as soon as its buffer is written out).
+        let mut buffer = Vec::new();
+        server_frame(&mut buffer, OpCode::Text, true, &[b'x'; 1000]);
+        server_frame(&mut buffer, OpCode::Close, true, &1000u16.to_be_bytes());
+        let whole = buffer.len();
+        // The socket takes 3 bytes: nothing is reported written, tungstenite keeps it all.
+        let e = write_out(&mut z, &mut sink, &mut buffer).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        assert_eq!(buffer.len(), whole);
         assert_eq!(
             z.flush(&mut sink).unwrap_err().kind(),
             io::ErrorKind::WouldBlock
         );
+        let e = write_out(&mut z, &mut sink, &mut buffer).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        // Room again: the rest goes out once, not transcoded twice, and the buffer empties.
         sink.room = usize::MAX;
+        write_out(&mut z, &mut sink, &mut buffer).unwrap();
         z.flush(&mut sink).unwrap();
-        assert_eq!(z.write(&mut sink, &plain).unwrap(), plain.len());
         assert!(z.tx_out.is_empty());
+        let mut dec = FrameDecoder::new();
+        dec.allow_rsv1();
+        let mut input = &sink.out[..];
+        let mut frames = Vec::new();
+        let mut body = Vec::new();
+        while let Some(e) = dec.decode(&mut input).unwrap() {
+            match e {
+                Decoded::Header(h) => frames.push((h.opcode, h.rsv1)),
+                Decoded::Payload(p) if frames.len() == 1 => body.extend_from_slice(p),
+                _ => {}
+            }
+        }
+        assert_eq!(frames, vec![(OpCode::Text, true), (OpCode::Close, false)]);
+        let mut got = Vec::new();
+        deflate::inflate_part(&mut deflate::inflater(), &body, true, &mut 4096, &mut |p| {
+            got.extend_from_slice(p);
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        assert_eq!(got, vec![b'x'; 1000]);
     }
 }

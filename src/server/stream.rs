@@ -86,9 +86,11 @@ impl ServerStream {
         self.deflate = Some(Box::new(Deflate::new(agreed, max_message, early)));
     }
 
-    /// The upgrade is complete: from now on reads inflate and writes compress (if agreed).
-    pub(super) fn start_deflate(&mut self) {
+    /// The upgrade is complete: from now on reads inflate and writes compress, if that was
+    /// agreed (then true).
+    pub(super) fn start_deflate(&mut self) -> bool {
         self.deflating = self.deflate.is_some();
+        self.deflating
     }
 
     /// Makes the coming close a reset (SO_LINGER 0): the client learns at once, even when
