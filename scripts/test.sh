@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one test command (README, .ci/run): installs what the tests need (idempotently), runs
-# every Rust test and 20 s of each fuzz target (scripts/fuzz.sh), the deploy recipes (the
+# every Rust test and 12 s of each fuzz target (scripts/fuzz.sh), the deploy recipes (the
 # Slurm one on a one-node cluster, scripts/interop/slurm.sh), the HDR interval log read by
 # Java's HdrHistogram (scripts/interop/hdr_log.sh), the live Prometheus endpoint against
 # Python prometheus_client's parsers, then the interop tests
@@ -30,8 +30,8 @@ bash scripts/interop/rabbitmq.sh install
 
 cargo build --release --bins
 cargo test --release
-# Every fuzz target for 20 s on a copy of its seed corpus (skipped, saying why, without nightly).
-bash scripts/fuzz.sh 20
+# Every fuzz target for 12 s on a copy of its seed corpus (skipped, saying why, without nightly).
+bash scripts/fuzz.sh 12
 
 # The whole-run suites again on the epoll backend, with the same exact assertions (each reads
 # SOCKSTORM_BACKEND through the binary's --backend default, and tests/common checks that every
