@@ -38,6 +38,7 @@ use super::deflate::{self, DeflateError};
 use super::stream::ServerStream;
 use super::tls::{Accept, TlsStream};
 use super::{RequestLog, SeenRequest, ThreadStats};
+use crate::proto::ws::deflate::{Negotiated, Offer};
 
 /// Largest HTTP request head the gateway reads before handing it on as it is (tungstenite then
 /// refuses it).
@@ -117,7 +118,7 @@ pub(super) struct DriveCtx {
     pub(super) msg_rate: Option<RefCell<Bucket>>,
     /// `--compression`: permessage-deflate is agreed to when a client offers it, with these
     /// parameters asked for on top; `None` = never.
-    pub(super) compression: Option<crate::proto::ws::deflate::Offer>,
+    pub(super) compression: Option<Offer>,
 }
 
 /// How a refusing connection ends once the request has been read.
@@ -377,10 +378,7 @@ fn route(buf: &[u8]) -> Option<(Route, usize)> {
 
 /// The permessage-deflate answer to the offers in the request head in `buf`, if one is
 /// accepted.
-fn deflate_answer(
-    ours: &crate::proto::ws::deflate::Offer,
-    buf: &[u8],
-) -> Option<(crate::proto::ws::deflate::Negotiated, String)> {
+fn deflate_answer(ours: &Offer, buf: &[u8]) -> Option<(Negotiated, String)> {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut req = httparse::Request::new(&mut headers);
     req.parse(buf).ok()?;

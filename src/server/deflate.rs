@@ -28,7 +28,7 @@ use flate2::{Compress, Decompress};
 
 use crate::proto::ws::deflate::{self, InflateError, Negotiated, TRAILER};
 use crate::proto::ws::frame::{
-    apply_mask, encode_header, Decoded, FrameDecoder, OpCode, Violation,
+    apply_mask, encode_header, Decoded, FrameDecoder, FrameHeader, OpCode, Violation,
 };
 
 /// Bytes read from the socket at a time.
@@ -282,11 +282,7 @@ impl Deflate {
         Ok(())
     }
 
-    fn on_header(
-        &mut self,
-        h: crate::proto::ws::frame::FrameHeader,
-        mask: [u8; 4],
-    ) -> Result<(), DeflateError> {
+    fn on_header(&mut self, h: FrameHeader, mask: [u8; 4]) -> Result<(), DeflateError> {
         let compressed = if h.opcode.is_control() {
             false
         } else if h.opcode == OpCode::Continuation {

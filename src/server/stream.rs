@@ -7,6 +7,7 @@ use mio::net::TcpStream;
 
 use super::deflate::Deflate;
 use super::tls::TlsStream;
+use crate::proto::ws::deflate::Negotiated;
 
 /// A client connection's transport, as tungstenite and the answering paths see it.
 pub(super) struct ServerStream {
@@ -78,7 +79,7 @@ impl ServerStream {
         &mut self,
         mut bytes: Vec<u8>,
         head: usize,
-        agreed: crate::proto::ws::deflate::Negotiated,
+        agreed: Negotiated,
         max_message: usize,
     ) {
         let early = bytes.split_off(head.min(bytes.len()));
