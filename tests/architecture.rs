@@ -24,6 +24,9 @@
 //! The scanner, the checker and the cycle finder are pure functions over strings and graphs;
 //! the unit tests at the bottom run them on small made-up inputs, and the `src_*` tests run them
 //! on the real `src/`.
+//!
+//! The same reading keeps files and functions small enough to hold in a head: no source file
+//! over [`MAX_FILE_LINES`] lines outside its test code, no function over [`MAX_FN_LINES`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -962,6 +965,94 @@ fn render_cycles(cycles: &[Vec<String>], edges: &[Edge], table: &Table) -> Strin
 }
 
 // ---------------------------------------------------------------------------------------------
+// Files and functions that fit in a head
+
+/// The most lines a source file of `src/` may have outside its test code.
+const MAX_FILE_LINES: usize = 800;
+/// The most lines a function of `src/` may span (test code excepted), from `fn` to its `}`.
+const MAX_FN_LINES: usize = 150;
+
+/// A file or a function over its limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Oversize {
+    /// Path from the crate root, e.g. `src/plan/mod.rs`, and the 1-based line of the `fn`
+    /// (1 for a file).
+    site: String,
+    /// `file`, or `fn NAME`.
+    what: String,
+    lines: usize,
+}
+
+/// The functions with a body in stripped `code`: (name, byte range from `fn` to the closing
+/// brace). Nested functions are listed too; `fn(…)` pointer types and bodiless declarations
+/// are not.
+fn functions(code: &str) -> Vec<(&str, Range<usize>)> {
+    let b = code.as_bytes();
+    let mut out = Vec::new();
+    for (at, w) in words(code) {
+        if w != "fn" {
+            continue;
+        }
+        let name_at = skip_ws(b, at + 2);
+        if !b.get(name_at).is_some_and(|&c| is_ident(c)) {
+            continue;
+        }
+        let name = &code[name_at..word_end(b, name_at)];
+        // The body's `{`, or a `;` for a declaration; brackets of the signature (`[u8; 4]`,
+        // arguments) are skipped whole.
+        let mut j = name_at;
+        let body = loop {
+            match b.get(j) {
+                None | Some(b';') => break None,
+                Some(b'{') => break Some(j),
+                Some(b'(' | b'[') => j = matching(b, j) + 1,
+                Some(_) => j += 1,
+            }
+        };
+        if let Some(open) = body {
+            out.push((name, at..matching(b, open) + 1));
+        }
+    }
+    out
+}
+
+/// What of one file (path under `src/`, text) is over [`MAX_FILE_LINES`] or [`MAX_FN_LINES`].
+/// Test files are not checked, and test modules count for neither.
+fn oversized(path: &str, text: &str) -> Vec<Oversize> {
+    if is_test_file(path) {
+        return Vec::new();
+    }
+    let code = strip(text);
+    let tests = test_ranges(&code);
+    let in_tests = |at: usize| tests.iter().any(|r| r.contains(&at));
+    let line_of = |at: usize| code[..at].matches('\n').count() + 1;
+    let test_lines: usize = tests
+        .iter()
+        .map(|r| line_of(r.end - 1) - line_of(r.start) + 1)
+        .sum();
+    let lines = text.lines().count().saturating_sub(test_lines);
+    let mut out = Vec::new();
+    if lines > MAX_FILE_LINES {
+        out.push(Oversize {
+            site: format!("src/{path}"),
+            what: "file".into(),
+            lines,
+        });
+    }
+    for (name, r) in functions(&code) {
+        let span = line_of(r.end - 1) - line_of(r.start) + 1;
+        if span > MAX_FN_LINES && !in_tests(r.start) {
+            out.push(Oversize {
+                site: format!("src/{path}:{}", line_of(r.start)),
+                what: format!("fn {name}"),
+                lines: span,
+            });
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
 // The real src/
 
 /// The real src/: its top-level modules, every edge between them, and the lines forbidden
@@ -972,7 +1063,8 @@ struct Src {
     forbidden: Vec<Violation>,
 }
 
-fn load_src() -> Src {
+/// Every `.rs` file under `src/`, as (path from `src/`, text), sorted by path.
+fn src_files() -> Vec<(String, String)> {
     fn walk(dir: &Path, rel: &str, files: &mut Vec<(String, String)>) {
         let mut entries: Vec<_> = std::fs::read_dir(dir)
             .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
@@ -1007,6 +1099,11 @@ fn load_src() -> Src {
         files.len(),
         src.display()
     );
+    files
+}
+
+fn load_src() -> Src {
+    let files = src_files();
     let mut modules = BTreeSet::new();
     let mut all = Vec::new();
     let mut bad = Vec::new();
@@ -1082,6 +1179,24 @@ fn src_has_no_import_cycles() {
          Fix: remove the imports outside the table. The lower module of a cycle must not import \
          the upper one: move the shared type down into the lower layer, as docs/ARCHITECTURE.md says.\n",
         render_cycles(&cycles, &edges, LAYERS)
+    );
+}
+
+#[test]
+fn src_files_and_functions_fit_in_a_head() {
+    let over: Vec<Oversize> = src_files()
+        .iter()
+        .flat_map(|(p, t)| oversized(p, t))
+        .collect();
+    assert!(
+        over.is_empty(),
+        "\nOver the size limits ({MAX_FILE_LINES} lines per file outside its tests, \
+         {MAX_FN_LINES} per function):\n{}\
+         Fix: split the file by concern into a directory of submodules (docs/ARCHITECTURE.md \
+         says where each concern lives), or the function into the steps it goes through.\n",
+        over.iter()
+            .map(|o| format!("  {}: {} has {} lines\n", o.site, o.what, o.lines))
+            .collect::<String>()
     );
 }
 
@@ -1838,5 +1953,72 @@ pub fn go() { cli::run(self::plan::x()) }
             forbidden_in("lib.rs", "pub mod io;\nuse {io::Read};\n"),
             [("src/lib.rs:2".into(), "io::Read".into(), Why::LibRs)]
         );
+    }
+    #[test]
+    fn oversized_files_and_functions_are_found() {
+        let body = |n: usize| "    x();\n".repeat(n);
+        // A function of MAX_FN_LINES lines is within the limit, one more is not; a nested one
+        // counts on its own, a test module's and a test file's not at all.
+        let text = format!(
+            "fn fits() {{\n{}}}\n\
+             pub(crate) fn long<T: Into<[u8; 4]>>(a: [u8; 2]) -> [u8; 2] where T: Copy {{\n{}}}\n\
+             type F = fn(u8) -> u8;\n\
+             trait T {{ fn declared(&self); }}\n\
+             fn outer() {{\n fn inner() {{\n{} }}\n}}\n\
+             #[cfg(test)]\nmod tests {{\n fn in_test() {{\n{} }}\n}}\n",
+            body(MAX_FN_LINES - 2),
+            body(MAX_FN_LINES - 1),
+            body(MAX_FN_LINES),
+            body(MAX_FILE_LINES),
+        );
+        let found: Vec<(String, String, usize)> = oversized("a/b.rs", &text)
+            .into_iter()
+            .map(|o| (o.site, o.what, o.lines))
+            .collect();
+        let long_at = MAX_FN_LINES + 1;
+        let outer_at = long_at + MAX_FN_LINES + 3;
+        assert_eq!(
+            found,
+            [
+                (
+                    format!("src/a/b.rs:{long_at}"),
+                    "fn long".into(),
+                    MAX_FN_LINES + 1
+                ),
+                (
+                    format!("src/a/b.rs:{outer_at}"),
+                    "fn outer".into(),
+                    MAX_FN_LINES + 4
+                ),
+                (
+                    format!("src/a/b.rs:{}", outer_at + 1),
+                    "fn inner".into(),
+                    MAX_FN_LINES + 2
+                ),
+            ]
+        );
+        // Braces in strings and comments do not end a function early.
+        let tricky = format!(
+            "fn s() {{\n let _ = \"}}\"; // }}\n{}}}\n",
+            body(MAX_FN_LINES)
+        );
+        assert_eq!(oversized("a.rs", &tricky).len(), 1);
+        // The file: its test module does not count, its other lines do.
+        let file = format!(
+            "{}#[cfg(test)]\nmod tests {{\n{}}}\n",
+            "const A: u8 = 0;\n".repeat(MAX_FILE_LINES),
+            body(50)
+        );
+        assert_eq!(oversized("a.rs", &file), []);
+        let file = format!("const B: u8 = 0;\n{file}");
+        assert_eq!(
+            oversized("a.rs", &file),
+            [Oversize {
+                site: "src/a.rs".into(),
+                what: "file".into(),
+                lines: MAX_FILE_LINES + 1
+            }]
+        );
+        assert_eq!(oversized("x/tests.rs", &file), []);
     }
 }

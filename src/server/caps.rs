@@ -76,7 +76,7 @@ impl ConnCap {
         Self {
             max,
             open: AtomicU64::new(0),
-            answer: super::conn::reject_response(503).into(),
+            answer: super::request::reject_response(503).into(),
         }
     }
 

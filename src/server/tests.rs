@@ -982,7 +982,7 @@ fn auth_endpoint_answers_with_the_demo_token() {
         for request in [AUTH_GET, AUTH_POST] {
             assert_eq!(
                 http_exchange(tcp(addr), request),
-                &*conn::auth_response(),
+                &*request::auth_response(),
                 "{request}"
             );
         }
@@ -1453,7 +1453,7 @@ fn auth_endpoint_answers_over_tls() {
     let (gw, ca) = tls_gateway(loopback(), |_, _| {});
     let config = Arc::new(tls_client_config(&ca, &TLS13));
     let answer = http_exchange(tls_stream(gw.local_addr(), &config), AUTH_POST);
-    assert_eq!(answer, &*conn::auth_response());
+    assert_eq!(answer, &*request::auth_response());
     let mut spec = auth_spec(
         format!("https://localhost:{}/v1/auth/token", gw.local_addr().port()),
         None,
