@@ -310,7 +310,45 @@ pub(super) fn serve(a: &ServeArgs) -> Result<u8, CliError> {
         eprintln!("{warning}");
     }
     let (tls, ca_pem) = serve_tls(a)?;
-    let cfg = ServeConfig {
+    let gw = Gateway::start(serve_config(a, tls))?;
+    let mut tls_note = String::new();
+    if let Some(pem) = ca_pem {
+        let path = a.ca_out.clone().unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("sockstorm-ca-{}.pem", gw.local_addr().port()))
+        });
+        std::fs::write(&path, pem).map_err(|source| CliError::CaOut {
+            path: path.clone(),
+            source,
+        })?;
+        tls_note = format!(
+            "; CA certificate written to {0} (use --cacert {0})",
+            path.display()
+        );
+    }
+    if a.client_ca.is_some() {
+        tls_note.push_str("; client certificates required");
+    }
+    let (mode, faults) = described(a);
+    println!(
+        "sockstorm serve: listening on {}://{}/ ({mode}, {} thread(s)){faults}{tls_note}",
+        if a.tls { "wss" } else { "ws" },
+        gw.local_addr(),
+        a.threads
+    );
+    let _ = std::io::stdout().flush();
+    let start = Instant::now();
+    while ctl.level() == 0 && a.duration.is_none_or(|d| start.elapsed() < d) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let s = gw.stats();
+    gw.shutdown();
+    print_stopped(a, &s);
+    Ok(EXIT_OK)
+}
+
+/// The gateway's settings from `serve`'s flags.
+fn serve_config(a: &ServeArgs, tls: Option<std::sync::Arc<rustls::ServerConfig>>) -> ServeConfig {
+    ServeConfig {
         listen: a.listen,
         threads: a.threads,
         cpus: a.cpus.clone().map(|c| c.0).unwrap_or_default(),
@@ -338,25 +376,12 @@ pub(super) fn serve(a: &ServeArgs) -> Result<u8, CliError> {
         max_msg_rate: a.max_msg_rate.unwrap_or(0.0),
         compression: a.compression,
         ..ServeConfig::default()
-    };
-    let gw = Gateway::start(cfg)?;
-    let mut tls_note = String::new();
-    if let Some(pem) = ca_pem {
-        let path = a.ca_out.clone().unwrap_or_else(|| {
-            std::env::temp_dir().join(format!("sockstorm-ca-{}.pem", gw.local_addr().port()))
-        });
-        std::fs::write(&path, pem).map_err(|source| CliError::CaOut {
-            path: path.clone(),
-            source,
-        })?;
-        tls_note = format!(
-            "; CA certificate written to {0} (use --cacert {0})",
-            path.display()
-        );
     }
-    if a.client_ca.is_some() {
-        tls_note.push_str("; client certificates required");
-    }
+}
+
+/// What the gateway serves (echo, fan-out, ack routes, compression, streams) and the faults
+/// it injects, as the listening line says them.
+fn described(a: &ServeArgs) -> (String, String) {
     let mut mode = "echo + channels".to_owned();
     if a.publish_rate > 0.0 {
         mode.push_str(&format!(" + fan-out {}/s", a.publish_rate));
@@ -404,19 +429,11 @@ pub(super) fn serve(a: &ServeArgs) -> Result<u8, CliError> {
     } else {
         format!("; fault injection: {}", faults.join(", "))
     };
-    println!(
-        "sockstorm serve: listening on {}://{}/ ({mode}, {} thread(s)){faults}{tls_note}",
-        if a.tls { "wss" } else { "ws" },
-        gw.local_addr(),
-        a.threads
-    );
-    let _ = std::io::stdout().flush();
-    let start = Instant::now();
-    while ctl.level() == 0 && a.duration.is_none_or(|d| start.elapsed() < d) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let s = gw.stats();
-    gw.shutdown();
+    (mode, faults)
+}
+
+/// The totals `serve` prints when it stops.
+fn print_stopped(a: &ServeArgs, s: &gateway::GatewayStats) {
     println!(
         "sockstorm serve: stopped; accepted {} connections, {} messages in, {} out, {} handshakes rejected",
         s.accepted, s.msgs_in, s.msgs_out, s.handshakes_rejected
@@ -448,11 +465,10 @@ pub(super) fn serve(a: &ServeArgs) -> Result<u8, CliError> {
             s.stream_msgs, s.stream_skipped, s.stream_gaps_visible
         );
     }
-    let faults = gateway::fault_totals(&s);
+    let faults = gateway::fault_totals(s);
     if !faults.is_empty() {
         println!("sockstorm serve: {}", faults.trim_start());
     }
-    Ok(EXIT_OK)
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@ use super::*;
 use crate::metrics::ShardStats;
 use crate::proto::inspect::ExpectPattern;
 use crate::proto::template::Template;
+use crate::proto::ws::frame::Violation;
 use crate::proto::ws::handshake::{RequestTemplate, UpgradeFailure};
 use std::sync::Arc;
 
