@@ -1,6 +1,7 @@
-//! One client connection of the gateway: reading the request head to route it, the upgrade
-//! handshake, the open WebSocket (echo, commands, channel and fan-out deliveries), and the
-//! plain HTTP answers (the demo auth endpoint, fault-injection refusals).
+//! One client connection of the gateway through its phases: TLS, the request head (read and
+//! routed in `request.rs`, which also writes the plain HTTP answers: the demo auth endpoint,
+//! fault-injection refusals), the upgrade handshake, and the open WebSocket (echo, commands,
+//! channel and fan-out deliveries).
 //!
 //! Every connection is driven the same way: on any readiness event the worker hands the
 //! connection to [`Conn::drive`], which moves bytes until the socket would block and returns the
