@@ -140,9 +140,17 @@ fn beyond_the_message_rate_echoes_wait_and_latency_grows() {
     let received = c["msgs_received"].as_u64().unwrap();
     assert!((4000..=stats.msgs_out).contains(&received), "{received}");
     assert!(c["msgs_sent"].as_u64().unwrap() > 2 * stats.msgs_in);
-    // Nothing was dropped, only delayed: the round trip grew far beyond loopback's.
-    let p50 = v["histograms"]["ws_msg_rtt"]["p50_us"].as_u64().unwrap();
-    assert!(p50 > 20_000, "p50 {p50} µs");
+    // Nothing was lost: every message sent was echoed or is still unanswered in the sockets.
+    assert_eq!(
+        c["msgs_sent"].as_u64().unwrap(),
+        received + c["msgs_unanswered"].as_u64().unwrap()
+    );
+    // Only delayed: the round trip grew far beyond loopback's. Which connections the throttled
+    // gateway reads first decides the median (40-190 ms in three runs here, 10 ms once in CI,
+    // when it read some connections before their backlog built); the tail is the backlog of
+    // every connection it reads after others (1.1-1.9 s at p90 in the same runs).
+    let p90 = v["histograms"]["ws_msg_rtt"]["p90_us"].as_u64().unwrap();
+    assert!(p90 > 100_000, "p90 {p90} µs");
     assert!(matches!(o.status.code(), Some(0 | 3)), "{o:?}");
 }
 
