@@ -22,7 +22,7 @@ use std::time::Duration;
 pub struct FindMaxArgs {
     /// What to raise: `connections` (sessions held at once), `handshakes` (per second, open
     /// loop) or `messages` (per second over -c sessions). With a scenario file whose
-    /// [find_max] table names the mode, it may be left out.
+    /// `[find_max]` table names the mode, it may be left out.
     #[arg(id = "search_mode", value_name = "MODE")]
     pub mode: String,
     /// The search's own settings.

@@ -15,7 +15,7 @@ pub(super) struct Layout {
     pub(super) capacity: u64,
     pub(super) shard_counts: Vec<u64>,
     pub(super) backend: Selected,
-    /// Slots per shard ([`IoConfig::files`]).
+    /// Slots per shard ([`IoConfig::files`](crate::io::backend::IoConfig::files)).
     pub(super) files: Vec<u32>,
     /// What the other backend would hold here.
     pub(super) other_capacity: (BackendKind, u64),

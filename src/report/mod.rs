@@ -4,7 +4,7 @@
 //! The model: the result documents themselves are the report's data. Each is embedded whole
 //! (it is already free of secrets: header values, tokens and query values are masked when it is
 //! written) in a `<script type="application/json">`, next to what only Rust can compute
-//! cheaply, the percentile spectrum of every histogram from its `hdr` ([`spectrum`]). A small
+//! cheaply, the percentile spectrum of every histogram from its `hdr` (`spectrum`). A small
 //! hand-written script (`report.js`) builds the charts and tables from that data with uPlot
 //! (vendored under `assets/uplot/`, MIT, see its README), both inlined. Several documents
 //! overlay as a comparison: one series per document on the same axes, seconds from each run's

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 const HOST_SETTINGS: [&str; 3] = ["target", "source_ips", "source_ips_auto"];
 
 /// The plan's key fields, from a result document's parts: `settings` (less
-/// [`HOST_SETTINGS`]), each scenario's plan fields, stages, threshold expressions, the storm
+/// `HOST_SETTINGS`), each scenario's plan fields, stages, threshold expressions, the storm
 /// and the offered TLS configuration.
 pub fn plan_keys(doc: &Value) -> Value {
     let mut settings = doc["settings"].as_object().cloned().unwrap_or_default();

@@ -16,7 +16,7 @@ pub const MIN_READ_BUFFER: usize = 256;
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     /// Address to listen on. Default `127.0.0.1:8080` (loopback only); port 0 picks a free port
-    /// (see [`Gateway::local_addr`]).
+    /// (see [`Gateway::local_addr`](super::Gateway::local_addr)).
     pub listen: SocketAddr,
     /// Event-loop threads, each with its own listener and connections. Default 1.
     pub threads: usize,
@@ -35,7 +35,7 @@ pub struct ServeConfig {
     pub backlog: i32,
     /// Print one stats line per second to stderr. Default `false`.
     pub report: bool,
-    /// Serve `wss://` with these settings (see [`server_tls_config`]). Default `None` = plain
+    /// Serve `wss://` with these settings (see [`server_tls_config`](super::server_tls_config)). Default `None` = plain
     /// `ws://`. Each TLS connection adds rustls' state, about 1-2 KiB beyond the read buffer,
     /// plus ~18 KiB of TLS record buffers while data is in flight.
     pub tls: Option<Arc<rustls::ServerConfig>>,
@@ -61,7 +61,7 @@ pub struct ServeConfig {
     /// deliveries are dropped and counted in `channel_overflow`, the connection stays.
     pub slow_consumer_timeout: Option<Duration>,
     /// Test and debugging aid: keep the request target and headers of the first this many
-    /// upgrade requests, for [`Gateway::requests`]. Default 0 = none kept. Costs the requests'
+    /// upgrade requests, for [`Gateway::requests`](super::Gateway::requests). Default 0 = none kept. Costs the requests'
     /// size, at most this many of them.
     pub record_requests: usize,
     /// Ack routes added to the built-in ones ([`AckRoute::builtin`]), replacing a built-in

@@ -5,7 +5,7 @@
 //!
 //! [`RunArgs::plan`] works in steps: the load shape (connections, mode, rates, stages, open
 //! model), the checks of flags that stand alone, the machine (CPUs, sources), the storm, the
-//! auth steps, then the connection behaviour ([`conn`]).
+//! auth steps, then the connection behaviour ([`conn`](super::conn)).
 
 mod auth;
 #[cfg(test)]

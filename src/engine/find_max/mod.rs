@@ -1,9 +1,9 @@
 //! `sockstorm find-max`: one run, steered while it goes. The search's observer sees every
 //! merged second, holds each step's value (ramping connections up without teardown, or down
 //! by closing the newest; or changing the connect or message rate), judges the step on its own
-//! measurements against the objectives, and picks the next value ([`bisect`]) until the
+//! measurements against the objectives, and picks the next value (`bisect`) until the
 //! largest passing and the smallest failing value are within the precision. The verdict says
-//! whose limit the knee is and why ([`cause`]).
+//! whose limit the knee is and why (`cause`).
 
 mod bisect;
 mod cause;

@@ -170,7 +170,7 @@ impl Conn {
     }
 
     /// The connection is over: account for what is left, release its buffers and report
-    /// [`Event::Ended`]. Idempotent: a second call does nothing.
+    /// [`Event::Ended`](super::Event::Ended). Idempotent: a second call does nothing.
     pub(super) fn finish<R: Recorder>(&mut self, ctx: &mut Ctx<'_, R>, now: Micros) {
         if self.phase == Phase::Done {
             return;

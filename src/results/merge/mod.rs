@@ -1,7 +1,7 @@
 //! `sockstorm merge`: result documents of one plan, run on several hosts (or, later, as
 //! segments of one run), merged into one document of the same layout, exactly: histograms
 //! added (HdrHistogram `add` of the decoded `hdr`s), counts summed, timelines summed per Unix
-//! second, the other figures combined as [`figures`] says, and the plan's thresholds
+//! second, the other figures combined as `figures` says, and the plan's thresholds
 //! evaluated again on the merged data. Documents of another plan or layout version are
 //! refused, naming the key that differs; the same run given twice is refused unless
 //! `partial`.
