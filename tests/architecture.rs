@@ -417,36 +417,37 @@ fn alias_after(b: &[u8], at: usize) -> Option<usize> {
     (b.get(m).is_some_and(|&c| is_ident(c))).then(|| word_end(b, m))
 }
 
+/// Each `kw NAME` of stripped code (an item keyword and the name it declares): where `kw`
+/// starts, and the name's byte range. A keyword not followed by a name (`fn(u8)`) is skipped.
+fn declarations<'c>(
+    code: &'c str,
+    kw: &'static str,
+) -> impl Iterator<Item = (usize, Range<usize>)> + 'c {
+    let b = code.as_bytes();
+    words(code)
+        .filter(move |&(_, w)| w == kw)
+        .filter_map(move |(at, _)| {
+            let name = skip_ws(b, at + kw.len());
+            let end = word_end(b, name);
+            (end > name).then_some((at, name..end))
+        })
+}
+
 /// Byte ranges of the braces of inline modules (`mod name { … }`), each one level deeper.
 fn inline_mods(code: &str) -> Vec<Range<usize>> {
     let b = code.as_bytes();
-    let mut ranges = Vec::new();
-    for (at, w) in words(code) {
-        if w != "mod" {
-            continue;
-        }
-        let name = skip_ws(b, at + 3);
-        if !b.get(name).is_some_and(|&c| is_ident(c)) {
-            continue;
-        }
-        let open = skip_ws(b, word_end(b, name));
-        if b.get(open) == Some(&b'{') {
-            ranges.push(open..matching(b, open) + 1);
-        }
-    }
-    ranges
+    declarations(code, "mod")
+        .filter_map(|(_, name)| {
+            let open = skip_ws(b, name.end);
+            (b.get(open) == Some(&b'{')).then(|| open..matching(b, open) + 1)
+        })
+        .collect()
 }
 
 /// The modules a file declares (`mod name;` or `mod name { … }`).
 fn declared_mods(code: &str) -> BTreeSet<&str> {
-    let b = code.as_bytes();
-    words(code)
-        .filter(|&(_, w)| w == "mod")
-        .filter_map(|(at, _)| {
-            let name = skip_ws(b, at + 3);
-            let end = word_end(b, name);
-            (end > name).then(|| &code[name..end])
-        })
+    declarations(code, "mod")
+        .map(|(_, name)| &code[name])
         .collect()
 }
 
@@ -989,18 +990,10 @@ struct Oversize {
 fn functions(code: &str) -> Vec<(&str, Range<usize>)> {
     let b = code.as_bytes();
     let mut out = Vec::new();
-    for (at, w) in words(code) {
-        if w != "fn" {
-            continue;
-        }
-        let name_at = skip_ws(b, at + 2);
-        if !b.get(name_at).is_some_and(|&c| is_ident(c)) {
-            continue;
-        }
-        let name = &code[name_at..word_end(b, name_at)];
+    for (at, name) in declarations(code, "fn") {
         // The body's `{`, or a `;` for a declaration; brackets of the signature (`[u8; 4]`,
         // arguments) are skipped whole.
-        let mut j = name_at;
+        let mut j = name.end;
         let body = loop {
             match b.get(j) {
                 None | Some(b';') => break None,
@@ -1010,7 +1003,7 @@ fn functions(code: &str) -> Vec<(&str, Range<usize>)> {
             }
         };
         if let Some(open) = body {
-            out.push((name, at..matching(b, open) + 1));
+            out.push((&code[name], at..matching(b, open) + 1));
         }
     }
     out
